@@ -1,0 +1,59 @@
+"""The headless command line: ``python main.py <command> ...`` (also the ``nodegen`` script).
+
+Exit codes: 0 success, 1 a node failed, 2 invalid graph or usage, 130 interrupted.
+Each command lives in its own module with ``add_parser(subparsers)``; the parser's ``func`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+#: Command modules (in nodegen.cli) in the order ``--help`` lists them.
+COMMAND_MODULES = ["run", "validate", "nodes_cmd", "info", "lock", "import_cmd"]
+
+
+class UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nodegen import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="nodegen", description="nodegen: node-graph image generation. With no command, "
+        "'python main.py' opens the editor ('gui [GRAPH]').")
+    parser.add_argument("--version", action="version", version=f"nodegen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"nodegen.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"nodegen.cli.{name}":
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code) if isinstance(e.code, int) else EXIT_INVALID
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_INVALID
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as e:
+        print(f"nodegen: error: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("\nnodegen: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

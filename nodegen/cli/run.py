@@ -1,0 +1,84 @@
+"""``nodegen run GRAPH``: validate and run a workflow (a .json or a PNG with one embedded)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+
+from nodegen.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, UsageError
+from nodegen.cli.common import add_engine_args, apply_sets, load_workflow, make_engine, print_problems
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="run a workflow headless",
+                       description="Validate and run a workflow; writes its outputs and prints where.")
+    p.add_argument("graph", help="workflow .json, or a PNG with an embedded workflow")
+    p.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                   help="override an input (NODE is a node id or a unique title); repeatable")
+    p.add_argument("--out", default="output", metavar="DIR", help="output folder (default: ./output)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
+    p.add_argument("--keep-going", action="store_true", help="finish independent branches after a failure")
+    p.add_argument("--target", action="append", default=[], metavar="NODE",
+                   help="run only what this node needs (id or unique title); repeatable")
+    p.add_argument("--json", action="store_true", help="print machine-readable events (JSON lines)")
+    add_engine_args(p)
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    from nodegen.cli.progress import JsonProgress, TerminalProgress
+    from nodegen.context import CancelToken
+
+    try:
+        engine = make_engine(args, output_dir=args.out, device=args.device)
+        _ = engine.executor  # picks the device now: a bad --device is a usage error
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    wf = load_workflow(engine, args.graph)
+    apply_sets(engine, wf, args.set)
+    engine.subscribe(JsonProgress() if args.json else TerminalProgress())
+    cancel = CancelToken()
+    box: dict = {}
+
+    def work() -> None:
+        try:
+            box["result"] = engine.executor.run(wf.data, args.target or None,
+                                                keep_going=args.keep_going, cancel=cancel)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            box["error"] = e
+
+    t = threading.Thread(target=work, name="nodegen-run", daemon=True)
+    t.start()
+    try:
+        while t.is_alive():
+            t.join(0.1)
+    except KeyboardInterrupt:
+        cancel.cancel()
+        print("\nnodegen: cancelling...", file=sys.stderr)
+        t.join()
+        return EXIT_INTERRUPTED
+    if "error" in box:
+        raise box["error"]
+    result = box["result"]
+    if result.status == "invalid":
+        if args.json:
+            for p in result.problems:
+                print(json.dumps({"event": "problem", **p.to_json()}))
+        print_problems(result.problems, header=f"{args.graph}: the workflow is invalid:")
+        return EXIT_INVALID
+    if result.warnings and not args.json:
+        print_problems(result.warnings, header="warnings (not needed by this run):")
+    for f in result.failures:
+        print(f"\n{f}\n{f.traceback}", file=sys.stderr)
+    if result.status == "cancelled":
+        return EXIT_INTERRUPTED
+    paths = result.paths
+    if args.json:
+        print(json.dumps({"event": "outputs", "paths": paths, "status": result.status}))
+    else:
+        for path in paths:
+            print(f"wrote {path}")
+        print(f"{result.status}: {len(result.executed)} node(s) ran, {len(result.cached)} cached, "
+              f"{result.seconds:.2f}s", file=sys.stderr)
+    return EXIT_OK if result.status == "ok" else EXIT_FAILED

@@ -1,0 +1,79 @@
+"""The context a node's run function receives."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Cancelled(Exception):
+    """Raised inside a run when the user cancelled it."""
+
+
+class CancelToken:
+    """A thread-safe cancellation flag shared by the caller and the executor."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("run cancelled")
+
+    def reset(self) -> None:
+        self._event.clear()
+
+
+@dataclass
+class RunContext:
+    """What a node sees of the engine while it runs.
+
+    * ``device``: the compute device (``torch.device``), chosen by the engine.
+    * ``progress(step, total, preview=None)``: report progress (and optionally a preview image,
+      IMAGE layout or a PIL image); it also checks for cancellation.
+    * ``check_cancelled()``: raise :class:`Cancelled` if the user cancelled.
+    * ``models``: the model manager; ``paths``: the model folders.
+    * ``output_dir`` / ``input_dir`` / ``temp_dir``: where outputs go, where input images live.
+    * ``workflow``: the workflow document being run (a dict), for provenance in saved files.
+    * ``ui(**data)``: attach results for the editor (e.g. ``images=[paths]``) to this node.
+    * ``node_id``, ``node_title``: which node is running.
+    """
+
+    node_id: str
+    node_title: str
+    device: Any
+    models: Any
+    paths: Any
+    output_dir: str
+    input_dir: str
+    temp_dir: str
+    workflow: dict | None
+    cancel: CancelToken
+    _progress: Callable[[str, int, int, Any], None] | None = None
+    ui_data: dict = field(default_factory=dict)
+    #: Values resolved for provenance by nodes that draw them at run time (e.g. seeds).
+    resolved: dict = field(default_factory=dict)
+
+    def progress(self, step: int, total: int, preview: Any = None) -> None:
+        self.cancel.check()
+        if self._progress is not None:
+            self._progress(self.node_id, step, total, preview)
+
+    def check_cancelled(self) -> None:
+        self.cancel.check()
+
+    def ui(self, **data: Any) -> None:
+        for key, value in data.items():
+            if isinstance(value, list) and isinstance(self.ui_data.get(key), list):
+                self.ui_data[key].extend(value)
+            else:
+                self.ui_data[key] = value

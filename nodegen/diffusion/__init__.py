@@ -1,0 +1,1 @@
+"""Diffusion algorithms: samplers, schedules, conditioning, prompt weighting."""

@@ -1,0 +1,116 @@
+"""Noise levels of a discrete-time diffusion model: sigma <-> timestep, and the output
+conversion of eps / v-prediction models to a denoised estimate.
+
+The convention is k-diffusion's (variance exploding view of a variance preserving model):
+``x = x0 + sigma * noise`` with ``sigma = sqrt((1 - alphas_cumprod) / alphas_cumprod)``.
+The UNet sees ``c_in * x`` with ``c_in = 1 / sqrt(sigma^2 + 1)`` (the VP-scaled sample diffusers
+schedulers feed it) and the timestep of ``sigma``.
+
+Timesteps given to the UNet: by default the *nearest* training timestep in log-sigma (like
+ComfyUI's ``ModelSamplingDiscrete.timestep`` and diffusers' DPM-Solver with Karras sigmas, which
+rounds). ``discrete_timesteps=False`` passes the fractional timestep interpolated in log-sigma
+(k-diffusion's ``DiscreteSchedule.sigma_to_t``; diffusers' Euler with Karras sigmas). On the
+sigmas of the training table both are the same integer.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class ModelSampling:
+    """Discrete schedule built from ``alphas_cumprod`` (float64 [T])."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor, prediction_type: str = "epsilon",
+                 discrete_timesteps: bool = True):
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unknown prediction_type {prediction_type!r}; use 'epsilon' or 'v_prediction'")
+        ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64).cpu()
+        self.alphas_cumprod = ac
+        self.sigmas = ((1 - ac) / ac) ** 0.5  # increasing with t, float64
+        self.log_sigmas = self.sigmas.log()
+        self.prediction_type = prediction_type
+        self.discrete_timesteps = discrete_timesteps
+
+    @classmethod
+    def from_model(cls, model) -> ModelSampling:
+        """From a ``DiffusionModel`` (anything with ``alphas_cumprod`` and ``prediction_type``)."""
+        return cls(model.alphas_cumprod, getattr(model, "prediction_type", "epsilon"))
+
+    @property
+    def num_timesteps(self) -> int:
+        return len(self.sigmas)
+
+    @property
+    def sigma_min(self) -> float:
+        return float(self.sigmas[0])
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[-1])
+
+    # -- sigma <-> t ---------------------------------------------------------------------
+    def sigma_to_t(self, sigma: torch.Tensor | float) -> torch.Tensor:
+        """Fractional timestep of ``sigma`` by linear interpolation in log-sigma (clamped)."""
+        s = torch.as_tensor(sigma, dtype=torch.float64).cpu()
+        log_sigma = s.clamp_min(1e-30).log()
+        ls = self.log_sigmas
+        dists = log_sigma - ls[:, None]
+        low_idx = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=ls.shape[0] - 2)
+        high_idx = low_idx + 1
+        low, high = ls[low_idx], ls[high_idx]
+        w = ((low - log_sigma) / (low - high)).clamp(0, 1)
+        t = (1 - w) * low_idx + w * high_idx
+        return t.view(s.shape)
+
+    def nearest_t(self, sigma: torch.Tensor | float) -> torch.Tensor:
+        """Nearest training timestep of ``sigma`` in log-sigma (an integer-valued tensor)."""
+        s = torch.as_tensor(sigma, dtype=torch.float64).cpu()
+        dists = s.clamp_min(1e-30).log() - self.log_sigmas[:, None]
+        return dists.abs().argmin(dim=0).view(s.shape).to(torch.float64)
+
+    def timestep(self, sigma: torch.Tensor | float) -> torch.Tensor:
+        """The timestep the UNet is called with for ``sigma`` (see the module docstring)."""
+        return self.nearest_t(sigma) if self.discrete_timesteps else self.sigma_to_t(sigma)
+
+    def t_to_sigma(self, t: torch.Tensor | float) -> torch.Tensor:
+        """Sigma of a (fractional) timestep by linear interpolation in log-sigma."""
+        t = torch.as_tensor(t, dtype=torch.float64).cpu().clamp(0, self.num_timesteps - 1)
+        low_idx, high_idx, w = t.floor().long(), t.ceil().long(), t.frac()
+        log_sigma = (1 - w) * self.log_sigmas[low_idx] + w * self.log_sigmas[high_idx]
+        return log_sigma.exp()
+
+    # -- network in/out scalings -----------------------------------------------------------
+    @staticmethod
+    def c_in(sigma: torch.Tensor) -> torch.Tensor:
+        return 1.0 / (sigma**2 + 1.0) ** 0.5
+
+    def c_skip_out(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``denoised = c_skip * x + c_out * model_output``."""
+        if self.prediction_type == "epsilon":
+            return torch.ones_like(sigma), -sigma
+        # v-prediction (Salimans & Ho), sigma_data = 1
+        return 1.0 / (sigma**2 + 1.0), -sigma / (sigma**2 + 1.0) ** 0.5
+
+    def denoised(self, x: torch.Tensor, sigma: torch.Tensor, model_output: torch.Tensor) -> torch.Tensor:
+        sigma = _bcast(sigma, x)
+        c_skip, c_out = self.c_skip_out(sigma)
+        return c_skip * x + c_out * model_output
+
+    # -- starting noise ----------------------------------------------------------------------
+    def is_max_sigma(self, sigma: float) -> bool:
+        return sigma >= self.sigma_max * (1 - 1e-5)
+
+    def noise_scaling(self, sigma: float, noise: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """The first sample: ``latent + noise * sigma``; at full denoise (sigma at the model's
+        maximum) ``latent + noise * sqrt(1 + sigma^2)`` (like ComfyUI; equals diffusers' DPM-Solver
+        / DDIM start ``noise * init_noise_sigma=1`` in VP space)."""
+        scale = (1.0 + sigma**2) ** 0.5 if self.is_max_sigma(sigma) else sigma
+        return latent + noise * scale
+
+
+def _bcast(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if sigma.ndim == 0:
+        return sigma
+    return sigma.reshape(sigma.shape[0], *([1] * (x.ndim - 1)))

@@ -1,0 +1,59 @@
+"""Helpers shared by the samplers (k-diffusion conventions).
+
+A sampler walks ``x`` down ``sigmas`` (decreasing, last usually 0) calling
+``model(x, sigma_batch, **extra_args) -> denoised``. ``callback`` receives
+``{"x", "i", "sigma", "sigma_hat", "denoised"}`` once per step. ``noise_sampler(sigma, sigma_next)``
+returns fresh standard normal noise shaped like ``x`` (ancestral / SDE samplers).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+    """Karras ODE derivative dx/dsigma."""
+    return (x - denoised) / append_dims(sigma, x.ndim)
+
+
+def append_dims(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    t = torch.as_tensor(t)
+    return t[(...,) + (None,) * (ndim - t.ndim)]
+
+
+def get_ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float = 1.0):
+    """(sigma_down, sigma_up) for an ancestral step from ``sigma_from`` to ``sigma_to``."""
+    if not eta:
+        return sigma_to, torch.zeros_like(sigma_to)
+    sigma_up = torch.minimum(sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5)
+    sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
+    return sigma_down, sigma_up
+
+
+def default_noise_sampler(x: torch.Tensor, seed: int | None = None):
+    """Standard normal noise from a CPU generator (seeded: reproducible on every device)."""
+    gen = torch.Generator("cpu")
+    if seed is not None:
+        gen.manual_seed(int(seed))
+    else:
+        gen.seed()
+
+    def sample(sigma, sigma_next):
+        return torch.randn(x.shape, generator=gen, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
+
+    return sample
+
+
+def s_in_like(x: torch.Tensor) -> torch.Tensor:
+    return x.new_ones([x.shape[0]])
+
+
+def report(callback, x, i, sigma, sigma_hat, denoised) -> None:
+    if callback is not None:
+        callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})
+
+
+def ensure_noise_sampler(noise_sampler, x, extra_args):
+    if noise_sampler is not None:
+        return noise_sampler
+    return default_noise_sampler(x, (extra_args or {}).get("seed"))

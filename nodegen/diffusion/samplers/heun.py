@@ -1,0 +1,35 @@
+"""Heun's second-order method (Karras et al. 2022, Algorithm 2); the last step to sigma 0 is an
+Euler step. Equals diffusers' ``HeunDiscreteScheduler``."""
+
+from __future__ import annotations
+
+import torch
+
+from nodegen.diffusion.samplers._common import report, s_in_like, to_d
+
+
+@torch.no_grad()
+def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+                s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    extra_args = extra_args or {}
+    s_in = s_in_like(x)
+    n = len(sigmas) - 1
+    for i in range(n):
+        sigma = sigmas[i]
+        gamma = min(s_churn / n, 2**0.5 - 1) if s_tmin <= sigma <= s_tmax else 0.0
+        sigma_hat = sigma * (gamma + 1)
+        if gamma > 0:
+            eps = torch.randn_like(x) if noise_sampler is None else noise_sampler(sigma, sigmas[i + 1])
+            x = x + eps * s_noise * (sigma_hat**2 - sigma**2) ** 0.5
+        denoised = model(x, sigma_hat * s_in, **extra_args)
+        d = to_d(x, sigma_hat, denoised)
+        report(callback, x, i, sigma, sigma_hat, denoised)
+        dt = sigmas[i + 1] - sigma_hat
+        if sigmas[i + 1] == 0:
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            denoised_2 = model(x_2, sigmas[i + 1] * s_in, **extra_args)
+            d_2 = to_d(x_2, sigmas[i + 1], denoised_2)
+            x = x + (d + d_2) / 2 * dt
+    return x

@@ -1,0 +1,142 @@
+"""The engine session: registry + cache + model manager + folders, living as long as the process.
+
+::
+
+    from nodegen.engine import Engine
+    engine = Engine(models="~/models", output_dir="out")
+    wf = engine.load("graphs/txt2img.json")
+    result = engine.run(wf, set={"Sampler.seed": 3})   # incremental: re-runs only what changed
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from nodegen.cache import OutputCache
+from nodegen.context import CancelToken
+from nodegen.events import EventBus, Listener
+from nodegen.executor import Executor, RunResult
+from nodegen.models.paths import ModelPaths
+from nodegen.registry import NodeRegistry, default_registry
+from nodegen.validate import Plan, plan
+from nodegen.workflow import Workflow, WorkflowError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+class Environment:
+    """Where files are: model folders, the input folder (images), the output folder."""
+
+    def __init__(self, paths: ModelPaths, output_dir: str | os.PathLike, input_dir: str | os.PathLike,
+                 temp_dir: str | os.PathLike | None = None) -> None:
+        self.paths = paths
+        self.output_dir = str(output_dir)
+        self.input_dir = str(input_dir)
+        self.temp_dir = str(temp_dir or Path(tempfile.gettempdir()) / "nodegen")
+
+    def resolve_file(self, kind: str | None, name: str) -> Path | None:
+        if not isinstance(name, str) or not name:
+            return None
+        if kind in (None, "image", "input"):
+            p = Path(name).expanduser()
+            for cand in ([p] if p.is_absolute() else [Path(self.input_dir) / p, p]):
+                if cand.is_file():
+                    return cand
+            return None
+        return self.paths.resolve(kind, name)
+
+    def describe_files(self, kind: str | None) -> str:
+        if kind in (None, "image", "input"):
+            return f"looked in the input folder {self.input_dir} and the working directory"
+        return self.paths.describe(kind)
+
+    def list_images(self) -> list[str]:
+        folder = Path(self.input_dir)
+        if not folder.is_dir():
+            return []
+        return sorted(str(p.relative_to(folder)).replace(os.sep, "/") for p in folder.rglob("*")
+                      if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def pick_device(device: str = "auto"):
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but no CUDA device is available")
+    return torch.device(device)
+
+
+class Engine:
+    def __init__(self, *, models: str | os.PathLike | list | None = None, output_dir: str | os.PathLike = "output",
+                 input_dir: str | os.PathLike = "input", device: str = "auto",
+                 registry: NodeRegistry | None = None, cache_budgets: dict[str, int] | None = None,
+                 model_manager: Any = None, extra_model_paths: dict | None = None) -> None:
+        roots = [] if models is None else ([models] if isinstance(models, (str, os.PathLike)) else list(models))
+        self.registry = registry or default_registry()
+        self.env = Environment(ModelPaths(roots, extra_model_paths), output_dir, input_dir)
+        self.events = EventBus()
+        self.cache = OutputCache(cache_budgets)
+        self._device_name = device
+        self._model_manager = model_manager
+        self._executor: Executor | None = None
+
+    # -- lazily built parts (torch is imported only when something runs) --------------------
+    @property
+    def models(self):
+        if self._model_manager is None:
+            try:
+                from nodegen.models.manager import ModelManager
+            except ImportError:  # the manager ships with the diffusion library
+                return None
+            self._model_manager = ModelManager()
+        return self._model_manager
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = Executor(self.registry, self.cache, env=self.env,
+                                      device=pick_device(self._device_name), models=self.models,
+                                      events=self.events)
+        return self._executor
+
+    def subscribe(self, listener: Listener):
+        return self.events.subscribe(listener)
+
+    # -- workflows -----------------------------------------------------------------------
+    @staticmethod
+    def load(source: Any) -> Workflow:
+        if isinstance(source, Workflow):
+            return source
+        if isinstance(source, dict):
+            return Workflow.from_dict(source)
+        return Workflow.load(source)
+
+    def prepare(self, source: Any, set: dict | None = None) -> Workflow:  # noqa: A002
+        """Load, apply node migrations and ``set`` overrides (``{"node.input": value}``)."""
+        wf = self.load(source)
+        from nodegen.migrate_nodes import migrate_nodes
+
+        migrate_nodes(wf.data, self.registry)
+        for key, value in (set or {}).items():
+            try:
+                wf.set(key, value)
+            except (KeyError, TypeError, ValueError) as e:
+                raise WorkflowError(f"cannot set {key!r}: {e.args[0] if e.args else e}") from e
+        return wf
+
+    def validate(self, source: Any, targets: list[str] | None = None) -> Plan:
+        wf = self.prepare(source)
+        return plan(wf.data, self.registry, targets, self.env)
+
+    def run(self, source: Any, *, set: dict | None = None, targets: list[str] | None = None,  # noqa: A002
+            keep_going: bool = False, cancel: CancelToken | None = None) -> RunResult:
+        wf = self.prepare(source, set)
+        return self.executor.run(wf.data, targets, keep_going=keep_going, cancel=cancel)
+
+    def schema(self, category: str | None = None) -> dict:
+        return self.registry.schema(self.env, category)

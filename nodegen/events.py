@@ -1,0 +1,73 @@
+"""Events a run emits, delivered to subscribers in the thread that runs the graph.
+
+Kinds: ``run_started``, ``node_started``, ``node_cached``, ``node_progress``, ``node_finished``,
+``node_failed``, ``node_skipped``, ``run_finished``. ``data`` holds the details (see
+:class:`nodegen.executor.Executor` for each kind's keys).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+EVENT_KINDS = ("run_started", "node_started", "node_cached", "node_progress", "node_finished",
+               "node_failed", "node_skipped", "run_finished")
+
+
+@dataclass
+class Event:
+    kind: str
+    run_id: int
+    node_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict:
+        """A JSON-able view (tensors and images are left out)."""
+        out = {"event": self.kind, "run_id": self.run_id, "time": round(self.time, 4)}
+        if self.node_id is not None:
+            out["node_id"] = self.node_id
+        for k, v in self.data.items():
+            if k == "preview":
+                continue
+            if isinstance(v, (str, int, float, bool)) or v is None:
+                out[k] = v
+            elif isinstance(v, (list, tuple, dict)):
+                out[k] = _jsonable(v)
+        return out
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, fn: Listener) -> Callable[[], None]:
+        self._listeners.append(fn)
+
+        def unsubscribe() -> None:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
+        return unsubscribe
+
+    @property
+    def active(self) -> bool:
+        return bool(self._listeners)
+
+    def emit(self, event: Event) -> None:
+        for fn in list(self._listeners):
+            fn(event)

@@ -1,0 +1,212 @@
+"""The model manager: loads model files once, places weights on devices, offloads by LRU.
+
+* Loading is lazy and cached across runs, keyed by resolved path + size + mtime (+ options):
+  :meth:`ModelManager.load_checkpoint`, :meth:`load_vae`, :meth:`load_lora`.
+* :meth:`ModelManager.use` (a context manager) moves a module to a device in the manager's
+  dtype for that device (fp16 on CUDA unless told otherwise, fp32 on CPU) and keeps it there
+  afterwards; when the modules resident on a device exceed its byte budget, the least recently
+  used ones that are not in use are moved back to the host (CPU).
+* The model objects (:mod:`nodegen.models.objects`) call :meth:`use` through the manager they
+  were loaded with, or through :func:`default_manager` for objects built in memory.
+
+The engine constructs ``ModelManager()`` with no arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+GiB = 1024**3
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    total = 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        total += t.numel() * t.element_size()
+    return total
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def module_dtype(module: torch.nn.Module) -> torch.dtype:
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def file_key(path: str | os.PathLike) -> tuple[str, int, int]:
+    """(resolved path, size, mtime_ns) of a file or a diffusers folder (newest file inside)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    if p.is_dir():
+        size, mtime = 0, st.st_mtime_ns
+        for root, _dirs, files in os.walk(p):
+            for f in files:
+                s = os.stat(os.path.join(root, f))
+                size += s.st_size
+                mtime = max(mtime, s.st_mtime_ns)
+        return str(p), size, mtime
+    return str(p), st.st_size, st.st_mtime_ns
+
+
+class ModelManager:
+    """Owns loaded models. ``budgets`` maps a device type ("cuda", "cpu") to the bytes of
+    weights allowed there (default: 80% of the GPU's memory for "cuda", unlimited for CPU)."""
+
+    def __init__(self, *, device: str | torch.device | None = None, budgets: dict[str, int] | None = None,
+                 gpu_dtype: torch.dtype = torch.float16, max_cached_files: int = 8) -> None:
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.gpu_dtype = gpu_dtype
+        self.budgets: dict[str, int | None] = {"cpu": None}
+        if torch.cuda.is_available():
+            self.budgets["cuda"] = int(torch.cuda.get_device_properties(0).total_memory * 0.8)
+        self.budgets.update(budgets or {})
+        self.max_cached_files = max_cached_files
+        self._lock = threading.RLock()
+        #: id(module) -> weak reference, least recently used first
+        self._resident: OrderedDict[int, weakref.ref] = OrderedDict()
+        self._in_use: dict[int, int] = {}
+        self._files: OrderedDict[tuple, Any] = OrderedDict()
+        #: (module name, from device, to device) per move, for tests and logs
+        self.moves: list[tuple[str, str, str]] = []
+
+    # ----- dtype / device policy -------------------------------------------------------------
+    def dtype_for(self, device: str | torch.device | None = None) -> torch.dtype:
+        dev = torch.device(device) if device is not None else self.device
+        return self.gpu_dtype if dev.type == "cuda" else torch.float32
+
+    # ----- placement ------------------------------------------------------------------------
+    def _budget(self, dev: torch.device) -> int | None:
+        return self.budgets.get(dev.type)
+
+    def _live(self) -> list[tuple[int, torch.nn.Module]]:
+        out = []
+        for mid, ref in list(self._resident.items()):
+            m = ref()
+            if m is None:
+                del self._resident[mid]
+            else:
+                out.append((mid, m))
+        return out
+
+    def _resident_bytes(self, dev: torch.device) -> int:
+        return sum(module_bytes(m) for _, m in self._live() if module_device(m).type == dev.type)
+
+    def resident(self, device: str | torch.device) -> list[torch.nn.Module]:
+        """Modules on ``device``'s type, least recently used first."""
+        dev = torch.device(device)
+        return [m for _, m in self._live() if module_device(m).type == dev.type]
+
+    def _move(self, module: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> None:
+        src = module_device(module)
+        if src == device and (dtype is None or module_dtype(module) == dtype):
+            return
+        module.to(device=device, dtype=dtype)
+        self.moves.append((type(module).__name__, str(src), str(device)))
+
+    def _make_room(self, dev: torch.device, need: int, keep: int) -> None:
+        budget = self._budget(dev)
+        if budget is None:
+            return
+        if dev.type == "cpu":  # nothing lower to offload to
+            return
+        for mid, m in self._live():
+            if self._resident_bytes(dev) + need <= budget:
+                return
+            if mid == keep or self._in_use.get(mid) or module_device(m).type != dev.type:
+                continue
+            self._move(m, torch.device("cpu"), None)
+        # over budget with everything in use: go ahead anyway (the budget is a target)
+
+    @contextmanager
+    def use(self, module: torch.nn.Module, device: str | torch.device | None = None,
+            dtype: torch.dtype | None = None) -> Iterator[torch.nn.Module]:
+        """Place ``module`` on ``device`` in ``dtype`` for the block (and leave it there)."""
+        dev = torch.device(device) if device is not None else self.device
+        if dtype is None:
+            dtype = self.dtype_for(dev)
+        with self._lock:
+            mid = id(module)
+            need = 0 if module_device(module).type == dev.type else module_bytes(module)
+            self._make_room(dev, need, mid)
+            self._move(module, dev, dtype)
+            self._resident[mid] = weakref.ref(module)
+            self._resident.move_to_end(mid)
+            self._in_use[mid] = self._in_use.get(mid, 0) + 1
+        try:
+            yield module
+        finally:
+            with self._lock:
+                self._in_use[mid] -= 1
+                if not self._in_use[mid]:
+                    del self._in_use[mid]
+
+    def offload_all(self) -> None:
+        with self._lock:
+            for _, m in self._live():
+                self._move(m, torch.device("cpu"), None)
+
+    # ----- file loading (cached) --------------------------------------------------------------
+    def _cached(self, key: tuple, load) -> Any:
+        with self._lock:
+            if key in self._files:
+                self._files.move_to_end(key)
+                return self._files[key]
+        value = load()
+        with self._lock:
+            self._files[key] = value
+            while len(self._files) > self.max_cached_files:
+                self._files.popitem(last=False)
+        return value
+
+    def load_checkpoint(self, path: str | os.PathLike, prediction: str = "auto"):
+        """``(DiffusionModel, TextEncoder, VAEModel)`` of a single file or diffusers folder."""
+        from nodegen.models import loader
+
+        key = ("checkpoint", *file_key(path), prediction)
+        return self._cached(key, lambda: loader.load_checkpoint(path, prediction=prediction, manager=self))
+
+    def load_vae(self, path: str | os.PathLike):
+        from nodegen.models import loader
+
+        key = ("vae", *file_key(path))
+        return self._cached(key, lambda: loader.load_vae(path, manager=self))
+
+    def load_lora(self, path: str | os.PathLike):
+        """The parsed LoRA (:class:`nodegen.models.lora.LoraFile`) of a file."""
+        from nodegen.models import lora
+
+        key = ("lora", *file_key(path))
+        return self._cached(key, lambda: lora.read_lora(path))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._files.clear()
+            self._resident.clear()
+
+
+_default: ModelManager | None = None
+
+
+def default_manager() -> ModelManager:
+    """The manager used by model objects built in memory without one."""
+    global _default
+    if _default is None:
+        _default = ModelManager()
+    return _default

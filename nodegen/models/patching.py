@@ -1,0 +1,72 @@
+"""Weight patches (LoRA and the like) applied on use, never permanently.
+
+A patch set is a list of ``(patch_dict, strength)``. ``patch_dict`` maps a parameter name of
+the target module (diffusers names, e.g. ``down_blocks.0.attentions.0...to_q.weight``) to a
+delta: a tensor of the parameter's shape, or a callable ``(weight: Tensor) -> Tensor`` giving
+the delta for that weight (computed in float32 on the weight's device; LoRA uses
+``up @ down * alpha / rank``). The patched weight is ``W + sum(strength * delta)``.
+
+:func:`patched` applies a patch set to a module for the duration of a ``with`` block and puts
+the original tensors back afterwards, so clones that share the base weights stay independent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Union
+
+import torch
+
+Delta = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+PatchList = list[tuple[dict[str, Delta], float]]
+
+
+def delta_value(delta: Delta, weight: torch.Tensor) -> torch.Tensor:
+    d = delta(weight) if callable(delta) else delta
+    d = d.to(device=weight.device, dtype=torch.float32)
+    if d.shape != weight.shape:
+        if d.numel() == weight.numel():
+            d = d.reshape(weight.shape)
+        else:
+            raise ValueError(f"patch of shape {tuple(d.shape)} does not fit weight {tuple(weight.shape)}")
+    return d
+
+
+def _strip(name: str, prefix: str | None) -> str | None:
+    if prefix is None:
+        return name
+    return name[len(prefix):] if name.startswith(prefix) else None
+
+
+@contextmanager
+def patched(module: torch.nn.Module, patches: PatchList, prefix: str | None = None) -> Iterator[Any]:
+    """Apply ``patches`` to ``module`` inside the block. With ``prefix``, only keys starting
+    with it are used (prefix removed), e.g. ``"text_encoder_2."``."""
+    active = [(pd, s) for pd, s in patches if s != 0]
+    if not active:
+        yield module
+        return
+    params = dict(module.named_parameters())
+    sums: dict[str, torch.Tensor] = {}
+    for patch_dict, strength in active:
+        for key, delta in patch_dict.items():
+            name = _strip(key, prefix)
+            if name is None:
+                continue
+            p = params.get(name)
+            if p is None:
+                raise KeyError(f"patch targets unknown weight {name!r} of {type(module).__name__}")
+            d = delta_value(delta, p.data) * float(strength)
+            sums[name] = sums[name] + d if name in sums else d
+    backup: dict[str, torch.Tensor] = {}
+    try:
+        with torch.no_grad():
+            for name, d in sums.items():
+                p = params[name]
+                backup[name] = p.data
+                p.data = (p.data.float() + d).to(p.dtype)
+        yield module
+    finally:
+        for name, data in backup.items():
+            params[name].data = data

@@ -1,0 +1,129 @@
+"""ControlNet preprocessors that need no weights: Canny edges, line art (Sobel / difference of
+Gaussians), scribbles from a mask, thresholding, and blurry "tile" images.
+
+All take and return tensors in the engine layouts (IMAGE [B,H,W,C], MASK [B,H,W]); the edge maps
+are white lines on black, 3 channels, like the ControlNet annotators produce.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from nodegen.preprocess.filters import dilate, erode, gaussian_blur, gray_to_image, sobel, to_gray
+
+
+def canny_map(gray: torch.Tensor, low: float, high: float, sigma: float = 1.0) -> torch.Tensor:
+    """Canny edge detector on [B,1,H,W] in [0,1]; thresholds on the gradient magnitude (Sobel / 4:
+    a sharp unit step scores 1, about 0.8 after the default blur). Returns 0/1 floats.
+
+    Steps: Gaussian blur, Sobel gradients, non-maximum suppression along the gradient direction
+    quantised to 0/45/90/135 degrees, then hysteresis (weak pixels connected to strong ones).
+    """
+    if low > high:
+        raise ValueError(f"low_threshold ({low}) must not exceed high_threshold ({high})")
+    x = gaussian_blur(gray.float(), sigma)
+    gx, gy = sobel(x)
+    mag = torch.sqrt(gx * gx + gy * gy)
+    angle = torch.rad2deg(torch.atan2(gy, gx)) % 180.0
+    # neighbours of every pixel in the 8 directions (replicate border by padding with -inf)
+    p = F.pad(mag, (1, 1, 1, 1), value=-1.0)
+    H, W = mag.shape[-2:]
+
+    def at(dy: int, dx: int) -> torch.Tensor:
+        return p[..., 1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
+
+    bins = torch.round(angle / 45.0) % 4  # 0: horizontal gradient, 1: 45, 2: vertical, 3: 135
+    # image rows grow downwards: a gradient at +45 deg (gy>0, gx>0) points to (+1, +1)
+    n1 = torch.where(bins == 0, at(0, 1), torch.where(bins == 1, at(1, 1),
+                     torch.where(bins == 2, at(1, 0), at(1, -1))))
+    n2 = torch.where(bins == 0, at(0, -1), torch.where(bins == 1, at(-1, -1),
+                     torch.where(bins == 2, at(-1, 0), at(-1, 1))))
+    # ">=" on one side and ">" on the other keeps exactly one pixel of a symmetric ridge
+    thin = (mag >= n1) & (mag > n2) & (mag > 0)
+    strong = (thin & (mag >= high)).float()
+    weak = (thin & (mag >= low)).float()
+    # hysteresis: grow strong edges through weak pixels until nothing changes
+    while True:
+        grown = dilate(strong, 1) * weak
+        grown = torch.maximum(grown, strong)
+        if torch.equal(grown, strong):
+            break
+        strong = grown
+    return strong
+
+
+def canny(image: torch.Tensor, low: float, high: float, sigma: float = 1.0) -> torch.Tensor:
+    return gray_to_image(canny_map(to_gray(image), low, high, sigma))
+
+
+def _sobel_lines(g: torch.Tensor, sigma: float) -> torch.Tensor:
+    gx, gy = sobel(gaussian_blur(g, sigma))
+    return torch.sqrt(gx * gx + gy * gy)
+
+
+def _dog_lines(g: torch.Tensor, sigma: float, k: float = 1.6) -> torch.Tensor:
+    return (gaussian_blur(g, sigma) - gaussian_blur(g, sigma * k)).abs()
+
+
+def _unit_peak(fn, sigma: float) -> float:
+    """Peak response of a line detector to a sharp unit step (to normalise lines to ~1)."""
+    n = int(12 * sigma * 1.6) + 8
+    step = torch.zeros(1, 1, 4, 2 * n)
+    step[..., n:] = 1.0
+    return float(fn(step, sigma).max()) or 1.0
+
+
+def lineart(image: torch.Tensor, method: str = "sobel", sigma: float = 1.0,
+            strength: float = 1.0) -> torch.Tensor:
+    """Soft line art (white on black): the Sobel gradient magnitude after a Gaussian blur of
+    ``sigma``, or the difference of Gaussians (sigma, 1.6 sigma) rectified. A sharp unit step
+    gives a line of brightness about ``strength`` with either method."""
+    g = to_gray(image)
+    if method == "sobel":
+        out = _sobel_lines(g, sigma) / _unit_peak(_sobel_lines, sigma)
+    elif method == "dog":
+        if sigma <= 0:
+            raise ValueError("LineartEdges: sigma must be positive for the dog method")
+        out = _dog_lines(g, sigma) / _unit_peak(_dog_lines, sigma)
+    else:
+        raise ValueError(f"LineartEdges: method must be 'sobel' or 'dog', got {method!r}")
+    return gray_to_image((out * strength).clamp(0.0, 1.0))
+
+
+def scribble_from_mask(mask: torch.Tensor, thickness: int = 3, threshold: float = 0.5) -> torch.Tensor:
+    """Outline of the mask's regions as white scribble lines ``thickness`` pixels wide, on black."""
+    if mask.dim() == 2:
+        mask = mask[None]
+    if mask.dim() != 3:
+        raise ValueError(f"expected a MASK [B,H,W], got shape {tuple(mask.shape)}")
+    m = (mask.float() >= threshold).float()[:, None]
+    outer = thickness // 2
+    inner = thickness - outer
+    line = dilate(m, outer) - erode(m, inner)
+    # erode() treats outside the image as background: an object touching the border gets no
+    # line along the border itself (that is not an edge of the object in the picture)
+    return gray_to_image(line.clamp(0, 1))
+
+
+def threshold(image: torch.Tensor, value: float = 0.5, mode: str = "luminance") -> torch.Tensor:
+    """Binary image: luminance >= value (grey, 3 channels), or each channel on its own."""
+    if mode == "luminance":
+        return gray_to_image((to_gray(image) >= value).float())
+    if mode == "per_channel":
+        out = (image[..., :3].float() >= value).float()
+        return out if image.shape[-1] >= 3 else out.expand(-1, -1, -1, 3).contiguous()
+    raise ValueError(f"ImageThreshold: mode must be 'luminance' or 'per_channel', got {mode!r}")
+
+
+def tile_blur(image: torch.Tensor, factor: float = 4.0) -> torch.Tensor:
+    """The input of a tile ControlNet: shrink by ``factor`` (area average) and resize back
+    (bicubic), losing detail but keeping colours and layout."""
+    if factor < 1:
+        raise ValueError(f"TilePreprocess: downscale_factor must be 1 or more, got {factor}")
+    x = image[..., :3].permute(0, 3, 1, 2).float()
+    H, W = x.shape[-2:]
+    h, w = max(1, round(H / factor)), max(1, round(W / factor))
+    small = F.interpolate(x, size=(h, w), mode="area")
+    big = F.interpolate(small, size=(H, W), mode="bicubic", align_corners=False)
+    return big.clamp(0, 1).permute(0, 2, 3, 1).contiguous()

@@ -1,0 +1,97 @@
+"""Socket types: the typed values that flow along links.
+
+A socket type is an object with a name and a colour (for the canvas). The compatibility rule is
+explicit and lives in one place, :func:`compatible`:
+
+* a type accepts itself;
+* ``ANY`` accepts everything and can feed everything (reroutes, placeholders);
+* a type accepts the types listed in its ``accepts`` (e.g. ``FLOAT`` accepts ``INT``).
+
+Value layouts (documented once, here):
+
+* ``IMAGE``: ``torch.float32`` tensor ``[batch, height, width, channels]`` (channels 3, or 4 with
+  alpha), values in ``[0, 1]``, on any device.
+* ``MASK``: ``torch.float32`` tensor ``[batch, height, width]`` in ``[0, 1]``; 1 marks the area to
+  change (repaint).
+* ``LATENT``: a dict ``{"samples": tensor [batch, channels, h, w], "noise_mask": optional MASK-like
+  tensor [batch, 1, h, w] or [batch, h, w]}`` (further keys may be added by nodes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SocketType:
+    name: str
+    color: str = "#9e9e9e"
+    accepts: frozenset[str] = field(default_factory=frozenset)
+    #: True for the literal types (INT, FLOAT, STRING, BOOLEAN) that can be widgets.
+    literal: bool = False
+    description: str = ""
+
+    def __str__(self) -> str:
+        return self.name
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "color": self.color,
+            "accepts": sorted(self.accepts),
+            "literal": self.literal,
+            "description": self.description,
+        }
+
+
+_TYPES: dict[str, SocketType] = {}
+
+
+def register_type(t: SocketType) -> SocketType:
+    """Register a socket type (plugins may add their own). Re-registering an equal type is fine."""
+    old = _TYPES.get(t.name)
+    if old is not None and old != t:
+        raise ValueError(f"socket type {t.name!r} is already registered with other properties")
+    _TYPES[t.name] = t
+    return t
+
+
+def get_type(name: str) -> SocketType | None:
+    return _TYPES.get(name)
+
+
+def all_types() -> dict[str, SocketType]:
+    return dict(_TYPES)
+
+
+def compatible(src: SocketType, dst: SocketType) -> bool:
+    """Can an output of type ``src`` feed an input of type ``dst``?"""
+    if src is dst or src.name == dst.name:
+        return True
+    if src.name == ANY.name or dst.name == ANY.name:
+        return True
+    return src.name in dst.accepts
+
+
+def _t(name: str, color: str, description: str, accepts=(), literal=False) -> SocketType:
+    return register_type(SocketType(name, color, frozenset(accepts), literal, description))
+
+
+ANY = _t("*", "#bdbdbd", "Any type (reroutes)")
+INT = _t("INT", "#7cb342", "Integer", literal=True)
+FLOAT = _t("FLOAT", "#9ccc65", "Floating point number", accepts=("INT",), literal=True)
+STRING = _t("STRING", "#8d6e63", "Text", literal=True)
+BOOLEAN = _t("BOOLEAN", "#5c6bc0", "True or false", literal=True)
+
+MODEL = _t("MODEL", "#b39ddb", "Diffusion model (UNet) with its noise schedule")
+CLIP = _t("CLIP", "#ffd54f", "Text encoder(s) with tokenizer(s)")
+VAE = _t("VAE", "#ef5350", "Variational autoencoder (pixels <-> latents)")
+CONDITIONING = _t("CONDITIONING", "#ffa726", "Text conditioning (embeddings, pooled, extras)")
+LATENT = _t("LATENT", "#f06292", "Latent images: {'samples': [B,C,h,w], 'noise_mask'?}")
+IMAGE = _t("IMAGE", "#64b5f6", "Images: float [B,H,W,C] in [0,1]")
+MASK = _t("MASK", "#81c784", "Masks: float [B,H,W] in [0,1], 1 = change")
+CONTROL_NET = _t("CONTROL_NET", "#4db6ac", "ControlNet model")
+UPSCALE_MODEL = _t("UPSCALE_MODEL", "#4dd0e1", "Super-resolution model")
+STYLE_MODEL = _t("STYLE_MODEL", "#ba68c8", "Style transfer feature extractor")
+SAMPLER = _t("SAMPLER", "#ff8a65", "Sampling algorithm")
+SIGMAS = _t("SIGMAS", "#a1887f", "Noise levels of a schedule")

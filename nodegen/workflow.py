@@ -1,0 +1,338 @@
+"""The workflow document: one JSON file that the editor and the headless runner both read and write.
+
+::
+
+    {
+      "format": "nodegen-workflow",
+      "version": 1,
+      "metadata": {"name": "...", "description": "...", "author": "...", "created_with": "nodegen 0.1.0"},
+      "nodes": {
+        "1": {"type": "CheckpointLoader", "type_version": 1, "title": "Model",
+              "inputs": {"ckpt_name": "nodegen-demo-shapes.safetensors"},
+              "ui": {"pos": [0, 0], "size": [240, 120], "color": "#334", "collapsed": false}},
+        "2": {"type": "CLIPTextEncode", "inputs": {"clip": {"from": ["1", "clip"]}, "text": "a red circle"}},
+        ...
+      },
+      "groups": [{"title": "Prompt", "bounding": [x, y, w, h], "color": "#445"}],
+      "models": [{"name": "...", "kind": "checkpoints", "size": 123, "sha256": "..."}],
+      "ui": {...}
+    }
+
+Inputs are **named**; a link is ``{"from": [node_id, output_name]}``; any other value is a literal.
+A node may carry ``"mode": "muted"`` (not run) or ``"mode": "bypass"`` (outputs pass matching inputs
+through). Unknown fields anywhere are kept: ``save(load(x))`` keeps them.
+
+The document is kept as plain JSON data in :attr:`Workflow.data`; this class adds loading
+(JSON Schema check, migrations), atomic saving and convenient editing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+FORMAT = "nodegen-workflow"
+VERSION = 1
+
+
+class WorkflowError(ValueError):
+    """The file is not a workflow this program can read. ``problems`` lists every issue."""
+
+    def __init__(self, message: str, problems: list[str] | None = None, path: str | None = None):
+        self.problems = problems or []
+        self.path = path
+        where = f"{path}: " if path else ""
+        text = where + message
+        if self.problems:
+            text += "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(text)
+
+
+# -- links -------------------------------------------------------------------------------------
+
+def is_link(value: Any) -> bool:
+    return (type(value) is dict and len(value) == 1 and "from" in value
+            and isinstance(value["from"], list) and len(value["from"]) == 2)
+
+
+def link(node_id: str, output: str) -> dict:
+    return {"from": [str(node_id), output]}
+
+
+# -- migrations --------------------------------------------------------------------------------
+
+#: ``{from_version: fn(doc) -> doc}`` upgrading a document by one version.
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
+
+
+def migration(from_version: int):
+    def deco(fn: Callable[[dict], dict]) -> Callable[[dict], dict]:
+        MIGRATIONS[from_version] = fn
+        return fn
+    return deco
+
+
+@migration(0)
+def _v0_to_v1(doc: dict) -> dict:
+    """Version 0 (the pre-release draft): ``nodes`` was a list of ``{"id": ..., ...}`` and a link
+    was a bare ``[node_id, output]`` pair. Version 1 keys nodes by id and marks links with ``from``."""
+    nodes = doc.get("nodes", [])
+    if isinstance(nodes, list):
+        new = {}
+        for n in nodes:
+            n = dict(n)
+            nid = str(n.pop("id"))
+            new[nid] = n
+        nodes = new
+    for n in nodes.values():
+        ins = n.get("inputs", {})
+        for k, v in list(ins.items()):
+            if isinstance(v, list) and len(v) == 2 and isinstance(v[0], (str, int)) and isinstance(v[1], str):
+                ins[k] = link(str(v[0]), v[1])
+    doc["nodes"] = nodes
+    doc["version"] = 1
+    return doc
+
+
+def migrate(doc: dict, path: str | None = None) -> dict:
+    version = doc.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise WorkflowError(f"'version' must be an integer, got {version!r}", path=path)
+    if version > VERSION:
+        raise WorkflowError(
+            f"this workflow was written by a newer nodegen (file format version {version}); "
+            f"this program reads versions up to {VERSION}. Update nodegen to open it.", path=path)
+    while version < VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise WorkflowError(f"no migration from file format version {version}", path=path)
+        doc = step(doc)
+        new_version = doc.get("version")
+        if new_version == version:
+            doc["version"] = version + 1
+        version = doc["version"]
+    return doc
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def json_schema() -> dict:
+    text = resources.files("nodegen.schema").joinpath("workflow.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(json_schema())
+
+
+def schema_problems(doc: Any) -> list[str]:
+    out = []
+    for err in sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path)):
+        where = "/".join(str(p) for p in err.absolute_path) or "(document)"
+        out.append(f"at {where}: {err.message}")
+    return out
+
+
+# -- the document ------------------------------------------------------------------------------
+
+def new_document(name: str = "") -> dict:
+    from nodegen import __version__
+
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "metadata": {"name": name, "created_with": f"nodegen {__version__}"},
+        "nodes": {},
+        "groups": [],
+        "models": [],
+    }
+
+
+def parse(data: Any, path: str | None = None) -> dict:
+    """Check and migrate a document (already decoded JSON). Raises :class:`WorkflowError`."""
+    if not isinstance(data, dict):
+        raise WorkflowError(f"a workflow must be a JSON object, got {type(data).__name__}", path=path)
+    if data.get("format") != FORMAT:
+        hint = ""
+        if "nodes" in data and "links" in data or any(
+                isinstance(v, dict) and "class_type" in v for v in data.values()):
+            hint = " This looks like a ComfyUI workflow: import it with 'nodegen import comfy FILE'."
+        raise WorkflowError(f"not a nodegen workflow ('format' must be {FORMAT!r}).{hint}", path=path)
+    doc = migrate(copy.deepcopy(data), path)
+    problems = schema_problems(doc)
+    if problems:
+        raise WorkflowError("the workflow does not match the file format", problems, path=path)
+    return doc
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a file so that it is either the old or the new content, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            try:
+                os.chmod(tmp, path.stat().st_mode & 0o777)
+            except OSError:
+                pass
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class Workflow:
+    """A workflow document with editing helpers. ``data`` is the JSON document itself."""
+
+    def __init__(self, data: dict | None = None, path: str | os.PathLike | None = None) -> None:
+        self.data = data if data is not None else new_document()
+        self.path = Path(path) if path is not None else None
+
+    # -- files ------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Workflow:
+        """Load a workflow ``.json`` (or a PNG that embeds one, when the PNG reader is present)."""
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise WorkflowError(f"cannot read the file: {e.strerror or e}", path=str(path)) from e
+        if raw[:8] == b"\x89PNG\r\n\x1a\n":
+            from nodegen.formats import png as png_format
+
+            data = png_format.read_workflow(path)
+        else:
+            try:
+                data = json.loads(raw.decode("utf-8-sig"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise WorkflowError(f"not valid JSON: {e}", path=str(path)) from e
+        return cls(parse(data, str(path)), path)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Workflow:
+        return cls(parse(data))
+
+    @classmethod
+    def from_json(cls, text: str) -> Workflow:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise WorkflowError(f"not valid JSON: {e}") from e
+        return cls(parse(data))
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.data, indent=indent, ensure_ascii=False) + "\n"
+
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise ValueError("no path to save to")
+        atomic_write_text(target, self.to_json())
+        self.path = target
+        return target
+
+    def copy(self) -> Workflow:
+        return Workflow(copy.deepcopy(self.data), self.path)
+
+    # -- access -----------------------------------------------------------------------------
+    @property
+    def nodes(self) -> dict[str, dict]:
+        return self.data.setdefault("nodes", {})
+
+    @property
+    def metadata(self) -> dict:
+        return self.data.setdefault("metadata", {})
+
+    def __iter__(self) -> Iterator[tuple[str, dict]]:
+        return iter(self.nodes.items())
+
+    def resolve_node(self, ref: str) -> str:
+        """A node id from an id or a unique title (or unique type name)."""
+        ref = str(ref)
+        if ref in self.nodes:
+            return ref
+        for key in ("title", "type"):
+            hits = [nid for nid, n in self.nodes.items() if n.get(key) == ref]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise KeyError(f"{len(hits)} nodes have the {key} {ref!r} (ids {', '.join(hits)}); "
+                               f"use a node id")
+        raise KeyError(f"no node with id or title {ref!r}")
+
+    def node(self, ref: str) -> dict:
+        return self.nodes[self.resolve_node(ref)]
+
+    def get(self, ref: str, input_name: str) -> Any:
+        return self.node(ref).get("inputs", {}).get(input_name)
+
+    def set(self, target: str, *args: Any) -> None:
+        """``set("3", "seed", 5)``, or ``set("3.seed", 5)`` / ``set("Sampler.seed", 5)``
+        (a node id or unique title, then the input name)."""
+        if len(args) == 2:
+            ref, input_name, value = target, args[0], args[1]
+        elif len(args) == 1 and "." in target:
+            ref, input_name = target.rsplit(".", 1)
+            value = args[0]
+        else:
+            raise TypeError("use set(node, input, value) or set('node.input', value)")
+        self.node(ref).setdefault("inputs", {})[input_name] = value
+
+    def add_node(self, type_name: str, inputs: dict | None = None, *, id: str | None = None,
+                 title: str | None = None, type_version: int | None = None, **extra: Any) -> str:
+        nid = str(id) if id is not None else self.next_id()
+        if nid in self.nodes:
+            raise KeyError(f"node id {nid!r} already exists")
+        n: dict[str, Any] = {"type": type_name}
+        if type_version is not None:
+            n["type_version"] = type_version
+        if title:
+            n["title"] = title
+        n["inputs"] = dict(inputs or {})
+        n.update(extra)
+        self.nodes[nid] = n
+        return nid
+
+    def next_id(self) -> str:
+        numeric = [int(k) for k in self.nodes if k.isdigit()]
+        return str(max(numeric, default=0) + 1)
+
+    def connect(self, src: str, output: str, dst: str, input_name: str) -> None:
+        self.node(dst).setdefault("inputs", {})[input_name] = link(self.resolve_node(src), output)
+
+    def remove_node(self, ref: str) -> None:
+        nid = self.resolve_node(ref)
+        del self.nodes[nid]
+        for n in self.nodes.values():
+            ins = n.get("inputs", {})
+            for k, v in list(ins.items()):
+                if is_link(v) and str(v["from"][0]) == nid:
+                    del ins[k]
+
+    def links(self) -> Iterator[tuple[str, str, str, str]]:
+        """Every link as ``(src_id, output, dst_id, input)``."""
+        for nid, n in self.nodes.items():
+            for name, v in n.get("inputs", {}).items():
+                if is_link(v):
+                    yield str(v["from"][0]), v["from"][1], nid, name

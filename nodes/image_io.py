@@ -1,0 +1,123 @@
+"""Image input and output: LoadImage, LoadImageMask, SaveImage, PreviewImage."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from nodegen import types as T
+from nodegen.imageutil import check_image, image_to_pils, pil_alpha_mask, pil_to_image
+from nodegen.node import Input, Output, node
+
+
+def _input_images(env) -> list[str]:
+    return env.list_images() if env is not None and hasattr(env, "list_images") else []
+
+
+def _resolve_image(ctx_or_env, name: str) -> Path:
+    env_like = ctx_or_env
+    folder = getattr(env_like, "input_dir", "input")
+    p = Path(name).expanduser()
+    for cand in ([p] if p.is_absolute() else [Path(folder) / p, p]):
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError(f"image file {name!r} not found (looked in {folder} and the working directory)")
+
+
+def _file_sha256(inputs: dict, env) -> str:
+    name = inputs.get("image")
+    path = _resolve_image(env, name) if env is not None else Path(name)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _open(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(path)
+        img.load()
+        return img
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{path}: not an image this program can read ({e})") from e
+
+
+@node("LoadImage", category="image", description="Load an image file (PNG, JPEG, WebP...); "
+      "its alpha channel becomes a mask (transparent = 1).",
+      inputs=[Input.file("image", "image", choices=_input_images,
+                         description="A file in the input folder, or a path")],
+      outputs=[Output("image", T.IMAGE), Output("mask", T.MASK)], fingerprint=_file_sha256,
+      keywords=("open", "read", "file"))
+def load_image(ctx, image):
+    path = _resolve_image(ctx, image)
+    img = _open(path)
+    ctx.ui(source=[str(path)])
+    return {"image": pil_to_image(img), "mask": pil_alpha_mask(img)}
+
+
+@node("LoadImageMask", category="image", description="Load one channel of an image file as a mask.",
+      inputs=[Input.file("image", "image", choices=_input_images),
+              Input.choice("channel", ["alpha", "red", "green", "blue"], "alpha")],
+      outputs=[Output("mask", T.MASK)], fingerprint=_file_sha256)
+def load_image_mask(ctx, image, channel):
+    import numpy as np
+    import torch
+
+    img = _open(_resolve_image(ctx, image))
+    if channel == "alpha":
+        return pil_alpha_mask(img)
+    band = {"red": "R", "green": "G", "blue": "B"}[channel]
+    arr = np.asarray(img.convert("RGB").getchannel(band), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr.copy())[None]
+
+
+def _values_used(ctx, index: int) -> dict:
+    values = {"node_id": ctx.node_id, "batch_index": index}
+    doc = ctx.workflow or {}
+    used = {}
+    for nid, n in doc.get("nodes", {}).items():
+        lits = {k: v for k, v in (n.get("inputs") or {}).items()
+                if not (isinstance(v, dict) and "from" in v)}
+        if lits:
+            used[nid] = lits
+    values["inputs"] = used
+    if doc.get("models"):
+        values["models"] = doc["models"]
+    return values
+
+
+def _save(ctx, images, folder: str, prefix: str, embed: bool) -> list[str]:
+    from nodegen.formats.png import pnginfo, save_png_exclusive
+
+    check_image(images, "images")
+    paths = []
+    pils = image_to_pils(images)
+    for i, pil in enumerate(pils):
+        info = pnginfo(ctx.workflow, _values_used(ctx, i)) if embed else None
+        paths.append(str(save_png_exclusive(pil, folder, prefix, info)))
+    ctx.ui(images=pils, paths=paths)
+    return paths
+
+
+@node("SaveImage", category="image", output=True,
+      description="Save images as PNG files in the output folder, with the workflow embedded; "
+                  "never overwrites a file.",
+      inputs=[Input.link("images", T.IMAGE),
+              Input.string("filename_prefix", "nodegen",
+                           description="File name start; may contain sub-folders of the output folder")],
+      keywords=("write", "export", "png"))
+def save_image(ctx, images, filename_prefix):
+    _save(ctx, images, ctx.output_dir, filename_prefix, embed=True)
+    return {}
+
+
+@node("PreviewImage", category="image", output=True,
+      description="Show images in the editor (kept in a temporary folder, not the outputs).",
+      inputs=[Input.link("images", T.IMAGE)], keywords=("show", "view"))
+def preview_image(ctx, images):
+    _save(ctx, images, os.path.join(ctx.temp_dir, "previews"), "preview", embed=True)
+    return {}

@@ -1,0 +1,1 @@
+"""Shared test support: small random-weight model fixtures and the LDM converter."""

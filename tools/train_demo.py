@@ -1,0 +1,255 @@
+"""Train the built-in demo model ``nodegen-demo-shapes`` from scratch on generated shapes.
+
+Phases (each seeded and resumable from ``--out``/ckpt_*.pt; the data of step ``k`` depends only
+on ``(seed, phase, k)``, so a resumed run sees the same batches as an uninterrupted one):
+
+1. ``vae``: an SD1-style ``AutoencoderKL`` (8x downscale, 4 latent channels), L1 + edge-weighted
+   L1 + tiny KL. Afterwards the latent is rescaled by an exact reparametrisation so that
+   ``std(latent) * 0.18215 ~= 1`` (SD1's fixed scaling factor).
+2. ``latents``: a seeded set of rendered images is encoded once (posterior mean and std).
+3. ``unet``: ``UNet2DConditionModel`` and ``CLIPTextModel`` trained jointly: SD1 DDPM schedule,
+   epsilon prediction, min-SNR-5 weighting, 10% caption dropout for classifier-free guidance,
+   EMA weights (exported).
+
+Usage::
+
+    python tools/train_demo.py --threads 1 --vae-steps 700 --unet-steps 3600
+    python tools/train_demo.py --export   # writes nodegen/assets/models/nodegen-demo-shapes
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nodegen.demo import configs, shapes  # noqa: E402
+from nodegen.demo.export import export_folder, rescale_vae_latents  # noqa: E402
+
+OUT = Path(os.environ.get("DEMO_OUT", Path(__file__).resolve().parent / "out"))
+
+
+def log(msg: str, t0: float) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} +{time.time() - t0:7.1f}s] {msg}", flush=True)
+
+
+def image_batch(seed: int, phase: int, step: int, n: int) -> tuple[torch.Tensor, list[dict]]:
+    """Rendered images in [-1, 1] (n, 3, H, W) and their attributes, fixed by (seed, phase, step)."""
+    rng = np.random.default_rng([seed, phase, step])
+    attrs = [shapes.sample_attributes(rng) for _ in range(n)]
+    arr = np.stack([shapes.render_array(a, configs.IMAGE_SIZE) for a in attrs])
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return x, attrs
+
+
+def edge_weight(x: torch.Tensor) -> torch.Tensor:
+    """1 on flat regions, 5 near colour edges of the target (sharp shape outlines)."""
+    g = (x[..., :, 1:] - x[..., :, :-1]).abs().sum(1, keepdim=True)
+    h = (x[..., 1:, :] - x[..., :-1, :]).abs().sum(1, keepdim=True)
+    e = F.pad(g, (0, 1, 0, 0)) + F.pad(h, (0, 0, 0, 1))
+    e = F.max_pool2d((e > 0.05).float(), 3, 1, 1)
+    return 1.0 + 4.0 * e
+
+
+def save(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train_vae(args, t0: float):
+    vae, _, _ = configs.build_models()
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+    ckpt, step = OUT / "ckpt_vae.pt", 0
+    if ckpt.exists():
+        st = torch.load(ckpt, weights_only=False)
+        vae.load_state_dict(st["vae"])
+        opt.load_state_dict(st["opt"])
+        step = st["step"]
+        log(f"vae: resumed at step {step}", t0)
+    last_save, run = time.time(), []
+    while step < args.vae_steps:
+        lr = args.vae_lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.vae_steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, _ = image_batch(args.seed, 1, step, args.vae_batch)
+        torch.manual_seed(args.seed * 100003 + step)
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        l1 = ((rec - x).abs() * edge_weight(x)).mean()
+        kl = post.kl().mean()
+        loss = l1 + args.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        run.append(l1.item())
+        if step % 25 == 0:
+            log(f"vae step {step}/{args.vae_steps} l1w {np.mean(run):.4f} kl {kl.item():.1f} lr {lr:.2e}", t0)
+            run = []
+        if time.time() - last_save > args.save_every or step == args.vae_steps:
+            save(ckpt, {"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step})
+            last_save = time.time()
+    return vae
+
+
+@torch.no_grad()
+def build_latents(args, vae, tok, t0: float) -> dict:
+    path = OUT / "latents.pt"
+    if path.exists():
+        return torch.load(path)
+    vae.eval()
+    means, stds, ids = [], [], []
+    for b in range(args.n_latents // 250):
+        x, attrs = image_batch(args.seed, 2, b, 250)
+        post = vae.encode(x).latent_dist
+        means.append(post.mean)
+        stds.append(post.std)
+        ids.append(tok([shapes.caption(a) for a in attrs], padding="max_length", max_length=77,
+                       truncation=True, return_tensors="pt").input_ids)
+    data = {"mean": torch.cat(means), "std": torch.cat(stds), "ids": torch.cat(ids)}
+    data["empty"] = tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
+    save(path, data)
+    log(f"latents: {len(data['mean'])} encoded, latent std x sf = "
+        f"{(data['mean'].std() * configs.SCALING_FACTOR).item():.3f}", t0)
+    return data
+
+
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+            pe.lerp_(pm, 1.0 - decay)
+
+
+def train_unet(args, data: dict, t0: float):
+    from diffusers import DDPMScheduler
+
+    _, text, unet = configs.build_models()
+    keep = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+    sched = DDPMScheduler(**{k: configs.SCHEDULER_CONFIG[k] for k in keep})
+    alphas = sched.alphas_cumprod
+    snr = alphas / (1 - alphas)
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.01)
+    ema_u, ema_t = copy.deepcopy(unet).eval(), copy.deepcopy(text).eval()
+    ckpt, step = OUT / "ckpt_unet.pt", 0
+    if ckpt.exists():
+        st = torch.load(ckpt, weights_only=False)
+        for m, k in ((unet, "unet"), (text, "text"), (ema_u, "ema_unet"), (ema_t, "ema_text"), (opt, "opt")):
+            m.load_state_dict(st[k])
+        step = st["step"]
+        log(f"unet: resumed at step {step}", t0)
+    n, last_save, run = len(data["mean"]), time.time(), []
+    while step < args.unet_steps:
+        warm = min(1.0, (step + 1) / 200)
+        lr = args.unet_lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.unet_steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        gen = torch.Generator().manual_seed(args.seed * 1000003 + step)
+        idx = torch.randint(0, n, (args.unet_batch,), generator=gen)
+        z = data["mean"][idx] + data["std"][idx] * torch.randn(data["mean"][idx].shape, generator=gen)
+        z = z * configs.SCALING_FACTOR
+        ids = data["ids"][idx].clone()
+        drop = torch.rand(args.unet_batch, generator=gen) < args.uncond_prob
+        ids[drop] = data["empty"]
+        t = torch.randint(0, 1000, (args.unet_batch,), generator=gen)
+        noise = torch.randn(z.shape, generator=gen)
+        zt = sched.add_noise(z, noise, t)
+        cond = text(ids).last_hidden_state
+        pred = unet(zt, t, cond).sample
+        w = torch.clamp(snr[t], max=5.0) / snr[t]
+        loss = (((pred - noise) ** 2).mean((1, 2, 3)) * w).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(args.ema, (1 + step) / (10 + step))
+        ema_update(ema_u, unet, decay)
+        ema_update(ema_t, text, decay)
+        run.append(loss.item())
+        if step % 25 == 0:
+            log(f"unet step {step}/{args.unet_steps} loss {np.mean(run):.4f} lr {lr:.2e}", t0)
+            run = []
+        if time.time() - last_save > args.save_every or step == args.unet_steps:
+            save(ckpt, {"unet": unet.state_dict(), "text": text.state_dict(), "ema_unet": ema_u.state_dict(),
+                        "ema_text": ema_t.state_dict(), "opt": opt.state_dict(), "step": step})
+            last_save = time.time()
+    return ema_u, ema_t
+
+
+def load_scaled_vae():
+    vae, _, _ = configs.build_models()
+    st = torch.load(OUT / "ckpt_vae.pt", weights_only=False)
+    vae.load_state_dict(st["vae"])
+    if "scale" not in st:
+        raise SystemExit("VAE latent scale not measured yet: run the 'vae' phase to the end")
+    rescale_vae_latents(vae, st["scale"])
+    return vae.eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--phases", default="vae,latents,unet")
+    ap.add_argument("--vae-steps", type=int, default=700)
+    ap.add_argument("--vae-batch", type=int, default=16)
+    ap.add_argument("--vae-lr", type=float, default=2e-3)
+    ap.add_argument("--kl-weight", type=float, default=1e-6)
+    ap.add_argument("--n-latents", type=int, default=40000)
+    ap.add_argument("--unet-steps", type=int, default=3600)
+    ap.add_argument("--unet-batch", type=int, default=64)
+    ap.add_argument("--unet-lr", type=float, default=8e-4)
+    ap.add_argument("--uncond-prob", type=float, default=0.1)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--save-every", type=float, default=180.0, help="seconds between checkpoints")
+    ap.add_argument("--export", action="store_true", help="export the EMA weights and exit")
+    ap.add_argument("--export-dir", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    OUT.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    log(f"args {vars(args)} torch {torch.__version__} threads {torch.get_num_threads()}", t0)
+    from nodegen.models.clip_tokenizer import load_clip_tokenizer
+
+    phases = args.phases.split(",")
+    if args.export:
+        st = torch.load(OUT / "ckpt_unet.pt", weights_only=False)
+        _, text, unet = configs.build_models()
+        unet.load_state_dict(st["ema_unet"])
+        text.load_state_dict(st["ema_text"])
+        dest = export_folder(load_scaled_vae(), text, unet, args.export_dir)
+        log(f"exported step {st['step']} to {dest}", t0)
+        return
+    if "vae" in phases:
+        vae = train_vae(args, t0)
+        st = torch.load(OUT / "ckpt_vae.pt", weights_only=False)
+        if "scale" not in st:
+            with torch.no_grad():
+                x, _ = image_batch(args.seed, 3, 0, 256)
+                std = vae.eval().encode(x).latent_dist.mean.std().item()
+            st["scale"] = 1.0 / (std * configs.SCALING_FACTOR)
+            save(OUT / "ckpt_vae.pt", st)
+            log(f"vae: latent std {std:.4f} -> rescale by {st['scale']:.4f}", t0)
+    data = None
+    if "latents" in phases or "unet" in phases:
+        data = build_latents(args, load_scaled_vae(), load_clip_tokenizer(), t0)
+    if "unet" in phases:
+        train_unet(args, data, t0)
+    log("done", t0)
+
+
+if __name__ == "__main__":
+    main()
