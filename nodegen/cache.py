@@ -37,7 +37,7 @@ def measure(value: Any, sizes: dict[str, int], _depth: int = 0) -> None:
         key = _device_key(value.device)
         sizes[key] = sizes.get(key, 0) + value.element_size() * value.nelement()
         return
-    hook = getattr(value, "cache_nbytes", None)
+    hook = getattr(value, "cache_nbytes", None)  # objects that manage their own memory
     if callable(hook):
         for dev, n in hook().items():
             sizes[dev] = sizes.get(dev, 0) + int(n)
@@ -67,6 +67,9 @@ def to_host(value: Any, _depth: int = 0) -> Any:
         return value.to("cpu")
     if _depth > 6:
         return value
+    hook = getattr(value, "cache_to_host", None)
+    if callable(hook):
+        return hook()
     if isinstance(value, dict):
         return {k: to_host(v, _depth + 1) for k, v in value.items()}
     if isinstance(value, list):

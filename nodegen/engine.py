@@ -36,6 +36,8 @@ class Environment:
         self.output_dir = str(output_dir)
         self.input_dir = str(input_dir)
         self.temp_dir = str(temp_dir or Path(tempfile.gettempdir()) / "nodegen")
+        #: ``{(kind, name): models-section entry}`` of recorded models not found by name or hash.
+        self.missing_models: dict[tuple[str, str], dict] = {}
 
     def resolve_file(self, kind: str | None, name: str) -> Path | None:
         if not isinstance(name, str) or not name:
@@ -52,6 +54,18 @@ class Environment:
         if kind in (None, "image", "input"):
             return f"looked in the input folder {self.input_dir} and the working directory"
         return self.paths.describe(kind)
+
+    def describe_missing(self, kind: str | None, name: str) -> str:
+        """Where a missing file was looked for, plus the hash and size the workflow records for
+        it (set by the model-hash hook in :meth:`Engine.prepare`)."""
+        text = self.describe_files(kind)
+        entry = self.missing_models.get((kind, name))
+        if entry:
+            from nodegen.sharing.models import describe_missing
+
+            text += (f"; the workflow records it as {describe_missing(entry)}, and no file with "
+                     f"that hash is in the model folders either")
+        return text
 
     def list_images(self) -> list[str]:
         folder = Path(self.input_dir)
@@ -127,6 +141,12 @@ class Engine:
                 wf.set(key, value)
             except (KeyError, TypeError, ValueError) as e:
                 raise WorkflowError(f"cannot set {key!r}: {e.args[0] if e.args else e}") from e
+        # models by hash: a model file missing by name is found by its recorded SHA-256 in the
+        # model folders and the input is rewritten (wf.model_rewrites); those still missing are
+        # kept so validation's missing_file message can give their hash and size.
+        from nodegen.sharing.models import resolve_models
+
+        wf.model_rewrites, self.env.missing_models = resolve_models(wf.data, self.registry, self.env)
         return wf
 
     def validate(self, source: Any, targets: list[str] | None = None) -> Plan:

@@ -20,6 +20,7 @@ Events (see :mod:`nodegen.events`), with their ``data``:
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import threading
@@ -152,7 +153,15 @@ class Executor:
     def run(self, doc: dict, targets: list[str] | None = None, *, keep_going: bool = False,
             cancel: CancelToken | None = None) -> RunResult:
         with self._lock:
-            return self._run(doc, targets, keep_going, cancel or CancelToken())
+            # The cyclic GC's full collections scale with the heap and would make per-node
+            # overhead grow with graph size; reference counting still frees values at once.
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                return self._run(doc, targets, keep_going, cancel or CancelToken())
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
 
     def _emit(self, run_id: int, kind: str, node_id: str | None = None, **data: Any) -> None:
         if self.events.active:

@@ -131,19 +131,13 @@ def plan(doc: dict, registry: NodeRegistry, targets: Iterable[str] | None = None
         sev = "error" if nid in needed else "warning"
         _check_node(nid, n, defs, nodes, registry, env, out, sev)
 
-    # 4. order (cycles are errors)
-    graph = nx.DiGraph()
-    graph.add_nodes_from(needed)
-    for nid in needed:
-        for v in nodes[nid].get("inputs", {}).values():
-            if is_link(v):
-                src = str(v["from"][0])
-                if src in needed:
-                    graph.add_edge(src, nid)
-    order: list[str] = []
-    try:
-        order = list(nx.topological_sort(graph))
-    except nx.NetworkXUnfeasible:
+    # 4. order (cycles are errors): Kahn's algorithm in document order, in plain dicts (fast);
+    # networkx names the nodes of each cycle when there is one.
+    order = _topological_order(nodes, needed)
+    if len(order) < len(needed):
+        graph = nx.DiGraph()
+        graph.add_nodes_from(needed)
+        graph.add_edges_from((src, nid) for nid in needed for src in _sources(nodes[nid]) if src in needed)
         for comp in nx.strongly_connected_components(graph):
             if len(comp) > 1 or any(graph.has_edge(c, c) for c in comp):
                 members = sorted(comp, key=_id_key)
@@ -152,7 +146,41 @@ def plan(doc: dict, registry: NodeRegistry, targets: Iterable[str] | None = None
                     problems.append(Problem(m, node_title(nodes[m], defs[m]), None, "cycle",
                                             f"nodes {names} form a cycle; remove one of the links "
                                             f"between them"))
+        order = []
     return Plan(order, target_ids, problems, warnings)
+
+
+def _sources(n: dict):
+    for v in (n.get("inputs") or {}).values():
+        if type(v) is dict and "from" in v and isinstance(v["from"], list) and v["from"]:
+            yield str(v["from"][0])
+
+
+def _topological_order(nodes: dict, needed: set[str]) -> list[str]:
+    indeg: dict[str, int] = {}
+    children: dict[str, list[str]] = {}
+    for nid in nodes:  # document order keeps runs deterministic
+        if nid not in needed:
+            continue
+        count = 0
+        for src in _sources(nodes[nid]):
+            if src in needed:
+                count += 1
+                children.setdefault(src, []).append(nid)
+        indeg[nid] = count
+    ready = [nid for nid, d in indeg.items() if d == 0]
+    ready.reverse()
+    order: list[str] = []
+    while ready:
+        nid = ready.pop()
+        order.append(nid)
+        kids = children.get(nid)
+        if kids:
+            for child in reversed(kids):
+                indeg[child] -= 1
+                if indeg[child] == 0:
+                    ready.append(child)
+    return order
 
 
 def _id_key(nid: str):
@@ -232,7 +260,8 @@ def _check_node(nid: str, n: dict, defs: dict, nodes: dict, registry: NodeRegist
         if spec.widget == "file" and env is not None and (value or not spec.optional):
             if env.resolve_file(spec.file_kind, value) is None:
                 out.append(Problem(nid, title, name, "missing_file",
-                                   f"file {value!r} not found ({env.describe_files(spec.file_kind)})",
+                                   f"file {value!r} not found ("
+                                   f"{env.describe_missing(spec.file_kind, value) if hasattr(env, 'describe_missing') else env.describe_files(spec.file_kind)})",
                                    sev))
     for spec in nd.inputs:
         if spec.required and spec.name not in inputs:

@@ -164,11 +164,15 @@ def parse(data: Any, path: str | None = None) -> dict:
     if not isinstance(data, dict):
         raise WorkflowError(f"a workflow must be a JSON object, got {type(data).__name__}", path=path)
     if data.get("format") != FORMAT:
-        hint = ""
-        if "nodes" in data and "links" in data or any(
-                isinstance(v, dict) and "class_type" in v for v in data.values()):
-            hint = " This looks like a ComfyUI workflow: import it with 'nodegen import comfy FILE'."
-        raise WorkflowError(f"not a nodegen workflow ('format' must be {FORMAT!r}).{hint}", path=path)
+        from nodegen.formats import comfy
+
+        if comfy.detect(data) is not None:  # a ComfyUI workflow: convert it on the fly
+            try:
+                data, _notes = comfy.import_comfy(data, source=path)
+            except comfy.ComfyImportError as e:
+                raise WorkflowError(f"cannot import this ComfyUI workflow: {e}", path=path) from e
+        else:
+            raise WorkflowError(f"not a nodegen workflow ('format' must be {FORMAT!r})", path=path)
     doc = migrate(copy.deepcopy(data), path)
     problems = schema_problems(doc)
     if problems:

@@ -76,18 +76,13 @@ def load_image_mask(ctx, image, channel):
 
 
 def _values_used(ctx, index: int) -> dict:
-    values = {"node_id": ctx.node_id, "batch_index": index}
-    doc = ctx.workflow or {}
-    used = {}
-    for nid, n in doc.get("nodes", {}).items():
-        lits = {k: v for k, v in (n.get("inputs") or {}).items()
-                if not (isinstance(v, dict) and "from" in v)}
-        if lits:
-            used[nid] = lits
-    values["inputs"] = used
-    if doc.get("models"):
-        values["models"] = doc["models"]
-    return values
+    """Provenance of one saved image: the literal inputs of every node this one depends on (as
+    run: after overrides and seed randomisation), values nodes resolved at run time
+    (``ctx.resolved``), and the model files used with their size and SHA-256."""
+    from nodegen.formats.png import values_used
+
+    return values_used(ctx.workflow or {"nodes": {}}, ctx.node_id, index, ctx.paths,
+                       resolved=getattr(ctx, "resolved", None) or None)
 
 
 def _save(ctx, images, folder: str, prefix: str, embed: bool) -> list[str]:

@@ -14,7 +14,7 @@ _IMG = Output("image", T.IMAGE)
       description="Canny edge map (white edges on black) for a canny ControlNet.",
       inputs=[Input.link("image", T.IMAGE),
               Input.float("low_threshold", 0.2, min=0.0, max=2.0, step=0.01,
-                          description="Weak edges: gradient magnitude (a sharp black/white step is 1)"),
+                          description="Weak edges: gradient magnitude (a black/white step scores 0.64 at sigma 1)"),
               Input.float("high_threshold", 0.5, min=0.0, max=2.0, step=0.01,
                           description="Strong edges: edges start here and extend through weak ones"),
               Input.float("sigma", 1.0, min=0.0, max=10.0, step=0.1, description="Blur before")],

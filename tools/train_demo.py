@@ -69,6 +69,10 @@ def save(path: Path, state: dict) -> None:
 
 def train_vae(args, t0: float):
     vae, _, _ = configs.build_models()
+    with torch.no_grad():  # start with a narrow posterior: unit noise would drown the latent
+        c = vae.config.latent_channels
+        vae.quant_conv.weight[c:] *= 0.1
+        vae.quant_conv.bias[c:] = args.init_logvar
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
     ckpt, step = OUT / "ckpt_vae.pt", 0
     if ckpt.exists():
@@ -206,7 +210,8 @@ def main() -> None:
     ap.add_argument("--phases", default="vae,latents,unet")
     ap.add_argument("--vae-steps", type=int, default=700)
     ap.add_argument("--vae-batch", type=int, default=16)
-    ap.add_argument("--vae-lr", type=float, default=2e-3)
+    ap.add_argument("--vae-lr", type=float, default=1.5e-3)
+    ap.add_argument("--init-logvar", type=float, default=-6.0)
     ap.add_argument("--kl-weight", type=float, default=1e-6)
     ap.add_argument("--n-latents", type=int, default=40000)
     ap.add_argument("--unet-steps", type=int, default=3600)

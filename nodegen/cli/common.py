@@ -69,7 +69,8 @@ def apply_sets(engine, wf, sets: list[str]) -> None:
         wf.set(nid, name, parse_value(raw, spec))
 
 
-def print_problems(problems, stream=sys.stderr, header: str = "") -> None:
+def print_problems(problems, stream=None, header: str = "") -> None:
+    stream = stream or sys.stderr
     if header:
         print(header, file=stream)
     for p in problems:

@@ -3,8 +3,11 @@
 Chunks (all ``iTXt``, UTF-8 JSON):
 
 * ``nodegen-workflow``: the workflow document that made the image (after ``--set`` overrides);
-* ``nodegen-values``: the values used for this image: ``{"node_id": ..., "batch_index": ...,
-  "inputs": {node_id: {input: value}}, "models": [...]}`` (seeds after randomisation etc.).
+* ``nodegen-values``: the values used for this image (see :func:`values_used`):
+  ``{"node_id", "batch_index", "nodegen_version", "inputs": {node_id: {input: value}},
+  "models": [{"name", "kind", "size", "sha256", "nodes"}]}``: the literal inputs of every node the
+  saving node depends on (after ``--set`` overrides and seed randomisation, as run), and each model
+  file they used with its hash. The embedded workflow's ``models`` section gets the same entries.
 
 ComfyUI PNGs carry ``prompt`` (API format) and ``workflow`` (UI format) chunks; those are read by
 the ComfyUI importer.
@@ -64,10 +67,88 @@ def read_values(path: str | os.PathLike) -> dict | None:
     return json.loads(text[VALUES_KEY])
 
 
+def upstream_of(doc: dict, node_id: str) -> list[str]:
+    """``node_id`` and every node it depends on through links."""
+    nodes = doc.get("nodes", {})
+    seen: list[str] = []
+    stack = [str(node_id)]
+    while stack:
+        nid = stack.pop()
+        if nid in seen or nid not in nodes:
+            continue
+        seen.append(nid)
+        for v in (nodes[nid].get("inputs") or {}).values():
+            if type(v) is dict and "from" in v and isinstance(v["from"], list):
+                stack.append(str(v["from"][0]))
+    return seen
+
+
+def values_used(doc: dict, node_id: str, batch_index: int, paths: Any = None,
+                registry: Any = None, resolved: dict | None = None) -> dict:
+    """The provenance record of one saved image (the ``nodegen-values`` chunk)."""
+    from nodegen import __version__
+
+    needed = upstream_of(doc, node_id)
+    nodes = doc.get("nodes", {})
+    inputs = {}
+    for nid in sorted(needed, key=lambda x: (not x.isdigit(), int(x) if x.isdigit() else 0, x)):
+        lits = {k: v for k, v in (nodes[nid].get("inputs") or {}).items()
+                if not (type(v) is dict and "from" in v)}
+        if lits:
+            inputs[nid] = lits
+    values: dict[str, Any] = {"node_id": str(node_id), "batch_index": batch_index,
+                              "nodegen_version": __version__, "inputs": inputs}
+    if resolved:
+        values["resolved"] = resolved
+    values["models"] = _models_used(doc, needed, paths, registry)
+    return values
+
+
+def _models_used(doc: dict, needed: list[str], paths: Any, registry: Any) -> list[dict]:
+    from nodegen.hashing import file_size, sha256_file
+    from nodegen.sharing.models import model_inputs
+
+    if registry is None:
+        from nodegen.registry import default_registry
+
+        registry = default_registry()
+    sub = {"nodes": {nid: doc["nodes"][nid] for nid in needed}}
+    recorded = {(e.get("kind"), e.get("name")): e for e in doc.get("models") or [] if isinstance(e, dict)}
+    out: dict[tuple[str, str], dict] = {}
+    for use in model_inputs(sub, registry):
+        key = (use.kind, use.name)
+        if key in out:
+            out[key]["nodes"].append(use.node_id)
+            continue
+        entry = {"name": use.name, "kind": use.kind}
+        path = paths.resolve(use.kind, use.name) if paths is not None else None
+        if path is not None:
+            try:
+                entry.update(size=file_size(path), sha256=sha256_file(path))
+            except OSError:
+                path = None
+        if path is None and key in recorded:
+            entry.update({k: recorded[key][k] for k in ("size", "sha256") if k in recorded[key]})
+        entry["nodes"] = [use.node_id]
+        out[key] = entry
+    return list(out.values())
+
+
+def _with_models(workflow: dict, models: list[dict]) -> dict:
+    """A shallow copy of ``workflow`` whose ``models`` section holds the hashed entries."""
+    entries = [{k: v for k, v in m.items() if k in ("name", "kind", "size", "sha256")} for m in models]
+    keys = {(e["kind"], e["name"]) for e in entries}
+    kept = [e for e in workflow.get("models") or []
+            if isinstance(e, dict) and (e.get("kind"), e.get("name")) not in keys]
+    return {**workflow, "models": kept + entries}
+
+
 def pnginfo(workflow: dict | None, values: dict | None, extra: dict[str, Any] | None = None):
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
+    if workflow is not None and values and values.get("models"):
+        workflow = _with_models(workflow, values["models"])
     if workflow is not None:
         info.add_itxt(WORKFLOW_KEY, json.dumps(workflow, ensure_ascii=False))
     if values is not None:

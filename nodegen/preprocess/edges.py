@@ -15,7 +15,7 @@ from nodegen.preprocess.filters import dilate, erode, gaussian_blur, gray_to_ima
 
 def canny_map(gray: torch.Tensor, low: float, high: float, sigma: float = 1.0) -> torch.Tensor:
     """Canny edge detector on [B,1,H,W] in [0,1]; thresholds on the gradient magnitude (Sobel / 4:
-    a sharp unit step scores 1, about 0.8 after the default blur). Returns 0/1 floats.
+    a sharp unit step scores 1, about 0.64 after the default blur). Returns 0/1 floats.
 
     Steps: Gaussian blur, Sobel gradients, non-maximum suppression along the gradient direction
     quantised to 0/45/90/135 degrees, then hysteresis (weak pixels connected to strong ones).
@@ -40,7 +40,7 @@ def canny_map(gray: torch.Tensor, low: float, high: float, sigma: float = 1.0) -
     n2 = torch.where(bins == 0, at(0, -1), torch.where(bins == 1, at(-1, -1),
                      torch.where(bins == 2, at(-1, 0), at(-1, 1))))
     # ">=" on one side and ">" on the other keeps exactly one pixel of a symmetric ridge
-    thin = (mag >= n1) & (mag > n2) & (mag > 0)
+    thin = (mag >= n1) & (mag > n2) & (mag > 1e-6)
     strong = (thin & (mag >= high)).float()
     weak = (thin & (mag >= low)).float()
     # hysteresis: grow strong edges through weak pixels until nothing changes

@@ -1,0 +1,144 @@
+"""Inline editors on the canvas: a line or text editor over a widget row or a title, and the
+menu of choices for choice/file widgets. Committing an editor pushes an undo command."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QEvent, QObject, QRectF, Qt
+from PySide6.QtWidgets import QFileDialog, QLineEdit, QMenu, QPlainTextEdit
+
+from gui import commands
+from gui.widgets import format_value, parse_value
+
+
+class _KeyFilter(QObject):
+    def __init__(self, scene, multiline: bool) -> None:
+        super().__init__()
+        self.scene, self.multiline = scene, multiline
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802
+        if event.type() == QEvent.KeyPress:
+            if event.key() == Qt.Key_Escape:
+                self.scene.close_editor()
+                return True
+            if event.key() in (Qt.Key_Return, Qt.Key_Enter) and (
+                    not self.multiline or event.modifiers() & Qt.ControlModifier):
+                self.scene.commit_editor()
+                return True
+        elif event.type() == QEvent.FocusOut:
+            self.scene.commit_editor()
+        return False
+
+
+class EditorMixin:
+    def __init__(self) -> None:
+        self.editor_item = None
+        self.editor = None           # the QLineEdit / QPlainTextEdit while editing
+        self._editor_proxy = None
+        self._editor_target = None   # ("input", name, spec) or ("title",)
+        self.active_menu: QMenu | None = None
+
+    def _open(self, item, rect: QRectF, text: str, multiline: bool, target) -> None:
+        self.close_editor()
+        w = QPlainTextEdit() if multiline else QLineEdit()
+        if multiline:
+            w.setPlainText(text)
+        else:
+            w.setText(text)
+            w.selectAll()
+        w.setStyleSheet("background:#15161a; color:#f0f0f0; border:1px solid #64b5f6;")
+        w.resize(int(rect.width()), int(rect.height() if not multiline else max(rect.height(), 90)))
+        self._filter = _KeyFilter(self, multiline)
+        w.installEventFilter(self._filter)
+        proxy = self.addWidget(w)
+        proxy.setParentItem(item)
+        proxy.setPos(rect.topLeft())
+        proxy.setZValue(20)
+        self.editor_item, self.editor, self._editor_proxy, self._editor_target = item, w, proxy, target
+        w.setFocus()
+
+    def open_editor(self, item, name: str, spec: dict) -> None:
+        multiline = spec.get("widget") == "multiline"
+        value = item.value_of(name)
+        text = "" if value is None else (str(value) if multiline or spec.get("widget") != "float"
+                                          else format_value(spec, value))
+        self._open(item, item.widget_rect(name), text, multiline, ("input", name, spec))
+
+    def edit_title(self, item) -> None:
+        self._open(item, QRectF(4, 2, item.body_rect().width() - 8, 22), item.title, False, ("title",))
+
+    def edit_group_title(self, group) -> None:
+        self._open(group, QRectF(4, 2, group.w - 8, 24), group.title, False, ("group", group.index))
+
+    def commit_editor(self) -> None:
+        if self.editor is None:
+            return
+        item, target, w = self.editor_item, self._editor_target, self.editor
+        text = w.toPlainText() if isinstance(w, QPlainTextEdit) else w.text()
+        self.close_editor()
+        if target[0] == "group":
+            index, title = target[1], text.strip() or "Group"
+
+            def retitle(groups: list) -> None:
+                groups[index]["title"] = title
+            if index < len(self.doc.groups) and self.doc.groups[index].get("title") != title:
+                self.push(commands.group_edit(self.doc, "Rename group", retitle))
+            return
+        if item is None or item.nid not in self.doc.nodes:
+            return
+        if target[0] == "title":
+            new = text.strip() or None
+            if new == item.info.title:
+                new = None
+            if new != self.doc.nodes[item.nid].get("title"):
+                self.push(commands.set_field(self.doc, [item.nid], "title", new, "Rename"))
+            return
+        _, name, spec = target
+        try:
+            value = parse_value(spec, text)
+        except ValueError:
+            self.message.emit(f"{name}: {text!r} is not a valid {spec.get('widget')} value")
+            return
+        if value != item.value_of(name) or name not in (self.doc.nodes[item.nid].get("inputs") or {}):
+            self.push(commands.set_value(self.doc, item.nid, name, value))
+
+    def close_editor(self) -> None:
+        proxy, w = self._editor_proxy, self.editor
+        self.editor_item = self.editor = self._editor_proxy = self._editor_target = None
+        if w is not None:
+            w.removeEventFilter(self._filter)
+        if proxy is not None:
+            proxy.setWidget(None)
+            if proxy.scene() is not None:
+                proxy.scene().removeItem(proxy)
+            w.deleteLater()
+
+    def open_choice_menu(self, item, name: str, spec: dict, screen_pos) -> QMenu:
+        """A menu of the input's choices (recomputed choices come with a schema refresh);
+        image files also offer Browse...; the menu is kept in ``active_menu``."""
+        menu = QMenu()
+        current = item.value_of(name)
+        for choice in spec.get("choices") or []:
+            act = menu.addAction(str(choice))
+            act.setCheckable(True)
+            act.setChecked(choice == current)
+            act.triggered.connect(lambda _=False, c=choice: self._choose(item, name, c))
+        if spec.get("widget") == "file":
+            if menu.actions():
+                menu.addSeparator()
+            act = menu.addAction("Browse\u2026")
+            act.triggered.connect(lambda: self._browse(item, name, spec))
+        if not menu.actions():
+            menu.addAction("(no choices found)").setEnabled(False)
+        self.active_menu = menu
+        menu.popup(screen_pos.toPoint() if hasattr(screen_pos, "toPoint") else screen_pos)
+        return menu
+
+    def _choose(self, item, name: str, value) -> None:
+        if item.nid in self.doc.nodes and value != item.value_of(name):
+            self.push(commands.set_value(self.doc, item.nid, name, value))
+
+    def _browse(self, item, name: str, spec: dict) -> None:
+        filt = "Images (*.png *.jpg *.jpeg *.webp *.bmp)" if spec.get("file_kind") == "image" else "All files (*)"
+        path, _ = QFileDialog.getOpenFileName(None, f"Choose {name}", "", filt)
+        if path:
+            self._choose(item, name, path)

@@ -1,0 +1,101 @@
+"""A group: a titled, coloured frame behind nodes (``doc["groups"][i]``). Dragging its title moves
+the frame and the nodes inside it as one undo step; the corner grip resizes it."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QPen
+from PySide6.QtWidgets import QGraphicsItem
+
+from gui import commands
+
+TITLE_H = 28.0
+DEFAULT_COLOR = "#3f5a73"
+
+
+class GroupItem(QGraphicsItem):
+    FONT = QFont("Sans Serif", 12, QFont.Bold)
+
+    def __init__(self, canvas, index: int) -> None:
+        super().__init__()
+        self.canvas, self.index = canvas, index
+        g = canvas.doc.groups[index]
+        b = list(g.get("bounding") or [0, 0, 300, 200])
+        self.title = g.get("title", "Group")
+        self.color = QColor(g.get("color") or DEFAULT_COLOR)
+        self.setPos(b[0], b[1])
+        self.w, self.h = float(b[2]), float(b[3])
+        self.setZValue(-10)
+        self._drag = None
+
+    def boundingRect(self) -> QRectF:  # noqa: N802
+        return QRectF(0, 0, self.w, self.h)
+
+    def paint(self, painter, option, widget=None) -> None:
+        fill = QColor(self.color)
+        fill.setAlpha(60)
+        painter.setPen(QPen(self.color.lighter(130), 1.5))
+        painter.setBrush(fill)
+        painter.drawRoundedRect(self.boundingRect(), 6, 6)
+        title = QColor(self.color)
+        title.setAlpha(160)
+        painter.setPen(Qt.NoPen)
+        painter.setBrush(title)
+        painter.drawRoundedRect(QRectF(0, 0, self.w, TITLE_H), 6, 6)
+        painter.setPen(QColor("#e8e8e8"))
+        painter.setFont(self.FONT)
+        painter.drawText(QRectF(10, 0, self.w - 20, TITLE_H), Qt.AlignVCenter | Qt.AlignLeft, self.title)
+
+    def contained_nodes(self) -> list[str]:
+        rect = self.sceneBoundingRect()
+        return [nid for nid, it in self.canvas.items_by_id.items() if rect.contains(it.sceneBoundingRect().center())]
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        p = event.pos()
+        if p.y() <= TITLE_H:
+            self._drag = ("move", event.scenePos(), self.pos(),
+                          {nid: self.canvas.items_by_id[nid].pos() for nid in self.contained_nodes()})
+        elif p.x() > self.w - 14 and p.y() > self.h - 14:
+            self._drag = ("resize", event.scenePos(), QPointF(self.w, self.h), None)
+        else:
+            event.ignore()
+            return
+        event.accept()
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        if self._drag is None:
+            return
+        kind, start, origin, nodes = self._drag
+        d = event.scenePos() - start
+        if kind == "move":
+            self.setPos(origin + d)
+            for nid, p in nodes.items():
+                self.canvas.items_by_id[nid].setPos(p + d)
+        else:
+            self.prepareGeometryChange()
+            self.w, self.h = max(120.0, origin.x() + d.x()), max(60.0, origin.y() + d.y())
+            self.update()
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        if self._drag is None:
+            return
+        kind, start, origin, nodes = self._drag
+        self._drag = None
+        doc, i = self.canvas.doc, self.index
+        if kind == "move":
+            if self.pos() == origin:
+                return
+            moves = {nid: (self.canvas.items_by_id[nid].x(), self.canvas.items_by_id[nid].y()) for nid in nodes}
+            self.canvas.push(commands.move_nodes(doc, moves, {i: (self.x(), self.y())}))
+        else:
+            w, h = round(self.w), round(self.h)
+
+            def resize(groups: list) -> None:
+                b = groups[i]["bounding"]
+                groups[i]["bounding"] = [b[0], b[1], w, h]
+            self.canvas.push(commands.group_edit(doc, "Resize group", resize))
+
+    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+        if event.pos().y() <= TITLE_H:
+            self.canvas.edit_group_title(self)
+            event.accept()

@@ -1,0 +1,155 @@
+"""Running graphs without freezing the editor: a run queue served by one worker thread.
+
+The worker calls ``engine.executor.run(doc_copy, cancel=token)``; engine events arrive in the
+worker thread (``engine.subscribe``), are turned into plain data plus ``QImage``s there, and reach
+the window as Qt signals (queued across threads). The engine, and with it the output cache, lives
+as long as the window, so running again re-runs only what changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import traceback
+from collections import deque
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtGui import QImage
+
+from nodegen.context import CancelToken
+from nodegen.validate import plan
+
+
+def pil_to_qimage(pil) -> QImage:
+    img = pil.convert("RGBA")
+    data = img.tobytes("raw", "RGBA")
+    return QImage(data, img.width, img.height, img.width * 4, QImage.Format_RGBA8888).copy()
+
+
+def tensor_to_qimage(t) -> QImage | None:
+    """IMAGE tensor [B,H,W,C] (first of the batch) or a PIL image -> QImage."""
+    if t is None:
+        return None
+    if hasattr(t, "convert"):
+        return pil_to_qimage(t)
+    import numpy as np
+
+    arr = t.detach().float().cpu()
+    if arr.ndim == 4:
+        arr = arr[0]
+    arr = (arr.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    arr = np.ascontiguousarray(arr[..., :3])
+    h, w = arr.shape[:2]
+    return QImage(arr.data, w, h, w * 3, QImage.Format_RGB888).copy()
+
+
+def _convert(kind: str, data: dict) -> dict:
+    out = {k: v for k, v in data.items() if k not in ("preview", "ui")}
+    if kind == "node_progress":
+        try:
+            out["preview"] = tensor_to_qimage(data.get("preview"))
+        except Exception:  # noqa: BLE001 - a bad preview must not break the run
+            out["preview"] = None
+    ui = data.get("ui") or {}
+    if ui:
+        out["images"] = [pil_to_qimage(p) for p in ui.get("images", []) if hasattr(p, "convert")]
+        out["paths"] = list(ui.get("paths", []))
+    return out
+
+
+class _Worker(QObject):
+    event = Signal(str, object, dict)       # kind, node id, data
+    finished = Signal(int, str, dict)        # job number, status, info
+
+    def __init__(self, engine) -> None:
+        super().__init__()
+        self.engine = engine
+        engine.subscribe(self._on_event)
+
+    def _on_event(self, ev) -> None:
+        self.event.emit(ev.kind, ev.node_id, _convert(ev.kind, ev.data))
+
+    @Slot(int, dict, object)
+    def run(self, number: int, doc: dict, token: CancelToken) -> None:
+        try:
+            wf = self.engine.prepare(doc)
+            result = self.engine.executor.run(wf.data, None, cancel=token)
+            status = "cancelled" if token.cancelled and not result.ok else result.status
+            info = {"seconds": result.seconds, "executed": list(result.executed),
+                    "cached": list(result.cached), "failures": [str(f) for f in result.failures],
+                    "problems": [str(p) for p in result.problems]}
+        except Exception as e:  # noqa: BLE001 - reported to the user
+            status = "cancelled" if token.cancelled else "failed"
+            info = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+        self.finished.emit(number, status, info)
+
+
+class RunController(QObject):
+    """The run queue. ``submit(doc)`` validates and queues a copy; one run at a time."""
+
+    event = Signal(str, object, dict)
+    runStarted = Signal(int)
+    runFinished = Signal(int, str, dict)
+    queueChanged = Signal(int)
+    _start = Signal(int, dict, object)
+
+    def __init__(self, engine, parent=None) -> None:
+        super().__init__(parent)
+        self.engine = engine
+        self._thread = QThread(self)
+        self._thread.setObjectName("nodegen-run")
+        self._worker = _Worker(engine)
+        self._worker.moveToThread(self._thread)
+        self._start.connect(self._worker.run)
+        self._worker.event.connect(self.event)
+        self._worker.finished.connect(self._on_finished)
+        self._thread.start()
+        self._queue: deque = deque()
+        self._numbers = itertools.count(1)
+        self.current: tuple[int, CancelToken] | None = None
+
+    def validate(self, doc: dict):
+        return plan(doc, self.engine.registry, None, self.engine.env)
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def submit(self, doc: dict) -> int:
+        number = next(self._numbers)
+        self._queue.append((number, copy.deepcopy(doc)))
+        self.queueChanged.emit(len(self._queue))
+        self._next()
+        return number
+
+    def cancel(self) -> None:
+        """Cancel the running graph and drop the queued ones."""
+        self._queue.clear()
+        self.queueChanged.emit(0)
+        if self.current is not None:
+            self.current[1].cancel()
+
+    def _next(self) -> None:
+        if self.current is not None or not self._queue:
+            return
+        number, doc = self._queue.popleft()
+        token = CancelToken()
+        self.current = (number, token)
+        self.queueChanged.emit(len(self._queue))
+        self.runStarted.emit(number)
+        self._start.emit(number, doc, token)
+
+    def _on_finished(self, number: int, status: str, info: dict) -> None:
+        self.current = None
+        self.runFinished.emit(number, status, info)
+        self._next()
+
+    def shutdown(self) -> None:
+        self.cancel()
+        self._thread.quit()
+        self._thread.wait(10000)

@@ -1,0 +1,263 @@
+"""The canvas view: grid, zoom to the cursor, pan (middle drag or space+drag), rubber band,
+fit all / fit selection, a minimap, and drops (node types from the palette, image files)."""
+
+from __future__ import annotations
+
+import math
+
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPen
+from PySide6.QtWidgets import QFrame, QGraphicsView, QWidget
+
+from gui import theme
+
+NODE_MIME = "application/x-nodegen-node-type"
+MIN_ZOOM, MAX_ZOOM = 0.1, 4.0
+GRID = 20
+
+
+class Minimap(QWidget):
+    """An overview of the whole graph with the visible area; click or drag to move there."""
+
+    def __init__(self, view: GraphView) -> None:
+        super().__init__(view)
+        self.view = view
+        self.resize(200, 140)
+        self.setCursor(Qt.PointingHandCursor)
+
+    def _mapping(self):
+        scene = self.view.scene()
+        rect = scene.nodes_rect().united(self.view.visible_scene_rect()).adjusted(-50, -50, 50, 50)
+        s = min(self.width() / max(rect.width(), 1), self.height() / max(rect.height(), 1))
+        return rect, s
+
+    def paintEvent(self, event) -> None:  # noqa: N802
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor(20, 21, 24, 220))
+        p.setPen(QPen(QColor("#44464c")))
+        p.drawRect(self.rect().adjusted(0, 0, -1, -1))
+        rect, s = self._mapping()
+        p.setPen(Qt.NoPen)
+        for item in self.view.scene().items_by_id.values():
+            r = item.sceneBoundingRect()
+            p.setBrush(theme.category_color(item.info.category).lighter(130))
+            p.drawRect(QRectF((r.x() - rect.x()) * s, (r.y() - rect.y()) * s, max(2, r.width() * s),
+                              max(2, r.height() * s)))
+        v = self.view.visible_scene_rect()
+        p.setPen(QPen(QColor("#e8c547"), 1))
+        p.setBrush(Qt.NoBrush)
+        p.drawRect(QRectF((v.x() - rect.x()) * s, (v.y() - rect.y()) * s, v.width() * s, v.height() * s))
+
+    def _go(self, pos) -> None:
+        rect, s = self._mapping()
+        self.view.centerOn(QPointF(rect.x() + pos.x() / s, rect.y() + pos.y() / s))
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        self._go(event.position())
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        if event.buttons() & Qt.LeftButton:
+            self._go(event.position())
+
+
+class GraphView(QGraphicsView):
+    #: a node type was dropped from the palette: (type name, scene pos)
+    nodeTypeDropped = Signal(str, QPointF)
+    #: files were dropped on the canvas: (paths, scene pos)
+    filesDropped = Signal(list, QPointF)
+    #: double-click on empty canvas or Tab: open the quick search here
+    searchRequested = Signal(QPointF)
+    zoomChanged = Signal(float)
+
+    def __init__(self, scene, parent=None) -> None:
+        super().__init__(scene, parent)
+        self.setRenderHints(QPainter.Antialiasing | QPainter.TextAntialiasing | QPainter.SmoothPixmapTransform)
+        self.setViewportUpdateMode(QGraphicsView.SmartViewportUpdate)
+        self.setOptimizationFlags(QGraphicsView.DontSavePainterState)
+        self.setTransformationAnchor(QGraphicsView.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.AnchorViewCenter)
+        self.setDragMode(QGraphicsView.RubberBandDrag)
+        self.setRubberBandSelectionMode(Qt.IntersectsItemShape)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setFrameShape(QFrame.NoFrame)
+        self.setAcceptDrops(True)
+        self.setBackgroundBrush(theme.CANVAS_BG)
+        self._pan = None
+        self._space = False
+        self.minimap = Minimap(self)
+        self._place_minimap()
+        scene.changed.connect(lambda _=None: self.minimap.update())
+
+    # -- geometry ----------------------------------------------------------------------
+    def zoom(self) -> float:
+        return self.transform().m11()
+
+    def set_zoom(self, z: float, anchor: QPointF | None = None) -> None:
+        z = max(MIN_ZOOM, min(MAX_ZOOM, z))
+        factor = z / self.zoom()
+        if anchor is not None:
+            old = self.transformationAnchor()
+            self.setTransformationAnchor(QGraphicsView.NoAnchor)
+            before = self.mapToScene(anchor.toPoint())
+            self.scale(factor, factor)
+            after = self.mapToScene(anchor.toPoint())
+            d = after - before
+            self.translate(d.x(), d.y())
+            self.setTransformationAnchor(old)
+        else:
+            self.scale(factor, factor)
+        self.zoomChanged.emit(self.zoom())
+        self.minimap.update()
+
+    def visible_scene_rect(self) -> QRectF:
+        return self.mapToScene(self.viewport().rect()).boundingRect()
+
+    def fit_rect(self, rect: QRectF) -> None:
+        if rect.isNull() or rect.isEmpty():
+            return
+        self.fitInView(rect.adjusted(-40, -40, 40, 40), Qt.KeepAspectRatio)
+        if self.zoom() > 1.5:
+            self.set_zoom(1.5)
+        self.zoomChanged.emit(self.zoom())
+
+    def fit_all(self) -> None:
+        self.fit_rect(self.scene().nodes_rect())
+
+    def fit_selection(self) -> None:
+        ids = self.scene().selected_ids()
+        self.fit_rect(self.scene().nodes_rect(set(ids)) if ids else self.scene().nodes_rect())
+
+    def cursor_scene_pos(self) -> QPointF:
+        p = self.mapFromGlobal(self.cursor().pos())
+        if not self.viewport().rect().contains(p):
+            return self.visible_scene_rect().center()
+        return self.mapToScene(p)
+
+    def _place_minimap(self) -> None:
+        self.minimap.move(self.width() - self.minimap.width() - 10, self.height() - self.minimap.height() - 10)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._place_minimap()
+
+    # -- painting ----------------------------------------------------------------------
+    def drawBackground(self, painter, rect: QRectF) -> None:  # noqa: N802
+        painter.fillRect(rect, theme.CANVAS_BG)
+        z = self.zoom()
+        if z < 0.3:
+            return
+        for step, col in ((GRID, theme.GRID_MINOR), (GRID * 5, theme.GRID_MAJOR)):
+            if step * z < 6:
+                continue
+            painter.setPen(QPen(col, 0))
+            left = math.floor(rect.left() / step) * step
+            top = math.floor(rect.top() / step) * step
+            lines = []
+            x = left
+            while x < rect.right():
+                lines.append((QPointF(x, rect.top()), QPointF(x, rect.bottom())))
+                x += step
+            y = top
+            while y < rect.bottom():
+                lines.append((QPointF(rect.left(), y), QPointF(rect.right(), y)))
+                y += step
+            for a, b in lines:
+                painter.drawLine(a, b)
+
+    # -- input -------------------------------------------------------------------------
+    def wheelEvent(self, event) -> None:  # noqa: N802
+        delta = event.angleDelta().y()
+        if delta == 0:
+            return
+        self.set_zoom(self.zoom() * (1.0015 ** delta), event.position())
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        if event.button() == Qt.MiddleButton or (event.button() == Qt.LeftButton and self._space):
+            self._pan = event.position()
+            self.viewport().setCursor(Qt.ClosedHandCursor)
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        if self._pan is not None:
+            d = event.position() - self._pan
+            self._pan = event.position()
+            z = self.zoom()
+            self.setTransformationAnchor(QGraphicsView.NoAnchor)
+            self.translate(d.x() / z, d.y() / z)
+            self.setTransformationAnchor(QGraphicsView.AnchorUnderMouse)
+            self.minimap.update()
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        if self._pan is not None and event.button() in (Qt.MiddleButton, Qt.LeftButton):
+            self._pan = None
+            self.viewport().setCursor(Qt.OpenHandCursor if self._space else Qt.ArrowCursor)
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
+
+    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+        p = self.mapToScene(event.position().toPoint())
+        if not self.items(event.position().toPoint()):
+            self.searchRequested.emit(p)
+            event.accept()
+            return
+        super().mouseDoubleClickEvent(event)
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        scene = self.scene()
+        if scene.editor is not None:
+            super().keyPressEvent(event)
+            return
+        if event.key() == Qt.Key_Space and not event.isAutoRepeat():
+            self._space = True
+            self.viewport().setCursor(Qt.OpenHandCursor)
+            event.accept()
+            return
+        if event.key() == Qt.Key_Tab:
+            self.searchRequested.emit(self.cursor_scene_pos())
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event) -> None:  # noqa: N802
+        if event.key() == Qt.Key_Space and not event.isAutoRepeat():
+            self._space = False
+            self.viewport().setCursor(Qt.ArrowCursor)
+        super().keyReleaseEvent(event)
+
+    def focusNextPrevChild(self, forward: bool) -> bool:  # noqa: N802 - keep Tab for the search
+        return False
+
+    # -- drops -------------------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        md = event.mimeData()
+        if md.hasFormat(NODE_MIME) or md.hasUrls():
+            event.acceptProposedAction()
+        else:
+            super().dragEnterEvent(event)
+
+    def dragMoveEvent(self, event) -> None:  # noqa: N802
+        md = event.mimeData()
+        if md.hasFormat(NODE_MIME) or md.hasUrls():
+            event.acceptProposedAction()
+        else:
+            super().dragMoveEvent(event)
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        md = event.mimeData()
+        pos = self.mapToScene(event.position().toPoint())
+        if md.hasFormat(NODE_MIME):
+            self.nodeTypeDropped.emit(bytes(md.data(NODE_MIME)).decode(), pos)
+            event.acceptProposedAction()
+        elif md.hasUrls():
+            paths = [u.toLocalFile() for u in md.urls() if u.isLocalFile()]
+            self.filesDropped.emit(paths, pos)
+            event.acceptProposedAction()
+        else:
+            super().dropEvent(event)

@@ -1,0 +1,221 @@
+"""Painted inline widgets of a node (one row per literal input) and how they respond to the mouse.
+
+Kinds (from the schema): int / float (arrows, drag left-right to scrub, click to type), seed
+(a number plus a "control after run": fixed / randomize / increment), choice and file (a menu of
+the choices; image files also "Browse..."), string / multiline (click to type), bool (checkbox).
+Every change is an undo command; a scrub is one merged step.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QPen
+
+from gui import commands, theme
+
+ARROW_W = 14.0
+SEED_CTRL_W = 60.0
+SEED_MODES = ("fixed", "increment", "randomize")
+SCRUB_PX = 6.0
+
+
+def number_step(spec: dict) -> float:
+    if spec.get("step"):
+        return float(spec["step"])
+    if spec.get("widget") in ("int", "seed"):
+        return 1
+    lo, hi = spec.get("min"), spec.get("max")
+    if lo is not None and hi is not None and hi - lo <= 2:
+        return 0.01
+    return 0.1
+
+
+def clamp(spec: dict, value):
+    lo, hi = spec.get("min"), spec.get("max")
+    if lo is not None and value < lo:
+        value = lo
+    if hi is not None and value > hi:
+        value = hi
+    if spec.get("widget") in ("int", "seed"):
+        return int(round(value))
+    return float(value)
+
+
+def format_value(spec: dict, value) -> str:
+    w = spec.get("widget")
+    if value is None:
+        return ""
+    if w == "float" and isinstance(value, (int, float)):
+        step = number_step(spec)
+        decimals = max(0, min(6, len(f"{step:.10f}".rstrip("0").split(".")[1]) if step < 1 else 1))
+        return f"{value:.{max(decimals, 2)}f}"
+    if w == "bool":
+        return "true" if value else "false"
+    return str(value)
+
+
+def parse_value(spec: dict, text: str):
+    """Text typed into a widget -> the value (raises ValueError)."""
+    w = spec.get("widget")
+    if w in ("int", "seed"):
+        return clamp(spec, int(float(text.strip())))
+    if w == "float":
+        return clamp(spec, float(text.strip()))
+    return text
+
+
+class WidgetInteraction:
+    """Mixin for NodeItem: painting and mouse handling of the widget rows."""
+
+    def __init__(self) -> None:
+        self._wdrag = None  # (kind, name, start_x, start_value, session, moved)
+
+    def value_of(self, name: str):
+        spec = self.info.input(name) or {}
+        return (self.node.get("inputs") or {}).get(name, spec.get("default"))
+
+    def seed_mode(self, name: str) -> str:
+        ctrl = (self.node.get("ui") or {}).get("seed_control") or {}
+        return ctrl.get(name, "fixed")
+
+    # -- painting ----------------------------------------------------------------------
+    def paint_widgets(self, painter) -> None:
+        for spec in self.widget_rows:
+            name = spec["name"]
+            rect = self.widget_rect(name)
+            if rect is None:
+                continue
+            w = spec.get("widget")
+            value = self.value_of(name)
+            painter.setPen(QPen(QColor("#3a3c42"), 1))
+            painter.setBrush(theme.WIDGET_BG)
+            painter.drawRoundedRect(rect, 4, 4)
+            inner = rect.adjusted(6, 0, -6, 0)
+            painter.setPen(theme.NODE_DIM_TEXT)
+            if w == "multiline":
+                painter.drawText(inner.adjusted(0, 2, 0, 0), Qt.AlignTop | Qt.AlignLeft, name)
+                painter.setPen(theme.WIDGET_TEXT)
+                painter.drawText(inner.adjusted(0, 16, 0, -2), Qt.AlignTop | Qt.AlignLeft | Qt.TextWordWrap,
+                                 str(value or ""))
+                continue
+            if w == "bool":
+                box = QRectF(inner.right() - 12, rect.center().y() - 6, 12, 12)
+                painter.drawText(inner, Qt.AlignVCenter | Qt.AlignLeft, name)
+                painter.setPen(QPen(theme.NODE_DIM_TEXT, 1))
+                painter.setBrush(QColor("#64b5f6") if value else Qt.NoBrush)
+                painter.drawRect(box)
+                continue
+            right = inner
+            if w in ("int", "float", "seed"):
+                vr = rect.adjusted(0, 0, -(SEED_CTRL_W if w == "seed" else 0), 0)
+                painter.drawText(QRectF(vr.left() + 3, vr.top(), ARROW_W, vr.height()), Qt.AlignCenter, "\u25c2")
+                painter.drawText(QRectF(vr.right() - ARROW_W - 3, vr.top(), ARROW_W, vr.height()),
+                                 Qt.AlignCenter, "\u25b8")
+                inner = vr.adjusted(ARROW_W + 4, 0, -ARROW_W - 4, 0)
+                right = inner
+                if w == "seed":
+                    ctrl = QRectF(rect.right() - SEED_CTRL_W, rect.top(), SEED_CTRL_W, rect.height())
+                    painter.drawLine(ctrl.topLeft(), ctrl.bottomLeft())
+                    painter.drawText(ctrl, Qt.AlignCenter, self.seed_mode(name))
+            elif w in ("choice", "file"):
+                painter.drawText(inner, Qt.AlignVCenter | Qt.AlignRight, "\u25be")
+                right = inner.adjusted(0, 0, -12, 0)
+            painter.drawText(inner, Qt.AlignVCenter | Qt.AlignLeft, name)
+            painter.setPen(theme.WIDGET_TEXT if w != "readonly" else theme.NODE_DIM_TEXT)
+            text = format_value(spec, value)
+            fm = painter.fontMetrics()
+            room = right.width() - fm.horizontalAdvance(name) - 10
+            painter.drawText(right, Qt.AlignVCenter | Qt.AlignRight, fm.elidedText(text, Qt.ElideMiddle, max(10, int(room))))
+
+    # -- mouse -------------------------------------------------------------------------
+    def widget_drag_active(self) -> bool:
+        return self._wdrag is not None
+
+    def widget_press(self, hit, event) -> None:
+        canvas = self.canvas
+        if hit[0] == "resize":
+            self._wdrag = ("resize", None, event.scenePos(), (self._width, self._height), None, False)
+            return
+        name = hit[1]
+        spec = self.info.input(name) or {}
+        w = spec.get("widget")
+        rect = self.widget_rect(name)
+        x = event.pos().x()
+        if w in ("int", "float", "seed"):
+            if w == "seed" and x >= rect.right() - SEED_CTRL_W:
+                mode = self.seed_mode(name)
+                nxt = SEED_MODES[(SEED_MODES.index(mode) + 1) % len(SEED_MODES)] if mode in SEED_MODES else "fixed"
+                canvas.push(commands.set_seed_control(canvas.doc, self.nid, name, nxt))
+                return
+            self._wdrag = ("number", name, x, self.value_of(name), commands.new_session(), False)
+        elif w == "bool":
+            canvas.push(commands.set_value(canvas.doc, self.nid, name, not bool(self.value_of(name))))
+        elif w in ("choice", "file"):
+            canvas.open_choice_menu(self, name, spec, event.screenPos())
+        elif w in ("string", "multiline"):
+            canvas.open_editor(self, name, spec)
+
+    def widget_move(self, event) -> None:
+        kind, name, start, start_value, session, moved = self._wdrag
+        if kind == "resize":
+            d = event.scenePos() - start
+            w = max(120.0, start_value[0] + d.x())
+            h = max(TITLE_MIN, start_value[1] + d.y())
+            self._wdrag = (kind, name, start, start_value, (round(w), round(h)), True)
+            self.prepareGeometryChange()
+            self._width, self._height = w, h
+            self._layout([w, h])
+            self.canvas.node_geometry_changed(self)
+            return
+        spec = self.info.input(name) or {}
+        dx = event.pos().x() - start
+        if not moved and abs(dx) < 4:
+            return
+        steps = int(dx / SCRUB_PX)
+        base = start_value if isinstance(start_value, (int, float)) else 0
+        value = clamp(spec, base + steps * number_step(spec))
+        self._wdrag = (kind, name, start, start_value, session, True)
+        if value != self.value_of(name):
+            self.canvas.push(commands.set_value(self.canvas.doc, self.nid, name, value, merge_key=session))
+
+    def widget_release(self, event) -> None:
+        kind, name, start, start_value, session, moved = self._wdrag
+        self._wdrag = None
+        if kind == "resize":
+            if moved:
+                self.canvas.push(commands.set_ui(self.canvas.doc, [self.nid], "size", list(session), "Resize"))
+            return
+        if moved:
+            return
+        spec = self.info.input(name) or {}
+        rect = self.widget_rect(name)
+        vr = rect.adjusted(0, 0, -(SEED_CTRL_W if spec.get("widget") == "seed" else 0), 0)
+        x = event.pos().x()
+        value = self.value_of(name)
+        base = value if isinstance(value, (int, float)) else 0
+        if x <= vr.left() + ARROW_W + 4:
+            new = clamp(spec, base - number_step(spec))
+        elif x >= vr.right() - ARROW_W - 4:
+            new = clamp(spec, base + number_step(spec))
+        else:
+            self.canvas.open_editor(self, name, spec)
+            return
+        if new != value:
+            self.canvas.push(commands.set_value(self.canvas.doc, self.nid, name, new))
+
+
+TITLE_MIN = 40.0
+
+
+def widget_point(item, name: str, where: str = "center") -> QPointF:
+    """Item coordinates of a spot in a widget row (for tests and keyboard actions)."""
+    rect = item.widget_rect(name)
+    if where == "left":
+        return QPointF(rect.left() + 6, rect.center().y())
+    if where == "right":
+        spec = item.info.input(name) or {}
+        r = rect.right() - (SEED_CTRL_W if spec.get("widget") == "seed" else 0)
+        return QPointF(r - 6, rect.center().y())
+    if where == "control":
+        return QPointF(rect.right() - SEED_CTRL_W / 2, rect.center().y())
+    return rect.center()

@@ -1,0 +1,210 @@
+"""Mouse handling on the canvas scene: drag wires between ports (compatible targets highlight,
+incompatible ones are refused with a reason), re-drag a wire to move it or drag it out to remove
+it, drop a wire on empty canvas to search for a node, and record node moves as one undo step."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPointF, Qt
+
+from gui import commands
+from gui.edge_item import DragWire
+
+
+class WireDrag:
+    def __init__(self, item, side: str, name: str, type_name: str, detached=None) -> None:
+        self.item, self.side, self.name, self.type = item, side, name, type_name
+        self.detached = detached  # (dst id, input) of a wire picked up from an input
+        self.wire: DragWire | None = None
+
+
+class WiringMixin:
+    def __init__(self) -> None:
+        self._wire: WireDrag | None = None
+        self._move_start: dict[str, QPointF] | None = None
+        self._group_start = None
+
+    # -- queries the items use while painting -------------------------------------------
+    def drag_info(self):
+        w = self._wire
+        return None if w is None else (w.item, w.side, w.name, w.type)
+
+    def node_at(self, pos: QPointF):
+        from gui.node_item import NodeItem
+
+        for it in self.items(pos):
+            if isinstance(it, NodeItem):
+                return it
+        return None
+
+    def port_at(self, pos: QPointF):
+        """(item, side, name) of the port (or widget row, as "widget") under a scene point."""
+        item = self.node_at(pos)
+        if item is None:
+            return None
+        h = item.hit(item.mapFromScene(pos))
+        if h and h[0] in ("in", "out", "widget"):
+            return item, h[0], h[1]
+        return None
+
+    def check_link(self, drag, item, side: str, name: str) -> tuple[bool, str]:
+        """Can the wire being dragged end on this port? (ok, reason when not)."""
+        src_item, src_side, src_name, src_type = drag
+        if side == "widget":
+            spec = item.info.input(name) or {}
+            if spec.get("widget") in (None, "readonly"):
+                return False, f"input {name!r} cannot take a link"
+            side = "in"
+        if item is src_item:
+            return False, "a node cannot connect to itself"
+        if side == src_side:
+            return False, f"connect an {'output' if side == 'in' else 'input'} to an {'input' if side == 'in' else 'output'}"
+        t = item.port_type(side, name)
+        out_t, in_t = (src_type, t) if src_side == "out" else (t, src_type)
+        out_name, in_name = (src_name, name) if src_side == "out" else (name, src_name)
+        if not self.schema.compatible(out_t, in_t):
+            return False, (f"cannot connect: output {out_name!r} gives {out_t}, but input {in_name!r} "
+                           f"expects {in_t}")
+        return True, ""
+
+    def can_accept(self, drag, item, side: str, name: str) -> bool:
+        return self.check_link(drag, item, side, name)[0]
+
+    # -- wire dragging -------------------------------------------------------------------
+    def start_wire(self, item, side: str, name: str) -> None:
+        detached = None
+        if side == "in":
+            v = (self.doc.nodes[item.nid].get("inputs") or {}).get(name)
+            edge = self.edges.get((item.nid, name))
+            if edge is not None and isinstance(v, dict):
+                src_item = self.items_by_id[edge.src]
+                detached = (item.nid, name)
+                edge.hide()
+                item, side, name = src_item, "out", edge.output
+        self._wire = WireDrag(item, side, name, item.port_type(side, name), detached)
+        anchor = item.port_scene_pos(side, name)
+        self._wire.wire = DragWire(anchor, side, self.schema.color(self._wire.type))
+        self._wire.wire.move_to(anchor)
+        self.addItem(self._wire.wire)
+        self._repaint_nodes()
+
+    def cancel_wire(self) -> None:
+        w = self._wire
+        if w is None:
+            return
+        self._wire = None
+        if w.wire is not None and w.wire.scene() is self:
+            self.removeItem(w.wire)
+        if w.detached:
+            e = self.edges.get(w.detached)
+            if e is not None:
+                e.show()
+        self._repaint_nodes()
+
+    def _repaint_nodes(self) -> None:
+        for it in self.items_by_id.values():
+            it.update()
+
+    def finish_wire(self, pos: QPointF) -> None:
+        w = self._wire
+        drag = self.drag_info()
+        target = self.port_at(pos)
+        self.cancel_wire()
+        doc = self.doc
+        if target is not None and target[0] is not w.item:
+            item, side, name = target
+            ok, reason = self.check_link(drag, item, side, name)
+            if not ok:
+                self.message.emit(reason)
+                return
+            if w.side == "out":
+                src, out, dst, inp = w.item.nid, w.name, item.nid, name
+            else:
+                src, out, dst, inp = item.nid, name, w.item.nid, w.name
+            make_port = side == "widget"
+            if w.detached and w.detached != (dst, inp):
+                doc.undo_stack.beginMacro("Move wire")
+                self.push(self._disconnect_cmd(*w.detached))
+                self.push(commands.connect(doc, src, out, dst, inp, make_port))
+                doc.undo_stack.endMacro()
+            elif not w.detached or w.detached != (dst, inp):
+                self.push(commands.connect(doc, src, out, dst, inp, make_port))
+            self.message.emit(f"connected {out} \u2192 {inp}")
+            return
+        if target is not None:  # dropped back on its own node
+            return
+        if w.detached:
+            self.push(self._disconnect_cmd(*w.detached))
+            self.message.emit(f"removed the link into {w.detached[1]}")
+            return
+        filt = {"accepts": w.type} if w.side == "out" else {"produces": w.type}
+        filt.update(node=w.item.nid, side=w.side, port=w.name)
+        self.wireDropped.emit(pos, filt)
+
+    def _disconnect_cmd(self, dst: str, input_name: str):
+        item = self.items_by_id[dst]
+        spec = item.info.input(input_name) or {}
+        restore = None
+        if spec.get("widget") not in (None, "readonly") and "default" in spec:
+            ports = (self.doc.nodes[dst].get("ui") or {}).get("ports") or []
+            if input_name not in ports:
+                restore = spec["default"]
+        return commands.disconnect(self.doc, dst, input_name, restore)
+
+    def connect_new_node(self, nid: str, filt: dict) -> None:
+        """After the search from a dropped wire added node ``nid``: connect it (one macro with
+        the add, see MainWindow.add_node_from_search)."""
+        item = self.items_by_id.get(nid)
+        if item is None or "node" not in filt:
+            return
+        if "accepts" in filt:
+            name = self.schema.first_input_for(item.info, filt["accepts"])
+            if name is not None:
+                spec = item.info.input(name) or {}
+                self.push(commands.connect(self.doc, filt["node"], filt["port"], nid, name,
+                                           spec.get("widget") is not None))
+        else:
+            name = self.schema.first_output_for(item.info, filt["produces"])
+            if name is not None:
+                self.push(commands.connect(self.doc, nid, name, filt["node"], filt["port"]))
+
+    # -- Qt events -------------------------------------------------------------------------
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        if event.button() == Qt.LeftButton and self._wire is None:
+            hit = self.port_at(event.scenePos())
+            if hit is not None and hit[1] in ("in", "out"):
+                self.start_wire(*hit)
+                event.accept()
+                return
+        super().mousePressEvent(event)
+        from gui.node_item import NodeItem
+
+        grabber = self.mouseGrabberItem()
+        if isinstance(grabber, NodeItem) and not grabber.widget_drag_active():
+            self._move_start = {i.nid: i.pos() for i in self.selectedItems() if isinstance(i, NodeItem)}
+            self.dragging = True
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        if self._wire is not None:
+            self._wire.wire.move_to(event.scenePos())
+            target = self.port_at(event.scenePos())
+            if target is not None and target[0] is not self._wire.item:
+                ok, reason = self.check_link(self.drag_info(), *target)
+                self.message.emit("release to connect" if ok else reason)
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        if self._wire is not None:
+            self.finish_wire(event.scenePos())
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
+        self.dragging = False
+        start, self._move_start = self._move_start, None
+        if start:
+            moved = {nid: (self.items_by_id[nid].x(), self.items_by_id[nid].y())
+                     for nid, p in start.items()
+                     if nid in self.items_by_id and self.items_by_id[nid].pos() != p}
+            if moved:
+                self.push(commands.move_nodes(self.doc, moved))

@@ -1,0 +1,221 @@
+"""The denoiser: a ``DiffusionModel``'s UNet as ``model(x, sigma) -> denoised`` for the samplers.
+
+Per call it
+1. blends the known region for inpainting with a ``noise_mask`` (1 = repaint): before the UNet,
+   ``x = x * m + (latent + noise * sigma) * (1 - m)``; after, ``denoised = denoised * m + latent * (1 - m)``
+   (ComfyUI's KSamplerX0Inpaint; on binary masks equal to diffusers' legacy 4-channel inpainting);
+2. scales the input ``c_in * x``, appends the 9-channel inpaint inputs (mask, masked-image
+   latents) for ``in_channels == 9`` models;
+3. runs negative and positive CondItems batched into as few UNet calls as possible, negative
+   first (diffusers' ``[uncond, cond]`` order, so a plain txt2img run is the same computation);
+   embeddings of different token lengths are repeated to a common length (exact: attention over
+   repeated keys is unchanged); SDXL gets ``added_cond_kwargs``; ControlNet residuals come from
+   ``extras["controls"]``;
+4. converts eps / v to denoised, combines several CondItems by weight and area, applies CFG.
+
+SDXL ``time_ids``: ``[height, width, crop_h, crop_w, target_height, target_width]`` from the
+CondItem extras (defaults: the latent size x 8 and no crop); the refiner uses
+``[height, width, crop_h, crop_w, aesthetic_score]`` (default score 6.0 for positive, 2.5 for
+negative, diffusers' defaults).
+
+ControlNet progress: the fraction of the schedule done measured on the timestep axis,
+``1 - t(sigma) / (T - 1)`` (ComfyUI's percent <-> sigma mapping), so it works for any sigmas.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from nodegen.diffusion import cfg as cfg_mod
+from nodegen.diffusion.model_sampling import ModelSampling, _bcast
+
+
+def resize_mask(mask: torch.Tensor, h: int, w: int, batch: int, mode: str = "bilinear") -> torch.Tensor:
+    """A MASK ``[B,H,W]`` / ``[B,1,H,W]`` / ``[H,W]`` as ``[batch,1,h,w]`` float."""
+    m = mask.float()
+    if m.ndim == 2:
+        m = m[None, None]
+    elif m.ndim == 3:
+        m = m[:, None]
+    if m.shape[-2:] != (h, w):
+        m = F.interpolate(m, size=(h, w), mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+    if m.shape[0] != batch:
+        reps = math.ceil(batch / m.shape[0])
+        m = m.repeat(reps, 1, 1, 1)[:batch]
+    return m
+
+
+class Denoiser:
+    def __init__(self, model, unet, positive: list, negative: list | None, cfg: float, *,
+                 latent_image: torch.Tensor, noise: torch.Tensor | None = None,
+                 noise_mask: torch.Tensor | None = None, device=None, dtype=torch.float32,
+                 model_sampling: ModelSampling | None = None):
+        if not positive:
+            raise ValueError("positive conditioning is empty")
+        self.model = model
+        self.unet = unet
+        self.family = getattr(model, "family", "sd1")
+        self.ms = model_sampling or ModelSampling.from_model(model)
+        self.positive = list(positive)
+        self.negative = list(negative or [])
+        self.cfg = float(cfg)
+        self.device = torch.device(device) if device is not None else latent_image.device
+        self.dtype = dtype
+        self.latent_image = latent_image.to(self.device, torch.float32)
+        b, _, h, w = self.latent_image.shape
+        self.noise = noise.to(self.device, torch.float32) if noise is not None else None
+        self.noise_mask = None
+        if noise_mask is not None:
+            self.noise_mask = resize_mask(noise_mask, h, w, b).to(self.device)
+        self.in_channels = int(getattr(unet.config, "in_channels", 4))
+        self.calls = 0
+
+    # -- helpers -----------------------------------------------------------------------
+    def progress_of(self, sigma: float) -> float:
+        t = float(self.ms.sigma_to_t(sigma))
+        return max(0.0, min(1.0, 1.0 - t / (self.ms.num_timesteps - 1)))
+
+    def _time_ids(self, item, negative: bool, h: int, w: int) -> torch.Tensor:
+        ex = item.extras
+        height, width = ex.get("height", h * 8), ex.get("width", w * 8)
+        crop_h, crop_w = ex.get("crop_h", 0), ex.get("crop_w", 0)
+        if self.family == "sdxl_refiner":
+            score = ex.get("aesthetic_score", 2.5 if negative else 6.0)
+            vals = [height, width, crop_h, crop_w, score]
+        else:
+            vals = [height, width, crop_h, crop_w, ex.get("target_height", h * 8), ex.get("target_width", w * 8)]
+        return torch.tensor([vals], dtype=torch.float32)
+
+    def _concat(self, item, batch: int, h: int, w: int, area) -> torch.Tensor | None:
+        """Extra input channels of 9-channel inpaint models: mask and masked-image latents."""
+        if self.in_channels <= 4:
+            return None
+        ex = item.extras
+        mask = ex.get("concat_mask", self.noise_mask)
+        masked = ex.get("concat_latent_image", self.latent_image)
+        mask = (torch.ones(batch, 1, h, w) if mask is None else resize_mask(mask, h, w, batch, mode="nearest"))
+        masked = masked.to(self.device, torch.float32)
+        if masked.shape[0] != batch:
+            masked = masked.repeat(math.ceil(batch / masked.shape[0]), 1, 1, 1)[:batch]
+        ah, aw, ay, ax = area
+        out = torch.cat([mask.to(self.device), masked], dim=1)[:, :, ay : ay + ah, ax : ax + aw]
+        extra = self.in_channels - 4
+        if out.shape[1] != extra:
+            raise ValueError(f"the model takes {self.in_channels} input channels; inpaint inputs give {4 + out.shape[1]}")
+        return out
+
+    # -- the call ------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra) -> torch.Tensor:
+        self.calls += 1
+        sig = sigma.reshape(-1)[0] if torch.is_tensor(sigma) and sigma.ndim else torch.as_tensor(sigma)
+        sig_f = float(sig)
+        if self.noise_mask is not None:
+            m = self.noise_mask.to(x.dtype)
+            noise = self.noise if self.noise is not None else torch.zeros_like(x)
+            x = x * m + (self.latent_image + noise * sig_f) * (1 - m)
+        b, _, h, w = x.shape
+        jobs = []  # (is_negative, item, area)
+        if self.cfg != 1.0 and self.negative:
+            jobs += [(True, it, cfg_mod.area_of(it, h, w)) for it in self.negative]
+        jobs += [(False, it, cfg_mod.area_of(it, h, w)) for it in self.positive]
+        sigma_vec = torch.full((b,), sig_f, dtype=torch.float32, device=x.device)
+        t = self.ms.timestep(sig_f)
+        c_in = float(self.ms.c_in(torch.tensor(sig_f, dtype=torch.float64)))
+        outs: dict[int, torch.Tensor] = {}
+        # group by area: one UNet call per distinct area
+        groups: dict[tuple, list[int]] = {}
+        for k, (_, _, area) in enumerate(jobs):
+            groups.setdefault(area, []).append(k)
+        for area, ks in groups.items():
+            ah, aw, ay, ax = area
+            xs = x[:, :, ay : ay + ah, ax : ax + aw]
+            preds = self._run_group([jobs[k] for k in ks], xs, sig_f, t, c_in, h, w, area)
+            for k, p in zip(ks, preds):
+                denoised = self.ms.denoised(xs, sigma_vec, p.float())
+                outs[k] = denoised
+        pos, neg = [], []
+        for k, (is_neg, item, area) in enumerate(jobs):
+            weight = cfg_mod.area_weight(area, h, w, item.extras.get("strength", 1.0), device=x.device)
+            (neg if is_neg else pos).append((outs[k], area, weight))
+        cond = cfg_mod.combine(pos, x)
+        uncond = cfg_mod.combine(neg, x) if neg else None
+        out = cfg_mod.guidance(cond, uncond, self.cfg)
+        if self.noise_mask is not None:
+            m = self.noise_mask.to(out.dtype)
+            out = out * m + self.latent_image * (1 - m)
+        return out
+
+    def _run_group(self, jobs, xs, sig_f, t, c_in, h, w, area) -> list[torch.Tensor]:
+        b = xs.shape[0]
+        tokens = [j[1].embeds.shape[1] for j in jobs]
+        lcm = 1
+        for n in tokens:
+            lcm = lcm * n // math.gcd(lcm, n)
+        embeds, pooled, time_ids, concats = [], [], [], []
+        sdxl = self.family in ("sdxl", "sdxl_refiner")
+        for is_neg, item, _ in jobs:
+            e = item.embeds.to(self.device, self.dtype)
+            if e.shape[1] != lcm:
+                e = e.repeat(1, lcm // e.shape[1], 1)
+            embeds.append(e.expand(b, -1, -1) if e.shape[0] == 1 else e)
+            if sdxl:
+                p = item.pooled
+                if p is None:
+                    cfg_u = self.unet.config
+                    dim = int(getattr(cfg_u, "projection_class_embeddings_input_dim", 0) or 0)
+                    n_ids = 5 if self.family == "sdxl_refiner" else 6
+                    per_id = int(getattr(cfg_u, "addition_time_embed_dim", 256) or 256)
+                    p = torch.zeros(1, max(dim - n_ids * per_id, 1))
+                p = p.to(self.device, self.dtype)
+                pooled.append(p.expand(b, -1) if p.shape[0] == 1 else p)
+                time_ids.append(self._time_ids(item, is_neg, h, w).to(self.device, self.dtype).expand(b, -1))
+            c = self._concat(item, b, h, w, area)
+            if c is not None:
+                concats.append(c)
+        n = len(jobs)
+        x_in = (xs * c_in).to(self.dtype)
+        x_in = torch.cat([x_in] * n) if n > 1 else x_in
+        if concats:
+            x_in = torch.cat([x_in, torch.cat(concats).to(self.dtype)], dim=1)
+        emb = torch.cat(embeds)
+        kwargs = {}
+        if sdxl:
+            kwargs["added_cond_kwargs"] = {"text_embeds": torch.cat(pooled), "time_ids": torch.cat(time_ids)}
+        timestep = torch.tensor(float(t), dtype=torch.float32, device=self.device)
+        res = self._control_residuals(jobs, x_in, timestep, embeds, kwargs.get("added_cond_kwargs"), sig_f, b)
+        if res is not None:
+            kwargs["down_block_additional_residuals"], kwargs["mid_block_additional_residual"] = res
+        out = self.unet(x_in, timestep, encoder_hidden_states=emb, return_dict=False, **kwargs)[0]
+        return list(out.chunk(n)) if n > 1 else [out]
+
+    def _control_residuals(self, jobs, x_in, timestep, embeds, added, sig_f, b):
+        if not any(j[1].extras.get("controls") for j in jobs):
+            return None
+        progress = self.progress_of(sig_f)
+        per_job = []
+        for k, (_, item, _) in enumerate(jobs):
+            xk = x_in[k * b : (k + 1) * b]
+            pe = None if added is None else {key: v[k * b : (k + 1) * b] for key, v in added.items()}
+            total = None
+            for control in item.extras.get("controls") or []:
+                r = control.residuals(xk, timestep, embeds[k], pe, progress)
+                if r is None:
+                    continue
+                down, mid = r
+                if total is None:
+                    total = (list(down), mid)
+                else:
+                    total = ([a + c for a, c in zip(total[0], down)], total[1] + mid)
+            per_job.append(total)
+        ref = next((r for r in per_job if r is not None), None)
+        if ref is None:
+            return None
+        downs = []
+        for i, d in enumerate(ref[0]):
+            downs.append(torch.cat([r[0][i] if r is not None else torch.zeros_like(d) for r in per_job]))
+        mid = torch.cat([r[1] if r is not None else torch.zeros_like(ref[1]) for r in per_job])
+        return downs, mid

@@ -1,0 +1,19 @@
+"""ComfyUI text encoding and conditioning nodes (ControlNet application included)."""
+
+from nodegen.formats.comfy.mapping import nm, register
+
+register(
+    nm("CLIPTextEncode", "CLIPTextEncode", "text", "conditioning"),
+    nm("CLIPTextEncodeSDXL", "CLIPTextEncodeSDXL",
+       "width height crop_w crop_h target_width target_height text_g text_l", "conditioning"),
+    nm("CLIPTextEncodeSDXLRefiner", "CLIPTextEncodeSDXLRefiner", "ascore width height text",
+       "conditioning"),
+    nm("ConditioningCombine", "ConditioningCombine", "", "conditioning"),
+    nm("ConditioningConcat", "ConditioningConcat", "", "conditioning"),
+    nm("ConditioningZeroOut", "ConditioningZeroOut", "", "conditioning"),
+    nm("ConditioningSetArea", "ConditioningSetArea", "width height x y strength", "conditioning"),
+    nm("ControlNetApply", "ControlNetApply", "strength", "conditioning"),
+    # newer ComfyUI adds an optional ``vae`` link (for some ControlNet types); we have none
+    nm("ControlNetApplyAdvanced", "ControlNetApplyAdvanced", "strength start_percent end_percent",
+       "positive negative", ignore=frozenset({"vae"})),
+)

@@ -1,0 +1,17 @@
+"""ComfyUI image nodes: load, save, preview, scale, model upscale."""
+
+from nodegen.formats.comfy.mapping import nm, register
+
+register(
+    # "-": ComfyUI's upload button, a widget that holds no data
+    nm("LoadImage", "LoadImage", "image -", "image mask"),
+    nm("LoadImageMask", "LoadImageMask", "image channel -", "mask"),
+    nm("SaveImage", "SaveImage", "filename_prefix", ""),
+    nm("PreviewImage", "PreviewImage", "", ""),
+    # our ImageScale v2 calls ComfyUI's ``upscale_method`` ``method`` (v1 used ComfyUI's name)
+    nm("ImageScale", "ImageScale", "upscale_method width height crop", "image",
+       rename={"upscale_method": "method"}, version=2),
+    nm("ImageScaleBy", "ImageScaleBy", "upscale_method scale_by", "image",
+       rename={"upscale_method": "method"}),
+    nm("ImageUpscaleWithModel", "ImageUpscaleWithModel", "", "image"),
+)

@@ -1,0 +1,23 @@
+"""ComfyUI samplers, sampler/sigma helpers and latent nodes."""
+
+from nodegen.formats.comfy.mapping import nm, register
+
+register(
+    nm("KSampler", "KSampler", "seed steps cfg sampler_name scheduler denoise", "latent", seeds="seed"),
+    nm("KSamplerAdvanced", "KSamplerAdvanced",
+       "add_noise noise_seed steps cfg sampler_name scheduler start_at_step end_at_step "
+       "return_with_leftover_noise", "latent", seeds="noise_seed",
+       enable="add_noise return_with_leftover_noise"),
+    nm("SamplerCustom", "SamplerCustom", "add_noise noise_seed cfg", "output denoised_output",
+       seeds="noise_seed"),
+    nm("KSamplerSelect", "KSamplerSelect", "sampler_name", "sampler"),
+    nm("BasicScheduler", "BasicScheduler", "scheduler steps denoise", "sigmas"),
+    nm("KarrasScheduler", "KarrasScheduler", "steps sigma_max sigma_min rho", "sigmas"),
+    nm("EmptyLatentImage", "EmptyLatentImage", "width height batch_size", "latent"),
+    nm("LatentUpscale", "LatentUpscale", "upscale_method width height crop", "latent"),
+    nm("LatentUpscaleBy", "LatentUpscaleBy", "upscale_method scale_by", "latent"),
+    nm("SetLatentNoiseMask", "SetLatentNoiseMask", "", "latent"),
+    nm("VAEDecode", "VAEDecode", "", "image"),
+    nm("VAEEncode", "VAEEncode", "", "latent"),
+    nm("VAEEncodeForInpaint", "VAEEncodeForInpaint", "grow_mask_by", "latent"),
+)

@@ -1,0 +1,17 @@
+"""ComfyUI editor helpers: reroutes, notes, and the core primitive nodes.
+
+ComfyUI's front-end ``PrimitiveNode`` (a widget value shared by links) has no fixed class; the UI
+importer turns it into one of our primitives by its output type (see ui_format.py)."""
+
+from nodegen.formats.comfy.mapping import nm, register
+
+register(
+    nm("Reroute", "Reroute", "", "value", rename={"": "value"}),
+    nm("Note", "Note", "text", ""),
+    nm("MarkdownNote", "Note", "text", "", export=False),
+    nm("PrimitiveInt", "Int", "value", "value"),
+    nm("PrimitiveFloat", "Float", "value", "value"),
+    nm("PrimitiveString", "String", "value", "value"),
+    nm("PrimitiveStringMultiline", "String", "value", "value", export=False),
+    nm("PrimitiveBoolean", "Boolean", "value", "value"),
+)

@@ -1,0 +1,176 @@
+"""Recognise a model file from its tensors (keys and shapes), never from its name.
+
+:func:`detect` takes ``{key: shape}`` (see :func:`nodegen.models.files.read_shapes`) and returns
+a :class:`Detected`: ``kind`` is one of ``checkpoint``, ``unet``, ``vae``, ``lora``,
+``controlnet``, ``upscaler``, ``text_encoder``, ``unknown``; checkpoints and UNets also carry
+``family`` ("sd1", "sd2", "sdxl", "sdxl_refiner"), ``inpaint`` and a ``prediction`` guess.
+
+SD2 768-v and 512-base files cannot be told apart from the tensors alone. Like diffusers
+(which maps every SD2 file to the 768-v config), SD2 defaults to v-prediction, except that a
+full-size file is checked with ComfyUI's rule (the std of one late norm bias is > 0.09 for v
+models) when the tensor values are given, inpainting models are epsilon, and a ``v_pred`` key
+marks v-prediction; loaders take an explicit ``prediction`` override.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+UNET = "model.diffusion_model."
+KIND_ADVICE = {
+    "lora": "use a LoRA loader (LoraLoader)",
+    "vae": "use a VAE loader (VAELoader)",
+    "controlnet": "use a ControlNet loader",
+    "upscaler": "use an upscale model loader",
+    "checkpoint": "use a checkpoint loader (CheckpointLoader)",
+    "text_encoder": "it holds only a text encoder; load a full checkpoint instead",
+    "unet": "it holds only a diffusion UNet; load a full checkpoint instead",
+}
+KIND_NAMES = {"lora": "a LoRA", "vae": "a VAE", "controlnet": "a ControlNet", "upscaler": "an upscale model",
+              "checkpoint": "a checkpoint", "text_encoder": "a text encoder", "unet": "a UNet",
+              "unknown": "not a model file nodegen recognises"}
+
+
+@dataclass
+class Detected:
+    kind: str
+    family: str | None = None
+    inpaint: bool = False
+    prediction: str | None = None
+    #: "ldm" (original single-file keys), "diffusers", "kohya", "peft", ...
+    layout: str | None = None
+    details: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        text = KIND_NAMES.get(self.kind, self.kind)
+        if self.family:
+            text += f" ({self.family}{', inpainting' if self.inpaint else ''})"
+        return text
+
+
+class ModelKindError(ValueError):
+    """The file is not the kind of model the caller wanted."""
+
+
+def require(detected: Detected, expected: str | tuple[str, ...], path: str) -> None:
+    """Raise :class:`ModelKindError` naming the file, what it is and what to do."""
+    kinds = (expected,) if isinstance(expected, str) else expected
+    if detected.kind in kinds:
+        return
+    want = " or ".join(KIND_NAMES.get(k, k).removeprefix("a ").removeprefix("an ") for k in kinds)
+    advice = KIND_ADVICE.get(detected.kind)
+    msg = f"{path}: this is {detected.describe()}, not {KIND_NAMES.get(kinds[0], kinds[0])}"
+    if advice and detected.kind != "unknown":
+        msg += f": {advice}"
+    elif detected.kind == "unknown":
+        msg = (f"{path}: expected {want}, but its tensors match no known layout "
+               f"(first keys: {', '.join(detected.details.get('sample_keys', []))})")
+    raise ModelKindError(msg)
+
+
+_LORA_RE = re.compile(r"(lora_up|lora_down|lora_A|lora_B|\.lora\.|lora_unet_|lora_te\d?_|\.hada_w1|\.lokr_w1)")
+
+
+def _lora_layout(keys) -> str:
+    if any(k.startswith(("lora_unet_", "lora_te")) for k in keys):
+        return "kohya"
+    if any(".lora_A." in k or ".lora_B." in k for k in keys):
+        return "peft"
+    return "diffusers"
+
+
+def _family_from_text(keys: set[str], shapes: dict) -> str | None:
+    if any(k.startswith("conditioner.embedders.1.model.") for k in keys):
+        return "sdxl"
+    if any(k.startswith("conditioner.embedders.0.model.") for k in keys):
+        return "sdxl_refiner"
+    if any(k.startswith("cond_stage_model.model.") for k in keys):
+        return "sd2"
+    if any(k.startswith("cond_stage_model.transformer.") for k in keys):
+        return "sd1"
+    return None
+
+
+def _context_dim(shapes: dict, prefix: str) -> int | None:
+    for k, s in shapes.items():
+        if k.startswith(prefix) and k.endswith("attn2.to_k.weight"):
+            return int(s[1])
+    return None
+
+
+def _family_from_unet(shapes: dict, prefix: str, adm_key: str, linear_key_part: str) -> str:
+    ctx = _context_dim(shapes, prefix)
+    has_adm = adm_key in shapes
+    if has_adm:
+        return "sdxl_refiner" if ctx == 1280 else "sdxl"
+    if ctx == 1024:
+        return "sd2"
+    if ctx == 768:
+        return "sd1"
+    # scaled-down models: SD2 uses linear projections in its transformers, SD1 1x1 convs
+    for k, s in shapes.items():
+        if k.startswith(prefix) and linear_key_part in k and k.endswith("proj_in.weight"):
+            return "sd2" if len(s) == 2 else "sd1"
+    return "sd1"
+
+
+def detect(shapes: dict, values=None) -> Detected:
+    """What the tensors ``shapes`` (key -> shape) are. ``values`` (key -> tensor, optional) lets
+    the SD2 prediction rule look at one tensor."""
+    keys = set(shapes)
+    sample = sorted(keys)[:4]
+    if not keys:
+        return Detected("unknown", details={"sample_keys": []})
+    if any(_LORA_RE.search(k) for k in keys):
+        return Detected("lora", layout=_lora_layout(keys))
+    if any(k.startswith("control_model.") for k in keys) or any(
+            k.startswith(("controlnet_cond_embedding.", "input_hint_block.")) for k in keys):
+        return Detected("controlnet", layout="ldm" if any(k.startswith("control_model.") for k in keys)
+                        else "diffusers")
+    conv_in = shapes.get(UNET + "input_blocks.0.0.weight")
+    if conv_in is not None:
+        family = _family_from_text(keys, shapes) or _family_from_unet(
+            shapes, UNET, UNET + "label_emb.0.0.weight", "input_blocks")
+        in_ch = int(conv_in[1])
+        if in_ch not in (4, 9):
+            return Detected("upscaler" if in_ch == 7 else "unknown", family=family, layout="ldm",
+                            details={"in_channels": in_ch, "sample_keys": sample})
+        inpaint = in_ch == 9
+        has_text = _family_from_text(keys, shapes) is not None
+        has_vae = any(k.startswith(("first_stage_model.", "vae.")) for k in keys)
+        det = Detected("checkpoint" if has_text and has_vae else "unet", family=family, inpaint=inpaint,
+                       layout="ldm", details={"in_channels": in_ch, "has_text": has_text, "has_vae": has_vae})
+        det.prediction = guess_prediction(det, keys, values)
+        return det
+    if "conv_in.weight" in keys and "time_embedding.linear_1.weight" in keys and any(
+            k.startswith("down_blocks.") for k in keys):
+        family = _family_from_unet(shapes, "", "add_embedding.linear_1.weight", "down_blocks")
+        in_ch = int(shapes["conv_in.weight"][1])
+        det = Detected("unet", family=family, inpaint=in_ch == 9, layout="diffusers")
+        det.prediction = guess_prediction(det, keys, values)
+        return det
+    if {"encoder.conv_in.weight", "decoder.conv_in.weight"} <= keys:
+        layout = "diffusers" if any(k.startswith("encoder.down_blocks.") for k in keys) else "ldm"
+        return Detected("vae", layout=layout, details={"latent_channels": int(shapes["decoder.conv_in.weight"][1])})
+    if {"first_stage_model.encoder.conv_in.weight", "first_stage_model.decoder.conv_in.weight"} <= keys:
+        return Detected("vae", layout="ldm_prefixed")
+    if keys & {"conv_first.weight", "model.0.weight", "body.0.weight", "params_ema"} or any(
+            k.startswith(("RRDB_trunk.", "body.0.rdb1.", "model.1.sub.")) for k in keys):
+        return Detected("upscaler")
+    if _family_from_text(keys, shapes) or any(
+            re.match(r"(text_model\.)?(encoder\.layers\.0\.self_attn|embeddings\.token_embedding)", k) for k in keys):
+        return Detected("text_encoder", family=_family_from_text(keys, shapes))
+    return Detected("unknown", details={"sample_keys": sample})
+
+
+def guess_prediction(det: Detected, keys: set[str], values=None) -> str:
+    if "v_pred" in keys:
+        return "v_prediction"
+    if det.family != "sd2" or det.inpaint:
+        return "epsilon"
+    k = UNET + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
+    if values is not None and k in keys:
+        t = values[k]
+        return "v_prediction" if float(t.float().std(unbiased=False)) > 0.09 else "epsilon"
+    return "v_prediction"

@@ -1,0 +1,92 @@
+"""Reading model files safely: safetensors first; pickled ``.ckpt``/``.pt``/``.pth``/``.bin``
+only through ``torch.load(weights_only=True)``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+SAFETENSORS = (".safetensors", ".sft")
+
+
+class ModelFileError(ValueError):
+    """A model file cannot be read."""
+
+
+def _is_safetensors(path: Path) -> bool:
+    if path.suffix.lower() in SAFETENSORS:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+        return len(head) == 9 and head[8:9] == b"{"
+    except OSError:
+        return False
+
+
+def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "params_ema", "params", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and any(isinstance(v, torch.Tensor) for v in inner.values()):
+                if key == "state_dict" or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+                    return _unwrap(inner, path)
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            return tensors
+    raise ModelFileError(f"{path}: holds no tensors (found {type(obj).__name__})")
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """All tensors of a file, on the CPU, in the file's dtypes."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    if _is_safetensors(path):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as e:  # noqa: BLE001 - name the file
+            raise ModelFileError(f"{path}: not a readable safetensors file ({e})") from e
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise _pickle_error(path, e) from e
+    except Exception as e:  # noqa: BLE001
+        raise _pickle_error(path, e) from e
+    return _unwrap(obj, path)
+
+
+def _pickle_error(path: Path, e: Exception) -> ModelFileError:
+    return ModelFileError(
+        f"{path}: cannot be loaded safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}). Pickled "
+        f"files are only read with torch.load(weights_only=True); convert it to .safetensors")
+
+
+def read_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """``{key: shape}`` of a file; for safetensors from the header only (no tensor read)."""
+    path = Path(path)
+    if path.is_file() and _is_safetensors(path):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except Exception as e:  # noqa: BLE001
+            raise ModelFileError(f"{path}: not a readable safetensors file ({e})") from e
+    return {k: tuple(v.shape) for k, v in load_state_dict(path).items()}
+
+
+def file_dtype(sd: dict[str, torch.Tensor]) -> torch.dtype:
+    """The dtype most floating tensors have."""
+    counts: dict[torch.dtype, int] = {}
+    for v in sd.values():
+        if v.is_floating_point():
+            counts[v.dtype] = counts.get(v.dtype, 0) + v.numel()
+    return max(counts, key=counts.get) if counts else torch.float32

@@ -1,0 +1,272 @@
+"""Loading checkpoints (single files and diffusers folders) and VAEs into model objects.
+
+Single files are converted with diffusers' ``single_file_utils`` functions into modules built
+with empty (meta) weights and then given the file's tensors (``load_state_dict(assign=True)``):
+no network, no config download, no second copy of the weights. Configs come from
+:mod:`nodegen.models.configs` (derived from the shapes). Tensors keep the file's dtype where the
+target device computes in it (fp16 files stay fp16 for CUDA) and are upcast to fp32 for the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from nodegen.compat import torchvision_fix
+from nodegen.models import configs
+from nodegen.models.detect import Detected, ModelKindError, detect, require
+from nodegen.models.files import load_state_dict
+from nodegen.models.manager import ModelManager
+from nodegen.models.objects import SCALING_FACTORS, DiffusionModel, TextEncoder, VAEModel
+
+PREDICTIONS = ("auto", "epsilon", "v_prediction")
+TEXT_PREFIX = {"sd1": "cond_stage_model.transformer.", "sd2": "cond_stage_model.model.",
+               "sdxl_l": "conditioner.embedders.0.transformer.", "sdxl_g": "conditioner.embedders.1.model.",
+               "sdxl_refiner": "conditioner.embedders.0.model."}
+
+
+def _target_dtype(manager: ModelManager | None) -> torch.dtype:
+    mgr = manager
+    if mgr is None:
+        from nodegen.models.manager import default_manager
+        mgr = default_manager()
+    return mgr.dtype_for(mgr.device)
+
+
+def _take(sd: dict, prefix: str) -> dict:
+    """Pop the entries under ``prefix`` out of ``sd`` (keys kept whole)."""
+    keys = [k for k in sd if k.startswith(prefix)]
+    return {k: sd.pop(k) for k in keys}
+
+
+def _cast(sd: dict, dtype: torch.dtype) -> dict:
+    """Tensors in ``dtype``, each in its own freshly allocated memory: tensors read from a
+    safetensors file may be unaligned, which makes CPU kernels take other code paths (results
+    then differ in the last bits from the same weights loaded elsewhere)."""
+    out = {}
+    for k, v in sd.items():
+        if v.is_floating_point() and v.dtype != dtype:
+            out[k] = v.to(dtype)
+        elif v.data_ptr() % 64:
+            out[k] = v.clone()
+        else:
+            out[k] = v
+    return out
+
+
+def realign_(module: torch.nn.Module) -> torch.nn.Module:
+    """Give every parameter/buffer that sits in unaligned memory (safetensors mmaps, as
+    transformers' ``from_pretrained`` leaves them) its own aligned copy; see :func:`_cast`."""
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            if t.data_ptr() % 64:
+                t.data = t.data.clone()
+    return module
+
+
+def _build(cls, config, state: dict, what: str, path) -> torch.nn.Module:
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        module = cls(config) if not isinstance(config, dict) else cls(**config)
+    try:
+        module.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as e:
+        raise ModelKindError(f"{path}: the {what} weights do not fit the detected architecture: "
+                             f"{str(e).splitlines()[0][:300]}") from e
+    return module.eval().requires_grad_(False)
+
+
+def _tokenizers(family: str) -> list:
+    from nodegen.models.clip_tokenizer import load_clip_tokenizer
+
+    l_tok = lambda: load_clip_tokenizer()  # noqa: E731 - pads with <|endoftext|>
+    g_tok = lambda: load_clip_tokenizer(pad_token="!")  # noqa: E731 - OpenCLIP pads with "!" (id 0)
+    return {"sd1": [l_tok], "sd2": [g_tok], "sdxl": [l_tok, g_tok], "sdxl_refiner": [g_tok]}[family]
+
+
+def _clip_module(sd: dict, prefix: str, open_clip: bool, dtype, path, *, projection: bool = False,
+                 drop_last: bool = False) -> torch.nn.Module:
+    from diffusers.loaders import single_file_utils as sfu
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    cfg = CLIPTextConfig(**configs.clip_config(shapes, prefix, open_clip, drop_last=drop_last))
+    cls = CLIPTextModelWithProjection if projection else CLIPTextModel
+    if open_clip:
+        if drop_last:
+            last = cfg.num_hidden_layers
+            sd = {k: v for k, v in sd.items() if not k.startswith(f"{prefix}transformer.resblocks.{last}.")}
+        if not projection:
+            sd = {k: v for k, v in sd.items() if k != prefix + "text_projection"}
+        from accelerate import init_empty_weights
+
+        with init_empty_weights():
+            probe = cls(cfg)
+        conv = sfu.convert_open_clip_checkpoint(probe, sd, prefix=prefix)
+    else:
+        conv = sfu.convert_ldm_clip_checkpoint(sd, remove_prefix=prefix)
+        conv = {k: v for k, v in conv.items() if not k.endswith("position_ids")}
+    if not projection:
+        conv = {k.removeprefix("text_model."): v for k, v in conv.items()}
+    return _build(cls, cfg, _cast(conv, dtype), "text encoder", path)
+
+
+def load_single_file(path: str | os.PathLike, prediction: str = "auto", manager: ModelManager | None = None,
+                     *, state_dict: dict | None = None):
+    torchvision_fix.apply()
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders import single_file_utils as sfu
+
+    path = Path(path)
+    sd = dict(state_dict) if state_dict is not None else load_state_dict(path)
+    det: Detected = detect({k: tuple(v.shape) for k, v in sd.items()}, sd)
+    require(det, "checkpoint", str(path))
+    family = det.family
+    pred = det.prediction if prediction == "auto" else prediction
+    dtype = _target_dtype(manager)
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+
+    # text encoders first (their shapes tell SDXL's pooled width)
+    if family == "sd1":
+        encoders = [_clip_module(_take(sd, TEXT_PREFIX["sd1"]), TEXT_PREFIX["sd1"], False, dtype, path)]
+    elif family == "sd2":
+        encoders = [_clip_module(_take(sd, TEXT_PREFIX["sd2"]), TEXT_PREFIX["sd2"], True, dtype, path,
+                                 drop_last=True)]
+    elif family == "sdxl":
+        encoders = [_clip_module(_take(sd, TEXT_PREFIX["sdxl_l"]), TEXT_PREFIX["sdxl_l"], False, dtype, path),
+                    _clip_module(_take(sd, TEXT_PREFIX["sdxl_g"]), TEXT_PREFIX["sdxl_g"], True, dtype, path,
+                                 projection=True)]
+    else:
+        encoders = [_clip_module(_take(sd, TEXT_PREFIX["sdxl_refiner"]), TEXT_PREFIX["sdxl_refiner"], True,
+                                 dtype, path, projection=True)]
+    pooled_dim = int(encoders[-1].config.projection_dim) if family.startswith("sdxl") else None
+    text = TextEncoder([t() for t in _tokenizers(family)], encoders, family, source=str(path), manager=manager)
+
+    ucfg = configs.unet_config(shapes, family, det.inpaint, pred, pooled_dim=pooled_dim)
+    unet_sd = sfu.convert_ldm_unet_checkpoint(_take(sd, configs.UNET), ucfg)
+    unet = _build(UNet2DConditionModel, ucfg, _cast(unet_sd, dtype), "UNet", path)
+    del unet_sd
+    model = DiffusionModel(unet, family, pred, source=str(path), manager=manager)
+
+    vae_prefix = "first_stage_model." if any(k.startswith("first_stage_model.") for k in sd) else "vae."
+    vcfg = configs.vae_config(shapes, vae_prefix, SCALING_FACTORS[family])
+    vae_sd = sfu.convert_ldm_vae_checkpoint(_take(sd, vae_prefix), vcfg)
+    vae = _build(AutoencoderKL, vcfg, _cast(vae_sd, dtype), "VAE", path)
+    return model, text, VAEModel(vae, source=str(path), manager=manager)
+
+
+def _folder_family(folder: Path) -> str:
+    index = json.loads((folder / "model_index.json").read_text("utf-8"))
+    has_te = isinstance(index.get("text_encoder"), list) and index["text_encoder"][0] is not None
+    has_te2 = isinstance(index.get("text_encoder_2"), list) and index["text_encoder_2"][0] is not None
+    if has_te2:
+        return "sdxl" if has_te else "sdxl_refiner"
+    unet_cfg = json.loads((folder / "unet" / "config.json").read_text("utf-8"))
+    te_cfg = json.loads((folder / "text_encoder" / "config.json").read_text("utf-8"))
+    if unet_cfg.get("cross_attention_dim") == 1024 or te_cfg.get("hidden_act") == "gelu":
+        return "sd2"
+    return "sd1"
+
+
+def load_diffusers_folder(folder: str | os.PathLike, prediction: str = "auto",
+                          manager: ModelManager | None = None):
+    torchvision_fix.apply()
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    folder = Path(folder)
+    if not (folder / "model_index.json").is_file():
+        raise ModelKindError(f"{folder}: a folder, but not a diffusers model (no model_index.json)")
+    family = _folder_family(folder)
+    dtype = _target_dtype(manager)
+    kw = dict(local_files_only=True, torch_dtype=dtype)
+    unet = realign_(UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)).eval().requires_grad_(False)
+    vae = realign_(AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)).eval().requires_grad_(False)
+    names = {"sd1": ["", ""], "sd2": [""], "sdxl": ["", "_2"], "sdxl_refiner": ["_2"]}[family]
+    names = names[:1] if family in ("sd1", "sd2") else names
+    encoders, tokenizers = [], []
+    for suffix, fallback in zip(names, _tokenizers(family), strict=True):
+        cls = CLIPTextModelWithProjection if suffix == "_2" else CLIPTextModel
+        encoders.append(realign_(cls.from_pretrained(folder, subfolder="text_encoder" + suffix, **kw)).eval()
+                        .requires_grad_(False))
+        try:
+            tokenizers.append(CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer" + suffix,
+                                                            local_files_only=True))
+        except (OSError, ValueError):
+            tokenizers.append(fallback())
+    if prediction == "auto":
+        sched = folder / "scheduler" / "scheduler_config.json"
+        prediction = "epsilon"
+        if sched.is_file():
+            prediction = json.loads(sched.read_text("utf-8")).get("prediction_type", "epsilon")
+    src = str(folder)
+    return (DiffusionModel(unet, family, prediction, source=src, manager=manager),
+            TextEncoder(tokenizers, encoders, family, source=src, manager=manager),
+            VAEModel(vae, source=src, manager=manager))
+
+
+def load_checkpoint(path: str | os.PathLike, prediction: str = "auto", manager: ModelManager | None = None):
+    """``(DiffusionModel, TextEncoder, VAEModel)`` from a single file or a diffusers folder.
+
+    ``prediction``: "auto" (detect; SD2 defaults to v-prediction), "epsilon" or
+    "v_prediction"."""
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
+    p = Path(path)
+    if p.is_dir():
+        return load_diffusers_folder(p, prediction, manager)
+    return load_single_file(p, prediction, manager)
+
+
+def load_vae(path: str | os.PathLike, manager: ModelManager | None = None,
+             scaling_factor: float | None = None) -> VAEModel:
+    """A VAE from a VAE file (LDM or diffusers keys), a checkpoint's VAE, or a diffusers folder.
+
+    A standalone VAE file does not say which family it belongs to (SD1/SD2 and SDXL VAEs have
+    the same shapes): its scaling factor is 0.18215 unless the file's safetensors metadata
+    holds ``scaling_factor``, or ``scaling_factor`` is given."""
+    torchvision_fix.apply()
+    from diffusers import AutoencoderKL
+    from diffusers.loaders import single_file_utils as sfu
+
+    p = Path(path)
+    dtype = _target_dtype(manager)
+    if p.is_dir():
+        sub = "vae" if (p / "vae" / "config.json").is_file() else None
+        vae = realign_(AutoencoderKL.from_pretrained(p, subfolder=sub, local_files_only=True, torch_dtype=dtype))
+        return VAEModel(vae.eval().requires_grad_(False), scaling_factor=scaling_factor, source=str(p),
+                        manager=manager)
+    sd = load_state_dict(p)
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    det = detect(shapes, sd)
+    if det.kind == "checkpoint":
+        sf = scaling_factor or SCALING_FACTORS[det.family]
+        prefix = "first_stage_model."
+    else:
+        require(det, "vae", str(p))
+        sf = scaling_factor or _metadata_scaling(p) or 0.18215
+        prefix = "first_stage_model." if det.layout == "ldm_prefixed" else ""
+    if det.layout == "diffusers":
+        from nodegen.models.ldm_export import vae_to_ldm
+        sd = vae_to_ldm(sd, prefix="")
+        shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    vae_sd = {k: v for k, v in sd.items() if k.startswith(prefix)}
+    vcfg = configs.vae_config(shapes, prefix, sf)
+    conv = sfu.convert_ldm_vae_checkpoint(vae_sd if prefix else {"vae." + k: v for k, v in vae_sd.items()}, vcfg)
+    vae = _build(AutoencoderKL, vcfg, _cast(conv, dtype), "VAE", p)
+    return VAEModel(vae, scaling_factor=sf, source=str(p), manager=manager)
+
+
+def _metadata_scaling(path: Path) -> float | None:
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return float(meta["scaling_factor"]) if "scaling_factor" in meta else None
+    except Exception:  # noqa: BLE001 - metadata is optional
+        return None

@@ -1,0 +1,95 @@
+"""The demo data set generator, its scorer, and (when exported) the demo model's folder."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from nodegen.demo import shapes
+from nodegen.demo.export import DEFAULT_DIR
+from nodegen.demo.scorer import score, score_image
+
+torch.set_num_threads(1)
+
+
+def test_generator_is_deterministic():
+    a = [shapes.sample_attributes(np.random.default_rng(7)) for _ in range(2)]
+    assert a[0] == a[1]
+    rng1, rng2 = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(5):
+        x, y = shapes.sample_attributes(rng1), shapes.sample_attributes(rng2)
+        assert shapes.caption(x) == shapes.caption(y)
+        assert np.array_equal(shapes.render_array(x), shapes.render_array(y))
+    img = shapes.render(a[0], 64)
+    assert img.size == (64, 64) and img.mode == "RGB"
+
+
+def test_caption_parse_round_trip():
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        attrs = shapes.sample_attributes(rng)
+        parsed = shapes.parse_prompt(shapes.caption(attrs))
+        assert parsed == {k: attrs[k] for k in shapes.KEYS}
+    assert shapes.caption({"shape": "star", "color": "red", "size": "small", "position": "top left",
+                           "background": "blue"}) == "a small red star on a blue background, top left"
+    assert shapes.parse_prompt("A big purple circle") == {"shape": "circle", "color": "purple"}
+    assert shapes.parse_prompt("green square, centre, on an orange background") == {
+        "shape": "square", "color": "green", "position": "center", "background": "orange"}
+
+
+def test_scorer_is_right_on_ground_truth():
+    rng = np.random.default_rng(2026)
+    n, colour_ok, shape_ok = 500, 0, 0
+    for _ in range(n):
+        attrs = shapes.sample_attributes(rng)
+        res = score(shapes.render_array(attrs, 64), attrs)
+        colour_ok += res["color_ok"]
+        shape_ok += res["shape_ok"]
+    assert colour_ok / n >= 0.98
+    assert shape_ok / n >= 0.98
+
+
+def test_scorer_accepts_float_and_handles_blank():
+    attrs = shapes.sample_attributes(np.random.default_rng(5))
+    img = shapes.render_array(attrs).astype(np.float32) / 255.0
+    assert score_image(img)["color"] == attrs["color"]
+    blank = np.full((64, 64, 3), 128, np.uint8)
+    assert score_image(blank)["shape"] is None
+
+
+def test_eval_set_is_fixed_and_held_out():
+    items = shapes.eval_prompts()
+    prompts = [p for p, _ in items]
+    assert len(prompts) == 200 == len(set(prompts))
+    assert prompts == [p for p, _ in shapes.eval_prompts()]
+    rng = np.random.default_rng(1234)
+    train = {shapes.caption(shapes.sample_attributes(rng)) for _ in range(5000)}
+    assert not train & set(prompts)
+
+
+@pytest.mark.skipif(not (DEFAULT_DIR / "unet" / "config.json").exists(), reason="demo weights not exported")
+def test_exported_folder_loads_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from nodegen.compat import torchvision_fix
+
+    torchvision_fix.apply()
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    total = sum(f.stat().st_size for f in DEFAULT_DIR.rglob("*") if f.is_file())
+    assert total <= 25 * 1024 * 1024
+    kw = {"local_files_only": True}
+    unet = UNet2DConditionModel.from_pretrained(DEFAULT_DIR / "unet", **kw)
+    vae = AutoencoderKL.from_pretrained(DEFAULT_DIR / "vae", **kw)
+    text = CLIPTextModel.from_pretrained(DEFAULT_DIR / "text_encoder", **kw)
+    assert unet.config.cross_attention_dim == text.config.hidden_size
+    assert text.config.vocab_size == 49408 and text.config.hidden_size % 64 == 0
+    assert vae.config.latent_channels == 4 and len(vae.config.block_out_channels) == 4
+    assert vae.config.scaling_factor == pytest.approx(0.18215)
+    sched = json.loads((DEFAULT_DIR / "scheduler" / "scheduler_config.json").read_text())
+    assert sched["beta_schedule"] == "scaled_linear" and sched["num_train_timesteps"] == 1000
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
