@@ -36,6 +36,8 @@ class Document(QObject):
         super().__init__(parent)
         self.workflow = Workflow(new_document())
         self.undo_stack = QUndoStack(self)
+        #: modified without an undo step (a restored recovery file)
+        self.dirty = False
 
     # -- access ------------------------------------------------------------------------
     @property
@@ -74,7 +76,7 @@ class Document(QObject):
 
     @property
     def modified(self) -> bool:
-        return not self.undo_stack.isClean()
+        return self.dirty or not self.undo_stack.isClean()
 
     def snapshot(self) -> dict:
         """A deep copy of the document (for a run, a test or the clipboard)."""
@@ -83,6 +85,7 @@ class Document(QObject):
     # -- whole-document operations (not undoable) --------------------------------------
     def set_workflow(self, wf: Workflow) -> None:
         self.workflow = wf
+        self.dirty = False
         self.undo_stack.clear()
         self.reset.emit()
         self.pathChanged.emit()
@@ -96,6 +99,7 @@ class Document(QObject):
 
     def save(self, path: str | Path | None = None) -> Path:
         target = self.workflow.save(path)
+        self.dirty = False
         self.undo_stack.setClean()
         self.pathChanged.emit()
         return target

@@ -60,8 +60,8 @@ def _convert(kind: str, data: dict) -> dict:
 
 
 class _Worker(QObject):
-    event = Signal(str, object, dict)       # kind, node id, data
-    finished = Signal(int, str, dict)        # job number, status, info
+    event = Signal(str, object, object)       # kind, node id, data
+    finished = Signal(int, str, object)        # job number, status, info
 
     def __init__(self, engine) -> None:
         super().__init__()
@@ -71,7 +71,7 @@ class _Worker(QObject):
     def _on_event(self, ev) -> None:
         self.event.emit(ev.kind, ev.node_id, _convert(ev.kind, ev.data))
 
-    @Slot(int, dict, object)
+    @Slot(int, object, object)
     def run(self, number: int, doc: dict, token: CancelToken) -> None:
         try:
             wf = self.engine.prepare(doc)
@@ -89,11 +89,11 @@ class _Worker(QObject):
 class RunController(QObject):
     """The run queue. ``submit(doc)`` validates and queues a copy; one run at a time."""
 
-    event = Signal(str, object, dict)
+    event = Signal(str, object, object)
     runStarted = Signal(int)
-    runFinished = Signal(int, str, dict)
+    runFinished = Signal(int, str, object)
     queueChanged = Signal(int)
-    _start = Signal(int, dict, object)
+    _start = Signal(int, object, object)
 
     def __init__(self, engine, parent=None) -> None:
         super().__init__(parent)

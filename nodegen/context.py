@@ -62,6 +62,23 @@ class RunContext:
     ui_data: dict = field(default_factory=dict)
     #: Values resolved for provenance by nodes that draw them at run time (e.g. seeds).
     resolved: dict = field(default_factory=dict)
+    #: The engine environment (file resolution); None in bare executors.
+    env: Any = None
+
+    def resolve_file(self, kind: str, name: str):
+        """The path of a file input (``kind`` "image" or a model folder kind); raises
+        FileNotFoundError with where it looked."""
+        if self.env is None:
+            from pathlib import Path
+
+            p = Path(name).expanduser()
+            if p.exists():
+                return p
+            raise FileNotFoundError(f"file {name!r} not found")
+        path = self.env.resolve_file(kind, name)
+        if path is None:
+            raise FileNotFoundError(f"file {name!r} not found ({self.env.describe_files(kind)})")
+        return path
 
     def progress(self, step: int, total: int, preview: Any = None) -> None:
         self.cancel.check()

@@ -36,6 +36,8 @@ class Environment:
         self.output_dir = str(output_dir)
         self.input_dir = str(input_dir)
         self.temp_dir = str(temp_dir or Path(tempfile.gettempdir()) / "nodegen")
+        #: The folder of the workflow being run: relative image paths are also looked up there.
+        self.workflow_dir: Path | None = None
         #: ``{(kind, name): models-section entry}`` of recorded models not found by name or hash.
         self.missing_models: dict[tuple[str, str], dict] = {}
 
@@ -44,7 +46,10 @@ class Environment:
             return None
         if kind in (None, "image", "input"):
             p = Path(name).expanduser()
-            for cand in ([p] if p.is_absolute() else [Path(self.input_dir) / p, p]):
+            cands = [p] if p.is_absolute() else [Path(self.input_dir) / p, p]
+            if self.workflow_dir is not None and not p.is_absolute():
+                cands.append(self.workflow_dir / p)
+            for cand in cands:
                 if cand.is_file():
                     return cand
             return None
@@ -52,7 +57,10 @@ class Environment:
 
     def describe_files(self, kind: str | None) -> str:
         if kind in (None, "image", "input"):
-            return f"looked in the input folder {self.input_dir} and the working directory"
+            where = f"the input folder {self.input_dir}, the working directory"
+            if self.workflow_dir is not None:
+                where += f" and the workflow's folder {self.workflow_dir}"
+            return f"looked in {where}"
         return self.paths.describe(kind)
 
     def describe_missing(self, kind: str | None, name: str) -> str:
@@ -133,6 +141,8 @@ class Engine:
     def prepare(self, source: Any, set: dict | None = None) -> Workflow:  # noqa: A002
         """Load, apply node migrations and ``set`` overrides (``{"node.input": value}``)."""
         wf = self.load(source)
+        if wf.path is not None:
+            self.env.workflow_dir = wf.path.resolve().parent
         from nodegen.migrate_nodes import migrate_nodes
 
         migrate_nodes(wf.data, self.registry)

@@ -246,7 +246,7 @@ class Executor:
                     output_dir=getattr(self.env, "output_dir", "output"),
                     input_dir=getattr(self.env, "input_dir", "input"),
                     temp_dir=getattr(self.env, "temp_dir", "temp"),
-                    workflow=doc, cancel=cancel, _progress=self._progress_fn(run_id),
+                    workflow=doc, cancel=cancel, _progress=self._progress_fn(run_id), env=self.env,
                 )
                 t = time.perf_counter()
                 try:
@@ -358,18 +358,20 @@ class Executor:
         if old.sig == sig:
             return "its result was evicted from the cache"
         reasons = []
-        for k in sorted(set(literals) | set(old.literals)):
-            a, b = old.literals.get(k, MISSING), literals.get(k, MISSING)
-            if a is MISSING or b is MISSING or _literal_repr(a) != _literal_repr(b):
-                reasons.append(f"{k} changed ({_short(a)} -> {_short(b)})")
+        if old.literals != literals:
+            for k in sorted(literals.keys() | old.literals.keys()):
+                a, b = old.literals.get(k, MISSING), literals.get(k, MISSING)
+                if a is MISSING or b is MISSING or _literal_repr(a) != _literal_repr(b):
+                    reasons.append(f"{k} changed ({_short(a)} -> {_short(b)})")
         if old.fingerprint != fp:
             reasons.append("its file changed")
-        for k in sorted(set(upstream) | set(old.upstream)):
-            a, b = old.upstream.get(k), upstream.get(k)
-            if a != b:
-                src = (b or a)[0]
-                t = node_title(nodes.get(src, {}), self.registry.get(nodes.get(src, {}).get("type", "")))
-                reasons.append(f"upstream {src} ({t}) changed")
+        if old.upstream != upstream:
+            for k in sorted(upstream.keys() | old.upstream.keys()):
+                a, b = old.upstream.get(k), upstream.get(k)
+                if a != b:
+                    src = (b or a)[0]
+                    n = nodes.get(src, {})
+                    reasons.append(f"upstream {src} ({node_title(n, self.registry.get(n.get('type', '')))}) changed")
         return "; ".join(reasons) if reasons else "its type or version changed"
 
     def _progress_fn(self, run_id: int):

@@ -16,18 +16,22 @@ def _input_images(env) -> list[str]:
 
 
 def _resolve_image(ctx_or_env, name: str) -> Path:
-    env_like = ctx_or_env
-    folder = getattr(env_like, "input_dir", "input")
-    p = Path(name).expanduser()
-    for cand in ([p] if p.is_absolute() else [Path(folder) / p, p]):
-        if cand.is_file():
-            return cand
-    raise FileNotFoundError(f"image file {name!r} not found (looked in {folder} and the working directory)")
+    """The image file for ``name``: through the engine environment (input folder, working
+    directory, the workflow's folder), or as a plain path without one."""
+    resolve = getattr(ctx_or_env, "resolve_file", None)
+    if resolve is None:
+        p = Path(name).expanduser()
+        if p.is_file():
+            return p
+        raise FileNotFoundError(f"image file {name!r} not found")
+    path = resolve("image", name)
+    if path is None:  # an Environment returns None; a RunContext raises with where it looked
+        raise FileNotFoundError(f"image file {name!r} not found ({ctx_or_env.describe_files('image')})")
+    return Path(path)
 
 
 def _file_sha256(inputs: dict, env) -> str:
-    name = inputs.get("image")
-    path = _resolve_image(env, name) if env is not None else Path(name)
+    path = _resolve_image(env, inputs.get("image"))
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -77,12 +81,11 @@ def load_image_mask(ctx, image, channel):
 
 def _values_used(ctx, index: int) -> dict:
     """Provenance of one saved image: the literal inputs of every node this one depends on (as
-    run: after overrides and seed randomisation), values nodes resolved at run time
-    (``ctx.resolved``), and the model files used with their size and SHA-256."""
+    run: after overrides and seed randomisation) and the model files used with their size and
+    SHA-256 (see nodegen.formats.png.values_used)."""
     from nodegen.formats.png import values_used
 
-    return values_used(ctx.workflow or {"nodes": {}}, ctx.node_id, index, ctx.paths,
-                       resolved=getattr(ctx, "resolved", None) or None)
+    return values_used(ctx.workflow or {"nodes": {}}, ctx.node_id, index, ctx.paths)
 
 
 def _save(ctx, images, folder: str, prefix: str, embed: bool) -> list[str]:

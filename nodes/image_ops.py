@@ -47,6 +47,9 @@ def center_crop_to_aspect(image, width: int, height: int):
 
 @node("ImageScale", category="image/transform",
       description="Resize images to a size (0 keeps the aspect ratio from the other side).",
+      # version 1 called ``method`` ``upscale_method`` (ComfyUI's name); see docs/VERSIONING.md
+      version=2, migrations={1: lambda inputs: {("method" if k == "upscale_method" else k): v
+                                                for k, v in inputs.items()}},
       inputs=[Input.link("image", T.IMAGE), Input.choice("method", SCALE_METHODS, "bilinear"),
               Input.int("width", 512, min=0, max=MAX_SIZE, step=1),
               Input.int("height", 512, min=0, max=MAX_SIZE, step=1),

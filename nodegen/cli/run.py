@@ -77,8 +77,9 @@ def cmd_run(args) -> int:
     if args.json:
         print(json.dumps({"event": "outputs", "paths": paths, "status": result.status}))
     else:
+        temp = engine.env.temp_dir
         for path in paths:
-            print(f"wrote {path}")
+            print(f"preview {path}" if str(path).startswith(temp) else f"wrote {path}")
         print(f"{result.status}: {len(result.executed)} node(s) ran, {len(result.cached)} cached, "
               f"{result.seconds:.2f}s", file=sys.stderr)
     return EXIT_OK if result.status == "ok" else EXIT_FAILED

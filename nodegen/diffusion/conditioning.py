@@ -33,3 +33,37 @@ class CondItem:
         for key, value in changes.items():
             setattr(item, key, value)
         return item
+
+
+# -- helpers for the conditioning nodes (combine / concat / zero-out / area) -------------------
+
+def combine(a: list[CondItem], b: list[CondItem]) -> list[CondItem]:
+    """Both lists' items: their predictions are averaged by the denoiser (weight ``strength``)."""
+    return list(a) + list(b)
+
+
+def concat(to: list[CondItem], frm: list[CondItem]) -> list[CondItem]:
+    """Every item of ``to`` with the embeddings of ``frm``'s first item appended along the token
+    axis (pooled and extras of ``to`` are kept)."""
+    if not frm:
+        raise ValueError("conditioning_from is empty")
+    add = frm[0].embeds
+    out = []
+    for item in to:
+        if item.embeds.shape[-1] != add.shape[-1]:
+            raise ValueError(f"cannot concat conditionings of width {item.embeds.shape[-1]} and {add.shape[-1]} "
+                             "(they come from different text encoders)")
+        out.append(item.copy(embeds=torch.cat([item.embeds, add.to(item.embeds)], dim=1)))
+    return out
+
+
+def zero_out(cond: list[CondItem]) -> list[CondItem]:
+    """Items with zero embeddings and zero pooled output (SDXL's "empty" negative)."""
+    return [it.copy(embeds=torch.zeros_like(it.embeds),
+                    pooled=None if it.pooled is None else torch.zeros_like(it.pooled)) for it in cond]
+
+
+def set_area(cond: list[CondItem], width: int, height: int, x: int, y: int, strength: float) -> list[CondItem]:
+    """Items restricted to a rectangle (image pixels; ``extras["area"] = (height, width, y, x)``)."""
+    return [it.copy(extras=dict(it.extras, area=(int(height), int(width), int(y), int(x)),
+                                strength=float(strength))) for it in cond]

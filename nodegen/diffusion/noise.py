@@ -15,6 +15,10 @@ The rule (per batch item):
   scheduler, which draws the step noise from it). With this rule euler_ancestral and
   dpmpp_2m_sde reproduce diffusers' ``EulerAncestralDiscreteScheduler`` and
   ``DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")`` with the same seed.
+* A latent that carries ``batch_index`` (items taken out of, or repeated from, a bigger batch by
+  LatentFromBatch / RepeatLatentBatch) gets, for each item, the noise that item index has in a
+  batch of ``max(batch_index) + 1`` items with the same seed (so re-running one item of a batch
+  reproduces it).
 * The initial noise is drawn even when it is not added (KSamplerAdvanced ``add_noise=False``),
   so the step noise of a seed does not depend on that switch.
 """
@@ -37,10 +41,17 @@ def initial_noise(shape, seed: int | None = None, generator: torch.Generator | N
     return torch.randn(tuple(shape), generator=gen, dtype=torch.float32)
 
 
-def prepare_noise(latent: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Generator]:
+def prepare_noise(latent: torch.Tensor, seed: int, batch_index: list[int] | None = None
+                  ) -> tuple[torch.Tensor, torch.Generator]:
     """Initial noise shaped like ``latent`` (on the CPU) and the generator to continue from."""
     gen = make_generator(seed)
-    return initial_noise(latent.shape, generator=gen), gen
+    if batch_index is None:
+        return initial_noise(latent.shape, generator=gen), gen
+    idx = [int(i) for i in batch_index]
+    if len(idx) != latent.shape[0] or min(idx) < 0:
+        raise ValueError(f"batch_index {idx} does not fit a batch of {latent.shape[0]}")
+    full = initial_noise((max(idx) + 1, *latent.shape[1:]), generator=gen)
+    return full[idx].clone(), gen
 
 
 class GeneratorNoiseSampler:

@@ -71,7 +71,7 @@ def sample(model, positive: list, negative: list | None, latent: dict, seed: int
         return (out, dict(out)) if return_denoised else out
     smp = sampler if isinstance(sampler, Sampler) else get_sampler(sampler)
 
-    noise, gen = prepare_noise(samples, seed)  # always drawn: the step noise continues after it
+    noise, gen = prepare_noise(samples, seed, latent.get("batch_index"))  # always drawn: the step noise continues after it
     if not add_noise:
         noise = torch.zeros_like(noise)
     noise_mask = latent.get("noise_mask")

@@ -138,7 +138,7 @@ def _build_sd2(root: Path) -> SimpleNamespace:
     # the 24th layer of a real SD2 file, unused by diffusers (SD2 conditions on the penultimate)
     torch.manual_seed(13)
     extra = CLIPTextModel(clip_config(64, layers=1, act="gelu"))
-    extra_layer = {k.split(".", 3)[-1]: v for k, v in
+    extra_layer = {k.split(".", 4)[-1]: v for k, v in
                    open_clip_to_ldm(extra.state_dict(), "x.").items() if ".resblocks.0." in k}
     for m in (unet, vae, te):
         _randomize_(m, 14)

@@ -61,6 +61,7 @@ def import_comfy(data: Any, source: str | None = None, name: str | None = None) 
 
         name = Path(source).stem
     doc = new_document(name or "")
+    doc["metadata"]["created_with"] = f"ComfyUI (imported by {doc['metadata']['created_with']})"
     doc["metadata"]["import"] = {
         "from": "ComfyUI " + ("editor workflow" if kind == "ui" else "API prompt"),
         "source": source or "", "notes": list(builder.notes),

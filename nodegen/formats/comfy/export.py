@@ -54,10 +54,8 @@ class _Exporter:
             return self.resolve(nxt, where, depth + 1) if nxt is not None else None
         if n.get("missing"):
             m = _SLOT.match(out)
-            if m is None:
-                self.problems.append(f"{where}: linked to output {out!r} of a placeholder node {src}")
-                return None
-            return "link", [src, int(m.group(1))]
+            # a placeholder that cannot be exported is reported on itself
+            return ("link", [src, int(m.group(1))]) if m else None
         nm = for_ours(t)
         slot = nm.output_slot(out) if nm else None
         if slot is None:

@@ -1,0 +1,112 @@
+"""Start the editor: ``python main.py [gui [GRAPH] [--screenshot OUT.png] [--run] [--models DIR]]``.
+
+``--screenshot`` renders the window without a display (offscreen) to a PNG and exits; with
+``--run`` the graph runs first, so image previews show. ``--canvas-only`` renders only the canvas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="nodegen gui", description="The nodegen node editor.")
+    p.add_argument("graph", nargs="?", help="a workflow .json (or a PNG with an embedded workflow)")
+    p.add_argument("--models", action="append", help="models root folder (repeatable)")
+    p.add_argument("--input-dir", default="input", help="folder of input images (default: input)")
+    p.add_argument("--output-dir", default="output", help="folder for saved images (default: output)")
+    p.add_argument("--device", default="auto", help="compute device: auto, cpu, cuda, cuda:1...")
+    p.add_argument("--screenshot", metavar="OUT.png", help="render the window to a PNG and exit")
+    p.add_argument("--canvas-only", action="store_true", help="with --screenshot: only the canvas")
+    p.add_argument("--run", action="store_true", help="run the graph (before the screenshot)")
+    p.add_argument("--size", default="1600x1000", help="window size for --screenshot (WxH)")
+    return p.parse_args(argv)
+
+
+def make_engine(args):
+    from nodegen.engine import Engine
+
+    return Engine(models=args.models, output_dir=args.output_dir, input_dir=args.input_dir, device=args.device)
+
+
+def wait_for_runs(app, window, timeout_s: float = 600.0) -> str | None:
+    """Process events until the run queue is empty (for --run and tests)."""
+    import time
+
+    end = time.monotonic() + timeout_s
+    while (window.runner.busy or window.runner.pending()) and time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.01)
+    app.processEvents()
+    return window.last_status
+
+
+def screenshot(app, window, out: str, canvas_only: bool) -> bool:
+    from PySide6.QtGui import QImage
+
+    window.show()
+    app.processEvents()
+    window.view.fit_all()
+    app.processEvents()
+    widget = window.view.viewport() if canvas_only else window
+    pixmap = widget.grab()
+    img: QImage = pixmap.toImage()
+    return img.save(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.screenshot and "QT_QPA_PLATFORM" not in os.environ and not os.environ.get("DISPLAY") \
+            and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from PySide6.QtCore import QCoreApplication, Qt
+    from PySide6.QtWidgets import QApplication
+
+    from gui.mainwindow import MainWindow
+    from gui.theme import apply_dark
+
+    app = QApplication.instance()
+    owns_app = app is None
+    if owns_app:
+        QApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+        QCoreApplication.setOrganizationName("nodegen")
+        QCoreApplication.setApplicationName("nodegen")
+        app = QApplication(["nodegen"])
+    apply_dark(app)
+    window = MainWindow(make_engine(args))
+    if args.screenshot:
+        w, _, h = args.size.partition("x")
+        window.resize(int(w), int(h))
+    if args.graph:
+        if not window.open_file(args.graph, ask=False):
+            print(f"nodegen gui: cannot open {args.graph}: {window.last_error}", file=sys.stderr)
+            if args.screenshot:
+                return 2
+    elif not args.screenshot:
+        window.offer_recovery()
+    if args.run:
+        window.show()
+        if window.run_graph():
+            status = wait_for_runs(app, window)
+            if status != "ok":
+                print(f"nodegen gui: the run ended {status}", file=sys.stderr)
+        else:
+            print("nodegen gui: not run: " + "; ".join(
+                window.problems.item(i).text() for i in range(window.problems.count())), file=sys.stderr)
+    if args.screenshot:
+        ok = screenshot(app, window, args.screenshot, args.canvas_only)
+        window.doc.undo_stack.setClean()
+        window.doc.dirty = False
+        window.close()
+        window.deleteLater()
+        if not ok:
+            print(f"nodegen gui: cannot write {args.screenshot}", file=sys.stderr)
+            return 1
+        print(args.screenshot)
+        return 0
+    window.show()
+    if owns_app:
+        return app.exec()
+    return 0

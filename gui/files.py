@@ -1,0 +1,221 @@
+"""Files for the main window: new / open / save / save as, recent files, the title with the file
+name and a modified marker, asking before losing changes, autosave to a recovery file and the
+offer to restore it, and opening dropped workflow files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QStandardPaths, QTimer
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from nodegen.formats.png import png_text, WORKFLOW_KEY
+from nodegen.workflow import Workflow, WorkflowError, atomic_write_text
+
+MAX_RECENT = 10
+AUTOSAVE_MS = 30_000
+FILTER = "Workflows (*.json *.png);;All files (*)"
+
+
+def state_dir() -> Path:
+    env = os.environ.get("NODEGEN_GUI_STATE")
+    if env:
+        return Path(env)
+    base = QStandardPaths.writableLocation(QStandardPaths.GenericConfigLocation) or str(Path.home() / ".config")
+    return Path(base) / "nodegen"
+
+
+def is_workflow_file(path: str) -> bool:
+    """A ``.json`` file, or a PNG with an embedded workflow (nodegen or ComfyUI)."""
+    p = Path(path)
+    if p.suffix.lower() == ".json":
+        return True
+    if p.suffix.lower() == ".png":
+        try:
+            text = png_text(p)
+        except ValueError:
+            return False
+        return WORKFLOW_KEY in text or "workflow" in text or "prompt" in text
+    return False
+
+
+class FileMixin:
+    def init_files(self) -> None:
+        self.settings = QSettings(str(state_dir() / "gui.ini"), QSettings.IniFormat)
+        self.autosave_timer = QTimer(self)
+        self.autosave_timer.timeout.connect(self.autosave)
+        self.autosave_timer.start(AUTOSAVE_MS)
+        self.doc.undo_stack.cleanChanged.connect(lambda _: self.update_title())
+        self.doc.undo_stack.indexChanged.connect(lambda _: self.update_title())
+        self.doc.pathChanged.connect(self.update_title)
+
+    # -- title -------------------------------------------------------------------------
+    def update_title(self) -> None:
+        name = self.doc.path.name if self.doc.path else "Untitled"
+        self.setWindowTitle(f"{name}{'*' if self.doc.modified else ''} \u2014 nodegen")
+
+    # -- asking ------------------------------------------------------------------------
+    def ask_save_changes(self) -> str:
+        """"save", "discard" or "cancel" (tests replace this)."""
+        box = QMessageBox(QMessageBox.Warning, "Unsaved changes",
+                          f"Save the changes to {self.doc.path.name if self.doc.path else 'Untitled'}?",
+                          QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, self)
+        answer = box.exec()
+        return {QMessageBox.Save: "save", QMessageBox.Discard: "discard"}.get(answer, "cancel")
+
+    def confirm_discard(self) -> bool:
+        if not self.doc.modified:
+            return True
+        answer = self.ask_save_changes()
+        if answer == "save":
+            return self.save()
+        return answer == "discard"
+
+    def ask_open_path(self) -> str:
+        path, _ = QFileDialog.getOpenFileName(self, "Open workflow", self._last_dir(), FILTER)
+        return path
+
+    def ask_save_path(self) -> str:
+        path, _ = QFileDialog.getSaveFileName(self, "Save workflow", self._last_dir(), "Workflows (*.json)")
+        if path and not path.lower().endswith(".json"):
+            path += ".json"
+        return path
+
+    def _last_dir(self) -> str:
+        return str(self.doc.path.parent) if self.doc.path else str(Path.cwd())
+
+    # -- commands ----------------------------------------------------------------------
+    def new_file(self) -> bool:
+        if not self.confirm_discard():
+            return False
+        self.doc.new()
+        self.after_open()
+        return True
+
+    def open_file(self, path: str | None = None, ask: bool = True) -> bool:
+        if ask and not self.confirm_discard():
+            return False
+        path = path or self.ask_open_path()
+        if not path:
+            return False
+        try:
+            wf = Workflow.load(path)
+        except (WorkflowError, ValueError, OSError) as e:
+            self.show_error("Cannot open the workflow", str(e))
+            return False
+        if Path(path).suffix.lower() == ".png":
+            wf.path = None  # never overwrite the image with JSON
+        self.doc.set_workflow(wf)
+        self.add_recent(path)
+        self.after_open()
+        self.statusBar().showMessage(f"opened {path}", 5000)
+        return True
+
+    def save(self) -> bool:
+        if self.doc.path is None:
+            return self.save_as()
+        return self._save_to(self.doc.path)
+
+    def save_as(self, path: str | None = None) -> bool:
+        path = path or self.ask_save_path()
+        if not path:
+            return False
+        return self._save_to(Path(path))
+
+    def _save_to(self, path: Path) -> bool:
+        try:
+            self.doc.save(path)
+        except OSError as e:
+            self.show_error("Cannot save", f"{path}: {e}")
+            return False
+        self.add_recent(str(path))
+        self.clear_recovery()
+        self.statusBar().showMessage(f"saved {path}", 5000)
+        return True
+
+    def show_error(self, title: str, text: str) -> None:
+        self.statusBar().showMessage(text.splitlines()[0] if text else title, 10000)
+        if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
+            self.last_error = text  # no dialogs without a display (tests, screenshots)
+            return
+        QMessageBox.critical(self, title, text)
+
+    # -- recent files ------------------------------------------------------------------
+    def recent_files(self) -> list[str]:
+        value = self.settings.value("recent", [])
+        if isinstance(value, str):
+            value = [value]
+        return [v for v in (value or []) if v]
+
+    def add_recent(self, path: str) -> None:
+        path = str(Path(path).resolve())
+        items = [path] + [p for p in self.recent_files() if p != path]
+        self.settings.setValue("recent", items[:MAX_RECENT])
+        self.rebuild_recent_menu()
+
+    def rebuild_recent_menu(self) -> None:
+        menu = getattr(self, "recent_menu", None)
+        if menu is None:
+            return
+        menu.clear()
+        for p in self.recent_files():
+            menu.addAction(p, lambda p=p: self.open_file(p))
+        menu.setEnabled(bool(menu.actions()))
+
+    # -- autosave and recovery ---------------------------------------------------------
+    def recovery_path(self) -> Path:
+        """This window's recovery file (one per process, so two editors never clash)."""
+        return state_dir() / f"recovery-{os.getpid()}-{id(self):x}.json"
+
+    def found_recovery(self) -> Path | None:
+        """The newest recovery file another (crashed) editor left behind."""
+        mine = self.recovery_path()
+        files = [p for p in state_dir().glob("recovery-*.json") if p != mine]
+        return max(files, key=lambda p: p.stat().st_mtime) if files else None
+
+    def autosave(self) -> bool:
+        if not self.doc.modified:
+            return False
+        payload = {"path": str(self.doc.path) if self.doc.path else None, "workflow": self.doc.data}
+        atomic_write_text(self.recovery_path(), json.dumps(payload, ensure_ascii=False))
+        return True
+
+    def clear_recovery(self) -> None:
+        try:
+            self.recovery_path().unlink()
+        except FileNotFoundError:
+            pass
+
+    def ask_restore(self, path: Path) -> bool:
+        return QMessageBox.question(
+            self, "Restore unsaved work?",
+            "nodegen did not close cleanly. Restore the unsaved workflow from the recovery file?") == QMessageBox.Yes
+
+    def offer_recovery(self) -> bool:
+        rec = self.found_recovery()
+        if rec is None:
+            return False
+        try:
+            payload = json.loads(rec.read_text("utf-8"))
+            wf = Workflow.from_dict(payload["workflow"])
+        except (OSError, ValueError, KeyError, WorkflowError):
+            rec.unlink(missing_ok=True)
+            return False
+        restore = self.ask_restore(rec)
+        rec.unlink(missing_ok=True)
+        if not restore:
+            return False
+        wf.path = Path(payload["path"]) if payload.get("path") else None
+        self.doc.set_workflow(wf)
+        self.doc.dirty = True
+        self.after_open()
+        return True
+
+    # -- drops -------------------------------------------------------------------------
+    def open_dropped(self, paths: list[str]) -> bool:
+        for p in paths:
+            if is_workflow_file(p):
+                return self.open_file(p)
+        return False

@@ -1,0 +1,217 @@
+"""The main window: the canvas, the docks (palette, problems, image viewer, undo history), the
+menus with their shortcuts, and the status bar (messages, run state, device and memory)."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QUndoView
+
+from gui import theme  # noqa: F401 - colours used by the items
+from gui.document import Document
+from gui.edit_actions import EditMixin
+from gui.files import FileMixin
+from gui.palette import Palette, QuickSearch
+from gui.panels import DeviceStatus, ImageViewer, ProblemsPanel
+from gui.run_view import RunMixin
+from gui.runner import RunController
+from gui.scene import GraphScene
+from gui.schema import Schema
+from gui.view import GraphView
+
+
+class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
+    def __init__(self, engine, parent=None) -> None:
+        super().__init__(parent)
+        self.engine = engine
+        self.schema = Schema.from_engine(engine)
+        self.doc = Document(self)
+        self.scene = GraphScene(self.doc, self.schema, self, resolve_file=engine.env.resolve_file)
+        self.view = GraphView(self.scene, self)
+        self.setCentralWidget(self.view)
+        self.runner = RunController(engine, self)
+        self.search = QuickSearch(self.schema, self)
+        self.last_error = ""
+        self._build_docks()
+        self._build_status()
+        self._build_actions()
+        self.init_files()
+        self.init_run()
+        self._connect()
+        self.setAcceptDrops(True)
+        self.resize(1400, 900)
+        self.rebuild_recent_menu()
+        self.update_title()
+        self.update_run_label()
+
+    # -- construction ------------------------------------------------------------------
+    def _dock(self, title: str, widget, area, name: str) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_docks(self) -> None:
+        self.palette = Palette(self.schema)
+        self.palette_dock = self._dock("Nodes", self.palette, Qt.LeftDockWidgetArea, "palette")
+        self.history = QUndoView(self.doc.undo_stack)
+        self.history.setEmptyLabel("<opened>")
+        self.history_dock = self._dock("History", self.history, Qt.LeftDockWidgetArea, "history")
+        self.viewer = ImageViewer()
+        self.viewer_dock = self._dock("Image", self.viewer, Qt.RightDockWidgetArea, "viewer")
+        self.problems = ProblemsPanel()
+        self.problems_dock = self._dock("Problems", self.problems, Qt.BottomDockWidgetArea, "problems")
+        self.resizeDocks([self.palette_dock, self.viewer_dock], [240, 360], Qt.Horizontal)
+        self.resizeDocks([self.problems_dock], [110], Qt.Vertical)
+
+    def _build_status(self) -> None:
+        sb = self.statusBar()
+        self.run_label = QLabel()
+        self.zoom_label = QLabel("100%")
+        self.device_status = DeviceStatus(self.engine)
+        for w in (self.run_label, self.zoom_label, self.device_status):
+            sb.addPermanentWidget(w)
+
+    def _action(self, menu, text: str, slot, shortcut=None, name: str | None = None) -> QAction:
+        act = QAction(text, self)
+        if shortcut is not None:
+            keys = shortcut if isinstance(shortcut, list) else [shortcut]
+            act.setShortcuts([QKeySequence(k) for k in keys])
+        act.triggered.connect(lambda _=False: slot())
+        act.setShortcutContext(Qt.WindowShortcut)
+        menu.addAction(act)
+        self.actions_by_name[name or text] = act
+        return act
+
+    def _build_actions(self) -> None:
+        self.actions_by_name: dict[str, QAction] = {}
+        mb = self.menuBar()
+        m = mb.addMenu("&File")
+        a = self._action
+        a(m, "New", self.new_file, QKeySequence.New, "new")
+        a(m, "Open\u2026", lambda: self.open_file(), QKeySequence.Open, "open")
+        self.recent_menu = m.addMenu("Open recent")
+        a(m, "Save", self.save, QKeySequence.Save, "save")
+        a(m, "Save as\u2026", lambda: self.save_as(), QKeySequence.SaveAs, "save_as")
+        m.addSeparator()
+        a(m, "Quit", self.close, QKeySequence.Quit, "quit")
+        m = mb.addMenu("&Edit")
+        undo = self.doc.undo_stack.createUndoAction(self, "Undo")
+        undo.setShortcut(QKeySequence.Undo)
+        redo = self.doc.undo_stack.createRedoAction(self, "Redo")
+        redo.setShortcuts([QKeySequence.Redo, QKeySequence("Ctrl+Y")])
+        m.addAction(undo)
+        m.addAction(redo)
+        self.actions_by_name.update(undo=undo, redo=redo)
+        m.addSeparator()
+        a(m, "Cut", self.cut, QKeySequence.Cut, "cut")
+        a(m, "Copy", self.copy, QKeySequence.Copy, "copy")
+        a(m, "Paste", lambda: self.paste(), QKeySequence.Paste, "paste")
+        a(m, "Duplicate", self.duplicate, "Ctrl+D", "duplicate")
+        a(m, "Delete", self.delete_selected, [QKeySequence.Delete, "Backspace"], "delete")
+        a(m, "Select all", lambda: [i.setSelected(True) for i in self.scene.items_by_id.values()],
+          QKeySequence.SelectAll, "select_all")
+        m.addSeparator()
+        a(m, "Add node\u2026", lambda: self.open_search(self.view.cursor_scene_pos()), "Ctrl+Space", "add_node")
+        a(m, "Rename", self.rename_selected, "F2", "rename")
+        a(m, "Bypass", lambda: self.toggle_mode("bypass"), "Ctrl+B", "bypass")
+        a(m, "Mute", lambda: self.toggle_mode("muted"), "Ctrl+M", "mute")
+        a(m, "Collapse / expand", self.toggle_collapse, "Alt+C", "collapse")
+        a(m, "Group selection", self.group_selection, "Ctrl+G", "group")
+        al = m.addMenu("Align")
+        a(al, "Left edges", lambda: self.align("left"), "Ctrl+Shift+Left", "align_left")
+        a(al, "Top edges", lambda: self.align("top"), "Ctrl+Shift+Up", "align_top")
+        a(al, "Distribute horizontally", lambda: self.align("hdist"), "Ctrl+Shift+H", "dist_h")
+        a(al, "Distribute vertically", lambda: self.align("vdist"), "Ctrl+Shift+V", "dist_v")
+        m = mb.addMenu("&View")
+        a(m, "Fit all", self.view.fit_all, "Home", "fit_all")
+        a(m, "Fit selection", self.view.fit_selection, "F", "fit_selection")
+        a(m, "Zoom in", lambda: self.view.set_zoom(self.view.zoom() * 1.25), QKeySequence.ZoomIn, "zoom_in")
+        a(m, "Zoom out", lambda: self.view.set_zoom(self.view.zoom() / 1.25), QKeySequence.ZoomOut, "zoom_out")
+        a(m, "Actual size", lambda: self.view.set_zoom(1.0), "Ctrl+0", "zoom_reset")
+        a(m, "Minimap", lambda: self.view.minimap.setVisible(not self.view.minimap.isVisible()), "M", "minimap")
+        m.addSeparator()
+        for dock in (self.palette_dock, self.history_dock, self.viewer_dock, self.problems_dock):
+            m.addAction(dock.toggleViewAction())
+        m = mb.addMenu("&Run")
+        a(m, "Run", self.run_graph, ["Ctrl+Return", "Ctrl+Enter"], "run")
+        self.cancel_action = a(m, "Cancel", self.cancel_run, "Escape", "cancel")
+        a(m, "Validate", self.validate_graph, "Ctrl+Shift+Return", "validate")
+        a(m, "Refresh node list (model files, choices)", self.refresh_schema, "R", "refresh")
+        m = mb.addMenu("&Help")
+        a(m, "Keyboard and mouse", self.show_shortcuts, "F1", "shortcuts")
+
+    def _connect(self) -> None:
+        self.palette.activated.connect(self.add_node_at_center)
+        self.search.chosen.connect(lambda t, p, f: self.add_node(t, p, f))
+        self.view.nodeTypeDropped.connect(lambda t, p: self.add_node(t, p))
+        self.view.filesDropped.connect(self.files_dropped)
+        self.view.searchRequested.connect(lambda p: self.open_search(p))
+        self.view.zoomChanged.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f}%"))
+        self.view.setContextMenuPolicy(Qt.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(
+            lambda p: self.canvas_menu(p).popup(self.view.viewport().mapToGlobal(p)))
+        self.scene.wireDropped.connect(lambda p, f: self.open_search(p, f))
+        self.scene.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.scene.imageActivated.connect(self.show_in_viewer)
+        self.problems.nodeActivated.connect(self.focus_node)
+
+    # -- misc --------------------------------------------------------------------------
+    def after_open(self) -> None:
+        self.node_images.clear()
+        self.problems.clear()
+        self.viewer.set_images([])
+        self.viewer_node = None
+        self.view.fit_all()
+
+    def focus_node(self, nid: str) -> None:
+        item = self.scene.items_by_id.get(nid)
+        if item is not None:
+            self.scene.select_ids([nid])
+            self.view.centerOn(item)
+
+    def refresh_schema(self) -> None:
+        """Re-read the node schema (dynamic choices such as model files and input images)."""
+        self.schema = Schema.from_engine(self.engine)
+        self.scene.set_schema(self.schema)
+        self.palette.set_schema(self.schema)
+        self.search.schema = self.schema
+        self.statusBar().showMessage("node list refreshed", 3000)
+
+    def shortcut_text(self) -> str:
+        rows = [f"{act.text().replace('&', '')}: {', '.join(s.toString(QKeySequence.NativeText) for s in act.shortcuts())}"
+                for act in self.actions_by_name.values() if act.shortcuts()]
+        rows += ["Add node: double-click the canvas or Tab", "Pan: middle drag or Space + drag",
+                 "Zoom: wheel (to the cursor)", "Select: click, Shift/Ctrl-click, drag a rubber band",
+                 "Connect: drag from a port to a port; drop on empty canvas to search",
+                 "Move / remove a wire: drag it off its input", "Reroute: double-click a wire",
+                 "Widgets: drag numbers left/right; click to type; right-click a node for more",
+                 "Drop a workflow .json/.png to open it, an image to make a LoadImage node"]
+        return "\n".join(rows)
+
+    def show_shortcuts(self) -> None:
+        box = QMessageBox(QMessageBox.Information, "Keyboard and mouse", self.shortcut_text(), parent=self)
+        box.setModal(False)
+        box.show()
+        self._shortcut_box = box
+
+    # -- window events -----------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.open_dropped(paths)
+            event.acceptProposedAction()
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        if not self.confirm_discard():
+            event.ignore()
+            return
+        self.runner.shutdown()
+        self.clear_recovery()
+        self.settings.setValue("geometry", self.saveGeometry())
+        event.accept()

@@ -1,0 +1,146 @@
+"""Running from the window: validate (problems on the nodes and in the problems panel), queue the
+run, then show its events on the canvas: the running node glows with a progress bar and live
+previews, cached nodes are marked, finished nodes show their time and images, failures go red."""
+
+from __future__ import annotations
+
+import random
+
+from gui import commands
+from nodegen.node import SEED_MAX
+
+
+class RunMixin:
+    def init_run(self) -> None:
+        self.node_images: dict[str, tuple[list, list]] = {}
+        self.last_status: str | None = None
+        self.run_log: list[tuple[str, str | None]] = []
+        self.runner.event.connect(self.on_run_event)
+        self.runner.runStarted.connect(self.on_run_started)
+        self.runner.runFinished.connect(self.on_run_finished)
+        self.runner.queueChanged.connect(lambda n: self.update_run_label())
+        self.viewer_node: str | None = None
+
+    # -- starting ----------------------------------------------------------------------
+    def validate_graph(self):
+        self.scene.commit_editor()
+        p = self.runner.validate(self.doc.data)
+        by_node: dict[str, list[str]] = {}
+        for prob in p.problems + p.warnings:
+            if prob.node_id is not None:
+                text = (f"{prob.input}: " if prob.input else "") + prob.message
+                by_node.setdefault(prob.node_id, []).append(text)
+        for nid, item in self.scene.items_by_id.items():
+            item.problems = by_node.get(nid, []) if nid in {x.node_id for x in p.problems} else []
+            item.setToolTip(item._tooltip())
+            item.update()
+        self.problems.set_problems(p.problems + p.warnings)
+        return p
+
+    def run_graph(self) -> bool:
+        p = self.validate_graph()
+        if p.problems:
+            self.problems_dock.show()
+            self.problems_dock.raise_()
+            self.statusBar().showMessage(f"not run: {len(p.problems)} problem(s); see the problems panel", 10000)
+            return False
+        self.runner.submit(self.doc.data)
+        self.apply_seed_control()
+        self.update_run_label()
+        return True
+
+    def cancel_run(self) -> None:
+        if self.runner.busy or self.runner.pending():
+            self.runner.cancel()
+            self.statusBar().showMessage("cancelling\u2026", 3000)
+
+    def apply_seed_control(self) -> None:
+        """"control after generate": randomize / increment the seeds for the next run."""
+        changes = []
+        for nid, n in self.doc.nodes.items():
+            ctrl = (n.get("ui") or {}).get("seed_control") or {}
+            for name, mode in ctrl.items():
+                value = (n.get("inputs") or {}).get(name)
+                if not isinstance(value, int) or mode == "fixed":
+                    continue
+                new = random.randint(0, 2**32 - 1) if mode == "randomize" else (value + 1) % (SEED_MAX + 1)
+                changes.append((nid, name, new))
+        if not changes:
+            return
+        self.doc.undo_stack.beginMacro("Seed control after run")
+        for nid, name, new in changes:
+            self.doc.undo_stack.push(commands.set_value(self.doc, nid, name, new))
+        self.doc.undo_stack.endMacro()
+
+    # -- events ------------------------------------------------------------------------
+    def on_run_started(self, number: int) -> None:
+        for item in self.scene.items_by_id.values():
+            item.set_state(None, reason="", error="", seconds=None)
+        self.update_run_label()
+
+    def on_run_event(self, kind: str, nid, data: dict) -> None:
+        self.run_log.append((kind, nid))
+        item = self.scene.items_by_id.get(nid) if nid is not None else None
+        if item is None:
+            return
+        if kind == "node_started":
+            item.set_state("running", reason=data.get("reason", ""), error="")
+            self.statusBar().showMessage(f"running {item.title}: {data.get('reason', '')}")
+        elif kind == "node_progress":
+            item.progress = (data.get("step", 0), data.get("total", 0))
+            if data.get("preview") is not None:
+                item.set_preview(data["preview"])
+            item.update()
+        elif kind == "node_cached":
+            item.set_state("cached", reason="cached: its inputs did not change")
+            self._show_images(item, data)
+        elif kind == "node_finished":
+            item.set_state("done", seconds=data.get("seconds"), reason=data.get("reason", item.reason))
+            self._show_images(item, data)
+        elif kind == "node_failed":
+            item.set_state("failed", error=data.get("error", ""))
+        elif kind == "node_skipped":
+            item.set_state("skipped", reason=data.get("reason", ""))
+
+    def _show_images(self, item, data: dict) -> None:
+        images = data.get("images") or []
+        if not images:
+            if item.preview is not None:
+                item.set_preview(None)
+            return
+        self.node_images[item.nid] = (images, data.get("paths") or [])
+        item.set_images(images)
+        if self.viewer_node in (None, item.nid):
+            self.show_in_viewer(item.nid)
+
+    def show_in_viewer(self, nid: str) -> None:
+        item = self.scene.items_by_id.get(nid)
+        if nid in self.node_images:
+            images, paths = self.node_images[nid]
+        elif item is not None and item.source_image is not None:
+            images, paths = [item.source_image], []
+        else:
+            return
+        self.viewer_node = nid
+        self.viewer.set_images(images, paths, item.title if item else nid)
+
+    def on_run_finished(self, number: int, status: str, info: dict) -> None:
+        self.last_status = status
+        failures = info.get("failures") or []
+        if info.get("error"):
+            failures = [info["error"]]
+        if failures:
+            self.problems.set_problems(failures)
+            self.problems_dock.show()
+        ran, cached = len(info.get("executed", [])), len(info.get("cached", []))
+        secs = info.get("seconds") or 0.0
+        self.statusBar().showMessage(f"run {number} {status}: {ran} ran, {cached} cached, {secs:.2f}s", 15000)
+        self.update_run_label()
+
+    def update_run_label(self) -> None:
+        busy, queued = self.runner.busy, self.runner.pending()
+        text = "running" if busy else "idle"
+        if queued:
+            text += f", {queued} queued"
+        self.run_label.setText(text)
+        self.cancel_action.setEnabled(busy or bool(queued))

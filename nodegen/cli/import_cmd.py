@@ -1,0 +1,63 @@
+"""``nodegen import comfy FILE -o OUT.json`` and ``nodegen export comfy GRAPH -o OUT.json``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from nodegen.cli import EXIT_OK, UsageError
+from nodegen.cli.common import add_engine_args, make_engine
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("import", help="convert a ComfyUI workflow to a nodegen workflow",
+                       description="Convert a ComfyUI workflow (API prompt or editor format, .json, or "
+                       "a ComfyUI PNG) to a nodegen workflow. Node types with no equivalent are kept "
+                       "as placeholders; notes on what changed are printed.")
+    p.add_argument("source", choices=["comfy"], help="the other tool's format")
+    p.add_argument("file", help="ComfyUI workflow .json or PNG")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="nodegen workflow to write")
+    p.set_defaults(func=cmd_import)
+
+    e = sub.add_parser("export", help="convert a nodegen workflow to ComfyUI's API format",
+                       description="Write a workflow in ComfyUI's API (prompt) format. Every node must "
+                       "have a ComfyUI equivalent; notes are left out, reroutes, bypassed nodes and "
+                       "primitive nodes are resolved.")
+    e.add_argument("target", choices=["comfy"], help="the other tool's format")
+    e.add_argument("graph", help="nodegen workflow .json (or PNG)")
+    e.add_argument("-o", "--output", required=True, metavar="OUT", help="ComfyUI API .json to write")
+    add_engine_args(e)
+    e.set_defaults(func=cmd_export)
+
+
+def cmd_import(args) -> int:
+    from nodegen.formats.png import PngWorkflowError
+    from nodegen.workflow import Workflow, WorkflowError
+
+    try:
+        wf = Workflow.load(args.file)
+    except (WorkflowError, PngWorkflowError) as e:
+        raise UsageError(str(e)) from e
+    imported = wf.metadata.get("import") or {}
+    if not imported:
+        raise UsageError(f"{args.file} is already a nodegen workflow; nothing to import")
+    wf.save(args.output)
+    for note in imported.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {args.output} ({len(wf.nodes)} nodes, from a {imported.get('from')})")
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    from nodegen.formats.comfy import ComfyExportError, export_api
+    from nodegen.workflow import WorkflowError, atomic_write_text
+
+    engine = make_engine(args)
+    try:
+        wf = engine.prepare(args.graph)
+        api = export_api(wf.data, engine.registry)
+    except (WorkflowError, ComfyExportError, ValueError) as e:
+        raise UsageError(str(e)) from e
+    atomic_write_text(args.output, json.dumps(api, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {args.output} ({len(api)} ComfyUI nodes)")
+    return EXIT_OK

@@ -1,0 +1,233 @@
+"""LoRA files (kohya and diffusers/PEFT formats) turned into weight patches.
+
+Formats read:
+
+* kohya / sd-scripts: ``lora_unet_<module>.lora_down.weight``, ``.lora_up.weight``, ``.alpha``;
+  ``lora_te_`` / ``lora_te1_`` (first text encoder), ``lora_te2_`` (SDXL's second). UNet module
+  names may be diffusers' (SD1 kohya) or the original LDM ones (SDXL kohya:
+  ``input_blocks_4_1_...``); both are matched.
+* diffusers / PEFT: ``unet.<module>.lora_A.weight`` / ``lora_B.weight``, ``text_encoder.``,
+  ``text_encoder_2.``; the older ``.lora.down/up`` and ``processor.to_q_lora.down`` spellings;
+  ``<module>.alpha`` network alphas; PEFT ``lora_alpha`` from the file's
+  ``lora_adapter_metadata``.
+
+A LoRA's delta for weight ``W`` is ``up @ down * alpha / rank`` (conv LoRAs reshaped), added
+with ``strength`` on use (see :mod:`nodegen.models.patching`); the base weights are shared
+and never changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from nodegen.models.detect import detect, require
+from nodegen.models.files import load_state_dict
+
+
+@dataclass
+class LoraLayer:
+    component: str  # "unet", "text_encoder", "text_encoder_2"
+    module: str  # module name as spelled in the file (dots or underscores)
+    down: torch.Tensor
+    up: torch.Tensor
+    alpha: float | None = None
+
+    @property
+    def rank(self) -> int:
+        return int(self.down.shape[0])
+
+    @property
+    def scale(self) -> float:
+        return (self.alpha / self.rank) if self.alpha is not None else 1.0
+
+    def delta(self, weight: torch.Tensor) -> torch.Tensor:
+        up = self.up.to(weight.device, torch.float32).flatten(1)
+        down = self.down.to(weight.device, torch.float32).flatten(1)
+        return (up @ down).reshape(weight.shape) * self.scale
+
+
+@dataclass
+class LoraFile:
+    path: str
+    layers: list[LoraLayer] = field(default_factory=list)
+    layout: str = ""
+
+
+_KOHYA_PREFIX = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder",
+                 "lora_te2_": "text_encoder_2"}
+_DIFFUSERS_PREFIX = ("unet.", "text_encoder.", "text_encoder_2.")
+_OLD_NAMES = (("processor.", ""), ("to_q_lora", "to_q"), ("to_k_lora", "to_k"), ("to_v_lora", "to_v"),
+              ("to_out_lora", "to_out.0"), (".lora_linear_layer.", ".lora."))
+
+
+def _metadata_alphas(path: Path) -> dict:
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        raw = meta.get("lora_adapter_metadata")
+        return json.loads(raw) if raw else {}
+    except Exception:  # noqa: BLE001 - optional metadata
+        return {}
+
+
+def parse_lora(sd: dict[str, torch.Tensor], path: str = "<memory>", metadata: dict | None = None) -> LoraFile:
+    """Group a LoRA state dict into :class:`LoraLayer` entries."""
+    out = LoraFile(path)
+    unknown = []
+    if any(k.startswith(tuple(_KOHYA_PREFIX)) for k in sd):
+        out.layout = "kohya"
+        for key in sd:
+            if not key.endswith(".lora_down.weight"):
+                if not key.endswith((".lora_up.weight", ".alpha")):
+                    unknown.append(key)
+                continue
+            name = key[: -len(".lora_down.weight")]
+            prefix = next((p for p in _KOHYA_PREFIX if name.startswith(p)), None)
+            if prefix is None or name + ".lora_up.weight" not in sd:
+                unknown.append(key)
+                continue
+            alpha = sd.get(name + ".alpha")
+            out.layers.append(LoraLayer(_KOHYA_PREFIX[prefix], name[len(prefix):], sd[key],
+                                        sd[name + ".lora_up.weight"],
+                                        float(alpha) if alpha is not None else None))
+    else:
+        out.layout = "diffusers"
+        meta = metadata or {}
+        normal = {_normal(k): k for k in sd}
+        for key in sd:
+            k = key
+            for a, b in _OLD_NAMES:
+                k = k.replace(a, b)
+            m = re.match(r"^(.*)\.(lora_A|lora\.down|lora_down)\.weight$", k)
+            if not m:
+                if not re.search(r"(lora_B|lora\.up|lora_up)\.weight$|\.alpha$", k):
+                    unknown.append(key)
+                continue
+            base = m.group(1)
+            up_key = next((normal[u] for u in (f"{base}.lora_B.weight", f"{base}.lora.up.weight",
+                                                f"{base}.lora_up.weight") if u in normal), None)
+            if up_key is None:
+                unknown.append(key)
+                continue
+            comp = next((p[:-1] for p in _DIFFUSERS_PREFIX if base.startswith(p)), "unet")
+            module = base[len(comp) + 1:] if base.startswith(comp + ".") else base
+            alpha = None
+            for ak in (f"{base}.alpha", f"{key.rsplit('.', 3)[0]}.alpha"):
+                if ak in sd:
+                    alpha = float(sd[ak])
+            if alpha is None and comp in meta and isinstance(meta[comp], dict):
+                alpha = meta[comp].get("lora_alpha")
+            if alpha is None and f"{comp}.lora_alpha" in meta:
+                alpha = float(meta[f"{comp}.lora_alpha"])
+            out.layers.append(LoraLayer(comp, module, sd[key], sd[up_key], alpha))
+    if not out.layers:
+        raise ValueError(f"{path}: no LoRA layers found (keys such as {', '.join(sorted(sd)[:3])})")
+    return out
+
+
+def _normal(key: str) -> str:
+    for a, b in _OLD_NAMES:
+        key = key.replace(a, b)
+    return key
+
+
+def read_lora(path: str | os.PathLike) -> LoraFile:
+    """Read and check a LoRA file (names the file if it is something else)."""
+    p = Path(path)
+    sd = load_state_dict(p)
+    det = detect({k: tuple(v.shape) for k, v in sd.items()})
+    require(det, "lora", str(p))
+    meta = _metadata_alphas(p) if p.suffix.lower() in (".safetensors", ".sft") else {}
+    return parse_lora(sd, str(p), meta)
+
+
+def _module_aliases(param: str, component: str, unet_config: dict | None) -> list[str]:
+    """Names a LoRA may use for the module owning ``param`` (dotted, diffusers or LDM)."""
+    module = param[: -len(".weight")]
+    names = [module]
+    if component != "unet":
+        names.append(module.removeprefix("text_model.") if module.startswith("text_model.") else "text_model." + module)
+    elif unet_config is not None:
+        from nodegen.models.ldm_export import unet_to_ldm
+
+        try:
+            ldm = next(iter(unet_to_ldm({param: torch.empty(0)}, unet_config, prefix="")))
+            names.append(ldm[: -len(".weight")])
+        except (KeyError, ValueError, IndexError):
+            pass
+    return names
+
+
+def _index(module: torch.nn.Module, component: str, unet_config: dict | None) -> dict[str, str]:
+    """lookup key (dotted name and kohya underscore name) -> parameter name."""
+    table: dict[str, str] = {}
+    for name, p in module.named_parameters():
+        if not name.endswith(".weight") or p.ndim < 2:
+            continue
+        for alias in _module_aliases(name, component, unet_config):
+            table[alias] = name
+            table[alias.replace(".", "_")] = name
+    return table
+
+
+def lora_patch_dicts(lora: LoraFile, unet: torch.nn.Module | None = None,
+                     encoders: dict[str, torch.nn.Module] | None = None) -> tuple[dict, dict, list[str]]:
+    """``(unet_patches, clip_patches, unmatched)``: patch dicts for a UNet (keys = its parameter
+    names) and for text encoders (keys ``<component>.<parameter name>``)."""
+    unet_patches: dict = {}
+    clip_patches: dict = {}
+    unmatched: list[str] = []
+    tables: dict[str, dict[str, str]] = {}
+    if unet is not None:
+        tables["unet"] = _index(unet, "unet", dict(unet.config))
+    for comp, enc in (encoders or {}).items():
+        tables[comp] = _index(enc, comp, None)
+    for layer in lora.layers:
+        table = tables.get(layer.component)
+        if table is None:
+            continue  # e.g. a text-encoder layer when only the model is patched
+        name = table.get(layer.module)
+        if name is None:
+            unmatched.append(f"{layer.component}.{layer.module}")
+            continue
+        if layer.component == "unet":
+            unet_patches[name] = layer.delta
+        else:
+            clip_patches[f"{layer.component}.{name}"] = layer.delta
+    return unet_patches, clip_patches, unmatched
+
+
+def apply_lora(model, clip, lora: LoraFile, strength_model: float = 1.0, strength_clip: float = 1.0):
+    """Clones of ``model`` (DiffusionModel or None) and ``clip`` (TextEncoder or None) with the
+    LoRA added at the given strengths. Raises if none of its layers fit."""
+    encoders = dict(zip(clip.encoder_names, clip.encoders, strict=True)) if clip is not None else {}
+    unet = model.unet if model is not None else None
+    unet_p, clip_p, unmatched = lora_patch_dicts(lora, unet, encoders)
+    targeted = [ly for ly in lora.layers if (ly.component == "unet" and model is not None)
+                or (ly.component != "unet" and clip is not None and ly.component in encoders)]
+    if targeted and not unet_p and not clip_p:
+        raise ValueError(f"{lora.path}: none of its {len(targeted)} LoRA layers fit this model "
+                         f"(e.g. {unmatched[0] if unmatched else '?'}); is it for another model family?")
+    if unmatched:
+        import logging
+
+        logging.getLogger(__name__).warning("%s: %d LoRA layers did not fit and were skipped (e.g. %s)",
+                                            lora.path, len(unmatched), unmatched[0])
+    new_model = new_clip = None
+    if model is not None:
+        new_model = model.clone()
+        if unet_p:
+            new_model.add_patches(unet_p, strength_model)
+    if clip is not None:
+        new_clip = clip.clone()
+        if clip_p:
+            new_clip.add_patches(clip_p, strength_clip)
+    return new_model, new_clip

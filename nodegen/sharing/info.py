@@ -1,0 +1,139 @@
+"""What a workflow file or an image holds: :func:`describe` for ``nodegen info``."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from nodegen.sharing.models import find_by_hash, human_size, model_inputs
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _read(path: Path) -> tuple[str, dict, dict | None]:
+    """``(kind, workflow document, values or None)``."""
+    from nodegen.workflow import WorkflowError, parse
+
+    raw = path.read_bytes()
+    values = None
+    if raw[:8] == PNG_MAGIC:
+        from nodegen.formats import png
+
+        text = png.png_text(path)
+        if png.WORKFLOW_KEY in text:
+            kind = "PNG image with a nodegen workflow"
+        elif "workflow" in text or "prompt" in text:
+            chunks = [k for k in ("workflow", "prompt") if k in text]
+            kind = f"PNG image with a ComfyUI workflow ({' and '.join(chunks)} chunks)"
+        else:
+            raise WorkflowError("this PNG holds no workflow", path=str(path))
+        if png.VALUES_KEY in text:
+            values = json.loads(text[png.VALUES_KEY])
+        data = png.read_workflow(path)
+    else:
+        try:
+            data = json.loads(raw.decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise WorkflowError(f"not valid JSON: {e}", path=str(path)) from e
+        from nodegen.formats import comfy
+
+        k = comfy.detect(data) if data.get("format") != "nodegen-workflow" else None
+        kind = {"ui": "ComfyUI editor workflow (JSON)", "api": "ComfyUI API prompt (JSON)"}.get(
+            k, f"nodegen workflow (file format version {data.get('version')})")
+    return kind, parse(data, str(path)), values
+
+
+def describe(path: str, registry: Any, env: Any) -> dict:
+    """A JSON-able summary: kind, metadata, node types, missing types, models and their state."""
+    p = Path(path)
+    kind, doc, values = _read(p)
+    nodes = doc.get("nodes", {})
+    meta = doc.get("metadata", {})
+    types = Counter(n.get("type") for n in nodes.values())
+    placeholders = sorted({str(n.get("type")) for n in nodes.values() if n.get("missing")})
+    missing_types = sorted({str(n.get("type")) for n in nodes.values()
+                            if not n.get("missing") and registry.get(n.get("type")) is None})
+    outputs = [nid for nid, n in nodes.items()
+               if (nd := registry.get(n.get("type"))) is not None and nd.output]
+    recorded = {(e.get("kind"), e.get("name")): e for e in doc.get("models") or [] if isinstance(e, dict)}
+    if values:  # the image's record has the hashes of the files it used
+        for m in values.get("models") or []:
+            recorded.setdefault((m.get("kind"), m.get("name")), m)
+    models = []
+    seen: dict[tuple[str, str], dict] = {}
+    for use in model_inputs(doc, registry):
+        key = (use.kind, use.name)
+        if key in seen:
+            seen[key]["nodes"].append(use.node_id)
+            continue
+        entry = recorded.get(key, {})
+        item = {"name": use.name, "kind": use.kind, "size": entry.get("size"),
+                "sha256": entry.get("sha256"), "nodes": [use.node_id]}
+        found = env.resolve_file(use.kind, use.name)
+        if found is not None:
+            item.update(status="found", path=str(found))
+        elif entry.get("sha256"):
+            hit = find_by_hash(env.paths, entry["sha256"], entry.get("size"), use.kind)
+            if hit:
+                item.update(status="found by hash", path=str(hit[2]))
+            else:
+                item.update(status="missing")
+        else:
+            item.update(status="missing")
+        seen[key] = item
+        models.append(item)
+    info = {
+        "file": str(p), "kind": kind, "name": meta.get("name", ""),
+        "description": meta.get("description", ""), "author": meta.get("author", ""),
+        "created_with": meta.get("created_with", ""),
+        "image_made_with": f"nodegen {values['nodegen_version']}" if values and values.get("nodegen_version") else "",
+        "imported_from": (meta.get("import") or {}).get("from", ""),
+        "import_notes": (meta.get("import") or {}).get("notes", []),
+        "nodes": len(nodes), "node_types": dict(sorted(types.items())),
+        "missing_node_types": missing_types, "placeholders": placeholders, "outputs": outputs, "models": models,
+    }
+    if values:
+        info["values"] = {"node_id": values.get("node_id"), "batch_index": values.get("batch_index"),
+                          "inputs": values.get("inputs", {})}
+    return info
+
+
+def format_text(info: dict) -> str:
+    lines = [f"{info['file']}: {info['kind']}"]
+    for key, label in (("name", "name"), ("description", "description"), ("author", "author"),
+                       ("created_with", "workflow made with"), ("image_made_with", "image made with"),
+                       ("imported_from", "imported from")):
+        if info.get(key):
+            lines.append(f"  {label}: {info[key]}")
+    types = ", ".join(f"{t} x{c}" if c > 1 else str(t) for t, c in info["node_types"].items())
+    lines.append(f"  nodes: {info['nodes']} ({types})")
+    if info["placeholders"]:
+        lines.append(f"  placeholders (ComfyUI node types with no nodegen equivalent): "
+                     f"{', '.join(info['placeholders'])}")
+    if info["missing_node_types"]:
+        lines.append(f"  node types not installed here: {', '.join(info['missing_node_types'])}")
+    if info["outputs"]:
+        lines.append(f"  outputs: nodes {', '.join(info['outputs'])}")
+    lines.append(f"  models needed: {len(info['models'])}" + ("" if info["models"] else " (none)"))
+    for m in info["models"]:
+        size = human_size(m["size"]) if m.get("size") is not None else "size not recorded"
+        digest = f"sha256 {m['sha256']}" if m.get("sha256") else "no hash recorded"
+        where = f" -> {m['path']}" if m.get("path") else ""
+        lines.append(f"    [{m['status']}] {m['kind']}/{m['name']} ({size}, {digest}; "
+                     f"node {', '.join(m['nodes'])}){where}")
+    if info.get("values"):
+        v = info["values"]
+        lines.append(f"  values used for this image (saved by node {v['node_id']}, image {v['batch_index']}):")
+        for nid, ins in v["inputs"].items():
+            shown = ", ".join(f"{k}={_short(x)}" for k, x in ins.items())
+            lines.append(f"    node {nid}: {shown}")
+    for note in info.get("import_notes") or []:
+        lines.append(f"  import note: {note}")
+    return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

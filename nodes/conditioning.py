@@ -1,0 +1,130 @@
+"""Conditioning nodes: text encoding (SD1/SD2, SDXL with size conditioning, SDXL refiner) and
+combining conditionings (combine = average of predictions, concat = join tokens, zero out,
+area)."""
+
+from __future__ import annotations
+
+import torch
+
+from nodegen import types as T
+from nodegen.diffusion import conditioning as C
+from nodegen.diffusion.conditioning import CondItem
+from nodegen.node import Input, Output, node
+
+MAX_SIZE = 16384
+
+
+def _check_clip(clip, families: tuple[str, ...], node_type: str) -> None:
+    fam = getattr(clip, "family", None)
+    if fam not in families:
+        raise ValueError(f"{node_type}: input 'clip' is a {fam} text encoder; this node needs "
+                         f"{' or '.join(families)}")
+
+
+def _check_cond(cond, name: str) -> list:
+    if not isinstance(cond, list) or not all(isinstance(c, CondItem) for c in cond):
+        raise TypeError(f"input '{name}' must be a CONDITIONING (a list of CondItem)")
+    return cond
+
+
+@node("CLIPTextEncode", category="conditioning",
+      description="Encode a prompt with the text encoder ((word:1.2) weights, long prompts).",
+      inputs=[Input.link("clip", T.CLIP), Input.string("text", "", multiline=True)],
+      outputs=[Output("conditioning", T.CONDITIONING)], keywords=("prompt", "text"))
+def clip_text_encode(ctx, clip, text):
+    if not isinstance(text, str):
+        raise TypeError("input 'text' must be text")
+    return clip.encode(text, device=getattr(ctx, "device", None))
+
+
+def encode_sdxl_pair(clip, text_l: str, text_g: str, device=None) -> CondItem:
+    """SDXL: CLIP-L encodes ``text_l``, OpenCLIP-G encodes ``text_g`` (and gives the pooled
+    output); the shorter one is padded with empty-prompt chunks, then features are concatenated."""
+    from nodegen.models.clip_encode import encode_text
+    from nodegen.models.objects import TEXT_FAMILY
+
+    spec = TEXT_FAMILY["sdxl"]
+    layer = clip.layer_idx if clip.layer_idx is not None else spec["layer"]
+    kw = dict(layer_idx=layer, norm_hidden=spec["norm"])
+    with torch.no_grad(), clip.use(device, None) as encs:
+        (tok_l, tok_g), (enc_l, enc_g) = clip.tokenizers, encs
+        z_l, _ = encode_text([tok_l], [enc_l], text_l, pooled_from=None, **kw)
+        z_g, pooled = encode_text([tok_g], [enc_g], text_g, pooled_from=0, **kw)
+        if z_l.shape[1] != z_g.shape[1]:
+            e_l, _ = encode_text([tok_l], [enc_l], "", pooled_from=None, **kw)
+            e_g, _ = encode_text([tok_g], [enc_g], "", pooled_from=None, **kw)
+            while z_l.shape[1] < z_g.shape[1]:
+                z_l = torch.cat([z_l, e_l], dim=1)
+            while z_g.shape[1] < z_l.shape[1]:
+                z_g = torch.cat([z_g, e_g], dim=1)
+    embeds = torch.cat([z_l, z_g.to(z_l)], dim=-1).to("cpu", torch.float32)
+    return CondItem(embeds, pooled.to("cpu", torch.float32), {})
+
+
+@node("CLIPTextEncodeSDXL", category="conditioning",
+      description="SDXL text encoding with size and crop conditioning (text_g: OpenCLIP-G, text_l: CLIP-L).",
+      inputs=[Input.link("clip", T.CLIP),
+              Input.int("width", 1024, min=0, max=MAX_SIZE), Input.int("height", 1024, min=0, max=MAX_SIZE),
+              Input.int("crop_w", 0, min=0, max=MAX_SIZE), Input.int("crop_h", 0, min=0, max=MAX_SIZE),
+              Input.int("target_width", 1024, min=0, max=MAX_SIZE),
+              Input.int("target_height", 1024, min=0, max=MAX_SIZE),
+              Input.string("text_g", "", multiline=True), Input.string("text_l", "", multiline=True)],
+      outputs=[Output("conditioning", T.CONDITIONING)])
+def clip_text_encode_sdxl(ctx, clip, width, height, crop_w, crop_h, target_width, target_height, text_g, text_l):
+    _check_clip(clip, ("sdxl",), "CLIPTextEncodeSDXL")
+    item = encode_sdxl_pair(clip, text_l, text_g, getattr(ctx, "device", None))
+    item.extras.update(width=width, height=height, crop_w=crop_w, crop_h=crop_h,
+                       target_width=target_width, target_height=target_height)
+    return [item]
+
+
+@node("CLIPTextEncodeSDXLRefiner", category="conditioning",
+      description="SDXL refiner text encoding with aesthetic score and size conditioning.",
+      inputs=[Input.link("clip", T.CLIP), Input.float("ascore", 6.0, min=0.0, max=1000.0, step=0.01),
+              Input.int("width", 1024, min=0, max=MAX_SIZE), Input.int("height", 1024, min=0, max=MAX_SIZE),
+              Input.string("text", "", multiline=True)],
+      outputs=[Output("conditioning", T.CONDITIONING)])
+def clip_text_encode_sdxl_refiner(ctx, clip, ascore, width, height, text):
+    _check_clip(clip, ("sdxl_refiner",), "CLIPTextEncodeSDXLRefiner")
+    cond = clip.encode(text, device=getattr(ctx, "device", None))
+    return [c.copy(extras=dict(c.extras, aesthetic_score=ascore, width=width, height=height)) for c in cond]
+
+
+@node("ConditioningCombine", category="conditioning",
+      description="Use both conditionings: their predictions are averaged.",
+      inputs=[Input.link("conditioning_1", T.CONDITIONING), Input.link("conditioning_2", T.CONDITIONING)],
+      outputs=[Output("conditioning", T.CONDITIONING)])
+def conditioning_combine(ctx, conditioning_1, conditioning_2):
+    return C.combine(_check_cond(conditioning_1, "conditioning_1"), _check_cond(conditioning_2, "conditioning_2"))
+
+
+@node("ConditioningConcat", category="conditioning",
+      description="Append the tokens of conditioning_from to conditioning_to.",
+      inputs=[Input.link("conditioning_to", T.CONDITIONING), Input.link("conditioning_from", T.CONDITIONING)],
+      outputs=[Output("conditioning", T.CONDITIONING)])
+def conditioning_concat(ctx, conditioning_to, conditioning_from):
+    frm = _check_cond(conditioning_from, "conditioning_from")
+    if not frm:
+        raise ValueError("input 'conditioning_from' is empty")
+    return C.concat(_check_cond(conditioning_to, "conditioning_to"), frm)
+
+
+@node("ConditioningZeroOut", category="conditioning",
+      description="Zero embeddings and pooled output (an empty negative for SDXL).",
+      inputs=[Input.link("conditioning", T.CONDITIONING)], outputs=[Output("conditioning", T.CONDITIONING)])
+def conditioning_zero_out(ctx, conditioning):
+    return C.zero_out(_check_cond(conditioning, "conditioning"))
+
+
+@node("ConditioningSetArea", category="conditioning",
+      description="Apply a conditioning only inside a rectangle (pixels, multiples of 8).",
+      inputs=[Input.link("conditioning", T.CONDITIONING),
+              Input.int("width", 64, min=64, max=MAX_SIZE, step=8), Input.int("height", 64, min=64, max=MAX_SIZE, step=8),
+              Input.int("x", 0, min=0, max=MAX_SIZE, step=8), Input.int("y", 0, min=0, max=MAX_SIZE, step=8),
+              Input.float("strength", 1.0, min=0.0, max=10.0, step=0.01)],
+      outputs=[Output("conditioning", T.CONDITIONING)])
+def conditioning_set_area(ctx, conditioning, width, height, x, y, strength):
+    for name, v in (("width", width), ("height", height), ("x", x), ("y", y)):
+        if v % 8:
+            raise ValueError(f"input '{name}' must be a multiple of 8, got {v}")
+    return C.set_area(_check_cond(conditioning, "conditioning"), width, height, x, y, strength)

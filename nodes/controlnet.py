@@ -1,0 +1,73 @@
+"""ControlNet nodes: load a ControlNet and attach it (with its control image) to conditioning.
+
+Controls accumulate: applying several ControlNets (or one several times) to the same
+conditioning adds their residuals at every step (diffusers' MultiControlNet)."""
+
+from __future__ import annotations
+
+from nodegen import types as T
+from nodegen.node import Input, Output, node
+from nodegen.upscale.files import choices_for, fingerprint_for, resolve_model
+
+
+@node("ControlNetLoader", category="controlnet",
+      description="Load a ControlNet (SD1.x, SD2.x or SDXL; single file or diffusers folder).",
+      inputs=[Input.file("control_net_name", "controlnet", choices=choices_for("controlnet"),
+                         description="ControlNet file or folder in the controlnet models folder")],
+      outputs=[Output("control_net", T.CONTROL_NET)],
+      fingerprint=fingerprint_for("controlnet", "control_net_name"), keywords=("controlnet",))
+def controlnet_loader(ctx, control_net_name):
+    from nodegen.models.controlnet import load_controlnet
+
+    path = resolve_model(ctx.paths, "controlnet", control_net_name, "ControlNetLoader",
+                         "control_net_name")
+    manager = getattr(ctx, "models", None)
+    return load_controlnet(path, manager=manager if hasattr(manager, "use") else None)
+
+
+def with_control(conditioning: list, control) -> list:
+    """A copy of ``conditioning`` whose items carry ``control`` after their existing controls."""
+    if not isinstance(conditioning, list):
+        raise TypeError(f"expected CONDITIONING (a list of CondItem), got {type(conditioning).__name__}")
+    out = []
+    for item in conditioning:
+        controls = list(item.extras.get("controls") or [])
+        controls.append(control)
+        extras = dict(item.extras)
+        extras["controls"] = controls
+        out.append(item.copy(extras=extras))
+    return out
+
+
+@node("ControlNetApply", category="controlnet",
+      description="Guide generation with a ControlNet and its control image (positive conditioning).",
+      inputs=[Input.link("conditioning", T.CONDITIONING), Input.link("control_net", T.CONTROL_NET),
+              Input.link("image", T.IMAGE),
+              Input.float("strength", 1.0, min=0.0, max=10.0, step=0.01)],
+      outputs=[Output("conditioning", T.CONDITIONING)], keywords=("controlnet",))
+def controlnet_apply(ctx, conditioning, control_net, image, strength=1.0):
+    if strength == 0:
+        return conditioning
+    return with_control(conditioning, control_net.control(image, strength, 0.0, 1.0))
+
+
+@node("ControlNetApplyAdvanced", category="controlnet",
+      description="Apply a ControlNet to positive and negative conditioning over part of the schedule.",
+      inputs=[Input.link("positive", T.CONDITIONING), Input.link("negative", T.CONDITIONING),
+              Input.link("control_net", T.CONTROL_NET), Input.link("image", T.IMAGE),
+              Input.float("strength", 1.0, min=0.0, max=10.0, step=0.01),
+              Input.float("start_percent", 0.0, min=0.0, max=1.0, step=0.001,
+                          description="Fraction of the schedule where the control starts"),
+              Input.float("end_percent", 1.0, min=0.0, max=1.0, step=0.001,
+                          description="Fraction of the schedule where the control ends")],
+      outputs=[Output("positive", T.CONDITIONING), Output("negative", T.CONDITIONING)],
+      keywords=("controlnet",))
+def controlnet_apply_advanced(ctx, positive, negative, control_net, image, strength=1.0,
+                              start_percent=0.0, end_percent=1.0):
+    if start_percent > end_percent:
+        raise ValueError(f"ControlNetApplyAdvanced: start_percent ({start_percent}) must not "
+                         f"exceed end_percent ({end_percent})")
+    if strength == 0:
+        return positive, negative
+    control = control_net.control(image, strength, start_percent, end_percent)
+    return with_control(positive, control), with_control(negative, control)

@@ -1,0 +1,156 @@
+"""Sampling nodes: KSampler, KSamplerAdvanced, SamplerCustom and the SAMPLER / SIGMAS helpers.
+
+Thin wrappers over :func:`nodegen.diffusion.sample.sample`; the seed rule (CPU noise, batch
+items, step noise) is documented in :mod:`nodegen.diffusion.noise`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nodegen import types as T
+from nodegen.diffusion.model_sampling import ModelSampling
+from nodegen.diffusion.sample import model_sampling_for, sample
+from nodegen.diffusion.samplers import SAMPLER_NAMES, get_sampler
+from nodegen.diffusion.schedules import (SCHEDULER_NAMES, exponential_sigmas, get_sigmas, karras_sigmas,
+                                         split_sigmas)
+from nodegen.node import Input, Output, node
+
+
+def _steps(default=20):
+    return Input.int("steps", default, min=1, max=10000, description="Number of sampling steps")
+
+
+def _cfg():
+    return Input.float("cfg", 8.0, min=0.0, max=100.0, step=0.1,
+                       description="Classifier-free guidance scale (1 = no negative prompt)")
+
+
+def _sampler_name():
+    return Input.choice("sampler_name", SAMPLER_NAMES, "euler")
+
+
+def _scheduler():
+    return Input.choice("scheduler", SCHEDULER_NAMES, "normal")
+
+
+def _cond_inputs():
+    return [Input.link("positive", T.CONDITIONING), Input.link("negative", T.CONDITIONING)]
+
+
+def _check_latent(latent, name="latent_image"):
+    if not isinstance(latent, dict) or "samples" not in latent or not torch.is_tensor(latent["samples"]):
+        raise TypeError(f"input '{name}' must be a LATENT (a dict with 'samples')")
+    if latent["samples"].ndim != 4:
+        raise ValueError(f"input '{name}': latent samples must be [batch, channels, h, w], "
+                         f"got shape {tuple(latent['samples'].shape)}")
+
+
+def _check_cond(cond, name):
+    if not isinstance(cond, list) or not cond:
+        raise ValueError(f"input '{name}' must be a non-empty CONDITIONING (connect a text encode node)")
+
+
+def _device(ctx):
+    return getattr(ctx, "device", None)
+
+
+@node("KSampler", category="sampling",
+      description="Denoise a latent with a model, prompts, sampler and schedule.",
+      inputs=[Input.link("model", T.MODEL), Input.seed("seed"), _steps(), _cfg(), _sampler_name(),
+              _scheduler(), *_cond_inputs(), Input.link("latent_image", T.LATENT),
+              Input.float("denoise", 1.0, min=0.0, max=1.0, step=0.01,
+                          description="1 = from pure noise; less keeps more of the input latent")],
+      outputs=[Output("latent", T.LATENT)], keywords=("sample", "generate", "diffusion"))
+def ksampler(ctx, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise):
+    _check_latent(latent_image)
+    _check_cond(positive, "positive")
+    _check_cond(negative, "negative")
+    return sample(model, positive, negative, latent_image, seed, steps=steps, cfg=cfg, sampler=sampler_name,
+                  scheduler=scheduler, denoise=denoise, ctx=ctx, device=_device(ctx))
+
+
+@node("KSamplerAdvanced", category="sampling",
+      description="KSampler with control over noise and the range of steps (multi-pass, refiner).",
+      inputs=[Input.link("model", T.MODEL), Input.bool("add_noise", True), Input.seed("noise_seed"), _steps(),
+              _cfg(), _sampler_name(), _scheduler(), *_cond_inputs(), Input.link("latent_image", T.LATENT),
+              Input.int("start_at_step", 0, min=0, max=10000), Input.int("end_at_step", 10000, min=0, max=10000),
+              Input.bool("return_with_leftover_noise", False)],
+      outputs=[Output("latent", T.LATENT)])
+def ksampler_advanced(ctx, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive,
+                      negative, latent_image, start_at_step, end_at_step, return_with_leftover_noise):
+    _check_latent(latent_image)
+    _check_cond(positive, "positive")
+    _check_cond(negative, "negative")
+    return sample(model, positive, negative, latent_image, noise_seed, steps=steps, cfg=cfg,
+                  sampler=sampler_name, scheduler=scheduler, start_step=start_at_step, end_step=end_at_step,
+                  add_noise=add_noise, return_with_leftover_noise=return_with_leftover_noise, ctx=ctx,
+                  device=_device(ctx))
+
+
+@node("SamplerCustom", category="sampling/custom",
+      description="Sample with an explicit SAMPLER and SIGMAS.",
+      inputs=[Input.link("model", T.MODEL), Input.bool("add_noise", True), Input.seed("noise_seed"), _cfg(),
+              *_cond_inputs(), Input.link("sampler", T.SAMPLER), Input.link("sigmas", T.SIGMAS),
+              Input.link("latent_image", T.LATENT)],
+      outputs=[Output("output", T.LATENT), Output("denoised_output", T.LATENT)])
+def sampler_custom(ctx, model, add_noise, noise_seed, cfg, positive, negative, sampler, sigmas, latent_image):
+    _check_latent(latent_image)
+    _check_cond(positive, "positive")
+    _check_cond(negative, "negative")
+    sig = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1)
+    if len(sig) > 1 and not bool((sig[1:] <= sig[:-1]).all()):
+        raise ValueError("input 'sigmas' must be decreasing")
+    out, den = sample(model, positive, negative, latent_image, noise_seed, cfg=cfg, sampler=sampler, sigmas=sig,
+                      add_noise=add_noise, ctx=ctx, device=_device(ctx), return_denoised=True)
+    return {"output": out, "denoised_output": den}
+
+
+@node("KSamplerSelect", category="sampling/custom", description="Choose a sampling algorithm.",
+      inputs=[_sampler_name()], outputs=[Output("sampler", T.SAMPLER)])
+def ksampler_select(ctx, sampler_name):
+    return get_sampler(sampler_name)
+
+
+@node("BasicScheduler", category="sampling/custom", description="The sigmas of a named schedule.",
+      inputs=[Input.link("model", T.MODEL), _scheduler(), _steps(),
+              Input.float("denoise", 1.0, min=0.0, max=1.0, step=0.01)],
+      outputs=[Output("sigmas", T.SIGMAS)])
+def basic_scheduler(ctx, model, scheduler, steps, denoise):
+    ms: ModelSampling = model_sampling_for(model)
+    return get_sigmas(scheduler, ms, steps, denoise)
+
+
+def _sigma_range_check(sigma_max, sigma_min):
+    if sigma_min <= 0:
+        raise ValueError("input 'sigma_min' must be greater than 0")
+    if sigma_max <= sigma_min:
+        raise ValueError("input 'sigma_max' must be greater than 'sigma_min'")
+
+
+@node("KarrasScheduler", category="sampling/custom", description="Karras et al. (2022) noise levels.",
+      inputs=[_steps(), Input.float("sigma_max", 14.614642, min=0.0, max=5000.0, step=0.01),
+              Input.float("sigma_min", 0.0291675, min=0.0, max=5000.0, step=0.01),
+              Input.float("rho", 7.0, min=0.0, max=100.0, step=0.01)],
+      outputs=[Output("sigmas", T.SIGMAS)])
+def karras_scheduler(ctx, steps, sigma_max, sigma_min, rho):
+    _sigma_range_check(sigma_max, sigma_min)
+    return karras_sigmas(steps, sigma_min, sigma_max, rho)
+
+
+@node("ExponentialScheduler", category="sampling/custom", description="Noise levels evenly spaced in log-sigma.",
+      inputs=[_steps(), Input.float("sigma_max", 14.614642, min=0.0, max=5000.0, step=0.01),
+              Input.float("sigma_min", 0.0291675, min=0.0, max=5000.0, step=0.01)],
+      outputs=[Output("sigmas", T.SIGMAS)])
+def exponential_scheduler(ctx, steps, sigma_max, sigma_min):
+    _sigma_range_check(sigma_max, sigma_min)
+    return exponential_sigmas(steps, sigma_min, sigma_max)
+
+
+@node("SplitSigmas", category="sampling/custom",
+      description="Split a schedule at a step: the first part ends where the second starts.",
+      inputs=[Input.link("sigmas", T.SIGMAS), Input.int("step", 0, min=0, max=10000)],
+      outputs=[Output("high_sigmas", T.SIGMAS), Output("low_sigmas", T.SIGMAS)])
+def split_sigmas_node(ctx, sigmas, step):
+    high, low = split_sigmas(torch.as_tensor(sigmas, dtype=torch.float32), step)
+    return {"high_sigmas": high, "low_sigmas": low}
