@@ -8,3 +8,7 @@ Layers, each in its own modules:
 * :mod:`gui.scene`, :mod:`gui.node_item`, :mod:`gui.edge_item`, :mod:`gui.view` - the canvas;
 * :mod:`gui.palette`, :mod:`gui.panels`, :mod:`gui.runner`, :mod:`gui.mainwindow` - the rest.
 """
+
+from gui import qtcompat as _qtcompat
+
+_qtcompat.apply()  # PySide6 6.12 + Python 3.11: void calls leak references to None (see qtcompat)

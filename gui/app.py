@@ -46,6 +46,9 @@ def wait_for_runs(app, window, timeout_s: float = 600.0) -> str | None:
 def screenshot(app, window, out: str, canvas_only: bool) -> bool:
     from PySide6.QtGui import QImage
 
+    if canvas_only:
+        for dock in (window.palette_dock, window.history_dock, window.viewer_dock, window.problems_dock):
+            dock.hide()
     window.show()
     app.processEvents()
     window.view.fit_all()

@@ -23,6 +23,7 @@ class EdgeItem(QGraphicsPathItem):
         self.setZValue(0)
         self.setAcceptHoverEvents(True)
         self.setFlag(QGraphicsPathItem.ItemIsSelectable, False)
+        self.setCacheMode(QGraphicsPathItem.DeviceCoordinateCache)
         self.update_path()
 
     @property

@@ -76,6 +76,7 @@ class EditMixin:
                 self.doc, "Delete group", lambda gs: [gs.pop(i) for i in sorted(groups, reverse=True)]))
 
     def _fragment(self, ids) -> dict:
+        ids = [nid for nid in self.doc.nodes if nid in set(ids)]  # document order
         rects = {nid: self.scene.items_by_id[nid].sceneBoundingRect().adjusted(6, 6, -6, -6) for nid in ids}
         return clipboard.fragment(self.doc, ids, rects)
 
@@ -134,7 +135,10 @@ class EditMixin:
             for i in items:
                 moves[i.nid] = (i.x(), y)
                 y += i.body_rect().height() + 30
-        self.doc.undo_stack.push(commands.move_nodes(self.doc, moves))
+        moves = {nid: p for nid, p in moves.items()
+                 if tuple(self.scene.items_by_id[nid].pos().toTuple()) != p}
+        if moves:
+            self.doc.undo_stack.push(commands.move_nodes(self.doc, moves))
 
     def group_selection(self) -> None:
         ids = self.selected()

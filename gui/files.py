@@ -53,6 +53,10 @@ class FileMixin:
 
     # -- title -------------------------------------------------------------------------
     def update_title(self) -> None:
+        import shiboken6
+
+        if not shiboken6.isValid(self.doc.undo_stack):
+            return  # the window is being destroyed
         name = self.doc.path.name if self.doc.path else "Untitled"
         self.setWindowTitle(f"{name}{'*' if self.doc.modified else ''} \u2014 nodegen")
 
@@ -211,6 +215,7 @@ class FileMixin:
         self.doc.set_workflow(wf)
         self.doc.dirty = True
         self.after_open()
+        self.update_title()
         return True
 
     # -- drops -------------------------------------------------------------------------

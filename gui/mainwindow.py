@@ -4,7 +4,7 @@ menus with their shortcuts, and the status bar (messages, run state, device and 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QKeySequence, QPixmapCache
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QUndoView
 
 from gui import theme  # noqa: F401 - colours used by the items
@@ -24,6 +24,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
     def __init__(self, engine, parent=None) -> None:
         super().__init__(parent)
         self.engine = engine
+        QPixmapCache.setCacheLimit(max(QPixmapCache.cacheLimit(), 256 * 1024))  # node/wire caches
         self.schema = Schema.from_engine(engine)
         self.doc = Document(self)
         self.scene = GraphScene(self.doc, self.schema, self, resolve_file=engine.env.resolve_file)
@@ -62,8 +63,16 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.viewer_dock = self._dock("Image", self.viewer, Qt.RightDockWidgetArea, "viewer")
         self.problems = ProblemsPanel()
         self.problems_dock = self._dock("Problems", self.problems, Qt.BottomDockWidgetArea, "problems")
-        self.resizeDocks([self.palette_dock, self.viewer_dock], [240, 360], Qt.Horizontal)
-        self.resizeDocks([self.problems_dock], [110], Qt.Vertical)
+        self._docks_sized = False
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        if not self._docks_sized:  # give the canvas the room (docks only know sizes once shown)
+            self._docks_sized = True
+            w = self.width()
+            self.resizeDocks([self.palette_dock, self.viewer_dock], [max(180, w // 7), max(220, w // 5)],
+                             Qt.Horizontal)
+            self.resizeDocks([self.problems_dock], [90], Qt.Vertical)
 
     def _build_status(self) -> None:
         sb = self.statusBar()

@@ -38,6 +38,8 @@ class NodeItem(QGraphicsItem, WidgetInteraction):
                       | QGraphicsItem.ItemSendsScenePositionChanges)
         self.setAcceptHoverEvents(True)
         self.setZValue(1)
+        # repaints blit a pixmap per node; it is redrawn only when the node or the zoom changes
+        self.setCacheMode(QGraphicsItem.DeviceCoordinateCache)
         # run state (not part of the document)
         self.state: str | None = None     # running / cached / done / failed / skipped
         self.progress: tuple[int, int] | None = None

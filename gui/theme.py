@@ -47,6 +47,9 @@ def category_color(category: str) -> QColor:
 
 
 def apply_dark(app) -> None:
+    if app.property("nodegen_dark"):
+        return  # restyling every widget again is slow and changes nothing
+    app.setProperty("nodegen_dark", True)
     app.setStyle("Fusion")
     p = QPalette()
     base, alt, text = QColor("#1f2023"), QColor("#2b2d31"), QColor("#dcdde0")

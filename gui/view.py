@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QLineF, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QFrame, QGraphicsView, QWidget
 
@@ -83,6 +83,7 @@ class GraphView(QGraphicsView):
         self.setFrameShape(QFrame.NoFrame)
         self.setAcceptDrops(True)
         self.setBackgroundBrush(theme.CANVAS_BG)
+        self.setCacheMode(QGraphicsView.CacheBackground)
         self._pan = None
         self._space = False
         self.minimap = Minimap(self)
@@ -148,22 +149,16 @@ class GraphView(QGraphicsView):
         if z < 0.3:
             return
         for step, col in ((GRID, theme.GRID_MINOR), (GRID * 5, theme.GRID_MAJOR)):
-            if step * z < 6:
+            if step * z < 8:
                 continue
             painter.setPen(QPen(col, 0))
-            left = math.floor(rect.left() / step) * step
-            top = math.floor(rect.top() / step) * step
-            lines = []
-            x = left
-            while x < rect.right():
-                lines.append((QPointF(x, rect.top()), QPointF(x, rect.bottom())))
-                x += step
-            y = top
-            while y < rect.bottom():
-                lines.append((QPointF(rect.left(), y), QPointF(rect.right(), y)))
-                y += step
-            for a, b in lines:
-                painter.drawLine(a, b)
+            x0 = math.floor(rect.left() / step) * step
+            y0 = math.floor(rect.top() / step) * step
+            nx = int((rect.right() - x0) / step) + 1
+            ny = int((rect.bottom() - y0) / step) + 1
+            lines = [QLineF(x0 + i * step, rect.top(), x0 + i * step, rect.bottom()) for i in range(nx)]
+            lines += [QLineF(rect.left(), y0 + j * step, rect.right(), y0 + j * step) for j in range(ny)]
+            painter.drawLines(lines)
 
     # -- input -------------------------------------------------------------------------
     def wheelEvent(self, event) -> None:  # noqa: N802

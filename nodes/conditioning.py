@@ -128,3 +128,30 @@ def conditioning_set_area(ctx, conditioning, width, height, x, y, strength):
         if v % 8:
             raise ValueError(f"input '{name}' must be a multiple of 8, got {v}")
     return C.set_area(_check_cond(conditioning, "conditioning"), width, height, x, y, strength)
+
+
+@node("InpaintModelConditioning", category="conditioning/inpaint",
+      description="Inputs for inpainting models (9 channels): masked-image latents and mask go with "
+                  "the conditioning; the latent holds the original image (and the mask to blend).",
+      inputs=[Input.link("positive", T.CONDITIONING), Input.link("negative", T.CONDITIONING),
+              Input.link("vae", T.VAE), Input.link("pixels", T.IMAGE), Input.link("mask", T.MASK),
+              Input.bool("noise_mask", True, description="Also keep the unmasked area (blend while sampling)")],
+      outputs=[Output("positive", T.CONDITIONING), Output("negative", T.CONDITIONING), Output("latent", T.LATENT)])
+def inpaint_model_conditioning(ctx, positive, negative, vae, pixels, mask, noise_mask=True):
+    from nodes.vae import crop_to_multiple, inpaint_inputs
+
+    _check_cond(positive, "positive")
+    _check_cond(negative, "negative")
+    if not torch.is_tensor(pixels) or pixels.ndim != 4:
+        raise ValueError("input 'pixels' must be an IMAGE [batch, height, width, channels]")
+    device = getattr(ctx, "device", None)
+    masked, m = inpaint_inputs(pixels, mask, 0)
+    concat_latent = vae.encode(masked, device=device)
+    orig, _, _ = crop_to_multiple(pixels[..., :3])
+    latent = {"samples": vae.encode(orig, device=device)}
+    if noise_mask:
+        latent["noise_mask"] = m
+    extras = {"concat_latent_image": concat_latent, "concat_mask": m}
+    pos = [c.copy(extras=dict(c.extras, **extras)) for c in positive]
+    neg = [c.copy(extras=dict(c.extras, **extras)) for c in negative]
+    return {"positive": pos, "negative": neg, "latent": latent}

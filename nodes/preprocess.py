@@ -13,13 +13,14 @@ _IMG = Output("image", T.IMAGE)
 @node("CannyEdges", category="controlnet/preprocessors",
       description="Canny edge map (white edges on black) for a canny ControlNet.",
       inputs=[Input.link("image", T.IMAGE),
-              Input.float("low_threshold", 0.2, min=0.0, max=2.0, step=0.01,
-                          description="Weak edges: gradient magnitude (a black/white step scores 0.64 at sigma 1)"),
-              Input.float("high_threshold", 0.5, min=0.0, max=2.0, step=0.01,
+              Input.float("low_threshold", 0.1, min=0.0, max=2.0, step=0.01,
+                          description="Weak edges: gradient magnitude (a black/white step scores "
+                                      "0.64 at sigma 1; OpenCV's thresholds / 1020)"),
+              Input.float("high_threshold", 0.2, min=0.0, max=2.0, step=0.01,
                           description="Strong edges: edges start here and extend through weak ones"),
               Input.float("sigma", 1.0, min=0.0, max=10.0, step=0.1, description="Blur before")],
       outputs=[_IMG], keywords=("canny", "edges", "controlnet"))
-def canny_edges(ctx, image, low_threshold=0.2, high_threshold=0.5, sigma=1.0):
+def canny_edges(ctx, image, low_threshold=0.1, high_threshold=0.2, sigma=1.0):
     if low_threshold > high_threshold:
         raise ValueError(f"CannyEdges: low_threshold ({low_threshold}) must not exceed "
                          f"high_threshold ({high_threshold})")

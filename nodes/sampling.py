@@ -12,8 +12,13 @@ from nodegen import types as T
 from nodegen.diffusion.model_sampling import ModelSampling
 from nodegen.diffusion.sample import model_sampling_for, sample
 from nodegen.diffusion.samplers import SAMPLER_NAMES, get_sampler
-from nodegen.diffusion.schedules import (SCHEDULER_NAMES, exponential_sigmas, get_sigmas, karras_sigmas,
-                                         split_sigmas)
+from nodegen.diffusion.schedules import (
+    SCHEDULER_NAMES,
+    exponential_sigmas,
+    get_sigmas,
+    karras_sigmas,
+    split_sigmas,
+)
 from nodegen.node import Input, Output, node
 
 

@@ -86,6 +86,7 @@ def test_primitive_nodes_become_our_primitives_or_inline_values():
     doc, notes = comfy.import_comfy(load_json(DATA / "sdxl_refiner.ui.json"))
     n = doc["nodes"]
     assert n["30"]["type"] == "Int" and n["30"]["inputs"] == {"value": 6} and n["30"]["title"] == "steps"
+    assert n["30"]["ui"]["seed_control"] == {"value": "fixed"}
     assert n["10"]["inputs"]["steps"] == {"from": ["30", "value"]}
     assert n["11"]["inputs"]["steps"] == {"from": ["30", "value"]}
     assert n["32"]["type"] == "String" and n["16"]["inputs"]["text"] == {"from": ["32", "value"]}
@@ -127,9 +128,24 @@ def test_real_comfy_examples_both_formats_agree(name):
         # a placeholder from the editor format cannot be exported; compare the mapped nodes
         placeholders = {nid for nid, n in wf.nodes.items() if n.get("missing")}
         assert placeholders == {nid for nid, n in from_api.nodes.items() if n.get("missing")}
-        got = {k: v for k, v in structure(wf.data).items() if k not in placeholders}
-        want = {k: v for k, v in structure(from_api.data).items() if k not in placeholders}
-        assert got == want
+        def slots(doc):  # links from a placeholder: by slot (UI names them, the API cannot)
+            out = {}
+            for k, (t, ins) in structure(doc).items():
+                if k in placeholders:
+                    continue
+                fixed = {}
+                for name, v in ins.items():
+                    if isinstance(v, dict) and v.get("from", [None])[0] in placeholders:
+                        src = doc["nodes"][v["from"][0]]
+                        names = [o["name"].lower() for o in src["comfy"].get("outputs", [])]
+                        out_name = v["from"][1]
+                        v = (v["from"][0], names.index(out_name) if out_name in names
+                             else int(out_name.split("_")[1]))
+                    fixed[name] = v
+                out[k] = (t, fixed)
+            return out
+
+        assert slots(wf.data) == slots(from_api.data)
     else:
         assert api_normal(comfy.export_api(wf.data)) == api_normal(api)
     assert api_normal(comfy.export_api(from_api.data)) == api_normal(api)
@@ -147,7 +163,7 @@ def test_real_examples_keep_layout_groups_and_widget_order():
     assert len(wf.data["groups"]) == 7 and wf.data["groups"][0]["title"] == "Base Prompt"
     old = Workflow.load(EXAMPLES / "controlnet__depth_t2i_adapter.workflow.json")
     ks = next(x for x in old.nodes.values() if x["type"] == "KSampler")
-    assert ks["inputs"]["steps"] == 20 and ks["ui"]["seed_control"] == {"seed": True}  # old boolean control
+    assert ks["inputs"]["steps"] == 20 and ks["ui"]["seed_control"] == {"seed": "randomize"}  # old: true
 
 
 @pytest.mark.skipif(not EXAMPLES.is_dir(), reason="../shared/comfy-examples is not here")
@@ -247,3 +263,21 @@ def test_every_map_is_consistent():
         assert len(set(names)) == len(names), m.comfy
         assert m.seeds <= set(names), m.comfy
         assert set(m.to_ours) <= set(names), m.comfy
+
+
+def test_bypassed_unmapped_node_is_wired_past():
+    ui = load_json(DATA / "txt2img.ui.json")
+    # put a bypassed custom node between the reroute and SaveImage
+    ui["nodes"].append({"id": 40, "type": "CustomSharpen", "mode": 4, "pos": [1, 1],
+                        "inputs": [{"name": "image", "type": "IMAGE", "link": 90},
+                                   {"name": "amount_src", "type": "FLOAT", "link": None}],
+                        "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [91]}], "widgets_values": [0.5]})
+    save = next(n for n in ui["nodes"] if n["id"] == 9)
+    old = save["inputs"][0]["link"]
+    ui["links"] = [lk for lk in ui["links"] if lk[0] != old] + [[90, 20, 0, 40, 0, "IMAGE"],
+                                                                [91, 40, 0, 9, 0, "IMAGE"]]
+    save["inputs"][0]["link"] = 91
+    doc, notes = comfy.import_comfy(ui)
+    assert doc["nodes"]["40"]["missing"] and doc["nodes"]["40"]["mode"] == "bypass"
+    assert doc["nodes"]["9"]["inputs"]["images"] == {"from": ["20", "value"]}
+    assert any("bypassed node 40" in n for n in notes)

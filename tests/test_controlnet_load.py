@@ -63,7 +63,7 @@ def test_sd1_layouts_equal_diffusers(cn, which):
     down, mid = model.control(img, 0.7).residuals(x, t, emb, None, 0.5)
     ref_down, ref_mid = reference(a.net, x, t, emb, img, 0.7)
     assert len(down) == len(ref_down) == 4  # conv_in, level 1 + downsampler, level 2
-    for d, r in zip(down, ref_down):
+    for d, r in zip(down, ref_down, strict=True):
         assert torch.allclose(d, r, atol=1e-6)
     assert torch.allclose(mid, ref_mid, atol=1e-6) and mid.abs().max() > 1e-3
 
@@ -77,7 +77,7 @@ def test_sdxl_layouts_equal_diffusers(cn, which):
     img = image(2)
     down, mid = model.control(img, 1.0).residuals(x, t, emb, pooled, 0.0)
     ref_down, ref_mid = reference(b.net, x, t, emb, img, 1.0, pooled)
-    for d, r in zip(down, ref_down):
+    for d, r in zip(down, ref_down, strict=True):
         assert torch.allclose(d, r, atol=1e-5)
     assert torch.allclose(mid, ref_mid, atol=1e-5)
 
@@ -105,14 +105,15 @@ def test_hook_range_strength_and_hint(cn):
     d1, m1 = c.residuals(x, t, emb, None, 0.25)
     d2, m2 = model.control(img, 2.0, 0.25, 0.5).residuals(x, t, emb, None, 0.5)
     assert torch.allclose(m2, 2 * m1, atol=1e-5) and all(torch.allclose(b, 2 * a_, atol=1e-5)
-                                                         for a_, b in zip(d1, d2))
+                                                         for a_, b in zip(d1, d2, strict=True))
     assert d1[0].shape[0] == 2  # the image batch of 1 is repeated for a batch of 2
     # a smaller control image is resized to the latent size x 8 (64 px)
-    small = torch.nn.functional.interpolate(img.permute(0, 3, 1, 2), size=(32, 32), mode="bilinear",
-                                            antialias=True, align_corners=False).permute(0, 2, 3, 1)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+    smooth = torch.stack([xx, yy, xx * yy], -1)[None]
+    small = smooth[:, ::2, ::2]
     up = model.control(small, 1.0).hint(1, 64, 64, "cpu", torch.float32)
     assert up.shape == (1, 3, 64, 64)
-    assert (up - img.permute(0, 3, 1, 2)).abs().mean() < 0.2
+    assert (up - smooth.permute(0, 3, 1, 2)).abs().max() < 0.05  # half-pixel shift of ::2
     with pytest.raises(ValueError, match="start_percent"):
         model.control(img, 1.0, 0.8, 0.2)
 
@@ -124,9 +125,15 @@ def test_wrong_base_names_both(cn):
     _root, sd1, _sdxl, _a, b = cn
     xl = load_controlnet(b.single_file)
     x, t, emb = sd1_inputs()
-    with pytest.raises(ControlNetError, match=r"'cn-sdxl.safetensors' is a SDXL ControlNet .* but the "
+    with pytest.raises(ControlNetError, match=r"'cn-sdxl.safetensors' is made for SDXL models .* but the "
                                               r"model being sampled is a model with 64-wide"):
         xl.control(image(), 1.0).residuals(x, t, emb, None, 0.0)
+    # the other way round: an SD1 ControlNet on an SDXL model (pooled embeddings)
+    sd1_cn = load_controlnet(cn[3].single_file)
+    xx, tt, emb_xl, pooled = sdxl_inputs()
+    with pytest.raises(ControlNetError, match=r"'cn-sd1.safetensors' is made for SD1.x models .* the model "
+                                              r"being sampled is SDXL \(text embeddings 192 wide, pooled\)"):
+        sd1_cn.control(image(), 1.0).residuals(xx, tt, emb_xl, pooled, 0.0)
     # and through a real sampling run of the SD1 model
     from nodes.controlnet import controlnet_apply
 
@@ -134,7 +141,7 @@ def test_wrong_base_names_both(cn):
     te = TextEncoder.from_components([sd1.tokenizer], [sd1.text_encoder], "sd1")
     pos = controlnet_apply.run(None, conditioning=te.encode("a cat"), control_net=xl, image=image(),
                                strength=1.0)
-    with pytest.raises(ControlNetError, match="SDXL ControlNet"):
+    with pytest.raises(ControlNetError, match="made for SDXL models"):
         sample(model, pos, te.encode(""), {"samples": torch.zeros(1, 4, 8, 8)}, seed=1, steps=2,
                cfg=5.0, sampler="euler", scheduler="normal", device="cpu")
 
@@ -175,3 +182,18 @@ def test_nodes_load_chain_and_errors(cn, tmp_path):
     save_file({"model.0.weight": torch.zeros(4, 3, 3, 3)}, str(bad))
     with pytest.raises(ControlNetError, match="not-cn.safetensors is not a ControlNet"):
         controlnet_loader.run(ctx, control_net_name="not-cn.safetensors")
+
+
+def test_sd2_family_and_output(tmp_path_factory):
+    sd2 = fixture("sd2", tmp_path_factory.mktemp("sd2"))
+    net = build_controlnet(sd2.unet, seed=11)
+    files = save_controlnet(net, tmp_path_factory.mktemp("cn2"), "cn-sd2")
+    model = load_controlnet(files.single_file)
+    assert model.family == "sd2" and model.net.config.use_linear_projection
+    assert list(model.net.config.attention_head_dim) == list(net.config.attention_head_dim)
+    x, t, emb = sd1_inputs()
+    img = image(5)
+    down, mid = model.control(img, 1.0).residuals(x, t, emb, None, 0.3)
+    ref_down, ref_mid = reference(net, x, t, emb, img, 1.0)
+    assert torch.allclose(mid, ref_mid, atol=1e-5)
+    assert all(torch.allclose(d, r, atol=1e-5) for d, r in zip(down, ref_down, strict=True))

@@ -62,7 +62,7 @@ def run_both(fx, nets, images, scales, starts, ends, cfg=7.5, seed=77):
     te = TextEncoder.from_components([fx.tokenizer], [fx.text_encoder], fx.family)
     vae = VAEModel.from_vae(fx.vae)
     pos, neg = te.encode("a photo of a cat"), te.encode("blurry, ugly")
-    for net, img, sc, st, en in zip(nets, images, scales, starts, ends):
+    for net, img, sc, st, en in zip(nets, images, scales, starts, ends, strict=True):
         pos, neg = controlnet_apply_advanced.run(None, positive=pos, negative=neg,
                                                  control_net=ControlNetModel(net, "sd1"), image=img,
                                                  strength=sc, start_percent=st, end_percent=en)

@@ -80,6 +80,16 @@ def test_sdxl_equals_diffusers(sdxl, prompt):
     assert torch.equal(item.pooled, pooled)
 
 
+def test_sdxl_refiner_equals_diffusers(tmp_path_factory):
+    ns = fixture("sdxl_refiner", tmp_path_factory.mktemp("refiner"))
+    te = TextEncoder.from_components([ns.tokenizer_2], [ns.text_encoder_2], "sdxl_refiner")
+    [item] = te.encode("a photo of a cat", device="cpu")
+    embeds, _, pooled, _ = ns.pipeline().encode_prompt("a photo of a cat", device="cpu", num_images_per_prompt=1,
+                                                       do_classifier_free_guidance=False)
+    assert item.embeds.shape == (1, 77, 128)
+    assert torch.equal(item.embeds, embeds) and torch.equal(item.pooled, pooled)
+
+
 def test_weighting_moves_only_weighted_tokens(sd1):
     te = _te(sd1)
     [plain] = te.encode("a photo of a cat", device="cpu")

@@ -28,7 +28,7 @@ def _flat(sd: dict) -> dict:
     return {k.removeprefix("text_model."): v for k, v in sd.items()}
 
 
-@pytest.mark.parametrize("name", ["sd1", "sd2", "sdxl", "sd1_inpaint"])
+@pytest.mark.parametrize("name", ["sd1", "sd2", "sdxl", "sdxl_refiner", "sd1_inpaint"])
 def test_unet_and_vae_round_trip(fx, name):
     from diffusers.loaders import single_file_utils as sfu
 
@@ -74,4 +74,14 @@ def test_sdxl_text_encoders_round_trip(fx):
     ldm = ns.ldm_state_dict
     _same(_flat(sfu.convert_ldm_clip_checkpoint(ldm)), ns.text_encoder.state_dict())
     back = sfu.convert_open_clip_checkpoint(ns.text_encoder_2, ldm, prefix="conditioner.embedders.1.model.")
+    _same(back, ns.text_encoder_2.state_dict())
+
+
+def test_sdxl_refiner_text_encoder_round_trip(fx):
+    from diffusers.loaders import single_file_utils as sfu
+
+    ns = fx("sdxl_refiner")
+    ldm = ns.ldm_state_dict
+    assert not any(k.startswith("conditioner.embedders.1.") for k in ldm)
+    back = sfu.convert_open_clip_checkpoint(ns.text_encoder_2, ldm, prefix="conditioner.embedders.0.model.")
     _same(back, ns.text_encoder_2.state_dict())

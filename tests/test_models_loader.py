@@ -12,7 +12,7 @@ from nodegen.models.loader import load_checkpoint, load_vae
 from tests.support.fixtures import fixture
 
 torch.set_num_threads(1)
-FAMILIES = ["sd1", "sd2", "sdxl"]
+FAMILIES = ["sd1", "sd2", "sdxl", "sdxl_refiner", "sd1_inpaint"]
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +30,9 @@ def _unet_out(model, ns):
     if ns.family == "sdxl":
         kw["added_cond_kwargs"] = dict(text_embeds=torch.randn(1, 128, generator=g),
                                        time_ids=torch.tensor([[64.0, 64, 0, 0, 64, 64]]))
+    elif ns.family == "sdxl_refiner":
+        kw["added_cond_kwargs"] = dict(text_embeds=torch.randn(1, 128, generator=g),
+                                       time_ids=torch.tensor([[64.0, 64, 0, 0, 6.0]]))
     with torch.no_grad(), model.use("cpu", torch.float32) as unet:
         return unet(x, torch.tensor([321]), emb, **kw).sample
 
@@ -45,7 +48,8 @@ def test_single_file_equals_diffusers_folder(fx, family):
     ns = fx(family)
     m1, c1, v1 = load_checkpoint(ns.single_file)
     m2, c2, v2 = load_checkpoint(ns.diffusers_dir)
-    assert (m1.family, m2.family) == (family, family)
+    assert (m1.family, m2.family) == (ns.family, ns.family)
+    assert m1.is_inpaint == m2.is_inpaint == (family == "sd1_inpaint")
     assert m1.prediction_type == m2.prediction_type == ns.prediction
     assert torch.equal(_unet_out(m1, ns), _unet_out(m2, ns))
     assert torch.equal(_unet_out(m1, ns), _unet_out(DiffusionModel_from(ns), ns))
@@ -53,11 +57,11 @@ def test_single_file_equals_diffusers_folder(fx, family):
     l2, i2 = _vae_out(v2)
     assert l1.shape == (1, 4, 4, 4) and i1.shape == (1, 32, 32, 3)
     assert torch.equal(l1, l2) and torch.equal(i1, i2)
-    assert v1.scaling_factor == v2.scaling_factor == (0.13025 if family == "sdxl" else 0.18215)
+    assert v1.scaling_factor == v2.scaling_factor == (0.13025 if ns.family.startswith("sdxl") else 0.18215)
     prompt = "a (photo:1.2) of a cat"
     [e1], [e2] = c1.encode(prompt, device="cpu"), c2.encode(prompt, device="cpu")
     assert torch.equal(e1.embeds, e2.embeds)
-    assert (e1.pooled is None) == (family != "sdxl")
+    assert (e1.pooled is None) == (not ns.family.startswith("sdxl"))
     if e1.pooled is not None:
         assert torch.equal(e1.pooled, e2.pooled)
 
@@ -106,7 +110,8 @@ def test_ckpt_loads_with_weights_only(fx, tmp_path):
 
 @pytest.mark.parametrize("name,family,inpaint,pred", [
     ("sd1", "sd1", False, "epsilon"), ("sd2", "sd2", False, "v_prediction"),
-    ("sdxl", "sdxl", False, "epsilon"), ("sd1_inpaint", "sd1", True, "epsilon")])
+    ("sdxl", "sdxl", False, "epsilon"), ("sdxl_refiner", "sdxl_refiner", False, "epsilon"),
+    ("sd1_inpaint", "sd1", True, "epsilon")])
 def test_detect_checkpoints(fx, name, family, inpaint, pred):
     ns = fx(name)
     for path in (ns.single_file, ns.single_file_fp16):

@@ -144,3 +144,30 @@ def test_nine_channel_inpaint_model_matches_diffusers(sd1_inpaint):
     ref_lat = pipe(**args, generator=torch.Generator().manual_seed(21), output_type="latent").images
     assert (out["samples"] - ref_lat).abs().max() <= 1e-4 * ref_lat.abs().max()
     assert (ours - ref).abs().max() <= 1e-3
+
+
+def test_inpaint_model_conditioning_node(sd1_inpaint):
+    """The node builds exactly the inputs the 9-channel oracle above uses, and a KSampler run with
+    its outputs keeps the unmasked area (noise_mask) and changes the masked one."""
+    from nodegen.context import CancelToken, RunContext
+    from nodes.conditioning import inpaint_model_conditioning
+    from nodes.sampling import ksampler
+
+    model, vae, pos, neg = _setup(sd1_inpaint)
+    image, mask = _image(3), _block_mask()
+    ctx = RunContext(node_id="1", node_title="t", device=torch.device("cpu"), models=None, paths=None,
+                     output_dir=".", input_dir=".", temp_dir=".", workflow=None, cancel=CancelToken())
+    out = inpaint_model_conditioning.normalize_result(
+        inpaint_model_conditioning.run(ctx, positive=pos, negative=neg, vae=vae, pixels=image, mask=mask))
+    masked_pixels = image * (mask[..., None] < 0.5) + 0.5 * (mask[..., None] >= 0.5)
+    ex = out["positive"][0].extras
+    assert torch.equal(ex["concat_latent_image"], vae.encode(masked_pixels, device="cpu"))
+    assert torch.equal(ex["concat_mask"][0, 0], mask[0])
+    assert out["negative"][0].extras.keys() == ex.keys()
+    assert torch.equal(out["latent"]["samples"], vae.encode(image, device="cpu"))
+    res = ksampler.run(ctx, model=model, seed=1, steps=4, cfg=5.0, sampler_name="euler", scheduler="normal",
+                       positive=out["positive"], negative=out["negative"], latent_image=out["latent"], denoise=1.0)
+    keep = torch.ones(8, 8, dtype=torch.bool)
+    keep[2:6, 3:7] = False
+    assert torch.allclose(res["samples"][..., keep], out["latent"]["samples"][..., keep], atol=1e-5)
+    assert (res["samples"][..., ~keep] - out["latent"]["samples"][..., ~keep]).abs().max() > 0.1

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_oracle_txt2img import _top_ratio, run_pair  # noqa: F401  (shared oracle runner)
 from tests.support.fixtures import fixture
+from tests.test_oracle_txt2img import _top_ratio, run_pair  # noqa: F401  (shared oracle runner)
 
 torch.set_num_threads(1)
 

@@ -150,3 +150,14 @@ def test_tile_preprocess_blurs_but_keeps_colours():
     assert torch.allclose(tile_preprocess.run(None, image=img, downscale_factor=1.0), img, atol=1e-5)
     ramp = torch.linspace(0, 1, 32).view(1, 1, 32, 1).expand(1, 32, 32, 3)
     assert (tile_preprocess.run(None, image=ramp, downscale_factor=2.0) - ramp).abs().max() < 0.03
+
+
+def test_canny_sees_edges_between_colours_of_equal_brightness():
+    # red (1, 0, 0) and a grey of the same luminance (0.299): invisible in luminance
+    img = torch.full((1, 32, 32, 3), 0.299)
+    img[:, :, 16:] = torch.tensor([1.0, 0.0, 0.0])
+    from nodegen.preprocess.filters import to_gray
+
+    assert (to_gray(img).amax() - to_gray(img).amin()) < 1e-6
+    e = E.canny(img, 0.1, 0.2)[0, :, :, 0]
+    assert int(e[4:28, 14:18].sum(1).min()) == 1 and e[:, :13].sum() == 0 and e[:, 19:].sum() == 0

@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from nodegen.diffusion.model_sampling import ModelSampling
-from nodegen.diffusion.schedules import (SCHEDULER_NAMES, advanced_range, get_sigmas, karras_sigmas,
-                                         split_sigmas, total_steps_for)
+from nodegen.diffusion.schedules import (
+    SCHEDULER_NAMES,
+    advanced_range,
+    get_sigmas,
+    karras_sigmas,
+    split_sigmas,
+    total_steps_for,
+)
 from nodegen.models.schedule import scaled_linear_alphas_cumprod
 
 torch.set_num_threads(1)
@@ -130,3 +136,19 @@ def test_errors(ms):
 def test_karras_helper_rho():
     s = karras_sigmas(4, 0.1, 10.0, rho=1.0)  # rho = 1: linear
     assert torch.allclose(s, torch.tensor([10.0, 6.7, 3.4, 0.1, 0.0]), atol=1e-5)
+
+
+def test_beta_distribution_and_schedule(ms):
+    from nodegen.diffusion.beta_dist import beta_cdf, beta_ppf
+
+    # closed forms: Beta(1,1) uniform, Beta(2,1) x^2, Beta(1/2,1/2) arcsine law
+    assert math.isclose(beta_cdf(0.3, 1, 1), 0.3, rel_tol=1e-12)
+    assert math.isclose(beta_cdf(0.3, 2, 1), 0.09, rel_tol=1e-12)
+    assert math.isclose(beta_cdf(0.3, 0.5, 0.5), 2 / math.pi * math.asin(math.sqrt(0.3)), rel_tol=1e-12)
+    assert math.isclose(beta_ppf(0.25, 0.5, 0.5), math.sin(math.pi / 8) ** 2, rel_tol=1e-12)
+    assert math.isclose(beta_cdf(0.5, 0.6, 0.6), 0.5, rel_tol=1e-12)
+    # the schedule: timesteps at the quantiles 1, 0.9, ..., 0.1 of the symmetric Beta(0.6, 0.6),
+    # so mirror images around the median (499.5, rounded half to even: 500)
+    t = [int(v) for v in ms.nearest_t(get_sigmas("beta", ms, 10)[:-1])]
+    assert t[0] == 999 and t[5] == 500 and t == sorted(t, reverse=True)
+    assert [999 - v for v in t[1:5]] == t[6:][::-1]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodegen.context import CancelToken, Cancelled, RunContext
+from nodegen.context import Cancelled, CancelToken, RunContext
 from nodegen.models.paths import ModelPaths
 from nodegen.style.gatys import StyleSettings, style_transfer
 from nodegen.style.vgg import load_vgg19, random_vgg19_state_dict
@@ -83,7 +83,7 @@ def test_loss_decreases_and_output_moves_to_style(root):
                          progress=lambda i, n, loss, p: (losses.append(loss), previews.append(p)))
     assert out.shape == content.shape and 0 <= float(out.min()) and float(out.max()) <= 1
     assert len(losses) == 20 and losses[-1] < 0.5 * losses[0]
-    drops = sum(b <= a for a, b in zip(losses, losses[1:]))
+    drops = sum(b <= a for a, b in zip(losses, losses[1:], strict=False))
     assert drops >= 0.8 * (len(losses) - 1)  # mostly monotone
     assert (out - content).abs().mean() > 0.02  # the picture changed
     assert sum(p is not None for p in previews) == 10 and torch.equal(previews[-1], out)

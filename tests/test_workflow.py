@@ -44,8 +44,10 @@ def test_schema_errors_are_all_listed():
 def test_not_a_workflow():
     with pytest.raises(WorkflowError, match="not a nodegen workflow"):
         parse({"nodes": []})
+    # a ComfyUI workflow is converted by the importer (issue 7), not refused
+    assert parse({"3": {"class_type": "KSampler", "inputs": {}}})["nodes"]["3"]["type"] == "KSampler"
     with pytest.raises(WorkflowError, match="ComfyUI"):
-        parse({"3": {"class_type": "KSampler", "inputs": {}}})
+        parse({"3": {"class_type": "KSampler", "inputs": []}})
     with pytest.raises(WorkflowError, match="JSON object"):
         parse([1, 2])
 

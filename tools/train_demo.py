@@ -9,11 +9,11 @@ on ``(seed, phase, k)``, so a resumed run sees the same batches as an uninterrup
 2. ``latents``: a seeded set of rendered images is encoded once (posterior mean and std).
 3. ``unet``: ``UNet2DConditionModel`` and ``CLIPTextModel`` trained jointly: SD1 DDPM schedule,
    epsilon prediction, min-SNR-5 weighting, 10% caption dropout for classifier-free guidance,
-   EMA weights (exported).
+   constant learning rate after warm-up, EMA weights (exported); ``--until`` stops it on time.
 
 Usage::
 
-    python tools/train_demo.py --threads 1 --vae-steps 700 --unet-steps 3600
+    python tools/train_demo.py --threads 1 --vae-steps 400 --vae-full-steps 40 --until 11:00
     python tools/train_demo.py --export   # writes nodegen/assets/models/nodegen-demo-shapes
 """
 
@@ -159,8 +159,10 @@ def train_unet(args, data: dict, t0: float):
         log(f"unet: resumed at step {step}", t0)
     n, last_save, run = len(data["mean"]), time.time(), []
     while step < args.unet_steps:
-        warm = min(1.0, (step + 1) / 200)
-        lr = args.unet_lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.unet_steps)))
+        if args.until and time.strftime("%H:%M", time.gmtime()) >= args.until:
+            log(f"unet: reached --until {args.until} UTC at step {step}; stopping", t0)
+            break
+        lr = args.unet_lr * min(1.0, (step + 1) / 200)  # constant after warm-up; EMA is exported
         for g in opt.param_groups:
             g["lr"] = lr
         gen = torch.Generator().manual_seed(args.seed * 1000003 + step)
@@ -189,10 +191,12 @@ def train_unet(args, data: dict, t0: float):
         if step % 25 == 0:
             log(f"unet step {step}/{args.unet_steps} loss {np.mean(run):.4f} lr {lr:.2e}", t0)
             run = []
-        if time.time() - last_save > args.save_every or step == args.unet_steps:
+        if time.time() - last_save > args.save_every or step == args.unet_steps or step % 500 == 0:
             save(ckpt, {"unet": unet.state_dict(), "text": text.state_dict(), "ema_unet": ema_u.state_dict(),
                         "ema_text": ema_t.state_dict(), "opt": opt.state_dict(), "step": step})
             last_save = time.time()
+    save(ckpt, {"unet": unet.state_dict(), "text": text.state_dict(), "ema_unet": ema_u.state_dict(),
+                "ema_text": ema_t.state_dict(), "opt": opt.state_dict(), "step": step})
     return ema_u, ema_t
 
 
@@ -217,12 +221,13 @@ def main() -> None:
     ap.add_argument("--vae-lr", type=float, default=1.5e-3)
     ap.add_argument("--init-logvar", type=float, default=-6.0)
     ap.add_argument("--kl-weight", type=float, default=1e-6)
-    ap.add_argument("--n-latents", type=int, default=40000)
-    ap.add_argument("--unet-steps", type=int, default=3600)
-    ap.add_argument("--unet-batch", type=int, default=64)
+    ap.add_argument("--n-latents", type=int, default=6000)
+    ap.add_argument("--unet-steps", type=int, default=4000)
+    ap.add_argument("--unet-batch", type=int, default=32)
     ap.add_argument("--unet-lr", type=float, default=8e-4)
     ap.add_argument("--uncond-prob", type=float, default=0.1)
-    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--ema", type=float, default=0.995)
+    ap.add_argument("--until", default=None, help="HH:MM (UTC): stop the unet phase then (checkpointed)")
     ap.add_argument("--save-every", type=float, default=180.0, help="seconds between checkpoints")
     ap.add_argument("--export", action="store_true", help="export the EMA weights and exit")
     ap.add_argument("--export-dir", default=None)

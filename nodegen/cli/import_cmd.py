@@ -31,16 +31,35 @@ def add_parser(sub) -> None:
 
 
 def cmd_import(args) -> int:
-    from nodegen.formats.png import PngWorkflowError
-    from nodegen.workflow import Workflow, WorkflowError
+    from pathlib import Path
 
+    from nodegen.formats import comfy, png
+    from nodegen.workflow import Workflow, WorkflowError, parse
+
+    path = Path(args.file)
     try:
-        wf = Workflow.load(args.file)
-    except (WorkflowError, PngWorkflowError) as e:
+        raw = path.read_bytes()
+        if raw[:8] == b"\x89PNG\r\n\x1a\n":
+            text = png.png_text(path)
+            if png.WORKFLOW_KEY in text:
+                raise UsageError(f"{path} holds a nodegen workflow already; nothing to import")
+            if "workflow" not in text and "prompt" not in text:
+                raise UsageError(f"{path}: this PNG holds no ComfyUI workflow ('prompt'/'workflow' chunks)")
+            doc = comfy.import_png_text(text, source=str(path))
+        else:
+            try:
+                data = json.loads(raw.decode("utf-8-sig"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise UsageError(f"{path}: not valid JSON: {e}") from e
+            if isinstance(data, dict) and data.get("format") == "nodegen-workflow":
+                raise UsageError(f"{path} is already a nodegen workflow; nothing to import")
+            doc, _notes = comfy.import_comfy(data, source=str(path))
+        wf = Workflow(parse(doc, str(path)))
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read the file: {e.strerror or e}") from e
+    except (ValueError, WorkflowError) as e:  # JSON errors, ComfyImportError, PngWorkflowError
         raise UsageError(str(e)) from e
     imported = wf.metadata.get("import") or {}
-    if not imported:
-        raise UsageError(f"{args.file} is already a nodegen workflow; nothing to import")
     wf.save(args.output)
     for note in imported.get("notes", []):
         print(f"note: {note}", file=sys.stderr)

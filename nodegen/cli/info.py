@@ -25,7 +25,9 @@ def cmd_info(args) -> int:
     engine = make_engine(args)
     try:
         info = describe(args.file, engine.registry, engine.env)
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        raise UsageError(f"{args.file}: cannot read the file: {e.strerror or e}") from e
+    except ValueError as e:
         raise UsageError(str(e)) from e
     print(json.dumps(info, indent=2, ensure_ascii=False) if args.json else format_text(info))
     return EXIT_OK

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from nodegen.diffusion import cfg as cfg_mod
-from nodegen.diffusion.model_sampling import ModelSampling, _bcast
+from nodegen.diffusion.model_sampling import ModelSampling
 
 
 def resize_mask(mask: torch.Tensor, h: int, w: int, batch: int, mode: str = "bilinear") -> torch.Tensor:
@@ -134,7 +134,7 @@ class Denoiser:
             ah, aw, ay, ax = area
             xs = x[:, :, ay : ay + ah, ax : ax + aw]
             preds = self._run_group([jobs[k] for k in ks], xs, sig_f, t, c_in, h, w, area)
-            for k, p in zip(ks, preds):
+            for k, p in zip(ks, preds, strict=True):
                 denoised = self.ms.denoised(xs, sigma_vec, p.float())
                 outs[k] = denoised
         pos, neg = [], []
@@ -209,7 +209,7 @@ class Denoiser:
                 if total is None:
                     total = (list(down), mid)
                 else:
-                    total = ([a + c for a, c in zip(total[0], down)], total[1] + mid)
+                    total = ([a + c for a, c in zip(total[0], down, strict=True)], total[1] + mid)
             per_job.append(total)
         ref = next((r for r in per_job if r is not None), None)
         if ref is None:

@@ -16,6 +16,8 @@ Definitions follow ComfyUI's schedulers (so a workflow gives the same sigmas):
 * ``ddim_uniform``: table sigmas at ``1 + k * (T // steps)`` (diffusers DDIM ``"leading"`` spacing,
   ``steps_offset=1``, ``set_alpha_to_one=True``).
 * ``kl_optimal``: evenly spaced in arctan(sigma) (Sabour et al., 2024).
+* ``beta``: timesteps at the quantiles of Beta(0.6, 0.6) (Lee et al., 2024), rounded to table
+  entries; repeated timesteps are dropped, so it can give fewer than ``steps`` steps (as ComfyUI).
 
 ``denoise < 1`` (img2img) takes the last ``steps + 1`` sigmas of a schedule of
 ``int(steps / denoise)`` steps, like ComfyUI's BasicScheduler (with a 1e-6 tolerance so that
@@ -32,7 +34,7 @@ import torch
 
 from nodegen.diffusion.model_sampling import ModelSampling
 
-SCHEDULER_NAMES = ["normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform",
+SCHEDULER_NAMES = ["normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta",
                    "kl_optimal"]
 
 
@@ -97,6 +99,21 @@ def ddim_uniform_sigmas(ms: ModelSampling, steps: int) -> torch.Tensor:
     return torch.tensor(sigs[::-1], dtype=torch.float32)
 
 
+def beta_sigmas(ms: ModelSampling, steps: int, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
+    from nodegen.diffusion.beta_dist import beta_ppf
+
+    total = len(ms.sigmas) - 1
+    sigs: list[float] = []
+    last_t = None
+    for k in range(steps):
+        q = 1.0 - k / steps
+        t = int(round(beta_ppf(q, alpha, beta) * total))
+        if t != last_t:
+            sigs.append(float(ms.sigmas[t]))
+        last_t = t
+    return _append_zero(sigs).float()
+
+
 def _calculate(name: str, ms: ModelSampling, steps: int) -> torch.Tensor:
     if name == "normal":
         return normal_sigmas(ms, steps)
@@ -110,6 +127,8 @@ def _calculate(name: str, ms: ModelSampling, steps: int) -> torch.Tensor:
         return simple_sigmas(ms, steps)
     if name == "ddim_uniform":
         return ddim_uniform_sigmas(ms, steps)
+    if name == "beta":
+        return beta_sigmas(ms, steps)
     if name == "kl_optimal":
         return kl_optimal_sigmas(steps, ms.sigma_min, ms.sigma_max)
     raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")

@@ -117,6 +117,8 @@ def config_from_ldm(shapes: dict[str, tuple], source: str = "") -> tuple[dict, s
             cfg["use_linear_projection"] = proj is not None and len(proj) == 2
             break
     cfg["attention_head_dim"] = 8 if family == "sd1" else [max(1, c // 64) for c in blocks]
+    if family == "sd2":  # as SD2's UNet (only matters for fp16 precision)
+        cfg["upcast_attention"] = True
     adm = shapes.get("label_emb.0.0.weight")
     if adm is not None:
         adm_in = int(adm[1])
@@ -225,10 +227,12 @@ class Control:
         sdxl_net = getattr(cfg, "addition_embed_type", None) == "text_time"
         if int(embeds.shape[-1]) != want_dim or sdxl_net != (pooled_extras is not None):
             raise ControlNetError(
-                f"ControlNet {self.control_net.name!r} is a {FAMILY_NAMES.get(self.control_net.family)} "
-                f"ControlNet (text embeddings {want_dim} wide), but the model being sampled is "
-                f"{_model_family(embeds, pooled_extras)} (text embeddings {int(embeds.shape[-1])} wide); "
-                f"load a ControlNet made for that model's family")
+                f"ControlNet {self.control_net.name!r} is made for "
+                f"{FAMILY_NAMES.get(self.control_net.family)} models (text embeddings {want_dim} wide"
+                f"{', pooled' if sdxl_net else ''}), but the model being sampled is "
+                f"{_model_family(embeds, pooled_extras)} (text embeddings {int(embeds.shape[-1])} wide"
+                f"{', pooled' if pooled_extras is not None else ''}); load a ControlNet made for "
+                f"that model's family")
 
     def residuals(self, x: torch.Tensor, timestep, embeds: torch.Tensor, pooled_extras: dict | None,
                   progress: float):

@@ -4,6 +4,7 @@ only through ``torch.load(weights_only=True)``."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -90,3 +91,62 @@ def file_dtype(sd: dict[str, torch.Tensor]) -> torch.dtype:
         if v.is_floating_point():
             counts[v.dtype] = counts.get(v.dtype, 0) + v.numel()
     return max(counts, key=counts.get) if counts else torch.float32
+
+
+class LazyStateDict(Mapping):
+    """The tensors of a safetensors file, each read (and cast to ``dtype``) only when asked
+    for, so a loader holds little more than the finished modules: peak memory stays near the
+    loaded model's size instead of file + converted copy. :meth:`pop` reads and forgets."""
+
+    def __init__(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        from safetensors import safe_open
+
+        self.path = Path(path)
+        self.dtype = dtype
+        try:
+            self._f = safe_open(str(self.path), framework="pt").__enter__()
+            self._keys = dict.fromkeys(self._f.keys())
+        except Exception as e:  # noqa: BLE001
+            raise ModelFileError(f"{self.path}: not a readable safetensors file ({e})") from e
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._keys:
+            raise KeyError(key)
+        t = self._f.get_tensor(key)
+        if self.dtype is not None and t.is_floating_point() and t.dtype != self.dtype:
+            t = t.to(self.dtype)
+        return t
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._keys))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def pop(self, key: str) -> torch.Tensor:
+        t = self[key]
+        del self._keys[key]
+        return t
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(self._f.get_slice(k).get_shape()) for k in self._keys}
+
+
+def open_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None):
+    """A mapping of a file's tensors: lazy for safetensors, loaded (memory-mapped where
+    possible) for pickled files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    if _is_safetensors(path):
+        return LazyStateDict(path, dtype)
+    return load_state_dict(path)
+
+
+def shapes_of(sd) -> dict[str, tuple[int, ...]]:
+    if isinstance(sd, LazyStateDict):
+        return sd.shapes()
+    return {k: tuple(v.shape) for k, v in sd.items()}

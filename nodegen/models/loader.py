@@ -18,7 +18,7 @@ import torch
 from nodegen.compat import torchvision_fix
 from nodegen.models import configs
 from nodegen.models.detect import Detected, ModelKindError, detect, require
-from nodegen.models.files import load_state_dict
+from nodegen.models.files import load_state_dict, open_state_dict, shapes_of
 from nodegen.models.manager import ModelManager
 from nodegen.models.objects import SCALING_FACTORS, DiffusionModel, TextEncoder, VAEModel
 
@@ -93,7 +93,7 @@ def _clip_module(sd: dict, prefix: str, open_clip: bool, dtype, path, *, project
     from diffusers.loaders import single_file_utils as sfu
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    shapes = shapes_of(sd)
     cfg = CLIPTextConfig(**configs.clip_config(shapes, prefix, open_clip, drop_last=drop_last))
     cls = CLIPTextModelWithProjection if projection else CLIPTextModel
     if open_clip:
@@ -122,13 +122,13 @@ def load_single_file(path: str | os.PathLike, prediction: str = "auto", manager:
     from diffusers.loaders import single_file_utils as sfu
 
     path = Path(path)
-    sd = dict(state_dict) if state_dict is not None else load_state_dict(path)
-    det: Detected = detect({k: tuple(v.shape) for k, v in sd.items()}, sd)
+    dtype = _target_dtype(manager)
+    sd = dict(state_dict) if state_dict is not None else open_state_dict(path, dtype)
+    shapes = shapes_of(sd)
+    det: Detected = detect(shapes, sd)
     require(det, "checkpoint", str(path))
     family = det.family
     pred = det.prediction if prediction == "auto" else prediction
-    dtype = _target_dtype(manager)
-    shapes = {k: tuple(v.shape) for k, v in sd.items()}
 
     # text encoders first (their shapes tell SDXL's pooled width)
     if family == "sd1":

@@ -106,15 +106,18 @@ class ModelManager:
         return out
 
     def _resident_bytes(self, dev: torch.device) -> int:
-        return sum(module_bytes(m) for _, m in self._live() if module_device(m).type == dev.type)
+        return sum(module_bytes(m) for _, m in self._live() if self._device_of(m).type == dev.type)
 
     def resident(self, device: str | torch.device) -> list[torch.nn.Module]:
         """Modules on ``device``'s type, least recently used first."""
         dev = torch.device(device)
-        return [m for _, m in self._live() if module_device(m).type == dev.type]
+        return [m for _, m in self._live() if self._device_of(m).type == dev.type]
+
+    def _device_of(self, module: torch.nn.Module) -> torch.device:
+        return module_device(module)
 
     def _move(self, module: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> None:
-        src = module_device(module)
+        src = self._device_of(module)
         if src == device and (dtype is None or module_dtype(module) == dtype):
             return
         module.to(device=device, dtype=dtype)
@@ -129,7 +132,7 @@ class ModelManager:
         for mid, m in self._live():
             if self._resident_bytes(dev) + need <= budget:
                 return
-            if mid == keep or self._in_use.get(mid) or module_device(m).type != dev.type:
+            if mid == keep or self._in_use.get(mid) or self._device_of(m).type != dev.type:
                 continue
             self._move(m, torch.device("cpu"), None)
         # over budget with everything in use: go ahead anyway (the budget is a target)
@@ -143,7 +146,7 @@ class ModelManager:
             dtype = self.dtype_for(dev)
         with self._lock:
             mid = id(module)
-            need = 0 if module_device(module).type == dev.type else module_bytes(module)
+            need = 0 if self._device_of(module).type == dev.type else module_bytes(module)
             self._make_room(dev, need, mid)
             self._move(module, dev, dtype)
             self._resident[mid] = weakref.ref(module)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Union
+from typing import Any
 
 import torch
 
-Delta = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+Delta = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 PatchList = list[tuple[dict[str, Delta], float]]
 
 

@@ -13,18 +13,28 @@ import torch.nn.functional as F
 from nodegen.preprocess.filters import dilate, erode, gaussian_blur, gray_to_image, sobel, to_gray
 
 
-def canny_map(gray: torch.Tensor, low: float, high: float, sigma: float = 1.0) -> torch.Tensor:
-    """Canny edge detector on [B,1,H,W] in [0,1]; thresholds on the gradient magnitude (Sobel / 4:
-    a sharp unit step scores 1, about 0.64 after the default blur). Returns 0/1 floats.
+def canny_map(x: torch.Tensor, low: float, high: float, sigma: float = 1.0) -> torch.Tensor:
+    """Canny edge detector on [B,C,H,W] in [0,1]; returns [B,1,H,W] of 0/1 floats.
+
+    Thresholds apply to the gradient magnitude with Sobel / 4 (a sharp unit step scores 1, about
+    0.64 after the default blur): OpenCV's thresholds (Sobel on 0..255) divided by 1020, so the
+    ControlNet annotator's 100 / 200 are 0.098 / 0.196. Like OpenCV on colour images, each pixel
+    uses the channel with the strongest gradient (edges between colours of equal brightness
+    count).
 
     Steps: Gaussian blur, Sobel gradients, non-maximum suppression along the gradient direction
     quantised to 0/45/90/135 degrees, then hysteresis (weak pixels connected to strong ones).
     """
     if low > high:
         raise ValueError(f"low_threshold ({low}) must not exceed high_threshold ({high})")
-    x = gaussian_blur(gray.float(), sigma)
-    gx, gy = sobel(x)
-    mag = torch.sqrt(gx * gx + gy * gy)
+    B, C, H, W = x.shape
+    xb = gaussian_blur(x.float().reshape(B * C, 1, H, W), sigma)
+    gx, gy = sobel(xb)
+    gx, gy = gx.reshape(B, C, H, W), gy.reshape(B, C, H, W)
+    mags = gx * gx + gy * gy
+    pick = mags.argmax(dim=1, keepdim=True)
+    gx, gy = gx.gather(1, pick), gy.gather(1, pick)
+    mag = torch.sqrt(mags.gather(1, pick))
     angle = torch.rad2deg(torch.atan2(gy, gx)) % 180.0
     # neighbours of every pixel in the 8 directions (replicate border by padding with -inf)
     p = F.pad(mag, (1, 1, 1, 1), value=-1.0)
@@ -54,7 +64,10 @@ def canny_map(gray: torch.Tensor, low: float, high: float, sigma: float = 1.0) -
 
 
 def canny(image: torch.Tensor, low: float, high: float, sigma: float = 1.0) -> torch.Tensor:
-    return gray_to_image(canny_map(to_gray(image), low, high, sigma))
+    if image.dim() != 4:
+        raise ValueError(f"expected an IMAGE [B,H,W,C], got shape {tuple(image.shape)}")
+    rgb = image[..., :3] if image.shape[-1] >= 3 else image[..., :1]
+    return gray_to_image(canny_map(rgb.permute(0, 3, 1, 2), low, high, sigma))
 
 
 def _sobel_lines(g: torch.Tensor, sigma: float) -> torch.Tensor:

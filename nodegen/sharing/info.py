@@ -39,9 +39,11 @@ def _read(path: Path) -> tuple[str, dict, dict | None]:
             raise WorkflowError(f"not valid JSON: {e}", path=str(path)) from e
         from nodegen.formats import comfy
 
+        doc = parse(data, str(path))  # refuses what is not a workflow, with the file named
         k = comfy.detect(data) if data.get("format") != "nodegen-workflow" else None
         kind = {"ui": "ComfyUI editor workflow (JSON)", "api": "ComfyUI API prompt (JSON)"}.get(
             k, f"nodegen workflow (file format version {data.get('version')})")
+        return kind, doc, values
     return kind, parse(data, str(path)), values
 
 

@@ -191,5 +191,6 @@ def describe_missing(entry: dict) -> str:
     if entry.get("sha256"):
         parts.append(f"sha256 {entry['sha256']}")
     if entry.get("size") is not None:
-        parts.append(human_size(entry["size"]) + f" ({entry['size']} bytes)")
+        size = entry["size"]
+        parts.append(f"{size} bytes" if size < 1000 else f"{human_size(size)} ({size} bytes)")
     return ", ".join(parts)

@@ -115,16 +115,16 @@ def _one(model, content, style, s, c_layers, s_layers, device, progress, done, t
     else:
         opt = torch.optim.LBFGS([x], lr=s.learning_rate, max_iter=1, history_size=20)
     every = max(1, s.iterations // max(1, s.previews))
+    last: dict[str, float] = {}
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        last["loss"] = float(loss.detach())
+        return loss
+
     for i in range(1, s.iterations + 1):
-        last = {}
-
-        def closure():
-            opt.zero_grad()
-            loss = loss_fn()
-            loss.backward()
-            last["loss"] = float(loss.detach())
-            return loss
-
         opt.step(closure)
         with torch.no_grad():
             x.clamp_(0.0, 1.0)

@@ -29,13 +29,18 @@ def engine(tmp_path):
     return Engine(input_dir=tmp_path / "input", output_dir=tmp_path / "output", device="cpu")
 
 
-@pytest.fixture
-def make_window(qtbot, engine, gui_state):
-    from gui.mainwindow import MainWindow
+@pytest.fixture(scope="session")
+def dark_app(qapp):
     from gui.theme import apply_dark
-    from PySide6.QtWidgets import QApplication
 
-    apply_dark(QApplication.instance())
+    apply_dark(qapp)  # once: restyling is slow with many widgets
+    return qapp
+
+
+@pytest.fixture
+def make_window(qtbot, engine, gui_state, dark_app):
+    from gui.mainwindow import MainWindow
+
     made = []
 
     def make(eng=None):
@@ -51,6 +56,9 @@ def make_window(qtbot, engine, gui_state):
     yield make
     for w in made:
         w.runner.shutdown()
+        w.doc.undo_stack.setClean()
+        w.close()
+        w.deleteLater()
 
 
 @pytest.fixture

@@ -160,7 +160,12 @@ def _build_sd2(root: Path) -> SimpleNamespace:
 
 
 def _build_sdxl(root: Path) -> SimpleNamespace:
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     from nodegen.models.clip_tokenizer import load_clip_tokenizer
@@ -198,12 +203,54 @@ def _build_sdxl(root: Path) -> SimpleNamespace:
     return ns
 
 
+def _build_sdxl_refiner(root: Path) -> SimpleNamespace:
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLImg2ImgPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModelWithProjection
+
+    from nodegen.models.clip_tokenizer import load_clip_tokenizer
+    from nodegen.models.ldm_export import convert_pipeline_to_ldm
+
+    torch.manual_seed(30)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(64, 128), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=128,
+        transformer_layers_per_block=2, attention_head_dim=(1, 2), use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=128 + 5 * 8, norm_num_groups=32)
+    torch.manual_seed(31)
+    vae = AutoencoderKL(**VAE_CONFIG, scaling_factor=0.13025)
+    torch.manual_seed(32)
+    te2 = CLIPTextModelWithProjection(clip_config(128, act="gelu", projection_dim=128))
+    for m in (unet, vae, te2):
+        _randomize_(m, 33)
+        m.eval()
+    tok2 = load_clip_tokenizer(pad_token="!")
+    sched = EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                                   beta_schedule="scaled_linear", steps_offset=1, prediction_type="epsilon")
+    ns = SimpleNamespace(family="sdxl_refiner", prediction="epsilon", unet=unet, vae=vae, text_encoder=None,
+                         tokenizer=None, text_encoder_2=te2, tokenizer_2=tok2, scheduler=sched)
+    ns.pipeline = lambda: StableDiffusionXLImg2ImgPipeline(
+        vae=vae, text_encoder=None, text_encoder_2=te2, tokenizer=None, tokenizer_2=tok2, unet=unet,
+        scheduler=sched, requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)
+    ns.diffusers_dir = root / "sdxl-refiner-diffusers"
+    ns.pipeline().save_pretrained(str(ns.diffusers_dir))
+    _save_single(ns, convert_pipeline_to_ldm(unet, vae, None, "sdxl_refiner", text_encoder_2=te2), root,
+                 "sdxl-refiner")
+    return ns
+
+
 _BUILDERS = {"sd1": _build_sd1, "sd2": _build_sd2, "sdxl": _build_sdxl,
-             "sd1_inpaint": lambda root: _build_sd1(root, in_channels=9)}
+             "sdxl_refiner": _build_sdxl_refiner, "sd1_inpaint": lambda root: _build_sd1(root, in_channels=9)}
 
 
 def fixture(name: str, tmp=None) -> SimpleNamespace:
-    """The fixture ``name`` ("sd1", "sd2", "sdxl", "sd1_inpaint"), built on first use."""
+    """The fixture ``name`` ("sd1", "sd2", "sdxl", "sdxl_refiner", "sd1_inpaint"), built on first use."""
     with _LOCK:
         if name not in _CACHE:
             torch.set_num_threads(1)
@@ -223,6 +270,10 @@ def sd2_fixture(tmp=None) -> SimpleNamespace:
 
 def sdxl_fixture(tmp=None) -> SimpleNamespace:
     return fixture("sdxl", tmp)
+
+
+def sdxl_refiner_fixture(tmp=None) -> SimpleNamespace:
+    return fixture("sdxl_refiner", tmp)
 
 
 def sd1_inpaint_fixture(tmp=None) -> SimpleNamespace:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from nodegen.diffusion.samplers._common import (ensure_noise_sampler, get_ancestral_step, report,
-                                                 s_in_like, to_d)
+from nodegen.diffusion.samplers._common import (
+    ensure_noise_sampler,
+    get_ancestral_step,
+    report,
+    s_in_like,
+    to_d,
+)
 
 
 @torch.no_grad()

@@ -48,5 +48,5 @@ def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, n
         report(callback, x, i, sigmas[i], sigmas[i], denoised)
         cur_order = min(i + 1, order)
         coeffs = [linear_multistep_coeff(cur_order, sigmas_np, i, j) for j in range(cur_order)]
-        x = x + sum(coeff * d for coeff, d in zip(coeffs, reversed(ds)))
+        x = x + sum(coeff * d for coeff, d in zip(coeffs, reversed(ds), strict=True))
     return x

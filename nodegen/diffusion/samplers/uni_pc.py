@@ -58,7 +58,7 @@ def _predict(outputs, lambdas, x, sigma, sigma_next, order, variant):
     x_t = (sigma_next / sigma) * x - h_phi_1 * m0
     if d1s:
         rhos = [0.5] if order == 2 else torch.linalg.solve(r[:-1, :-1], b[:-1]).tolist()
-        x_t = x_t - b_h * sum(float(rho) * d for rho, d in zip(rhos, d1s))
+        x_t = x_t - b_h * sum(float(rho) * d for rho, d in zip(rhos, d1s, strict=True))
     return x_t
 
 
@@ -69,7 +69,7 @@ def _correct(outputs, lambdas, model_t, last_sample, sigma_prev, sigma, order, v
     rks, d1s = _differences(outputs, lambdas, lam_s0, h, order)
     r, b, h_phi_1, b_h = _coefficients(rks, h, order, variant)
     rhos = [0.5] if order == 1 else torch.linalg.solve(r, b).tolist()
-    res = sum(float(rho) * d for rho, d in zip(rhos[:-1], d1s)) if d1s else 0
+    res = sum(float(rho) * d for rho, d in zip(rhos[:-1], d1s, strict=True)) if d1s else 0
     x_t = (sigma / sigma_prev) * last_sample - h_phi_1 * m0
     return x_t - b_h * (res + rhos[-1] * (model_t - m0))
 

@@ -37,7 +37,8 @@ def import_api(data: dict, builder: Builder) -> None:
         ctype = n.get("class_type")
         if not isinstance(ctype, str) or not ctype:
             raise ComfyImportError(f"node {nid}: 'class_type' must be a non-empty string")
-        inputs = n.get("inputs") or {}
+        inputs = n.get("inputs")
+        inputs = {} if inputs is None else inputs
         if not isinstance(inputs, dict):
             raise ComfyImportError(f"node {nid} ({ctype}): 'inputs' must be an object")
         values: dict[str, Any] = {}

@@ -73,7 +73,8 @@ def widget_values(m: NodeMap, wv: Any, where: str, builder: Builder) -> tuple[di
         i += 1
         if w in m.seeds and i < len(wv) and (
                 isinstance(wv[i], bool) or (isinstance(wv[i], str) and wv[i] in SEED_CONTROL_VALUES)):
-            controls[w] = wv[i]
+            # old files wrote a boolean: true meant "randomize"
+            controls[w] = wv[i] if isinstance(wv[i], str) else ("randomize" if wv[i] else "fixed")
             i += 1
     if i < len(wv):
         builder.note(f"{where}: {len(wv) - i} extra widget value(s) {wv[i:]!r} not understood; ignored")
@@ -168,6 +169,10 @@ def import_ui(data: dict, builder: Builder) -> dict:
         if ctype == "PrimitiveNode":
             if nid in prims:
                 our, inp, out, value = prims[nid]
+                wv = n.get("widgets_values")
+                ctrl = wv[1] if isinstance(wv, list) and len(wv) > 1 else None
+                if our in ("Int", "Seed") and isinstance(ctrl, str) and ctrl in SEED_CONTROL_VALUES:
+                    ui["seed_control"] = {inp: ctrl}  # the primitive's "control after generate"
                 builder.add_native(nid, our, {inp: value}, [out], title=title, mode=mode, ui=ui)
             continue
         m = for_comfy(ctype)
@@ -188,6 +193,8 @@ def import_ui(data: dict, builder: Builder) -> dict:
         outputs = [o.get("name", "") if isinstance(o, dict) else "" for o in n.get("outputs") or []]
         builder.add(nid, ctype, values, node_links, original=n, title=title, mode=mode, ui=ui,
                     output_names=outputs)
+    builder.finish_links()
+    _bypass_placeholders(builder)
     extras: dict[str, Any] = {"groups": []}
     for g in data.get("groups") or []:
         if not isinstance(g, dict):
@@ -202,3 +209,29 @@ def import_ui(data: dict, builder: Builder) -> dict:
         extras["ui"] = {"view": {k: ds[k] for k in ("scale", "offset") if k in ds}}
     return extras
 
+
+
+def _bypass_placeholders(builder: Builder) -> None:
+    """A bypassed node passes an input of the same type through (ComfyUI's rule). For a bypassed
+    node we have no type for, do that here, from the types the editor file records: links from it
+    are re-pointed at what feeds its matching input, so the graph runs without it."""
+    nodes = builder.nodes
+    for pid, ph in nodes.items():
+        if not (ph.get("missing") and ph.get("mode") == "bypass"):
+            continue
+        orig = ph.get("comfy") or {}
+        out_types = [o.get("type") for o in orig.get("outputs") or [] if isinstance(o, dict)]
+        in_types = {i.get("name"): i.get("type") for i in orig.get("inputs") or [] if isinstance(i, dict)}
+        names = builder.placeholder_outputs.get(pid, [])
+        for nid, n in nodes.items():
+            for name, v in (n.get("inputs") or {}).items():
+                if not (isinstance(v, dict) and v.get("from", [None])[0] == pid):
+                    continue
+                slot = names.index(v["from"][1]) if v["from"][1] in names else -1
+                otype = out_types[slot] if 0 <= slot < len(out_types) else None
+                feed = next((ph["inputs"][i] for i, t in in_types.items()
+                             if t == otype and isinstance(ph["inputs"].get(i), dict)), None)
+                if otype is not None and feed is not None:
+                    n["inputs"][name] = dict(feed)
+                    builder.note(f"node {nid}: input {name!r} now reads past the bypassed node {pid} "
+                                 f"({ph['type']}), which has no nodegen equivalent")

@@ -79,7 +79,7 @@ def controlnet() -> dict:
                                            "positive": lk(15, "conditioning"), "negative": lk(7, "conditioning"),
                                            "control_net": lk(11, "control_net"), "image": lk(10, "image")})
     g["13"] = ("CLIPTextEncode", {"text": "a tree", "clip": lk(4, "clip")})
-    g["14"] = ("ConditioningSetArea", {"width": 32, "height": 32, "x": 16, "y": 8, "strength": 1.0,
+    g["14"] = ("ConditioningSetArea", {"width": 64, "height": 64, "x": 0, "y": 0, "strength": 1.0,
                                        "conditioning": lk(13, "conditioning")})
     g["15"] = ("ConditioningCombine", {"conditioning_1": lk(6, "conditioning"),
                                        "conditioning_2": lk(14, "conditioning")})

@@ -130,7 +130,7 @@ def txt2img_edit(nodes, links, by_id):  # a reroute between decode and save, a n
 
 
 def lora_edit(nodes, links, by_id):  # a bypassed LoRA between the second LoRA and the sampler
-    add(nodes, by_id, 21, "LoraLoaderModelOnly", [("MODEL", "MODEL")], wv=["unused-lora.safetensors", 1.0],
+    add(nodes, by_id, 21, "LoraLoaderModelOnly", [("MODEL", "MODEL")], wv=["tiny-lora.safetensors", 1.0],
         mode=4)
     unlink(links, by_id, 3, "model")
     link(links, by_id, 11, 0, 21, "model")

@@ -1,0 +1,97 @@
+"""Loader nodes: checkpoints (MODEL, CLIP, VAE), VAEs, LoRAs, and CLIP skip.
+
+Files are resolved by name in the model folders (``ctx.paths``) and loaded through the model
+manager (``ctx.models``), which keeps them across runs keyed by path + size + mtime.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodegen import types as T
+from nodegen.node import Input, Output, node
+from nodegen.upscale.files import choices_for, fingerprint_for, resolve_model
+
+PREDICTIONS = ["auto", "epsilon", "v_prediction"]
+
+
+def _manager(ctx: Any):
+    mgr = getattr(ctx, "models", None)
+    if mgr is None:
+        from nodegen.models.manager import default_manager
+
+        mgr = default_manager()
+    return mgr
+
+
+@node("CheckpointLoader", category="loaders",
+      description="Load a Stable Diffusion checkpoint (SD1, SD2, SDXL; single file or diffusers folder).",
+      inputs=[Input.file("ckpt_name", "checkpoints", choices=choices_for("checkpoints"),
+                         description="Checkpoint in the checkpoints folder"),
+              Input.choice("prediction", PREDICTIONS, "auto",
+                           description="What the model predicts; auto detects it (SD2 files: v_prediction)")],
+      outputs=[Output("model", T.MODEL), Output("clip", T.CLIP), Output("vae", T.VAE)],
+      fingerprint=fingerprint_for("checkpoints", "ckpt_name"),
+      keywords=("model", "checkpoint", "safetensors", "load"))
+def checkpoint_loader(ctx, ckpt_name, prediction="auto"):
+    path = resolve_model(ctx.paths, "checkpoints", ckpt_name, "CheckpointLoader", "ckpt_name")
+    model, clip, vae = _manager(ctx).load_checkpoint(path, prediction=prediction)
+    return {"model": model, "clip": clip, "vae": vae}
+
+
+@node("VAELoader", category="loaders", description="Load a VAE (a VAE file or a checkpoint's VAE).",
+      inputs=[Input.file("vae_name", "vae", choices=choices_for("vae"), description="VAE in the vae folder")],
+      outputs=[Output("vae", T.VAE)],
+      fingerprint=fingerprint_for("vae", "vae_name"))
+def vae_loader(ctx, vae_name):
+    path = resolve_model(ctx.paths, "vae", vae_name, "VAELoader", "vae_name")
+    return _manager(ctx).load_vae(path)
+
+
+def _lora(ctx, lora_name: str, node_type: str):
+    path = resolve_model(ctx.paths, "loras", lora_name, node_type, "lora_name")
+    return _manager(ctx).load_lora(path)
+
+
+@node("LoraLoader", category="loaders",
+      description="Add a LoRA to the model and the text encoder.",
+      inputs=[Input.link("model", T.MODEL), Input.link("clip", T.CLIP),
+              Input.file("lora_name", "loras", choices=choices_for("loras"), description="LoRA in the loras folder"),
+              Input.float("strength_model", 1.0, min=-10.0, max=10.0, step=0.01),
+              Input.float("strength_clip", 1.0, min=-10.0, max=10.0, step=0.01)],
+      outputs=[Output("model", T.MODEL), Output("clip", T.CLIP)],
+      fingerprint=fingerprint_for("loras", "lora_name"), keywords=("lora", "lycoris"))
+def lora_loader(ctx, model, clip, lora_name, strength_model=1.0, strength_clip=1.0):
+    from nodegen.models.lora import apply_lora
+
+    if strength_model == 0 and strength_clip == 0:
+        return {"model": model, "clip": clip}
+    lora = _lora(ctx, lora_name, "LoraLoader")
+    new_model, new_clip = apply_lora(model, clip, lora, strength_model, strength_clip)
+    return {"model": new_model, "clip": new_clip}
+
+
+@node("LoraLoaderModelOnly", category="loaders", description="Add a LoRA to the model only.",
+      inputs=[Input.link("model", T.MODEL),
+              Input.file("lora_name", "loras", choices=choices_for("loras"), description="LoRA in the loras folder"),
+              Input.float("strength_model", 1.0, min=-10.0, max=10.0, step=0.01)],
+      outputs=[Output("model", T.MODEL)],
+      fingerprint=fingerprint_for("loras", "lora_name"), keywords=("lora",))
+def lora_loader_model_only(ctx, model, lora_name, strength_model=1.0):
+    from nodegen.models.lora import apply_lora
+
+    if strength_model == 0:
+        return model
+    new_model, _ = apply_lora(model, None, _lora(ctx, lora_name, "LoraLoaderModelOnly"), strength_model, 0.0)
+    return new_model
+
+
+@node("CLIPSetLastLayer", category="conditioning",
+      description="CLIP skip: stop the text encoder at this layer (-1 = last, -2 = penultimate).",
+      inputs=[Input.link("clip", T.CLIP), Input.int("stop_at_clip_layer", -1, min=-24, max=-1, step=1)],
+      outputs=[Output("clip", T.CLIP)], keywords=("clip skip",))
+def clip_set_last_layer(ctx, clip, stop_at_clip_layer=-1):
+    try:
+        return clip.set_layer(stop_at_clip_layer)
+    except ValueError as e:
+        raise ValueError(f"CLIPSetLastLayer: input 'stop_at_clip_layer': {e}") from e

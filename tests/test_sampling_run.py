@@ -1,0 +1,143 @@
+"""sample(): the batch seed rule, progress per step with previews, cancellation inside the
+sampler, KSamplerAdvanced ranges, add_noise, denoise 0."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nodegen.context import Cancelled, CancelToken, RunContext
+from nodegen.diffusion.noise import initial_noise, make_generator, prepare_noise
+from nodegen.diffusion.sample import sample
+from nodegen.models.objects import DiffusionModel, TextEncoder
+from tests.support.fixtures import fixture
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def sd1(tmp_path_factory):
+    return fixture("sd1", tmp_path_factory.mktemp("sd1"))
+
+
+@pytest.fixture(scope="module")
+def parts(sd1):
+    model = DiffusionModel.from_unet(sd1.unet, "sd1", "epsilon")
+    te = TextEncoder.from_components([sd1.tokenizer], [sd1.text_encoder], "sd1")
+    return model, te.encode("a cat"), te.encode("")
+
+
+def make_ctx(calls, cancel_at=None):
+    token = CancelToken()
+
+    def progress(node_id, step, total, preview):
+        calls.append((step, total, preview))
+        if cancel_at is not None and step == cancel_at:
+            token.cancel()
+
+    return RunContext(node_id="3", node_title="KSampler", device=torch.device("cpu"), models=None, paths=None,
+                      output_dir=".", input_dir=".", temp_dir=".", workflow=None, cancel=token,
+                      _progress=progress)
+
+
+# -- the seed rule -------------------------------------------------------------------------------
+
+def test_noise_rule_matches_diffusers_and_batch_items():
+    from diffusers.utils.torch_utils import randn_tensor
+
+    shape = (3, 4, 8, 10)
+    noise, _ = prepare_noise(torch.zeros(shape), 42)
+    ref = randn_tensor(shape, generator=torch.Generator("cpu").manual_seed(42), dtype=torch.float32)
+    assert torch.equal(noise, ref)
+    # item 0 of a batch == a batch of 1 with the same seed
+    one, _ = prepare_noise(torch.zeros(1, 4, 8, 10), 42)
+    assert torch.equal(noise[:1], one)
+    # item i == the i-th of successive per-item draws of one generator
+    g = make_generator(42)
+    per_item = torch.cat([initial_noise((1, 4, 8, 10), generator=g) for _ in range(3)])
+    assert torch.equal(noise, per_item)
+    # batch_index (LatentFromBatch / RepeatLatentBatch) picks the items of the bigger batch
+    picked, _ = prepare_noise(torch.zeros(2, 4, 8, 10), 42, batch_index=[2, 0])
+    assert torch.equal(picked, noise[[2, 0]])
+    with pytest.raises(ValueError, match="seed"):
+        make_generator(-1)
+    assert torch.equal(prepare_noise(torch.zeros(1, 4, 2, 2), 2**64 - 1)[0], prepare_noise(torch.zeros(1, 4, 2, 2), 2**64 - 1)[0])
+
+
+def test_batch_item_equals_single_run(parts):
+    model, pos, neg = parts
+    batch = sample(model, pos, neg, {"samples": torch.zeros(2, 4, 8, 8)}, seed=7, steps=3, cfg=5.0,
+                   sampler="euler_ancestral", scheduler="karras", device="cpu")["samples"]
+    single = sample(model, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=7, steps=3, cfg=5.0,
+                    sampler="euler", scheduler="karras", device="cpu")["samples"]
+    single_det = sample(model, pos, neg, {"samples": torch.zeros(2, 4, 8, 8)}, seed=7, steps=3, cfg=5.0,
+                        sampler="euler", scheduler="karras", device="cpu")["samples"]
+    assert torch.allclose(single_det[:1], single, atol=1e-4 * float(single.abs().max()))  # batching numerics
+    assert not torch.allclose(batch[0], batch[1])
+
+
+# -- progress, previews, cancellation ------------------------------------------------------------
+
+def test_progress_every_step_with_preview(parts):
+    model, pos, neg = parts
+    calls = []
+    sample(model, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=1, steps=5, cfg=4.0, sampler="heun",
+           scheduler="normal", ctx=make_ctx(calls), device="cpu")
+    assert [(s, t) for s, t, _ in calls] == [(i, 5) for i in range(1, 6)]
+    pv = calls[-1][2]
+    assert pv.shape == (1, 8, 8, 3) and pv.dtype == torch.float32 and 0 <= float(pv.min()) <= float(pv.max()) <= 1
+
+
+def test_cancel_inside_the_sampler(parts):
+    model, pos, neg = parts
+    calls = []
+    with pytest.raises(Cancelled):
+        sample(model, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=1, steps=10, cfg=4.0,
+               sampler="dpmpp_2m", scheduler="karras", ctx=make_ctx(calls, cancel_at=3), device="cpu")
+    # the progress call after the cancel request raised: no step 5 was ever reached
+    assert [s for s, _, _ in calls] == [1, 2, 3]
+
+
+# -- ranges and noise switches --------------------------------------------------------------------
+
+def test_two_pass_advanced_equals_one_pass(parts):
+    model, pos, neg = parts
+    lat = {"samples": torch.zeros(1, 4, 8, 8)}
+    kw = dict(seed=11, steps=8, cfg=5.0, sampler="dpmpp_2m", scheduler="karras", device="cpu")
+    full = sample(model, pos, neg, lat, **kw)["samples"]
+    first = sample(model, pos, neg, lat, end_step=5, return_with_leftover_noise=True, **kw)
+    second = sample(model, pos, neg, first, start_step=5, add_noise=False, **kw)["samples"]
+    # dpmpp_2m's history restarts in the second pass (one first-order step), so close, not equal
+    assert (second - full).abs().max() < 0.05 * full.abs().max()
+    kw["sampler"] = "euler"  # a one-step method splits exactly
+    full = sample(model, pos, neg, lat, **kw)["samples"]
+    first = sample(model, pos, neg, lat, end_step=5, return_with_leftover_noise=True, **kw)
+    second = sample(model, pos, neg, first, start_step=5, add_noise=False, **kw)["samples"]
+    assert torch.allclose(second, full, atol=1e-5)
+    # past the end: unchanged; denoise 0: unchanged
+    assert torch.equal(sample(model, pos, neg, lat, start_step=8, **kw)["samples"], lat["samples"])
+    assert torch.equal(sample(model, pos, neg, lat, denoise=0.0, **kw)["samples"], lat["samples"])
+
+
+def test_without_noise_and_cfg_one(parts):
+    model, pos, neg = parts
+    lat = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))}
+    a = sample(model, pos, neg, lat, seed=1, steps=3, cfg=1.0, sampler="euler", scheduler="normal",
+               denoise=0.5, add_noise=False, device="cpu")["samples"]
+    b = sample(model, pos, neg, lat, seed=999, steps=3, cfg=1.0, sampler="euler", scheduler="normal",
+               denoise=0.5, add_noise=False, device="cpu")["samples"]
+    assert torch.equal(a, b)  # no noise: the seed does not matter for a deterministic sampler
+    # cfg 1 ignores the negative prompt entirely
+    c = sample(model, pos, pos, lat, seed=1, steps=3, cfg=1.0, sampler="euler", scheduler="normal",
+               denoise=0.5, add_noise=False, device="cpu")["samples"]
+    assert torch.equal(a, c)
+
+
+def test_errors(parts):
+    model, pos, neg = parts
+    with pytest.raises(ValueError, match="unknown sampler"):
+        sample(model, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=1, steps=2, sampler="nope")
+    with pytest.raises(TypeError, match="LATENT"):
+        sample(model, pos, neg, torch.zeros(1, 4, 8, 8), seed=1, steps=2)
+    with pytest.raises(ValueError, match="positive conditioning is empty"):
+        sample(model, [], neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=1, steps=2)
