@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot and "QT_QPA_PLATFORM" not in os.environ and not os.environ.get("DISPLAY") \
             and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    if not args.screenshot and sys.platform.startswith("linux") and not any(
+            os.environ.get(k) for k in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY")):
+        print("nodegen gui: no display found (DISPLAY/WAYLAND_DISPLAY unset). Run it on a desktop, "
+              "or render a picture with: nodegen gui GRAPH --screenshot out.png [--run]", file=sys.stderr)
+        return 2
     from PySide6.QtCore import QCoreApplication, Qt
     from PySide6.QtWidgets import QApplication
 

@@ -35,7 +35,7 @@ def fragment(doc, nids, rects: dict | None = None) -> dict:
             b = g.get("bounding") or [0, 0, 0, 0]
             if area.contains(QRectF(*b)):
                 groups.append(copy.deepcopy(g))
-    out = {"format": FORMAT, "version": VERSION, "nodes": nodes}
+    out = {"format": FORMAT, "version": VERSION, "metadata": {"copied_from": doc.token}, "nodes": nodes}
     if groups:
         out["groups"] = groups
     return out

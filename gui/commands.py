@@ -234,14 +234,16 @@ def toggle_port(doc: Document, nid: str, input_name: str, default) -> SnapshotCo
 
 def paste(doc: Document, fragment: dict, offset: tuple[float, float]) -> SnapshotCommand:
     """Insert the nodes (and groups) of a workflow fragment with fresh ids; links among pasted
-    nodes follow the new ids, links to nodes outside the fragment are kept if those nodes exist."""
+    nodes follow the new ids; links to nodes outside the fragment are kept when the fragment was
+    copied from this document and those nodes still exist."""
     taken: set[str] = set()
     mapping: dict[str, str] = {}
     for old in fragment.get("nodes", {}):
         new = doc.next_id(taken)
         mapping[old] = new
         taken.add(new)
-    existing = set(doc.nodes)
+    same_doc = (fragment.get("metadata") or {}).get("copied_from") == doc.token
+    existing = set(doc.nodes) if same_doc else set()  # ids mean other nodes in another document
     groups = fragment.get("groups") or []
 
     def mutate(d: dict) -> None:

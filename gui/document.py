@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
 
 from nodegen.workflow import Workflow, is_link, new_document
-
 
 #: ``apply_state(groups=ABSENT)`` removes the ``groups`` key (restoring a document that had none).
 ABSENT = "__absent__"
@@ -38,6 +38,9 @@ class Document(QObject):
         self.undo_stack = QUndoStack(self)
         #: modified without an undo step (a restored recovery file)
         self.dirty = False
+        #: tells copies from this document apart from copies from others (node ids only mean
+        #: the same node inside one document)
+        self.token = uuid.uuid4().hex
 
     # -- access ------------------------------------------------------------------------
     @property
@@ -87,8 +90,8 @@ class Document(QObject):
         self.workflow = wf
         self.dirty = False
         self.undo_stack.clear()
+        self.pathChanged.emit()  # first: views resolve relative files against the new folder
         self.reset.emit()
-        self.pathChanged.emit()
 
     def new(self) -> None:
         self.set_workflow(Workflow(new_document()))

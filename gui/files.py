@@ -11,7 +11,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, QStandardPaths, QTimer
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from nodegen.formats.png import png_text, WORKFLOW_KEY
+from nodegen.formats.png import WORKFLOW_KEY, png_text
 from nodegen.workflow import Workflow, WorkflowError, atomic_write_text
 
 MAX_RECENT = 10
@@ -25,6 +25,26 @@ def state_dir() -> Path:
         return Path(env)
     base = QStandardPaths.writableLocation(QStandardPaths.GenericConfigLocation) or str(Path.home() / ".config")
     return Path(base) / "nodegen"
+
+
+def load_any(path: str | Path) -> Workflow:
+    """A nodegen workflow (``.json`` or PNG), or a ComfyUI workflow (``.json`` in the API or the
+    editor format; PNGs are converted by the loader) imported as a new document (no path)."""
+    p = Path(path)
+    if p.suffix.lower() != ".png":
+        try:
+            data = json.loads(p.read_bytes().decode("utf-8-sig"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            data = None
+        if isinstance(data, dict) and data.get("format") != "nodegen-workflow":
+            try:
+                from nodegen.formats import comfy
+            except ImportError:
+                comfy = None
+            if comfy is not None and comfy.detect(data):
+                doc, _notes = comfy.import_comfy(data, source=str(p))
+                return Workflow.from_dict(doc)
+    return Workflow.load(p)
 
 
 def is_workflow_file(path: str) -> bool:
@@ -41,6 +61,23 @@ def is_workflow_file(path: str) -> bool:
     return False
 
 
+def _owner_alive(path: Path) -> bool:
+    """Is the editor that writes this recovery file still running (another open window)?"""
+    try:
+        pid = int(path.name.split("-")[1])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False  # this process: only tests open several windows in one process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class FileMixin:
     def init_files(self) -> None:
         self.settings = QSettings(str(state_dir() / "gui.ini"), QSettings.IniFormat)
@@ -50,6 +87,9 @@ class FileMixin:
         self.doc.undo_stack.cleanChanged.connect(lambda _: self.update_title())
         self.doc.undo_stack.indexChanged.connect(lambda _: self.update_title())
         self.doc.pathChanged.connect(self.update_title)
+        geometry = self.settings.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
 
     # -- title -------------------------------------------------------------------------
     def update_title(self) -> None:
@@ -105,15 +145,21 @@ class FileMixin:
         if not path:
             return False
         try:
-            wf = Workflow.load(path)
+            wf = load_any(path)
         except (WorkflowError, ValueError, OSError) as e:
             self.show_error("Cannot open the workflow", str(e))
             return False
+        imported = (wf.metadata.get("import") or {}) if wf.path is None else {}
         if Path(path).suffix.lower() == ".png":
             wf.path = None  # never overwrite the image with JSON
         self.doc.set_workflow(wf)
         self.add_recent(path)
         self.after_open()
+        if imported:  # a ComfyUI workflow: a new, unsaved document, with the importer's notes
+            self.doc.dirty = True
+            self.update_title()
+            self.problems.set_problems([f"imported from {imported.get('from')}: {n}"
+                                        for n in imported.get("notes", [])])
         self.statusBar().showMessage(f"opened {path}", 5000)
         return True
 
@@ -176,7 +222,7 @@ class FileMixin:
     def found_recovery(self) -> Path | None:
         """The newest recovery file another (crashed) editor left behind."""
         mine = self.recovery_path()
-        files = [p for p in state_dir().glob("recovery-*.json") if p != mine]
+        files = [p for p in state_dir().glob("recovery-*.json") if p != mine and not _owner_alive(p)]
         return max(files, key=lambda p: p.stat().st_mtime) if files else None
 
     def autosave(self) -> bool:

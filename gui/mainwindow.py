@@ -27,6 +27,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         QPixmapCache.setCacheLimit(max(QPixmapCache.cacheLimit(), 256 * 1024))  # node/wire caches
         self.schema = Schema.from_engine(engine)
         self.doc = Document(self)
+        self.doc.pathChanged.connect(self._workflow_dir_changed)
         self.scene = GraphScene(self.doc, self.schema, self, resolve_file=engine.env.resolve_file)
         self.view = GraphView(self.scene, self)
         self.setCentralWidget(self.view)
@@ -150,6 +151,16 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         a(m, "Refresh node list (model files, choices)", self.refresh_schema, "R", "refresh")
         m = mb.addMenu("&Help")
         a(m, "Keyboard and mouse", self.show_shortcuts, "F1", "shortcuts")
+        bar = self.addToolBar("Run")
+        bar.setObjectName("runbar")
+        bar.setMovable(False)
+        for key in ("run", "cancel", "validate"):
+            bar.addAction(self.actions_by_name[key])
+        bar.addSeparator()
+        for key in ("undo", "redo", "fit_all"):
+            bar.addAction(self.actions_by_name[key])
+        self.actions_by_name["run"].setToolTip("Run the graph (Ctrl+Enter); runs queue up")
+        self.actions_by_name["cancel"].setToolTip("Cancel the run and the queue (Esc)")
 
     def _connect(self) -> None:
         self.palette.activated.connect(self.add_node_at_center)
@@ -165,6 +176,11 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.scene.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.scene.imageActivated.connect(self.show_in_viewer)
         self.problems.nodeActivated.connect(self.focus_node)
+
+    def _workflow_dir_changed(self) -> None:
+        """Relative image paths are also looked up beside the workflow file (as the CLI does)."""
+        if hasattr(self.engine.env, "workflow_dir"):
+            self.engine.env.workflow_dir = self.doc.path.resolve().parent if self.doc.path else None
 
     # -- misc --------------------------------------------------------------------------
     def after_open(self) -> None:

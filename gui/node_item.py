@@ -9,24 +9,20 @@ Widgets are painted, not real Qt widgets (hundreds of nodes stay fast); interact
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainterPath, QPen
-from PySide6.QtWidgets import QGraphicsItem, QStyle
+from PySide6.QtGui import QColor, QFont, QPainterPath
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsRectItem
 
-from gui import theme
+from gui.node_paint import PAD, PORT_R, TITLE_H, NodePaintMixin
 from gui.widgets import WidgetInteraction, format_value
 from nodegen.workflow import is_link
 
-TITLE_H = 26.0
 ROW_H = 22.0
-PORT_R = 5.0
-PAD = 8.0
 DEFAULT_W = 240.0
 MULTILINE_ROWS = 3
 IMAGE_MAX_H = 240.0
-SEED_CTRL_W = 64.0
 
 
-class NodeItem(QGraphicsItem, WidgetInteraction):
+class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
     TITLE_FONT = QFont("Sans Serif", 9, QFont.Bold)
     FONT = QFont("Sans Serif", 8)
 
@@ -34,6 +30,7 @@ class NodeItem(QGraphicsItem, WidgetInteraction):
         super().__init__()
         self.canvas = canvas
         self.nid = nid
+        self.setPen(Qt.NoPen)  # the bounding rect is the C++ one (no Python call per repaint)
         self.setFlags(QGraphicsItem.ItemIsSelectable | QGraphicsItem.ItemIsMovable
                       | QGraphicsItem.ItemSendsScenePositionChanges)
         self.setAcceptHoverEvents(True)
@@ -105,7 +102,11 @@ class NodeItem(QGraphicsItem, WidgetInteraction):
         self.source_image, self._source_key = None, None
 
     def _layout(self, size=None) -> None:
-        self.prepareGeometryChange()
+        self._layout_rows(size)
+        self.setRect(QRectF(-6, -6, self._width + 12, self._height + 12))
+
+    def _layout_rows(self, size=None) -> None:
+        self._port_y, self._widget_rect, self._image_rect = {}, {}, QRectF()
         if self.compact:
             self._width, self._height = 40.0, 24.0
             return
@@ -138,9 +139,6 @@ class NodeItem(QGraphicsItem, WidgetInteraction):
         self._height = y
 
     # -- geometry ----------------------------------------------------------------------
-    def boundingRect(self) -> QRectF:  # noqa: N802
-        return QRectF(-6, -6, self._width + 12, self._height + 12)
-
     def shape(self) -> QPainterPath:
         p = QPainterPath()
         p.addRect(QRectF(-PORT_R, 0, self._width + 2 * PORT_R, self._height))
@@ -174,10 +172,12 @@ class NodeItem(QGraphicsItem, WidgetInteraction):
     def hit(self, pos: QPointF):
         """What is under ``pos`` (item coordinates): ("in"|"out", name), ("widget", name),
         ("resize",) or None."""
-        if self.compact:
-            if pos.x() < self._width / 2:
+        if self.compact:  # a reroute dot: ends are ports, the middle moves it
+            if pos.x() <= 12:
                 return ("in", "value")
-            return ("out", "value")
+            if pos.x() >= self._width - 12:
+                return ("out", "value")
+            return None
         slack = PORT_R + 5
         for (side, name), y in (self._port_y.items() if not self.collapsed else []):
             if abs(pos.y() - y) > ROW_H / 2:
@@ -241,128 +241,6 @@ class NodeItem(QGraphicsItem, WidgetInteraction):
             lines.append(f"<span style='color:#ef5350'>{self.error}</span>")
         return "<br>".join(lines)
 
-    # -- painting ----------------------------------------------------------------------
-    def paint(self, painter, option, widget=None) -> None:
-        lod = option.levelOfDetailFromTransform(painter.worldTransform())
-        selected = bool(option.state & QStyle.State_Selected)
-        body = self.body_rect()
-        title_col = self.color or theme.category_color(self.info.category)
-        if self.info.missing:
-            title_col = theme.MISSING
-        border = theme.NODE_SELECTED if selected else (theme.ERROR if self.problems or self.state == "failed"
-                                                        else theme.NODE_BORDER)
-        if self.state == "running":
-            painter.setPen(QPen(theme.RUNNING, 6))
-            painter.setBrush(Qt.NoBrush)
-            painter.drawRoundedRect(body.adjusted(-3, -3, 3, 3), 8, 8)
-        painter.setPen(QPen(border, 2 if (selected or self.problems) else 1))
-        painter.setBrush(theme.NODE_BODY if not self.color else self.color.darker(180))
-        if self.compact:
-            painter.drawRoundedRect(body, 10, 10)
-            self._paint_ports(painter, lod)
-            return
-        painter.drawRoundedRect(body, 6, 6)
-        painter.setPen(Qt.NoPen)
-        painter.setBrush(title_col)
-        tr = QRectF(1, 1, self._width - 2, TITLE_H - 1)
-        painter.drawRoundedRect(tr, 5, 5)
-        if not self.collapsed:
-            painter.drawRect(QRectF(1, TITLE_H / 2, self._width - 2, TITLE_H / 2))
-        if lod < 0.35:
-            self._paint_mode(painter, body)
-            return
-        painter.setFont(self.TITLE_FONT)
-        painter.setPen(theme.NODE_TEXT)
-        text = self.title
-        if self.info.missing:
-            text = f"missing node type {self.info.type}"
-        painter.drawText(tr.adjusted(PAD, 0, -60, 0), Qt.AlignVCenter | Qt.AlignLeft, text)
-        self._paint_status(painter, tr)
-        if not self.collapsed:
-            painter.setFont(self.FONT)
-            self._paint_ports(painter, lod)
-            self.paint_widgets(painter)
-            self._paint_image(painter)
-            painter.setPen(QPen(theme.NODE_DIM_TEXT, 1))
-            painter.drawLine(QPointF(self._width - 9, self._height - 3), QPointF(self._width - 3, self._height - 9))
-        else:
-            self._paint_ports(painter, lod)
-        self._paint_mode(painter, body)
-
-    def _paint_status(self, painter, tr: QRectF) -> None:
-        label, col = "", theme.NODE_DIM_TEXT
-        if self.state == "cached":
-            label, col = "cached", theme.CACHED
-        elif self.state == "done" and self.seconds is not None:
-            label, col = f"{self.seconds:.2f}s", theme.RUNNING
-        elif self.state == "failed":
-            label, col = "failed", theme.ERROR
-        elif self.state == "running":
-            label, col = "running", theme.RUNNING
-        if label:
-            painter.setFont(self.FONT)
-            painter.setPen(col)
-            painter.drawText(tr.adjusted(0, 0, -PAD, 0), Qt.AlignVCenter | Qt.AlignRight, label)
-        if self.state == "running" and self.progress:
-            step, total = self.progress
-            frac = max(0.0, min(1.0, step / total)) if total else 0.0
-            painter.setPen(Qt.NoPen)
-            painter.setBrush(QColor("#1b5e20"))
-            painter.drawRect(QRectF(1, TITLE_H - 4, (self._width - 2), 3))
-            painter.setBrush(theme.RUNNING)
-            painter.drawRect(QRectF(1, TITLE_H - 4, (self._width - 2) * frac, 3))
-
-    def _paint_mode(self, painter, body: QRectF) -> None:
-        if self.mode in ("bypass", "muted"):
-            painter.setPen(Qt.NoPen)
-            painter.setBrush(theme.BYPASS if self.mode == "bypass" else theme.MUTED)
-            painter.drawRoundedRect(body, 6, 6)
-            painter.setPen(theme.NODE_TEXT)
-            painter.setFont(self.FONT)
-            painter.drawText(body.adjusted(0, 0, -PAD, -2), Qt.AlignBottom | Qt.AlignRight, self.mode)
-
-    def _paint_ports(self, painter, lod: float) -> None:
-        fm = QFontMetricsF(self.FONT)
-        drag = self.canvas.drag_info()
-        for side, specs in (("in", self.in_ports), ("out", self.outputs)):
-            if self.compact:
-                specs = [{"name": "value", "type": "*"}]
-            for spec in specs:
-                name = spec["name"]
-                p = self.port_local(side, name)
-                t = self.port_type(side, name)
-                col = QColor(self.canvas.schema.color(t))
-                ok = None
-                if drag is not None and drag[0] != self:
-                    ok = self.canvas.can_accept(drag, self, side, name)
-                r = PORT_R + (2 if ok else 0)
-                painter.setPen(QPen(QColor("#ffffff") if ok else theme.NODE_BORDER, 2 if ok else 1))
-                painter.setBrush(col if ok is not False else col.darker(300))
-                painter.drawEllipse(p, r, r)
-                if self.collapsed or self.compact or lod < 0.5:
-                    continue
-                painter.setPen(theme.NODE_TEXT if ok is not False else theme.NODE_DIM_TEXT)
-                label = name + ("" if spec.get("optional") is not True or side == "out" else "?")
-                if side == "in":
-                    painter.drawText(QPointF(PAD + 4, p.y() + fm.ascent() / 2 - 1), label)
-                else:
-                    painter.drawText(QPointF(self._width - PAD - 4 - fm.horizontalAdvance(name),
-                                             p.y() + fm.ascent() / 2 - 1), name)
-
-    def _paint_image(self, painter) -> None:
-        rect = self._image_rect
-        if rect.isNull():
-            return
-        img = self.images[self.image_index] if self.images else (
-            self.preview if getattr(self, "preview", None) is not None else self.source_image)
-        if img is None:
-            return
-        painter.drawImage(rect, img)
-        if len(self.images) > 1:
-            painter.setPen(theme.NODE_TEXT)
-            painter.drawText(rect.adjusted(4, 2, -4, -2), Qt.AlignTop | Qt.AlignRight,
-                             f"{self.image_index + 1}/{len(self.images)}")
-
     # -- events ------------------------------------------------------------------------
     def itemChange(self, change, value):  # noqa: N802
         if change == QGraphicsItem.ItemPositionHasChanged:
@@ -395,6 +273,8 @@ class NodeItem(QGraphicsItem, WidgetInteraction):
             return
         if event.button() == Qt.LeftButton and not self._image_rect.isNull() and self._image_rect.contains(event.pos()):
             self.canvas.image_clicked(self)
+        if event.modifiers() & Qt.ShiftModifier:  # shift-click adds to the selection, like ctrl
+            event.setModifiers(event.modifiers() | Qt.ControlModifier)
         super().mousePressEvent(event)
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
@@ -409,6 +289,8 @@ class NodeItem(QGraphicsItem, WidgetInteraction):
             self.widget_release(event)
             event.accept()
             return
+        if event.modifiers() & Qt.ShiftModifier:
+            event.setModifiers(event.modifiers() | Qt.ControlModifier)
         super().mouseReleaseEvent(event)
 
     def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802

@@ -6,10 +6,18 @@ from __future__ import annotations
 import os
 import sys
 
-from PySide6.QtCore import Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication, QPixmap
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
-                               QScrollArea, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QScrollArea,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 NODE_ROLE = Qt.UserRole + 1
 
@@ -62,17 +70,21 @@ class ImageViewer(QWidget):
                               ("zoom_out", "\u2212", lambda: self.zoom(1 / 1.25)),
                               ("zoom_in", "+", lambda: self.zoom(1.25)),
                               ("fit", "Fit", self.fit_view), ("one", "1:1", lambda: self.zoom(None)),
-                              ("open", "Open file", self.open_file), ("copy", "Copy", self.copy)):
-            b = QPushButton(text)
+                              ("open", "Open", self.open_file), ("copy", "Copy", self.copy)):
+            b = QToolButton()
+            b.setText(text)
+            b.setAutoRaise(True)
             b.clicked.connect(fn)
             bar.addWidget(b)
             self.buttons[key] = b
         bar.addStretch(1)
-        bar.addWidget(self.caption)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addLayout(bar)
+        lay.addWidget(self.caption)
         lay.addWidget(self.scroll)
+        self.label.setWordWrap(True)
+        self.setMinimumWidth(160)
         self._update()
 
     def set_images(self, images: list, paths: list[str] | None = None, title: str = "") -> None:
@@ -119,6 +131,9 @@ class ImageViewer(QWidget):
         self.label.setPixmap(pm.scaled(size, Qt.KeepAspectRatio, Qt.SmoothTransformation))
         self.caption.setText(f"{getattr(self, 'title', '')}  {self.index + 1}/{len(self.images)}  "
                              f"{img.width()}\u00d7{img.height()}  {self.scale * 100:.0f}%")
+
+    def sizeHint(self):  # noqa: N802 - keep the canvas the widest part of the window
+        return QSize(300, 300)
 
     def open_file(self) -> None:
         if self.index < len(self.paths):

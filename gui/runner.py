@@ -17,7 +17,8 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtGui import QImage
 
 from nodegen.context import CancelToken
-from nodegen.validate import plan
+from nodegen.validate import Plan, Problem, plan
+from nodegen.workflow import WorkflowError
 
 
 def pil_to_qimage(pil) -> QImage:
@@ -111,7 +112,13 @@ class RunController(QObject):
         self.current: tuple[int, CancelToken] | None = None
 
     def validate(self, doc: dict):
-        return plan(doc, self.engine.registry, None, self.engine.env)
+        """The plan of a run of ``doc`` (validated as the run will see it: node migrations,
+        models found by hash)."""
+        try:
+            data = self.engine.prepare(copy.deepcopy(doc)).data
+        except (WorkflowError, ValueError) as e:
+            return Plan([], [], [Problem(None, None, None, "invalid_document", str(e))])
+        return plan(data, self.engine.registry, None, self.engine.env)
 
     @property
     def busy(self) -> bool:

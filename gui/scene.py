@@ -170,7 +170,7 @@ class GraphScene(WiringMixin, EditorMixin, QGraphicsScene):
         for g in self.group_items:
             self.removeItem(g)
         self.group_items = []
-        for i, g in enumerate(self.doc.groups):
+        for i in range(len(self.doc.groups)):
             item = GroupItem(self, i)
             self.addItem(item)
             self.group_items.append(item)

@@ -54,6 +54,22 @@ def format_value(spec: dict, value) -> str:
     return str(value)
 
 
+SLIDER_FILL = QColor(100, 181, 246, 45)
+
+
+def slider_fraction(spec: dict, value) -> float | None:
+    """Where ``value`` sits in [min, max] for number widgets drawn as sliders (a float with a
+    small range, or ``extra.slider``), else None."""
+    if spec.get("widget") not in ("int", "float") or not isinstance(value, (int, float)):
+        return None
+    lo, hi = spec.get("min"), spec.get("max")
+    if lo is None or hi is None or hi <= lo:
+        return None
+    if not ((spec.get("extra") or {}).get("slider") or (spec.get("widget") == "float" and hi - lo <= 100)):
+        return None
+    return max(0.0, min(1.0, (value - lo) / (hi - lo)))
+
+
 def parse_value(spec: dict, text: str):
     """Text typed into a widget -> the value (raises ValueError)."""
     w = spec.get("widget")
@@ -79,7 +95,15 @@ class WidgetInteraction:
         return ctrl.get(name, "fixed")
 
     # -- painting ----------------------------------------------------------------------
-    def paint_widgets(self, painter) -> None:
+    def paint_widgets(self, painter, lod: float = 1.0) -> None:
+        if lod < 0.5:  # too small to read: boxes only (fast first paint of big zoomed-out graphs)
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(theme.WIDGET_BG)
+            for spec in self.widget_rows:
+                rect = self.widget_rect(spec["name"])
+                if rect is not None:
+                    painter.drawRect(rect)
+            return
         for spec in self.widget_rows:
             name = spec["name"]
             rect = self.widget_rect(name)
@@ -90,6 +114,11 @@ class WidgetInteraction:
             painter.setPen(QPen(QColor("#3a3c42"), 1))
             painter.setBrush(theme.WIDGET_BG)
             painter.drawRoundedRect(rect, 4, 4)
+            frac = slider_fraction(spec, value)
+            if frac is not None:  # a slider: show where the value sits in its range
+                painter.setPen(Qt.NoPen)
+                painter.setBrush(SLIDER_FILL)
+                painter.drawRoundedRect(QRectF(rect.left(), rect.top(), rect.width() * frac, rect.height()), 4, 4)
             inner = rect.adjusted(6, 0, -6, 0)
             painter.setPen(theme.NODE_DIM_TEXT)
             if w == "multiline":
@@ -162,7 +191,6 @@ class WidgetInteraction:
             w = max(120.0, start_value[0] + d.x())
             h = max(TITLE_MIN, start_value[1] + d.y())
             self._wdrag = (kind, name, start, start_value, (round(w), round(h)), True)
-            self.prepareGeometryChange()
             self._width, self._height = w, h
             self._layout([w, h])
             self.canvas.node_geometry_changed(self)

@@ -57,9 +57,9 @@ def test_export_fills_defaults_from_the_registry_and_renames():
 
 def test_export_refuses_nodes_without_a_comfy_equivalent():
     doc = {"nodes": {"1": {"type": "LoadImage", "inputs": {"image": "a.png"}},
-                     "2": {"type": "ImageInvert", "title": "Flip", "inputs": {"image": {"from": ["1", "image"]}}},
+                     "2": {"type": "CannyEdges", "title": "Flip", "inputs": {"image": {"from": ["1", "image"]}}},
                      "3": {"type": "SaveImage", "inputs": {"images": {"from": ["2", "image"]}}}}}
-    with pytest.raises(comfy.ComfyExportError, match="node 2 \\(Flip\\): node type 'ImageInvert' has no ComfyUI"):
+    with pytest.raises(comfy.ComfyExportError, match="node 2 \\(Flip\\): node type .CannyEdges. has no ComfyUI"):
         comfy.export_api(doc)
 
 
@@ -80,7 +80,23 @@ def test_import_and_export_commands(tmp_path, capsys):
     assert "already a nodegen workflow" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "nodegen-workflow", "version": 1,
-                               "nodes": {"1": {"type": "ImageInvert", "inputs": {}}}}))
+                               "nodes": {"1": {"type": "CannyEdges", "inputs": {}}}}))
     assert main(["export", "comfy", str(bad), "-o", str(tmp_path / "x.json")]) == 2
     assert "no ComfyUI equivalent" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_export_leaves_out_settings_comfy_lacks_and_says_so_when_they_matter():
+    doc = {"nodes": {
+        "1": {"type": "CheckpointLoader", "inputs": {"ckpt_name": "a.safetensors", "prediction": "auto"}},
+        "2": {"type": "UpscaleModelLoader", "inputs": {"model_name": "x.pth"}},
+        "3": {"type": "LoadImage", "inputs": {"image": "a.png"}},
+        "4": {"type": "ImageUpscaleWithModel", "inputs": {
+            "upscale_model": {"from": ["2", "upscale_model"]}, "image": {"from": ["3", "image"]},
+            "tile_size": 256}}}}
+    warnings: list[str] = []
+    out = comfy.export_api(doc, default_registry(), warnings)
+    assert out["1"]["inputs"] == {"ckpt_name": "a.safetensors"}
+    assert out["4"]["inputs"] == {"upscale_model": ["2", 0], "image": ["3", 0]}
+    assert warnings == ["node 4 (ImageUpscaleWithModel): input 'tile_size' = 256 has no counterpart in "
+                        "ComfyUI's ImageUpscaleWithModel; left out"]

@@ -281,3 +281,55 @@ def test_bypassed_unmapped_node_is_wired_past():
     assert doc["nodes"]["40"]["missing"] and doc["nodes"]["40"]["mode"] == "bypass"
     assert doc["nodes"]["9"]["inputs"]["images"] == {"from": ["20", "value"]}
     assert any("bypassed node 40" in n for n in notes)
+
+
+def test_image_mask_latent_and_text_utility_nodes():
+    api = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "ImageBlend", "inputs": {"blend_factor": 0.3, "blend_mode": "screen",
+                                                     "image1": ["1", 0], "image2": ["2", 0]}},
+        "4": {"class_type": "ImageCrop", "inputs": {"width": 32, "height": 16, "x": 4, "y": 2, "image": ["3", 0]}},
+        "5": {"class_type": "ImageToMask", "inputs": {"channel": "green", "image": ["4", 0]}},
+        "6": {"class_type": "InvertMask", "inputs": {"mask": ["5", 0]}},
+        "7": {"class_type": "MaskToImage", "inputs": {"mask": ["6", 0]}},
+        "8": {"class_type": "StringConcatenate", "inputs": {"string_a": "a", "string_b": "b", "delimiter": ", "}},
+        "9": {"class_type": "StringReplace", "inputs": {"string": ["8", 0], "find": "a", "replace": "c"}},
+    }
+    doc, notes = comfy.import_comfy(api)
+    assert notes == []
+    lk = expected.lk
+    assert structure(doc) == {
+        "1": ("LoadImage", {"image": "a.png"}), "2": ("ImageInvert", {"image": lk(1, "image")}),
+        "3": ("ImageBlend", {"blend_factor": 0.3, "blend_mode": "screen", "image1": lk(1, "image"),
+                             "image2": lk(2, "image")}),
+        "4": ("ImageCrop", {"width": 32, "height": 16, "x": 4, "y": 2, "image": lk(3, "image")}),
+        "5": ("ImageToMask", {"channel": "green", "image": lk(4, "image")}),
+        "6": ("InvertMask", {"mask": lk(5, "mask")}), "7": ("MaskToImage", {"mask": lk(6, "mask")}),
+        "8": ("StringConcat", {"a": "a", "b": "b", "separator": ", "}),
+        "9": ("StringReplace", {"text": lk(8, "text"), "find": "a", "replace": "c"})}
+    assert comfy.export_api(doc) == api
+
+
+def test_tiled_vae_and_sigma_nodes_from_the_editor_format():
+    nodes = [{"id": 1, "type": "VAEDecodeTiled", "mode": 0, "widgets_values": [256, 32, 64, 8]},
+             {"id": 2, "type": "VAEEncodeTiled", "mode": 0, "widgets_values": [512, 64, 32, 4]},
+             {"id": 3, "type": "ExponentialScheduler", "mode": 0, "widgets_values": [10, 14.6, 0.03]},
+             {"id": 4, "type": "SplitSigmas", "mode": 0, "widgets_values": [3],
+              "inputs": [{"name": "sigmas", "type": "SIGMAS", "link": 1}]},
+             {"id": 5, "type": "LatentFromBatch", "mode": 0, "widgets_values": [1, 2]},
+             {"id": 6, "type": "RepeatLatentBatch", "mode": 0, "widgets_values": [3],
+              "inputs": [{"name": "samples", "type": "LATENT", "link": 2}]}]
+    links = [[1, 3, 0, 4, 0, "SIGMAS"], [2, 5, 0, 6, 0, "LATENT"]]
+    doc, notes = comfy.import_comfy(_ui(nodes, links))
+    n = doc["nodes"]
+    assert n["1"]["inputs"] == {"tile_size": 256, "overlap": 32}
+    assert n["2"]["inputs"] == {"tile_size": 512, "overlap": 64}
+    assert [x for x in notes if "temporal" in x] == [
+        "node 2 (VAEEncodeTiled): input 'temporal_size' = 32 has no nodegen counterpart; dropped",
+        "node 2 (VAEEncodeTiled): input 'temporal_overlap' = 4 has no nodegen counterpart; dropped"]
+    assert n["3"]["inputs"] == {"steps": 10, "sigma_max": 14.6, "sigma_min": 0.03}
+    assert n["4"]["inputs"] == {"step": 3, "sigmas": {"from": ["3", "sigmas"]}}
+    assert n["6"]["inputs"] == {"amount": 3, "samples": {"from": ["5", "latent"]}}
+    assert comfy.export_api(doc)["1"]["inputs"] == {"tile_size": 256, "overlap": 32, "temporal_size": 64,
+                                                    "temporal_overlap": 8}

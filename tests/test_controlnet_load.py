@@ -197,3 +197,20 @@ def test_sd2_family_and_output(tmp_path_factory):
     ref_down, ref_mid = reference(net, x, t, emb, img, 1.0)
     assert torch.allclose(mid, ref_mid, atol=1e-5)
     assert all(torch.allclose(d, r, atol=1e-5) for d, r in zip(down, ref_down, strict=True))
+
+
+def test_fp16_variant_folder(cn, tmp_path):
+    """A diffusers folder holding only diffusion_pytorch_model.fp16.safetensors loads (as fp32)."""
+    import copy
+
+    _root, _sd1, _sdxl, a, _b = cn
+    half = copy.deepcopy(a.net).to(torch.float16)
+    half.save_pretrained(str(tmp_path / "cn-fp16"), variant="fp16")
+    assert not (tmp_path / "cn-fp16" / "diffusion_pytorch_model.safetensors").exists()
+    model = load_controlnet(tmp_path / "cn-fp16")
+    assert next(model.net.parameters()).dtype == torch.float32
+    x, t, emb = sd1_inputs()
+    img = image()
+    _down, mid = model.control(img, 1.0).residuals(x, t, emb, None, 0.5)
+    _rd, ref_mid = reference(a.net, x, t, emb, img, 1.0)
+    assert (mid - ref_mid).abs().max() <= 1e-2 * ref_mid.abs().max()

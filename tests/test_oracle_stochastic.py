@@ -2,7 +2,8 @@
 
 Equivalence (documented in nodegen/diffusion/noise.py): our step noise continues the seed's CPU
 generator after the initial noise, as diffusers' pipelines do with their one generator. So
-euler_ancestral == ``EulerAncestralDiscreteScheduler`` and dpmpp_2m_sde ==
+euler_ancestral == ``EulerAncestralDiscreteScheduler``, dpm_2_ancestral ==
+``KDPM2AncestralDiscreteScheduler`` and dpmpp_2m_sde ==
 ``DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")`` for the same seed.
 """
 
@@ -31,6 +32,13 @@ def test_euler_ancestral_matches_diffusers(sd1):
 def test_dpmpp_2m_sde_matches_diffusers(sd1):
     ours, ref = run_pair(sd1, "dpmpp_2m_sde", "karras", 6, "DPMSolverMultistepScheduler",
                          dict(use_karras_sigmas=True, algorithm_type="sde-dpmsolver++"))
+    assert (ours - ref).abs().max() <= 1e-3
+
+
+def test_dpm_2_ancestral_matches_diffusers(sd1):
+    ours, ref = run_pair(sd1, "dpm_2_ancestral", "normal", 4, "KDPM2AncestralDiscreteScheduler",
+                         dict(timestep_spacing="linspace"), noise_ratio=_top_ratio,
+                         model_options={"discrete_timesteps": False})
     assert (ours - ref).abs().max() <= 1e-3
 
 

@@ -16,6 +16,8 @@ the same seeded noise rescaled by the ratio (``latents=``), which it multiplies 
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 
@@ -43,10 +45,10 @@ def components(fx):
     return model, te, VAEModel.from_vae(fx.vae)
 
 
-def scheduler_for(kind: str, config, **kw):
+def scheduler_for(kind, config, **kw):
     import diffusers
 
-    cls = getattr(diffusers, kind)
+    cls = getattr(diffusers, kind) if isinstance(kind, str) else kind
     return cls.from_config(config, **kw)
 
 
@@ -136,9 +138,22 @@ def test_uni_pc_bh1_matches_diffusers_on_its_sigmas(sd1):
     assert (ours - ref).abs().max() <= TOL
 
 
-def test_lms_matches_diffusers(sd1):
-    pytest.importorskip("scipy")  # diffusers' LMS scheduler needs scipy for its coefficients
-    ours, ref = run_pair(sd1, "lms", "normal", 10, "LMSDiscreteScheduler", dict(timestep_spacing="linspace"),
+def test_lms_matches_diffusers(sd1, monkeypatch):
+    """diffusers' LMS integrates its coefficients with ``scipy.integrate.quad`` (not installed
+    here): give its module a quad made of 16-point Gauss-Legendre (exact for the degree <= 3
+    polynomials integrated; ours uses 4 points) and compare the sampling itself."""
+    import numpy as np
+    from diffusers.schedulers import scheduling_lms_discrete as lms_mod
+
+    nodes, weights = np.polynomial.legendre.leggauss(16)
+
+    def quad(fn, a, b, epsrel=None):
+        half, mid = (b - a) / 2, (a + b) / 2
+        return (half * sum(w * fn(half * x + mid) for x, w in zip(nodes, weights, strict=True)), 0.0)
+
+    if not hasattr(lms_mod, "integrate"):
+        monkeypatch.setattr(lms_mod, "integrate", types.SimpleNamespace(quad=quad), raising=False)
+    ours, ref = run_pair(sd1, "lms", "normal", 10, lms_mod.LMSDiscreteScheduler, dict(timestep_spacing="linspace"),
                          noise_ratio=_top_ratio)
     assert (ours - ref).abs().max() <= TOL
 
@@ -166,3 +181,15 @@ def test_oracle_detects_a_wrong_setting(sd1):
     with pytest.raises(AssertionError, match="latents differ"):
         run_pair(sd1, "euler", "normal", 4, "EulerDiscreteScheduler", dict(timestep_spacing="linspace"),
                  noise_ratio=lambda s: 1.0)
+
+
+@pytest.mark.parametrize("sampler,scheduler,steps,cls,kw", [
+    ("dpm_2", "normal", 4, "KDPM2DiscreteScheduler", dict(timestep_spacing="linspace")),
+    ("euler", "karras", 5, "EulerDiscreteScheduler", dict(timestep_spacing="linspace", use_karras_sigmas=True)),
+])
+def test_fractional_timesteps_match_diffusers(sd1, sampler, scheduler, steps, cls, kw):
+    """diffusers' KDPM2 (its midpoint sigmas) and Euler with Karras sigmas call the UNet at the
+    fractional timestep interpolated in log-sigma: our ``discrete_timesteps=False`` model option."""
+    ours, ref = run_pair(sd1, sampler, scheduler, steps, cls, kw, noise_ratio=_top_ratio,
+                         model_options={"discrete_timesteps": False})
+    assert (ours - ref).abs().max() <= TOL

@@ -38,6 +38,7 @@ def _error(name, n, **opts):
 @pytest.mark.parametrize("name,order,n,opts", [
     ("euler", 0.9, 20, {}), ("ddim", 0.9, 20, {}), ("heun", 1.9, 20, {}), ("dpm_2", 1.9, 20, {}),
     ("lms", 2.5, 20, {}), ("dpmpp_2m", 1.8, 20, {}),
+    ("dpmpp_3m_sde", 1.6, 20, {"eta": 0.0}),  # its first-order first step limits it to ~2
     ("uni_pc", 3.0, 40, {"lower_order_final": False}), ("uni_pc_bh2", 3.0, 40, {"lower_order_final": False}),
 ])
 def test_deterministic_convergence_order(name, order, n, opts):
@@ -55,7 +56,8 @@ def test_final_step_to_zero_gives_the_denoised():
         assert torch.allclose(out, gaussian_model(x, sig[:1])), name
 
 
-@pytest.mark.parametrize("name", ["euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde"])
+@pytest.mark.parametrize("name", ["euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde",
+                                  "dpmpp_2m_sde", "dpmpp_3m_sde"])
 def test_stochastic_samplers_sample_the_distribution(name):
     g = torch.Generator().manual_seed(0)
     sig = karras_sigmas(100, 0.03, 14.6)

@@ -13,6 +13,7 @@ from nodegen.upscale.model import load_upscale_model
 from nodegen.upscale.tiling import run_tiled, tile_starts
 
 torch.set_num_threads(1)
+pytestmark = pytest.mark.filterwarnings("ignore:torch.meshgrid")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,8 @@ def direct(desc, img):
 
 @pytest.mark.parametrize("name,arch,scale", [
     ("esrgan_old.pth", "ESRGAN", 4), ("esrgan_old.safetensors", "ESRGAN", 4),
-    ("esrgan_new.pth", "ESRGAN", 4), ("compact.pth", "RealESRGAN Compact", 4),
+    ("esrgan_new.pth", "ESRGAN", 4), ("esrgan_x2plus.pth", "ESRGAN", 2),
+    ("compact.pth", "RealESRGAN Compact", 4),
     ("compact.safetensors", "RealESRGAN Compact", 4), ("swinir.safetensors", "SwinIR", 2)])
 def test_node_equals_spandrel(models_root, name, arch, scale):
     from nodes.upscale import image_upscale_with_model, upscale_model_loader
@@ -169,7 +171,7 @@ def test_fingerprint_tracks_the_file(models_root):
     fp = upscale_model_loader.fingerprint({"model_name": "compact.pth"}, env)
     assert fp[1] == (models_root / "upscale_models" / "compact.pth").stat().st_size
     names = upscale_model_loader.input("model_name").choice_list(env)
-    assert "esrgan_new.pth" in names and "swinir.safetensors" in names
+    assert {"esrgan_new.pth", "esrgan_x2plus.pth", "swinir.safetensors"} <= set(names)
 
 
 def test_tiling_is_exact_beyond_the_receptive_field():
@@ -199,3 +201,13 @@ def test_tiling_is_exact_beyond_the_receptive_field():
         assert torch.allclose(out, fn(img), atol=1e-5)
 
     check()
+
+
+def test_tiles_respect_the_model_minimum(models_root):
+    """SwinIR (window 4, img_size 16) asks for at least 16 px: an 8 px tile becomes 16."""
+    model = load_upscale_model(models_root / "upscale_models" / "swinir.safetensors")
+    assert model.descriptor.size_requirements.minimum == 16 and model.effective_tile(8) == 16
+    calls = []
+    out = model.upscale(image(40, 40), 8, 2, progress=lambda d, t: calls.append(t))
+    assert out.shape == (1, 80, 80, 3)
+    assert calls == [9] * 9  # 16 px tiles with overlap 2 over 40 px: starts 0, 14, 24 per axis

@@ -74,9 +74,12 @@ def cmd_export(args) -> int:
     engine = make_engine(args)
     try:
         wf = engine.prepare(args.graph)
-        api = export_api(wf.data, engine.registry)
+        warnings: list[str] = []
+        api = export_api(wf.data, engine.registry, warnings)
     except (WorkflowError, ComfyExportError, ValueError) as e:
         raise UsageError(str(e)) from e
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     atomic_write_text(args.output, json.dumps(api, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {args.output} ({len(api)} ComfyUI nodes)")
     return EXIT_OK

@@ -64,7 +64,11 @@ def read_values(path: str | os.PathLike) -> dict | None:
     text = png_text(path)
     if VALUES_KEY not in text:
         return None
-    return json.loads(text[VALUES_KEY])
+    try:
+        values = json.loads(text[VALUES_KEY])
+    except json.JSONDecodeError as e:
+        raise PngWorkflowError(f"{path}: the '{VALUES_KEY}' chunk is not valid JSON: {e}") from e
+    return values if isinstance(values, dict) else None
 
 
 def upstream_of(doc: dict, node_id: str) -> list[str]:

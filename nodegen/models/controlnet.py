@@ -318,8 +318,11 @@ def load_folder(path: str | os.PathLike, manager=None) -> ControlNetModel:
     if not (p / "config.json").is_file():
         raise ControlNetError(f"{p} is a folder without config.json; not a diffusers ControlNet")
     diffusers = _diffusers()
+    # folders that hold only fp16 weights name them diffusion_pytorch_model.fp16.safetensors
+    variant = None if any(p.glob("diffusion_pytorch_model.safetensors")) or \
+        not any(p.glob("diffusion_pytorch_model.fp16.*")) else "fp16"
     try:
-        net = diffusers.ControlNetModel.from_pretrained(str(p), local_files_only=True,
+        net = diffusers.ControlNetModel.from_pretrained(str(p), local_files_only=True, variant=variant,
                                                         torch_dtype=torch.float32)
     except Exception as e:  # noqa: BLE001 - name the folder
         raise ControlNetError(f"{p}: cannot load the diffusers ControlNet: {type(e).__name__}: {e}") from e

@@ -1,0 +1,2 @@
+"""ControlNet preprocessors that need no weights (:mod:`nodegen.preprocess.edges`), built on small
+torch filters (:mod:`nodegen.preprocess.filters`)."""

@@ -29,8 +29,7 @@ def _read(path: Path) -> tuple[str, dict, dict | None]:
             kind = f"PNG image with a ComfyUI workflow ({' and '.join(chunks)} chunks)"
         else:
             raise WorkflowError("this PNG holds no workflow", path=str(path))
-        if png.VALUES_KEY in text:
-            values = json.loads(text[png.VALUES_KEY])
+        values = png.read_values(path)
         data = png.read_workflow(path)
     else:
         try:

@@ -3,7 +3,8 @@
 * ESRGAN, old layout (``model.0.weight``, ``model.1.sub.N.RDBk.convj.0.weight`` ...), as the
   original ESRGAN / community models ship it;
 * ESRGAN, new BasicSR / Real-ESRGAN layout (``conv_first``, ``body.N.rdbk.convj``,
-  ``conv_body``, ``conv_up1`` ...) wrapped in ``{"params_ema": ...}`` like RealESRGAN_x4plus.pth;
+  ``conv_body``, ``conv_up1`` ...) wrapped in ``{"params_ema": ...}`` like RealESRGAN_x4plus.pth,
+  and the x2plus variant (pixel-unshuffle in front: 12 input channels, scale 2);
 * Real-ESRGAN compact (SRVGGNetCompact: ``body.N``) wrapped in ``{"params": ...}``;
 * SwinIR (small: one layer, one block, window 4, pixelshuffle upsampler).
 
@@ -42,10 +43,20 @@ def _calm_last(sd: dict, key_w: str, key_b: str, gain: float = 0.05) -> None:
     sd[key_b] = torch.full_like(sd[key_b], 0.5)
 
 
-def esrgan_state_dict(seed: int = 0, nf: int = 16, nb: int = 1, scale: int = 4) -> dict:
+def esrgan_state_dict(seed: int = 0, nf: int = 8, nb: int = 1, scale: int = 4) -> dict:
     """Old-layout ESRGAN (growth channels 32, as spandrel requires)."""
     torch.manual_seed(seed)
     net = _arch("esrgan")(in_nc=3, out_nc=3, num_filters=nf, num_blocks=nb, scale=scale)
+    sd = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    last = max(int(k.split(".")[1]) for k in sd if k.startswith("model."))
+    _calm_last(sd, f"model.{last}.weight", f"model.{last}.bias")
+    return sd
+
+
+def esrgan_x2plus_state_dict(seed: int = 0, nf: int = 8, nb: int = 1) -> dict:
+    """Like RealESRGAN_x2plus: pixel-unshuffle by 2 in front (12 input channels), 4x inside."""
+    torch.manual_seed(seed)
+    net = _arch("esrgan")(in_nc=12, out_nc=3, num_filters=nf, num_blocks=nb, scale=4, shuffle_factor=2)
     sd = {k: v.detach().clone() for k, v in net.state_dict().items()}
     last = max(int(k.split(".")[1]) for k in sd if k.startswith("model."))
     _calm_last(sd, f"model.{last}.weight", f"model.{last}.bias")
@@ -122,6 +133,8 @@ def write_all(folder: str | Path) -> dict[str, Path]:
         "esrgan_old.pth": save(old, folder / "esrgan_old.pth"),
         "esrgan_old.safetensors": save(old, folder / "esrgan_old.safetensors"),
         "esrgan_new.pth": save(esrgan_to_new_layout(old), folder / "esrgan_new.pth", "params_ema"),
+        "esrgan_x2plus.pth": save(esrgan_to_new_layout(esrgan_x2plus_state_dict()),
+                                  folder / "esrgan_x2plus.pth", "params_ema"),
         "compact.pth": save(comp, folder / "compact.pth", "params"),
         "compact.safetensors": save(comp, folder / "compact.safetensors"),
         "swinir.safetensors": save(swinir_state_dict(), folder / "swinir.safetensors"),

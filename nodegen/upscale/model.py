@@ -99,6 +99,17 @@ class UpscaleModel:
         d = self.descriptor
         return d(bchw.to(device=d.device, dtype=d.dtype)).float()
 
+    def effective_tile(self, tile_size: int) -> int:
+        """The tile size actually used: 0 for models that tile internally (spandrel's
+        ``ModelTiling.INTERNAL``); otherwise rounded up to the model's ``multiple_of`` and at
+        least its minimum size, so tiles need no padding inside the model."""
+        d = self.descriptor
+        if tile_size <= 0 or getattr(getattr(d, "tiling", None), "name", "") == "INTERNAL":
+            return 0
+        req = d.size_requirements
+        mult = max(1, int(req.multiple_of))
+        return max(int(req.minimum), -(-tile_size // mult) * mult)
+
     def upscale(self, image: torch.Tensor, tile_size: int = 512, overlap: int = 32,
                 progress: ProgressFn | None = None) -> torch.Tensor:
         """Upscale an IMAGE batch [B,H,W,C] in [0,1]; returns [B,H*s,W*s,C].
@@ -107,6 +118,7 @@ class UpscaleModel:
         model gets the luminance and its output is repeated to the image's channels.
         """
         check_tiling(tile_size, overlap)
+        tile_size = self.effective_tile(tile_size)
         if image.dim() != 4 or image.shape[-1] not in (1, 3, 4):
             raise ValueError(f"expected an IMAGE [B,H,W,C] with 1, 3 or 4 channels, got "
                              f"{tuple(image.shape)}")

@@ -136,9 +136,10 @@ def _count(img: QImage, color: QColor, tol: int = 6) -> int:
 def test_screenshot_command(chain_file, tmp_path, gui_state, qapp):
     from gui.app import main
     from gui.theme import category_color
+    from main import main as nodegen_main  # python main.py gui GRAPH --screenshot ... --run
 
     out = tmp_path / "shot.png"
-    assert main([str(chain_file), "--screenshot", str(out), "--run", "--canvas-only", "--size", "900x600",
+    assert nodegen_main(["gui", str(chain_file), "--screenshot", str(out), "--run", "--canvas-only", "--size", "900x600",
                  "--input-dir", str(tmp_path / "input"), "--output-dir", str(tmp_path / "output")]) == 0
     img = QImage(str(out))
     assert not img.isNull() and img.width() > 300
@@ -153,3 +154,35 @@ def test_screenshot_command(chain_file, tmp_path, gui_state, qapp):
     out2 = tmp_path / "empty.png"
     assert main([str(empty), "--screenshot", str(out2), "--canvas-only", "--size", "900x600"]) == 0
     assert _count(QImage(str(out2)), category_color("image")) == 0
+
+
+def test_recovery_of_a_running_editor_is_not_offered(window, gui_state):
+    import os
+
+    gui_state.mkdir(parents=True, exist_ok=True)
+    live = gui_state / f"recovery-{os.getppid()}-abc.json"  # a process that is alive
+    live.write_text(json.dumps({"path": None, "workflow": chain_doc("x.png")}))
+    window.ask_restore = lambda path: True
+    assert window.found_recovery() is None
+    assert not window.offer_recovery()
+    assert live.exists()
+
+
+def test_opening_a_comfyui_workflow_imports_it(window, tmp_path):
+    """A ComfyUI API prompt opens as a new unsaved document; unknown types are placeholders."""
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "cat.png", "upload": "image"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SomeCustomNode", "inputs": {"image": ["2", 0], "amount": 3}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+    }
+    path = tmp_path / "comfy.json"
+    path.write_text(json.dumps(prompt))
+    assert window.open_file(str(path), ask=False), window.last_error
+    types = sorted(n["type"] for n in window.doc.nodes.values())
+    assert "ImageInvert" in types and "PreviewImage" in types and "SomeCustomNode" in types
+    custom = next(nid for nid, n in window.doc.nodes.items() if n["type"] == "SomeCustomNode")
+    item = window.scene.items_by_id[custom]
+    assert item.info.missing and "missing node type" in item.toolTip()
+    assert window.doc.path is None and window.doc.modified  # Save asks where: never over the original
+    assert len(window.scene.edges) == 3

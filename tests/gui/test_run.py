@@ -14,7 +14,7 @@ from PySide6.QtTest import QTest
 from gui import commands
 from nodegen import types as T
 from nodegen.engine import Engine
-from nodegen.node import Input, Output, node
+from nodegen.node import Input, node
 from nodegen.registry import NodeRegistry
 
 

@@ -84,6 +84,13 @@ def test_copy_paste_between_two_windows(make_window):
     w1.scene.select_ids([a, b])
     assert w1.copy() == 2
     add(w2, "Note", 0, 0)
+    w1.scene.select_ids([b])  # b alone: its link comes from node a of *another* document
+    w1.copy()
+    (alone,) = w2.paste(QPointF(0, 300))
+    assert "image" not in w2.doc.nodes[alone]["inputs"]  # w2's node with a's id is unrelated
+    w2.doc.undo_stack.undo()
+    w1.scene.select_ids([a, b])
+    w1.copy()
     pasted = w2.paste(QPointF(1000, 500))
     assert len(pasted) == 2
     nodes = w2.doc.nodes

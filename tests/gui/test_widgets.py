@@ -41,6 +41,10 @@ def test_float_typed_value_is_clamped_to_the_schema_range(window, qtbot):
     qtbot.keyClick(editor, Qt.Key_Return)
     assert window.scene.editor is None
     assert window.doc.nodes[nid]["inputs"]["blend_factor"] == spec["max"]
+    from gui.widgets import slider_fraction
+
+    assert slider_fraction(spec, spec["max"]) == 1.0  # drawn as a full slider
+    assert slider_fraction(window.schema.get("Int").input("value"), 5) is None  # a plain spin box
 
 
 def test_choice_menu_and_bool_and_text(window, qtbot):

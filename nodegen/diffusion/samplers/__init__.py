@@ -20,6 +20,7 @@ from nodegen.diffusion.samplers.dpm_2_ancestral import sample_dpm_2_ancestral
 from nodegen.diffusion.samplers.dpmpp_2m import sample_dpmpp_2m
 from nodegen.diffusion.samplers.dpmpp_2m_sde import sample_dpmpp_2m_sde
 from nodegen.diffusion.samplers.dpmpp_2s_ancestral import sample_dpmpp_2s_ancestral
+from nodegen.diffusion.samplers.dpmpp_3m_sde import sample_dpmpp_3m_sde
 from nodegen.diffusion.samplers.dpmpp_sde import sample_dpmpp_sde
 from nodegen.diffusion.samplers.euler import sample_euler
 from nodegen.diffusion.samplers.euler_ancestral import sample_euler_ancestral
@@ -39,16 +40,23 @@ SAMPLERS: dict[str, Callable[..., Any]] = {
     "dpmpp_sde": sample_dpmpp_sde,
     "dpmpp_2m": sample_dpmpp_2m,
     "dpmpp_2m_sde": sample_dpmpp_2m_sde,
+    "dpmpp_3m_sde": sample_dpmpp_3m_sde,
     "ddim": sample_ddim,
     "uni_pc": sample_uni_pc,
     "uni_pc_bh2": sample_uni_pc_bh2,
     "lcm": sample_lcm,
 }
 
+#: ComfyUI's "_gpu" variants draw their noise on the GPU there; ours is always drawn on the CPU
+#: from the seed, so they are the same algorithms (kept so imported workflows validate).
+ALIASES = {"dpmpp_sde_gpu": "dpmpp_sde", "dpmpp_2m_sde_gpu": "dpmpp_2m_sde", "dpmpp_3m_sde_gpu": "dpmpp_3m_sde"}
+SAMPLERS.update({alias: SAMPLERS[name] for alias, name in ALIASES.items()})
+
 SAMPLER_NAMES: list[str] = list(SAMPLERS)
 
 #: Samplers that draw fresh noise while sampling (results depend on the seed's noise stream).
-STOCHASTIC = {"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "lcm"}
+STOCHASTIC = {"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde",
+              "dpmpp_3m_sde", "lcm", *ALIASES}
 
 
 @dataclass(frozen=True)

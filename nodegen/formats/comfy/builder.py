@@ -16,6 +16,7 @@ from nodegen.formats.comfy.mapping import UI_ONLY_INPUTS, NodeMap, for_comfy
 
 #: ComfyUI suffixes file names of its own folders ("x.png [input]").
 _FOLDER_SUFFIX = re.compile(r" \[(input|output|temp)\]$")
+_NO = object()
 
 
 class ComfyImportError(ValueError):
@@ -64,8 +65,9 @@ class Builder:
                 if name in UI_ONLY_INPUTS:
                     continue
                 if name in m.ignore:
-                    self.note(f"node {nid} ({class_type}): input {name!r} has no nodegen "
-                              f"counterpart; dropped")
+                    if m.comfy_constants.get(name, _NO) != value:  # a default is no news
+                        self.note(f"node {nid} ({class_type}): input {name!r} = {value!r} has no "
+                                  f"nodegen counterpart; dropped")
                     continue
                 conv = m.to_ours.get(name)
                 if conv is not None:

@@ -34,6 +34,7 @@ class _Exporter:
         self.nodes: dict[str, dict] = doc.get("nodes", {})
         self.registry = registry
         self.problems: list[str] = []
+        self.warnings: list[str] = []
 
     def resolve(self, value: dict, where: str, depth: int = 0) -> tuple[str, Any] | None:
         """Follow a link through reroutes, bypassed nodes and primitives:
@@ -112,8 +113,18 @@ class _Exporter:
                     continue
             if v is None:
                 continue
+            if cname not in nm.widgets and not (isinstance(v, list) and len(v) == 2):
+                # one of our settings ComfyUI's node does not have: dropped; worth a word when
+                # it is not our default (the exported graph then behaves differently)
+                spec = nd.input(name) if nd is not None else None
+                if spec is not None and spec.is_literal and v != spec.default:
+                    self.warnings.append(f"{_label(nid, n)}: input {name!r} = {v!r} has no counterpart "
+                                         f"in ComfyUI's {nm.comfy}; left out")
+                continue
             conv = nm.to_comfy.get(cname)
             inputs[cname] = conv(v) if conv else v
+        for k, v in nm.comfy_constants.items():
+            inputs.setdefault(k, v)
         out = {"class_type": nm.comfy, "inputs": inputs}
         if n.get("title"):
             out["_meta"] = {"title": n["title"]}
@@ -135,10 +146,13 @@ class _Exporter:
         return {"class_type": orig["class_type"], "inputs": inputs}
 
 
-def export_api(doc: dict, registry: Any = None) -> dict:
+def export_api(doc: dict, registry: Any = None, warnings: list[str] | None = None) -> dict:
     """The ComfyUI API-format prompt for ``doc``. Raises :class:`ComfyExportError` listing every
-    node that cannot be written. With ``registry``, our input defaults are written out too."""
+    node that cannot be written. With ``registry``, our input defaults are written out too, and
+    settings ComfyUI cannot express that differ from our defaults are reported in ``warnings``."""
     ex = _Exporter(doc, registry)
+    if warnings is not None:
+        ex.warnings = warnings
     out: dict[str, dict] = {}
     for nid, n in doc.get("nodes", {}).items():
         item = ex.node(str(nid), n)

@@ -14,4 +14,10 @@ register(
     nm("ImageScaleBy", "ImageScaleBy", "upscale_method scale_by", "image",
        rename={"upscale_method": "method"}),
     nm("ImageUpscaleWithModel", "ImageUpscaleWithModel", "", "image"),
+    nm("ImageInvert", "ImageInvert", "", "image"),
+    nm("ImageBlend", "ImageBlend", "blend_factor blend_mode", "image"),
+    nm("ImageCrop", "ImageCrop", "width height x y", "image"),
+    nm("InvertMask", "InvertMask", "", "mask"),
+    nm("MaskToImage", "MaskToImage", "", "image"),
+    nm("ImageToMask", "ImageToMask", "channel", "mask"),
 )

@@ -20,4 +20,15 @@ register(
     nm("VAEDecode", "VAEDecode", "", "image"),
     nm("VAEEncode", "VAEEncode", "", "latent"),
     nm("VAEEncodeForInpaint", "VAEEncodeForInpaint", "grow_mask_by", "latent"),
+    nm("RepeatLatentBatch", "RepeatLatentBatch", "amount", "latent"),
+    nm("LatentFromBatch", "LatentFromBatch", "batch_index length", "latent"),
+    nm("SplitSigmas", "SplitSigmas", "step", "high_sigmas low_sigmas"),
+    nm("ExponentialScheduler", "ExponentialScheduler", "steps sigma_max sigma_min", "sigmas"),
+    # ComfyUI's tiled VAE nodes gained video (temporal) widgets; images ignore them
+    nm("VAEDecodeTiled", "VAEDecodeTiled", "tile_size overlap temporal_size temporal_overlap", "image",
+       ignore=frozenset({"temporal_size", "temporal_overlap"}),
+       comfy_constants={"temporal_size": 64, "temporal_overlap": 8}),
+    nm("VAEEncodeTiled", "VAEEncodeTiled", "tile_size overlap temporal_size temporal_overlap", "latent",
+       ignore=frozenset({"temporal_size", "temporal_overlap"}),
+       comfy_constants={"temporal_size": 64, "temporal_overlap": 8}),
 )

@@ -14,4 +14,7 @@ register(
     nm("PrimitiveString", "String", "value", "value"),
     nm("PrimitiveStringMultiline", "String", "value", "value", export=False),
     nm("PrimitiveBoolean", "Boolean", "value", "value"),
+    nm("StringConcatenate", "StringConcat", "string_a string_b delimiter", "text",
+       rename={"string_a": "a", "string_b": "b", "delimiter": "separator"}),
+    nm("StringReplace", "StringReplace", "string find replace", "text", rename={"string": "text"}),
 )

@@ -42,6 +42,8 @@ class NodeMap:
     version: int = 1
     #: False for aliases: export writes our type back as another ComfyUI class.
     export: bool = True
+    #: Inputs ComfyUI requires that we have no counterpart for: written on export as given.
+    comfy_constants: dict[str, Any] = field(default_factory=dict)
 
     def our_input(self, comfy_name: str) -> str:
         return self.rename.get(comfy_name, comfy_name)
