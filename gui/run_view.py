@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+from PySide6.QtCore import QTimer
+
 from gui import commands
 from nodegen.node import SEED_MAX
 
@@ -20,6 +22,16 @@ class RunMixin:
         self.runner.runFinished.connect(self.on_run_finished)
         self.runner.queueChanged.connect(lambda n: self.update_run_label())
         self.viewer_node: str | None = None
+        # problems shown on nodes are re-checked shortly after each edit, so fixing one clears it
+        self._recheck = QTimer(self)
+        self._recheck.setSingleShot(True)
+        self._recheck.setInterval(250)
+        self._recheck.timeout.connect(self._recheck_problems)
+        self.doc.undo_stack.indexChanged.connect(lambda _: self._recheck.start())
+
+    def _recheck_problems(self) -> None:
+        if self.problems.count() and not self.runner.busy and self.scene.editor is None:
+            self.validate_graph()
 
     # -- starting ----------------------------------------------------------------------
     def validate_graph(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+from functools import lru_cache
 import hashlib
 
 from PySide6.QtGui import QColor, QPalette
@@ -38,6 +39,7 @@ QTabBar::tab:selected { background: #34363c; }
 """
 
 
+@lru_cache(maxsize=256)
 def category_color(category: str) -> QColor:
     """A calm, stable title-bar colour per category (by its top-level name)."""
     top = (category or "misc").split("/")[0]

@@ -220,6 +220,10 @@ class GraphView(QGraphicsView):
             self.searchRequested.emit(self.cursor_scene_pos())
             event.accept()
             return
+        if event.key() == Qt.Key_Escape and scene.drag_info() is not None:
+            scene.cancel_wire()
+            event.accept()
+            return
         super().keyPressEvent(event)
 
     def keyReleaseEvent(self, event) -> None:  # noqa: N802

@@ -206,6 +206,8 @@ def _check_node(nid: str, n: dict, defs: dict, nodes: dict, registry: NodeRegist
                            f"made with version {tv} of {tname}; this nodegen has version "
                            f"{nd.version}. Update nodegen (or the plugin that provides it).", sev))
     inputs: dict = n.get("inputs", {}) or {}
+    # A bypassed node does not run: only its links matter (its outputs pass inputs through).
+    bypassed = n.get("mode") == "bypass"
     for name, value in inputs.items():
         spec = nd.input(name)
         if spec is None:
@@ -247,6 +249,8 @@ def _check_node(nid: str, n: dict, defs: dict, nodes: dict, registry: NodeRegist
                                    f"output {out_name!r} of node {src_id} ({node_title(src, src_def)})",
                                    sev))
             continue
+        if bypassed:
+            continue
         if not spec.is_literal:
             out.append(Problem(nid, title, name, "wrong_type",
                                f"needs a link from a {spec.type.name} output, not a value", sev))
@@ -263,7 +267,7 @@ def _check_node(nid: str, n: dict, defs: dict, nodes: dict, registry: NodeRegist
                                    f"file {value!r} not found ("
                                    f"{env.describe_missing(spec.file_kind, value) if hasattr(env, 'describe_missing') else env.describe_files(spec.file_kind)})",
                                    sev))
-    for spec in nd.inputs:
+    for spec in () if bypassed else nd.inputs:
         if spec.required and spec.name not in inputs:
             what = f"a link from a {spec.type.name} output" if not spec.is_literal else "a value"
             out.append(Problem(nid, title, spec.name, "missing_input",

@@ -272,3 +272,14 @@ def test_int_output_feeds_float_input(ex):
              "s": {"type": "Sink", "inputs": {"value": ln("m", "product")}}})
     r = ex.run(d)
     assert r.ok and r.ui["s"]["values"] == [7.5]
+
+
+def test_bypassed_node_values_are_not_checked(ex):
+    """A bypassed node does not run, so its own literal values (here out of range) do not block."""
+    d = doc({"1": {"type": "Const", "inputs": {"value": 3}},
+             "p": {"type": "Slow", "mode": "bypass", "inputs": {"x": ln("1", "value"), "steps": -4}},
+             "s": {"type": "Sink", "inputs": {"value": ln("p", "x")}}})
+    r = ex.run(d)
+    assert r.ok and r.ui["s"]["values"] == [3] and tn.RUNS["Slow"] == 0
+    d["nodes"]["p"]["mode"] = "normal"
+    assert [p.code for p in ex.run(d).problems] == ["out_of_range"]

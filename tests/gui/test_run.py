@@ -87,8 +87,9 @@ def test_invalid_graph_is_not_run_and_problems_point_at_nodes(window, chain_file
     rect = panel.visualItemRect(panel.item(0))
     QTest.mouseClick(panel.viewport(), Qt.LeftButton, Qt.NoModifier, rect.center())
     assert window.scene.selected_ids() == ["2"]
-    # fixing it clears the marks on the next run
+    # fixing it clears the marks (re-checked shortly after the edit)
     window.doc.undo_stack.undo()
+    qtbot.waitUntil(lambda: not item.problems and window.problems.count() == 0, timeout=3000)
     assert window.run_graph()
     _wait_idle(qtbot, window)
     assert not item.problems
