@@ -115,7 +115,7 @@ class NodePaintMixin:
                 painter.setPen(QPen(QColor("#ffffff") if ok else theme.NODE_BORDER, 2 if ok else 1))
                 painter.setBrush(col if ok is not False else col.darker(300))
                 painter.drawEllipse(p, r, r)
-                if self.collapsed or self.compact or lod < 0.6:
+                if self.collapsed or self.compact or lod < 0.5:
                     continue
                 painter.setPen(theme.NODE_TEXT if ok is not False else theme.NODE_DIM_TEXT)
                 label = name + ("" if spec.get("optional") is not True or side == "out" else "?")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import colorsys
-from functools import lru_cache
 import hashlib
+from functools import lru_cache
 
 from PySide6.QtGui import QColor, QPalette
 

@@ -96,7 +96,7 @@ class WidgetInteraction:
 
     # -- painting ----------------------------------------------------------------------
     def paint_widgets(self, painter, lod: float = 1.0) -> None:
-        if lod < 0.6:  # too small to read: boxes only (fast first paint of big zoomed-out graphs)
+        if lod < 0.5:  # too small to read: boxes only (fast first paint of big zoomed-out graphs)
             painter.setPen(Qt.NoPen)
             painter.setBrush(theme.WIDGET_BG)
             for spec in self.widget_rows:
