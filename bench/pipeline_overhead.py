@@ -64,8 +64,7 @@ def build_full(folder: Path) -> tuple[Path, Path]:
     from diffusers import PNDMScheduler
 
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=load_clip_tokenizer(), unet=unet,
-                                   scheduler=PNDMScheduler(**{k: v for k, v in shipped("sd1", "scheduler").items()
-                                                              if not k.startswith("_")}),
+                                   scheduler=PNDMScheduler.from_config(shipped("sd1", "scheduler")),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     cfg = folder / "sd15_config"
     pipe.save_pretrained(cfg)
@@ -116,30 +115,50 @@ def time_sampling(ckpt: Path, size: int, steps: int, repeat: int) -> dict:
 
 
 LOAD_OURS = """
-import sys, time, resource
+import sys, time
 sys.path.insert(0, {root!r})
 from nodegen.compat import torchvision_fix; torchvision_fix.apply()
 import torch; torch.set_num_threads(1)
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel  # imports not timed
 from transformers import CLIPTextModel, CLIPTokenizer
 from nodegen.models.loader import load_checkpoint
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+import threading
+def _rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+peak = [0]
+def _watch():
+    while True:
+        peak[0] = max(peak[0], _rss()); time.sleep(0.005)
+threading.Thread(target=_watch, daemon=True).start()
+base = _rss()
 t = time.perf_counter(); m = load_checkpoint({path!r}); dt = time.perf_counter() - t
-print(dt, base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+time.sleep(0.05); print(dt, base, max(peak[0], _rss()))
 """
 LOAD_DIFFUSERS = """
-import sys, time, resource
+import sys, time
 sys.path.insert(0, {root!r})
 from nodegen.compat import torchvision_fix; torchvision_fix.apply()
 import torch; torch.set_num_threads(1)
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel  # imports not timed
 from transformers import CLIPTextModel, CLIPTokenizer
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+import threading
+def _rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+peak = [0]
+def _watch():
+    while True:
+        peak[0] = max(peak[0], _rss()); time.sleep(0.005)
+threading.Thread(target=_watch, daemon=True).start()
+base = _rss()
 t = time.perf_counter()
 p = StableDiffusionPipeline.from_single_file({path!r}, config={cfg!r}, local_files_only=True,
                                              safety_checker=None, requires_safety_checker=False)
 dt = time.perf_counter() - t
-print(dt, base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+time.sleep(0.05); print(dt, base, max(peak[0], _rss()))
 """
 
 
@@ -154,7 +173,7 @@ def time_loading(ckpt: Path, cfg: Path, repeat: int) -> dict:
                 raise RuntimeError(f"{name} load failed:\n{res.stderr[-3000:]}")
             dt, base, peak = res.stdout.split()[-3:]
             times.append(float(dt))
-            peaks.append((int(peak) - int(base)) / 1024)  # MiB added by the load (ru_maxrss is KiB)
+            peaks.append((int(peak) - int(base)) / 1024)  # MiB added by the load (VmRSS is KiB)
         out[name] = {"seconds": statistics.median(times), "peak_rss_added_mib": statistics.median(peaks)}
     out["file_mib"] = ckpt.stat().st_size / 2**20
     return out

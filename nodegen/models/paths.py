@@ -147,3 +147,13 @@ class ModelPaths:
             return (f"no '{kind}' folder found (set --models DIR, NODEGEN_MODELS, or "
                     f"'models'/'extra_paths' in {config_file()})")
         return "searched " + ", ".join(str(f) for f in folders)
+
+
+def _register_demo_model() -> None:
+    """The built-in demo model (trained by the project, see tools/train_demo.py) is always offered."""
+    demo = Path(__file__).resolve().parents[1] / "assets" / "models" / "nodegen-demo-shapes.safetensors"
+    if demo.is_file():
+        register_builtin("checkpoints", demo.name, demo)
+
+
+_register_demo_model()
