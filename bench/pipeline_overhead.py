@@ -111,7 +111,7 @@ def time_sampling(ckpt: Path, size: int, steps: int, repeat: int) -> dict:
         theirs.append(time.perf_counter() - t)
         assert np.isfinite(out.images).all()
     a, b = statistics.median(ours), statistics.median(theirs)
-    return {"nodegen_s": a, "diffusers_s": b, "ratio": a / b, "ratios": [x / y for x, y in zip(ours, theirs)]}
+    return {"nodegen_s": a, "diffusers_s": b, "ratio": a / b, "ratios": [x / y for x, y in zip(ours, theirs, strict=True)]}
 
 
 LOAD_OURS = """

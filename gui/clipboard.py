@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import json
 
-from PySide6.QtCore import QMimeData, QRectF
+from PySide6.QtCore import QRectF
 from PySide6.QtGui import QGuiApplication
 
 from nodegen.workflow import FORMAT, VERSION, WorkflowError, is_link, parse
@@ -42,11 +42,10 @@ def fragment(doc, nids, rects: dict | None = None) -> dict:
 
 
 def to_clipboard(frag: dict) -> None:
+    """Put the fragment on the clipboard as JSON text. (Not as a QMimeData made in Python: with
+    PySide6 6.12 the clipboard then crashes the process at exit, exit code 139.)"""
     text = json.dumps(frag, indent=2, ensure_ascii=False)
-    md = QMimeData()
-    md.setData(MIME, text.encode("utf-8"))
-    md.setText(text)
-    QGuiApplication.clipboard().setMimeData(md)
+    QGuiApplication.clipboard().setText(text)
 
 
 def from_clipboard() -> dict | None:

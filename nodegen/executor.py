@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodegen.cache import OutputCache
-from nodegen.context import CancelToken, Cancelled, RunContext
+from nodegen.context import Cancelled, CancelToken, RunContext
 from nodegen.events import Event, EventBus
 from nodegen.node import MISSING, NodeDef
 from nodegen.registry import NodeRegistry

@@ -31,7 +31,7 @@ def dags(draw):
         if kind == "Const":
             nodes[str(i)] = {"type": "Const", "inputs": {"value": draw(st.integers(-50, 50))}}
             continue
-        def operand():
+        def operand(i=i):
             j = draw(st.integers(0, i - 1))
             src = nodes[str(j)]
             out = {"Const": "value", "Add": "sum", "Pair": draw(st.sampled_from(["a", "b"]))}[src["type"]]

@@ -14,7 +14,8 @@ on ``(seed, phase, k)``, so a resumed run sees the same batches as an uninterrup
 Usage::
 
     python tools/train_demo.py --threads 1 --vae-steps 400 --vae-full-steps 40 --until 11:00
-    python tools/train_demo.py --export   # writes nodegen/assets/models/nodegen-demo-shapes
+    python tools/train_demo.py --export   # nodegen/assets/models/nodegen-demo-shapes.safetensors
+                                          # (+ a diffusers folder in tools/out/export)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nodegen.demo import configs, shapes  # noqa: E402
-from nodegen.demo.export import export_folder, rescale_vae_latents  # noqa: E402
+from nodegen.demo.export import export_folder, export_single_file, rescale_vae_latents  # noqa: E402
 
 OUT = Path(os.environ.get("DEMO_OUT", Path(__file__).resolve().parent / "out"))
 
@@ -59,6 +60,13 @@ def edge_weight(x: torch.Tensor) -> torch.Tensor:
     e = F.pad(g, (0, 1, 0, 0)) + F.pad(h, (0, 0, 0, 1))
     e = F.max_pool2d((e > 0.05).float(), 3, 1, 1)
     return 1.0 + 4.0 * e
+
+
+def foreground(x: torch.Tensor) -> torch.Tensor:
+    """1 where a pixel differs from its image's background (the median border colour), else 0."""
+    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], -1)
+    bg = border.median(-1).values[..., None, None]
+    return ((x - bg).abs().sum(1, keepdim=True) > 0.2).float()
 
 
 def save(path: Path, state: dict) -> None:
@@ -86,14 +94,18 @@ def train_vae(args, t0: float):
         lr = args.vae_lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.vae_steps)))
         for g in opt.param_groups:
             g["lr"] = lr
+        if args.vae_until and time.strftime("%H:%M", time.gmtime()) >= args.vae_until:
+            log(f"vae: reached --vae-until {args.vae_until} UTC at step {step}; stopping", t0)
+            break
         x, _ = image_batch(args.seed, 1, step, args.vae_batch)
+        fg = foreground(x) if step >= args.fg_from else torch.zeros_like(x[:, :1])
         if step < args.vae_steps - args.vae_full_steps:  # cheap 32px crops first, full images last
             oy, ox = np.random.default_rng([args.seed, 4, step]).integers(0, x.shape[-1] - 32 + 1, 2)
-            x = x[..., oy : oy + 32, ox : ox + 32]
+            x, fg = (t[..., oy : oy + 32, ox : ox + 32] for t in (x, fg))
         torch.manual_seed(args.seed * 100003 + step)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
-        l1 = ((rec - x).abs() * edge_weight(x)).mean()
+        l1 = ((rec - x).abs() * (edge_weight(x) + 3.0 * fg)).mean()
         kl = post.kl().mean()
         loss = l1 + args.kl_weight * kl
         opt.zero_grad(set_to_none=True)
@@ -108,6 +120,7 @@ def train_vae(args, t0: float):
         if time.time() - last_save > args.save_every or step == args.vae_steps:
             save(ckpt, {"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step})
             last_save = time.time()
+    save(ckpt, {"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step})
     return vae
 
 
@@ -219,6 +232,8 @@ def main() -> None:
     ap.add_argument("--vae-full-steps", type=int, default=150, help="last steps on full images")
     ap.add_argument("--vae-batch", type=int, default=16)
     ap.add_argument("--vae-lr", type=float, default=1.5e-3)
+    ap.add_argument("--vae-until", default=None, help="HH:MM (UTC): stop the vae phase then")
+    ap.add_argument("--fg-from", type=int, default=400, help="weight shape pixels x4 from this step")
     ap.add_argument("--init-logvar", type=float, default=-6.0)
     ap.add_argument("--kl-weight", type=float, default=1e-6)
     ap.add_argument("--n-latents", type=int, default=6000)
@@ -244,17 +259,19 @@ def main() -> None:
         _, text, unet = configs.build_models()
         unet.load_state_dict(st["ema_unet"])
         text.load_state_dict(st["ema_text"])
-        dest = export_folder(load_scaled_vae(), text, unet, args.export_dir)
-        log(f"exported step {st['step']} to {dest}", t0)
+        vae = load_scaled_vae()
+        dest = export_folder(vae, text, unet, args.export_dir or OUT / "export")
+        single = export_single_file(vae, text, unet)
+        log(f"exported step {st['step']} to {dest} (diffusers folder) and {single} (single file)", t0)
         return
     if "vae" in phases:
         vae = train_vae(args, t0)
         st = torch.load(OUT / "ckpt_vae.pt", weights_only=False)
-        if "scale" not in st:
+        if "scale" not in st or st.get("scale_step") != st["step"]:
             with torch.no_grad():
                 x, _ = image_batch(args.seed, 3, 0, 256)
                 std = vae.eval().encode(x).latent_dist.mean.std().item()
-            st["scale"] = 1.0 / (std * configs.SCALING_FACTOR)
+            st["scale"], st["scale_step"] = 1.0 / (std * configs.SCALING_FACTOR), st["step"]
             save(OUT / "ckpt_vae.pt", st)
             log(f"vae: latent std {std:.4f} -> rescale by {st['scale']:.4f}", t0)
     data = None

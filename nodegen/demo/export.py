@@ -59,3 +59,23 @@ def export_folder(vae, text_encoder, unet, dest=None) -> Path:
     }
     (dest / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     return dest
+
+
+SINGLE_FILE = DEFAULT_DIR.parent / f"{MODEL_NAME}.safetensors"
+
+
+def export_single_file(vae, text_encoder, unet, dest=None) -> Path:
+    """Write the model as one original-layout (LDM) ``.safetensors`` file in fp16: the form users'
+    checkpoints come in, loaded by the same loader and nodes."""
+    from safetensors.torch import save_file
+
+    from nodegen.models.ldm_export import convert_pipeline_to_ldm
+
+    dest = Path(dest) if dest else SINGLE_FILE
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    sd = convert_pipeline_to_ldm(unet, vae, text_encoder, "sd1")
+    tmp = dest.with_suffix(".tmp")
+    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in sd.items()}, str(tmp),
+              metadata={"format": "pt", "nodegen.model": MODEL_NAME})
+    tmp.replace(dest)
+    return dest

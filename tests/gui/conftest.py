@@ -146,3 +146,4 @@ def click(window, p: QPointF, button=Qt.LeftButton) -> None:
 
 def add(window, type_name: str, x: float, y: float) -> str:
     return window.add_node(type_name, QPointF(x, y))
+
