@@ -60,8 +60,6 @@ class RunContext:
     cancel: CancelToken
     _progress: Callable[[str, int, int, Any], None] | None = None
     ui_data: dict = field(default_factory=dict)
-    #: Values resolved for provenance by nodes that draw them at run time (e.g. seeds).
-    resolved: dict = field(default_factory=dict)
     #: The engine environment (file resolution); None in bare executors.
     env: Any = None
 

@@ -39,13 +39,21 @@ def checkpoint_loader(ctx, ckpt_name, prediction="auto"):
     return {"model": model, "clip": clip, "vae": vae}
 
 
+#: Latent scaling of each family. A standalone VAE file cannot tell SD1/SD2 from SDXL (same
+#: shapes), so the user says which models it is for; "auto" reads the file's metadata (or the
+#: checkpoint's family) and otherwise assumes SD1/SD2.
+VAE_LATENT_FORMATS = {"auto": None, "sd1/sd2": 0.18215, "sdxl": 0.13025}
+
+
 @node("VAELoader", category="loaders", description="Load a VAE (a VAE file or a checkpoint's VAE).",
-      inputs=[Input.file("vae_name", "vae", choices=choices_for("vae"), description="VAE in the vae folder")],
+      inputs=[Input.file("vae_name", "vae", choices=choices_for("vae"), description="VAE in the vae folder"),
+              Input.choice("latent_format", list(VAE_LATENT_FORMATS), "auto",
+                           description="The models this VAE is for (SDXL VAEs need 'sdxl')")],
       outputs=[Output("vae", T.VAE)],
       fingerprint=fingerprint_for("vae", "vae_name"))
-def vae_loader(ctx, vae_name):
+def vae_loader(ctx, vae_name, latent_format="auto"):
     path = resolve_model(ctx.paths, "vae", vae_name, "VAELoader", "vae_name")
-    return _manager(ctx).load_vae(path)
+    return _manager(ctx).load_vae(path, VAE_LATENT_FORMATS[latent_format])
 
 
 def _lora(ctx, lora_name: str, node_type: str):

@@ -64,6 +64,10 @@ def test_loader_nodes_run_and_cache(root, tmp_path):
     assert torch.equal(got.embeds, expect.embeds)
     assert len(res.output("6", "model").patches) == 1 and model.patches == []
     assert res.output("5", "vae").latent_channels == 4
+    assert res.output("5", "vae").scaling_factor == 0.18215  # "auto": no metadata -> SD1/SD2
+    wf = _wf()
+    wf["nodes"]["5"]["inputs"]["latent_format"] = "sdxl"
+    assert engine.run(wf, targets=["5"]).output("5", "vae").scaling_factor == 0.13025
     # a second run is served from the cache; a changed strength re-runs only what depends on it
     again = engine.run(_wf(lora_strength=0.5), targets=["1", "4", "5", "6"])
     assert again.ok and sorted(again.executed) == ["2", "3", "4"]

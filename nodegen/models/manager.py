@@ -185,11 +185,11 @@ class ModelManager:
         key = ("checkpoint", *file_key(path), prediction)
         return self._cached(key, lambda: loader.load_checkpoint(path, prediction=prediction, manager=self))
 
-    def load_vae(self, path: str | os.PathLike):
+    def load_vae(self, path: str | os.PathLike, scaling_factor: float | None = None):
         from nodegen.models import loader
 
-        key = ("vae", *file_key(path))
-        return self._cached(key, lambda: loader.load_vae(path, manager=self))
+        key = ("vae", *file_key(path), scaling_factor)
+        return self._cached(key, lambda: loader.load_vae(path, manager=self, scaling_factor=scaling_factor))
 
     def load_lora(self, path: str | os.PathLike):
         """The parsed LoRA (:class:`nodegen.models.lora.LoraFile`) of a file."""
