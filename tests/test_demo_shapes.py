@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from nodegen.demo import shapes
-from nodegen.demo.export import DEFAULT_DIR
+from nodegen.demo.export import SINGLE_FILE
 from nodegen.demo.scorer import score, score_image
 
 torch.set_num_threads(1)
@@ -71,7 +72,23 @@ def test_eval_set_is_fixed_and_held_out():
     assert not train & set(prompts)
 
 
-@pytest.mark.skipif(not (DEFAULT_DIR / "unet" / "config.json").exists(), reason="demo weights not exported")
+FOLDER = Path(__file__).resolve().parents[1] / "tools" / "out" / "export"
+
+
+@pytest.mark.skipif(not SINGLE_FILE.exists(), reason="demo weights not exported")
+def test_single_file_is_small_sd1_layout():
+    from safetensors import safe_open
+
+    assert SINGLE_FILE.stat().st_size <= 25 * 1024 * 1024
+    with safe_open(str(SINGLE_FILE), "pt") as f:
+        keys = set(f.keys())
+        assert f.get_tensor(next(iter(keys))).dtype == torch.float16
+    assert any(k.startswith("model.diffusion_model.") for k in keys)
+    assert any(k.startswith("first_stage_model.") for k in keys)
+    assert any(k.startswith("cond_stage_model.transformer.") for k in keys)
+
+
+@pytest.mark.skipif(not (FOLDER / "unet" / "config.json").exists(), reason="diffusers folder not exported")
 def test_exported_folder_loads_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from nodegen.compat import torchvision_fix
@@ -80,16 +97,16 @@ def test_exported_folder_loads_offline(monkeypatch):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    total = sum(f.stat().st_size for f in DEFAULT_DIR.rglob("*") if f.is_file())
+    total = sum(f.stat().st_size for f in FOLDER.rglob("*") if f.is_file())
     assert total <= 25 * 1024 * 1024
     kw = {"local_files_only": True}
-    unet = UNet2DConditionModel.from_pretrained(DEFAULT_DIR / "unet", **kw)
-    vae = AutoencoderKL.from_pretrained(DEFAULT_DIR / "vae", **kw)
-    text = CLIPTextModel.from_pretrained(DEFAULT_DIR / "text_encoder", **kw)
+    unet = UNet2DConditionModel.from_pretrained(FOLDER / "unet", **kw)
+    vae = AutoencoderKL.from_pretrained(FOLDER / "vae", **kw)
+    text = CLIPTextModel.from_pretrained(FOLDER / "text_encoder", **kw)
     assert unet.config.cross_attention_dim == text.config.hidden_size
     assert text.config.vocab_size == 49408 and text.config.hidden_size % 64 == 0
     assert vae.config.latent_channels == 4 and len(vae.config.block_out_channels) == 4
     assert vae.config.scaling_factor == pytest.approx(0.18215)
-    sched = json.loads((DEFAULT_DIR / "scheduler" / "scheduler_config.json").read_text())
+    sched = json.loads((FOLDER / "scheduler" / "scheduler_config.json").read_text())
     assert sched["beta_schedule"] == "scaled_linear" and sched["num_train_timesteps"] == 1000
     assert os.environ["HF_HUB_OFFLINE"] == "1"

@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nodegen.compat import torchvision_fix  # noqa: E402
 from nodegen.demo import configs, shapes  # noqa: E402
-from nodegen.demo.export import DEFAULT_DIR  # noqa: E402
 from nodegen.demo.scorer import score  # noqa: E402
 
 
@@ -77,9 +76,22 @@ def save_grid(images: np.ndarray, path: Path, cols: int = 10) -> None:
     Image.fromarray(grid).save(path)
 
 
+@torch.no_grad()
+def vae_ceiling(pipe, items) -> dict:
+    """Score the held-out prompts' ground-truth renders after a VAE round trip (encode -> decode):
+    the most a model with this VAE can reach."""
+    arr = np.stack([shapes.render_array(a, configs.IMAGE_SIZE) for _, a in items])
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    rec = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample
+    img = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    sc = [score(im, a) for im, (_, a) in zip(img, items, strict=True)]
+    return {"color": float(np.mean([s["color_ok"] for s in sc])), "shape": float(np.mean([s["shape_ok"] for s in sc]))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", type=Path, default=DEFAULT_DIR)
+    ap.add_argument("--model", type=Path, default=Path(__file__).resolve().parent / "out" / "export",
+                    help="diffusers folder written by train_demo.py --export")
     ap.add_argument("--cfg", type=float, nargs="+", default=[1.0, 5.0])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--scheduler", choices=["dpm", "euler"], default="dpm")
@@ -87,6 +99,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--grid", type=Path, default=None, help="save the first 50 images as PREFIX_cfgX.png")
+    ap.add_argument("--vae-ceiling", action="store_true", help="also score VAE round trips of ground truth")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -95,6 +108,10 @@ def main() -> None:
     prompts = [p for p, _ in items]
     seeds = list(range(len(items)))
     results = {}
+    if args.vae_ceiling:
+        results["vae_round_trip"] = vae_ceiling(pipe, items)
+        print(f"VAE round trip of ground truth: colour {results['vae_round_trip']['color']:6.1%}  "
+              f"shape {results['vae_round_trip']['shape']:6.1%}", flush=True)
     for cfg in args.cfg:
         t = time.time()
         imgs = generate(pipe, prompts, seeds, cfg, args.steps, args.batch)

@@ -13,7 +13,7 @@ on ``(seed, phase, k)``, so a resumed run sees the same batches as an uninterrup
 
 Usage::
 
-    python tools/train_demo.py --threads 1 --vae-steps 400 --vae-full-steps 40 --until 11:00
+    python tools/train_demo.py --threads 1 --vae-steps 900 --vae-full-steps 60 --until 11:03
     python tools/train_demo.py --export   # nodegen/assets/models/nodegen-demo-shapes.safetensors
                                           # (+ a diffusers folder in tools/out/export)
 """

@@ -78,4 +78,5 @@ def export_single_file(vae, text_encoder, unet, dest=None) -> Path:
     save_file({k: v.detach().to(torch.float16).contiguous() for k, v in sd.items()}, str(tmp),
               metadata={"format": "pt", "nodegen.model": MODEL_NAME})
     tmp.replace(dest)
+    dest.chmod(0o644)
     return dest
