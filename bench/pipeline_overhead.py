@@ -114,36 +114,14 @@ def time_sampling(ckpt: Path, size: int, steps: int, repeat: int) -> dict:
     return {"nodegen_s": a, "diffusers_s": b, "ratio": a / b, "ratios": [x / y for x, y in zip(ours, theirs, strict=True)]}
 
 
-LOAD_OURS = """
-import sys, time
+_LOAD_PREAMBLE = """
+import sys, time, threading
 sys.path.insert(0, {root!r})
 from nodegen.compat import torchvision_fix; torchvision_fix.apply()
 import torch; torch.set_num_threads(1)
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel  # imports not timed
 from transformers import CLIPTextModel, CLIPTokenizer
 from nodegen.models.loader import load_checkpoint
-import threading
-def _rss():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-peak = [0]
-def _watch():
-    while True:
-        peak[0] = max(peak[0], _rss()); time.sleep(0.005)
-threading.Thread(target=_watch, daemon=True).start()
-base = _rss()
-t = time.perf_counter(); m = load_checkpoint({path!r}); dt = time.perf_counter() - t
-time.sleep(0.05); print(dt, base, max(peak[0], _rss()))
-"""
-LOAD_DIFFUSERS = """
-import sys, time
-sys.path.insert(0, {root!r})
-from nodegen.compat import torchvision_fix; torchvision_fix.apply()
-import torch; torch.set_num_threads(1)
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel  # imports not timed
-from transformers import CLIPTextModel, CLIPTokenizer
-import threading
 def _rss():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
@@ -155,11 +133,14 @@ def _watch():
 threading.Thread(target=_watch, daemon=True).start()
 base = _rss()
 t = time.perf_counter()
-p = StableDiffusionPipeline.from_single_file({path!r}, config={cfg!r}, local_files_only=True,
-                                             safety_checker=None, requires_safety_checker=False)
+"""
+_LOAD_REPORT = """
 dt = time.perf_counter() - t
 time.sleep(0.05); print(dt, base, max(peak[0], _rss()))
 """
+LOAD_OURS = _LOAD_PREAMBLE + "m = load_checkpoint({path!r})" + _LOAD_REPORT
+LOAD_DIFFUSERS = _LOAD_PREAMBLE + """p = StableDiffusionPipeline.from_single_file({path!r}, config={cfg!r}, local_files_only=True,
+                                             safety_checker=None, requires_safety_checker=False)""" + _LOAD_REPORT
 
 
 def time_loading(ckpt: Path, cfg: Path, repeat: int) -> dict:
