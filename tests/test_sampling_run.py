@@ -76,6 +76,41 @@ def test_batch_item_equals_single_run(parts):
     assert not torch.allclose(batch[0], batch[1])
 
 
+def test_sde_samplers_use_a_brownian_tree_per_item(parts):
+    """dpmpp_sde / 2m_sde / 3m_sde read one Brownian tree per item seeded seed + index (k-diffusion /
+    ComfyUI noise, nodegen/diffusion/brownian.py), so an item does not depend on its batch."""
+    from nodegen.diffusion.brownian import brownian_noise_sampler_for
+    from nodegen.diffusion.samplers import get_sampler
+    from nodegen.diffusion.schedules import get_sigmas
+
+    model, pos, neg = parts
+    kw = dict(seed=7, steps=3, cfg=5.0, sampler="dpmpp_2m_sde", scheduler="karras", device="cpu")
+    batch = sample(model, pos, neg, {"samples": torch.zeros(2, 4, 8, 8)}, **kw)["samples"]
+    single = sample(model, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, **kw)["samples"]
+    tol = 1e-4 * float(single.abs().max())  # batching numerics
+    assert torch.allclose(batch[:1], single, atol=tol)
+    assert not torch.allclose(batch[0], batch[1], atol=tol)
+    # item 1 alone (LatentFromBatch keeps batch_index): its initial noise and its tree (seed 7 + 1)
+    item1 = sample(model, pos, neg, {"samples": torch.zeros(1, 4, 8, 8), "batch_index": [1]}, **kw)["samples"]
+    assert torch.allclose(batch[1:], item1, atol=tol)
+    # the step noise is the tree's, not the Gaussian stream's: rerun the sampler by hand with it
+    from nodegen.diffusion.denoiser import Denoiser
+    from nodegen.diffusion.noise import prepare_noise
+    from nodegen.diffusion.sample import model_sampling_for
+
+    ms = model_sampling_for(model)
+    sig = get_sigmas("karras", ms, 3, 1.0)
+    noise, _ = prepare_noise(torch.zeros(1, 4, 8, 8), 7)
+    with model.use("cpu", None) as unet:
+        lat = torch.zeros(1, 4, 8, 8)
+        x = ms.noise_scaling(float(sig[0]), noise, lat)
+        den = Denoiser(model, unet, pos, neg, 5.0, latent_image=lat, noise=noise, device=torch.device("cpu"),
+                       dtype=torch.float32, model_sampling=ms)
+        by_hand = get_sampler("dpmpp_2m_sde")(den, x, sig, extra_args={"seed": 7},
+                                             noise_sampler=brownian_noise_sampler_for(x, sig, 7))
+    assert torch.allclose(by_hand, single, atol=1e-6)
+
+
 # -- progress, previews, cancellation ------------------------------------------------------------
 
 def test_progress_every_step_with_preview(parts):

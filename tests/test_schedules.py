@@ -87,6 +87,16 @@ def test_known_values(ms):
     assert torch.allclose(get_sigmas("sgm_uniform", ms, 3)[:-1].double(), ms.sigmas[[999, 666, 333]], rtol=1e-6)
 
 
+def test_linear_quadratic_values(ms):
+    # 20 steps: 1 - sigma/sigma_max is k * 0.0025 for k < 10, then 0.0095 k^2 - 0.1875 k + 0.95
+    s = get_sigmas("linear_quadratic", ms, 20).double() / ms.sigma_max
+    frac = 1 - s
+    assert torch.allclose(frac[:10], torch.arange(10, dtype=torch.float64) * 0.0025, atol=1e-6)
+    k = torch.arange(10, 20, dtype=torch.float64)
+    assert torch.allclose(frac[10:20], 0.0095 * k**2 - 0.1875 * k + 0.95, atol=1e-6)
+    assert frac[10] == pytest.approx(0.025, abs=1e-6) and float(s[-1]) == 0.0
+
+
 def test_matches_diffusers_sigmas(ms):
     from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
 

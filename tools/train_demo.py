@@ -3,19 +3,28 @@
 Phases (each seeded and resumable from ``--out``/ckpt_*.pt; the data of step ``k`` depends only
 on ``(seed, phase, k)``, so a resumed run sees the same batches as an uninterrupted one):
 
-1. ``vae``: an SD1-style ``AutoencoderKL`` (8x downscale, 4 latent channels), edge-weighted L1
-   + tiny KL, on random 32x32 crops (4x cheaper) and then on full 64x64 images for the last steps. Afterwards the latent is rescaled by an exact reparametrisation so that
-   ``std(latent) * 0.18215 ~= 1`` (SD1's fixed scaling factor).
+1. ``vae``: an SD1-style ``AutoencoderKL`` (8x downscale, 4 latent channels), edge- and
+   shape-weighted L1 + tiny KL, on random 32x32 crops (4x cheaper) and then on full 64x64 images
+   for the last steps; the round trip of the 200 held-out renders is scored every
+   ``--score-every`` steps. Afterwards the latent is rescaled by an exact reparametrisation so
+   that ``std(latent) * 0.18215 ~= 1`` (SD1's fixed scaling factor).
 2. ``latents``: a seeded set of rendered images is encoded once (posterior mean and std).
 3. ``unet``: ``UNet2DConditionModel`` and ``CLIPTextModel`` trained jointly: SD1 DDPM schedule,
    epsilon prediction, min-SNR-5 weighting, 10% caption dropout for classifier-free guidance,
-   constant learning rate after warm-up, EMA weights (exported); ``--until`` stops it on time.
+   constant learning rate after warm-up then (with ``--until``) a cosine decay over the last 35%
+   of the time, EMA weights (exported).
+4. ``decoder``: only the VAE decoder goes on training (EMA, full images), the encoder frozen, so
+   the latent space the UNet learns stays valid: run it *in parallel* with ``unet``.
 
-Usage::
+The shipped weights were made with (2 CPU cores; see the model card for times)::
 
-    python tools/train_demo.py --threads 1 --vae-steps 900 --vae-full-steps 60 --until 11:03
+    python tools/train_demo.py --threads 2 --phases vae
+    python tools/train_demo.py --threads 2 --phases latents
+    python tools/train_demo.py --threads 1 --phases unet --until 14:30 &     # these two together,
+    python tools/train_demo.py --threads 1 --phases decoder --dec-until 14:28  # one core each
     python tools/train_demo.py --export   # nodegen/assets/models/nodegen-demo-shapes.safetensors
                                           # (+ a diffusers folder in tools/out/export)
+    python tools/eval_demo.py --cfg 1 5 7.5 --vae-ceiling
 """
 
 from __future__ import annotations
@@ -117,11 +126,86 @@ def train_vae(args, t0: float):
         if step % 25 == 0:
             log(f"vae step {step}/{args.vae_steps} l1w {np.mean(run):.4f} kl {kl.item():.1f} lr {lr:.2e}", t0)
             run = []
+        if step % args.score_every == 0:
+            log(f"vae step {step}: round trip of the held-out renders {round_trip_score(vae)}", t0)
         if time.time() - last_save > args.save_every or step == args.vae_steps:
             save(ckpt, {"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step})
             last_save = time.time()
     save(ckpt, {"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step})
     return vae
+
+
+@torch.no_grad()
+def round_trip_score(vae) -> str:
+    """Colour/shape accuracy of the scorer on VAE round trips of the 200 held-out renders."""
+    from nodegen.demo.scorer import score
+
+    was_training = vae.training
+    vae.eval()
+    items = shapes.eval_prompts()
+    x = torch.from_numpy(np.stack([shapes.render_array(a, configs.IMAGE_SIZE) for _, a in items]))
+    x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    rec = torch.cat([vae.decode(vae.encode(b).latent_dist.mean).sample for b in x.split(50)])
+    img = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    sc = [score(im, a) for im, (_, a) in zip(img, items, strict=True)]
+    vae.train(was_training)
+    return f"colour {np.mean([c['color_ok'] for c in sc]):.1%} shape {np.mean([c['shape_ok'] for c in sc]):.1%}"
+
+
+def train_decoder(args, t0: float):
+    """Go on training only the decoder (post_quant_conv + decoder) on full images, the encoder
+    frozen: the latent space (and the UNet trained on it, in parallel) stays valid."""
+    vae, _, _ = configs.build_models()
+    st = torch.load(OUT / "ckpt_vae.pt", weights_only=False)
+    vae.load_state_dict(st["vae"])
+    if "scale" not in st:
+        raise SystemExit("run the 'vae' phase to its end first (it measures the latent scale)")
+    dec_params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
+    for prm in vae.parameters():
+        prm.requires_grad_(False)
+    for prm in dec_params:
+        prm.requires_grad_(True)
+    ema = copy.deepcopy(vae).eval()
+    opt = torch.optim.AdamW(dec_params, lr=args.dec_lr, weight_decay=0.0)
+    ckpt, step = OUT / "ckpt_dec.pt", 0
+    if ckpt.exists():
+        sd = torch.load(ckpt, weights_only=False)
+        vae.load_state_dict(sd["vae"])
+        ema.load_state_dict(sd["ema"])
+        opt.load_state_dict(sd["opt"])
+        step = sd["step"]
+        log(f"decoder: resumed at step {step}", t0)
+    last_save, run = time.time(), []
+    vae.encoder.eval()
+    while step < args.dec_steps:
+        if args.dec_until and time.strftime("%H:%M", time.gmtime()) >= args.dec_until:
+            log(f"decoder: reached --dec-until {args.dec_until} UTC at step {step}; stopping", t0)
+            break
+        for g in opt.param_groups:
+            g["lr"] = args.dec_lr * min(1.0, (step + 1) / 50)
+        x, _ = image_batch(args.seed, 5, step, args.vae_batch)
+        torch.manual_seed(args.seed * 100019 + step)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample()
+        rec = vae.decode(z).sample
+        l1 = ((rec - x).abs() * (edge_weight(x) + 3.0 * foreground(x))).mean()
+        opt.zero_grad(set_to_none=True)
+        l1.backward()
+        torch.nn.utils.clip_grad_norm_(dec_params, 1.0)
+        opt.step()
+        step += 1
+        ema_update(ema, vae, min(args.dec_ema, (1 + step) / (10 + step)))
+        run.append(l1.item())
+        if step % 25 == 0:
+            log(f"decoder step {step} l1w {np.mean(run):.4f}", t0)
+            run = []
+        if step % args.score_every == 0:
+            log(f"decoder step {step}: round trip (EMA) {round_trip_score(ema)}", t0)
+        if time.time() - last_save > args.save_every:
+            save(ckpt, {"vae": vae.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step})
+            last_save = time.time()
+    save(ckpt, {"vae": vae.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step})
+    log(f"decoder: final round trip (EMA) {round_trip_score(ema)}", t0)
 
 
 @torch.no_grad()
@@ -152,6 +236,18 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
             pe.lerp_(pm, 1.0 - decay)
 
 
+def decay_factor(t_start: float, until: str | None, tail: float = 0.35) -> float:
+    """1 until the last ``tail`` of the wall-clock budget [t_start, until], then cosine to 0.1."""
+    if not until:
+        return 1.0
+    hh, mm = map(int, until.split(":"))
+    now = time.gmtime()
+    end = time.time() + ((hh * 60 + mm) - (now.tm_hour * 60 + now.tm_min)) * 60 - now.tm_sec
+    frac = (time.time() - t_start) / max(end - t_start, 1.0)
+    x = min(max((frac - (1 - tail)) / tail, 0.0), 1.0)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * x))
+
+
 def train_unet(args, data: dict, t0: float):
     from diffusers import DDPMScheduler
 
@@ -171,11 +267,14 @@ def train_unet(args, data: dict, t0: float):
         step = st["step"]
         log(f"unet: resumed at step {step}", t0)
     n, last_save, run = len(data["mean"]), time.time(), []
+    t_start = st.get("t_start", time.time()) if ckpt.exists() else time.time()
     while step < args.unet_steps:
         if args.until and time.strftime("%H:%M", time.gmtime()) >= args.until:
             log(f"unet: reached --until {args.until} UTC at step {step}; stopping", t0)
             break
-        lr = args.unet_lr * min(1.0, (step + 1) / 200)  # constant after warm-up; EMA is exported
+        # constant after warm-up, then (with --until) a cosine decay to 10% over the last 35% of
+        # the time budget; the EMA weights are exported
+        lr = args.unet_lr * min(1.0, (step + 1) / 200) * decay_factor(t_start, args.until)
         for g in opt.param_groups:
             g["lr"] = lr
         gen = torch.Generator().manual_seed(args.seed * 1000003 + step)
@@ -206,19 +305,21 @@ def train_unet(args, data: dict, t0: float):
             run = []
         if time.time() - last_save > args.save_every or step == args.unet_steps or step % 500 == 0:
             save(ckpt, {"unet": unet.state_dict(), "text": text.state_dict(), "ema_unet": ema_u.state_dict(),
-                        "ema_text": ema_t.state_dict(), "opt": opt.state_dict(), "step": step})
+                        "ema_text": ema_t.state_dict(), "opt": opt.state_dict(), "step": step, "t_start": t_start})
             last_save = time.time()
     save(ckpt, {"unet": unet.state_dict(), "text": text.state_dict(), "ema_unet": ema_u.state_dict(),
-                "ema_text": ema_t.state_dict(), "opt": opt.state_dict(), "step": step})
+                "ema_text": ema_t.state_dict(), "opt": opt.state_dict(), "step": step, "t_start": t_start})
     return ema_u, ema_t
 
 
-def load_scaled_vae():
+def load_scaled_vae(decoder: bool = True):
     vae, _, _ = configs.build_models()
     st = torch.load(OUT / "ckpt_vae.pt", weights_only=False)
     vae.load_state_dict(st["vae"])
     if "scale" not in st:
         raise SystemExit("VAE latent scale not measured yet: run the 'vae' phase to the end")
+    if decoder and (OUT / "ckpt_dec.pt").exists():  # the encoder is unchanged by that phase
+        vae.load_state_dict(torch.load(OUT / "ckpt_dec.pt", weights_only=False)["ema"])
     rescale_vae_latents(vae, st["scale"])
     return vae.eval()
 
@@ -228,20 +329,25 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--phases", default="vae,latents,unet")
-    ap.add_argument("--vae-steps", type=int, default=1100)
-    ap.add_argument("--vae-full-steps", type=int, default=150, help="last steps on full images")
+    ap.add_argument("--vae-steps", type=int, default=3300)
+    ap.add_argument("--vae-full-steps", type=int, default=100, help="last steps on full images")
     ap.add_argument("--vae-batch", type=int, default=16)
     ap.add_argument("--vae-lr", type=float, default=1.5e-3)
     ap.add_argument("--vae-until", default=None, help="HH:MM (UTC): stop the vae phase then")
     ap.add_argument("--fg-from", type=int, default=400, help="weight shape pixels x4 from this step")
+    ap.add_argument("--score-every", type=int, default=500, help="steps between round-trip scores")
+    ap.add_argument("--dec-steps", type=int, default=100000)
+    ap.add_argument("--dec-lr", type=float, default=4e-4)
+    ap.add_argument("--dec-ema", type=float, default=0.998)
+    ap.add_argument("--dec-until", default=None, help="HH:MM (UTC): stop the decoder phase then")
     ap.add_argument("--init-logvar", type=float, default=-6.0)
     ap.add_argument("--kl-weight", type=float, default=1e-6)
-    ap.add_argument("--n-latents", type=int, default=6000)
-    ap.add_argument("--unet-steps", type=int, default=4000)
+    ap.add_argument("--n-latents", type=int, default=10000)
+    ap.add_argument("--unet-steps", type=int, default=100000)
     ap.add_argument("--unet-batch", type=int, default=32)
     ap.add_argument("--unet-lr", type=float, default=8e-4)
     ap.add_argument("--uncond-prob", type=float, default=0.1)
-    ap.add_argument("--ema", type=float, default=0.995)
+    ap.add_argument("--ema", type=float, default=0.998)
     ap.add_argument("--until", default=None, help="HH:MM (UTC): stop the unet phase then (checkpointed)")
     ap.add_argument("--save-every", type=float, default=180.0, help="seconds between checkpoints")
     ap.add_argument("--export", action="store_true", help="export the EMA weights and exit")
@@ -276,9 +382,11 @@ def main() -> None:
             log(f"vae: latent std {std:.4f} -> rescale by {st['scale']:.4f}", t0)
     data = None
     if "latents" in phases or "unet" in phases:
-        data = build_latents(args, load_scaled_vae(), load_clip_tokenizer(), t0)
+        data = build_latents(args, load_scaled_vae(decoder=False), load_clip_tokenizer(), t0)
     if "unet" in phases:
         train_unet(args, data, t0)
+    if "decoder" in phases:
+        train_decoder(args, t0)
     log("done", t0)
 
 

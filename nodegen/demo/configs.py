@@ -17,7 +17,7 @@ VAE_CONFIG = dict(
     up_block_types=("UpDecoderBlock2D",) * 4,
     # 64 channels at full resolution: with 32 GroupNorm groups, a 32-channel norm_out is an
     # instance norm, which erases flat colours (the decoder then cannot paint a plain background).
-    block_out_channels=(64, 64, 64, 64),
+    block_out_channels=(64, 64, 128, 128),
     layers_per_block=1,
     latent_channels=4,
     norm_num_groups=32,

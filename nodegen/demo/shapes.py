@@ -32,7 +32,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 BACKGROUNDS = tuple(COLORS)
 #: Nominal radius as a fraction of the image side.
-SIZES: dict[str, float] = {"small": 0.14, "large": 0.24}
+SIZES: dict[str, float] = {"small": 0.17, "large": 0.24}
 #: Nominal centre (x, y) as fractions of the image side.
 POSITIONS: dict[str, tuple[float, float]] = {
     "top left": (0.28, 0.28),

@@ -25,7 +25,8 @@ EulerAncestral, ``linspace``                   euler_ancestral, normal
 KDPM2 / KDPM2Ancestral, ``linspace``           dpm_2 / dpm_2_ancestral, normal (+ fractional t)
 DPMSolverMultistep (dpmsolver++), linspace     dpmpp_2m, sgm_uniform
 DPMSolverMultistep, ``use_karras_sigmas``      dpmpp_2m, karras
-DPMSolverMultistep, ``sde-dpmsolver++``        dpmpp_2m_sde
+DPMSolverMultistep, ``sde-dpmsolver++``        dpmpp_2m_sde (handed our Brownian step noise)
+DPMSolverSDE, ``noise_sampler_seed=seed``      dpmpp_sde (Brownian tree, batch of 1)
 UniPCMultistep (order 3, bh2), linspace        uni_pc_bh2, sgm_uniform
 DDIM, leading + steps_offset 1 + alpha_to_one  ddim, ddim_uniform
 img2img ``strength=s``, N steps                steps = int(N*s), denoise = steps / N

@@ -10,11 +10,16 @@ The rule (per batch item):
   of ``B`` successive per-item draws (torch's CPU normal sampler fills blocks of 16 values; a
   latent item holds ``C*h*w`` values, a multiple of 16 for every latent of 4 channels and even
   size, so the per-item draws line up exactly).
-* Samplers that need fresh noise while sampling (ancestral, SDE, LCM) continue **the same
+* Samplers that need fresh noise while sampling (ancestral, LCM) continue **the same
   generator** after the initial draw (diffusers' pipelines pass their one generator to the
   scheduler, which draws the step noise from it). With this rule euler_ancestral and
-  dpmpp_2m_sde reproduce diffusers' ``EulerAncestralDiscreteScheduler`` and
-  ``DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")`` with the same seed.
+  dpm_2_ancestral reproduce diffusers' ``EulerAncestralDiscreteScheduler`` and
+  ``KDPM2AncestralDiscreteScheduler`` with the same seed.
+* The SDE samplers (dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde and their ``_gpu`` names) instead read
+  their step noise from a Brownian tree per batch item seeded ``seed + item index`` (the index
+  in ``batch_index`` when the latent has one), as k-diffusion / ComfyUI do; see
+  :mod:`nodegen.diffusion.brownian`. dpmpp_sde then reproduces diffusers'
+  ``DPMSolverSDEScheduler(noise_sampler_seed=seed)``.
 * A latent that carries ``batch_index`` (items taken out of, or repeated from, a bigger batch by
   LatentFromBatch / RepeatLatentBatch) gets, for each item, the noise that item index has in a
   batch of ``max(batch_index) + 1`` items with the same seed (so re-running one item of a batch

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from nodegen.diffusion.brownian import brownian_noise_sampler_for
 from nodegen.diffusion.denoiser import Denoiser
 from nodegen.diffusion.model_sampling import ModelSampling
 from nodegen.diffusion.noise import GeneratorNoiseSampler, prepare_noise
@@ -87,7 +88,15 @@ def sample(model, positive: list, negative: list | None, latent: dict, seed: int
         x = ms.noise_scaling(float(sigmas[0]), noise_d, lat) if add_noise else lat.clone()
         den = Denoiser(model, unet, positive, negative, cfg, latent_image=lat, noise=noise_d,
                        noise_mask=noise_mask, device=dev, dtype=dt, model_sampling=ms)
-        noise_sampler = GeneratorNoiseSampler(gen, samples.shape, dev, torch.float32)
+        if smp.brownian:
+            # SDE samplers: a Brownian tree per item seeded seed + (its index in the batch), as
+            # k-diffusion / ComfyUI (nodegen.diffusion.brownian); None (a schedule with a single
+            # positive sigma, which draws no step noise) leaves it to the sampler's default
+            bi = latent.get("batch_index")
+            seeds = [int(seed) + int(k) for k in bi] if bi is not None else int(seed)
+            noise_sampler = brownian_noise_sampler_for(x, sigmas, seeds)
+        else:
+            noise_sampler = GeneratorNoiseSampler(gen, samples.shape, dev, torch.float32)
 
         def on_step(info: dict) -> None:
             step = int(info["i"]) + 1

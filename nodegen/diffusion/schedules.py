@@ -18,6 +18,8 @@ Definitions follow ComfyUI's schedulers (so a workflow gives the same sigmas):
 * ``kl_optimal``: evenly spaced in arctan(sigma) (Sabour et al., 2024).
 * ``beta``: timesteps at the quantiles of Beta(0.6, 0.6) (Lee et al., 2024), rounded to table
   entries; repeated timesteps are dropped, so it can give fewer than ``steps`` steps (as ComfyUI).
+* ``linear_quadratic``: (Genmo's Mochi schedule, as ComfyUI) the noise level ``1 - sigma/sigma_max``
+  rises linearly to 0.025 over the first half of the steps, then quadratically to 1.
 
 ``denoise < 1`` (img2img) takes the last ``steps + 1`` sigmas of a schedule of
 ``int(steps / denoise)`` steps, like ComfyUI's BasicScheduler (with a 1e-6 tolerance so that
@@ -35,7 +37,7 @@ import torch
 from nodegen.diffusion.model_sampling import ModelSampling
 
 SCHEDULER_NAMES = ["normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta",
-                   "kl_optimal"]
+                   "kl_optimal", "linear_quadratic"]
 
 
 def _append_zero(sigmas: list[float] | torch.Tensor) -> torch.Tensor:
@@ -114,6 +116,24 @@ def beta_sigmas(ms: ModelSampling, steps: int, alpha: float = 0.6, beta: float =
     return _append_zero(sigs).float()
 
 
+def linear_quadratic_sigmas(ms: ModelSampling, steps: int, threshold: float = 0.025,
+                            linear_steps: int | None = None) -> torch.Tensor:
+    """Linear in ``1 - sigma/sigma_max`` up to ``threshold`` for ``linear_steps`` (default half the
+    steps), then a quadratic that meets it with the same value and reaches 1 at the last step."""
+    if steps == 1:
+        fractions = [0.0, 1.0]
+    else:
+        lin = steps // 2 if linear_steps is None else linear_steps
+        quad = steps - lin
+        diff = lin - threshold * steps
+        a = diff / (lin * quad**2)
+        b = threshold / lin - 2 * diff / quad**2
+        c = a * lin**2
+        fractions = ([k * threshold / lin for k in range(lin)]
+                     + [a * k**2 + b * k + c for k in range(lin, steps)] + [1.0])
+    return torch.tensor([(1.0 - f) * float(ms.sigma_max) for f in fractions], dtype=torch.float32)
+
+
 def _calculate(name: str, ms: ModelSampling, steps: int) -> torch.Tensor:
     if name == "normal":
         return normal_sigmas(ms, steps)
@@ -131,6 +151,8 @@ def _calculate(name: str, ms: ModelSampling, steps: int) -> torch.Tensor:
         return beta_sigmas(ms, steps)
     if name == "kl_optimal":
         return kl_optimal_sigmas(steps, ms.sigma_min, ms.sigma_max)
+    if name == "linear_quadratic":
+        return linear_quadratic_sigmas(ms, steps)
     raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
 
 

@@ -150,10 +150,13 @@ class ModelPaths:
 
 
 def _register_demo_model() -> None:
-    """The built-in demo model (trained by the project, see tools/train_demo.py) is always offered."""
-    demo = Path(__file__).resolve().parents[1] / "assets" / "models" / "nodegen-demo-shapes.safetensors"
-    if demo.is_file():
-        register_builtin("checkpoints", demo.name, demo)
+    """The built-in demo model and its Canny ControlNet (trained by the project, see
+    tools/train_demo.py and tools/train_demo_controlnet.py) are always offered."""
+    assets = Path(__file__).resolve().parents[1] / "assets" / "models"
+    for kind, path in (("checkpoints", assets / "nodegen-demo-shapes.safetensors"),
+                       ("controlnet", assets / "controlnet" / "nodegen-demo-canny.safetensors")):
+        if path.is_file():
+            register_builtin(kind, path.name, path)
 
 
 _register_demo_model()

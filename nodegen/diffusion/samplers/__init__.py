@@ -58,6 +58,10 @@ SAMPLER_NAMES: list[str] = list(SAMPLERS)
 STOCHASTIC = {"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde",
               "dpmpp_3m_sde", "lcm", *ALIASES}
 
+#: SDE samplers whose step noise comes from a Brownian tree seeded by the sampling seed
+#: (k-diffusion / ComfyUI; see nodegen.diffusion.brownian), not from the seed's Gaussian stream.
+BROWNIAN = {"dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", *ALIASES}
+
 
 @dataclass(frozen=True)
 class Sampler:
@@ -75,6 +79,11 @@ class Sampler:
     def stochastic(self) -> bool:
         return self.name in STOCHASTIC
 
+    @property
+    def brownian(self) -> bool:
+        """Step noise from a Brownian tree (see :data:`BROWNIAN`)."""
+        return self.name in BROWNIAN
+
 
 def get_sampler(name: str, **options) -> Sampler:
     try:
@@ -84,5 +93,5 @@ def get_sampler(name: str, **options) -> Sampler:
     return Sampler(name, fn, dict(options))
 
 
-__all__ = ["SAMPLERS", "SAMPLER_NAMES", "STOCHASTIC", "Sampler", "get_sampler", "default_noise_sampler",
+__all__ = ["SAMPLERS", "SAMPLER_NAMES", "STOCHASTIC", "BROWNIAN", "Sampler", "get_sampler", "default_noise_sampler",
            "get_ancestral_step", "to_d"]

@@ -3,7 +3,11 @@
 A sampler walks ``x`` down ``sigmas`` (decreasing, last usually 0) calling
 ``model(x, sigma_batch, **extra_args) -> denoised``. ``callback`` receives
 ``{"x", "i", "sigma", "sigma_hat", "denoised"}`` once per step. ``noise_sampler(sigma, sigma_next)``
-returns fresh standard normal noise shaped like ``x`` (ancestral / SDE samplers).
+returns standard normal noise shaped like ``x`` for the step from ``sigma`` to ``sigma_next``
+(ancestral / SDE samplers). Without one, the ancestral samplers and lcm draw fresh Gaussian noise
+(:func:`default_noise_sampler`, seeded from ``extra_args["seed"]``); the SDE samplers (dpmpp_sde,
+dpmpp_2m_sde, dpmpp_3m_sde) read a Brownian tree seeded the same way
+(:mod:`nodegen.diffusion.brownian`).
 """
 
 from __future__ import annotations

@@ -1,14 +1,17 @@
 """DPM-Solver++(2M) SDE (midpoint or heun variant). With eta = 1 and the midpoint variant this is
 diffusers' ``DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")`` given the same noise.
 
-Noise: a plain Gaussian ``noise_sampler`` (one draw per step from the seeded CPU generator), not
-k-diffusion's Brownian tree (which needs torchsde)."""
+Noise: without a ``noise_sampler`` it comes from a Brownian tree over the schedule's sigmas seeded
+from ``extra_args["seed"]`` (:mod:`nodegen.diffusion.brownian`), as in k-diffusion and ComfyUI
+(diffusers' scheduler instead draws i.i.d. Gaussian noise from its generator; pass a Gaussian
+``noise_sampler`` to reproduce that)."""
 
 from __future__ import annotations
 
 import torch
 
-from nodegen.diffusion.samplers._common import ensure_noise_sampler, report, s_in_like
+from nodegen.diffusion.brownian import ensure_brownian_noise_sampler
+from nodegen.diffusion.samplers._common import report, s_in_like
 
 
 @torch.no_grad()
@@ -17,7 +20,7 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
     if solver_type not in ("heun", "midpoint"):
         raise ValueError("solver_type must be 'heun' or 'midpoint'")
     extra_args = extra_args or {}
-    noise_sampler = ensure_noise_sampler(noise_sampler, x, extra_args)
+    noise_sampler = ensure_brownian_noise_sampler(noise_sampler, x, sigmas, extra_args)
     s_in = s_in_like(x)
     old_denoised = None
     h_last = None

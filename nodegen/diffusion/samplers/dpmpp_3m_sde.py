@@ -1,18 +1,21 @@
 """DPM-Solver++(3M) SDE: third-order multistep with SDE noise (eta = 1); with eta = 0 a
-deterministic third-order multistep ODE solver. Noise from the Gaussian ``noise_sampler``."""
+deterministic third-order multistep ODE solver. Noise: without a ``noise_sampler`` a Brownian tree
+over the schedule's sigmas seeded from ``extra_args["seed"]`` (:mod:`nodegen.diffusion.brownian`),
+as in k-diffusion and ComfyUI."""
 
 from __future__ import annotations
 
 import torch
 
-from nodegen.diffusion.samplers._common import ensure_noise_sampler, report, s_in_like
+from nodegen.diffusion.brownian import ensure_brownian_noise_sampler
+from nodegen.diffusion.samplers._common import report, s_in_like
 
 
 @torch.no_grad()
 def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                         eta=1.0, s_noise=1.0):
     extra_args = extra_args or {}
-    noise_sampler = ensure_noise_sampler(noise_sampler, x, extra_args)
+    noise_sampler = ensure_brownian_noise_sampler(noise_sampler, x, sigmas, extra_args)
     s_in = s_in_like(x)
     denoised_1 = denoised_2 = None
     h = h_1 = h_2 = None

@@ -1,12 +1,16 @@
-"""DPM-Solver++ (stochastic, 2 model calls per step; Karras' sampler "DPM++ SDE"). Noise comes from
-the Gaussian ``noise_sampler`` (not a Brownian tree)."""
+"""DPM-Solver++ (stochastic, 2 model calls per step; k-diffusion's / ComfyUI's "DPM++ SDE").
+
+Noise: without a ``noise_sampler`` it comes from a Brownian tree over the schedule's sigmas
+seeded from ``extra_args["seed"]`` (:mod:`nodegen.diffusion.brownian`), as in k-diffusion and
+ComfyUI; with the same tree (batch of 1) this is diffusers' ``DPMSolverSDEScheduler(
+noise_sampler_seed=seed)``. A given ``noise_sampler(sigma, sigma_next)`` is used instead."""
 
 from __future__ import annotations
 
 import torch
 
+from nodegen.diffusion.brownian import ensure_brownian_noise_sampler
 from nodegen.diffusion.samplers._common import (
-    ensure_noise_sampler,
     get_ancestral_step,
     report,
     s_in_like,
@@ -18,7 +22,7 @@ from nodegen.diffusion.samplers._common import (
 def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                      eta=1.0, s_noise=1.0, r=1 / 2):
     extra_args = extra_args or {}
-    noise_sampler = ensure_noise_sampler(noise_sampler, x, extra_args)
+    noise_sampler = ensure_brownian_noise_sampler(noise_sampler, x, sigmas, extra_args)
     s_in = s_in_like(x)
 
     def sigma_fn(t):
