@@ -42,8 +42,8 @@ def _array(result) -> np.ndarray:
 
 
 def test_prompt_controls_the_picture(engine):
-    cases = [("a large red circle on a white background, center", "red", "circle"),
-             ("a large blue square on a white background, center", "blue", "square")]
+    cases = [("a large red circle on a white background, in the center", "red", "circle"),
+             ("a large blue square on a white background, in the center", "blue", "square")]
     for prompt, color, shape in cases:
         colors, shapes_seen = [], []
         for seed in range(4):
@@ -91,7 +91,7 @@ def test_inpainting_changes_only_the_masked_region(engine):
     Image.fromarray(a).save(Path(engine.env.input_dir) / "hole.png")
     r = engine.run(GRAPHS / "inpaint.json", set={
         "Image with hole.image": "hole.png", "Sampler.seed": 1, "Sampler.denoise": 1.0,
-        "Prompt.text": "a large blue square on a white background, center"})
+        "Prompt.text": "a large blue square on a white background, in the center"})
     assert r.ok, r.failures
     out = _array(r)
     inside = np.zeros((64, 64), bool)
@@ -126,3 +126,35 @@ def test_demo_model_loads_as_a_diffusers_folder_too(tmp_path, monkeypatch):
         cond = text.encoders[0](ids).last_hidden_state
         torch.testing.assert_close(model.unet(z, t, cond).sample, model2.unet(z, t, cond).sample)
         torch.testing.assert_close(vae.vae.decode(z).sample, vae2.vae.decode(z).sample)
+
+
+CANNY = ROOT / "nodegen" / "assets" / "models" / "controlnet" / "nodegen-demo-canny.safetensors"
+
+
+def _shape_mask(img: np.ndarray) -> np.ndarray:
+    """Pixels far from the border's median colour (the shape), for an image in [0, 1]."""
+    border = np.concatenate([img[:2].reshape(-1, 3), img[-2:].reshape(-1, 3),
+                             img[:, :2].reshape(-1, 3), img[:, -2:].reshape(-1, 3)])
+    return np.sqrt(((img - np.median(border, 0)) ** 2).sum(-1)) > 0.25
+
+
+def test_demo_controlnet_puts_the_shape_where_the_edges_are(engine):
+    """graphs/controlnet.json as shipped (demo model + demo Canny ControlNet, both built in): the
+    prompt names no position, the layout's edges decide where the shape goes."""
+    assert CANNY.is_file() and CANNY.stat().st_size <= 25 * 2**20
+    assert "nodegen-demo-canny.safetensors" in ModelPaths([], use_env=False, use_config=False).list("controlnet")
+    ious = {1.0: [], 0.0: []}
+    for k, position in enumerate(("top left", "bottom right", "top right")):
+        attrs = {"shape": "square", "color": "yellow", "size": "large", "position": position,
+                 "background": "green"}
+        gt = _shape_mask(_save_input(engine, attrs, f"layout{k}.png"))
+        for strength in ious:
+            r = engine.run(GRAPHS / "controlnet.json", set={
+                "Layout.image": f"layout{k}.png", "Apply ControlNet.strength": strength, "Sample.seed": k,
+                "Positive.text": "a large yellow square on a green background"})
+            assert r.ok, r.failures
+            m = _shape_mask(np.asarray(r.ui["13"]["images"][0].convert("RGB"), dtype=np.float32) / 255.0)
+            ious[strength].append((m & gt).sum() / max((m | gt).sum(), 1))
+    with_cn, without = np.mean(ious[1.0]), np.mean(ious[0.0])
+    assert with_cn > 0.5, ious
+    assert with_cn > without + 0.25, ious

@@ -118,11 +118,15 @@ def main() -> None:
         scored = [score(im, a) for im, (_, a) in zip(imgs, items, strict=True)]
         col = float(np.mean([s["color_ok"] for s in scored]))
         shp = float(np.mean([s["shape_ok"] for s in scored]))
+        pos = float(np.mean([s["position_ok"] for s in scored]))
+        size = float(np.mean([s["size_ok"] for s in scored]))
         both = float(np.mean([s["color_ok"] and s["shape_ok"] for s in scored]))
         bg = float(np.mean([s["background"] == a["background"] for s, (_, a) in zip(scored, items, strict=True)]))
-        results[cfg] = {"color": col, "shape": shp, "both": both, "background": bg, "n": len(items)}
+        results[cfg] = {"color": col, "shape": shp, "both": both, "background": bg, "position": pos,
+                        "size": size, "n": len(items)}
         print(f"cfg {cfg:4.1f}: colour {col:6.1%}  shape {shp:6.1%}  both {both:6.1%}  "
-              f"background {bg:6.1%}  (n={len(items)}, {args.steps} {args.scheduler} steps, "
+              f"background {bg:6.1%}  position {pos:6.1%}  size {size:6.1%}  "
+              f"(n={len(items)}, {args.steps} {args.scheduler} steps, "
               f"{time.time() - t:.0f}s)", flush=True)
         if args.grid:
             args.grid.parent.mkdir(parents=True, exist_ok=True)

@@ -196,7 +196,7 @@ def evaluate(n: int, t0: float) -> None:
                 "Layout.image": f"gt{k}.png", "Positive.text": prompt, "Apply ControlNet.strength": strength,
                 "Sample.seed": k})
             assert r.ok, r.failures
-            out = np.asarray(r.images[0].convert("RGB"))
+            out = np.asarray(r.ui["13"]["images"][0].convert("RGB"))  # the Save node, not the edges preview
             m = _mask(out)
             ious[strength].append((m & gt).sum() / max((m | gt).sum(), 1))
             shape_ok[strength].append(score(out, a)["shape_ok"])

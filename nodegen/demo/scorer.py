@@ -4,7 +4,9 @@ The background colour is the median of the image border. The shape is the larges
 region of pixels that differ strongly from it; its colour is the nearest palette colour to the
 median of its most distinct pixels. The class comes from two geometric measures of the region:
 ``fill`` (area over bounding-box area: square ~1, circle ~0.79, triangle ~0.5, star ~0.35) and
-``solidity`` (area over convex-hull area: ~1 for the convex shapes, ~0.5 for a star).
+``solidity`` (area over convex-hull area: ~1 for the convex shapes, ~0.5 for a star). The
+position is the nominal place nearest to the region's centre; the size is the one whose nominal
+area for the detected class is nearer (in ratio) to the region's area.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections import deque
 
 import numpy as np
 
-from nodegen.demo.shapes import COLORS
+from nodegen.demo.shapes import COLORS, POSITIONS, SIZES
 
 _PALETTE_NAMES = list(COLORS)
 _PALETTE = np.array([COLORS[c] for c in _PALETTE_NAMES], dtype=np.float32)
@@ -105,6 +107,21 @@ def classify_mask(mask: np.ndarray) -> tuple[str, dict]:
     return label, {"fill": fill, "solidity": solidity, "area": area}
 
 
+#: Area of each shape class in units of its nominal radius squared (see shapes._polygon).
+_AREA_PER_R2 = {"circle": np.pi, "square": 1.7**2, "triangle": 3 * 3**0.5 / 4 * 1.2**2,
+                "star": 5 * 1.2**2 * 0.42 * np.sin(np.pi / 5)}
+
+
+def _position_and_size(region: np.ndarray, label: str) -> tuple[str, str]:
+    h, w = region.shape
+    ys, xs = np.nonzero(region)
+    cx, cy = (xs.mean() + 0.5) / w, (ys.mean() + 0.5) / h
+    pos = min(POSITIONS, key=lambda k: (POSITIONS[k][0] - cx) ** 2 + (POSITIONS[k][1] - cy) ** 2)
+    area = region.sum() / float(h * w)
+    size = min(SIZES, key=lambda k: abs(np.log(area / (_AREA_PER_R2[label] * SIZES[k] ** 2))))
+    return pos, size
+
+
 def score_image(image) -> dict:
     """Detect the shape in an image: ``{"color", "shape", "background", ...features}``.
 
@@ -115,7 +132,7 @@ def score_image(image) -> dict:
                              img[:, :2].reshape(-1, 3), img[:, -2:].reshape(-1, 3)])
     bg = np.median(border, axis=0)
     dist = np.sqrt(((img - bg) ** 2).sum(-1))
-    out = {"background": nearest_color(bg), "color": None, "shape": None}
+    out = {"background": nearest_color(bg), "color": None, "shape": None, "position": None, "size": None}
     strong = dist > _MIN_DIST
     if strong.sum() < 4:
         return out
@@ -131,6 +148,7 @@ def score_image(image) -> dict:
     if region.sum() < 4:
         region = comp
     out["shape"], feats = classify_mask(region)
+    out["position"], out["size"] = _position_and_size(region, out["shape"])
     out.update(feats)
     return out
 
@@ -140,4 +158,6 @@ def score(image, attrs: dict) -> dict:
     det = score_image(image)
     det["color_ok"] = det["color"] == attrs.get("color")
     det["shape_ok"] = det["shape"] == attrs.get("shape")
+    det["position_ok"] = det["position"] == attrs.get("position")
+    det["size_ok"] = det["size"] == attrs.get("size")
     return det
