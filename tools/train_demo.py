@@ -84,6 +84,33 @@ def save(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def optimizer_step(opt, loss: torch.Tensor, params) -> None:
+    """Backward, clip the gradient norm to 1, step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
+def noisy_batch(data: dict, sched, gen: torch.Generator, batch: int, uncond_prob: float):
+    """A training batch from ``latents.pt``: ``(noisy latents, noise, timesteps, token ids)``,
+    a posterior sample scaled by SD1's factor, ``uncond_prob`` of the captions emptied."""
+    idx = torch.randint(0, len(data["mean"]), (batch,), generator=gen)
+    z = data["mean"][idx] + data["std"][idx] * torch.randn(data["mean"][idx].shape, generator=gen)
+    z = z * configs.SCALING_FACTOR
+    ids = data["ids"][idx].clone()
+    ids[torch.rand(batch, generator=gen) < uncond_prob] = data["empty"]
+    t = torch.randint(0, 1000, (batch,), generator=gen)
+    noise = torch.randn(z.shape, generator=gen)
+    return sched.add_noise(z, noise, t), noise, t, ids, idx
+
+
+def min_snr_loss(pred: torch.Tensor, noise: torch.Tensor, snr: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Epsilon MSE with min-SNR-5 weighting."""
+    w = torch.clamp(snr[t], max=5.0) / snr[t]
+    return (((pred - noise) ** 2).mean((1, 2, 3)) * w).mean()
+
+
 def train_vae(args, t0: float):
     vae, _, _ = configs.build_models()
     with torch.no_grad():  # start with a narrow posterior: unit noise would drown the latent
@@ -117,10 +144,7 @@ def train_vae(args, t0: float):
         l1 = ((rec - x).abs() * (edge_weight(x) + 3.0 * fg)).mean()
         kl = post.kl().mean()
         loss = l1 + args.kl_weight * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, vae.parameters())
         step += 1
         run.append(l1.item())
         if step % 25 == 0:
@@ -135,21 +159,14 @@ def train_vae(args, t0: float):
     return vae
 
 
-@torch.no_grad()
 def round_trip_score(vae) -> str:
     """Colour/shape accuracy of the scorer on VAE round trips of the 200 held-out renders."""
-    from nodegen.demo.scorer import score
+    from eval_demo import vae_ceiling
 
     was_training = vae.training
-    vae.eval()
-    items = shapes.eval_prompts()
-    x = torch.from_numpy(np.stack([shapes.render_array(a, configs.IMAGE_SIZE) for _, a in items]))
-    x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    rec = torch.cat([vae.decode(vae.encode(b).latent_dist.mean).sample for b in x.split(50)])
-    img = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    sc = [score(im, a) for im, (_, a) in zip(img, items, strict=True)]
+    res = vae_ceiling(vae.eval(), shapes.eval_prompts())
     vae.train(was_training)
-    return f"colour {np.mean([c['color_ok'] for c in sc]):.1%} shape {np.mean([c['shape_ok'] for c in sc]):.1%}"
+    return f"colour {res['color']:.1%} shape {res['shape']:.1%}"
 
 
 def train_decoder(args, t0: float):
@@ -189,10 +206,7 @@ def train_decoder(args, t0: float):
             z = vae.encode(x).latent_dist.sample()
         rec = vae.decode(z).sample
         l1 = ((rec - x).abs() * (edge_weight(x) + 3.0 * foreground(x))).mean()
-        opt.zero_grad(set_to_none=True)
-        l1.backward()
-        torch.nn.utils.clip_grad_norm_(dec_params, 1.0)
-        opt.step()
+        optimizer_step(opt, l1, dec_params)
         step += 1
         ema_update(ema, vae, min(args.dec_ema, (1 + step) / (10 + step)))
         run.append(l1.item())
@@ -266,7 +280,7 @@ def train_unet(args, data: dict, t0: float):
             m.load_state_dict(st[k])
         step = st["step"]
         log(f"unet: resumed at step {step}", t0)
-    n, last_save, run = len(data["mean"]), time.time(), []
+    last_save, run = time.time(), []
     t_start = st.get("t_start", time.time()) if ckpt.exists() else time.time()
     while step < args.unet_steps:
         if args.until and time.strftime("%H:%M", time.gmtime()) >= args.until:
@@ -278,23 +292,10 @@ def train_unet(args, data: dict, t0: float):
         for g in opt.param_groups:
             g["lr"] = lr
         gen = torch.Generator().manual_seed(args.seed * 1000003 + step)
-        idx = torch.randint(0, n, (args.unet_batch,), generator=gen)
-        z = data["mean"][idx] + data["std"][idx] * torch.randn(data["mean"][idx].shape, generator=gen)
-        z = z * configs.SCALING_FACTOR
-        ids = data["ids"][idx].clone()
-        drop = torch.rand(args.unet_batch, generator=gen) < args.uncond_prob
-        ids[drop] = data["empty"]
-        t = torch.randint(0, 1000, (args.unet_batch,), generator=gen)
-        noise = torch.randn(z.shape, generator=gen)
-        zt = sched.add_noise(z, noise, t)
+        zt, noise, t, ids, _ = noisy_batch(data, sched, gen, args.unet_batch, args.uncond_prob)
         cond = text(ids).last_hidden_state
-        pred = unet(zt, t, cond).sample
-        w = torch.clamp(snr[t], max=5.0) / snr[t]
-        loss = (((pred - noise) ** 2).mean((1, 2, 3)) * w).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        loss = min_snr_loss(unet(zt, t, cond).sample, noise, snr, t)
+        optimizer_step(opt, loss, params)
         step += 1
         decay = min(args.ema, (1 + step) / (10 + step))
         ema_update(ema_u, unet, decay)

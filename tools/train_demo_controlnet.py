@@ -82,7 +82,7 @@ def hints_for(n: int, seed: int) -> torch.Tensor:
 
 def train(args, t0: float) -> None:
     from diffusers import DDPMScheduler
-    from train_demo import decay_factor, ema_update, save
+    from train_demo import decay_factor, ema_update, min_snr_loss, noisy_batch, optimizer_step, save
 
     data = torch.load(OUT / "latents.pt")
     n = len(data["mean"])
@@ -113,25 +113,14 @@ def train(args, t0: float) -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         gen = torch.Generator().manual_seed(args.seed * 7919 + step)
-        idx = torch.randint(0, n, (args.batch,), generator=gen)
-        z = (data["mean"][idx] + data["std"][idx] * torch.randn(data["mean"][idx].shape, generator=gen))
-        z = z * configs.SCALING_FACTOR
-        ids = data["ids"][idx].clone()
-        ids[torch.rand(args.batch, generator=gen) < args.uncond_prob] = data["empty"]
-        t = torch.randint(0, 1000, (args.batch,), generator=gen)
-        noise = torch.randn(z.shape, generator=gen)
-        zt = sched.add_noise(z, noise, t)
+        zt, noise, t, ids, idx = noisy_batch(data, sched, gen, args.batch, args.uncond_prob)
         with torch.no_grad():
             cond = enc(ids).last_hidden_state
         hint = hints[idx].float().expand(-1, 3, -1, -1)
         down, mid = net(zt, t, encoder_hidden_states=cond, controlnet_cond=hint, return_dict=False)
         pred = unet(zt, t, cond, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
-        w = torch.clamp(snr[t], max=5.0) / snr[t]
-        loss = (((pred - noise) ** 2).mean((1, 2, 3)) * w).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
+        loss = min_snr_loss(pred, noise, snr, t)
+        optimizer_step(opt, loss, net.parameters())
         step += 1
         ema_update(ema, net, min(args.ema, (1 + step) / (10 + step)))
         run.append(loss.item())
