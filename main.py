@@ -1,21 +1,10 @@
 """nodegen's entry point: ``python main.py`` opens the editor; ``python main.py COMMAND ...`` runs
-the headless command line (``run``, ``validate``, ``nodes``, ...). Same as the ``nodegen`` script."""
-
-from __future__ import annotations
+the headless command line (``run``, ``validate``, ``nodes``, ``serve``, ``sweep``, ...). Same as the
+installed ``nodegen`` script."""
 
 import sys
 
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] == "gui":
-        from gui.app import main as gui_main
-
-        return gui_main(argv[1:] if argv else [])
-    from nodegen.cli import main as cli_main
-
-    return cli_main(argv)
-
+from nodegen.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nodegen import types as T  # noqa: E402
-from nodegen.cache import OutputCache  # noqa: E402
-from nodegen.executor import Executor  # noqa: E402
-from nodegen.node import Input, Output, node  # noqa: E402
-from nodegen.registry import NodeRegistry  # noqa: E402
+from nodegen.kernel import types as T  # noqa: E402
+from nodegen.kernel.cache import OutputCache  # noqa: E402
+from nodegen.kernel.executor import Executor  # noqa: E402
+from nodegen.kernel.node import Input, Output, node  # noqa: E402
+from nodegen.kernel.registry import NodeRegistry  # noqa: E402
 
 
 @node("BConst", inputs=[Input.int("value", 0)], outputs=[Output("value", T.INT)])

@@ -65,10 +65,10 @@ def main(argv=None) -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(["bench"])
-    import gui  # noqa: F401 - installs the PySide6 6.12 / Python 3.11 fix (gui.qtcompat)
-    from gui.mainwindow import MainWindow
-    from gui.theme import apply_dark
-    from nodegen.engine import Engine
+    import nodegen.gui  # noqa: F401 - installs the PySide6 6.12 / Python 3.11 fix (gui.qtcompat)
+    from nodegen.gui.mainwindow import MainWindow
+    from nodegen.gui.theme import apply_dark
+    from nodegen.runtime.engine import Engine
 
     apply_dark(app)
     tmp = Path(tempfile.mkdtemp(prefix="nodegen-bench-"))

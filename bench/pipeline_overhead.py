@@ -78,7 +78,7 @@ def time_sampling(ckpt: Path, size: int, steps: int, repeat: int) -> dict:
     import torch
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
-    from nodegen.engine import Engine
+    from nodegen.runtime.engine import Engine
 
     graph = json.loads((ROOT / "graphs" / "txt2img.json").read_text())
     engine = Engine(models=[], output_dir=tempfile.mkdtemp())
@@ -117,7 +117,7 @@ def time_sampling(ckpt: Path, size: int, steps: int, repeat: int) -> dict:
 _LOAD_PREAMBLE = """
 import sys, time, threading
 sys.path.insert(0, {root!r})
-from nodegen.compat import torchvision_fix; torchvision_fix.apply()
+from nodegen.compat import torchvision as torchvision_fix; torchvision_fix.apply()
 import torch; torch.set_num_threads(1)
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel  # imports not timed
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -165,7 +165,7 @@ def time_loading(ckpt: Path, cfg: Path, repeat: int) -> dict:
 
 
 def main() -> None:
-    from nodegen.compat import torchvision_fix
+    from nodegen.compat import torchvision as torchvision_fix
 
     torchvision_fix.apply()
     import torch

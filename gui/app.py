@@ -26,7 +26,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def make_engine(args):
-    from nodegen.engine import Engine
+    from nodegen.runtime.engine import Engine
 
     return Engine(models=args.models, output_dir=args.output_dir, input_dir=args.input_dir, device=args.device)
 
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtCore import QCoreApplication, Qt
     from PySide6.QtWidgets import QApplication
 
-    from gui.mainwindow import MainWindow
-    from gui.theme import apply_dark
+    from .mainwindow import MainWindow
+    from .theme import apply_dark
 
     app = QApplication.instance()
     owns_app = app is None

@@ -9,7 +9,7 @@ import json
 from PySide6.QtCore import QRectF
 from PySide6.QtGui import QGuiApplication
 
-from nodegen.workflow import FORMAT, VERSION, WorkflowError, is_link, parse
+from nodegen.kernel.workflow import FORMAT, VERSION, WorkflowError, is_link, parse
 
 MIME = "application/x-nodegen-workflow"
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 
 from PySide6.QtGui import QUndoCommand
 
-from gui.document import ABSENT, Document
-from nodegen.workflow import is_link, link
+from .document import ABSENT, Document
+from nodegen.kernel.workflow import is_link, link
 
 MOVE_ID = 1
 VALUE_ID = 2

@@ -1,4 +1,4 @@
-"""The document model: a :class:`nodegen.workflow.Workflow` (its JSON dict is the truth) plus the
+"""The document model: a :class:`nodegen.kernel.workflow.Workflow` (its JSON dict is the truth) plus the
 undo stack, with Qt signals telling views what changed.
 
 Views never change ``data`` themselves: every edit is a command from :mod:`gui.commands`, and
@@ -16,7 +16,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
 
-from nodegen.workflow import Workflow, is_link, new_document
+from nodegen.kernel.workflow import Workflow, is_link, new_document
 
 #: ``apply_state(groups=ABSENT)`` removes the ``groups`` key (restoring a document that had none).
 ABSENT = "__absent__"
@@ -98,7 +98,9 @@ class Document(QObject):
 
     def open(self, path: str | Path) -> None:
         """Load a workflow ``.json`` or a PNG that embeds one (raises WorkflowError)."""
-        self.set_workflow(Workflow.load(path))
+        from nodegen.formats import open_any
+
+        self.set_workflow(open_any(path))
 
     def save(self, path: str | Path | None = None) -> Path:
         target = self.workflow.save(path)

@@ -10,9 +10,9 @@ from pathlib import Path
 from PySide6.QtCore import QPointF, QRectF
 from PySide6.QtWidgets import QMenu
 
-from gui import clipboard, commands
-from gui.group_item import GroupItem
-from gui.node_item import NodeItem
+from . import clipboard, commands
+from .group_item import GroupItem
+from .node_item import NodeItem
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 COLORS = {"Default": None, "Red": "#5c2b2b", "Brown": "#4d3b29", "Green": "#2b4d33", "Blue": "#2b3d5c",

@@ -6,8 +6,8 @@ from __future__ import annotations
 from PySide6.QtCore import QEvent, QObject, QRectF, Qt
 from PySide6.QtWidgets import QFileDialog, QLineEdit, QMenu, QPlainTextEdit
 
-from gui import commands
-from gui.widgets import format_value, parse_value
+from . import commands
+from .widgets import format_value, parse_value
 
 
 class _KeyFilter(QObject):

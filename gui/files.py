@@ -12,7 +12,7 @@ from PySide6.QtCore import QSettings, QStandardPaths, QTimer
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from nodegen.formats.png import WORKFLOW_KEY, png_text
-from nodegen.workflow import Workflow, WorkflowError, atomic_write_text
+from nodegen.kernel.workflow import Workflow, WorkflowError, atomic_write_text
 
 MAX_RECENT = 10
 AUTOSAVE_MS = 30_000
@@ -28,23 +28,14 @@ def state_dir() -> Path:
 
 
 def load_any(path: str | Path) -> Workflow:
-    """A nodegen workflow (``.json`` or PNG), or a ComfyUI workflow (``.json`` in the API or the
-    editor format; PNGs are converted by the loader) imported as a new document (no path)."""
-    p = Path(path)
-    if p.suffix.lower() != ".png":
-        try:
-            data = json.loads(p.read_bytes().decode("utf-8-sig"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            data = None
-        if isinstance(data, dict) and data.get("format") != "nodegen-workflow":
-            try:
-                from nodegen.formats import comfy
-            except ImportError:
-                comfy = None
-            if comfy is not None and comfy.detect(data):
-                doc, _notes = comfy.import_comfy(data, source=str(p))
-                return Workflow.from_dict(doc)
-    return Workflow.load(p)
+    """A nodegen workflow (``.json`` or PNG), or a ComfyUI workflow imported as a new document (no
+    path: saving asks where, so a ComfyUI file is never overwritten in another format)."""
+    from nodegen.formats import is_native, open_any
+
+    wf = open_any(path)
+    if Path(path).suffix.lower() != ".png" and not is_native(path):
+        wf.path = None
+    return wf
 
 
 def is_workflow_file(path: str) -> bool:

@@ -7,7 +7,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QPen
 from PySide6.QtWidgets import QGraphicsItem
 
-from gui import commands
+from . import commands
 
 TITLE_H = 28.0
 DEFAULT_COLOR = "#3f5a73"

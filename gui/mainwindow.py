@@ -7,17 +7,17 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence, QPixmapCache
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QUndoView
 
-from gui import theme  # noqa: F401 - colours used by the items
-from gui.document import Document
-from gui.edit_actions import EditMixin
-from gui.files import FileMixin
-from gui.palette import Palette, QuickSearch
-from gui.panels import DeviceStatus, ImageViewer, ProblemsPanel
-from gui.run_view import RunMixin
-from gui.runner import RunController
-from gui.scene import GraphScene
-from gui.schema import Schema
-from gui.view import GraphView
+from . import theme  # noqa: F401 - colours used by the items
+from .document import Document
+from .edit_actions import EditMixin
+from .files import FileMixin
+from .palette import Palette, QuickSearch
+from .panels import DeviceStatus, ImageViewer, ProblemsPanel
+from .run_view import RunMixin
+from .runner import RunController
+from .scene import GraphScene
+from .schema import Schema
+from .view import GraphView
 
 
 class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):

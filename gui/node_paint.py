@@ -8,7 +8,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFontMetricsF, QPen
 from PySide6.QtWidgets import QStyle
 
-from gui import theme
+from . import theme
 
 TITLE_H = 26.0
 PAD = 8.0

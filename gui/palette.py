@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gui.view import NODE_MIME
+from .view import NODE_MIME
 
 TYPE_ROLE = Qt.UserRole + 1
 

@@ -8,8 +8,8 @@ import random
 
 from PySide6.QtCore import QTimer
 
-from gui import commands
-from nodegen.node import SEED_MAX
+from . import commands
+from nodegen.kernel.node import SEED_MAX
 
 
 class RunMixin:

@@ -16,9 +16,9 @@ from collections import deque
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtGui import QImage
 
-from nodegen.context import CancelToken
-from nodegen.validate import Plan, Problem, plan
-from nodegen.workflow import WorkflowError
+from nodegen.kernel.context import CancelToken
+from nodegen.kernel.validate import Plan, Problem, plan
+from nodegen.kernel.workflow import WorkflowError
 
 
 def pil_to_qimage(pil) -> QImage:

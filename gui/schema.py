@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegen.types import compatible, get_type
-from nodegen.workflow import is_link
+from nodegen.kernel.types import compatible, get_type
+from nodegen.kernel.workflow import is_link
 
 DEFAULT_TYPE_COLOR = "#9e9e9e"
 

@@ -9,7 +9,7 @@ from PySide6.QtCore import QLineF, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QFrame, QGraphicsView, QWidget
 
-from gui import theme
+from . import theme
 
 NODE_MIME = "application/x-nodegen-node-type"
 MIN_ZOOM, MAX_ZOOM = 0.1, 4.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QPen
 
-from gui import commands, theme
+from . import commands, theme
 
 ARROW_W = 14.0
 SEED_CTRL_W = 60.0

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import QPointF, Qt
 
-from gui import commands
-from gui.edge_item import DragWire
+from . import commands
+from .edge_item import DragWire
 
 
 class WireDrag:
@@ -29,7 +29,7 @@ class WiringMixin:
         return None if w is None else (w.item, w.side, w.name, w.type)
 
     def node_at(self, pos: QPointF):
-        from gui.node_item import NodeItem
+        from .node_item import NodeItem
 
         for it in self.items(pos):
             if isinstance(it, NodeItem):
@@ -176,7 +176,7 @@ class WiringMixin:
                 event.accept()
                 return
         super().mousePressEvent(event)
-        from gui.node_item import NodeItem
+        from .node_item import NodeItem
 
         grabber = self.mouseGrabberItem()
         if isinstance(grabber, NodeItem) and not grabber.widget_drag_active():

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import torch
 
-from nodegen import types as T
+from nodegen.kernel import types as T
 from nodegen.diffusion import conditioning as C
 from nodegen.diffusion.conditioning import CondItem
-from nodegen.node import Input, Output, node
+from nodegen.kernel.node import Input, Output, node
 
 MAX_SIZE = 16384
 
@@ -138,7 +138,7 @@ def conditioning_set_area(ctx, conditioning, width, height, x, y, strength):
               Input.bool("noise_mask", True, description="Also keep the unmasked area (blend while sampling)")],
       outputs=[Output("positive", T.CONDITIONING), Output("negative", T.CONDITIONING), Output("latent", T.LATENT)])
 def inpaint_model_conditioning(ctx, positive, negative, vae, pixels, mask, noise_mask=True):
-    from nodes.vae import crop_to_multiple, inpaint_inputs
+    from .vae import crop_to_multiple, inpaint_inputs
 
     _check_cond(positive, "positive")
     _check_cond(negative, "negative")

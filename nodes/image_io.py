@@ -6,9 +6,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from nodegen import types as T
-from nodegen.imageutil import check_image, image_to_pils, pil_alpha_mask, pil_to_image
-from nodegen.node import Input, Output, node
+from nodegen.kernel import types as T
+from nodegen.image.convert import check_image, image_to_pils, pil_alpha_mask, pil_to_image
+from nodegen.kernel.node import Input, Output, node
 
 
 def _input_images(env) -> list[str]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from nodegen import types as T
-from nodegen.imageutil import check_image
-from nodegen.node import Input, Output, node
+from nodegen.kernel import types as T
+from nodegen.image.convert import check_image
+from nodegen.kernel.node import Input, Output, node
 
 SCALE_METHODS = ["nearest-exact", "bilinear", "bicubic", "lanczos", "area"]
 MAX_SIZE = 16384

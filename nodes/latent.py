@@ -13,8 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from nodegen import types as T
-from nodegen.node import Input, Output, node
+from nodegen.kernel import types as T
+from nodegen.kernel.node import Input, Output, node
 
 UPSCALE_METHODS = ["nearest-exact", "bilinear", "bicubic", "area"]
 MAX_SIZE = 16384

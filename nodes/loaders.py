@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodegen import types as T
-from nodegen.node import Input, Output, node
-from nodegen.upscale.files import choices_for, fingerprint_for, resolve_model
+from nodegen.kernel import types as T
+from nodegen.kernel.node import Input, Output, node
+from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
 
 PREDICTIONS = ["auto", "epsilon", "v_prediction"]
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from nodegen import types as T
-from nodegen.node import Input, Output, node
+from nodegen.kernel import types as T
+from nodegen.kernel.node import Input, Output, node
 
 CHANNELS = ["red", "green", "blue", "alpha"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import operator
 
-from nodegen import types as T
-from nodegen.node import Input, Output, node
+from nodegen.kernel import types as T
+from nodegen.kernel.node import Input, Output, node
 
 _INT_OPS = {
     "add": operator.add, "subtract": operator.sub, "multiply": operator.mul,

@@ -3,8 +3,8 @@ tiles). Each returns an IMAGE ready for ControlNetApply."""
 
 from __future__ import annotations
 
-from nodegen import types as T
-from nodegen.node import Input, Output, node
+from nodegen.kernel import types as T
+from nodegen.kernel.node import Input, Output, node
 from nodegen.preprocess import edges as E
 
 _IMG = Output("image", T.IMAGE)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nodegen import types as T
-from nodegen.node import Input, Output, node
+from nodegen.kernel import types as T
+from nodegen.kernel.node import Input, Output, node
 
 
 @node("Int", category="primitives", description="An integer constant.",

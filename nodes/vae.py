@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from nodegen import types as T
-from nodegen.node import Input, Output, node
+from nodegen.kernel import types as T
+from nodegen.kernel.node import Input, Output, node
 
 
 def _dev(ctx):

@@ -13,7 +13,7 @@ os.environ["NODEGEN_CONFIG"] = os.path.join(os.path.dirname(__file__), "_no_conf
 os.environ.pop("NODEGEN_MODELS", None)
 os.environ["NODEGEN_NODES_PATH"] = os.path.join(os.path.dirname(__file__), "_no_user_nodes")
 
-from nodegen.compat import torchvision_fix  # noqa: E402
+from nodegen.compat import torchvision as torchvision_fix  # noqa: E402
 
 torchvision_fix.apply()
 

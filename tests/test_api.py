@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nodegen
-from nodegen.engine import Engine
+from nodegen.runtime.engine import Engine
 
 GRAPHS = Path(__file__).resolve().parents[1] / "graphs"
 

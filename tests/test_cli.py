@@ -91,7 +91,7 @@ def test_ctrl_c_exit_130(tmp_path):
     plugin = tmp_path / "nodes"
     plugin.mkdir()
     (plugin / "sleepy.py").write_text(
-        "import time\nfrom nodegen.node import node, Input\n"
+        "import time\nfrom nodegen.kernel.node import node, Input\n"
         "@node('Sleepy', output=True, inputs=[Input.int('n', 100)])\n"
         "def sleepy(ctx, n):\n"
         "    for i in range(n):\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nodegen.formats import comfy
-from nodegen.registry import default_registry
+from nodegen.kernel.registry import default_registry
 
 DATA = Path(__file__).parent / "data" / "comfy"
 

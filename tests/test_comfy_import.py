@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from nodegen.formats import comfy
+from nodegen.formats import comfy, open_any
 from nodegen.formats.comfy.mapping import all_maps
-from nodegen.workflow import Workflow, WorkflowError
+from nodegen.kernel.workflow import WorkflowError
 
 DATA = Path(__file__).parent / "data" / "comfy"
 EXAMPLES = Path(__file__).parent.parent.parent / "shared" / "comfy-examples"
@@ -39,7 +39,7 @@ def api_normal(api: dict) -> dict:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_api_import_equals_hand_built_graph(name):
-    wf = Workflow.load(DATA / f"{name}.api.json")  # Workflow.load converts ComfyUI files itself
+    wf = open_any(DATA / f"{name}.api.json")  # Workflow.load converts ComfyUI files itself
     assert structure(wf.data) == expected.EXPECTED[name]()
     assert wf.data["metadata"]["import"]["from"] == "ComfyUI API prompt"
     assert wf.data["metadata"]["import"]["notes"] == []
@@ -98,7 +98,7 @@ def test_primitive_nodes_become_our_primitives_or_inline_values():
 
 
 def test_png_with_both_chunks_opens_from_the_editor_chunk():
-    wf = Workflow.load(DATA / "txt2img.png")
+    wf = open_any(DATA / "txt2img.png")
     assert wf.data["metadata"]["import"]["chunk"] == "workflow"
     assert "21" in wf.nodes  # the note exists only in the editor chunk
     from nodegen.formats.comfy import import_png_text
@@ -122,8 +122,8 @@ def _examples():
 def test_real_comfy_examples_both_formats_agree(name):
     ui = load_json(EXAMPLES / f"{name}.workflow.json")
     api = load_json(EXAMPLES / f"{name}.prompt.json")
-    wf = Workflow.from_dict(ui)  # schema-valid after conversion
-    from_api = Workflow.from_dict(api)
+    wf = open_any(ui)  # schema-valid after conversion
+    from_api = open_any(api)
     if any(n.get("missing") for n in wf.nodes.values()):
         # a placeholder from the editor format cannot be exported; compare the mapped nodes
         placeholders = {nid for nid, n in wf.nodes.items() if n.get("missing")}
@@ -153,7 +153,7 @@ def test_real_comfy_examples_both_formats_agree(name):
 
 @pytest.mark.skipif(not EXAMPLES.is_dir(), reason="../shared/comfy-examples is not here")
 def test_real_examples_keep_layout_groups_and_widget_order():
-    wf = Workflow.load(EXAMPLES / "sdxl__sdxl_refiner_prompt_example.workflow.json")
+    wf = open_any(EXAMPLES / "sdxl__sdxl_refiner_prompt_example.workflow.json")
     n = wf.nodes
     assert n["11"]["inputs"]["steps"] == {"from": ["45", "value"]} and n["45"]["type"] == "Int"
     assert n["10"]["inputs"]["end_at_step"] == {"from": ["47", "value"]} and n["47"]["inputs"] == {"value": 20}
@@ -161,14 +161,14 @@ def test_real_examples_keep_layout_groups_and_widget_order():
     assert n["36"]["type"] == "Note" and n["36"]["title"] == "Note - Load Checkpoint BASE"
     assert n["12"]["ui"]["pos"] == [600, -611] and n["12"]["ui"]["size"] == [350, 100]
     assert len(wf.data["groups"]) == 7 and wf.data["groups"][0]["title"] == "Base Prompt"
-    old = Workflow.load(EXAMPLES / "controlnet__depth_t2i_adapter.workflow.json")
+    old = open_any(EXAMPLES / "controlnet__depth_t2i_adapter.workflow.json")
     ks = next(x for x in old.nodes.values() if x["type"] == "KSampler")
     assert ks["inputs"]["steps"] == 20 and ks["ui"]["seed_control"] == {"seed": "randomize"}  # old: true
 
 
 @pytest.mark.skipif(not EXAMPLES.is_dir(), reason="../shared/comfy-examples is not here")
 def test_comfy_png_opens_directly():
-    wf = Workflow.load(EXAMPLES / "lora__lora.png")
+    wf = open_any(EXAMPLES / "lora__lora.png")
     assert {n["type"] for n in wf.nodes.values()} >= {"CheckpointLoader", "LoraLoader", "KSampler", "SaveImage"}
     assert wf.nodes["10"]["inputs"]["lora_name"] == "epiNoiseoffset_v2.safetensors"
 
@@ -246,12 +246,12 @@ def test_bad_comfy_files_give_clear_errors(tmp_path, bad, match):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
     with pytest.raises(WorkflowError, match="bad.json.*cannot import this ComfyUI workflow"):
-        Workflow.load(path)
+        open_any(path)
 
 
 def test_non_workflow_json_is_refused():
     with pytest.raises(WorkflowError, match="not a nodegen workflow"):
-        Workflow.from_dict({"hello": 1})
+        open_any({"hello": 1})
 
 
 def test_every_map_is_consistent():

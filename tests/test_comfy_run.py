@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodegen.engine import Engine
-from nodegen.workflow import Workflow
+from nodegen.formats import open_any
+from nodegen.runtime.engine import Engine
 
 torch.set_num_threads(1)
 DATA = Path(__file__).parent / "data" / "comfy"
@@ -27,8 +27,8 @@ def engine(tmp_path_factory):
     from PIL import Image
     from safetensors.torch import save_file
 
-    from nodegen.models.controlnet_fixtures import build_controlnet, save_controlnet
-    from nodegen.upscale import fixtures as up
+    from tests.support import upscale_fixtures as up
+    from tests.support.controlnet_fixtures import build_controlnet, save_controlnet
     from tests.support.fixtures import fixture
     from tests.support.lora_fixtures import peft_lora
 
@@ -72,10 +72,10 @@ RUNNABLE = ["txt2img", "img2img", "inpaint", "hires_fix", "lora", "controlnet", 
 
 @pytest.mark.parametrize("name", RUNNABLE)
 def test_imported_workflow_runs_and_equals_the_hand_built_one(engine, name):
-    api = engine.run(Workflow.load(DATA / f"{name}.api.json"))
+    api = engine.run(open_any(DATA / f"{name}.api.json"))
     assert api.ok, (api.problems, [str(f) for f in api.failures])
     assert api.images and all(min(im.size) >= 32 for im in api.images)
-    ui_wf = Workflow.load(DATA / f"{name}.ui.json")
+    ui_wf = open_any(DATA / f"{name}.ui.json")
     ui = engine.run(ui_wf)
     # only what sits behind an editor-only node (a reroute, a bypassed node) has a new signature
     assert ui.ok and set(ui.executed) <= _behind_editor_nodes(ui_wf.data), ui.reasons
@@ -88,9 +88,9 @@ def test_imported_workflow_runs_and_equals_the_hand_built_one(engine, name):
 
 
 def test_changing_an_imported_value_recomputes_downstream(engine):
-    first = engine.run(Workflow.load(DATA / "txt2img.api.json"))
+    first = engine.run(open_any(DATA / "txt2img.api.json"))
     assert first.ok
-    other = engine.run(Workflow.load(DATA / "txt2img.api.json"), set={"3.seed": 43})
+    other = engine.run(open_any(DATA / "txt2img.api.json"), set={"3.seed": 43})
     assert other.ok and set(other.executed) == {"3", "8", "9"}
     assert list(other.images[0].getdata()) != list(first.images[0].getdata())
 
@@ -100,14 +100,14 @@ def test_graph_with_a_placeholder_runs_where_it_is_not_needed(engine, tmp_path):
     data["30"] = {"class_type": "FaceDetailerPro", "inputs": {"image": ["8", 0], "strength": 0.4}}
     path = tmp_path / "with_custom.json"
     path.write_text(json.dumps(data))
-    wf = Workflow.load(path)
+    wf = open_any(path)
     result = engine.run(wf)
     assert result.ok, result.problems
     [warning] = [w for w in result.warnings if w.code == "unknown_type"]
     assert warning.node_id == "30" and "FaceDetailerPro" in warning.message
     data["31"] = {"class_type": "SaveImage", "inputs": {"images": ["30", 0], "filename_prefix": "x"}}
     path.write_text(json.dumps(data))
-    blocked = engine.run(Workflow.load(path))
+    blocked = engine.run(open_any(path))
     assert blocked.status == "invalid"
     assert [(p.node_id, p.code) for p in blocked.problems] == [("30", "unknown_type")]
 
@@ -124,9 +124,9 @@ def test_sdxl_base_and_refiner_workflow_runs(engine, tmp_path_factory):
     shutil.copy(refiner.single_file, root / "checkpoints" / "tiny-sdxl-refiner.safetensors")
     shutil.copy(base.single_file, root / "vae" / "tiny-sdxl-vae.safetensors")  # a checkpoint's VAE
     eng = Engine(models=root, output_dir=tmp_path_factory.mktemp("sdxl-out"), device="cpu")
-    api = eng.run(Workflow.load(DATA / "sdxl_refiner.api.json"))
+    api = eng.run(open_any(DATA / "sdxl_refiner.api.json"))
     assert api.ok, (api.problems, [str(f) for f in api.failures])
-    ui = eng.run(Workflow.load(DATA / "sdxl_refiner.ui.json"))  # primitives feed steps and text
+    ui = eng.run(open_any(DATA / "sdxl_refiner.ui.json"))  # primitives feed steps and text
     assert ui.ok, (ui.problems, [str(f) for f in ui.failures])
     assert [list(a.getdata()) for a in ui.images] == [list(a.getdata()) for a in api.images]
 

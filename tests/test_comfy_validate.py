@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from nodegen.engine import Engine
+from nodegen.formats import open_any
 from nodegen.formats.comfy.mapping import all_maps
-from nodegen.registry import default_registry
+from nodegen.kernel.registry import default_registry
+from nodegen.runtime.engine import Engine
 from nodegen.sharing.models import model_inputs
-from nodegen.workflow import Workflow
 
 DATA = Path(__file__).parent / "data" / "comfy"
 EXAMPLES = Path(__file__).parent.parent.parent / "shared" / "comfy-examples"
@@ -42,7 +42,7 @@ def _stub_files(engine, wf):
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_imported_workflows_validate(engine, path):
-    wf = Workflow.load(path)
+    wf = open_any(path)
     plan = engine.validate(wf)
     missing = {p.input for p in plan.problems if p.code == "missing_file"}
     assert missing <= {"ckpt_name", "vae_name", "lora_name", "control_net_name", "model_name", "image"}

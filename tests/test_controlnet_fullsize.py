@@ -24,7 +24,7 @@ SDXL = dict(block_out_channels=(320, 640, 1280), layers_per_block=2, cross_atten
 @pytest.mark.parametrize("name,cfg,family", [("sd15", SD15, "sd1"), ("sd21", SD21, "sd2"),
                                              ("sdxl", SDXL, "sdxl")])
 def test_fullsize_config_from_shapes(name, cfg, family):
-    from nodegen.compat import torchvision_fix
+    from nodegen.compat import torchvision as torchvision_fix
 
     torchvision_fix.apply()
     from diffusers import ControlNetModel

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from nodegen.engine import Engine
-from nodegen.models.controlnet_fixtures import build_controlnet, save_controlnet
+from nodegen.runtime.engine import Engine
+from tests.support.controlnet_fixtures import build_controlnet, save_controlnet
 from tests.support.fixtures import fixture
 
 torch.set_num_threads(1)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodegen.context import CancelToken, RunContext
+from nodegen.kernel.context import CancelToken, RunContext
 from nodegen.models.controlnet import ControlNetError, ControlNetModel, load_controlnet
 from nodegen.models.controlnet_export import controlnet_to_ldm
-from nodegen.models.controlnet_fixtures import build_controlnet, save_controlnet
 from nodegen.models.paths import ModelPaths
+from tests.support.controlnet_fixtures import build_controlnet, save_controlnet
 from tests.support.fixtures import fixture
 
 torch.set_num_threads(1)
@@ -135,7 +135,7 @@ def test_wrong_base_names_both(cn):
                                               r"being sampled is SDXL \(text embeddings 192 wide, pooled\)"):
         sd1_cn.control(image(), 1.0).residuals(xx, tt, emb_xl, pooled, 0.0)
     # and through a real sampling run of the SD1 model
-    from nodes.controlnet import controlnet_apply
+    from nodegen.nodes.controlnet import controlnet_apply
 
     model = DiffusionModel.from_unet(sd1.unet, "sd1", "epsilon")
     te = TextEncoder.from_components([sd1.tokenizer], [sd1.text_encoder], "sd1")
@@ -147,8 +147,9 @@ def test_wrong_base_names_both(cn):
 
 
 def test_nodes_load_chain_and_errors(cn, tmp_path):
+    from nodegen.nodes.controlnet import controlnet_apply, controlnet_apply_advanced, controlnet_loader
+
     from nodegen.diffusion.conditioning import CondItem
-    from nodes.controlnet import controlnet_apply, controlnet_apply_advanced, controlnet_loader
 
     root, _sd1, _sdxl, a, _b = cn
     ctx = RunContext(node_id="9", node_title="CN", device="cpu", models=None,

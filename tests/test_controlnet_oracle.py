@@ -15,8 +15,8 @@ import torch
 
 from nodegen.diffusion.sample import sample
 from nodegen.models.controlnet import ControlNetModel
-from nodegen.models.controlnet_fixtures import build_controlnet
 from nodegen.models.objects import DiffusionModel, TextEncoder, VAEModel
+from tests.support.controlnet_fixtures import build_controlnet
 from tests.support.fixtures import fixture
 
 torch.set_num_threads(1)
@@ -55,8 +55,7 @@ def our_keep(model, start, end, sigmas):
 
 def run_both(fx, nets, images, scales, starts, ends, cfg=7.5, seed=77):
     from diffusers import EulerDiscreteScheduler, StableDiffusionControlNetPipeline
-
-    from nodes.controlnet import controlnet_apply_advanced
+    from nodegen.nodes.controlnet import controlnet_apply_advanced
 
     model = DiffusionModel.from_unet(fx.unet, fx.family, fx.prediction)
     te = TextEncoder.from_components([fx.tokenizer], [fx.text_encoder], fx.family)
@@ -138,7 +137,7 @@ def test_multi_controlnet_matches_diffusers(sd1):
 
 def test_oracle_detects_a_wrong_strength(sd1):
     """The comparison is sensitive: our strength 2% off fails the latent check."""
-    import nodes.controlnet as C
+    import nodegen.nodes.controlnet as C
 
     fx, nets = sd1
     edges, _ = control_images()

@@ -9,8 +9,8 @@ import torch
 
 from nodegen.diffusion.sample import sample
 from nodegen.models.controlnet import load_controlnet
-from nodegen.models.controlnet_fixtures import build_controlnet, save_controlnet
 from nodegen.models.objects import DiffusionModel, TextEncoder, VAEModel
+from tests.support.controlnet_fixtures import build_controlnet, save_controlnet
 from tests.support.fixtures import fixture
 
 torch.set_num_threads(1)
@@ -27,8 +27,7 @@ def sdxl(tmp_path_factory):
 
 def test_sdxl_controlnet_matches_diffusers(sdxl):
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
-
-    from nodes.controlnet import controlnet_apply_advanced
+    from nodegen.nodes.controlnet import controlnet_apply_advanced
 
     fx, net, files = sdxl
     loaded = load_controlnet(files.single_file)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nodegen.demo import shapes
-from nodegen.demo.scorer import score, score_image
-from nodegen.engine import Engine
 from nodegen.models.paths import ModelPaths
+from nodegen.runtime.engine import Engine
+from tools.demo import shapes
+from tools.demo.scorer import score, score_image
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "nodegen" / "assets" / "models" / "nodegen-demo-shapes.safetensors"
@@ -109,8 +109,8 @@ def test_demo_model_loads_as_a_diffusers_folder_too(tmp_path, monkeypatch):
     loader (diffusers' own from_pretrained, offline) and computes the same thing."""
     import torch
 
-    from nodegen.demo.export import export_folder
     from nodegen.models.loader import load_checkpoint
+    from tools.demo.export import export_folder
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model, text, vae = load_checkpoint(DEMO)

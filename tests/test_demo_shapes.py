@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from nodegen.demo import shapes
-from nodegen.demo.export import SINGLE_FILE
-from nodegen.demo.scorer import score, score_image
+from tools.demo import shapes
+from tools.demo.export import SINGLE_FILE
+from tools.demo.scorer import score, score_image
 
 torch.set_num_threads(1)
 
@@ -95,7 +95,7 @@ def test_single_file_is_small_sd1_layout():
 @pytest.mark.skipif(not (FOLDER / "unet" / "config.json").exists(), reason="diffusers folder not exported")
 def test_exported_folder_loads_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from nodegen.compat import torchvision_fix
+    from nodegen.compat import torchvision as torchvision_fix
 
     torchvision_fix.apply()
     from diffusers import AutoencoderKL, UNet2DConditionModel

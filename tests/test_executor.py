@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from nodegen.cache import OutputCache
-from nodegen.context import CancelToken
-from nodegen.executor import Executor
+from nodegen.kernel.cache import OutputCache
+from nodegen.kernel.context import CancelToken
+from nodegen.kernel.executor import Executor
 from tests.support import testnodes as tn
 from tests.support.testnodes import doc, ln
 
@@ -182,7 +182,7 @@ def test_failure_reports_node_inputs_and_traceback(ex):
 def test_failure_summarises_tensor_inputs():
     import torch
 
-    from nodegen.executor import summarize
+    from nodegen.kernel.executor import summarize
 
     assert summarize(torch.zeros(2, 3)) == "Tensor[2, 3] torch.float32 on cpu"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
-from nodegen.engine import Engine
-from nodegen.workflow import Workflow, is_link
+from nodegen.kernel.workflow import Workflow, is_link
+from nodegen.runtime.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = sorted((ROOT / "graphs").glob("*.json"))
@@ -32,10 +32,10 @@ def models_root(tmp_path_factory):
     os.symlink(sdxl.single_file, root / "checkpoints" / "sdxl.safetensors")
     save_file({k: v.contiguous() for k, v in peft_lora(sd1, seed=3).items()},
               str(root / "loras" / "sd1_lora.safetensors"))
-    from nodegen.models.controlnet_fixtures import build_controlnet, save_controlnet
+    from tests.support.controlnet_fixtures import build_controlnet, save_controlnet
 
     save_controlnet(build_controlnet(sd1.unet, seed=5), root / "controlnet", "sd1_cn")
-    from nodegen.upscale import fixtures as up
+    from tests.support import upscale_fixtures as up
 
     up.save(up.esrgan_state_dict(), root / "upscale_models" / "esrgan.pth")
     from nodegen.style.vgg import random_vgg19_state_dict

@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from nodegen import types as T
-from nodegen.engine import Engine
-from nodegen.node import Input, Output, node
-from nodegen.registry import NodeRegistry
+from nodegen.formats import open_any
+from nodegen.kernel import types as T
+from nodegen.kernel.node import Input, Output, node
+from nodegen.kernel.registry import NodeRegistry
+from nodegen.runtime.engine import Engine
 from nodegen.sharing.models import find_by_hash, lock
-from nodegen.workflow import Workflow
 
 
 @node("TestCheckpoint", category="test", inputs=[Input.file("ckpt_name", "checkpoints")],
@@ -29,11 +29,11 @@ def checkpoint_node(ctx, ckpt_name):
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
     monkeypatch.setenv("NODEGEN_CACHE_DIR", str(tmp_path / "cache"))
-    import nodes.image_io
+    from nodegen.nodes import image_io
 
     reg = NodeRegistry()
     reg.register(checkpoint_node)
-    reg.register_module(nodes.image_io)
+    reg.register_module(image_io)
     models = tmp_path / "models"
     (models / "checkpoints").mkdir(parents=True)
     (models / "loras").mkdir()
@@ -53,7 +53,7 @@ def test_lock_records_name_kind_size_sha256(setup):
     assert doc["models"] == [{"name": "model-a.safetensors", "kind": "checkpoints", "size": len(data),
                               "sha256": hashlib.sha256(data).hexdigest()}]
     assert report.missing == [] and report.hashed == ["model-a.safetensors"]
-    Workflow.from_dict(doc)  # the section matches the schema
+    open_any(doc)  # the section matches the schema
 
 
 def test_renamed_model_is_found_by_hash_and_input_rewritten(setup):

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from nodegen import hashing
+from nodegen.sharing import hashing
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import shutil
 import pytest
 import torch
 
-from nodegen.engine import Engine
 from nodegen.models.lora import apply_lora, parse_lora
+from nodegen.runtime.engine import Engine
 from tests.support.fixtures import fixture
 from tests.support.lora_fixtures import peft_lora, peft_to_kohya
 

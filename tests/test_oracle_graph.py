@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from nodegen.engine import Engine
+from nodegen.runtime.engine import Engine
 from tests.support.fixtures import fixture
 
 torch.set_num_threads(1)

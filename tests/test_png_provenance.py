@@ -8,12 +8,11 @@ import json
 import pytest
 from PIL import Image
 
-from nodegen import types as T
-from nodegen.engine import Engine
-from nodegen.formats import png
-from nodegen.node import Input, Output, node
-from nodegen.registry import NodeRegistry
-from nodegen.workflow import Workflow
+from nodegen.formats import open_any, png
+from nodegen.kernel import types as T
+from nodegen.kernel.node import Input, Output, node
+from nodegen.kernel.registry import NodeRegistry
+from nodegen.runtime.engine import Engine
 
 
 @node("TestModelImage", category="test",
@@ -29,11 +28,11 @@ def model_image(ctx, ckpt_name, seed, batch):
 @pytest.fixture
 def engine(tmp_path, monkeypatch):
     monkeypatch.setenv("NODEGEN_CACHE_DIR", str(tmp_path / "cache"))
-    import nodes.image_io
+    from nodegen.nodes import image_io
 
     reg = NodeRegistry()
     reg.register(model_image)
-    reg.register_module(nodes.image_io)
+    reg.register_module(image_io)
     (tmp_path / "models" / "checkpoints").mkdir(parents=True)
     (tmp_path / "models" / "checkpoints" / "m.safetensors").write_bytes(b"weights" * 9)
     return Engine(models=tmp_path / "models", registry=reg, output_dir=tmp_path / "out", device="cpu")
@@ -64,7 +63,7 @@ def test_saved_png_embeds_workflow_values_and_model_hashes(engine):
                                  "nodes": ["1"]}]
     assert png.read_values(second)["batch_index"] == 1
     # the PNG opens as its workflow, and re-running it makes the same pixels
-    wf = Workflow.load(first)
+    wf = open_any(first)
     again = engine.run(wf)
     assert list(Image.open(again.paths[0]).getdata()) == list(Image.open(first).getdata())
 
@@ -73,7 +72,7 @@ def test_png_without_workflow_is_a_clear_error(tmp_path):
     path = tmp_path / "plain.png"
     Image.new("RGB", (2, 2)).save(path)
     with pytest.raises(png.PngWorkflowError, match="plain.png: this PNG holds no workflow"):
-        Workflow.load(path)
+        open_any(path)
 
 
 def _cli_graph(tmp_path):

@@ -27,7 +27,7 @@ def border(a=8, b=24, h=32, w=32):
 
 
 def test_canny_square_gives_one_pixel_border():
-    from nodes.preprocess import canny_edges
+    from nodegen.nodes.preprocess import canny_edges
 
     out = canny_edges.run(None, image=square(), low_threshold=0.2, high_threshold=0.5, sigma=1.0)
     assert out.shape == (1, 32, 32, 3)
@@ -88,7 +88,7 @@ def test_sobel_and_blur_numbers():
 
 @pytest.mark.parametrize("method", ["sobel", "dog"])
 def test_lineart_square(method):
-    from nodes.preprocess import lineart_edges
+    from nodegen.nodes.preprocess import lineart_edges
 
     out = lineart_edges.run(None, image=square(), method=method, sigma=1.0, strength=1.0)[0, :, :, 0]
     b = border()
@@ -104,7 +104,7 @@ def test_lineart_square(method):
 
 
 def test_scribble_from_mask_outline():
-    from nodes.preprocess import scribble_from_mask
+    from nodegen.nodes.preprocess import scribble_from_mask
 
     mask = torch.zeros(2, 32, 32)
     mask[0, 8:24, 8:24] = 1
@@ -122,7 +122,7 @@ def test_scribble_from_mask_outline():
 
 
 def test_image_threshold():
-    from nodes.preprocess import image_threshold
+    from nodegen.nodes.preprocess import image_threshold
 
     img = torch.zeros(1, 2, 2, 3)
     img[0, 0, 0] = torch.tensor([1.0, 1.0, 1.0])  # luma 1
@@ -136,7 +136,7 @@ def test_image_threshold():
 
 
 def test_tile_preprocess_blurs_but_keeps_colours():
-    from nodes.preprocess import tile_preprocess
+    from nodegen.nodes.preprocess import tile_preprocess
 
     g = torch.Generator().manual_seed(0)
     img = torch.rand(1, 32, 32, 3, generator=g)

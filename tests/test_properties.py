@@ -9,10 +9,10 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nodegen.cache import OutputCache
-from nodegen.executor import Executor
-from nodegen.validate import plan
-from nodegen.workflow import WorkflowError, parse
+from nodegen.kernel.cache import OutputCache
+from nodegen.kernel.executor import Executor
+from nodegen.kernel.validate import plan
+from nodegen.kernel.workflow import WorkflowError, parse
 from tests.support import testnodes as tn
 from tests.support.testnodes import doc, ln
 

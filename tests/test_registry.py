@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from nodegen.registry import NodeRegistry
+from nodegen.kernel.registry import NodeRegistry
 
 PLUGIN = '''
-from nodegen.node import node, Input, Output
-from nodegen import types as T
+from nodegen.kernel.node import node, Input, Output
+from nodegen.kernel import types as T
 
 @node("PluginDouble", category="plugins", inputs=[Input.int("x", 1)], outputs=[Output("y", T.INT)])
 def double(ctx, x):
@@ -39,7 +39,7 @@ def test_user_folder_plugin_broken_plugin_and_duplicate(tmp_path):
 def test_entry_point_plugins(monkeypatch):
     import types as pytypes
 
-    from nodegen import registry as r
+    from nodegen.kernel import registry as r
 
     class EP:
         name, value = "fake", "fake_plugin_mod"

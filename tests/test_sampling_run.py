@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodegen.context import Cancelled, CancelToken, RunContext
 from nodegen.diffusion.noise import initial_noise, make_generator, prepare_noise
 from nodegen.diffusion.sample import sample
+from nodegen.kernel.context import Cancelled, CancelToken, RunContext
 from nodegen.models.objects import DiffusionModel, TextEncoder
 from tests.support.fixtures import fixture
 

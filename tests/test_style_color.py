@@ -27,7 +27,7 @@ def test_lab_known_values_and_round_trip():
 
 
 def test_reinhard_matches_lab_statistics():
-    from nodes.style import color_transfer
+    from nodegen.nodes.style import color_transfer
 
     img = rand_image(0, 0.3, 0.6)
     ref = rand_image(1, 0.35, 0.55, h=16, w=30, tint=(1.0, 0.8, 0.7))  # warmer, other size
@@ -45,7 +45,7 @@ def test_reinhard_matches_lab_statistics():
 
 
 def test_histogram_matches_sorted_values():
-    from nodes.style import color_transfer
+    from nodegen.nodes.style import color_transfer
 
     img = rand_image(2, 0.0, 1.0, h=10, w=12)
     ref = rand_image(3, 0.0, 1.0, h=12, w=10) ** 2  # same pixel count, other distribution
@@ -65,7 +65,7 @@ def test_histogram_matches_sorted_values():
 
 
 def test_color_transfer_batch_alpha_and_errors():
-    from nodes.style import color_transfer
+    from nodegen.nodes.style import color_transfer
 
     img = torch.cat([rand_image(4, 0.2, 0.7), rand_image(5, 0.2, 0.7)])
     img = torch.cat([img, torch.rand(2, 24, 20, 1)], dim=-1)  # RGBA
@@ -83,7 +83,7 @@ def test_color_transfer_batch_alpha_and_errors():
 
 
 def test_latent_adain_statistics():
-    from nodes.style import latent_style_adain
+    from nodegen.nodes.style import latent_style_adain
 
     g = torch.Generator().manual_seed(0)
     content = torch.randn(2, 4, 8, 8, generator=g) * 0.5 + 0.2

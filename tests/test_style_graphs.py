@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodegen.engine import Engine
+from nodegen.runtime.engine import Engine
 from nodegen.style.color import rgb_to_lab
 from nodegen.style.vgg import random_vgg19_state_dict
 

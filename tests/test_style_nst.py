@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodegen.context import Cancelled, CancelToken, RunContext
+from nodegen.kernel.context import Cancelled, CancelToken, RunContext
 from nodegen.models.paths import ModelPaths
 from nodegen.style.gatys import StyleSettings, style_transfer
 from nodegen.style.vgg import load_vgg19, random_vgg19_state_dict
@@ -45,7 +45,7 @@ def pictures():
 
 def test_torchvision_layout_matches_torchvision(tmp_path):
     """A VGG-19 features state dict made by torchvision itself loads and computes the same."""
-    from nodegen.compat import torchvision_fix
+    from nodegen.compat import torchvision as torchvision_fix
 
     torchvision_fix.apply()
     from torchvision.models.vgg import cfgs, make_layers
@@ -124,7 +124,7 @@ def test_same_content_and_style_stays_close(root):
 
 
 def test_node_progress_cancel_and_errors(root):
-    from nodes.style import neural_style_transfer, vgg_loader
+    from nodegen.nodes.style import neural_style_transfer, vgg_loader
 
     seen = []
     ctx = ctx_for(root, progress=lambda nid, s, t, p: seen.append((s, t, p is not None)))

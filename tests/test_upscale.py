@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodegen.context import Cancelled, CancelToken, RunContext
+from nodegen.kernel.context import Cancelled, CancelToken, RunContext
 from nodegen.models.paths import ModelPaths
-from nodegen.upscale import fixtures as F
 from nodegen.upscale.model import load_upscale_model
 from nodegen.upscale.tiling import run_tiled, tile_starts
+from tests.support import upscale_fixtures as F
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:torch.meshgrid")
@@ -46,7 +46,7 @@ def direct(desc, img):
     ("compact.pth", "RealESRGAN Compact", 4),
     ("compact.safetensors", "RealESRGAN Compact", 4), ("swinir.safetensors", "SwinIR", 2)])
 def test_node_equals_spandrel(models_root, name, arch, scale):
-    from nodes.upscale import image_upscale_with_model, upscale_model_loader
+    from nodegen.nodes.upscale import image_upscale_with_model, upscale_model_loader
 
     ctx = make_ctx(models_root)
     model = upscale_model_loader.run(ctx, model_name=name)
@@ -102,7 +102,7 @@ def test_blend_of_identity_is_exact():
 
 
 def test_progress_per_tile_and_batch(models_root):
-    from nodes.upscale import image_upscale_with_model, upscale_model_loader
+    from nodegen.nodes.upscale import image_upscale_with_model, upscale_model_loader
 
     seen = []
     ctx = make_ctx(models_root, progress=lambda nid, s, t, p: seen.append((nid, s, t)))
@@ -116,7 +116,7 @@ def test_progress_per_tile_and_batch(models_root):
 
 
 def test_cancel_stops_between_tiles(models_root):
-    from nodes.upscale import image_upscale_with_model, upscale_model_loader
+    from nodegen.nodes.upscale import image_upscale_with_model, upscale_model_loader
 
     token = CancelToken()
     calls = []
@@ -144,7 +144,7 @@ def test_rgba_keeps_alpha(models_root):
 
 
 def test_errors_name_the_fault(models_root, tmp_path):
-    from nodes.upscale import image_upscale_with_model, upscale_model_loader
+    from nodegen.nodes.upscale import image_upscale_with_model, upscale_model_loader
 
     ctx = make_ctx(models_root)
     with pytest.raises(ValueError, match=r"UpscaleModelLoader: model_name 'nope.pth' was not found"):
@@ -165,7 +165,7 @@ def test_errors_name_the_fault(models_root, tmp_path):
 
 
 def test_fingerprint_tracks_the_file(models_root):
-    from nodes.upscale import upscale_model_loader
+    from nodegen.nodes.upscale import upscale_model_loader
 
     env = type("Env", (), {"paths": ModelPaths([models_root], use_env=False, use_config=False)})()
     fp = upscale_model_loader.fingerprint({"model_name": "compact.pth"}, env)

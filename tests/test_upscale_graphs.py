@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodegen.engine import Engine
-from nodegen.upscale import fixtures as F
+from nodegen.runtime.engine import Engine
 from nodegen.upscale.model import load_upscale_model
+from tests.support import upscale_fixtures as F
 
 torch.set_num_threads(1)
 GRAPHS = Path(__file__).resolve().parents[1] / "graphs"

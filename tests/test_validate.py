@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from nodegen.engine import Environment
+from nodegen.kernel.node import Input, Output, node
+from nodegen.kernel.types import IMAGE
+from nodegen.kernel.validate import CODES, plan
 from nodegen.models.paths import ModelPaths
-from nodegen.node import Input, Output, node
-from nodegen.types import IMAGE
-from nodegen.validate import CODES, plan
+from nodegen.runtime.engine import Environment
 from tests.support import testnodes as tn
 from tests.support.testnodes import doc, ln
 

@@ -8,11 +8,11 @@ import json
 import pytest
 from PIL import Image
 
-from nodegen.engine import Engine
-from nodegen.migrate_nodes import NodeMigrationError, migrate_nodes
-from nodegen.node import Input, Output, node
-from nodegen.registry import NodeRegistry, default_registry
-from nodegen.workflow import Workflow
+from nodegen.formats import open_any
+from nodegen.kernel.migrations import NodeMigrationError, migrate_nodes
+from nodegen.kernel.node import Input, Output, node
+from nodegen.kernel.registry import NodeRegistry, default_registry
+from nodegen.runtime.engine import Engine
 
 
 def _doc(scale_node: dict, prefix: str) -> dict:
@@ -66,7 +66,7 @@ def test_v1_workflow_opens_validates_and_runs_like_v2(engine, tmp_path):
 
 def test_v1_without_migration_would_fail_validation(engine):
     """The migration is what makes the old file work: unmigrated, 'upscale_method' is unknown."""
-    from nodegen.validate import plan
+    from nodegen.kernel.validate import plan
 
     problems = plan(_doc(V1, "x"), engine.registry, env=engine.env).problems
     codes = {(p.input, p.code) for p in problems}
@@ -105,5 +105,5 @@ def test_comfy_import_writes_the_version_its_mapping_targets():
         "2": {"class_type": "LoadImage", "inputs": {"image": "a.png"}}})
     assert doc["nodes"]["1"]["type_version"] == 2 and doc["nodes"]["1"]["inputs"]["method"] == "area"
     # Workflow.load path: the same through parse
-    assert Workflow.from_dict({"1": {"class_type": "ImageScaleBy", "inputs": {
+    assert open_any({"1": {"class_type": "ImageScaleBy", "inputs": {
         "upscale_method": "area", "scale_by": 2.0, "image": ["1", 0]}}}).nodes["1"]["inputs"]["method"] == "area"

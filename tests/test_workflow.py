@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from nodegen.migrate_nodes import NodeMigrationError, migrate_nodes
-from nodegen.workflow import VERSION, Workflow, WorkflowError, atomic_write_text, parse
+from nodegen.kernel.migrations import NodeMigrationError, migrate_nodes
+from nodegen.kernel.workflow import VERSION, Workflow, WorkflowError, atomic_write_text, parse
 from tests.support import testnodes as tn
 
 
@@ -44,10 +44,14 @@ def test_schema_errors_are_all_listed():
 def test_not_a_workflow():
     with pytest.raises(WorkflowError, match="not a nodegen workflow"):
         parse({"nodes": []})
-    # a ComfyUI workflow is converted by the importer (issue 7), not refused
-    assert parse({"3": {"class_type": "KSampler", "inputs": {}}})["nodes"]["3"]["type"] == "KSampler"
+    # the kernel reads only its own format; the formats layer converts a ComfyUI workflow
+    with pytest.raises(WorkflowError, match="open_any"):
+        parse({"3": {"class_type": "KSampler", "inputs": {}}})
+    from nodegen.formats import document_from_data
+
+    assert document_from_data({"3": {"class_type": "KSampler", "inputs": {}}})["nodes"]["3"]["type"] == "KSampler"
     with pytest.raises(WorkflowError, match="ComfyUI"):
-        parse({"3": {"class_type": "KSampler", "inputs": []}})
+        document_from_data({"3": {"class_type": "KSampler", "inputs": []}})
     with pytest.raises(WorkflowError, match="JSON object"):
         parse([1, 2])
 
@@ -70,7 +74,7 @@ def test_migration_from_version_0():
 
 
 def test_migration_mechanism_with_a_fake_older_version(monkeypatch):
-    from nodegen import workflow as w
+    from nodegen.kernel import migrations as w
 
     def fake(doc):
         doc["nodes"] = {k: {"type": v} for k, v in doc.pop("types").items()}

@@ -1,6 +1,6 @@
 """Evaluate the demo model on the 200 held-out prompts with diffusers' StableDiffusionPipeline.
 
-Each prompt gets a fixed seed (its index); images are scored by ``nodegen.demo.scorer``, which
+Each prompt gets a fixed seed (its index); images are scored by ``tools.demo.scorer``, which
 reports the colour and class of the generated shape. Prints accuracies per guidance scale.
 
     python tools/eval_demo.py --cfg 1 5 7.5 --steps 20 --grid tools/out/eval
@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nodegen.compat import torchvision_fix  # noqa: E402
-from nodegen.demo import configs, shapes  # noqa: E402
-from nodegen.demo.scorer import score  # noqa: E402
+from nodegen.compat import torchvision as torchvision_fix  # noqa: E402
+from tools.demo import configs, shapes  # noqa: E402
+from tools.demo.scorer import score  # noqa: E402
 
 
 def load_pipeline(model_dir: Path, scheduler: str = "dpm"):

@@ -43,8 +43,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nodegen.demo import configs, shapes  # noqa: E402
-from nodegen.demo.export import export_folder, export_single_file, rescale_vae_latents  # noqa: E402
+from tools.demo import configs, shapes  # noqa: E402
+from tools.demo.export import export_folder, export_single_file, rescale_vae_latents  # noqa: E402
 
 OUT = Path(os.environ.get("DEMO_OUT", Path(__file__).resolve().parent / "out"))
 

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nodegen.demo import configs, shapes  # noqa: E402
+from tools.demo import configs, shapes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(os.environ.get("DEMO_OUT", ROOT / "tools" / "out"))
@@ -165,7 +165,7 @@ def evaluate(n: int, t0: float) -> None:
     """Generate the first ``n`` held-out prompts with only their colours in the prompt (no shape,
     size or position) and the ground-truth render's edges as the hint, through the engine's graph
     with and without the ControlNet; report the IoU of the shape masks with the ground truth."""
-    from nodegen.engine import Engine
+    from nodegen.runtime.engine import Engine
 
     items = shapes.eval_prompts()[:n]
     tmp = OUT / "cn_eval"
@@ -173,7 +173,7 @@ def evaluate(n: int, t0: float) -> None:
     eng = Engine(output_dir=tmp / "out", input_dir=tmp / "in", device="cpu")
     ious = {1.0: [], 0.0: []}
     shape_ok = {1.0: [], 0.0: []}
-    from nodegen.demo.scorer import score
+    from tools.demo.scorer import score
 
     for k, (_, a) in enumerate(items):
         img = shapes.render(a, 64)
@@ -209,7 +209,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from nodegen.compat import torchvision_fix
+    from nodegen.compat import torchvision as torchvision_fix
 
     torchvision_fix.apply()
     t0 = time.time()

@@ -13,7 +13,7 @@ START, END = "<!-- nodes:start -->", "<!-- nodes:end -->"
 
 
 def node_list_markdown() -> str:
-    from nodegen.registry import NodeRegistry
+    from nodegen.kernel.registry import NodeRegistry
 
     reg = NodeRegistry().discover(plugins=False, user_dirs=[])
     by_cat: dict[str, list] = {}

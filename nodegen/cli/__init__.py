@@ -21,7 +21,7 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nodegen import __version__
+    from nodegen.kernel.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="nodegen", description="nodegen: node-graph image generation. With no command, "
@@ -40,8 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    """``nodegen`` with no command (or ``gui [GRAPH]``) opens the editor; otherwise a command runs."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] == "gui":
+        from nodegen.gui.app import main as gui_main
+
+        return gui_main(argv[1:])
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:

@@ -18,13 +18,13 @@ def add_engine_args(p) -> None:
 
 
 def make_engine(args, **kw):
-    from nodegen.engine import Engine
+    from nodegen.runtime.engine import Engine
 
     return Engine(models=args.models or None, input_dir=getattr(args, "input_dir", "input"), **kw)
 
 
 def load_workflow(engine, path: str):
-    from nodegen.workflow import WorkflowError
+    from nodegen.kernel.workflow import WorkflowError
 
     try:
         return engine.prepare(path)

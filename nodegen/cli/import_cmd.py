@@ -34,7 +34,7 @@ def cmd_import(args) -> int:
     from pathlib import Path
 
     from nodegen.formats import comfy, png
-    from nodegen.workflow import Workflow, WorkflowError, parse
+    from nodegen.kernel.workflow import Workflow, WorkflowError, parse
 
     path = Path(args.file)
     try:
@@ -69,7 +69,7 @@ def cmd_import(args) -> int:
 
 def cmd_export(args) -> int:
     from nodegen.formats.comfy import ComfyExportError, export_api
-    from nodegen.workflow import WorkflowError, atomic_write_text
+    from nodegen.kernel.workflow import WorkflowError, atomic_write_text
 
     engine = make_engine(args)
     try:

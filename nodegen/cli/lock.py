@@ -22,11 +22,12 @@ def add_parser(sub) -> None:
 
 def cmd_lock(args) -> int:
     from nodegen.sharing.models import describe_missing, lock
-    from nodegen.workflow import Workflow, WorkflowError
+    from nodegen.formats import open_any
+    from nodegen.kernel.workflow import WorkflowError
 
     engine = make_engine(args)
     try:
-        wf = Workflow.load(args.graph)
+        wf = open_any(args.graph)
     except (WorkflowError, ValueError) as e:
         raise UsageError(str(e)) from e
     if args.graph.lower().endswith(".png") and not args.output:

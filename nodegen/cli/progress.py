@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from nodegen.events import Event
+from nodegen.kernel.events import Event
 
 
 class TerminalProgress:

@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
 
 def cmd_run(args) -> int:
     from nodegen.cli.progress import JsonProgress, TerminalProgress
-    from nodegen.context import CancelToken
+    from nodegen.kernel.context import CancelToken
 
     threads = args.threads or int(os.environ.get("NODEGEN_THREADS", "0") or 0)
     if threads:

@@ -1,7 +1,7 @@
 """One sampling run: noise, schedule, denoiser, sampler, progress and cancellation.
 
 :func:`sample` is what the KSampler nodes call. Progress is reported after every step through
-``ctx.progress(step, total, preview)`` (which raises ``nodegen.context.Cancelled`` when the run
+``ctx.progress(step, total, preview)`` (which raises ``nodegen.kernel.context.Cancelled`` when the run
 was cancelled, stopping the sampler between steps) and through an optional ``callback(step,
 total, info)``. ``preview`` is a cheap latent->RGB projection of the current denoised estimate.
 """

@@ -90,7 +90,7 @@ def upstream_of(doc: dict, node_id: str) -> list[str]:
 def values_used(doc: dict, node_id: str, batch_index: int, paths: Any = None,
                 registry: Any = None, resolved: dict | None = None) -> dict:
     """The provenance record of one saved image (the ``nodegen-values`` chunk)."""
-    from nodegen import __version__
+    from nodegen.kernel.version import __version__
 
     needed = upstream_of(doc, node_id)
     nodes = doc.get("nodes", {})
@@ -109,11 +109,11 @@ def values_used(doc: dict, node_id: str, batch_index: int, paths: Any = None,
 
 
 def _models_used(doc: dict, needed: list[str], paths: Any, registry: Any) -> list[dict]:
-    from nodegen.hashing import file_size, sha256_file
+    from nodegen.sharing.hashing import file_size, sha256_file
     from nodegen.sharing.models import model_inputs
 
     if registry is None:
-        from nodegen.registry import default_registry
+        from nodegen.kernel.registry import default_registry
 
         registry = default_registry()
     sub = {"nodes": {nid: doc["nodes"][nid] for nid in needed}}

@@ -12,7 +12,7 @@ import functools
 import gzip
 from importlib import resources
 
-from nodegen.compat import torchvision_fix
+from nodegen.compat import torchvision as torchvision_fix
 
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 #: The number of BPE merges CLIP uses (49152 - 256 - 2).

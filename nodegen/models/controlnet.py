@@ -42,7 +42,7 @@ class ControlNetError(ValueError):
 
 
 def _diffusers():
-    from nodegen.compat import torchvision_fix
+    from nodegen.compat import torchvision as torchvision_fix
 
     torchvision_fix.apply()
     import diffusers

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from nodegen.compat import torchvision_fix
+from nodegen.compat import torchvision as torchvision_fix
 from nodegen.models import configs
 from nodegen.models.detect import Detected, ModelKindError, detect, require
 from nodegen.models.files import load_state_dict, open_state_dict, shapes_of

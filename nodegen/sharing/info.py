@@ -14,7 +14,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def _read(path: Path) -> tuple[str, dict, dict | None]:
     """``(kind, workflow document, values or None)``."""
-    from nodegen.workflow import WorkflowError, parse
+    from nodegen.formats.open import document_from_data as parse
+    from nodegen.kernel.workflow import WorkflowError
 
     raw = path.read_bytes()
     values = None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodegen.hashing import cached_sha256, file_size, sha256_file
+from nodegen.sharing.hashing import cached_sha256, file_size, sha256_file
 from nodegen.models.paths import KINDS, MODEL_EXTENSIONS
 
 #: For node types that are not installed (placeholders, plugins missing): well-known input names.

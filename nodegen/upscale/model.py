@@ -21,7 +21,7 @@ PICKLE_EXTENSIONS = (".pth", ".pt", ".ckpt", ".bin")
 
 
 def _spandrel():
-    from nodegen.compat import torchvision_fix
+    from nodegen.compat import torchvision as torchvision_fix
 
     torchvision_fix.apply()
     import spandrel

@@ -13,7 +13,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QPoint, QPointF, Qt  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 
-from nodegen.engine import Engine  # noqa: E402
+from nodegen.runtime.engine import Engine  # noqa: E402
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def engine(tmp_path):
 
 @pytest.fixture(scope="session")
 def dark_app(qapp):
-    from gui.theme import apply_dark
+    from nodegen.gui.theme import apply_dark
 
     apply_dark(qapp)  # once: restyling is slow with many widgets
     return qapp
@@ -39,7 +39,7 @@ def dark_app(qapp):
 
 @pytest.fixture
 def make_window(qtbot, engine, gui_state, dark_app):
-    from gui.mainwindow import MainWindow
+    from nodegen.gui.mainwindow import MainWindow
 
     made = []
 
@@ -122,7 +122,7 @@ def port_point(window, nid: str, side: str, name: str) -> QPointF:
 
 
 def widget_point(window, nid: str, name: str, where: str = "center") -> QPointF:
-    from gui.widgets import widget_point as wp
+    from nodegen.gui.widgets import widget_point as wp
 
     item = window.scene.items_by_id[nid]
     return item.mapToScene(wp(item, name, where))

@@ -7,15 +7,15 @@ from __future__ import annotations
 import time
 
 import pytest
+from nodegen.gui import commands
 from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
-from gui import commands
-from nodegen import types as T
-from nodegen.engine import Engine
-from nodegen.node import Input, node
-from nodegen.registry import NodeRegistry
+from nodegen.kernel import types as T
+from nodegen.kernel.node import Input, node
+from nodegen.kernel.registry import NodeRegistry
+from nodegen.runtime.engine import Engine
 
 
 def _wait_idle(qtbot, window, timeout=60000):

@@ -9,8 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from gui import commands
+from nodegen.gui import commands
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +33,7 @@ def txt2img(tmp_path):
 
 
 def test_txt2img_runs_with_live_previews_and_reruns_only_the_sampler(make_window, txt2img, tmp_path, qtbot):
-    from nodegen.engine import Engine
+    from nodegen.runtime.engine import Engine
 
     path, models = txt2img
     engine = Engine(models=models, input_dir=tmp_path / "input", output_dir=tmp_path / "output", device="cpu")

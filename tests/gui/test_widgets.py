@@ -3,10 +3,10 @@ choices from a menu, checkboxes, text, the seed control, and turning a widget in
 
 from __future__ import annotations
 
+from nodegen.gui import commands
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtTest import QTest
 
-from gui import commands
 from tests.gui.conftest import add, click, drag, show_points, widget_point
 
 
@@ -41,7 +41,7 @@ def test_float_typed_value_is_clamped_to_the_schema_range(window, qtbot):
     qtbot.keyClick(editor, Qt.Key_Return)
     assert window.scene.editor is None
     assert window.doc.nodes[nid]["inputs"]["blend_factor"] == spec["max"]
-    from gui.widgets import slider_fraction
+    from nodegen.gui.widgets import slider_fraction
 
     assert slider_fraction(spec, spec["max"]) == 1.0  # drawn as a full slider
     assert slider_fraction(window.schema.get("Int").input("value"), 5) is None  # a plain spin box

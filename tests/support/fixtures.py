@@ -27,7 +27,7 @@ from types import SimpleNamespace
 
 import torch
 
-from nodegen.compat import torchvision_fix
+from nodegen.compat import torchvision as torchvision_fix
 
 torchvision_fix.apply()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from nodegen import types as T
-from nodegen.node import Input, Output, node
-from nodegen.registry import NodeRegistry
+from nodegen.kernel import types as T
+from nodegen.kernel.node import Input, Output, node
+from nodegen.kernel.registry import NodeRegistry
 
 RUNS: Counter = Counter()
 

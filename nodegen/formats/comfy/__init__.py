@@ -8,7 +8,7 @@ export back to the API format.
     api = comfy.export_api(doc)            # only for graphs made of mapped nodes
 
 ``doc`` is a nodegen workflow document (plain data, not yet schema-checked; pass it to
-:func:`nodegen.workflow.parse`). ``notes`` lists what the import could not carry over as is
+:func:`nodegen.kernel.workflow.parse`). ``notes`` lists what the import could not carry over as is
 (unmapped node types kept as placeholders, dropped inputs, values moved); the same notes are in
 ``doc["metadata"]["import"]["notes"]``.
 """
@@ -38,7 +38,7 @@ def detect(data: Any) -> str | None:
 
 def import_comfy(data: Any, source: str | None = None, name: str | None = None) -> tuple[dict, list[str]]:
     """Convert a ComfyUI workflow (either format, already decoded) to a nodegen document."""
-    from nodegen.workflow import new_document
+    from nodegen.kernel.workflow import new_document
 
     kind = detect(data)
     where = f"{source}: " if source else ""

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from nodegen.formats.comfy.mapping import for_ours
-from nodegen.workflow import is_link
+from nodegen.kernel.workflow import is_link
 
 PRIMITIVES = {"Int": "value", "Float": "value", "String": "value", "Boolean": "value", "Seed": "seed"}
 _SLOT = re.compile(r"^output_(\d+)$")
@@ -72,7 +72,7 @@ class _Exporter:
             return ins[out]
         nd = self.registry.get(n.get("type")) if self.registry is not None else None
         if nd is not None and nd.output_spec(out) is not None:
-            from nodegen.types import compatible
+            from nodegen.kernel.types import compatible
 
             otype = nd.output_spec(out).type
             for spec in nd.inputs:
@@ -94,7 +94,7 @@ class _Exporter:
         inputs: dict[str, Any] = {}
         nd = self.registry.get(t) if self.registry is not None else None
         if nd is not None:  # ComfyUI wants every widget value: write our defaults too
-            from nodegen.node import MISSING
+            from nodegen.kernel.node import MISSING
 
             for spec in nd.inputs:
                 if spec.is_literal and spec.default is not MISSING and spec.name not in (n.get("inputs") or {}):

@@ -1,8 +1,8 @@
 """ComfyUI text encoding and conditioning nodes (ControlNet application included)."""
 
-from nodegen.formats.comfy.mapping import nm, register
+from nodegen.formats.comfy.node_map import nm
 
-register(
+MAPS = [
     nm("CLIPTextEncode", "CLIPTextEncode", "text", "conditioning"),
     nm("CLIPTextEncodeSDXL", "CLIPTextEncodeSDXL",
        "width height crop_w crop_h target_width target_height text_g text_l", "conditioning"),
@@ -16,4 +16,4 @@ register(
     # newer ComfyUI adds an optional ``vae`` link (for some ControlNet types); we have none
     nm("ControlNetApplyAdvanced", "ControlNetApplyAdvanced", "strength start_percent end_percent",
        "positive negative", ignore=frozenset({"vae"})),
-)
+]

@@ -1,8 +1,8 @@
 """ComfyUI image nodes: load, save, preview, scale, model upscale."""
 
-from nodegen.formats.comfy.mapping import nm, register
+from nodegen.formats.comfy.node_map import nm
 
-register(
+MAPS = [
     # "-": ComfyUI's upload button, a widget that holds no data
     nm("LoadImage", "LoadImage", "image -", "image mask"),
     nm("LoadImageMask", "LoadImageMask", "image channel -", "mask"),
@@ -20,4 +20,4 @@ register(
     nm("InvertMask", "InvertMask", "", "mask"),
     nm("MaskToImage", "MaskToImage", "", "image"),
     nm("ImageToMask", "ImageToMask", "channel", "mask"),
-)
+]

@@ -1,8 +1,8 @@
 """ComfyUI loaders -> our loaders (checkpoints, VAE, LoRA, CLIP skip, ControlNet, upscale models)."""
 
-from nodegen.formats.comfy.mapping import nm, register
+from nodegen.formats.comfy.node_map import nm
 
-register(
+MAPS = [
     nm("CheckpointLoaderSimple", "CheckpointLoader", "ckpt_name", "model clip vae"),
     nm("VAELoader", "VAELoader", "vae_name", "vae"),
     nm("LoraLoader", "LoraLoader", "lora_name strength_model strength_clip", "model clip"),
@@ -10,4 +10,4 @@ register(
     nm("CLIPSetLastLayer", "CLIPSetLastLayer", "stop_at_clip_layer", "clip"),
     nm("ControlNetLoader", "ControlNetLoader", "control_net_name", "control_net"),
     nm("UpscaleModelLoader", "UpscaleModelLoader", "model_name", "upscale_model"),
-)
+]

@@ -1,8 +1,8 @@
 """ComfyUI samplers, sampler/sigma helpers and latent nodes."""
 
-from nodegen.formats.comfy.mapping import nm, register
+from nodegen.formats.comfy.node_map import nm
 
-register(
+MAPS = [
     nm("KSampler", "KSampler", "seed steps cfg sampler_name scheduler denoise", "latent", seeds="seed"),
     nm("KSamplerAdvanced", "KSamplerAdvanced",
        "add_noise noise_seed steps cfg sampler_name scheduler start_at_step end_at_step "
@@ -31,4 +31,4 @@ register(
     nm("VAEEncodeTiled", "VAEEncodeTiled", "tile_size overlap temporal_size temporal_overlap", "latent",
        ignore=frozenset({"temporal_size", "temporal_overlap"}),
        comfy_constants={"temporal_size": 64, "temporal_overlap": 8}),
-)
+]

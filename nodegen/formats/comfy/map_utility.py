@@ -3,9 +3,9 @@
 ComfyUI's front-end ``PrimitiveNode`` (a widget value shared by links) has no fixed class; the UI
 importer turns it into one of our primitives by its output type (see ui_format.py)."""
 
-from nodegen.formats.comfy.mapping import nm, register
+from nodegen.formats.comfy.node_map import nm
 
-register(
+MAPS = [
     nm("Reroute", "Reroute", "", "value", rename={"": "value"}),
     nm("Note", "Note", "text", ""),
     nm("MarkdownNote", "Note", "text", "", export=False),
@@ -17,4 +17,4 @@ register(
     nm("StringConcatenate", "StringConcat", "string_a string_b delimiter", "text",
        rename={"string_a": "a", "string_b": "b", "delimiter": "separator"}),
     nm("StringReplace", "StringReplace", "string find replace", "text", rename={"string": "text"}),
-)
+]

@@ -1,116 +1,47 @@
-"""The ComfyUI <-> nodegen mapping: one :class:`NodeMap` per ComfyUI node class.
+"""The table of ComfyUI <-> nodegen node mappings, looked up by ComfyUI class or by our type.
 
-A map says, for a ComfyUI class:
-
-* ``ours``: our node type; ``version``: the version of our node type the map is written for
-  (imported nodes carry it as ``type_version``, so a later change of our node is handled by
-  the node's own migrations; see docs/VERSIONING.md);
-* ``widgets``: ComfyUI's widget names **in ComfyUI's widget order** (the positions of the UI
-  format's ``widgets_values``); ``None`` marks a UI-only widget (an upload button) to skip;
-* ``seeds``: the widgets ComfyUI follows with a "control after generate" value;
-* ``rename``: ComfyUI input name -> our input name, where they differ;
-* ``outputs``: our output name for each ComfyUI output slot;
-* ``to_ours`` / ``to_comfy``: value converters by ComfyUI input name ("enable" <-> True);
-* ``ignore``: ComfyUI inputs with no counterpart here (dropped with a note).
-
-The tables themselves live in one module per node family (``map_*.py``) and register here.
+The tables live in one module per node family (``map_*.py``), each defining ``MAPS``; this module
+reads the modules listed in :data:`TABLE_MODULES` (the tables import only :mod:`.node_map`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+import importlib
 
-#: Values ComfyUI writes after a seed widget (control_after_generate); old files wrote booleans.
-SEED_CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
-#: Inputs that only drive ComfyUI's editor (upload buttons); never data.
-UI_ONLY_INPUTS = frozenset({"upload", "choose file to upload", "image_upload"})
+from nodegen.formats.comfy.node_map import (  # noqa: F401 - re-exported for the importers
+    SEED_CONTROL_VALUES,
+    UI_ONLY_INPUTS,
+    NodeMap,
+)
 
-
-@dataclass(frozen=True)
-class NodeMap:
-    comfy: str
-    ours: str
-    widgets: tuple[str | None, ...] = ()
-    outputs: tuple[str, ...] = ()
-    seeds: frozenset[str] = frozenset()
-    rename: dict[str, str] = field(default_factory=dict)
-    to_ours: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
-    to_comfy: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
-    ignore: frozenset[str] = frozenset()
-    version: int = 1
-    #: False for aliases: export writes our type back as another ComfyUI class.
-    export: bool = True
-    #: Inputs ComfyUI requires that we have no counterpart for: written on export as given.
-    comfy_constants: dict[str, Any] = field(default_factory=dict)
-
-    def our_input(self, comfy_name: str) -> str:
-        return self.rename.get(comfy_name, comfy_name)
-
-    def comfy_input(self, our_name: str) -> str:
-        for k, v in self.rename.items():
-            if v == our_name:
-                return k
-        return our_name
-
-    def output_slot(self, our_output: str) -> int | None:
-        try:
-            return self.outputs.index(our_output)
-        except ValueError:
-            return None
-
-
-def enable_to_bool(value: Any) -> Any:
-    if isinstance(value, str) and value.lower() in ("enable", "disable"):
-        return value.lower() == "enable"
-    return value
-
-
-def bool_to_enable(value: Any) -> Any:
-    return ("enable" if value else "disable") if isinstance(value, bool) else value
-
-
-ENABLE = {"to_ours": enable_to_bool, "to_comfy": bool_to_enable}
+#: The table modules, each with ``MAPS: list[NodeMap]``.
+TABLE_MODULES = (
+    "map_conditioning",
+    "map_image",
+    "map_loaders",
+    "map_sampling",
+    "map_utility",
+)
 
 _BY_COMFY: dict[str, NodeMap] = {}
 _BY_OURS: dict[str, NodeMap] = {}
 
 
-def register(*maps: NodeMap) -> None:
+def _register(maps: list[NodeMap], table: str) -> None:
     for m in maps:
         if m.comfy in _BY_COMFY:
-            raise ValueError(f"ComfyUI class {m.comfy!r} is mapped twice")
+            raise ValueError(f"ComfyUI class {m.comfy!r} is mapped twice (again in {table})")
         _BY_COMFY[m.comfy] = m
         if m.export and m.ours not in _BY_OURS:
             _BY_OURS[m.ours] = m
 
 
-def nm(comfy: str, ours: str | None = None, widgets: str = "", outputs: str = "", *,
-       seeds: str = "", enable: str = "", **kw: Any) -> NodeMap:
-    """Compact constructor for the tables: names are space-separated; ``-`` in ``widgets`` marks
-    a UI-only widget; ``enable`` names inputs ComfyUI writes as "enable"/"disable"."""
-    ws = tuple(None if w == "-" else w for w in widgets.split())
-    en = enable.split()
-    to_ours = dict(kw.pop("to_ours", {}))
-    to_comfy = dict(kw.pop("to_comfy", {}))
-    for name in en:
-        to_ours.setdefault(name, enable_to_bool)
-        to_comfy.setdefault(name, bool_to_enable)
-    return NodeMap(comfy, ours or comfy, ws, tuple(outputs.split()), frozenset(seeds.split()),
-                   to_ours=to_ours, to_comfy=to_comfy, **kw)
-
-
 def _load_tables() -> None:
     if _BY_COMFY:
         return
-    from nodegen.formats.comfy import (  # noqa: F401 - each registers its table
-        map_conditioning,
-        map_image,
-        map_loaders,
-        map_sampling,
-        map_utility,
-    )
+    for name in TABLE_MODULES:
+        module = importlib.import_module(f"nodegen.formats.comfy.{name}")
+        _register(module.MAPS, name)
 
 
 def for_comfy(class_type: str) -> NodeMap | None:

@@ -6,7 +6,7 @@ part, so two identical nodes run once, and a copy of a graph re-uses the cache. 
 signature is cached does not run; a non-deterministic node always runs (its signature carries a
 fresh nonce, so everything downstream runs too).
 
-Events (see :mod:`nodegen.events`), with their ``data``:
+Events (see :mod:`nodegen.kernel.events`), with their ``data``:
 
 * ``run_started``: ``nodes`` (count planned), ``targets``
 * ``node_started``: ``type``, ``title``, ``reason`` (why it runs)
@@ -29,13 +29,13 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodegen.cache import OutputCache
-from nodegen.context import Cancelled, CancelToken, RunContext
-from nodegen.events import Event, EventBus
-from nodegen.node import MISSING, NodeDef
-from nodegen.registry import NodeRegistry
-from nodegen.types import compatible
-from nodegen.validate import Plan, Problem, node_title, plan
+from nodegen.kernel.cache import OutputCache
+from nodegen.kernel.context import Cancelled, CancelToken, RunContext
+from nodegen.kernel.events import Event, EventBus
+from nodegen.kernel.node import MISSING, NodeDef
+from nodegen.kernel.registry import NodeRegistry
+from nodegen.kernel.types import compatible
+from nodegen.kernel.validate import Plan, Problem, node_title, plan
 
 _nonce = itertools.count()
 

@@ -4,8 +4,8 @@ A node type is a :class:`NodeDef`: a stable type name, a version, a category, a 
 named inputs (:class:`InputSpec`) and named outputs (:class:`OutputSpec`), flags, and a run
 function. Write one with the :func:`node` decorator::
 
-    from nodegen.node import node, Input, Output
-    from nodegen import types as T
+    from nodegen.kernel.node import node, Input, Output
+    from nodegen.kernel import types as T
 
     @node("ImageInvert", category="image", description="Invert the colours of an image.",
           inputs=[Input.link("image", T.IMAGE)], outputs=[Output("image", T.IMAGE)])
@@ -14,7 +14,7 @@ function. Write one with the :func:`node` decorator::
 
 The run function receives its inputs **by name** as keyword arguments (optional inputs that are
 not given arrive as ``None`` unless they have a default) plus the context ``ctx`` (see
-:class:`nodegen.context.RunContext`: device, progress, cancellation, model manager). It returns
+:class:`nodegen.kernel.context.RunContext`: device, progress, cancellation, model manager). It returns
 a dict ``{output_name: value}``, a tuple in output order, or, for a single output, the value.
 """
 
@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nodegen import types as T
-from nodegen.types import SocketType
+from nodegen.kernel import types as T
+from nodegen.kernel.types import SocketType
 
 #: Widget kinds for literal inputs.
 WIDGET_KINDS = ("int", "float", "string", "multiline", "bool", "choice", "seed", "file")

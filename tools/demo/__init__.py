@@ -1,6 +1,6 @@
 """Procedural demo data (coloured shapes) and its scorer, used to train the built-in demo model."""
 
-from nodegen.demo.shapes import (
+from tools.demo.shapes import (
     BACKGROUNDS,
     COLORS,
     POSITIONS,

@@ -21,7 +21,7 @@ import torch
 
 
 def _arch(name: str):
-    from nodegen.compat import torchvision_fix
+    from nodegen.compat import torchvision as torchvision_fix
 
     torchvision_fix.apply()
     if name == "esrgan":

@@ -29,10 +29,10 @@ from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
-from nodegen.node import NodeDef
+from nodegen.kernel.node import NodeDef
 
 ENTRY_POINT_GROUP = "nodegen.nodes"
-BUILTIN_PACKAGES = ("nodes",)
+BUILTIN_PACKAGES = ("nodegen.nodes",)
 
 
 @dataclass(frozen=True)
@@ -243,7 +243,7 @@ class NodeRegistry:
 
     def schema(self, env=None, category: str | None = None) -> dict:
         """The JSON-able schema of every node type: everything an editor needs to draw them."""
-        from nodegen.types import all_types
+        from nodegen.kernel.types import all_types
 
         nodes = {
             nd.type: nd.to_json(env)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nodegen.compat import torchvision_fix
+from nodegen.compat import torchvision as torchvision_fix
 
 IMAGE_SIZE = 64
 LATENT_SIZE = IMAGE_SIZE // 8

@@ -2,7 +2,7 @@
 
 Kinds: ``run_started``, ``node_started``, ``node_cached``, ``node_progress``, ``node_finished``,
 ``node_failed``, ``node_skipped``, ``run_finished``. ``data`` holds the details (see
-:class:`nodegen.executor.Executor` for each kind's keys).
+:class:`nodegen.kernel.executor.Executor` for each kind's keys).
 """
 
 from __future__ import annotations

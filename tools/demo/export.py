@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from nodegen.demo import configs
+from tools.demo import configs
 
 MODEL_NAME = "nodegen-demo-shapes"
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / MODEL_NAME

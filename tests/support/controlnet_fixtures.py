@@ -27,7 +27,7 @@ def randomize_zero_layers_(net: torch.nn.Module, seed: int, scale: float = 0.3) 
 
 
 def build_controlnet(unet, seed: int = 0, scale: float = 0.3):
-    from nodegen.compat import torchvision_fix
+    from nodegen.compat import torchvision as torchvision_fix
 
     torchvision_fix.apply()
     from diffusers import ControlNetModel

@@ -2,7 +2,7 @@
 
 ::
 
-    from nodegen.engine import Engine
+    from nodegen.runtime.engine import Engine
     engine = Engine(models="~/models", output_dir="out")
     wf = engine.load("graphs/txt2img.json")
     result = engine.run(wf, set={"Sampler.seed": 3})   # incremental: re-runs only what changed
@@ -15,14 +15,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from nodegen.cache import OutputCache
-from nodegen.context import CancelToken
-from nodegen.events import EventBus, Listener
-from nodegen.executor import Executor, RunResult
+from nodegen.kernel.cache import OutputCache
+from nodegen.kernel.context import CancelToken
+from nodegen.kernel.events import EventBus, Listener
+from nodegen.kernel.executor import Executor, RunResult
 from nodegen.models.paths import ModelPaths
-from nodegen.registry import NodeRegistry, default_registry
-from nodegen.validate import Plan, plan
-from nodegen.workflow import Workflow, WorkflowError
+from nodegen.kernel.registry import NodeRegistry, default_registry
+from nodegen.kernel.validate import Plan, plan
+from nodegen.formats import open_any
+from nodegen.kernel.workflow import Workflow, WorkflowError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -132,18 +133,15 @@ class Engine:
     # -- workflows -----------------------------------------------------------------------
     @staticmethod
     def load(source: Any) -> Workflow:
-        if isinstance(source, Workflow):
-            return source
-        if isinstance(source, dict):
-            return Workflow.from_dict(source)
-        return Workflow.load(source)
+        """A workflow from a path (nodegen JSON, ComfyUI JSON, PNG), a dict or a Workflow."""
+        return open_any(source)
 
     def prepare(self, source: Any, set: dict | None = None) -> Workflow:  # noqa: A002
         """Load, apply node migrations and ``set`` overrides (``{"node.input": value}``)."""
         wf = self.load(source)
         if wf.path is not None:
             self.env.workflow_dir = wf.path.resolve().parent
-        from nodegen.migrate_nodes import migrate_nodes
+        from nodegen.kernel.migrations import migrate_nodes
 
         migrate_nodes(wf.data, self.registry)
         for key, value in (set or {}).items():

@@ -74,7 +74,7 @@ class HashCache:
         return None
 
     def put(self, path: str | os.PathLike, sha256: str, size: int, mtime_ns: int) -> None:
-        from nodegen.workflow import atomic_write_text
+        from nodegen.kernel.workflow import atomic_write_text
 
         key = str(Path(path).resolve())
         with self._lock:

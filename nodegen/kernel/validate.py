@@ -13,10 +13,10 @@ from typing import Any
 
 import networkx as nx
 
-from nodegen.node import NodeDef
-from nodegen.registry import NodeRegistry
-from nodegen.types import compatible
-from nodegen.workflow import is_link
+from nodegen.kernel.node import NodeDef
+from nodegen.kernel.registry import NodeRegistry
+from nodegen.kernel.types import compatible
+from nodegen.kernel.workflow import is_link
 
 #: Every problem code validation produces.
 CODES = (

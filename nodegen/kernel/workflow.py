@@ -31,15 +31,17 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from nodegen.kernel.atomic import atomic_write_text
+from nodegen.kernel.migrations import CURRENT_VERSION, MigrationError, migrate_document
+
 FORMAT = "nodegen-workflow"
-VERSION = 1
+VERSION = CURRENT_VERSION
 
 
 class WorkflowError(ValueError):
@@ -66,66 +68,11 @@ def link(node_id: str, output: str) -> dict:
     return {"from": [str(node_id), output]}
 
 
-# -- migrations --------------------------------------------------------------------------------
-
-#: ``{from_version: fn(doc) -> doc}`` upgrading a document by one version.
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
-
-
-def migration(from_version: int):
-    def deco(fn: Callable[[dict], dict]) -> Callable[[dict], dict]:
-        MIGRATIONS[from_version] = fn
-        return fn
-    return deco
-
-
-@migration(0)
-def _v0_to_v1(doc: dict) -> dict:
-    """Version 0 (the pre-release draft): ``nodes`` was a list of ``{"id": ..., ...}`` and a link
-    was a bare ``[node_id, output]`` pair. Version 1 keys nodes by id and marks links with ``from``."""
-    nodes = doc.get("nodes", [])
-    if isinstance(nodes, list):
-        new = {}
-        for n in nodes:
-            n = dict(n)
-            nid = str(n.pop("id"))
-            new[nid] = n
-        nodes = new
-    for n in nodes.values():
-        ins = n.get("inputs", {})
-        for k, v in list(ins.items()):
-            if isinstance(v, list) and len(v) == 2 and isinstance(v[0], (str, int)) and isinstance(v[1], str):
-                ins[k] = link(str(v[0]), v[1])
-    doc["nodes"] = nodes
-    doc["version"] = 1
-    return doc
-
-
-def migrate(doc: dict, path: str | None = None) -> dict:
-    version = doc.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise WorkflowError(f"'version' must be an integer, got {version!r}", path=path)
-    if version > VERSION:
-        raise WorkflowError(
-            f"this workflow was written by a newer nodegen (file format version {version}); "
-            f"this program reads versions up to {VERSION}. Update nodegen to open it.", path=path)
-    while version < VERSION:
-        step = MIGRATIONS.get(version)
-        if step is None:
-            raise WorkflowError(f"no migration from file format version {version}", path=path)
-        doc = step(doc)
-        new_version = doc.get("version")
-        if new_version == version:
-            doc["version"] = version + 1
-        version = doc["version"]
-    return doc
-
-
 # -- schema ------------------------------------------------------------------------------------
 
 @lru_cache(maxsize=1)
 def json_schema() -> dict:
-    text = resources.files("nodegen.schema").joinpath("workflow.schema.json").read_text("utf-8")
+    text = resources.files("nodegen.kernel").joinpath("workflow.schema.json").read_text("utf-8")
     return json.loads(text)
 
 
@@ -147,7 +94,7 @@ def schema_problems(doc: Any) -> list[str]:
 # -- the document ------------------------------------------------------------------------------
 
 def new_document(name: str = "") -> dict:
-    from nodegen import __version__
+    from nodegen.kernel.version import __version__
 
     return {
         "format": FORMAT,
@@ -164,46 +111,16 @@ def parse(data: Any, path: str | None = None) -> dict:
     if not isinstance(data, dict):
         raise WorkflowError(f"a workflow must be a JSON object, got {type(data).__name__}", path=path)
     if data.get("format") != FORMAT:
-        from nodegen.formats import comfy
-
-        if comfy.detect(data) is not None:  # a ComfyUI workflow: convert it on the fly
-            try:
-                data, _notes = comfy.import_comfy(data, source=path)
-            except comfy.ComfyImportError as e:
-                raise WorkflowError(f"cannot import this ComfyUI workflow: {e}", path=path) from e
-        else:
-            raise WorkflowError(f"not a nodegen workflow ('format' must be {FORMAT!r})", path=path)
-    doc = migrate(copy.deepcopy(data), path)
+        raise WorkflowError(f"not a nodegen workflow ('format' must be {FORMAT!r}); "
+                            f"ComfyUI files and PNGs open through nodegen.formats.open_any", path=path)
+    try:
+        doc = migrate_document(copy.deepcopy(data))
+    except MigrationError as e:
+        raise WorkflowError(str(e), path=path) from e
     problems = schema_problems(doc)
     if problems:
         raise WorkflowError("the workflow does not match the file format", problems, path=path)
     return doc
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a file so that it is either the old or the new content, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            try:
-                os.chmod(tmp, path.stat().st_mode & 0o777)
-            except OSError:
-                pass
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 class Workflow:
@@ -216,21 +133,16 @@ class Workflow:
     # -- files ------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike) -> Workflow:
-        """Load a workflow ``.json`` (or a PNG that embeds one, when the PNG reader is present)."""
+        """Load a nodegen workflow ``.json`` (ComfyUI files and PNGs: :func:`nodegen.formats.open_any`)."""
         path = Path(path)
         try:
             raw = path.read_bytes()
         except OSError as e:
             raise WorkflowError(f"cannot read the file: {e.strerror or e}", path=str(path)) from e
-        if raw[:8] == b"\x89PNG\r\n\x1a\n":
-            from nodegen.formats import png as png_format
-
-            data = png_format.read_workflow(path)
-        else:
-            try:
-                data = json.loads(raw.decode("utf-8-sig"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise WorkflowError(f"not valid JSON: {e}", path=str(path)) from e
+        try:
+            data = json.loads(raw.decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise WorkflowError(f"not valid JSON: {e}", path=str(path)) from e
         return cls(parse(data, str(path)), path)
 
     @classmethod

@@ -15,7 +15,7 @@ from collections import deque
 
 import numpy as np
 
-from nodegen.demo.shapes import COLORS, POSITIONS, SIZES
+from tools.demo.shapes import COLORS, POSITIONS, SIZES
 
 _PALETTE_NAMES = list(COLORS)
 _PALETTE = np.array([COLORS[c] for c in _PALETTE_NAMES], dtype=np.float32)

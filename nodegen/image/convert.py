@@ -1,4 +1,4 @@
-"""Conversions between PIL images, numpy arrays and IMAGE/MASK tensors (layout in nodegen.types)."""
+"""Conversions between PIL images, numpy arrays and IMAGE/MASK tensors (layout in nodegen.kernel.types)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,69 @@
+"""One entry point for every file a workflow comes in: :func:`open_any`.
+
+It detects nodegen workflow JSON, ComfyUI workflows (the editor format and the API prompt) and PNG
+images that embed either, and returns a :class:`~nodegen.kernel.workflow.Workflow`. The kernel's
+workflow module reads only nodegen's own format; conversions live here, in the formats layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from nodegen.kernel.workflow import FORMAT, Workflow, WorkflowError, parse
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def document_from_data(data: Any, path: str | None = None) -> dict:
+    """A checked, migrated nodegen document from decoded JSON: nodegen's own format, or a ComfyUI
+    workflow in either format, converted on the fly."""
+    if isinstance(data, dict) and data.get("format") != FORMAT:
+        from nodegen.formats import comfy
+
+        if comfy.detect(data) is not None:
+            try:
+                data, _notes = comfy.import_comfy(data, source=path)
+            except comfy.ComfyImportError as e:
+                raise WorkflowError(f"cannot import this ComfyUI workflow: {e}", path=path) from e
+    return parse(data, path)
+
+
+def read_data(path: str | os.PathLike) -> Any:
+    """The decoded workflow data a file holds: a PNG's embedded workflow, or the JSON itself."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise WorkflowError(f"cannot read the file: {e.strerror or e}", path=str(path)) from e
+    if raw[:8] == PNG_MAGIC:
+        from nodegen.formats import png
+
+        return png.read_workflow(path)
+    try:
+        return json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WorkflowError(f"not valid JSON: {e}", path=str(path)) from e
+
+
+def open_any(source: Any) -> Workflow:
+    """A :class:`Workflow` from a path (nodegen JSON, ComfyUI JSON, PNG), a decoded document (dict)
+    or a Workflow (returned as it is). The workflow's ``path`` is the file it came from (relative
+    image names resolve beside it); :func:`is_native` tells whether saving back there is safe."""
+    if isinstance(source, Workflow):
+        return source
+    if isinstance(source, dict):
+        return Workflow(document_from_data(source))
+    path = Path(source)
+    return Workflow(document_from_data(read_data(path), str(path)), path)
+
+
+def is_native(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a nodegen workflow JSON file (not a PNG, not a ComfyUI file)."""
+    try:
+        data = read_data(path)
+    except WorkflowError:
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT and Path(path).suffix.lower() != ".png"

@@ -1,0 +1,1 @@
+"""Image helpers shared by the library: conversions between tensors and PIL images, and tiling."""
