@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable
 
 from PySide6.QtGui import QUndoCommand
 
-from .document import ABSENT, Document
 from nodegen.kernel.workflow import is_link, link
+
+from .document import ABSENT, Document
 
 MOVE_ID = 1
 VALUE_ID = 2

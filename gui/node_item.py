@@ -12,9 +12,10 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QPainterPath
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsRectItem
 
+from nodegen.kernel.workflow import is_link
+
 from .node_paint import PAD, PORT_R, TITLE_H, NodePaintMixin
 from .widgets import WidgetInteraction, format_value
-from nodegen.kernel.workflow import is_link
 
 ROW_H = 22.0
 DEFAULT_W = 240.0

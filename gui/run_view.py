@@ -8,8 +8,9 @@ import random
 
 from PySide6.QtCore import QTimer
 
-from . import commands
 from nodegen.kernel.node import SEED_MAX
+
+from . import commands
 
 
 class RunMixin:

@@ -17,7 +17,8 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtGui import QImage
 
 from nodegen.kernel.context import CancelToken
-from nodegen.kernel.validate import Plan, Problem, plan
+from nodegen.kernel.plan import Plan, plan
+from nodegen.kernel.problems import Problem
 from nodegen.kernel.workflow import WorkflowError
 
 

@@ -13,13 +13,14 @@ from PySide6.QtCore import QPointF, QRectF, Signal
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QGraphicsScene
 
+from nodegen.kernel.workflow import is_link
+
 from . import commands
 from .edge_item import EdgeItem
 from .editors import EditorMixin
 from .group_item import GroupItem
 from .node_item import NodeItem
 from .wiring import WiringMixin
-from nodegen.kernel.workflow import is_link
 
 THUMB_MAX = 512
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from nodegen.kernel.cache import OutputCache
 from nodegen.kernel.executor import Executor
-from nodegen.kernel.validate import plan
+from nodegen.kernel.plan import plan
 from nodegen.kernel.workflow import WorkflowError, parse
 from tests.support import testnodes as tn
 from tests.support.testnodes import doc, ln

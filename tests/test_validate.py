@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from nodegen.kernel.node import Input, Output, node
+from nodegen.kernel.plan import plan
+from nodegen.kernel.problems import CODES
 from nodegen.kernel.types import IMAGE
-from nodegen.kernel.validate import CODES, plan
 from nodegen.models.paths import ModelPaths
 from nodegen.runtime.engine import Environment
 from tests.support import testnodes as tn

@@ -66,7 +66,7 @@ def test_v1_workflow_opens_validates_and_runs_like_v2(engine, tmp_path):
 
 def test_v1_without_migration_would_fail_validation(engine):
     """The migration is what makes the old file work: unmigrated, 'upscale_method' is unknown."""
-    from nodegen.kernel.validate import plan
+    from nodegen.kernel.plan import plan
 
     problems = plan(_doc(V1, "x"), engine.registry, env=engine.env).problems
     codes = {(p.input, p.code) for p in problems}

@@ -21,9 +21,9 @@ def add_parser(sub) -> None:
 
 
 def cmd_lock(args) -> int:
-    from nodegen.sharing.models import describe_missing, lock
     from nodegen.formats import open_any
     from nodegen.kernel.workflow import WorkflowError
+    from nodegen.sharing.models import describe_missing, lock
 
     engine = make_engine(args)
     try:

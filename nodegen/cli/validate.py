@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
 
 
 def cmd_validate(args) -> int:
-    from nodegen.kernel.validate import plan
+    from nodegen.kernel.plan import plan
 
     engine = make_engine(args)
     wf = load_workflow(engine, args.graph)

@@ -33,9 +33,10 @@ from nodegen.kernel.cache import OutputCache
 from nodegen.kernel.context import Cancelled, CancelToken, RunContext
 from nodegen.kernel.events import Event, EventBus
 from nodegen.kernel.node import MISSING, NodeDef
+from nodegen.kernel.plan import Plan, plan
+from nodegen.kernel.problems import Problem, node_title
 from nodegen.kernel.registry import NodeRegistry
 from nodegen.kernel.types import compatible
-from nodegen.kernel.validate import Plan, Problem, node_title, plan
 
 _nonce = itertools.count()
 

@@ -15,15 +15,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from nodegen.formats import open_any
 from nodegen.kernel.cache import OutputCache
 from nodegen.kernel.context import CancelToken
 from nodegen.kernel.events import EventBus, Listener
 from nodegen.kernel.executor import Executor, RunResult
-from nodegen.models.paths import ModelPaths
+from nodegen.kernel.plan import Plan, plan
 from nodegen.kernel.registry import NodeRegistry, default_registry
-from nodegen.kernel.validate import Plan, plan
-from nodegen.formats import open_any
 from nodegen.kernel.workflow import Workflow, WorkflowError
+from nodegen.models.paths import ModelPaths
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodegen.sharing.hashing import cached_sha256, file_size, sha256_file
 from nodegen.models.paths import KINDS, MODEL_EXTENSIONS
+from nodegen.sharing.hashing import cached_sha256, file_size, sha256_file
 
 #: For node types that are not installed (placeholders, plugins missing): well-known input names.
 KNOWN_MODEL_INPUTS = {"ckpt_name": "checkpoints", "vae_name": "vae", "lora_name": "loras",
