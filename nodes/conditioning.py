@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from nodegen.kernel import types as T
 from nodegen.diffusion import conditioning as C
 from nodegen.diffusion.conditioning import CondItem
+from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, Output, node
 
 MAX_SIZE = 16384

@@ -6,8 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from nodegen.kernel import types as T
 from nodegen.image.convert import check_image, image_to_pils, pil_alpha_mask, pil_to_image
+from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, Output, node
 
 

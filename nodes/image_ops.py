@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nodegen.kernel import types as T
 from nodegen.image.convert import check_image
+from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, Output, node
 
 SCALE_METHODS = ["nearest-exact", "bilinear", "bicubic", "lanczos", "area"]

@@ -16,12 +16,11 @@ PREDICTIONS = ["auto", "epsilon", "v_prediction"]
 
 
 def _manager(ctx: Any):
-    mgr = getattr(ctx, "models", None)
-    if mgr is None:
-        from nodegen.models.manager import default_manager
-
-        mgr = default_manager()
-    return mgr
+    """The run's model manager (the engine's: loaded models are shared across runs)."""
+    if getattr(ctx, "models", None) is None:
+        raise RuntimeError("this run has no model manager: run nodes through an Engine or Executor, "
+                           "or give RunContext(models=ModelManager())")
+    return ctx.models
 
 
 @node("CheckpointLoader", category="loaders",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 
-from nodegen.kernel import types as T
 from nodegen.diffusion.model_sampling import ModelSampling
 from nodegen.diffusion.sample import model_sampling_for, sample
 from nodegen.diffusion.samplers import SAMPLER_NAMES, get_sampler
@@ -19,6 +18,7 @@ from nodegen.diffusion.schedules import (
     karras_sigmas,
     split_sigmas,
 )
+from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, Output, node
 
 

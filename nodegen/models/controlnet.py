@@ -31,6 +31,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from nodegen.models.objects import use_module
+
 PREFIX = "control_model."
 FAMILY_NAMES = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}
 #: Text-embedding widths of the full-size families (to name the model family in errors).
@@ -149,16 +151,9 @@ class ControlNetModel:
     def name(self) -> str:
         return os.path.basename(str(self.source).rstrip("/")) or "in-memory ControlNet"
 
-    def _mgr(self):
-        if self.manager is not None:
-            return self.manager
-        from nodegen.models.manager import default_manager
-
-        return default_manager()
-
     @contextmanager
     def use(self, device=None, dtype=None) -> Iterator[torch.nn.Module]:
-        with self._mgr().use(self.net, device, dtype) as net:
+        with use_module(self.manager, self.net, device, dtype) as net:
             yield net
 
     def control(self, image: torch.Tensor, strength: float = 1.0, start: float = 0.0,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,8 +20,10 @@ from nodegen.compat import torchvision as torchvision_fix
 from nodegen.models import configs
 from nodegen.models.detect import Detected, ModelKindError, detect, require
 from nodegen.models.files import load_state_dict, open_state_dict, shapes_of
-from nodegen.models.manager import ModelManager
 from nodegen.models.objects import SCALING_FACTORS, DiffusionModel, TextEncoder, VAEModel
+
+if TYPE_CHECKING:
+    from nodegen.models.manager import ModelManager
 
 PREDICTIONS = ("auto", "epsilon", "v_prediction")
 TEXT_PREFIX = {"sd1": "cond_stage_model.transformer.", "sd2": "cond_stage_model.model.",
@@ -29,11 +32,8 @@ TEXT_PREFIX = {"sd1": "cond_stage_model.transformer.", "sd2": "cond_stage_model.
 
 
 def _target_dtype(manager: ModelManager | None) -> torch.dtype:
-    mgr = manager
-    if mgr is None:
-        from nodegen.models.manager import default_manager
-        mgr = default_manager()
-    return mgr.dtype_for(mgr.device)
+    """The dtype to load weights in: the manager's for its device; float32 without a manager."""
+    return manager.dtype_for(manager.device) if manager is not None else torch.float32
 
 
 def _take(sd: dict, prefix: str) -> dict:

@@ -7,7 +7,9 @@
   afterwards; when the modules resident on a device exceed its byte budget, the least recently
   used ones that are not in use are moved back to the host (CPU).
 * The model objects (:mod:`nodegen.models.objects`) call :meth:`use` through the manager they
-  were loaded with, or through :func:`default_manager` for objects built in memory.
+  were loaded with. There is no process-global manager: the engine owns one and hands it to nodes
+  as ``ctx.models``; objects built in memory without one are placed directly
+  (:func:`nodegen.models.placement.placed`), with no budget.
 
 The engine constructs ``ModelManager()`` with no arguments.
 """
@@ -25,27 +27,9 @@ from typing import Any
 
 import torch
 
+from nodegen.models.placement import compute_dtype, module_bytes, module_device, module_dtype
+
 GiB = 1024**3
-
-
-def module_bytes(module: torch.nn.Module) -> int:
-    total = 0
-    for t in list(module.parameters()) + list(module.buffers()):
-        total += t.numel() * t.element_size()
-    return total
-
-
-def module_device(module: torch.nn.Module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def module_dtype(module: torch.nn.Module) -> torch.dtype:
-    for p in module.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
 
 
 def file_key(path: str | os.PathLike) -> tuple[str, int, int]:
@@ -88,8 +72,7 @@ class ModelManager:
 
     # ----- dtype / device policy -------------------------------------------------------------
     def dtype_for(self, device: str | torch.device | None = None) -> torch.dtype:
-        dev = torch.device(device) if device is not None else self.device
-        return self.gpu_dtype if dev.type == "cuda" else torch.float32
+        return compute_dtype(torch.device(device) if device is not None else self.device, self.gpu_dtype)
 
     # ----- placement ------------------------------------------------------------------------
     def _budget(self, dev: torch.device) -> int | None:
@@ -203,13 +186,3 @@ class ModelManager:
             self._files.clear()
             self._resident.clear()
 
-
-_default: ModelManager | None = None
-
-
-def default_manager() -> ModelManager:
-    """The manager used by model objects built in memory without one."""
-    global _default
-    if _default is None:
-        _default = ModelManager()
-    return _default

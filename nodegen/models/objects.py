@@ -15,14 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from nodegen.diffusion.conditioning import CondItem
-from nodegen.models.manager import ModelManager, default_manager
 from nodegen.models.patching import PatchList, patched
+from nodegen.models.placement import compute_dtype, module_device, placed
 from nodegen.models.schedule import scaled_linear_alphas_cumprod
+
+if TYPE_CHECKING:
+    from nodegen.models.manager import ModelManager
 
 FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner")
 PREDICTIONS = ("epsilon", "v_prediction")
@@ -35,12 +38,16 @@ def _check(value: str, allowed: tuple, what: str) -> None:
         raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
 
 
+def use_module(manager: ModelManager | None, module: torch.nn.Module, device=None, dtype=None):
+    """Place ``module`` through its manager, or directly when it has none (built in memory)."""
+    if manager is not None:
+        return manager.use(module, device, dtype)
+    return placed(module, device, dtype)
+
+
 class _Patchable:
     manager: ModelManager | None
     patches: PatchList
-
-    def _mgr(self) -> ModelManager:
-        return self.manager or default_manager()
 
     def add_patches(self, patch_dict: dict, strength: float = 1.0) -> None:
         """Append a patch set (in place; call on a :meth:`clone`)."""
@@ -94,7 +101,7 @@ class DiffusionModel(_Patchable):
     def use(self, device: str | torch.device | None = None,
             dtype: torch.dtype | None = None) -> Iterator[torch.nn.Module]:
         """The UNet on ``device`` (default: the manager's) in ``dtype`` with the patches applied."""
-        with self._mgr().use(self.unet, device, dtype) as unet, patched(unet, self.patches) as u:
+        with use_module(self.manager, self.unet, device, dtype) as unet, patched(unet, self.patches) as u:
             yield u
 
     def __repr__(self) -> str:
@@ -170,11 +177,10 @@ class TextEncoder(_Patchable):
     def use(self, device: str | torch.device | None = None,
             dtype: torch.dtype | None = None) -> Iterator[list[torch.nn.Module]]:
         """The encoders on ``device`` with the patches applied (keys ``<encoder name>.<param>``)."""
-        mgr = self._mgr()
         with ExitStack() as stack:
             out = []
             for name, enc in zip(self.encoder_names, self.encoders, strict=True):
-                e = stack.enter_context(mgr.use(enc, device, dtype))
+                e = stack.enter_context(use_module(self.manager, enc, device, dtype))
                 out.append(stack.enter_context(patched(e, self.patches, prefix=name + ".")))
             yield out
 
@@ -221,19 +227,18 @@ class VAEModel:
     def latent_channels(self) -> int:
         return int(self.vae.config.latent_channels)
 
-    def _mgr(self) -> ModelManager:
-        return self.manager or default_manager()
-
     @contextmanager
     def use(self, device=None, dtype=None) -> Iterator[torch.nn.Module]:
-        with self._mgr().use(self.vae, device, dtype) as vae:
+        with use_module(self.manager, self.vae, device, dtype) as vae:
             yield vae
 
     def _run(self, fn, x: torch.Tensor, device, dtype) -> torch.Tensor:
         """Run ``fn(vae, x)``; in half precision a NaN result is retried in float32."""
-        mgr = self._mgr()
-        dev = torch.device(device) if device is not None else mgr.device
-        dt = dtype or mgr.dtype_for(dev)
+        if device is not None:
+            dev = torch.device(device)
+        else:
+            dev = self.manager.device if self.manager is not None else module_device(self.vae)
+        dt = dtype or (self.manager.dtype_for(dev) if self.manager is not None else compute_dtype(dev))
         with torch.no_grad(), self.use(dev, dt) as vae:
             out = fn(vae, x.to(dev, dt))
         if dt != torch.float32 and torch.isnan(out).any():
