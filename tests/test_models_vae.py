@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nodegen.models.objects import VAEModel
-from nodegen.models.vae_tiling import tiled
+from nodegen.image.tiling import run_tiled
 from tests.support.fixtures import fixture
 
 torch.set_num_threads(1)
@@ -38,20 +38,20 @@ def test_decode_and_encode_equal_diffusers(sd1):
 def test_tiled_blending_is_exact_for_pointwise_maps():
     lat = torch.randn(1, 4, 20, 28, generator=torch.Generator().manual_seed(1))
 
-    def up(t):  # "decode": nearest 8x upsample, to [B,H,W,C]
-        return torch.nn.functional.interpolate(t, scale_factor=8, mode="nearest").permute(0, 2, 3, 1)
+    def up(t):  # "decode": nearest 8x upsample
+        return torch.nn.functional.interpolate(t, scale_factor=8, mode="nearest")
 
-    out = tiled(up, lat, tile=8, overlap=3, scale=8, channels_last=False)
+    out = run_tiled(up, lat, 8, tile=8, overlap=3)
     torch.testing.assert_close(out, up(lat), rtol=1e-6, atol=1e-6)
-    img = torch.rand(1, 70, 90, 3, generator=torch.Generator().manual_seed(2))
+    img = torch.rand(2, 3, 64, 88, generator=torch.Generator().manual_seed(2))
 
-    def down(t):  # "encode": 8x8 average pooling, to [B,C,h,w]
-        return torch.nn.functional.avg_pool2d(t.permute(0, 3, 1, 2), 8)
+    def down(t):  # "encode": 8x8 average pooling
+        return torch.nn.functional.avg_pool2d(t, 8)
 
-    enc = tiled(down, img[:, :64, :88], tile=32, overlap=16, scale=1 / 8, channels_last=True)
-    torch.testing.assert_close(enc, down(img[:, :64, :88]), rtol=1e-6, atol=1e-6)
+    enc = run_tiled(down, img, 1 / 8, tile=32, overlap=8)
+    torch.testing.assert_close(enc, down(img), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="overlap"):
-        tiled(up, lat, tile=8, overlap=8, scale=8, channels_last=False)
+        run_tiled(up, lat, 8, tile=8, overlap=4)
 
 
 def test_vae_tiled_variants(sd1):

@@ -269,17 +269,20 @@ class VAEModel:
 
     def encode_tiled(self, image: torch.Tensor, tile: int = 512, overlap: int = 64, device=None,
                      dtype=None) -> torch.Tensor:
-        from nodegen.models.vae_tiling import tiled
+        from nodegen.image.tiling import run_tiled
 
-        return tiled(lambda t: self.encode(t, device, dtype), image, tile, overlap,
-                     scale=1 / self.downscale, channels_last=True)
+        # the tiler works channels-first; encode takes IMAGE [B,H,W,C]
+        pixels = image.permute(0, 3, 1, 2)
+        return run_tiled(lambda t: self.encode(t.permute(0, 2, 3, 1), device, dtype), pixels,
+                         1 / self.downscale, tile, overlap)
 
     def decode_tiled(self, samples: torch.Tensor, tile: int = 64, overlap: int = 8, device=None,
                      dtype=None) -> torch.Tensor:
-        from nodegen.models.vae_tiling import tiled
+        from nodegen.image.tiling import run_tiled
 
-        return tiled(lambda t: self.decode(t, device, dtype), samples, tile, overlap,
-                     scale=self.downscale, channels_last=False)
+        out = run_tiled(lambda t: self.decode(t, device, dtype).permute(0, 3, 1, 2), samples,
+                        self.downscale, tile, overlap)
+        return out.permute(0, 2, 3, 1).contiguous()
 
     def __repr__(self) -> str:
         return f"VAEModel(scaling_factor={self.scaling_factor}, source={self.source!r})"

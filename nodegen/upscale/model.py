@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from nodegen.upscale.tiling import ProgressFn, check_tiling, count_tiles, run_tiled
+from nodegen.image.tiling import ProgressFn, check_tiling, count_tiles, run_tiled
 
 PICKLE_EXTENSIONS = (".pth", ".pt", ".ckpt", ".bin")
 
