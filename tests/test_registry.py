@@ -73,3 +73,28 @@ def test_schema_is_json_with_everything_the_gui_needs():
     assert scale["outputs"] == [{"name": "image", "type": "IMAGE"}]
     assert schema["types"]["IMAGE"]["color"].startswith("#")
     assert "INT" in schema["types"]["FLOAT"]["accepts"]
+
+
+def test_a_run_function_that_does_not_match_its_inputs_is_refused_at_definition():
+    import pytest
+
+    from nodegen import Input, node
+    from nodegen.kernel.node import NodeContractError
+
+    with pytest.raises(NodeContractError, match=r"'Bad'.*declared input\(s\) b have no parameter"):
+        @node("Bad", inputs=[Input.int("a", 1), Input.int("b", 2)])
+        def bad(ctx, a):
+            return a
+    with pytest.raises(NodeContractError, match=r"'Extra'.*parameter\(s\) c .*not declared inputs"):
+        @node("Extra", inputs=[Input.int("a", 1)])
+        def extra(ctx, a, c):
+            return a
+    with pytest.raises(NodeContractError, match="run context as its first parameter"):
+        @node("NoCtx", inputs=[])
+        def no_ctx(*, a=1):
+            return a
+
+    @node("Fine", inputs=[Input.int("a", 1)])
+    def fine(ctx, a, extra_with_default=3, **more):
+        return a
+    assert fine.input_names == ("a",)

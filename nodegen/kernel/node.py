@@ -21,6 +21,7 @@ a dict ``{output_name: value}``, a tuple in output order, or, for a single outpu
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -263,6 +264,7 @@ class NodeDef:
         outs = [o.name for o in self.outputs]
         if len(set(outs)) != len(outs):
             raise ValueError(f"node type {self.type!r} declares an output name twice")
+        check_run_signature(self.type, self.run, [s.name for s in self.inputs])
         self._input_map = {s.name: s for s in self.inputs}
         self._output_map = {o.name: o for o in self.outputs}
         self._output_names = tuple(outs)
@@ -322,6 +324,42 @@ class NodeDef:
 
     def with_source(self, source: str) -> NodeDef:
         return replace(self, source=source)
+
+
+class NodeContractError(TypeError):
+    """A node type's run function does not match its declared inputs (raised at registration)."""
+
+
+def check_run_signature(type_name: str, run: Callable[..., Any], input_names: Sequence[str]) -> None:
+    """The run function is called as ``run(ctx, **inputs)``: it must take the context first, a
+    parameter for every declared input (or ``**kwargs``), and no parameter that is neither a
+    declared input nor optional. A mismatch is an error naming the node type, found when the node
+    is defined rather than when it first runs."""
+    try:
+        sig = inspect.signature(run)
+    except (TypeError, ValueError):
+        return  # a builtin or C callable: nothing to read
+    params = list(sig.parameters.values())
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if not params or params[0].kind not in positional:
+        if not any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+            raise NodeContractError(f"node type {type_name!r}: its run function must take the run "
+                                    f"context as its first parameter, e.g. def run(ctx, ...)")
+        return
+    rest = params[1:]
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in rest)
+    names = {p.name for p in rest if p.kind in (*positional, inspect.Parameter.KEYWORD_ONLY)}
+    missing = [n for n in input_names if n not in names]
+    if missing and not takes_any:
+        raise NodeContractError(f"node type {type_name!r}: declared input(s) {', '.join(missing)} "
+                                f"have no parameter in {run.__name__}(); add them or **kwargs")
+    declared = set(input_names)
+    extra = [p.name for p in rest if p.name not in declared and p.default is inspect.Parameter.empty
+             and p.kind in (*positional, inspect.Parameter.KEYWORD_ONLY)]
+    if extra:
+        raise NodeContractError(f"node type {type_name!r}: parameter(s) {', '.join(extra)} of "
+                                f"{run.__name__}() are not declared inputs; declare them with Input(...) "
+                                f"or give them a default")
 
 
 def node(
