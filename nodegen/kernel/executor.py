@@ -135,6 +135,30 @@ class _History:
     upstream: dict[str, tuple[str, str]]  # input -> (src node id, src signature)
 
 
+class _Run:
+    """The state of one run: its plan and result, the values and signatures so far, the nodes that
+    failed or were skipped (``bad``), and how many planned consumers each value still has."""
+
+    def __init__(self, run_id: int, doc: dict, p: Plan, keep_going: bool, cancel: CancelToken) -> None:
+        self.id = run_id
+        self.doc = doc
+        self.nodes: dict[str, dict] = doc.get("nodes", {})
+        self.plan = p
+        self.result = RunResult("ok", p)
+        self.keep_going = keep_going
+        self.cancel = cancel
+        self.keep = set(p.targets)
+        self.values: dict[str, dict[str, Any]] = {}
+        self.sigs: dict[str, str] = {}
+        self.bad: dict[str, str] = {}
+        self.consumers: dict[str, int] = {}
+        for nid in p.order:
+            for v in self.nodes[nid].get("inputs", {}).values():
+                if type(v) is dict and "from" in v:
+                    src = v["from"][0]
+                    self.consumers[src] = self.consumers.get(src, 0) + 1
+
+
 class Executor:
     """Runs workflows against one cache. One run at a time (runs are serialised)."""
 
@@ -169,116 +193,117 @@ class Executor:
             self.events.emit(Event(kind, run_id, node_id, data))
 
     def _run(self, doc: dict, targets, keep_going: bool, cancel: CancelToken) -> RunResult:
+        """Plan, then run each planned node in order (cache, execute, or skip), then report."""
         t0 = time.perf_counter()
-        run_id = next(self._run_ids)
-        p = plan(doc, self.registry, targets, self.env)
-        result = RunResult("ok", p)
-        if p.problems:
-            result.status = "invalid"
-            self._emit(run_id, "run_finished", status="invalid", seconds=0.0, executed=0, cached=0,
-                       problems=[str(x) for x in p.problems])
-            return result
-        nodes = doc["nodes"]
-        order = p.order
-        target_set = set(p.targets)
-        self._emit(run_id, "run_started", nodes=len(order), targets=list(p.targets))
-
-        # consumers count, to release intermediate values early
-        consumers: dict[str, int] = {}
-        for nid in order:
-            for v in nodes[nid].get("inputs", {}).values():
-                if type(v) is dict and "from" in v:
-                    src = v["from"][0]
-                    consumers[src] = consumers.get(src, 0) + 1
-
-        values: dict[str, dict[str, Any]] = {}
-        sigs: dict[str, str] = {}
-        bad: dict[str, str] = {}  # failed or skipped node -> reason
-        registry = self.registry
-        cache = self.cache
+        run = _Run(next(self._run_ids), doc, plan(doc, self.registry, targets, self.env), keep_going, cancel)
+        if run.plan.problems:
+            return self._refuse(run)
+        self._emit(run.id, "run_started", nodes=len(run.plan.order), targets=list(run.plan.targets))
         try:
-            for nid in order:
+            for nid in run.plan.order:
                 cancel.check()
-                n = nodes[nid]
-                nd: NodeDef = registry[n["type"]]
-                title = n.get("title") or nd.title
-                inputs = n.get("inputs") or {}
-                # upstream failures
-                blocked = next((v["from"][0] for v in inputs.values()
-                                if type(v) is dict and "from" in v and v["from"][0] in bad), None)
-                if blocked is not None:
-                    bad[nid] = f"upstream node {blocked} did not finish"
-                    result.skipped.append(nid)
-                    self._emit(run_id, "node_skipped", nid, reason=bad[nid])
-                    continue
-                kwargs, literals, upstream = self._gather(nd, inputs, values, sigs)
-                self._release(inputs, consumers, values, target_set)
-                mode = n.get("mode", "normal")
-                if mode == "bypass":
-                    values[nid], sigs[nid] = self._bypass(nd, inputs, kwargs, upstream)
-                    result.cached.append(nid)
-                    continue
-                fp = None
-                if nd.fingerprint is not None:
-                    try:
-                        fp = nd.fingerprint(dict(kwargs), self.env)
-                    except Exception as e:  # noqa: BLE001
-                        self._fail(run_id, result, bad, nid, nd, title, kwargs, e)
-                        if not keep_going:
-                            break
-                        continue
-                sig = self._signature(nd, literals, fp, upstream)
-                sigs[nid] = sig
-                entry = cache.get(sig) if nd.deterministic else None
-                if entry is not None:
-                    values[nid] = entry.outputs
-                    result.cached.append(nid)
-                    if entry.ui:
-                        result.ui[nid] = entry.ui
-                    self._history[nid] = _History(sig, literals, fp, upstream)
-                    self._emit(run_id, "node_cached", nid, type=nd.type, title=title, ui=entry.ui)
-                    continue
-                reason = self._why(nid, nd, sig, literals, fp, upstream, nodes)
-                result.reasons[nid] = reason
-                self._emit(run_id, "node_started", nid, type=nd.type, title=title, reason=reason)
-                ctx = RunContext(
-                    node_id=nid, node_title=title, device=self.device, models=self.models,
-                    paths=getattr(self.env, "paths", None),
-                    output_dir=getattr(self.env, "output_dir", "output"),
-                    input_dir=getattr(self.env, "input_dir", "input"),
-                    temp_dir=getattr(self.env, "temp_dir", "temp"),
-                    workflow=doc, cancel=cancel, _progress=self._progress_fn(run_id), env=self.env,
-                )
-                t = time.perf_counter()
-                try:
-                    outputs = nd.normalize_result(nd.run(ctx, **kwargs))
-                except Cancelled:
-                    raise
-                except Exception as e:  # noqa: BLE001 - a node failure is reported, not raised
-                    self._fail(run_id, result, bad, nid, nd, title, kwargs, e)
-                    if not keep_going:
-                        break
-                    continue
-                dt = time.perf_counter() - t
-                values[nid] = outputs
-                result.executed.append(nid)
-                result.timings[nid] = dt
-                if ctx.ui_data:
-                    result.ui[nid] = ctx.ui_data
-                if nd.deterministic:
-                    cache.put(sig, outputs, ctx.ui_data)
-                self._history[nid] = _History(sig, literals, fp, upstream)
-                self._emit(run_id, "node_finished", nid, type=nd.type, title=title, seconds=dt,
-                           ui=ctx.ui_data, reason=reason)
+                if not self._step(run, nid) and not keep_going:
+                    break
         except Cancelled:
-            result.status = "cancelled"
+            run.result.status = "cancelled"
+        return self._finish(run, t0)
+
+    def _refuse(self, run: _Run) -> RunResult:
+        run.result.status = "invalid"
+        self._emit(run.id, "run_finished", status="invalid", seconds=0.0, executed=0, cached=0,
+                   problems=[str(x) for x in run.plan.problems])
+        return run.result
+
+    def _step(self, run: _Run, nid: str) -> bool:
+        """One node: skipped (upstream failed), passed through (bypass), served from the cache, or
+        run. False when it failed."""
+        n = run.nodes[nid]
+        nd: NodeDef = self.registry[n["type"]]
+        title = n.get("title") or nd.title
+        inputs = n.get("inputs") or {}
+        blocked = next((v["from"][0] for v in inputs.values()
+                        if type(v) is dict and "from" in v and v["from"][0] in run.bad), None)
+        if blocked is not None:
+            run.bad[nid] = f"upstream node {blocked} did not finish"
+            run.result.skipped.append(nid)
+            self._emit(run.id, "node_skipped", nid, reason=run.bad[nid])
+            return True
+        kwargs, literals, upstream = self._gather(nd, inputs, run.values, run.sigs)
+        self._release(inputs, run.consumers, run.values, run.keep)
+        if n.get("mode", "normal") == "bypass":
+            run.values[nid], run.sigs[nid] = self._bypass(nd, inputs, kwargs, upstream)
+            run.result.cached.append(nid)
+            return True
+        try:
+            fp = nd.fingerprint(dict(kwargs), self.env) if nd.fingerprint is not None else None
+        except Exception as e:  # noqa: BLE001 - a node failure is reported, not raised
+            self._fail(run, nid, nd, title, kwargs, e)
+            return False
+        sig = run.sigs[nid] = self._signature(nd, literals, fp, upstream)
+        history = _History(sig, literals, fp, upstream)
+        if nd.deterministic and self._serve_cached(run, nid, nd, title, sig):
+            self._history[nid] = history
+            return True
+        return self._execute(run, nid, nd, title, kwargs, history)
+
+    def _serve_cached(self, run: _Run, nid: str, nd: NodeDef, title: str, sig: str) -> bool:
+        entry = self.cache.get(sig)
+        if entry is None:
+            return False
+        run.values[nid] = entry.outputs
+        run.result.cached.append(nid)
+        if entry.ui:
+            run.result.ui[nid] = entry.ui
+        self._emit(run.id, "node_cached", nid, type=nd.type, title=title, ui=entry.ui)
+        return True
+
+    def _execute(self, run: _Run, nid: str, nd: NodeDef, title: str, kwargs: dict,
+                 history: _History) -> bool:
+        reason = self._why(nid, nd, history, run.nodes)
+        run.result.reasons[nid] = reason
+        self._emit(run.id, "node_started", nid, type=nd.type, title=title, reason=reason)
+        ctx = self._context(run, nid, title)
+        t = time.perf_counter()
+        try:
+            outputs = nd.normalize_result(nd.run(ctx, **kwargs))
+        except Cancelled:
+            raise
+        except Exception as e:  # noqa: BLE001 - a node failure is reported, not raised
+            self._fail(run, nid, nd, title, kwargs, e)
+            return False
+        dt = time.perf_counter() - t
+        run.values[nid] = outputs
+        run.result.executed.append(nid)
+        run.result.timings[nid] = dt
+        if ctx.ui_data:
+            run.result.ui[nid] = ctx.ui_data
+        if nd.deterministic:
+            self.cache.put(history.sig, outputs, ctx.ui_data)
+        self._history[nid] = history
+        self._emit(run.id, "node_finished", nid, type=nd.type, title=title, seconds=dt,
+                   ui=ctx.ui_data, reason=reason)
+        return True
+
+    def _context(self, run: _Run, nid: str, title: str) -> RunContext:
+        env = self.env
+        return RunContext(
+            node_id=nid, node_title=title, device=self.device, models=self.models,
+            paths=getattr(env, "paths", None),
+            output_dir=getattr(env, "output_dir", "output"),
+            input_dir=getattr(env, "input_dir", "input"),
+            temp_dir=getattr(env, "temp_dir", "temp"),
+            workflow=run.doc, cancel=run.cancel, _progress=self._progress_fn(run.id), env=env,
+        )
+
+    def _finish(self, run: _Run, t0: float) -> RunResult:
+        result = run.result
         if result.status == "ok" and result.failures:
             result.status = "failed"
-        for nid in p.targets:
-            if nid in values:
-                result.outputs[nid] = values[nid]
+        for nid in run.plan.targets:
+            if nid in run.values:
+                result.outputs[nid] = run.values[nid]
         result.seconds = time.perf_counter() - t0
-        self._emit(run_id, "run_finished", status=result.status, seconds=result.seconds,
+        self._emit(run.id, "run_finished", status=result.status, seconds=result.seconds,
                    executed=len(result.executed), cached=len(result.cached))
         return result
 
@@ -349,8 +374,9 @@ class Executor:
             out[ospec.name] = kwargs.get(pick) if pick is not None else None
         return out, hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
-    def _why(self, nid: str, nd: NodeDef, sig: str, literals: dict, fp: Any, upstream: dict,
-             nodes: dict) -> str:
+    def _why(self, nid: str, nd: NodeDef, now: _History, nodes: dict) -> str:
+        """Why a node runs: what changed since its last run, in words."""
+        sig, literals, fp, upstream = now.sig, now.literals, now.fingerprint, now.upstream
         if not nd.deterministic:
             return "not deterministic (always runs)"
         old = self._history.get(nid)
@@ -380,13 +406,12 @@ class Executor:
             self._emit(run_id, "node_progress", node_id, step=step, total=total, preview=preview)
         return progress
 
-    def _fail(self, run_id: int, result: RunResult, bad: dict, nid: str, nd: NodeDef, title: str,
-              kwargs: dict, e: Exception) -> None:
+    def _fail(self, run: _Run, nid: str, nd: NodeDef, title: str, kwargs: dict, e: Exception) -> None:
         failure = NodeFailure(nid, nd.type, title, f"{type(e).__name__}: {e}", traceback.format_exc(),
                               {k: summarize(v) for k, v in kwargs.items()})
-        result.failures.append(failure)
-        bad[nid] = failure.error
-        self._emit(run_id, "node_failed", nid, type=nd.type, title=title, error=failure.error,
+        run.result.failures.append(failure)
+        run.bad[nid] = failure.error
+        self._emit(run.id, "node_failed", nid, type=nd.type, title=title, error=failure.error,
                    traceback=failure.traceback, inputs=failure.inputs)
 
     def forget(self) -> None:
