@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from nodegen.diffusion.model_sampling import ModelSampling
-from nodegen.diffusion.sample import model_sampling_for, sample
+from nodegen.diffusion.sample import Steps, model_sampling_for, sample
 from nodegen.diffusion.samplers import SAMPLER_NAMES, get_sampler
 from nodegen.diffusion.schedules import (
     SCHEDULER_NAMES,
@@ -71,8 +71,8 @@ def ksampler(ctx, model, seed, steps, cfg, sampler_name, scheduler, positive, ne
     _check_latent(latent_image)
     _check_cond(positive, "positive")
     _check_cond(negative, "negative")
-    return sample(model, positive, negative, latent_image, seed, steps=steps, cfg=cfg, sampler=sampler_name,
-                  scheduler=scheduler, denoise=denoise, ctx=ctx, device=_device(ctx))
+    return sample(model, positive, negative, latent_image, seed, Steps(steps, scheduler, denoise), cfg,
+                  sampler_name, ctx=ctx, device=_device(ctx)).latent
 
 
 @node("KSamplerAdvanced", category="sampling",
@@ -87,10 +87,10 @@ def ksampler_advanced(ctx, model, add_noise, noise_seed, steps, cfg, sampler_nam
     _check_latent(latent_image)
     _check_cond(positive, "positive")
     _check_cond(negative, "negative")
-    return sample(model, positive, negative, latent_image, noise_seed, steps=steps, cfg=cfg,
-                  sampler=sampler_name, scheduler=scheduler, start_step=start_at_step, end_step=end_at_step,
-                  add_noise=add_noise, return_with_leftover_noise=return_with_leftover_noise, ctx=ctx,
-                  device=_device(ctx))
+    schedule = Steps(steps, scheduler, start=start_at_step, end=end_at_step,
+                     leftover_noise=return_with_leftover_noise)
+    return sample(model, positive, negative, latent_image, noise_seed, schedule, cfg, sampler_name,
+                  add_noise=add_noise, ctx=ctx, device=_device(ctx)).latent
 
 
 @node("SamplerCustom", category="sampling/custom",
@@ -106,9 +106,9 @@ def sampler_custom(ctx, model, add_noise, noise_seed, cfg, positive, negative, s
     sig = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1)
     if len(sig) > 1 and not bool((sig[1:] <= sig[:-1]).all()):
         raise ValueError("input 'sigmas' must be decreasing")
-    out, den = sample(model, positive, negative, latent_image, noise_seed, cfg=cfg, sampler=sampler, sigmas=sig,
-                      add_noise=add_noise, ctx=ctx, device=_device(ctx), return_denoised=True)
-    return {"output": out, "denoised_output": den}
+    done = sample(model, positive, negative, latent_image, noise_seed, sig, cfg, sampler,
+                  add_noise=add_noise, ctx=ctx, device=_device(ctx))
+    return {"output": done.latent, "denoised_output": done.denoised}
 
 
 @node("KSamplerSelect", category="sampling/custom", description="Choose a sampling algorithm.",

@@ -119,8 +119,8 @@ def test_hook_range_strength_and_hint(cn):
 
 
 def test_wrong_base_names_both(cn):
-    from nodegen.diffusion.sample import sample
     from nodegen.models.objects import DiffusionModel, TextEncoder
+    from tests.support.sampling import sample
 
     _root, sd1, _sdxl, _a, b = cn
     xl = load_controlnet(b.single_file)

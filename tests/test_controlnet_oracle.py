@@ -13,11 +13,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodegen.diffusion.sample import sample
 from nodegen.models.controlnet import ControlNetModel
 from nodegen.models.objects import DiffusionModel, TextEncoder, VAEModel
 from tests.support.controlnet_fixtures import build_controlnet
 from tests.support.fixtures import fixture
+from tests.support.sampling import sample
 
 torch.set_num_threads(1)
 TOL = 1e-3

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodegen.models.objects import VAEModel
 from nodegen.image.tiling import run_tiled
+from nodegen.models.objects import VAEModel
 from tests.support.fixtures import fixture
 
 torch.set_num_threads(1)

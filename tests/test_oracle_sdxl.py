@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodegen.diffusion.sample import sample
 from nodegen.models.objects import DiffusionModel, TextEncoder, VAEModel
 from tests.support.fixtures import fixture
+from tests.support.sampling import sample
 
 torch.set_num_threads(1)
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from nodegen.diffusion.noise import initial_noise, make_generator, prepare_noise
-from nodegen.diffusion.sample import sample
 from nodegen.kernel.context import Cancelled, CancelToken, RunContext
 from nodegen.models.objects import DiffusionModel, TextEncoder
 from tests.support.fixtures import fixture
+from tests.support.sampling import sample
 
 torch.set_num_threads(1)
 

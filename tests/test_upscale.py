@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nodegen.image.tiling import run_tiled, tile_starts
 from nodegen.kernel.context import Cancelled, CancelToken, RunContext
 from nodegen.models.paths import ModelPaths
 from nodegen.upscale.model import load_upscale_model
-from nodegen.image.tiling import run_tiled, tile_starts
 from tests.support import upscale_fixtures as F
 
 torch.set_num_threads(1)
