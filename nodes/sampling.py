@@ -43,19 +43,6 @@ def _cond_inputs():
     return [Input.link("positive", T.CONDITIONING), Input.link("negative", T.CONDITIONING)]
 
 
-def _check_latent(latent, name="latent_image"):
-    if not isinstance(latent, dict) or "samples" not in latent or not torch.is_tensor(latent["samples"]):
-        raise TypeError(f"input '{name}' must be a LATENT (a dict with 'samples')")
-    if latent["samples"].ndim != 4:
-        raise ValueError(f"input '{name}': latent samples must be [batch, channels, h, w], "
-                         f"got shape {tuple(latent['samples'].shape)}")
-
-
-def _check_cond(cond, name):
-    if not isinstance(cond, list) or not cond:
-        raise ValueError(f"input '{name}' must be a non-empty CONDITIONING (connect a text encode node)")
-
-
 def _device(ctx):
     return getattr(ctx, "device", None)
 
@@ -68,9 +55,6 @@ def _device(ctx):
                           description="1 = from pure noise; less keeps more of the input latent")],
       outputs=[Output("latent", T.LATENT)], keywords=("sample", "generate", "diffusion"))
 def ksampler(ctx, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise):
-    _check_latent(latent_image)
-    _check_cond(positive, "positive")
-    _check_cond(negative, "negative")
     return sample(model, positive, negative, latent_image, seed, Steps(steps, scheduler, denoise), cfg,
                   sampler_name, ctx=ctx, device=_device(ctx)).latent
 
@@ -84,9 +68,6 @@ def ksampler(ctx, model, seed, steps, cfg, sampler_name, scheduler, positive, ne
       outputs=[Output("latent", T.LATENT)])
 def ksampler_advanced(ctx, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive,
                       negative, latent_image, start_at_step, end_at_step, return_with_leftover_noise):
-    _check_latent(latent_image)
-    _check_cond(positive, "positive")
-    _check_cond(negative, "negative")
     schedule = Steps(steps, scheduler, start=start_at_step, end=end_at_step,
                      leftover_noise=return_with_leftover_noise)
     return sample(model, positive, negative, latent_image, noise_seed, schedule, cfg, sampler_name,
@@ -100,9 +81,6 @@ def ksampler_advanced(ctx, model, add_noise, noise_seed, steps, cfg, sampler_nam
               Input.link("latent_image", T.LATENT)],
       outputs=[Output("output", T.LATENT), Output("denoised_output", T.LATENT)])
 def sampler_custom(ctx, model, add_noise, noise_seed, cfg, positive, negative, sampler, sigmas, latent_image):
-    _check_latent(latent_image)
-    _check_cond(positive, "positive")
-    _check_cond(negative, "negative")
     sig = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1)
     if len(sig) > 1 and not bool((sig[1:] <= sig[:-1]).all()):
         raise ValueError("input 'sigmas' must be decreasing")

@@ -154,15 +154,20 @@ def test_scheduler_nodes(ctx, parts):
     assert run(sm.ksampler_select, ctx, sampler_name="lcm")["sampler"].name == "lcm"
 
 
-def test_ksampler_node_errors_name_the_input(ctx, parts):
+def test_ksampler_linked_values_are_checked_by_their_socket_types(parts):
+    """The layout rules of LATENT and CONDITIONING live on the socket types; the executor checks every
+    linked value with them before a node runs, naming the input."""
+    from nodegen.kernel.values import InputValueError, check_linked_values
+
     model, te, _ = parts
     pos = te.encode("x")
-    with pytest.raises(ValueError, match="'negative'"):
-        run(sm.ksampler, ctx, model=model, seed=1, steps=2, cfg=5.0, sampler_name="euler", scheduler="normal",
-            positive=pos, negative=[], latent_image={"samples": torch.zeros(1, 4, 8, 8)}, denoise=1.0)
-    with pytest.raises(TypeError, match="'latent_image'"):
-        run(sm.ksampler, ctx, model=model, seed=1, steps=2, cfg=5.0, sampler_name="euler", scheduler="normal",
-            positive=pos, negative=pos, latent_image=torch.zeros(1, 4, 8, 8), denoise=1.0)
+    good = dict(model=model, positive=pos, negative=pos, latent_image={"samples": torch.zeros(1, 4, 8, 8)})
+    linked = dict.fromkeys(good)
+    check_linked_values(sm.ksampler, good, linked)
+    with pytest.raises(InputValueError, match="input 'negative' must be a non-empty CONDITIONING"):
+        check_linked_values(sm.ksampler, dict(good, negative=[]), linked)
+    with pytest.raises(InputValueError, match="input 'latent_image' must be a LATENT"):
+        check_linked_values(sm.ksampler, dict(good, latent_image=torch.zeros(1, 4, 8, 8)), linked)
 
 
 # -- conditioning nodes and the denoiser ------------------------------------------------------------

@@ -37,6 +37,7 @@ from nodegen.kernel.plan import Plan, plan
 from nodegen.kernel.problems import Problem, node_title
 from nodegen.kernel.registry import NodeRegistry
 from nodegen.kernel.types import compatible
+from nodegen.kernel.values import check_linked_values
 
 _nonce = itertools.count()
 
@@ -265,6 +266,7 @@ class Executor:
         ctx = self._context(run, nid, title)
         t = time.perf_counter()
         try:
+            check_linked_values(nd, kwargs, history.upstream)
             outputs = nd.normalize_result(nd.run(ctx, **kwargs))
         except Cancelled:
             raise

@@ -19,7 +19,9 @@ Value layouts (documented once, here):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,9 @@ class SocketType:
     #: True for the literal types (INT, FLOAT, STRING, BOOLEAN) that can be widgets.
     literal: bool = False
     description: str = ""
+    #: ``check(value) -> None or what is wrong``: the layout rule of a value of this type, checked
+    #: by the executor on every linked input before a node runs (so nodes need not repeat it).
+    check: Callable[[Any], str | None] | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return self.name
@@ -73,8 +78,41 @@ def compatible(src: SocketType, dst: SocketType) -> bool:
     return src.name in dst.accepts
 
 
-def _t(name: str, color: str, description: str, accepts=(), literal=False) -> SocketType:
-    return register_type(SocketType(name, color, frozenset(accepts), literal, description))
+def _t(name: str, color: str, description: str, accepts=(), literal=False, check=None) -> SocketType:
+    return register_type(SocketType(name, color, frozenset(accepts), literal, description, check))
+
+
+def _shape(value: Any) -> tuple | None:
+    shape = getattr(value, "shape", None)
+    return tuple(shape) if shape is not None and hasattr(value, "dtype") else None
+
+
+def _check_latent(value: Any) -> str | None:
+    if not isinstance(value, dict) or "samples" not in value or _shape(value["samples"]) is None:
+        return "must be a LATENT (a dict with a 'samples' tensor)"
+    if len(value["samples"].shape) != 4:
+        return f"latent samples must be [batch, channels, h, w], got shape {_shape(value['samples'])}"
+    return None
+
+
+def _check_image(value: Any) -> str | None:
+    shape = _shape(value)
+    if shape is None or len(shape) != 4 or shape[-1] not in (1, 3, 4):
+        return f"must be an IMAGE tensor [batch, height, width, 3 or 4], got {shape or type(value).__name__}"
+    return None
+
+
+def _check_mask(value: Any) -> str | None:
+    shape = _shape(value)
+    if shape is None or len(shape) not in (2, 3):
+        return f"must be a MASK tensor [batch, height, width], got {shape or type(value).__name__}"
+    return None
+
+
+def _check_conditioning(value: Any) -> str | None:
+    if not isinstance(value, list) or not value:
+        return "must be a non-empty CONDITIONING (connect a text encode node)"
+    return None
 
 
 ANY = _t("*", "#bdbdbd", "Any type (reroutes)")
@@ -86,10 +124,11 @@ BOOLEAN = _t("BOOLEAN", "#5c6bc0", "True or false", literal=True)
 MODEL = _t("MODEL", "#b39ddb", "Diffusion model (UNet) with its noise schedule")
 CLIP = _t("CLIP", "#ffd54f", "Text encoder(s) with tokenizer(s)")
 VAE = _t("VAE", "#ef5350", "Variational autoencoder (pixels <-> latents)")
-CONDITIONING = _t("CONDITIONING", "#ffa726", "Text conditioning (embeddings, pooled, extras)")
-LATENT = _t("LATENT", "#f06292", "Latent images: {'samples': [B,C,h,w], 'noise_mask'?}")
-IMAGE = _t("IMAGE", "#64b5f6", "Images: float [B,H,W,C] in [0,1]")
-MASK = _t("MASK", "#81c784", "Masks: float [B,H,W] in [0,1], 1 = change")
+CONDITIONING = _t("CONDITIONING", "#ffa726", "Text conditioning (embeddings, pooled, extras)",
+                  check=_check_conditioning)
+LATENT = _t("LATENT", "#f06292", "Latent images: {'samples': [B,C,h,w], 'noise_mask'?}", check=_check_latent)
+IMAGE = _t("IMAGE", "#64b5f6", "Images: float [B,H,W,C] in [0,1]", check=_check_image)
+MASK = _t("MASK", "#81c784", "Masks: float [B,H,W] in [0,1], 1 = change", check=_check_mask)
 CONTROL_NET = _t("CONTROL_NET", "#4db6ac", "ControlNet model")
 UPSCALE_MODEL = _t("UPSCALE_MODEL", "#4dd0e1", "Super-resolution model")
 STYLE_MODEL = _t("STYLE_MODEL", "#ba68c8", "Style transfer feature extractor")
