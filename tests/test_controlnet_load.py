@@ -147,9 +147,8 @@ def test_wrong_base_names_both(cn):
 
 
 def test_nodes_load_chain_and_errors(cn, tmp_path):
-    from nodegen.nodes.controlnet import controlnet_apply, controlnet_apply_advanced, controlnet_loader
-
     from nodegen.diffusion.conditioning import CondItem
+    from nodegen.nodes.controlnet import controlnet_apply, controlnet_apply_advanced, controlnet_loader
 
     root, _sd1, _sdxl, a, _b = cn
     ctx = RunContext(node_id="9", node_title="CN", device="cpu", models=None,

@@ -55,6 +55,7 @@ def our_keep(model, start, end, sigmas):
 
 def run_both(fx, nets, images, scales, starts, ends, cfg=7.5, seed=77):
     from diffusers import EulerDiscreteScheduler, StableDiffusionControlNetPipeline
+
     from nodegen.nodes.controlnet import controlnet_apply_advanced
 
     model = DiffusionModel.from_unet(fx.unet, fx.family, fx.prediction)

@@ -27,6 +27,7 @@ def sdxl(tmp_path_factory):
 
 def test_sdxl_controlnet_matches_diffusers(sdxl):
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
+
     from nodegen.nodes.controlnet import controlnet_apply_advanced
 
     fx, net, files = sdxl

@@ -149,10 +149,9 @@ def test_nine_channel_inpaint_model_matches_diffusers(sd1_inpaint):
 def test_inpaint_model_conditioning_node(sd1_inpaint):
     """The node builds exactly the inputs the 9-channel oracle above uses, and a KSampler run with
     its outputs keeps the unmasked area (noise_mask) and changes the masked one."""
+    from nodegen.kernel.context import CancelToken, RunContext
     from nodegen.nodes.conditioning import inpaint_model_conditioning
     from nodegen.nodes.sampling import ksampler
-
-    from nodegen.kernel.context import CancelToken, RunContext
 
     model, vae, pos, neg = _setup(sd1_inpaint)
     image, mask = _image(3), _block_mask()

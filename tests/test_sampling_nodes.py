@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nodegen.nodes import conditioning as cn
-from nodegen.nodes import latent as ln
-from nodegen.nodes import masks as mk
-from nodegen.nodes import sampling as sm
-from nodegen.nodes import vae as vn
 
 from nodegen.diffusion.conditioning import CondItem
 from nodegen.diffusion.denoiser import Denoiser
 from nodegen.kernel.context import CancelToken, RunContext
 from nodegen.models.objects import DiffusionModel, TextEncoder, VAEModel
+from nodegen.nodes import conditioning as cn
+from nodegen.nodes import latent as ln
+from nodegen.nodes import masks as mk
+from nodegen.nodes import sampling as sm
+from nodegen.nodes import vae as vn
 from tests.support.fixtures import fixture
 
 torch.set_num_threads(1)

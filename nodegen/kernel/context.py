@@ -5,7 +5,35 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+
+class RunEnvironment(Protocol):
+    """Where a run's files are (the engine's :class:`~nodegen.runtime.engine.Environment`)."""
+
+    paths: Any
+    output_dir: str
+    input_dir: str
+    temp_dir: str
+
+    def resolve_file(self, kind: str | None, name: str) -> Path | None: ...
+
+    def describe_files(self, kind: str | None) -> str: ...
+
+
+class ModelHost(Protocol):
+    """What the kernel knows of the model manager (the library's
+    :class:`~nodegen.models.manager.ModelManager`): the device it places weights on. Nodes use the
+    rest of its API; the kernel only carries it."""
+
+    device: Any
+
+#: ``progress(node_id, step, total, preview)``: the executor's progress sink.
+ProgressSink = Callable[[str, int, int, Any], None]
 
 
 class Cancelled(Exception):
@@ -50,25 +78,23 @@ class RunContext:
 
     node_id: str
     node_title: str
-    device: Any
-    models: Any
+    device: torch.device | str | None
+    models: ModelHost | None
     paths: Any
     output_dir: str
     input_dir: str
     temp_dir: str
     workflow: dict | None
     cancel: CancelToken
-    _progress: Callable[[str, int, int, Any], None] | None = None
-    ui_data: dict = field(default_factory=dict)
+    _progress: ProgressSink | None = None
+    ui_data: dict[str, Any] = field(default_factory=dict)
     #: The engine environment (file resolution); None in bare executors.
-    env: Any = None
+    env: RunEnvironment | None = None
 
-    def resolve_file(self, kind: str, name: str):
+    def resolve_file(self, kind: str, name: str) -> Path:
         """The path of a file input (``kind`` "image" or a model folder kind); raises
         FileNotFoundError with where it looked."""
         if self.env is None:
-            from pathlib import Path
-
             p = Path(name).expanduser()
             if p.exists():
                 return p

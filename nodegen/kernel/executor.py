@@ -398,7 +398,7 @@ class Executor:
             for k in sorted(upstream.keys() | old.upstream.keys()):
                 a, b = old.upstream.get(k), upstream.get(k)
                 if a != b:
-                    src = (b or a)[0]
+                    src = (b or a or ("?", ""))[0]
                     n = nodes.get(src, {})
                     reasons.append(f"upstream {src} ({node_title(n, self.registry.get(n.get('type', '')))}) changed")
         return "; ".join(reasons) if reasons else "its type or version changed"

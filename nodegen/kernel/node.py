@@ -20,6 +20,7 @@ a dict ``{output_name: value}``, a tuple in output order, or, for a single outpu
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import inspect
 import math
@@ -156,49 +157,50 @@ def _show(value: Any) -> str:
 
 
 class Input:
-    """Constructors for :class:`InputSpec` by widget kind."""
+    """Constructors for :class:`InputSpec` by widget kind (annotations inside name the builtins
+    through :mod:`builtins`, since the methods shadow ``int``, ``float`` and ``bool``)."""
 
     @staticmethod
-    def link(name: str, type: SocketType, *, optional: bool = False, description: str = "") -> InputSpec:
+    def link(name: str, type: SocketType, *, optional: builtins.bool = False, description: str = "") -> InputSpec:
         return InputSpec(name, type, optional=optional, description=description)
 
     @staticmethod
-    def int(name: str, default: int = MISSING, *, min: int | None = None, max: int | None = None,
-            step: int | None = None, optional: bool = False, description: str = "", **extra) -> InputSpec:
+    def int(name: str, default: builtins.int = MISSING, *, min: builtins.int | None = None, max: builtins.int | None = None,
+            step: builtins.int | None = None, optional: builtins.bool = False, description: str = "", **extra) -> InputSpec:
         return InputSpec(name, T.INT, "int", default, min, max, step, optional=optional,
                          description=description, extra=extra)
 
     @staticmethod
-    def float(name: str, default: float = MISSING, *, min: float | None = None,
-              max: float | None = None, step: float | None = None, optional: bool = False,
+    def float(name: str, default: builtins.float = MISSING, *, min: builtins.float | None = None,
+              max: builtins.float | None = None, step: builtins.float | None = None, optional: builtins.bool = False,
               description: str = "", **extra) -> InputSpec:
         return InputSpec(name, T.FLOAT, "float", default, min, max, step, optional=optional,
                          description=description, extra=extra)
 
     @staticmethod
-    def string(name: str, default: str = MISSING, *, multiline: bool = False, optional: bool = False,
+    def string(name: str, default: str = MISSING, *, multiline: builtins.bool = False, optional: builtins.bool = False,
                description: str = "", **extra) -> InputSpec:
         return InputSpec(name, T.STRING, "multiline" if multiline else "string", default,
                          optional=optional, description=description, extra=extra)
 
     @staticmethod
-    def bool(name: str, default: bool = MISSING, *, optional: bool = False, description: str = "") -> InputSpec:
+    def bool(name: str, default: builtins.bool = MISSING, *, optional: builtins.bool = False, description: str = "") -> InputSpec:
         return InputSpec(name, T.BOOLEAN, "bool", default, optional=optional, description=description)
 
     @staticmethod
     def choice(name: str, choices: Sequence[Any] | Callable[..., list], default: Any = MISSING, *,
-               optional: bool = False, description: str = "", type: SocketType = T.STRING) -> InputSpec:
+               optional: builtins.bool = False, description: str = "", type: SocketType = T.STRING) -> InputSpec:
         if default is MISSING and not callable(choices) and len(choices) > 0:
             default = list(choices)[0]
         return InputSpec(name, type, "choice", default, choices=choices, optional=optional,
                          description=description)
 
     @staticmethod
-    def seed(name: str = "seed", default: int = 0, *, description: str = "Random seed") -> InputSpec:
+    def seed(name: str = "seed", default: builtins.int = 0, *, description: str = "Random seed") -> InputSpec:
         return InputSpec(name, T.INT, "seed", default, 0, SEED_MAX, 1, description=description)
 
     @staticmethod
-    def file(name: str, kind: str, default: str = MISSING, *, optional: bool = False,
+    def file(name: str, kind: str, default: str = MISSING, *, optional: builtins.bool = False,
              choices: Callable[..., list] | None = None, description: str = "") -> InputSpec:
         """A file input. ``kind`` is ``"image"`` (input images) or a model folder kind such as
         ``"checkpoints"``; the value is a name found in those folders, or a path."""
@@ -396,7 +398,7 @@ def node(
             migrations=dict(migrations or {}),
             keywords=tuple(keywords),
         )
-        nd.__module__ = fn.__module__  # type: ignore[attr-defined]
+        nd.__module__ = fn.__module__
         nd.__doc__ = fn.__doc__
         return nd
 

@@ -137,7 +137,7 @@ def _cycle_problems(nodes: dict, defs: dict, needed: set[str]) -> list[Problem]:
     graph = nx.DiGraph()
     graph.add_nodes_from(needed)
     graph.add_edges_from((src, nid) for nid in needed for src in _sources(nodes[nid]) if src in needed)
-    problems = []
+    problems: list[Problem] = []
     for comp in nx.strongly_connected_components(graph):
         if len(comp) > 1 or any(graph.has_edge(c, c) for c in comp):
             members = sorted(comp, key=_id_key)

@@ -68,7 +68,7 @@ class NodeRegistry:
         if not isinstance(nd, NodeDef):
             raise TypeError(f"expected a NodeDef, got {type(nd).__name__}")
         if source is not None or not nd.source:
-            nd = nd.with_source(source or getattr(nd, "__module__", "?"))
+            nd = nd.with_source(source or getattr(nd, "__module__", None) or "?")
         old = self._types.get(nd.type)
         if old is not None:
             if old.run is nd.run:
@@ -211,8 +211,8 @@ class NodeRegistry:
         return self
 
     # -- lookups -----------------------------------------------------------------------
-    def get(self, type_name: str) -> NodeDef | None:
-        return self._types.get(type_name)
+    def get(self, type_name: str | None) -> NodeDef | None:
+        return self._types.get(type_name) if type_name is not None else None
 
     def __getitem__(self, type_name: str) -> NodeDef:
         return self._types[type_name]

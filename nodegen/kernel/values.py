@@ -24,9 +24,9 @@ def check_linked_values(nd: NodeDef, kwargs: dict[str, Any], linked: dict[str, A
     """Raise :class:`InputValueError` for the first linked input whose value breaks its type's layout."""
     for name in linked:
         spec = nd.input(name)
-        check = spec.type.check if spec is not None else None
-        if check is None:
+        if spec is None or spec.type.check is None:
             continue
+        check = spec.type.check
         value = kwargs.get(name)
         if value is None and spec.optional:
             continue

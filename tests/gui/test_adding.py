@@ -3,11 +3,11 @@ search (double-click on the canvas, Tab), with fuzzy search; nodes are drawn fro
 
 from __future__ import annotations
 
-from nodegen.gui.palette import mime_for
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QDropEvent
 from PySide6.QtTest import QTest
 
+from nodegen.gui.palette import mime_for
 from tests.gui.conftest import view_point
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 
-from nodegen.gui import commands
 from PIL import Image, PngImagePlugin
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QImage
 
+from nodegen.gui import commands
 from tests.gui.conftest import add, chain_doc, view_point
 
 
@@ -134,10 +134,9 @@ def _count(img: QImage, color: QColor, tol: int = 6) -> int:
 
 
 def test_screenshot_command(chain_file, tmp_path, gui_state, qapp):
+    from main import main as nodegen_main  # python main.py gui GRAPH --screenshot ... --run
     from nodegen.gui.app import main
     from nodegen.gui.theme import category_color
-
-    from main import main as nodegen_main  # python main.py gui GRAPH --screenshot ... --run
 
     out = tmp_path / "shot.png"
     assert nodegen_main(["gui", str(chain_file), "--screenshot", str(out), "--run", "--canvas-only", "--size", "900x600",

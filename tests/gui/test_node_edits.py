@@ -3,11 +3,11 @@ group titles, and refreshing dynamic choices (input images) from the engine."""
 
 from __future__ import annotations
 
-from nodegen.gui import commands
 from PIL import Image
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtTest import QTest
 
+from nodegen.gui import commands
 from tests.gui.conftest import add, click, drag, port_point, show_points
 
 

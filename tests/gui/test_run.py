@@ -7,11 +7,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from nodegen.gui import commands
 from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
+from nodegen.gui import commands
 from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, node
 from nodegen.kernel.registry import NodeRegistry

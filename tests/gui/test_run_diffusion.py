@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from nodegen.gui import commands
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from nodegen.gui import commands
 from PySide6.QtCore import QPointF
 
+from nodegen.gui import commands
 from tests.gui.conftest import add, drag, port_point
 
 

@@ -3,10 +3,10 @@ choices from a menu, checkboxes, text, the seed control, and turning a widget in
 
 from __future__ import annotations
 
-from nodegen.gui import commands
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtTest import QTest
 
+from nodegen.gui import commands
 from tests.gui.conftest import add, click, drag, show_points, widget_point
 
 
