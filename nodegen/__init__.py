@@ -9,8 +9,10 @@ The public API (stable; deeper modules may move)::
     engine = nodegen.Engine()                  # a long-lived session: incremental re-runs, events
     wf = nodegen.load("graphs/txt2img.json")   # nodegen JSON, ComfyUI JSON or a PNG with a workflow
 
-    @nodegen.node("MyNode", inputs=[nodegen.Input("x", nodegen.types.INT)], outputs=[...])
-    def my_node(x): ...
+    @nodegen.node("Twice", inputs=[nodegen.Input.int("x", 1)],
+                  outputs=[nodegen.Output("x", nodegen.types.INT)])
+    def twice(ctx, x):
+        return 2 * x
 
     client = nodegen.Client("http://127.0.0.1:8765")   # the job server's client
 

@@ -7,12 +7,16 @@ for ``torchvision::nms`` / ``torchvision::qnms`` and fails with
 whenever it is installed, which breaks diffusers, transformers and spandrel imports.
 
 The fix defines those two operator schemas in a ``torch.library`` fragment before anything
-imports torchvision. Where torchvision's compiled library loads normally this does nothing.
+imports torchvision. Where torchvision's compiled library loads normally, or torchvision is not
+installed, this does nothing; ``NODEGEN_TORCHVISION_REPAIR=0`` turns it off. The install avoids the
+problem where it can (``.ci/constraints.txt`` pins torch and torchvision so pip never replaces the
+CPU torch); the README's "Installing" notes say why the repair remains.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 
 _applied = False
 
@@ -23,6 +27,8 @@ def apply() -> bool:
     if _applied:
         return False
     _applied = True
+    if os.environ.get("NODEGEN_TORCHVISION_REPAIR", "1") == "0":
+        return False
     if importlib.util.find_spec("torchvision") is None:
         return False
     import torch
@@ -37,7 +43,6 @@ def apply() -> bool:
     # Try loading torchvision's own compiled library first (works on a matching build).
     try:
         import glob
-        import os
 
         pkg_dir = os.path.dirname(spec.origin)
         libs = glob.glob(os.path.join(pkg_dir, "_C*.so"))
