@@ -119,7 +119,10 @@ def _checked_samples(latent: dict) -> torch.Tensor:
 
 
 def _sigmas(schedule: Steps | torch.Tensor, ms: ModelSampling) -> torch.Tensor:
+    """The sigmas to walk (empty when the schedule leaves nothing to do, e.g. a start past the end)."""
     sigmas = schedule.sigmas(ms) if isinstance(schedule, Steps) else schedule
+    if sigmas is None:
+        return torch.zeros(0)
     return torch.as_tensor(sigmas, dtype=torch.float32).cpu().reshape(-1)
 
 
