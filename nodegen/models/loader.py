@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from nodegen.compat import lean_imports
 from nodegen.compat import torchvision as torchvision_fix
 from nodegen.models import configs
 from nodegen.models.detect import Detected, ModelKindError, detect, require
@@ -118,6 +119,7 @@ def _clip_module(sd: dict, prefix: str, open_clip: bool, dtype, path, *, project
 def load_single_file(path: str | os.PathLike, prediction: str = "auto", manager: ModelManager | None = None,
                      *, state_dict: dict | None = None):
     torchvision_fix.apply()
+    lean_imports.apply()
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders import single_file_utils as sfu
 
@@ -175,6 +177,7 @@ def _folder_family(folder: Path) -> str:
 def load_diffusers_folder(folder: str | os.PathLike, prediction: str = "auto",
                           manager: ModelManager | None = None):
     torchvision_fix.apply()
+    lean_imports.apply()
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -230,6 +233,7 @@ def load_vae(path: str | os.PathLike, manager: ModelManager | None = None,
     the same shapes): its scaling factor is 0.18215 unless the file's safetensors metadata
     holds ``scaling_factor``, or ``scaling_factor`` is given."""
     torchvision_fix.apply()
+    lean_imports.apply()
     from diffusers import AutoencoderKL
     from diffusers.loaders import single_file_utils as sfu
 
