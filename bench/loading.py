@@ -45,6 +45,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--keep", default="/tmp/nodegen-bench-sd15", help="folder for the built file")
     args = ap.parse_args()
+    from nodegen.compat import torchvision as torchvision_fix
+
+    torchvision_fix.apply()
     from pipeline_overhead import build_full, time_loading
 
     folder = Path(args.keep)
