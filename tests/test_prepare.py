@@ -17,7 +17,7 @@ from nodegen.kernel.registry import NodeRegistry
 from nodegen.kernel.workflow import WorkflowError, schema_problems
 from nodegen.runtime import prepare as prepare_mod
 from nodegen.runtime.engine import Engine
-from nodegen.runtime.prepare import plainly_valid_node
+from nodegen.runtime.prepare import plainly_valid_node, plainly_valid_rest
 
 RAN: list[int] = []
 
@@ -59,6 +59,7 @@ def checks(monkeypatch):
 
     monkeypatch.setattr(prepare_mod, "schema_problems", counting)
     monkeypatch.setattr(prepare_mod, "plainly_valid_node", lambda nid, n: False)
+    monkeypatch.setattr(prepare_mod, "plainly_valid_rest", lambda rest: False)
     return calls
 
 
@@ -172,3 +173,17 @@ def test_the_example_graphs_take_the_fast_check():
     for path in sorted(Path(__file__).resolve().parents[1].joinpath("graphs").glob("*.json")):
         for nid, n in json.loads(path.read_text("utf-8"))["nodes"].items():
             assert plainly_valid_node(nid, n), (path.name, nid)
+
+
+_rest = st.fixed_dictionaries({"format": st.just("nodegen-workflow") | _json, "version": st.integers(0, 2) | _json},
+                              optional={"metadata": st.dictionaries(st.sampled_from(["name", "author", "x"]),
+                                                                    st.text(max_size=2) | _json, max_size=2) | _json,
+                                        "ui": st.dictionaries(st.text(max_size=2), _json, max_size=2) | _json,
+                                        "groups": st.lists(_json, max_size=2), "other": _json})
+
+
+@settings(max_examples=100, deadline=None)
+@given(rest=_rest)
+def test_the_fast_document_check_never_passes_what_the_schema_refuses(rest):
+    if plainly_valid_rest(rest):
+        assert schema_problems({**rest, "nodes": {}}) == []

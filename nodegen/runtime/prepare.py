@@ -8,8 +8,10 @@ the node's JSON text and its checked, migrated copy; a run re-checks only the no
 changed (an edit touches one node: one node is checked again), and the rest of the document only
 when it changed. A file source is re-read only when its size or modification time changed.
 
-The prepared document is shared between runs and must not be modified; :meth:`Preparer.prepare`
-applies ``set`` overrides and model rewrites copy-on-write (only the touched nodes are copied).
+The prepared document is shared between runs (and its unchanged nodes with the caller's document)
+and must not be modified: :meth:`Preparer.prepare` applies migrations to a copy of the node, and
+``set`` overrides and model rewrites copy-on-write (only the touched nodes are copied). An edit the
+caller makes in place between runs changes the node's text, so the node is checked again.
 Documents in another format (ComfyUI, older file format versions, PNGs) take the full path each
 time: they are converted first, then prepared as a whole.
 """
@@ -135,7 +137,8 @@ class Preparer:
             return doc
         if rest_text != self._rest_text:
             self._rest = copy.deepcopy(rest)
-            self._rest_problems = schema_problems({**self._rest, "nodes": {}})
+            self._rest_problems = [] if plainly_valid_rest(self._rest) else schema_problems(
+                {**self._rest, "nodes": {}})
             self._rest_text = rest_text
         problems = self._rest_problems + [p for e in nodes.values() for p in e.problems]
         if problems:
@@ -160,9 +163,10 @@ class Preparer:
     def _check_node(self, nid: Any, n: Any, text: str, where: str | None) -> _Node:
         problems = [] if plainly_valid_node(nid, n) else schema_problems(
             {"format": FORMAT, "version": CURRENT_VERSION, "nodes": {nid: n}})
-        node = json.loads(text)  # a deep copy (the text is the JSON of n), 5x faster than deepcopy
-        nd = self.registry.get(node.get("type")) if isinstance(node, dict) else None
-        if not problems and nd is not None and node.get("type_version", nd.version) != nd.version:
+        nd = self.registry.get(n.get("type")) if isinstance(n, dict) else None
+        node = n  # shared with the caller's document: nothing downstream writes into it
+        if not problems and nd is not None and n.get("type_version", nd.version) != nd.version:
+            node = json.loads(text)  # migrations write: a deep copy (5x faster than deepcopy)
             self._migrate({"nodes": {nid: node}}, where)
         return _Node(text, nd, node, problems)
 
@@ -217,6 +221,24 @@ def plainly_valid_node(nid: Any, n: Any) -> bool:
     if "color" in ui and type(ui["color"]) is not str:
         return False
     return "collapsed" not in ui or type(ui["collapsed"]) is bool
+
+
+_METADATA_TEXT = ("name", "description", "author", "created_with")
+
+
+def plainly_valid_rest(rest: dict) -> bool:
+    """True when the document apart from its nodes certainly matches the schema in the common
+    case (format, version, metadata of strings, ui); groups and models go to the JSON Schema."""
+    for key, value in rest.items():
+        if key == "metadata":
+            if type(value) is not dict or any(k in value and type(value[k]) is not str for k in _METADATA_TEXT):
+                return False
+        elif key == "ui":
+            if type(value) is not dict:
+                return False
+        elif key not in ("format", "version"):
+            return False
+    return rest.get("format") == FORMAT and type(rest.get("version")) is int and rest["version"] >= 1
 
 
 def _is_current_native(data: Any) -> bool:
