@@ -22,6 +22,7 @@ import copy
 import gc
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,18 +75,20 @@ class Preparer:
         self._rest: dict = {}
         self._rest_problems: list[str] = []
         self._file: tuple | None = None  # (path, mtime_ns, size), data read from it
+        self._lock = threading.Lock()  # one preparation at a time (a server's threads share it)
 
     # -- the public step ------------------------------------------------------------------
     def prepare(self, source: Any, sets: dict | None = None) -> Prepared:
         # Building thousands of small dicts would trigger the cyclic GC's full collections,
         # whose cost grows with the heap; reference counting frees everything here.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return self._prepare(source, sets)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
+        with self._lock:
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                return self._prepare(source, sets)
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
 
     def _prepare(self, source: Any, sets: dict | None) -> Prepared:
         data, path = self._decoded(source)
