@@ -145,7 +145,8 @@ def test_vae_falls_back_to_float32_when_fp16_decodes_to_nan():
 
 
 def test_least_recently_used_models_are_offloaded_and_come_back_correct():
-    from nodegen.models.manager import ModelManager, module_bytes
+    from nodegen.models.manager import ModelManager
+    from nodegen.models.placement import module_bytes
 
     torch.manual_seed(0)
     mods = [torch.nn.Linear(1024, 1024) for _ in range(3)]  # 4 MiB each in fp32

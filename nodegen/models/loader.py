@@ -39,12 +39,9 @@ def _target_dtype(manager: ModelManager | None) -> torch.dtype:
 
 def _target_device(manager: ModelManager | None) -> torch.device:
     """Where loaded weights go at once: the manager's device when it is a GPU (each tensor is
-    read from the file and copied there, so the host never holds the whole model), else the CPU."""
-    mgr = manager
-    if mgr is None:
-        from nodegen.models.manager import default_manager
-        mgr = default_manager()
-    dev = torch.device(mgr.device)
+    read from the file and copied there, so the host never holds the whole model), else the CPU
+    (also without a manager, as :func:`_target_dtype`)."""
+    dev = torch.device(manager.device) if manager is not None else torch.device("cpu")
     return dev if dev.type == "cuda" else torch.device("cpu")
 
 
