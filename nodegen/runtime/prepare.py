@@ -33,7 +33,26 @@ from nodegen.kernel.node import NodeDef
 from nodegen.kernel.registry import NodeRegistry
 from nodegen.kernel.workflow import FORMAT, Workflow, WorkflowError, schema_problems
 
-_dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
+def _compact_encoder():
+    """The JSON text of a value, compact (a node's fingerprint). CPython's C encoder made once:
+    a third faster per node than ``json.dumps``, which builds its encoder on every call."""
+    try:
+        from json.encoder import c_make_encoder, encode_basestring
+
+        chunks = c_make_encoder(None, _not_json, encode_basestring, None, ":", ",", False, False, True)
+        chunks({"probe": [1, 2.5, None, True, "x"]}, 0)
+        return lambda value: "".join(chunks(value, 0))
+    except Exception:  # noqa: BLE001 - no C encoder (or another signature): the portable way
+        return json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":"),
+                                default=_not_json).encode
+
+
+_dumps = _compact_encoder()
 
 
 @dataclass
