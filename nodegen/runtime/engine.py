@@ -157,6 +157,10 @@ class Engine:
 
     def run(self, source: Any, *, set: dict | None = None, targets: list[str] | None = None,  # noqa: A002
             keep_going: bool = False, cancel: CancelToken | None = None) -> RunResult:
+        """Run a workflow (path, dict or Workflow), incrementally. The document is checked only
+        where it changed since the last run, and is read, never written, while the run lasts:
+        a caller that edits a document from another thread passes a copy
+        (:meth:`prepare` returns one)."""
         doc = self._prepared(source, set).data
         return self.executor.run(doc, targets, keep_going=keep_going, cancel=cancel)
 
