@@ -4,7 +4,7 @@ installed ``nodegen`` script."""
 
 import sys
 
-from nodegen.cli import main
+from nodegen.cli import entry, main  # noqa: F401 - main: the in-process entry tests use
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

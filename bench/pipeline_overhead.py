@@ -3,8 +3,9 @@
 1. Sampling: the same single-file checkpoint is loaded once by each side (our CheckpointLoader,
    cached by the engine; the pipeline built over the very modules our loader made), then each
    side generates REPEAT images with a new prompt and seed every time (so text encoding,
-   sampling and decoding all run; only the loader is cached). Reports the median wall time of
-   each and the ratio nodegen / diffusers (target <= 1.03).
+   sampling and decoding all run; only the loader is cached). Reports the median wall time and
+   process CPU time of each and the ratios nodegen / diffusers (target <= 1.03); the two
+   alternate within the one process, and which goes first alternates too.
 2. Loading: load time and peak RSS of ``nodegen.models.loader.load_checkpoint`` versus diffusers'
    ``StableDiffusionPipeline.from_single_file(path, config=<local folder>)``, each in a fresh
    process.
@@ -98,20 +99,33 @@ def time_sampling(ckpt: Path, size: int, steps: int, repeat: int) -> dict:
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     pipe("warm up", num_inference_steps=steps, height=size, width=size, guidance_scale=5.0, output_type="np")
-    ours, theirs = [], []
-    for i in range(repeat):
-        prompt = f"{PROMPTS[i % len(PROMPTS)]} {i}"
-        t = time.perf_counter()
+    ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
+
+    def run_ours(i: int, prompt: str) -> None:
+        t, c = time.perf_counter(), time.process_time()
         r = engine.run(graph, set={"Prompt.text": prompt, "Sampler.seed": i})
         ours.append(time.perf_counter() - t)
+        ours_cpu.append(time.process_time() - c)
         assert r.ok and r.executed, r.failures
-        t = time.perf_counter()
+
+    def run_theirs(i: int, prompt: str) -> None:
+        t, c = time.perf_counter(), time.process_time()
         out = pipe(prompt, negative_prompt="", num_inference_steps=steps, height=size, width=size,
                    guidance_scale=5.0, generator=torch.Generator("cpu").manual_seed(i), output_type="np")
         theirs.append(time.perf_counter() - t)
+        theirs_cpu.append(time.process_time() - c)
         assert np.isfinite(out.images).all()
+
+    for i in range(repeat):  # alternating, and which goes first alternates too
+        prompt = f"{PROMPTS[i % len(PROMPTS)]} {i}"
+        for run in ((run_ours, run_theirs) if i % 2 == 0 else (run_theirs, run_ours)):
+            run(i, prompt)
     a, b = statistics.median(ours), statistics.median(theirs)
-    return {"nodegen_s": a, "diffusers_s": b, "ratio": a / b, "ratios": [x / y for x, y in zip(ours, theirs, strict=True)]}
+    ac, bc = statistics.median(ours_cpu), statistics.median(theirs_cpu)
+    return {"nodegen_s": a, "diffusers_s": b, "ratio": a / b,
+            "ratios": [x / y for x, y in zip(ours, theirs, strict=True)],
+            "nodegen_cpu_s": ac, "diffusers_cpu_s": bc, "ratio_cpu": ac / bc,
+            "ratios_cpu": [x / y for x, y in zip(ours_cpu, theirs_cpu, strict=True)]}
 
 
 _LOAD_PREAMBLE = """
@@ -176,6 +190,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--no-loading", action="store_true", help="sampling only (bench/loading.py times loading)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -184,8 +199,13 @@ def main() -> None:
               f"{args.steps} steps dpmpp_2m karras, cfg 5; python {platform.python_version()}, "
               f"torch {torch.__version__}, 1 thread, {time.strftime('%Y-%m-%d')}")
         s = time_sampling(ckpt, args.size, args.steps, args.repeat)
-        print(f"sampling: nodegen {s['nodegen_s']:.3f} s, diffusers {s['diffusers_s']:.3f} s, "
+        print(f"sampling, wall: nodegen {s['nodegen_s']:.3f} s, diffusers {s['diffusers_s']:.3f} s, "
               f"ratio {s['ratio']:.3f} (per run: {', '.join(f'{r:.3f}' for r in s['ratios'])})")
+        print(f"sampling, process CPU: nodegen {s['nodegen_cpu_s']:.3f} s, diffusers {s['diffusers_cpu_s']:.3f} s, "
+              f"ratio {s['ratio_cpu']:.3f} (per run: {', '.join(f'{r:.3f}' for r in s['ratios_cpu'])})")
+        print(f"load average {os.getloadavg()[0]:.1f}")
+        if args.no_loading:
+            return
         ld = time_loading(ckpt, cfg, 3 if not args.full else 2)
         print(f"loading a {ld['file_mib']:.1f} MiB file: nodegen {ld['nodegen']['seconds']:.2f} s, "
               f"+{ld['nodegen']['peak_rss_added_mib']:.0f} MiB peak RSS; diffusers from_single_file "

@@ -11,6 +11,7 @@ from typing import Any
 from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, Output, node
 from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
+from nodegen.sharing.hashing import prefetch
 
 PREDICTIONS = ["auto", "epsilon", "v_prediction"]
 
@@ -34,6 +35,7 @@ def _manager(ctx: Any):
       keywords=("model", "checkpoint", "safetensors", "load"))
 def checkpoint_loader(ctx, ckpt_name, prediction="auto"):
     path = resolve_model(ctx.paths, "checkpoints", ckpt_name, "CheckpointLoader", "ckpt_name")
+    prefetch(path)  # the hash saved images record, computed while the model loads and samples
     model, clip, vae = _manager(ctx).load_checkpoint(path, prediction=prediction)
     return {"model": model, "clip": clip, "vae": vae}
 
@@ -52,6 +54,7 @@ VAE_LATENT_FORMATS = {"auto": None, "sd1/sd2": 0.18215, "sdxl": 0.13025}
       fingerprint=fingerprint_for("vae", "vae_name"))
 def vae_loader(ctx, vae_name, latent_format="auto"):
     path = resolve_model(ctx.paths, "vae", vae_name, "VAELoader", "vae_name")
+    prefetch(path)
     return _manager(ctx).load_vae(path, VAE_LATENT_FORMATS[latent_format])
 
 

@@ -93,3 +93,26 @@ def test_cache_dir_defaults(monkeypatch, tmp_path):
     monkeypatch.delenv("NODEGEN_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert hashing.cache_dir() == tmp_path / "nodegen"
+
+
+def test_prefetch_hashes_in_the_background_and_sha256_file_waits_for_it(tmp_path, monkeypatch):
+    import hashlib
+    from concurrent.futures import Future
+
+    from nodegen.sharing import hashing
+
+    monkeypatch.setenv("NODEGEN_CACHE_DIR", str(tmp_path / "cache"))
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(b"weights" * 1000)
+    fut = hashing.prefetch(f)
+    assert fut is not None
+    assert fut.result(timeout=30) == hashlib.sha256(f.read_bytes()).hexdigest()
+    assert hashing.cached_sha256(f) == fut.result()
+    assert hashing.prefetch(f) is None  # cached: nothing to do
+
+    g = tmp_path / "other.safetensors"
+    g.write_bytes(b"other")
+    pending: Future = Future()
+    pending.set_result("ab" * 32)
+    monkeypatch.setitem(hashing._inflight, hashing._stat_key(g), pending)
+    assert hashing.sha256_file(g) == "ab" * 32  # the in-flight result, not a second read

@@ -39,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def entry() -> int:
+    """The ``nodegen`` command and ``main.py``: a nodegen process of its own (lean imports, a
+    thread policy that holds up on a busy machine), then :func:`main`."""
+    from nodegen.cli.process import setup_process
+
+    setup_process()
+    return main()
+
+
 def main(argv: list[str] | None = None) -> int:
     """``nodegen`` with no command (or ``gui [GRAPH]``) opens the editor; otherwise a command runs."""
     argv = list(sys.argv[1:] if argv is None else argv)

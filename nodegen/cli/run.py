@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 
@@ -24,8 +23,8 @@ def add_parser(sub) -> None:
                    help="run only what this node needs (id or unique title); repeatable")
     p.add_argument("--json", action="store_true", help="print machine-readable events (JSON lines)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads for torch (default: NODEGEN_THREADS, else torch's default); on a "
-                        "busy machine 1 is often fastest")
+                   help="CPU threads for torch (default: NODEGEN_THREADS, else the idle cores: cores "
+                        "minus the load average, at least 1)")
     add_engine_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -33,14 +32,12 @@ def add_parser(sub) -> None:
 def cmd_run(args) -> int:
     from nodegen.cli.progress import JsonProgress, TerminalProgress
     from nodegen.kernel.context import CancelToken
+    from nodegen.runtime.threads import apply_threads
 
-    threads = args.threads or int(os.environ.get("NODEGEN_THREADS", "0") or 0)
-    if threads:
-        if threads < 1:
-            raise UsageError("--threads must be at least 1")
-        import torch
-
-        torch.set_num_threads(threads)
+    try:
+        apply_threads(args.threads)
+    except ValueError as e:
+        raise UsageError(f"--threads / NODEGEN_THREADS: {e}") from e
     try:
         engine = make_engine(args, output_dir=args.out, device=args.device)
         _ = engine.executor  # picks the device now: a bad --device is a usage error

@@ -11,8 +11,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
-
 from nodegen.kernel.node import NodeDef
 from nodegen.kernel.problems import Problem, node_title
 from nodegen.kernel.registry import NodeRegistry
@@ -134,6 +132,8 @@ def _topological_order(nodes: dict, needed: set[str]) -> list[str]:
 
 def _cycle_problems(nodes: dict, defs: dict, needed: set[str]) -> list[Problem]:
     """One problem per node of each cycle, naming all its members (networkx finds them)."""
+    import networkx as nx  # only here: 0.3 s to import, and most runs have no cycle
+
     graph = nx.DiGraph()
     graph.add_nodes_from(needed)
     graph.add_edges_from((src, nid) for nid in needed for src in _sources(nodes[nid]) if src in needed)

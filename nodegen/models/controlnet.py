@@ -44,9 +44,11 @@ class ControlNetError(ValueError):
 
 
 def _diffusers():
+    from nodegen.compat import lean_imports
     from nodegen.compat import torchvision as torchvision_fix
 
     torchvision_fix.apply()
+    lean_imports.apply()
     import diffusers
 
     return diffusers

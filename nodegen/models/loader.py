@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from nodegen.compat import lean_imports
 from nodegen.compat import torchvision as torchvision_fix
 from nodegen.models import configs
 from nodegen.models.detect import Detected, ModelKindError, detect, require
@@ -36,17 +37,30 @@ def _target_dtype(manager: ModelManager | None) -> torch.dtype:
     return manager.dtype_for(manager.device) if manager is not None else torch.float32
 
 
+def _target_device(manager: ModelManager | None) -> torch.device:
+    """Where loaded weights go at once: the manager's device when it is a GPU (each tensor is
+    read from the file and copied there, so the host never holds the whole model), else the CPU
+    (also without a manager, as :func:`_target_dtype`)."""
+    dev = torch.device(manager.device) if manager is not None else torch.device("cpu")
+    return dev if dev.type == "cuda" else torch.device("cpu")
+
+
 def _take(sd: dict, prefix: str) -> dict:
     """Pop the entries under ``prefix`` out of ``sd`` (keys kept whole)."""
     keys = [k for k in sd if k.startswith(prefix)]
     return {k: sd.pop(k) for k in keys}
 
 
-def _cast(sd: dict, dtype: torch.dtype) -> dict:
-    """Tensors in ``dtype``, each in its own freshly allocated memory: tensors read from a
-    safetensors file may be unaligned, which makes CPU kernels take other code paths (results
-    then differ in the last bits from the same weights loaded elsewhere)."""
+def _cast(sd: dict, dtype: torch.dtype, device: torch.device | None = None) -> dict:
+    """Tensors in ``dtype`` (on ``device``, default the CPU), each in its own freshly allocated
+    memory: tensors read from a safetensors file may be unaligned, which makes CPU kernels take
+    other code paths (results then differ in the last bits from the same weights loaded elsewhere)."""
     out = {}
+    if device is not None and device.type != "cpu":
+        for k in list(sd):  # one tensor at a time: the host holds one tensor, never the model
+            v = sd.pop(k)
+            out[k] = v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+        return out
     for k, v in sd.items():
         if v.is_floating_point() and v.dtype != dtype:
             out[k] = v.to(dtype)
@@ -67,7 +81,7 @@ def realign_(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def _build(cls, config, state: dict, what: str, path) -> torch.nn.Module:
+def _build(cls, config, state: dict, what: str, path, device: torch.device | None = None) -> torch.nn.Module:
     from accelerate import init_empty_weights
 
     with init_empty_weights():
@@ -77,6 +91,8 @@ def _build(cls, config, state: dict, what: str, path) -> torch.nn.Module:
     except RuntimeError as e:
         raise ModelKindError(f"{path}: the {what} weights do not fit the detected architecture: "
                              f"{str(e).splitlines()[0][:300]}") from e
+    if device is not None and device.type != "cpu":
+        module.to(device)  # the buffers not in the file (the weights are there already)
     return module.eval().requires_grad_(False)
 
 
@@ -89,7 +105,7 @@ def _tokenizers(family: str) -> list:
 
 
 def _clip_module(sd: dict, prefix: str, open_clip: bool, dtype, path, *, projection: bool = False,
-                 drop_last: bool = False) -> torch.nn.Module:
+                 drop_last: bool = False, device: torch.device | None = None) -> torch.nn.Module:
     from diffusers.loaders import single_file_utils as sfu
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -112,17 +128,19 @@ def _clip_module(sd: dict, prefix: str, open_clip: bool, dtype, path, *, project
         conv = {k: v for k, v in conv.items() if not k.endswith("position_ids")}
     if not projection:
         conv = {k.removeprefix("text_model."): v for k, v in conv.items()}
-    return _build(cls, cfg, _cast(conv, dtype), "text encoder", path)
+    return _build(cls, cfg, _cast(conv, dtype, device), "text encoder", path, device)
 
 
 def load_single_file(path: str | os.PathLike, prediction: str = "auto", manager: ModelManager | None = None,
                      *, state_dict: dict | None = None):
     torchvision_fix.apply()
+    lean_imports.apply()
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders import single_file_utils as sfu
 
     path = Path(path)
     dtype = _target_dtype(manager)
+    device = _target_device(manager)
     sd = dict(state_dict) if state_dict is not None else open_state_dict(path, dtype)
     shapes = shapes_of(sd)
     det: Detected = detect(shapes, sd)
@@ -132,30 +150,30 @@ def load_single_file(path: str | os.PathLike, prediction: str = "auto", manager:
 
     # text encoders first (their shapes tell SDXL's pooled width)
     if family == "sd1":
-        encoders = [_clip_module(_take(sd, TEXT_PREFIX["sd1"]), TEXT_PREFIX["sd1"], False, dtype, path)]
+        encoders = [_clip_module(_take(sd, TEXT_PREFIX["sd1"]), TEXT_PREFIX["sd1"], False, dtype, path, device=device)]
     elif family == "sd2":
-        encoders = [_clip_module(_take(sd, TEXT_PREFIX["sd2"]), TEXT_PREFIX["sd2"], True, dtype, path,
+        encoders = [_clip_module(_take(sd, TEXT_PREFIX["sd2"]), TEXT_PREFIX["sd2"], True, dtype, path, device=device,
                                  drop_last=True)]
     elif family == "sdxl":
-        encoders = [_clip_module(_take(sd, TEXT_PREFIX["sdxl_l"]), TEXT_PREFIX["sdxl_l"], False, dtype, path),
-                    _clip_module(_take(sd, TEXT_PREFIX["sdxl_g"]), TEXT_PREFIX["sdxl_g"], True, dtype, path,
+        encoders = [_clip_module(_take(sd, TEXT_PREFIX["sdxl_l"]), TEXT_PREFIX["sdxl_l"], False, dtype, path, device=device),
+                    _clip_module(_take(sd, TEXT_PREFIX["sdxl_g"]), TEXT_PREFIX["sdxl_g"], True, dtype, path, device=device,
                                  projection=True)]
     else:
         encoders = [_clip_module(_take(sd, TEXT_PREFIX["sdxl_refiner"]), TEXT_PREFIX["sdxl_refiner"], True,
-                                 dtype, path, projection=True)]
+                                 dtype, path, device=device, projection=True)]
     pooled_dim = int(encoders[-1].config.projection_dim) if family.startswith("sdxl") else None
     text = TextEncoder([t() for t in _tokenizers(family)], encoders, family, source=str(path), manager=manager)
 
     ucfg = configs.unet_config(shapes, family, det.inpaint, pred, pooled_dim=pooled_dim)
     unet_sd = sfu.convert_ldm_unet_checkpoint(_take(sd, configs.UNET), ucfg)
-    unet = _build(UNet2DConditionModel, ucfg, _cast(unet_sd, dtype), "UNet", path)
+    unet = _build(UNet2DConditionModel, ucfg, _cast(unet_sd, dtype, device), "UNet", path, device)
     del unet_sd
     model = DiffusionModel(unet, family, pred, source=str(path), manager=manager)
 
     vae_prefix = "first_stage_model." if any(k.startswith("first_stage_model.") for k in sd) else "vae."
     vcfg = configs.vae_config(shapes, vae_prefix, SCALING_FACTORS[family])
     vae_sd = sfu.convert_ldm_vae_checkpoint(_take(sd, vae_prefix), vcfg)
-    vae = _build(AutoencoderKL, vcfg, _cast(vae_sd, dtype), "VAE", path)
+    vae = _build(AutoencoderKL, vcfg, _cast(vae_sd, dtype, device), "VAE", path, device)
     return model, text, VAEModel(vae, source=str(path), manager=manager)
 
 
@@ -175,6 +193,7 @@ def _folder_family(folder: Path) -> str:
 def load_diffusers_folder(folder: str | os.PathLike, prediction: str = "auto",
                           manager: ModelManager | None = None):
     torchvision_fix.apply()
+    lean_imports.apply()
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -230,6 +249,7 @@ def load_vae(path: str | os.PathLike, manager: ModelManager | None = None,
     the same shapes): its scaling factor is 0.18215 unless the file's safetensors metadata
     holds ``scaling_factor``, or ``scaling_factor`` is given."""
     torchvision_fix.apply()
+    lean_imports.apply()
     from diffusers import AutoencoderKL
     from diffusers.loaders import single_file_utils as sfu
 

@@ -218,6 +218,8 @@ class VAEModel:
         self.scaling_factor = float(sf if sf is not None else 0.18215)
         self.source = source
         self.manager = manager
+        #: Set when a half-precision decode or encode gave NaN: this VAE then runs in float32.
+        self.needs_fp32 = False
 
     @classmethod
     def from_vae(cls, vae: torch.nn.Module, **kw: Any) -> VAEModel:
@@ -233,18 +235,22 @@ class VAEModel:
             yield vae
 
     def _run(self, fn, x: torch.Tensor, device, dtype) -> torch.Tensor:
-        """Run ``fn(vae, x)``; in half precision a NaN result is retried in float32."""
+        """Run ``fn(vae, x)``; in half precision a NaN result is retried in float32, and this
+        VAE then stays in float32 (``needs_fp32``: SD1/SDXL VAEs that overflow in fp16 do so
+        on every image, so trying fp16 again would only cost a second decode)."""
         if device is not None:
             dev = torch.device(device)
         else:
             dev = self.manager.device if self.manager is not None else module_device(self.vae)
         dt = dtype or (self.manager.dtype_for(dev) if self.manager is not None else compute_dtype(dev))
-        with torch.no_grad(), self.use(dev, dt) as vae:
-            out = fn(vae, x.to(dev, dt))
-        if dt != torch.float32 and torch.isnan(out).any():
-            with torch.no_grad(), self.use(dev, torch.float32) as vae:
-                out = fn(vae, x.to(dev, torch.float32))
-        return out
+        if dt != torch.float32 and not self.needs_fp32:
+            with torch.no_grad(), self.use(dev, dt) as vae:
+                out = fn(vae, x.to(dev, dt))
+            if not torch.isnan(out).any():
+                return out
+            self.needs_fp32 = True
+        with torch.no_grad(), self.use(dev, torch.float32) as vae:
+            return fn(vae, x.to(dev, torch.float32))
 
     def encode(self, image: torch.Tensor, device=None, dtype=None) -> torch.Tensor:
         """IMAGE ``[B,H,W,C]`` -> latents ``[B,4,H/8,W/8]`` (scaled), float32 on the device."""

@@ -22,8 +22,9 @@ from nodegen.kernel.events import EventBus, Listener
 from nodegen.kernel.executor import Executor, RunResult
 from nodegen.kernel.plan import Plan, plan
 from nodegen.kernel.registry import NodeRegistry, default_registry
-from nodegen.kernel.workflow import Workflow, WorkflowError
+from nodegen.kernel.workflow import Workflow
 from nodegen.models.paths import ModelPaths
+from nodegen.runtime.prepare import Prepared, Preparer
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -107,6 +108,7 @@ class Engine:
         self._device_name = device
         self._model_manager = model_manager
         self._executor: Executor | None = None
+        self._preparer = Preparer(self.registry, self.env)
 
     # -- lazily built parts (torch is imported only when something runs) --------------------
     @property
@@ -137,34 +139,30 @@ class Engine:
         return open_any(source)
 
     def prepare(self, source: Any, set: dict | None = None) -> Workflow:  # noqa: A002
-        """Load, apply node migrations and ``set`` overrides (``{"node.input": value}``)."""
-        wf = self.load(source)
-        if wf.path is not None:
-            self.env.workflow_dir = wf.path.resolve().parent
-        from nodegen.kernel.migrations import migrate_nodes
+        """Load, check, apply node migrations and ``set`` overrides (``{"node.input": value}``),
+        and find recorded models by hash. Returns a Workflow the caller owns."""
+        return self._prepared(source, set).workflow()
 
-        migrate_nodes(wf.data, self.registry)
-        for key, value in (set or {}).items():
-            try:
-                wf.set(key, value)
-            except (KeyError, TypeError, ValueError) as e:
-                raise WorkflowError(f"cannot set {key!r}: {e.args[0] if e.args else e}") from e
-        # models by hash: a model file missing by name is found by its recorded SHA-256 in the
-        # model folders and the input is rewritten (wf.model_rewrites); those still missing are
-        # kept so validation's missing_file message can give their hash and size.
-        from nodegen.sharing.models import resolve_models
-
-        wf.model_rewrites, self.env.missing_models = resolve_models(wf.data, self.registry, self.env)
-        return wf
+    def _prepared(self, source: Any, sets: dict | None = None) -> Prepared:
+        """The prepared document, shared with later runs (see :mod:`nodegen.runtime.prepare`):
+        only what changed since the last run is checked again."""
+        prepared = self._preparer.prepare(source, sets)
+        if prepared.path is not None:
+            self.env.workflow_dir = prepared.path.resolve().parent
+        self.env.missing_models = prepared.missing_models
+        return prepared
 
     def validate(self, source: Any, targets: list[str] | None = None) -> Plan:
-        wf = self.prepare(source)
-        return plan(wf.data, self.registry, targets, self.env)
+        return plan(self._prepared(source).data, self.registry, targets, self.env)
 
     def run(self, source: Any, *, set: dict | None = None, targets: list[str] | None = None,  # noqa: A002
             keep_going: bool = False, cancel: CancelToken | None = None) -> RunResult:
-        wf = self.prepare(source, set)
-        return self.executor.run(wf.data, targets, keep_going=keep_going, cancel=cancel)
+        """Run a workflow (path, dict or Workflow), incrementally. The document is checked only
+        where it changed since the last run, and is read, never written, while the run lasts:
+        a caller that edits a document from another thread passes a copy
+        (:meth:`prepare` returns one)."""
+        doc = self._prepared(source, set).data
+        return self.executor.run(doc, targets, keep_going=keep_going, cancel=cancel)
 
     def schema(self, category: str | None = None) -> dict:
         return self.registry.schema(self.env, category)

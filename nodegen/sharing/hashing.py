@@ -6,6 +6,10 @@
   :class:`concurrent.futures.Future` (the editor hashes a 2 GB file without blocking; connect
   ``future.add_done_callback`` to a Qt signal).
 * :func:`cached_sha256` answers from the cache only (never reads the file).
+* :func:`prefetch` starts hashing a file in the background (the loader nodes call it when they
+  load a model, so the first saved PNG's provenance does not wait for a 2 GB read); a
+  :func:`sha256_file` call for a file being prefetched waits for that work instead of reading
+  the file a second time.
 * The cache is one JSON file, ``hashes.json``, in the user cache folder (``NODEGEN_CACHE_DIR``,
   else ``$XDG_CACHE_HOME/nodegen``, else ``~/.cache/nodegen``); entries are keyed by absolute
   path and valid while size and mtime (ns) match. Writes are atomic (temp file + rename) and
@@ -139,6 +143,8 @@ def sha256_file(path: str | os.PathLike, progress: Progress | None = None,
         return hashlib.sha256("".join(lines).encode()).hexdigest()
     cache = cache or default_cache()
     hit = cache.get(p)
+    if not hit and cache is default_cache():
+        hit = _prefetched(p)
     if hit:
         if progress:
             size = p.stat().st_size
@@ -177,3 +183,48 @@ def submit(path: str | os.PathLike, progress: Progress | None = None,
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nodegen-hash")
     return _pool.submit(sha256_file, path, progress, cancel)
+
+
+_inflight: dict[tuple[str, int, int], Future] = {}
+
+
+def prefetch(path: str | os.PathLike) -> Future | None:
+    """Hash ``path`` in the background unless its hash is cached or already being computed.
+    Returns the future (None when there is nothing to do or the file cannot be read)."""
+    p = Path(path)
+    try:
+        if p.is_dir() or cached_sha256(p) is not None:
+            return None
+        key = _stat_key(p)
+    except OSError:
+        return None
+    with _pool_lock:
+        fut = _inflight.get(key)
+        if fut is not None:
+            return fut
+    fut = submit(p)
+    with _pool_lock:
+        _inflight[key] = fut
+    fut.add_done_callback(lambda _f: _forget(key))
+    return fut
+
+
+def _forget(key: tuple[str, int, int]) -> None:
+    with _pool_lock:
+        _inflight.pop(key, None)
+
+
+def _prefetched(path: Path) -> str | None:
+    """The digest of a background hash of ``path`` in flight (waiting for it), else None."""
+    try:
+        key = _stat_key(path)
+    except OSError:
+        return None
+    with _pool_lock:
+        fut = _inflight.get(key)
+    if fut is None or threading.current_thread().name.startswith("nodegen-hash"):
+        return None
+    try:
+        return fut.result()
+    except Exception:  # noqa: BLE001 - the caller hashes it itself
+        return None
