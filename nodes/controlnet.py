@@ -59,11 +59,14 @@ def controlnet_apply(ctx, conditioning, control_net, image, strength=1.0):
               Input.float("start_percent", 0.0, min=0.0, max=1.0, step=0.001,
                           description="Fraction of the schedule where the control starts"),
               Input.float("end_percent", 1.0, min=0.0, max=1.0, step=0.001,
-                          description="Fraction of the schedule where the control ends")],
+                          description="Fraction of the schedule where the control ends"),
+              Input.link("vae", T.VAE, optional=True,
+                         description="ComfyUI's optional VAE link (used by some ControlNet types); "
+                                     "SD1.x/SDXL ControlNets take the control image as pixels")],
       outputs=[Output("positive", T.CONDITIONING), Output("negative", T.CONDITIONING)],
       keywords=("controlnet",))
 def controlnet_apply_advanced(ctx, positive, negative, control_net, image, strength=1.0,
-                              start_percent=0.0, end_percent=1.0):
+                              start_percent=0.0, end_percent=1.0, vae=None):
     if start_percent > end_percent:
         raise ValueError(f"ControlNetApplyAdvanced: start_percent ({start_percent}) must not "
                          f"exceed end_percent ({end_percent})")

@@ -34,6 +34,12 @@ MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 _BUILTIN: dict[str, dict[str, Path]] = {}
 
 
+def portable_name(name: str) -> str:
+    """A model or image name as this system writes it: workflows made on Windows name files in
+    subfolders with backslashes (``SDXL\\model.safetensors``)."""
+    return name.replace("\\", "/") if os.sep == "/" else name
+
+
 def register_builtin(kind: str, name: str, path: str | os.PathLike) -> None:
     """Offer a model shipped with a package (e.g. the demo model) under ``name``."""
     _BUILTIN.setdefault(kind, {})[name] = Path(path)
@@ -127,6 +133,7 @@ class ModelPaths:
         """The file (or diffusers folder) for ``name``: a name from :meth:`list`, or a path."""
         if not name:
             return None
+        name = portable_name(name)
         p = Path(name).expanduser()
         if p.is_absolute():
             return p if p.exists() else None
