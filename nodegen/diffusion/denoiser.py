@@ -72,6 +72,10 @@ class Denoiser:
             self.noise_mask = resize_mask(noise_mask, h, w, b).to(self.device)
         self.in_channels = int(getattr(unet.config, "in_channels", 4))
         self.calls = 0
+        #: CFG++ samplers read the unconditional prediction of the last call (ComfyUI's
+        #: ``uncond_denoised``); they set ``keep_uncond`` so it is computed even at cfg 1.
+        self.keep_uncond = False
+        self.last_uncond: torch.Tensor | None = None
 
     # -- helpers -----------------------------------------------------------------------
     def progress_of(self, sigma: float) -> float:
@@ -119,7 +123,7 @@ class Denoiser:
             x = x * m + (self.latent_image + noise * sig_f) * (1 - m)
         b, _, h, w = x.shape
         jobs = []  # (is_negative, item, area)
-        if self.cfg != 1.0 and self.negative:
+        if (self.cfg != 1.0 or self.keep_uncond) and self.negative:
             jobs += [(True, it, cfg_mod.area_of(it, h, w)) for it in self.negative]
         jobs += [(False, it, cfg_mod.area_of(it, h, w)) for it in self.positive]
         sigma_vec = torch.full((b,), sig_f, dtype=torch.float32, device=x.device)
@@ -144,6 +148,7 @@ class Denoiser:
         cond = cfg_mod.combine(pos, x)
         uncond = cfg_mod.combine(neg, x) if neg else None
         out = cfg_mod.guidance(cond, uncond, self.cfg)
+        self.last_uncond = uncond if uncond is not None else cond
         if self.noise_mask is not None:
             m = self.noise_mask.to(out.dtype)
             out = out * m + self.latent_image * (1 - m)

@@ -147,5 +147,26 @@ def custom_sampler() -> dict:
     return g
 
 
+def custom_sigmas() -> dict:
+    g = _base(prefix="sigmas")
+    del g["3"]
+    cond = {"model": lk(4, "model"), "positive": lk(6, "conditioning"), "negative": lk(7, "conditioning")}
+    g["10"] = ("SamplerDPMPP_2M_SDE", {"solver_type": "heun", "eta": 0.8, "s_noise": 1.0, "noise_device": "cpu"})
+    g["11"] = ("AlignYourStepsScheduler", {"model_type": "SD1", "steps": 4, "denoise": 1.0})
+    g["12"] = ("SplitSigmasDenoise", {"denoise": 0.5, "sigmas": lk(11, "sigmas")})
+    g["13"] = ("SamplerCustom", {"add_noise": True, "noise_seed": 5, "cfg": 6.0, **cond, "sampler": lk(10, "sampler"),
+                                 "sigmas": lk(12, "high_sigmas"), "latent_image": lk(5, "latent")})
+    g["14"] = ("SamplerEulerAncestral", {"eta": 0.5, "s_noise": 1.0})
+    g["15"] = ("LaplaceScheduler", {"steps": 4, "sigma_max": 14.614642, "sigma_min": 0.0291675, "mu": 0.0,
+                                    "beta": 0.5})
+    g["16"] = ("FlipSigmas", {"sigmas": lk(15, "sigmas")})
+    g["17"] = ("SamplerCustom", {"add_noise": False, "noise_seed": 0, "cfg": 6.0, **cond, "sampler": lk(14, "sampler"),
+                                 "sigmas": lk(12, "low_sigmas"), "latent_image": lk(13, "output")})
+    g["18"] = ("KSampler", {"seed": 8, "steps": 3, "cfg": 1.0, "sampler_name": "euler_cfg_pp", "scheduler": "normal",
+                            "denoise": 0.3, **cond, "latent_image": lk(17, "output")})
+    g["8"][1]["samples"] = lk(18, "latent")
+    return g
+
+
 EXPECTED = {f.__name__: f for f in (txt2img, img2img, inpaint, hires_fix, lora, controlnet, esrgan_upscale,
-                                    sdxl_refiner, custom_sampler)}
+                                    sdxl_refiner, custom_sampler, custom_sigmas)}

@@ -37,6 +37,10 @@ WIDGETS = {  # ComfyUI widget order; (name, control value after it) for seeds
     "LoadImageMask": ["image", "channel", ("upload", None)], "SaveImage": ["filename_prefix"],
     "ImageScale": ["upscale_method", "width", "height", "crop"], "ImageScaleBy": ["upscale_method", "scale_by"],
     "UpscaleModelLoader": ["model_name"],
+    # custom-sampling helpers (ComfyUI's comfy_extras/nodes_custom_sampler.py, nodes_align_your_steps.py)
+    "SamplerDPMPP_2M_SDE": ["solver_type", "eta", "s_noise", "noise_device"],
+    "SamplerEulerAncestral": ["eta", "s_noise"], "AlignYourStepsScheduler": ["model_type", "steps", "denoise"],
+    "SplitSigmasDenoise": ["denoise"], "LaplaceScheduler": ["steps", "sigma_max", "sigma_min", "mu", "beta"],
 }
 OUTPUTS = {
     "CheckpointLoaderSimple": ["MODEL", "CLIP", "VAE"], "VAELoader": ["VAE"], "LoraLoader": ["MODEL", "CLIP"],
@@ -46,6 +50,8 @@ OUTPUTS = {
     "LoadImage": ["IMAGE", "MASK"], "LoadImageMask": ["MASK"], "UpscaleModelLoader": ["UPSCALE_MODEL"],
     "VAEDecode": ["IMAGE"], "ImageUpscaleWithModel": ["IMAGE"], "ImageScale": ["IMAGE"], "ImageScaleBy": ["IMAGE"],
     "SaveImage": [], "PreviewImage": [],
+    "SamplerDPMPP_2M_SDE": ["SAMPLER"], "SamplerEulerAncestral": ["SAMPLER"], "AlignYourStepsScheduler": ["SIGMAS"],
+    "SplitSigmasDenoise": ["high_sigmas", "low_sigmas"], "LaplaceScheduler": ["SIGMAS"], "FlipSigmas": ["SIGMAS"],
 }
 
 
