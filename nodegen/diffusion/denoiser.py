@@ -76,6 +76,8 @@ class Denoiser:
         #: ``uncond_denoised``); they set ``keep_uncond`` so it is computed even at cfg 1.
         self.keep_uncond = False
         self.last_uncond: torch.Tensor | None = None
+        #: The sampling run's whole schedule (set by the caller; differential diffusion reads it).
+        self.sigmas: torch.Tensor | None = None
 
     # -- helpers -----------------------------------------------------------------------
     def progress_of(self, sigma: float) -> float:
@@ -117,8 +119,9 @@ class Denoiser:
         self.calls += 1
         sig = sigma.reshape(-1)[0] if torch.is_tensor(sigma) and sigma.ndim else torch.as_tensor(sigma)
         sig_f = float(sig)
-        if self.noise_mask is not None:
-            m = self.noise_mask.to(x.dtype)
+        step_mask = self._step_mask(sig_f)
+        if step_mask is not None:
+            m = step_mask.to(x.dtype)
             noise = self.noise if self.noise is not None else torch.zeros_like(x)
             x = x * m + (self.latent_image + noise * sig_f) * (1 - m)
         b, _, h, w = x.shape
@@ -149,10 +152,27 @@ class Denoiser:
         uncond = cfg_mod.combine(neg, x) if neg else None
         out = cfg_mod.guidance(cond, uncond, self.cfg)
         self.last_uncond = uncond if uncond is not None else cond
-        if self.noise_mask is not None:
-            m = self.noise_mask.to(out.dtype)
+        if step_mask is not None:
+            m = step_mask.to(out.dtype)
             out = out * m + self.latent_image * (1 - m)
         return out
+
+    def _step_mask(self, sigma: float) -> torch.Tensor | None:
+        """The noise mask for this step. With differential diffusion (Levin & Fried 2023; the
+        model option set by the DifferentialDiffusion node, as ComfyUI) a soft mask becomes
+        binary per step: a pixel changes once the schedule's progress in timesteps passes
+        ``1 - mask``, so grey areas change less; ``strength < 1`` mixes the soft mask back in."""
+        strength = (getattr(self.model, "options", None) or {}).get("differential_diffusion")
+        if self.noise_mask is None or strength is None:
+            return self.noise_mask
+        sigmas = self.sigmas if self.sigmas is not None else torch.tensor([self.ms.sigma_max, self.ms.sigma_min])
+        sigma_to = max(float(self.ms.sigma_min), float(sigmas[-1]))
+        ts_from, ts_to = float(self.ms.timestep(float(sigmas[0]))), float(self.ms.timestep(sigma_to))
+        threshold = (float(self.ms.timestep(sigma)) - ts_to) / (ts_from - ts_to)
+        binary = (self.noise_mask >= threshold).to(self.noise_mask.dtype)
+        if strength and strength < 1:
+            return strength * binary + (1 - strength) * self.noise_mask
+        return binary
 
     def _run_group(self, jobs, xs, sig_f, t, c_in, h, w, area) -> list[torch.Tensor]:
         b = xs.shape[0]

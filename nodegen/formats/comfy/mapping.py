@@ -20,6 +20,7 @@ TABLE_MODULES = (
     "map_custom_sampling",
     "map_image",
     "map_loaders",
+    "map_masks",
     "map_sampling",
     "map_utility",
 )

@@ -168,5 +168,39 @@ def custom_sigmas() -> dict:
     return g
 
 
+def masks_outpaint() -> dict:
+    g = _base(prefix="outpaint")
+    del g["5"]
+    g["10"] = ("LoadImage", {"image": "photo.png"})
+    g["11"] = ("ImageScaleToTotalPixels", {"upscale_method": "bilinear", "megapixels": 0.0025, "resolution_steps": 8,
+                                           "image": lk(10, "image")})
+    g["12"] = ("ImagePadForOutpaint", {"left": 8, "top": 0, "right": 8, "bottom": 0, "feathering": 8,
+                                       "image": lk(11, "image")})
+    g["13"] = ("GrowMask", {"expand": 2, "tapered_corners": True, "mask": lk(12, "mask")})
+    g["14"] = ("FeatherMask", {"left": 4, "top": 0, "right": 4, "bottom": 0, "mask": lk(13, "mask")})
+    g["15"] = ("LoadImage", {"image": "edges.png"})
+    g["16"] = ("ImageColorToMask", {"color": 16777215, "image": lk(15, "image")})
+    g["17"] = ("MaskComposite", {"x": 0, "y": 0, "operation": "add", "destination": lk(14, "mask"),
+                                 "source": lk(16, "mask")})
+    g["18"] = ("VAEEncode", {"pixels": lk(12, "image"), "vae": lk(4, "vae")})
+    g["19"] = ("SetLatentNoiseMask", {"samples": lk(18, "latent"), "mask": lk(17, "mask")})
+    g["20"] = ("DifferentialDiffusion", {"strength": 1.0, "model": lk(4, "model")})
+    g["3"][1].update(steps=3, model=lk(20, "model"), latent_image=lk(19, "latent"))
+    g["21"] = ("LatentBlend", {"blend_factor": 0.8, "samples1": lk(3, "latent"), "samples2": lk(18, "latent")})
+    g["22"] = ("EmptyLatentImage", {"width": 64, "height": 64, "batch_size": 1})
+    g["23"] = ("LatentComposite", {"x": 0, "y": 8, "feather": 8, "samples_to": lk(22, "latent"),
+                                   "samples_from": lk(21, "latent")})
+    g["24"] = ("LatentCompositeMasked", {"x": 0, "y": 0, "resize_source": False, "destination": lk(23, "latent"),
+                                         "source": lk(21, "latent"), "mask": lk(14, "mask")})
+    g["8"][1]["samples"] = lk(24, "latent")
+    g["25"] = ("ImageCompositeMasked", {"x": 8, "y": 8, "resize_source": False, "destination": lk(8, "image"),
+                                        "source": lk(10, "image"), "mask": lk(16, "mask")})
+    g["26"] = ("ImageBatch", {"image1": lk(25, "image"), "image2": lk(11, "image")})
+    g["9"][1]["images"] = lk(26, "image")
+    g["27"] = ("CannyEdges", {"low_threshold": 0.1, "high_threshold": 0.2, "image": lk(10, "image")})  # ComfyUI / 4
+    g["28"] = ("PreviewImage", {"images": lk(27, "image")})
+    return g
+
+
 EXPECTED = {f.__name__: f for f in (txt2img, img2img, inpaint, hires_fix, lora, controlnet, esrgan_upscale,
-                                    sdxl_refiner, custom_sampler, custom_sigmas)}
+                                    sdxl_refiner, custom_sampler, custom_sigmas, masks_outpaint)}

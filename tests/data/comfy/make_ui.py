@@ -41,6 +41,13 @@ WIDGETS = {  # ComfyUI widget order; (name, control value after it) for seeds
     "SamplerDPMPP_2M_SDE": ["solver_type", "eta", "s_noise", "noise_device"],
     "SamplerEulerAncestral": ["eta", "s_noise"], "AlignYourStepsScheduler": ["model_type", "steps", "denoise"],
     "SplitSigmasDenoise": ["denoise"], "LaplaceScheduler": ["steps", "sigma_max", "sigma_min", "mu", "beta"],
+    # masks and compositing (ComfyUI's nodes.py, comfy_extras/nodes_mask.py, nodes_latent.py, ...)
+    "ImageScaleToTotalPixels": ["upscale_method", "megapixels", "resolution_steps"],
+    "ImagePadForOutpaint": ["left", "top", "right", "bottom", "feathering"], "GrowMask": ["expand", "tapered_corners"],
+    "FeatherMask": ["left", "top", "right", "bottom"], "ImageColorToMask": ["color"],
+    "MaskComposite": ["x", "y", "operation"], "DifferentialDiffusion": ["strength"], "LatentBlend": ["blend_factor"],
+    "LatentComposite": ["x", "y", "feather"], "LatentCompositeMasked": ["x", "y", "resize_source"],
+    "ImageCompositeMasked": ["x", "y", "resize_source"], "Canny": ["low_threshold", "high_threshold"],
 }
 OUTPUTS = {
     "CheckpointLoaderSimple": ["MODEL", "CLIP", "VAE"], "VAELoader": ["VAE"], "LoraLoader": ["MODEL", "CLIP"],
@@ -52,6 +59,9 @@ OUTPUTS = {
     "SaveImage": [], "PreviewImage": [],
     "SamplerDPMPP_2M_SDE": ["SAMPLER"], "SamplerEulerAncestral": ["SAMPLER"], "AlignYourStepsScheduler": ["SIGMAS"],
     "SplitSigmasDenoise": ["high_sigmas", "low_sigmas"], "LaplaceScheduler": ["SIGMAS"], "FlipSigmas": ["SIGMAS"],
+    "ImageScaleToTotalPixels": ["IMAGE"], "ImagePadForOutpaint": ["IMAGE", "MASK"], "GrowMask": ["MASK"],
+    "FeatherMask": ["MASK"], "ImageColorToMask": ["MASK"], "MaskComposite": ["MASK"], "DifferentialDiffusion": ["MODEL"],
+    "ImageCompositeMasked": ["IMAGE"], "ImageBatch": ["IMAGE"], "Canny": ["IMAGE"],
 }
 
 
