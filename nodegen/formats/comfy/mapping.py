@@ -21,6 +21,7 @@ TABLE_MODULES = (
     "map_image",
     "map_loaders",
     "map_masks",
+    "map_merging",
     "map_sampling",
     "map_utility",
 )

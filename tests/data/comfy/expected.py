@@ -202,5 +202,24 @@ def masks_outpaint() -> dict:
     return g
 
 
+def merging() -> dict:
+    g = _base(prefix="merged")
+    g["12"] = ("CheckpointLoader", {"ckpt_name": "tiny-sd1.safetensors"})
+    g["13"] = ("ModelMergeSimple", {"ratio": 0.4, "model1": lk(4, "model"), "model2": lk(12, "model")})
+    g["14"] = ("ModelMergeSubtract", {"multiplier": 0.5, "model1": lk(13, "model"), "model2": lk(12, "model")})
+    g["15"] = ("ModelMergeAdd", {"model1": lk(4, "model"), "model2": lk(14, "model")})
+    g["16"] = ("ModelMergeBlocks", {"input": 0.2, "middle": 0.5, "out": 0.9, "model1": lk(15, "model"),
+                                    "model2": lk(13, "model")})
+    g["17"] = ("CLIPMergeSimple", {"ratio": 0.3, "clip1": lk(4, "clip"), "clip2": lk(12, "clip")})
+    g["18"] = ("CLIPMergeSubtract", {"multiplier": 0.1, "clip1": lk(17, "clip"), "clip2": lk(12, "clip")})
+    g["19"] = ("CLIPMergeAdd", {"clip1": lk(17, "clip"), "clip2": lk(18, "clip")})
+    g["6"][1]["clip"] = lk(19, "clip")
+    g["7"][1]["clip"] = lk(19, "clip")
+    g["3"][1]["model"] = lk(16, "model")
+    g["20"] = ("CheckpointSave", {"filename_prefix": "checkpoints/merged", "model": lk(16, "model"),
+                                  "clip": lk(19, "clip"), "vae": lk(4, "vae")})
+    return g
+
+
 EXPECTED = {f.__name__: f for f in (txt2img, img2img, inpaint, hires_fix, lora, controlnet, esrgan_upscale,
-                                    sdxl_refiner, custom_sampler, custom_sigmas, masks_outpaint)}
+                                    sdxl_refiner, custom_sampler, custom_sigmas, masks_outpaint, merging)}

@@ -48,6 +48,9 @@ WIDGETS = {  # ComfyUI widget order; (name, control value after it) for seeds
     "MaskComposite": ["x", "y", "operation"], "DifferentialDiffusion": ["strength"], "LatentBlend": ["blend_factor"],
     "LatentComposite": ["x", "y", "feather"], "LatentCompositeMasked": ["x", "y", "resize_source"],
     "ImageCompositeMasked": ["x", "y", "resize_source"], "Canny": ["low_threshold", "high_threshold"],
+    # model merging (comfy_extras/nodes_model_merging.py)
+    "ModelMergeSimple": ["ratio"], "ModelMergeSubtract": ["multiplier"], "ModelMergeBlocks": ["input", "middle", "out"],
+    "CLIPMergeSimple": ["ratio"], "CLIPMergeSubtract": ["multiplier"], "CheckpointSave": ["filename_prefix"],
 }
 OUTPUTS = {
     "CheckpointLoaderSimple": ["MODEL", "CLIP", "VAE"], "VAELoader": ["VAE"], "LoraLoader": ["MODEL", "CLIP"],
@@ -62,6 +65,9 @@ OUTPUTS = {
     "ImageScaleToTotalPixels": ["IMAGE"], "ImagePadForOutpaint": ["IMAGE", "MASK"], "GrowMask": ["MASK"],
     "FeatherMask": ["MASK"], "ImageColorToMask": ["MASK"], "MaskComposite": ["MASK"], "DifferentialDiffusion": ["MODEL"],
     "ImageCompositeMasked": ["IMAGE"], "ImageBatch": ["IMAGE"], "Canny": ["IMAGE"],
+    "ModelMergeSimple": ["MODEL"], "ModelMergeSubtract": ["MODEL"], "ModelMergeAdd": ["MODEL"],
+    "ModelMergeBlocks": ["MODEL"], "CLIPMergeSimple": ["CLIP"], "CLIPMergeSubtract": ["CLIP"], "CLIPMergeAdd": ["CLIP"],
+    "CheckpointSave": [],
 }
 
 
