@@ -214,11 +214,36 @@ class Denoiser:
         res = self._control_residuals(jobs, x_in, timestep, embeds, kwargs.get("added_cond_kwargs"), sig_f, b)
         if res is not None:
             kwargs["down_block_additional_residuals"], kwargs["mid_block_additional_residual"] = res
+        feats = self._adapter_features(jobs, b, xs.shape[-2], xs.shape[-1], sig_f)
+        if feats is not None:
+            kwargs["down_intrablock_additional_residuals"] = feats
         out = self.unet(x_in, timestep, encoder_hidden_states=emb, return_dict=False, **kwargs)[0]
         return list(out.chunk(n)) if n > 1 else [out]
 
+    def _adapter_features(self, jobs, b: int, h: int, w: int, sig_f: float):
+        """T2I-Adapter features per job (summed over its adapters), batched like the jobs."""
+        if not any(getattr(c, "kind", "") == "t2i_adapter" for j in jobs for c in j[1].extras.get("controls") or []):
+            return None
+        progress = self.progress_of(sig_f)
+        per_job = []
+        for _, item, _ in jobs:
+            total = None
+            for control in item.extras.get("controls") or []:
+                if getattr(control, "kind", "") != "t2i_adapter":
+                    continue
+                f = control.features(b, h, w, progress, self.device, self.dtype)
+                if f is not None:
+                    total = f if total is None else [a + c for a, c in zip(total, f, strict=True)]
+            per_job.append(total)
+        ref = next((t for t in per_job if t is not None), None)
+        if ref is None:
+            return None
+        return [torch.cat([t[i] if t is not None else torch.zeros_like(f) for t in per_job])
+                for i, f in enumerate(ref)]
+
     def _control_residuals(self, jobs, x_in, timestep, embeds, added, sig_f, b):
-        if not any(j[1].extras.get("controls") for j in jobs):
+        if not any(getattr(c, "kind", "controlnet") == "controlnet"
+                   for j in jobs for c in j[1].extras.get("controls") or []):
             return None
         progress = self.progress_of(sig_f)
         per_job = []
@@ -227,6 +252,8 @@ class Denoiser:
             pe = None if added is None else {key: v[k * b : (k + 1) * b] for key, v in added.items()}
             total = None
             for control in item.extras.get("controls") or []:
+                if getattr(control, "kind", "controlnet") != "controlnet":
+                    continue
                 r = control.residuals(xk, timestep, embeds[k], pe, progress)
                 if r is None:
                     continue
