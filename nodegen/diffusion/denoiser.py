@@ -217,6 +217,14 @@ class Denoiser:
         feats = self._adapter_features(jobs, b, xs.shape[-2], xs.shape[-1], sig_f)
         if feats is not None:
             kwargs["down_intrablock_additional_residuals"] = feats
+        ip_apps = (getattr(self.model, "options", None) or {}).get("ip_adapters")
+        if ip_apps:  # IP-Adapter: this step's scales, image embeddings in job order
+            from nodegen.models import ip_adapter
+
+            ip_adapter.set_scales(self.unet, ip_apps, self.progress_of(sig_f))
+            added = kwargs.setdefault("added_cond_kwargs", {})
+            added["image_embeds"] = ip_adapter.image_embeds(ip_apps, [j[0] for j in jobs], b, self.device,
+                                                            self.dtype)
         out = self.unet(x_in, timestep, encoder_hidden_states=emb, return_dict=False, **kwargs)[0]
         return list(out.chunk(n)) if n > 1 else [out]
 

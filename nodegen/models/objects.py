@@ -101,7 +101,10 @@ class DiffusionModel(_Patchable):
     def use(self, device: str | torch.device | None = None,
             dtype: torch.dtype | None = None) -> Iterator[torch.nn.Module]:
         """The UNet on ``device`` (default: the manager's) in ``dtype`` with the patches applied."""
-        with use_module(self.manager, self.unet, device, dtype) as unet, patched(unet, self.patches) as u:
+        from nodegen.models.ip_adapter import installed
+
+        with use_module(self.manager, self.unet, device, dtype) as unet, patched(unet, self.patches) as u, \
+                installed(u, self.options.get("ip_adapters") or []):
             yield u
 
     def __repr__(self) -> str:

@@ -1,7 +1,7 @@
 """Model folders: where nodegen looks for the files users bring.
 
 A models root holds one folder per kind (``checkpoints/``, ``vae/``, ``loras/``, ``controlnet/``,
-``upscale_models/``, ``style_models/``, ``embeddings/``). Roots come from, in order: ``--models DIR`` (given to
+``upscale_models/``, ``style_models/``, ``embeddings/``, ``ipadapter/``). Roots come from, in order: ``--models DIR`` (given to
 :class:`ModelPaths`), the ``NODEGEN_MODELS`` environment variable (several separated by
 ``os.pathsep``), and the config file (``NODEGEN_CONFIG`` or ``~/.config/nodegen/config.json``)::
 
@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-KINDS = ("checkpoints", "vae", "loras", "controlnet", "upscale_models", "style_models", "embeddings")
+KINDS = ("checkpoints", "vae", "loras", "controlnet", "upscale_models", "style_models", "embeddings", "ipadapter")
 #: Folder names other tools use for the same kinds (ComfyUI, A1111), also searched in each root.
 ALIASES = {
     "checkpoints": ("Stable-diffusion",),
@@ -28,6 +28,7 @@ ALIASES = {
     "controlnet": ("ControlNet",),
     "upscale_models": ("ESRGAN", "RealESRGAN"),
     "vae": ("VAE",),
+    "ipadapter": ("ip_adapter", "IP-Adapter"),
 }
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 
