@@ -85,3 +85,35 @@ def checkpoint_save(ctx, model, clip, vae, filename_prefix):
     path = save_exclusive(checkpoint_state_dict(model, clip, vae), ctx.output_dir, filename_prefix)
     ctx.ui(paths=[str(path)])
     return {}
+
+
+def _block_prefixes(inputs: int, middle: int, outputs: int) -> list[str]:
+    """ComfyUI's per-block merge keys (original UNet names, in its widget order)."""
+    return (["time_embed.", "label_emb."] + [f"input_blocks.{i}." for i in range(inputs)]
+            + [f"middle_block.{i}." for i in range(middle)] + [f"output_blocks.{i}." for i in range(outputs)]
+            + ["out."])
+
+
+def our_name(prefix: str) -> str:
+    """``input_blocks.3.`` -> ``input_blocks_3`` (input names hold no dots)."""
+    return prefix.rstrip(".").replace(".", "_")
+
+
+SD1_BLOCKS = _block_prefixes(12, 3, 12)
+SDXL_BLOCKS = _block_prefixes(9, 3, 9)
+
+
+def _per_block_node(type_name: str, family: str, prefixes: list[str]):
+    @node(type_name, category=_CATEGORY,
+          description=f"Blend two {family} models with a ratio per UNet block (1 = only model1).",
+          inputs=[Input.link("model1", T.MODEL), Input.link("model2", T.MODEL),
+                  *(_ratio(our_name(p)) for p in prefixes)],
+          outputs=[Output("model", T.MODEL)], keywords=("merge", "block weights"))
+    def merge(ctx, model1, model2, **ratios):
+        return MM.merge_blocks(model1, model2, {p: float(ratios[our_name(p)]) for p in prefixes})
+
+    return merge
+
+
+model_merge_sd1 = _per_block_node("ModelMergeSD1", "SD1.x", SD1_BLOCKS)
+model_merge_sdxl = _per_block_node("ModelMergeSDXL", "SDXL", SDXL_BLOCKS)

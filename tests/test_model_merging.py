@@ -146,3 +146,26 @@ def test_checkpoint_save_sd2_keeps_24_text_layers(tmp_path):
     assert layers == {k.split(".")[4] for k in original if ".resblocks." in k}
     m2, c2, _ = load_single_file(path)
     assert torch.allclose(c2.encode("a cat")[0].embeds, clip.encode("a cat")[0].embeds, atol=1e-6)
+
+
+def test_model_merge_sd1_per_block_and_comfy_names(models):
+    from nodegen.formats import comfy
+
+    _, (a, _, _), (b, _, _), _ = models
+    ratios = {f"input_blocks_{i}": 0.1 for i in range(12)} | {f"middle_block_{i}": 0.5 for i in range(3)}
+    ratios |= {f"output_blocks_{i}": 0.9 for i in range(12)} | {"time_embed": 0.3, "label_emb": 1.0, "out": 0.7}
+    merged = run("ModelMergeSD1", model1=a, model2=b, **ratios)["model"]
+    names = ldm_names(a)
+    wa, wb, wm = weights(a), weights(b), weights(merged)
+    for k, ldm in names.items():
+        head = ldm.split(".")[0]
+        r = {"input_blocks": 0.1, "middle_block": 0.5, "output_blocks": 0.9, "time_embed": 0.3, "out": 0.7}[head]
+        assert torch.allclose(wm[k], r * wa[k] + (1 - r) * wb[k], atol=1e-6), (k, ldm)
+    # ComfyUI's widget names are the prefixes with dots; positions map onto our names
+    values = [0.3, 1.0] + [0.1] * 12 + [0.5] * 3 + [0.9] * 12 + [0.7]
+    ui = {"last_node_id": 1, "last_link_id": 0, "version": 0.4, "groups": [], "links": [],
+          "nodes": [{"id": 1, "type": "ModelMergeSD1", "mode": 0, "widgets_values": values}]}
+    doc, notes = comfy.import_comfy(ui)
+    assert notes == [] and doc["nodes"]["1"]["inputs"] == ratios
+    api = comfy.export_api(doc)["1"]["inputs"]
+    assert api["input_blocks.0."] == 0.1 and api["out."] == 0.7 and len(api) == 30
