@@ -74,3 +74,17 @@ def controlnet_apply_advanced(ctx, positive, negative, control_net, image, stren
         return positive, negative
     control = control_net.control(image, strength, start_percent, end_percent)
     return with_control(positive, control), with_control(negative, control)
+
+
+@node("SetUnionControlNetType", category="controlnet",
+      description="Tell a union ControlNet (ControlNet++ / promax) which kind of control image it gets.",
+      inputs=[Input.link("control_net", T.CONTROL_NET),
+              Input.choice("type", ["auto", "openpose", "depth", "hed/pidi/scribble/ted",
+                                    "canny/lineart/anime_lineart/mlsd", "normal", "segment", "tile", "repaint"],
+                           "auto")],
+      outputs=[Output("control_net", T.CONTROL_NET)], keywords=("union", "promax", "controlnet++"))
+def set_union_controlnet_type(ctx, control_net, type):  # noqa: A002 - ComfyUI's name
+    if not hasattr(control_net, "with_type"):
+        raise ValueError(f"input 'control_net' is not a union ControlNet ({control_net!r}); only union "
+                         f"models (ControlNet++ / promax) take a control type")
+    return control_net.with_type(None if type == "auto" else type)

@@ -342,4 +342,8 @@ def load_controlnet(path: str | os.PathLike, manager=None):
     sd = _read(p)
     if t2i.is_t2i_adapter(sd):
         return t2i.load_t2i_adapter(p, manager, state_dict=sd)
+    from nodegen.models import union_controlnet as union
+
+    if union.is_union(sd):
+        return union.load_union(p, sd, manager)
     return load_single_file(p, manager)

@@ -16,4 +16,5 @@ MAPS = [
     # newer ComfyUI adds an optional ``vae`` link (for some ControlNet types): kept both ways
     nm("ControlNetApplyAdvanced", "ControlNetApplyAdvanced", "strength start_percent end_percent",
        "positive negative"),
+    nm("SetUnionControlNetType", "SetUnionControlNetType", "type", "control_net"),
 ]
