@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from nodegen.compat import torchvision as _tv
-from nodegen.diffusion.sample import sample
+from nodegen.diffusion.sample import Steps, sample
 from nodegen.kernel.registry import default_registry
 from nodegen.models.objects import DiffusionModel, TextEncoder
 from tests.support.fixtures import fixture
@@ -83,8 +83,8 @@ def test_sd15_ip_adapter_matches_diffusers(tmp_path_factory, tmp_path):
     pos, neg = te.encode("a photo of a cat"), te.encode("blurry")
 
     def ours(m):
-        return sample(m, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=3, steps=STEPS, cfg=6.0,
-                      sampler="euler", scheduler="normal", device="cpu")["samples"]
+        return sample(m, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, 3, Steps(STEPS), 6.0,
+                  device="cpu").latent["samples"]
 
     lat = ours(_apply(model, tmp_path / "ip.safetensors", pos_img, neg_img))
     # the shared UNet is as it was: processors, projection and weights
@@ -119,8 +119,8 @@ def test_sdxl_ip_adapter_matches_diffusers(tmp_path_factory, tmp_path):
     te = TextEncoder.from_components([fx.tokenizer, fx.tokenizer_2], [fx.text_encoder, fx.text_encoder_2], "sdxl")
     pos, neg = te.encode("a castle"), te.encode("low quality")
     m = _apply(model, tmp_path / "ip-xl.safetensors", pos_img, neg_img, weight=0.6)
-    lat = sample(m, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=5, steps=STEPS, cfg=5.0,
-                 sampler="euler", scheduler="normal", device="cpu")["samples"]
+    lat = sample(m, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, 5, Steps(STEPS), 5.0,
+                  device="cpu").latent["samples"]
     sched = EulerDiscreteScheduler.from_config(fx.scheduler.config, timestep_spacing="linspace")
     pipe = StableDiffusionXLPipeline(vae=fx.vae, text_encoder=fx.text_encoder, text_encoder_2=fx.text_encoder_2,
                                      tokenizer=fx.tokenizer, tokenizer_2=fx.tokenizer_2, unet=copy.deepcopy(fx.unet),
@@ -163,8 +163,8 @@ def test_loader_node_and_clip_vision_output(tmp_path_factory, tmp_path):
                                         start_at=0.0, end_at=1.0)
     assert "ip_adapters" not in model.options and len(applied.options["ip_adapters"]) == 1
     te = TextEncoder.from_components([fx.tokenizer], [fx.text_encoder], "sd1")
-    lat = sample(applied, te.encode("a cat"), te.encode(""), {"samples": torch.zeros(1, 4, 8, 8)}, seed=1, steps=2,
-                 cfg=5.0, device="cpu")["samples"]
+    lat = sample(applied, te.encode("a cat"), te.encode(""), {"samples": torch.zeros(1, 4, 8, 8)}, 1, Steps(2),
+                 5.0, device="cpu").latent["samples"]
     assert torch.isfinite(lat).all()
     with pytest.raises(ValueError, match="must not exceed"):
         REG["IPAdapterApply"].run(None, model=model, ipadapter=ip, clip_vision_output=cvo, weight=1.0,

@@ -285,13 +285,14 @@ def test_denoiser_keeps_the_unconditional_prediction(sd1_parts):
 
 @pytest.mark.parametrize("name", ["euler_cfg_pp", "res_multistep", "deis", "ddpm", "dpmpp_2s_ancestral_cfg_pp"])
 def test_new_samplers_run_in_ksampler(sd1_parts, name):
-    from nodegen.diffusion.sample import sample
+    from nodegen.diffusion.sample import Steps, sample
 
     model, pos, neg = sd1_parts
     lat = {"samples": torch.zeros(1, 4, 8, 8)}
-    a = sample(model, pos, neg, lat, 3, steps=3, cfg=1.0 if "cfg_pp" in name else 5.0, sampler=name)["samples"]
-    b = sample(model, pos, neg, lat, 3, steps=3, cfg=1.0 if "cfg_pp" in name else 5.0, sampler=name)["samples"]
+    cfg = 1.0 if "cfg_pp" in name else 5.0
+    a = sample(model, pos, neg, lat, 3, Steps(3), cfg, name).latent["samples"]
+    b = sample(model, pos, neg, lat, 3, Steps(3), cfg, name).latent["samples"]
     assert torch.isfinite(a).all() and torch.equal(a, b)
     if "cfg_pp" in name:  # at cfg 1 CFG++ still renoises along the negative prompt (ComfyUI's rule)
-        plain = sample(model, pos, neg, lat, 3, steps=3, cfg=1.0, sampler=name.replace("_cfg_pp", ""))["samples"]
+        plain = sample(model, pos, neg, lat, 3, Steps(3), 1.0, name.replace("_cfg_pp", "")).latent["samples"]
         assert not torch.allclose(a, plain, atol=1e-4)

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from nodegen.compat import torchvision as _tv
-from nodegen.diffusion.sample import sample
+from nodegen.diffusion.sample import Steps, sample
 from nodegen.models.controlnet import load_controlnet
 from nodegen.models.objects import DiffusionModel, TextEncoder
 from tests.support.fixtures import fixture
@@ -63,6 +63,7 @@ def _latents(sched, seed):
 @pytest.mark.parametrize("layout", ["original", "diffusers"])
 def test_sd15_adapter_matches_diffusers(tmp_path_factory, tmp_path, layout):
     from diffusers import EulerDiscreteScheduler, StableDiffusionAdapterPipeline
+
     from nodegen.nodes.controlnet import controlnet_apply_advanced
 
     fx = fixture("sd1", tmp_path_factory.mktemp("sd1"))
@@ -80,8 +81,8 @@ def test_sd15_adapter_matches_diffusers(tmp_path_factory, tmp_path, layout):
         pos, neg = controlnet_apply_advanced.run(None, positive=pos0, negative=neg0, control_net=loaded,
                                                  image=_image(), strength=strength, start_percent=0.0,
                                                  end_percent=1.0)
-        return sample(model, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=3, steps=STEPS, cfg=6.0,
-                      sampler="euler", scheduler="normal", device="cpu")["samples"]
+        return sample(model, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, 3, Steps(STEPS), 6.0,
+                  device="cpu").latent["samples"]
 
     sched = EulerDiscreteScheduler.from_config(fx.scheduler.config, timestep_spacing="linspace")
     pipe = StableDiffusionAdapterPipeline(vae=fx.vae, text_encoder=fx.text_encoder, tokenizer=fx.tokenizer,
@@ -99,6 +100,7 @@ def test_sd15_adapter_matches_diffusers(tmp_path_factory, tmp_path, layout):
 
 def test_sdxl_adapter_matches_diffusers(tmp_path_factory, tmp_path):
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLAdapterPipeline
+
     from nodegen.nodes.controlnet import controlnet_apply_advanced
 
     fx = fixture("sdxl", tmp_path_factory.mktemp("sdxl"))
@@ -112,8 +114,8 @@ def test_sdxl_adapter_matches_diffusers(tmp_path_factory, tmp_path):
     pos0, neg0 = te.encode("a castle"), te.encode("low quality")
     pos, neg = controlnet_apply_advanced.run(None, positive=pos0, negative=neg0, control_net=loaded, image=_image(),
                                              strength=0.8, start_percent=0.0, end_percent=1.0)
-    lat = sample(model, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=5, steps=STEPS, cfg=5.0,
-                 sampler="euler", scheduler="normal", device="cpu")["samples"]
+    lat = sample(model, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, 5, Steps(STEPS), 5.0,
+                  device="cpu").latent["samples"]
     sched = EulerDiscreteScheduler.from_config(fx.scheduler.config, timestep_spacing="linspace")
     pipe = StableDiffusionXLAdapterPipeline(vae=fx.vae, text_encoder=fx.text_encoder, text_encoder_2=fx.text_encoder_2,
                                             tokenizer=fx.tokenizer, tokenizer_2=fx.tokenizer_2, unet=fx.unet,

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from nodegen.compat import torchvision as _tv
-from nodegen.diffusion.sample import sample
+from nodegen.diffusion.sample import Steps, sample
 from nodegen.kernel.registry import default_registry
 from nodegen.models.controlnet import load_controlnet
 from nodegen.models.objects import DiffusionModel, TextEncoder
@@ -60,8 +60,8 @@ def test_union_controlnet_matches_diffusers(tmp_path_factory, tmp_path):
         typed = REG["SetUnionControlNetType"].run(None, control_net=loaded, type=kind)
         pos, neg = apply.run(None, positive=pos0, negative=neg0, control_net=typed, image=img, strength=strength,
                              start_percent=0.0, end_percent=1.0)
-        return sample(model, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=3, steps=STEPS, cfg=5.0,
-                      sampler="euler", scheduler="normal", device="cpu")["samples"]
+        return sample(model, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, 3, Steps(STEPS), 5.0,
+                  device="cpu").latent["samples"]
 
     lat = ours("depth")
     sched = EulerDiscreteScheduler.from_config(fx.scheduler.config, timestep_spacing="linspace")

@@ -90,12 +90,9 @@ class T2IAdapterModel:
 
     @contextmanager
     def use(self, device=None, dtype=None) -> Iterator[torch.nn.Module]:
-        mgr = self.manager
-        if mgr is None:
-            from nodegen.models.manager import default_manager
+        from nodegen.models.objects import use_module
 
-            mgr = default_manager()
-        with mgr.use(self.adapter, device, dtype) as a:
+        with use_module(self.manager, self.adapter, device, dtype) as a:
             yield a
 
     def control(self, image: torch.Tensor, strength: float = 1.0, start: float = 0.0,
