@@ -54,3 +54,21 @@ def test_schedule_nodes():
     assert len(ays) == 11 and abs(float(ays[1]) - 6.3184485287) < 1e-5
     lap = run("LaplaceScheduler", steps=5, sigma_max=14.6, sigma_min=0.03, mu=0.0, beta=0.5)["sigmas"]
     assert len(lap) == 6 and float(lap[-1]) == 0.0
+
+
+def test_add_noise_uses_the_seed_rule_and_the_schedule_span():
+    from types import SimpleNamespace
+
+    from nodegen.diffusion.noise import prepare_noise
+
+    lat = {"samples": torch.full((2, 4, 3, 3), 0.5), "noise_mask": torch.ones(2, 1, 3, 3)}
+    sig = torch.tensor([10.0, 4.0, 1.0])
+    out = run("AddNoise", model=None, noise=SimpleNamespace(seed=7, add=True), sigmas=sig, latent_image=lat)["latent"]
+    n, _ = prepare_noise(lat["samples"], 7)
+    assert torch.allclose(out["samples"], 0.5 + n * 9.0) and "noise_mask" in out
+    one = run("AddNoise", model=None, noise=SimpleNamespace(seed=7, add=True), sigmas=sig[:1], latent_image=lat)
+    assert torch.allclose(one["latent"]["samples"], 0.5 + n * 10.0)
+    off = run("AddNoise", model=None, noise=SimpleNamespace(seed=7, add=False), sigmas=sig, latent_image=lat)
+    assert torch.equal(off["latent"]["samples"], lat["samples"])
+    assert run("AddNoise", model=None, noise=SimpleNamespace(seed=1), sigmas=torch.zeros(0),
+               latent_image=lat)["latent"] is lat

@@ -16,3 +16,6 @@ MAPS = [
     nm("FlipSigmas", "FlipSigmas", "", "sigmas"),
     nm("SplitSigmasDenoise", "SplitSigmasDenoise", "denoise", "high_sigmas low_sigmas"),
 ]
+
+# AddNoise reads a NOISE (RandomNoise / DisableNoise, mapped with the Flux custom-sampling nodes)
+MAPS.append(nm("AddNoise", "AddNoise", "", "latent"))
