@@ -169,3 +169,62 @@ def test_loader_node_and_clip_vision_output(tmp_path_factory, tmp_path):
     with pytest.raises(ValueError, match="must not exceed"):
         REG["IPAdapterApply"].run(None, model=model, ipadapter=ip, clip_vision_output=cvo, weight=1.0,
                                   start_at=0.9, end_at=0.1)
+
+
+def make_plus_projection(cross: int, embed: int, seed: int, queries: int = 4, hidden: int = 64) -> dict:
+    """A random "plus" (perceiver resampler) image projection in the original file layout:
+    4 layers of (attention with fused to_kv, feed-forward), 64-wide heads."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape, s=0.1):
+        return torch.randn(*shape, generator=g) * s
+
+    sd = {"latents": r(1, queries, hidden, s=1.0), "proj_in.weight": r(hidden, embed), "proj_in.bias": r(hidden),
+          "proj_out.weight": r(cross, hidden), "proj_out.bias": r(cross),
+          "norm_out.weight": 1 + r(cross), "norm_out.bias": r(cross)}
+    for i in range(4):
+        p = f"layers.{i}."
+        sd |= {p + "0.norm1.weight": 1 + r(hidden), p + "0.norm1.bias": r(hidden),
+               p + "0.norm2.weight": 1 + r(hidden), p + "0.norm2.bias": r(hidden),
+               p + "0.to_q.weight": r(64, hidden), p + "0.to_kv.weight": r(128, hidden),
+               p + "0.to_out.weight": r(hidden, 64),
+               p + "1.0.weight": 1 + r(hidden), p + "1.0.bias": r(hidden),
+               p + "1.1.weight": r(hidden * 4, hidden), p + "1.3.weight": r(hidden, hidden * 4)}
+    return {"image_proj." + k: v for k, v in sd.items()}
+
+
+def test_sd15_ip_adapter_plus_matches_diffusers(tmp_path_factory, tmp_path):
+    """The plus / plus-face adapters (same layout) read the penultimate CLIP-vision hidden states."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    from nodegen.models.ip_adapter import load_ip_adapter
+
+    fx = fixture("sd1", tmp_path_factory.mktemp("sd1"))
+    sd = {k: v for k, v in make_ip_adapter(fx.unet, 8).items() if k.startswith("ip_adapter.")}
+    sd |= make_plus_projection(fx.unet.config.cross_attention_dim, 48, 9)
+    save_file(sd, str(tmp_path / "ip-plus.safetensors"))
+    ip = load_ip_adapter(tmp_path / "ip-plus.safetensors")
+    assert ip.variant == "plus" and ip.uses_hidden_states
+    g = torch.Generator().manual_seed(10)
+    pos_h, neg_h = torch.randn(1, 5, 48, generator=g), torch.randn(1, 5, 48, generator=g) * 0.1
+    model = DiffusionModel.from_unet(fx.unet, "sd1", "epsilon")
+    applied = REG["IPAdapterApply"].run(
+        None, model=model, ipadapter=ip, clip_vision_output=SimpleNamespace(penultimate_hidden_states=pos_h),
+        weight=0.7, start_at=0.0, end_at=1.0,
+        negative_clip_vision_output=SimpleNamespace(penultimate_hidden_states=neg_h))
+    te = TextEncoder.from_components([fx.tokenizer], [fx.text_encoder], "sd1")
+    pos, neg = te.encode("a photo of a cat"), te.encode("blurry")
+    lat = sample(applied, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, 3, Steps(STEPS), 6.0,
+                 device="cpu").latent["samples"]
+    sched = EulerDiscreteScheduler.from_config(fx.scheduler.config, timestep_spacing="linspace")
+    pipe = StableDiffusionPipeline(vae=fx.vae, text_encoder=fx.text_encoder, tokenizer=fx.tokenizer,
+                                   unet=copy.deepcopy(fx.unet), scheduler=sched, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_ip_adapter(str(tmp_path), subfolder="", weight_name="ip-plus.safetensors", image_encoder_folder=None)
+    pipe.set_ip_adapter_scale(0.7)
+    ref = pipe(prompt_embeds=pos[0].embeds, negative_prompt_embeds=neg[0].embeds,
+               ip_adapter_image_embeds=[torch.cat([neg_h, pos_h])[:, None]], num_inference_steps=STEPS,
+               guidance_scale=6.0, height=64, width=64, latents=_latents(sched, 3),
+               generator=torch.Generator().manual_seed(3), output_type="latent").images
+    assert (lat - ref).abs().max() <= 1e-4 * ref.abs().max(), float((lat - ref).abs().max())

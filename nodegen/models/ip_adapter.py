@@ -121,10 +121,10 @@ def installed(unet, applications: list[IPApplication]) -> Iterator[None]:
     unet.config.encoder_hid_dim_type = "ip_image_proj"
     try:
         yield
-    finally:
-        unet.set_attn_processor(before)
+    finally:  # the projection first: a resampler's own attention layers count as the UNet's
         unet.encoder_hid_proj = old_proj
         unet.config.encoder_hid_dim_type = old_type
+        unet.set_attn_processor(before)
 
 
 def set_scales(unet, applications: list[IPApplication], progress: float) -> None:
