@@ -11,18 +11,19 @@ from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
 
 
 @node("ControlNetLoader", category="controlnet",
-      description="Load a ControlNet (SD1.x, SD2.x or SDXL; single file or diffusers folder).",
+      description="Load a ControlNet (SD1.x, SD2.x or SDXL; single file or diffusers folder), a union "
+                  "ControlNet (ControlNet++ / promax) or a T2I-Adapter.",
       inputs=[Input.file("control_net_name", "controlnet", choices=choices_for("controlnet"),
                          description="ControlNet file or folder in the controlnet models folder")],
       outputs=[Output("control_net", T.CONTROL_NET)],
       fingerprint=fingerprint_for("controlnet", "control_net_name"), keywords=("controlnet",))
 def controlnet_loader(ctx, control_net_name):
-    from nodegen.models.controlnet import load_controlnet
+    from nodegen.models.control_files import load_control
 
     path = resolve_model(ctx.paths, "controlnet", control_net_name, "ControlNetLoader",
                          "control_net_name")
     manager = getattr(ctx, "models", None)
-    return load_controlnet(path, manager=manager if hasattr(manager, "use") else None)
+    return load_control(path, manager=manager if hasattr(manager, "use") else None)
 
 
 def with_control(conditioning: list, control) -> list:

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from nodegen.compat import torchvision as _tv
 from nodegen.diffusion.sample import Steps, sample
-from nodegen.models.controlnet import load_controlnet
+from nodegen.models.control_files import load_control as load_controlnet
 from nodegen.models.objects import DiffusionModel, TextEncoder
 from tests.support.fixtures import fixture
 

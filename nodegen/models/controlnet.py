@@ -324,26 +324,12 @@ def load_folder(path: str | os.PathLike, manager=None) -> ControlNetModel:
     return ControlNetModel(net.eval(), family_of_config(dict(net.config)), str(p), manager)
 
 
-def load_controlnet(path: str | os.PathLike, manager=None):
-    """A ControlNet, or a T2I-Adapter (:mod:`nodegen.models.t2i_adapter`), which ComfyUI
-    also loads and applies as a ControlNet."""
-    from nodegen.models import t2i_adapter as t2i
-
+def load_controlnet(path: str | os.PathLike, manager=None) -> ControlNetModel:
+    """A ControlNet (for T2I-Adapters and union ControlNets too, see
+    :func:`nodegen.models.control_files.load_control`)."""
     p = Path(path)
     if p.is_dir():
-        import json
-
-        cfg = p / "config.json"
-        if cfg.is_file() and json.loads(cfg.read_text(encoding="utf-8")).get("_class_name") == "T2IAdapter":
-            return t2i.load_t2i_adapter(p, manager)
         return load_folder(p, manager)
     if not p.is_file():
         raise FileNotFoundError(f"ControlNet file not found: {p}")
-    sd = _read(p)
-    if t2i.is_t2i_adapter(sd):
-        return t2i.load_t2i_adapter(p, manager, state_dict=sd)
-    from nodegen.models import union_controlnet as union
-
-    if union.is_union(sd):
-        return union.load_union(p, sd, manager)
     return load_single_file(p, manager)

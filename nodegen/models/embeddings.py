@@ -145,14 +145,13 @@ def text_fingerprint(*text_inputs: str) -> Callable[[dict, object], object]:
                         for m in word.finditer(inputs[k])})
         if not names or paths is None:
             return None
-        from nodegen.models.manager import file_key
-
         out = []
         for name in names:
             for cand in (name, name.rstrip(","), *(name.rstrip(",") + ext for ext in EXTENSIONS)):
                 p = paths.resolve("embeddings", cand)
                 if p is not None and Path(p).is_file():
-                    out.append((name, file_key(p)))
+                    st = Path(p).stat()
+                    out.append((name, (str(Path(p).resolve()), st.st_size, st.st_mtime_ns)))
                     break
             else:
                 out.append((name, None))
