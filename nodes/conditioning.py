@@ -10,6 +10,7 @@ from nodegen.diffusion import conditioning as C
 from nodegen.diffusion.conditioning import CondItem
 from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, Output, node
+from nodegen.models.embeddings import lookup_for, text_fingerprint
 
 MAX_SIZE = 16384
 
@@ -30,14 +31,15 @@ def _check_cond(cond, name: str) -> list:
 @node("CLIPTextEncode", category="conditioning",
       description="Encode a prompt with the text encoder ((word:1.2) weights, long prompts).",
       inputs=[Input.link("clip", T.CLIP), Input.string("text", "", multiline=True)],
-      outputs=[Output("conditioning", T.CONDITIONING)], keywords=("prompt", "text"))
+      outputs=[Output("conditioning", T.CONDITIONING)], keywords=("prompt", "text"),
+      fingerprint=text_fingerprint("text"))
 def clip_text_encode(ctx, clip, text):
     if not isinstance(text, str):
         raise TypeError("input 'text' must be text")
-    return clip.encode(text, device=getattr(ctx, "device", None))
+    return clip.encode(text, device=getattr(ctx, "device", None), embeddings=lookup_for(getattr(ctx, "paths", None)))
 
 
-def encode_sdxl_pair(clip, text_l: str, text_g: str, device=None) -> CondItem:
+def encode_sdxl_pair(clip, text_l: str, text_g: str, device=None, embeddings=None) -> CondItem:
     """SDXL: CLIP-L encodes ``text_l``, OpenCLIP-G encodes ``text_g`` (and gives the pooled
     output); the shorter one is padded with empty-prompt chunks, then features are concatenated."""
     from nodegen.models.clip_encode import encode_text
@@ -48,8 +50,10 @@ def encode_sdxl_pair(clip, text_l: str, text_g: str, device=None) -> CondItem:
     kw = dict(layer_idx=layer, norm_hidden=spec["norm"])
     with torch.no_grad(), clip.use(device, None) as encs:
         (tok_l, tok_g), (enc_l, enc_g) = clip.tokenizers, encs
-        z_l, _ = encode_text([tok_l], [enc_l], text_l, pooled_from=None, **kw)
-        z_g, pooled = encode_text([tok_g], [enc_g], text_g, pooled_from=0, **kw)
+        z_l, _ = encode_text([tok_l], [enc_l], text_l, pooled_from=None, embeddings=embeddings,
+                             embedding_keys=("clip_l",), **kw)
+        z_g, pooled = encode_text([tok_g], [enc_g], text_g, pooled_from=0, embeddings=embeddings,
+                                  embedding_keys=("clip_g",), **kw)
         if z_l.shape[1] != z_g.shape[1]:
             e_l, _ = encode_text([tok_l], [enc_l], "", pooled_from=None, **kw)
             e_g, _ = encode_text([tok_g], [enc_g], "", pooled_from=None, **kw)
@@ -69,10 +73,11 @@ def encode_sdxl_pair(clip, text_l: str, text_g: str, device=None) -> CondItem:
               Input.int("target_width", 1024, min=0, max=MAX_SIZE),
               Input.int("target_height", 1024, min=0, max=MAX_SIZE),
               Input.string("text_g", "", multiline=True), Input.string("text_l", "", multiline=True)],
-      outputs=[Output("conditioning", T.CONDITIONING)])
+      outputs=[Output("conditioning", T.CONDITIONING)], fingerprint=text_fingerprint("text_g", "text_l"))
 def clip_text_encode_sdxl(ctx, clip, width, height, crop_w, crop_h, target_width, target_height, text_g, text_l):
     _check_clip(clip, ("sdxl",), "CLIPTextEncodeSDXL")
-    item = encode_sdxl_pair(clip, text_l, text_g, getattr(ctx, "device", None))
+    item = encode_sdxl_pair(clip, text_l, text_g, getattr(ctx, "device", None),
+                            lookup_for(getattr(ctx, "paths", None)))
     item.extras.update(width=width, height=height, crop_w=crop_w, crop_h=crop_h,
                        target_width=target_width, target_height=target_height)
     return [item]
@@ -83,10 +88,10 @@ def clip_text_encode_sdxl(ctx, clip, width, height, crop_w, crop_h, target_width
       inputs=[Input.link("clip", T.CLIP), Input.float("ascore", 6.0, min=0.0, max=1000.0, step=0.01),
               Input.int("width", 1024, min=0, max=MAX_SIZE), Input.int("height", 1024, min=0, max=MAX_SIZE),
               Input.string("text", "", multiline=True)],
-      outputs=[Output("conditioning", T.CONDITIONING)])
+      outputs=[Output("conditioning", T.CONDITIONING)], fingerprint=text_fingerprint("text"))
 def clip_text_encode_sdxl_refiner(ctx, clip, ascore, width, height, text):
     _check_clip(clip, ("sdxl_refiner",), "CLIPTextEncodeSDXLRefiner")
-    cond = clip.encode(text, device=getattr(ctx, "device", None))
+    cond = clip.encode(text, device=getattr(ctx, "device", None), embeddings=lookup_for(getattr(ctx, "paths", None)))
     return [c.copy(extras=dict(c.extras, aesthetic_score=ascore, width=width, height=height)) for c in cond]
 
 

@@ -11,18 +11,19 @@ from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
 
 
 @node("ControlNetLoader", category="controlnet",
-      description="Load a ControlNet (SD1.x, SD2.x or SDXL; single file or diffusers folder).",
+      description="Load a ControlNet (SD1.x, SD2.x or SDXL; single file or diffusers folder), a union "
+                  "ControlNet (ControlNet++ / promax) or a T2I-Adapter.",
       inputs=[Input.file("control_net_name", "controlnet", choices=choices_for("controlnet"),
                          description="ControlNet file or folder in the controlnet models folder")],
       outputs=[Output("control_net", T.CONTROL_NET)],
       fingerprint=fingerprint_for("controlnet", "control_net_name"), keywords=("controlnet",))
 def controlnet_loader(ctx, control_net_name):
-    from nodegen.models.controlnet import load_controlnet
+    from nodegen.models.control_files import load_control
 
     path = resolve_model(ctx.paths, "controlnet", control_net_name, "ControlNetLoader",
                          "control_net_name")
     manager = getattr(ctx, "models", None)
-    return load_controlnet(path, manager=manager if hasattr(manager, "use") else None)
+    return load_control(path, manager=manager if hasattr(manager, "use") else None)
 
 
 def with_control(conditioning: list, control) -> list:
@@ -59,11 +60,14 @@ def controlnet_apply(ctx, conditioning, control_net, image, strength=1.0):
               Input.float("start_percent", 0.0, min=0.0, max=1.0, step=0.001,
                           description="Fraction of the schedule where the control starts"),
               Input.float("end_percent", 1.0, min=0.0, max=1.0, step=0.001,
-                          description="Fraction of the schedule where the control ends")],
+                          description="Fraction of the schedule where the control ends"),
+              Input.link("vae", T.VAE, optional=True,
+                         description="ComfyUI's optional VAE link (used by some ControlNet types); "
+                                     "SD1.x/SDXL ControlNets take the control image as pixels")],
       outputs=[Output("positive", T.CONDITIONING), Output("negative", T.CONDITIONING)],
       keywords=("controlnet",))
 def controlnet_apply_advanced(ctx, positive, negative, control_net, image, strength=1.0,
-                              start_percent=0.0, end_percent=1.0):
+                              start_percent=0.0, end_percent=1.0, vae=None):
     if start_percent > end_percent:
         raise ValueError(f"ControlNetApplyAdvanced: start_percent ({start_percent}) must not "
                          f"exceed end_percent ({end_percent})")
@@ -71,3 +75,17 @@ def controlnet_apply_advanced(ctx, positive, negative, control_net, image, stren
         return positive, negative
     control = control_net.control(image, strength, start_percent, end_percent)
     return with_control(positive, control), with_control(negative, control)
+
+
+@node("SetUnionControlNetType", category="controlnet",
+      description="Tell a union ControlNet (ControlNet++ / promax) which kind of control image it gets.",
+      inputs=[Input.link("control_net", T.CONTROL_NET),
+              Input.choice("type", ["auto", "openpose", "depth", "hed/pidi/scribble/ted",
+                                    "canny/lineart/anime_lineart/mlsd", "normal", "segment", "tile", "repaint"],
+                           "auto")],
+      outputs=[Output("control_net", T.CONTROL_NET)], keywords=("union", "promax", "controlnet++"))
+def set_union_controlnet_type(ctx, control_net, type):  # noqa: A002 - ComfyUI's name
+    if not hasattr(control_net, "with_type"):
+        raise ValueError(f"input 'control_net' is not a union ControlNet ({control_net!r}); only union "
+                         f"models (ControlNet++ / promax) take a control type")
+    return control_net.with_type(None if type == "auto" else type)

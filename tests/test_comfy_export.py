@@ -57,9 +57,9 @@ def test_export_fills_defaults_from_the_registry_and_renames():
 
 def test_export_refuses_nodes_without_a_comfy_equivalent():
     doc = {"nodes": {"1": {"type": "LoadImage", "inputs": {"image": "a.png"}},
-                     "2": {"type": "CannyEdges", "title": "Flip", "inputs": {"image": {"from": ["1", "image"]}}},
+                     "2": {"type": "LineartEdges", "title": "Flip", "inputs": {"image": {"from": ["1", "image"]}}},
                      "3": {"type": "SaveImage", "inputs": {"images": {"from": ["2", "image"]}}}}}
-    with pytest.raises(comfy.ComfyExportError, match="node 2 \\(Flip\\): node type .CannyEdges. has no ComfyUI"):
+    with pytest.raises(comfy.ComfyExportError, match="node 2 \\(Flip\\): node type .LineartEdges. has no ComfyUI"):
         comfy.export_api(doc)
 
 
@@ -80,7 +80,7 @@ def test_import_and_export_commands(tmp_path, capsys):
     assert "already a nodegen workflow" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "nodegen-workflow", "version": 1,
-                               "nodes": {"1": {"type": "CannyEdges", "inputs": {}}}}))
+                               "nodes": {"1": {"type": "LineartEdges", "inputs": {}}}}))
     assert main(["export", "comfy", str(bad), "-o", str(tmp_path / "x.json")]) == 2
     assert "no ComfyUI equivalent" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()

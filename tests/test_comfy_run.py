@@ -67,7 +67,7 @@ def _behind_editor_nodes(doc: dict) -> set[str]:
 
 
 RUNNABLE = ["txt2img", "img2img", "inpaint", "hires_fix", "lora", "controlnet", "esrgan_upscale",
-            "custom_sampler"]
+            "custom_sampler", "custom_sigmas", "masks_outpaint", "merging"]
 
 
 @pytest.mark.parametrize("name", RUNNABLE)

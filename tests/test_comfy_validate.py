@@ -20,7 +20,6 @@ FILES = sorted(DATA.glob("*.json")) + (sorted(EXAMPLES.glob("*.json")) if EXAMPL
 #: What our nodes genuinely do not support in ComfyUI's examples (reported, not hidden).
 KNOWN = {
     "2_pass_txt2img__latent_upscale_different_prompt_model": {("27", "upscale_method", "invalid_choice")},
-    "inpaint__yosemite_outpaint_example": {("30", None, "unknown_type")},
 }
 
 

@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
                    help="override an input (NODE is a node id or a unique title); repeatable")
     p.add_argument("--out", default="output", metavar="DIR", help="output folder (default: ./output)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
-    p.add_argument("--keep-going", action="store_true", help="finish independent branches after a failure")
+    p.add_argument("--keep-going", action="store_true", help="run the outputs whose branch is valid and finish independent branches "
+                        "after a failure (skipped outputs are listed)")
     p.add_argument("--target", action="append", default=[], metavar="NODE",
                    help="run only what this node needs (id or unique title); repeatable")
     p.add_argument("--json", action="store_true", help="print machine-readable events (JSON lines)")
@@ -77,6 +78,7 @@ def cmd_run(args) -> int:
         return EXIT_INVALID
     if result.warnings and not args.json:
         print_problems(result.warnings, header="warnings (not needed by this run):")
+    _report_skipped_targets(result.plan.skipped if result.plan else {}, args.json)
     for f in result.failures:
         print(f"\n{f}\n{f.traceback}", file=sys.stderr)
     if result.status == "cancelled":
@@ -91,3 +93,13 @@ def cmd_run(args) -> int:
         print(f"{result.status}: {len(result.executed)} node(s) ran, {len(result.cached)} cached, "
               f"{result.seconds:.2f}s", file=sys.stderr)
     return EXIT_OK if result.status == "ok" else EXIT_FAILED
+
+
+def _report_skipped_targets(skipped: dict, as_json: bool) -> None:
+    """Outputs ``--keep-going`` left out because the part of the graph they need is invalid."""
+    for nid, problems in skipped.items():
+        if as_json:
+            print(json.dumps({"event": "target_skipped", "node_id": nid,
+                              "problems": [p.to_json() for p in problems]}))
+        else:
+            print(f"skipped output node {nid}: " + "; ".join(str(p) for p in problems), file=sys.stderr)

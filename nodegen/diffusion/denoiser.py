@@ -72,6 +72,12 @@ class Denoiser:
             self.noise_mask = resize_mask(noise_mask, h, w, b).to(self.device)
         self.in_channels = int(getattr(unet.config, "in_channels", 4))
         self.calls = 0
+        #: CFG++ samplers read the unconditional prediction of the last call (ComfyUI's
+        #: ``uncond_denoised``); they set ``keep_uncond`` so it is computed even at cfg 1.
+        self.keep_uncond = False
+        self.last_uncond: torch.Tensor | None = None
+        #: The sampling run's whole schedule (set by the caller; differential diffusion reads it).
+        self.sigmas: torch.Tensor | None = None
 
     # -- helpers -----------------------------------------------------------------------
     def progress_of(self, sigma: float) -> float:
@@ -113,13 +119,14 @@ class Denoiser:
         self.calls += 1
         sig = sigma.reshape(-1)[0] if torch.is_tensor(sigma) and sigma.ndim else torch.as_tensor(sigma)
         sig_f = float(sig)
-        if self.noise_mask is not None:
-            m = self.noise_mask.to(x.dtype)
+        step_mask = self._step_mask(sig_f)
+        if step_mask is not None:
+            m = step_mask.to(x.dtype)
             noise = self.noise if self.noise is not None else torch.zeros_like(x)
             x = x * m + (self.latent_image + noise * sig_f) * (1 - m)
         b, _, h, w = x.shape
         jobs = []  # (is_negative, item, area)
-        if self.cfg != 1.0 and self.negative:
+        if (self.cfg != 1.0 or self.keep_uncond) and self.negative:
             jobs += [(True, it, cfg_mod.area_of(it, h, w)) for it in self.negative]
         jobs += [(False, it, cfg_mod.area_of(it, h, w)) for it in self.positive]
         sigma_vec = torch.full((b,), sig_f, dtype=torch.float32, device=x.device)
@@ -144,10 +151,28 @@ class Denoiser:
         cond = cfg_mod.combine(pos, x)
         uncond = cfg_mod.combine(neg, x) if neg else None
         out = cfg_mod.guidance(cond, uncond, self.cfg)
-        if self.noise_mask is not None:
-            m = self.noise_mask.to(out.dtype)
+        self.last_uncond = uncond if uncond is not None else cond
+        if step_mask is not None:
+            m = step_mask.to(out.dtype)
             out = out * m + self.latent_image * (1 - m)
         return out
+
+    def _step_mask(self, sigma: float) -> torch.Tensor | None:
+        """The noise mask for this step. With differential diffusion (Levin & Fried 2023; the
+        model option set by the DifferentialDiffusion node, as ComfyUI) a soft mask becomes
+        binary per step: a pixel changes once the schedule's progress in timesteps passes
+        ``1 - mask``, so grey areas change less; ``strength < 1`` mixes the soft mask back in."""
+        strength = (getattr(self.model, "options", None) or {}).get("differential_diffusion")
+        if self.noise_mask is None or strength is None:
+            return self.noise_mask
+        sigmas = self.sigmas if self.sigmas is not None else torch.tensor([self.ms.sigma_max, self.ms.sigma_min])
+        sigma_to = max(float(self.ms.sigma_min), float(sigmas[-1]))
+        ts_from, ts_to = float(self.ms.timestep(float(sigmas[0]))), float(self.ms.timestep(sigma_to))
+        threshold = (float(self.ms.timestep(sigma)) - ts_to) / (ts_from - ts_to)
+        binary = (self.noise_mask >= threshold).to(self.noise_mask.dtype)
+        if strength and strength < 1:
+            return strength * binary + (1 - strength) * self.noise_mask
+        return binary
 
     def _run_group(self, jobs, xs, sig_f, t, c_in, h, w, area) -> list[torch.Tensor]:
         b = xs.shape[0]
@@ -189,11 +214,44 @@ class Denoiser:
         res = self._control_residuals(jobs, x_in, timestep, embeds, kwargs.get("added_cond_kwargs"), sig_f, b)
         if res is not None:
             kwargs["down_block_additional_residuals"], kwargs["mid_block_additional_residual"] = res
+        feats = self._adapter_features(jobs, b, xs.shape[-2], xs.shape[-1], sig_f)
+        if feats is not None:
+            kwargs["down_intrablock_additional_residuals"] = feats
+        ip_apps = (getattr(self.model, "options", None) or {}).get("ip_adapters")
+        if ip_apps:  # IP-Adapter: this step's scales, image embeddings in job order
+            from nodegen.models import ip_adapter
+
+            ip_adapter.set_scales(self.unet, ip_apps, self.progress_of(sig_f))
+            added = kwargs.setdefault("added_cond_kwargs", {})
+            added["image_embeds"] = ip_adapter.image_embeds(ip_apps, [j[0] for j in jobs], b, self.device,
+                                                            self.dtype)
         out = self.unet(x_in, timestep, encoder_hidden_states=emb, return_dict=False, **kwargs)[0]
         return list(out.chunk(n)) if n > 1 else [out]
 
+    def _adapter_features(self, jobs, b: int, h: int, w: int, sig_f: float):
+        """T2I-Adapter features per job (summed over its adapters), batched like the jobs."""
+        if not any(getattr(c, "kind", "") == "t2i_adapter" for j in jobs for c in j[1].extras.get("controls") or []):
+            return None
+        progress = self.progress_of(sig_f)
+        per_job = []
+        for _, item, _ in jobs:
+            total = None
+            for control in item.extras.get("controls") or []:
+                if getattr(control, "kind", "") != "t2i_adapter":
+                    continue
+                f = control.features(b, h, w, progress, self.device, self.dtype)
+                if f is not None:
+                    total = f if total is None else [a + c for a, c in zip(total, f, strict=True)]
+            per_job.append(total)
+        ref = next((t for t in per_job if t is not None), None)
+        if ref is None:
+            return None
+        return [torch.cat([t[i] if t is not None else torch.zeros_like(f) for t in per_job])
+                for i, f in enumerate(ref)]
+
     def _control_residuals(self, jobs, x_in, timestep, embeds, added, sig_f, b):
-        if not any(j[1].extras.get("controls") for j in jobs):
+        if not any(getattr(c, "kind", "controlnet") == "controlnet"
+                   for j in jobs for c in j[1].extras.get("controls") or []):
             return None
         progress = self.progress_of(sig_f)
         per_job = []
@@ -202,6 +260,8 @@ class Denoiser:
             pe = None if added is None else {key: v[k * b : (k + 1) * b] for key, v in added.items()}
             total = None
             for control in item.extras.get("controls") or []:
+                if getattr(control, "kind", "controlnet") != "controlnet":
+                    continue
                 r = control.residuals(xk, timestep, embeds[k], pe, progress)
                 if r is None:
                     continue

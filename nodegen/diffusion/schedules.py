@@ -64,6 +64,17 @@ def kl_optimal_sigmas(steps: int, sigma_min: float, sigma_max: float) -> torch.T
     return _append_zero(sigmas).float()
 
 
+def laplace_sigmas(steps: int, sigma_min: float, sigma_max: float, mu: float = 0.0,
+                   beta: float = 0.5) -> torch.Tensor:
+    """Laplace schedule (Hang et al. 2024, "Improved Noise Schedule for Diffusion Training", as
+    ComfyUI's LaplaceScheduler): log-sigma at the quantiles of a Laplace(mu, beta) distribution
+    of ``steps`` evenly spaced points, clamped to ``[sigma_min, sigma_max]``, then 0."""
+    eps = 1e-5  # keeps log() finite at the ends
+    x = torch.linspace(0, 1, steps, dtype=torch.float64)
+    lmb = mu - beta * torch.sign(0.5 - x) * torch.log(1 - 2 * torch.abs(0.5 - x) + eps)
+    return _append_zero(torch.exp(lmb).clamp(min=sigma_min, max=sigma_max)).float()
+
+
 def normal_sigmas(ms: ModelSampling, steps: int, sgm: bool = False) -> torch.Tensor:
     start = float(ms.sigma_to_t(ms.sigma_max))
     end = float(ms.sigma_to_t(ms.sigma_min))

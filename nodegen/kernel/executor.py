@@ -196,10 +196,13 @@ class Executor:
     def _run(self, doc: dict, targets, keep_going: bool, cancel: CancelToken) -> RunResult:
         """Plan, then run each planned node in order (cache, execute, or skip), then report."""
         t0 = time.perf_counter()
-        run = _Run(next(self._run_ids), doc, plan(doc, self.registry, targets, self.env), keep_going, cancel)
+        # keep_going also runs the outputs whose part of the graph is valid (plan.skipped: the rest)
+        planned = plan(doc, self.registry, targets, self.env, drop_invalid=keep_going)
+        run = _Run(next(self._run_ids), doc, planned, keep_going, cancel)
         if run.plan.problems:
             return self._refuse(run)
-        self._emit(run.id, "run_started", nodes=len(run.plan.order), targets=list(run.plan.targets))
+        self._emit(run.id, "run_started", nodes=len(run.plan.order), targets=list(run.plan.targets),
+                   skipped_targets=list(run.plan.skipped))
         try:
             for nid in run.plan.order:
                 cancel.check()
@@ -299,7 +302,7 @@ class Executor:
 
     def _finish(self, run: _Run, t0: float) -> RunResult:
         result = run.result
-        if result.status == "ok" and result.failures:
+        if result.status == "ok" and (result.failures or run.plan.skipped):
             result.status = "failed"
         for nid in run.plan.targets:
             if nid in run.values:

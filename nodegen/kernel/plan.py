@@ -3,6 +3,11 @@
 Only that part is validated as *errors*; problems in branches nothing requested are reported as
 *warnings* and do not block the run. The steps: resolve the targets, collect what they need, check
 every node (:mod:`nodegen.kernel.validate`), order the needed nodes (cycles are errors).
+
+With ``drop_invalid`` (``run --keep-going``), a target whose needed part has errors is dropped
+instead of failing the plan: the plan runs the targets that are valid, lists the dropped ones in
+:attr:`Plan.skipped` with the problems that stopped each, and reports those problems as warnings.
+When no target is left, the plan fails as it would without the option.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ class Plan:
     targets: list[str]
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    #: Targets dropped by ``drop_invalid``: target id -> the errors in the part it needs.
+    skipped: dict[str, list[Problem]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -32,13 +39,23 @@ class Plan:
 
 
 def plan(doc: dict, registry: NodeRegistry, targets: Iterable[str] | None = None,
-         env: Any = None) -> Plan:
-    """Validate and order what ``targets`` (default: every output node) need."""
+         env: Any = None, *, drop_invalid: bool = False) -> Plan:
+    """Validate and order what ``targets`` (default: every output node) need; with
+    ``drop_invalid``, drop the targets whose needed part has errors (see the module doc)."""
     nodes: dict[str, dict] = doc.get("nodes", {})
     defs: dict[str, NodeDef | None] = {nid: registry.get(n.get("type")) for nid, n in nodes.items()}
     problems: list[Problem] = []
     target_ids = _targets(nodes, defs, targets, problems)
+    result = _plan_targets(nodes, defs, registry, env, target_ids, problems)
+    if drop_invalid and result.problems and not problems:
+        return _drop_invalid_targets(nodes, defs, registry, env, target_ids, result)
+    return result
+
+
+def _plan_targets(nodes: dict, defs: dict, registry: NodeRegistry, env: Any, target_ids: list[str],
+                  problems: list[Problem]) -> Plan:
     needed = _needed(nodes, target_ids)
+    problems = list(problems)
     warnings: list[Problem] = []
     for nid, n in nodes.items():
         if nid in needed:
@@ -50,6 +67,27 @@ def plan(doc: dict, registry: NodeRegistry, targets: Iterable[str] | None = None
         problems.extend(_cycle_problems(nodes, defs, needed))
         order = []
     return Plan(order, target_ids, problems, warnings)
+
+
+def _drop_invalid_targets(nodes: dict, defs: dict, registry: NodeRegistry, env: Any,
+                          target_ids: list[str], failed: Plan) -> Plan:
+    """Re-plan with only the targets whose needed part has no error; the rest are skipped."""
+    bad = {p.node_id for p in failed.problems if p.node_id is not None}
+    keep: list[str] = []
+    skipped: dict[str, list[Problem]] = {}
+    for t in target_ids:
+        hit = _needed(nodes, [t]) & bad
+        if hit:
+            skipped[t] = [p for p in failed.problems if p.node_id in hit]
+        else:
+            keep.append(t)
+    if not keep:
+        return failed
+    result = _plan_targets(nodes, defs, registry, env, keep, [])
+    if result.problems:  # cannot happen (a kept target needs no bad node); fail safe
+        return failed
+    result.skipped = skipped
+    return result
 
 
 def _targets(nodes: dict, defs: dict, targets: Iterable[str] | None, problems: list[Problem]) -> list[str]:

@@ -327,6 +327,8 @@ def load_folder(path: str | os.PathLike, manager=None) -> ControlNetModel:
 
 
 def load_controlnet(path: str | os.PathLike, manager=None) -> ControlNetModel:
+    """A ControlNet (for T2I-Adapters and union ControlNets too, see
+    :func:`nodegen.models.control_files.load_control`)."""
     p = Path(path)
     if p.is_dir():
         return load_folder(p, manager)

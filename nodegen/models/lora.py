@@ -6,6 +6,8 @@ Formats read:
   ``lora_te_`` / ``lora_te1_`` (first text encoder), ``lora_te2_`` (SDXL's second). UNet module
   names may be diffusers' (SD1 kohya) or the original LDM ones (SDXL kohya:
   ``input_blocks_4_1_...``); both are matched.
+* LyCORIS types in kohya names (LoHa, LoKr, LoCon with a Tucker core) and DoRA's ``dora_scale``:
+  see :mod:`nodegen.models.lycoris`;
 * diffusers / PEFT: ``unet.<module>.lora_A.weight`` / ``lora_B.weight``, ``text_encoder.``,
   ``text_encoder_2.``; the older ``.lora.down/up`` and ``processor.to_q_lora.down`` spellings;
   ``<module>.alpha`` network alphas; PEFT ``lora_alpha`` from the file's
@@ -37,6 +39,8 @@ class LoraLayer:
     down: torch.Tensor
     up: torch.Tensor
     alpha: float | None = None
+    #: DoRA's magnitude (see :func:`nodegen.models.lycoris.dora_delta`)
+    dora_scale: torch.Tensor | None = None
 
     @property
     def rank(self) -> int:
@@ -49,13 +53,18 @@ class LoraLayer:
     def delta(self, weight: torch.Tensor) -> torch.Tensor:
         up = self.up.to(weight.device, torch.float32).flatten(1)
         down = self.down.to(weight.device, torch.float32).flatten(1)
-        return (up @ down).reshape(weight.shape) * self.scale
+        d = (up @ down).reshape(weight.shape) * self.scale
+        if self.dora_scale is not None:
+            from nodegen.models.lycoris import dora_delta
+
+            d = dora_delta(weight, d, self.dora_scale)
+        return d
 
 
 @dataclass
 class LoraFile:
     path: str
-    layers: list[LoraLayer] = field(default_factory=list)
+    layers: list = field(default_factory=list)  # LoraLayer or lycoris.LycorisLayer
     layout: str = ""
 
 
@@ -84,9 +93,15 @@ def parse_lora(sd: dict[str, torch.Tensor], path: str = "<memory>", metadata: di
     unknown = []
     if any(k.startswith(tuple(_KOHYA_PREFIX)) for k in sd):
         out.layout = "kohya"
+        from nodegen.models.lycoris import parse_lycoris
+
+        lycoris, used = parse_lycoris(sd, _KOHYA_PREFIX)
+        out.layers.extend(lycoris)
         for key in sd:
+            if key in used:
+                continue
             if not key.endswith(".lora_down.weight"):
-                if not key.endswith((".lora_up.weight", ".alpha")):
+                if not key.endswith((".lora_up.weight", ".alpha", ".dora_scale")):
                     unknown.append(key)
                 continue
             name = key[: -len(".lora_down.weight")]
@@ -97,7 +112,8 @@ def parse_lora(sd: dict[str, torch.Tensor], path: str = "<memory>", metadata: di
             alpha = sd.get(name + ".alpha")
             out.layers.append(LoraLayer(_KOHYA_PREFIX[prefix], name[len(prefix):], sd[key],
                                         sd[name + ".lora_up.weight"],
-                                        float(alpha) if alpha is not None else None))
+                                        float(alpha) if alpha is not None else None,
+                                        sd.get(name + ".dora_scale")))
     else:
         out.layout = "diffusers"
         meta = metadata or {}

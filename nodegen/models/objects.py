@@ -101,7 +101,10 @@ class DiffusionModel(_Patchable):
     def use(self, device: str | torch.device | None = None,
             dtype: torch.dtype | None = None) -> Iterator[torch.nn.Module]:
         """The UNet on ``device`` (default: the manager's) in ``dtype`` with the patches applied."""
-        with use_module(self.manager, self.unet, device, dtype) as unet, patched(unet, self.patches) as u:
+        from nodegen.models.ip_adapter import installed
+
+        with use_module(self.manager, self.unet, device, dtype) as unet, patched(unet, self.patches) as u, \
+                installed(u, self.options.get("ip_adapters") or []):
             yield u
 
     def __repr__(self) -> str:
@@ -185,16 +188,20 @@ class TextEncoder(_Patchable):
             yield out
 
     def encode(self, text: str, device: str | torch.device | None = None,
-               dtype: torch.dtype | None = None) -> list[CondItem]:
-        """CONDITIONING for ``text`` (see :mod:`nodegen.models.clip_encode` for weighting and
-        chunking). Embeddings come back as float32 CPU tensors."""
+               dtype: torch.dtype | None = None, embeddings: Any = None) -> list[CondItem]:
+        """CONDITIONING for ``text`` (see :mod:`nodegen.models.clip_encode` for weighting,
+        chunking and ``embedding:name`` words, resolved by ``embeddings``, an
+        :class:`nodegen.models.embeddings.EmbeddingLookup`). Embeddings come back as float32 CPU
+        tensors."""
         from nodegen.models.clip_encode import encode_text
+        from nodegen.models.embeddings import ENCODER_KEYS
 
         spec = TEXT_FAMILY[self.family]
         layer = self.layer_idx if self.layer_idx is not None else spec["layer"]
         with torch.no_grad(), self.use(device, dtype) as encs:
             embeds, pooled = encode_text(self.tokenizers, encs, text, layer_idx=layer,
-                                         norm_hidden=spec["norm"], pooled_from=spec["pooled"])
+                                         norm_hidden=spec["norm"], pooled_from=spec["pooled"],
+                                         embeddings=embeddings, embedding_keys=ENCODER_KEYS[self.family])
         embeds = embeds.to("cpu", torch.float32)
         if pooled is not None:
             pooled = pooled.to("cpu", torch.float32)

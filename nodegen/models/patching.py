@@ -48,24 +48,26 @@ def patched(module: torch.nn.Module, patches: PatchList, prefix: str | None = No
         yield module
         return
     params = dict(module.named_parameters())
-    sums: dict[str, torch.Tensor] = {}
+    by_param: dict[str, list[tuple[Delta, float]]] = {}
     for patch_dict, strength in active:
         for key, delta in patch_dict.items():
             name = _strip(key, prefix)
             if name is None:
                 continue
-            p = params.get(name)
-            if p is None:
+            if name not in params:
                 raise KeyError(f"patch targets unknown weight {name!r} of {type(module).__name__}")
-            d = delta_value(delta, p.data) * float(strength)
-            sums[name] = sums[name] + d if name in sums else d
+            by_param.setdefault(name, []).append((delta, float(strength)))
     backup: dict[str, torch.Tensor] = {}
     try:
         with torch.no_grad():
-            for name, d in sums.items():
+            # one weight at a time: at most one patched weight is in flight besides the originals
+            for name, deltas in by_param.items():
                 p = params[name]
+                total = p.data.float()
+                for delta, strength in deltas:
+                    total = total + delta_value(delta, p.data) * strength
                 backup[name] = p.data
-                p.data = (p.data.float() + d).to(p.dtype)
+                p.data = total.to(p.dtype)
         yield module
     finally:
         for name, data in backup.items():

@@ -1,7 +1,7 @@
 """Model folders: where nodegen looks for the files users bring.
 
 A models root holds one folder per kind (``checkpoints/``, ``vae/``, ``loras/``, ``controlnet/``,
-``upscale_models/``, ``style_models/``). Roots come from, in order: ``--models DIR`` (given to
+``upscale_models/``, ``style_models/``, ``embeddings/``, ``ipadapter/``). Roots come from, in order: ``--models DIR`` (given to
 :class:`ModelPaths`), the ``NODEGEN_MODELS`` environment variable (several separated by
 ``os.pathsep``), and the config file (``NODEGEN_CONFIG`` or ``~/.config/nodegen/config.json``)::
 
@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-KINDS = ("checkpoints", "vae", "loras", "controlnet", "upscale_models", "style_models")
+KINDS = ("checkpoints", "vae", "loras", "controlnet", "upscale_models", "style_models", "embeddings", "ipadapter")
 #: Folder names other tools use for the same kinds (ComfyUI, A1111), also searched in each root.
 ALIASES = {
     "checkpoints": ("Stable-diffusion",),
@@ -28,10 +28,17 @@ ALIASES = {
     "controlnet": ("ControlNet",),
     "upscale_models": ("ESRGAN", "RealESRGAN"),
     "vae": ("VAE",),
+    "ipadapter": ("ip_adapter", "IP-Adapter"),
 }
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 
 _BUILTIN: dict[str, dict[str, Path]] = {}
+
+
+def portable_name(name: str) -> str:
+    """A model or image name as this system writes it: workflows made on Windows name files in
+    subfolders with backslashes (``SDXL\\model.safetensors``)."""
+    return name.replace("\\", "/") if os.sep == "/" else name
 
 
 def register_builtin(kind: str, name: str, path: str | os.PathLike) -> None:
@@ -127,6 +134,7 @@ class ModelPaths:
         """The file (or diffusers folder) for ``name``: a name from :meth:`list`, or a path."""
         if not name:
             return None
+        name = portable_name(name)
         p = Path(name).expanduser()
         if p.is_absolute():
             return p if p.exists() else None

@@ -23,7 +23,7 @@ from nodegen.kernel.executor import Executor, RunResult
 from nodegen.kernel.plan import Plan, plan
 from nodegen.kernel.registry import NodeRegistry, default_registry
 from nodegen.kernel.workflow import Workflow
-from nodegen.models.paths import ModelPaths
+from nodegen.models.paths import ModelPaths, portable_name
 from nodegen.runtime.prepare import Prepared, Preparer
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -47,7 +47,12 @@ class Environment:
         if not isinstance(name, str) or not name:
             return None
         if kind in (None, "image", "input"):
+            name = portable_name(name)
+            folder, name = self._image_folder(name)
             p = Path(name).expanduser()
+            if folder is not None:
+                cand = folder / p
+                return cand if cand.is_file() else None
             cands = [p] if p.is_absolute() else [Path(self.input_dir) / p, p]
             if self.workflow_dir is not None and not p.is_absolute():
                 cands.append(self.workflow_dir / p)
@@ -56,6 +61,15 @@ class Environment:
                     return cand
             return None
         return self.paths.resolve(kind, name)
+
+    def _image_folder(self, name: str) -> tuple[Path | None, str]:
+        """ComfyUI's folder suffix on an image name (``x.png [output]``): the folder it names and
+        the bare name; ``[input]`` is where images are looked up anyway."""
+        for suffix, folder in ((" [output]", self.output_dir), (" [temp]", self.temp_dir),
+                               (" [input]", None)):
+            if name.endswith(suffix):
+                return (Path(folder) if folder is not None else None), name[: -len(suffix)]
+        return None, name
 
     def describe_files(self, kind: str | None) -> str:
         if kind in (None, "image", "input"):
@@ -152,8 +166,11 @@ class Engine:
         self.env.missing_models = prepared.missing_models
         return prepared
 
-    def validate(self, source: Any, targets: list[str] | None = None) -> Plan:
-        return plan(self._prepared(source).data, self.registry, targets, self.env)
+    def validate(self, source: Any, targets: list[str] | None = None, *,
+                 keep_going: bool = False) -> Plan:
+        """The run's plan; with ``keep_going``, targets whose part has errors are dropped
+        (listed in ``plan.skipped``) and the valid ones planned."""
+        return plan(self._prepared(source).data, self.registry, targets, self.env, drop_invalid=keep_going)
 
     def run(self, source: Any, *, set: dict | None = None, targets: list[str] | None = None,  # noqa: A002
             keep_going: bool = False, cancel: CancelToken | None = None) -> RunResult:

@@ -15,18 +15,30 @@ from typing import Any
 
 from nodegen.diffusion.samplers._common import default_noise_sampler, get_ancestral_step, to_d
 from nodegen.diffusion.samplers.ddim import sample_ddim
+from nodegen.diffusion.samplers.ddpm import sample_ddpm
+from nodegen.diffusion.samplers.deis import sample_deis
 from nodegen.diffusion.samplers.dpm_2 import sample_dpm_2
 from nodegen.diffusion.samplers.dpm_2_ancestral import sample_dpm_2_ancestral
 from nodegen.diffusion.samplers.dpmpp_2m import sample_dpmpp_2m
+from nodegen.diffusion.samplers.dpmpp_2m_cfg_pp import sample_dpmpp_2m_cfg_pp
 from nodegen.diffusion.samplers.dpmpp_2m_sde import sample_dpmpp_2m_sde
 from nodegen.diffusion.samplers.dpmpp_2s_ancestral import sample_dpmpp_2s_ancestral
+from nodegen.diffusion.samplers.dpmpp_2s_ancestral_cfg_pp import sample_dpmpp_2s_ancestral_cfg_pp
 from nodegen.diffusion.samplers.dpmpp_3m_sde import sample_dpmpp_3m_sde
 from nodegen.diffusion.samplers.dpmpp_sde import sample_dpmpp_sde
 from nodegen.diffusion.samplers.euler import sample_euler
 from nodegen.diffusion.samplers.euler_ancestral import sample_euler_ancestral
+from nodegen.diffusion.samplers.euler_ancestral_cfg_pp import sample_euler_ancestral_cfg_pp
+from nodegen.diffusion.samplers.euler_cfg_pp import sample_euler_cfg_pp
 from nodegen.diffusion.samplers.heun import sample_heun
 from nodegen.diffusion.samplers.lcm import sample_lcm
 from nodegen.diffusion.samplers.lms import sample_lms
+from nodegen.diffusion.samplers.res_multistep import (
+    sample_res_multistep,
+    sample_res_multistep_ancestral,
+    sample_res_multistep_ancestral_cfg_pp,
+    sample_res_multistep_cfg_pp,
+)
 from nodegen.diffusion.samplers.uni_pc import sample_uni_pc, sample_uni_pc_bh2
 
 SAMPLERS: dict[str, Callable[..., Any]] = {
@@ -45,6 +57,17 @@ SAMPLERS: dict[str, Callable[..., Any]] = {
     "uni_pc": sample_uni_pc,
     "uni_pc_bh2": sample_uni_pc_bh2,
     "lcm": sample_lcm,
+    # the samplers ComfyUI added later, with their ComfyUI names
+    "euler_cfg_pp": sample_euler_cfg_pp,
+    "euler_ancestral_cfg_pp": sample_euler_ancestral_cfg_pp,
+    "dpmpp_2s_ancestral_cfg_pp": sample_dpmpp_2s_ancestral_cfg_pp,
+    "dpmpp_2m_cfg_pp": sample_dpmpp_2m_cfg_pp,
+    "ddpm": sample_ddpm,
+    "deis": sample_deis,
+    "res_multistep": sample_res_multistep,
+    "res_multistep_cfg_pp": sample_res_multistep_cfg_pp,
+    "res_multistep_ancestral": sample_res_multistep_ancestral,
+    "res_multistep_ancestral_cfg_pp": sample_res_multistep_ancestral_cfg_pp,
 }
 
 #: ComfyUI's "_gpu" variants draw their noise on the GPU there; ours is always drawn on the CPU
@@ -56,7 +79,8 @@ SAMPLER_NAMES: list[str] = list(SAMPLERS)
 
 #: Samplers that draw fresh noise while sampling (results depend on the seed's noise stream).
 STOCHASTIC = {"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde",
-              "dpmpp_3m_sde", "lcm", *ALIASES}
+              "dpmpp_3m_sde", "lcm", "euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp", "ddpm",
+              "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", *ALIASES}
 
 #: SDE samplers whose step noise comes from a Brownian tree seeded by the sampling seed
 #: (k-diffusion / ComfyUI; see nodegen.diffusion.brownian), not from the seed's Gaussian stream.

@@ -3,6 +3,9 @@
 Inputs are already named; a link is a two-item list ``[source_id, output_slot]``. The format
 holds no layout, notes, groups, muted nodes or primitive nodes (ComfyUI writes the primitives'
 values straight into the inputs they feed).
+
+Files people share often carry entries that are not nodes next to the nodes (app metadata, an
+entry without ``class_type``): the real nodes are imported and each such entry is reported in a note.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ def looks_like_api(data: Any) -> bool:
         return False
     if isinstance(data.get("prompt"), dict) and looks_like_api(data["prompt"]):
         return True
-    nodes = [v for v in data.values() if isinstance(v, dict)]
-    return bool(nodes) and all("class_type" in v for v in nodes)
+    # some entries may be app metadata; one node is enough to call it a prompt
+    return any(isinstance(v, dict) and "class_type" in v for v in data.values())
 
 
 def import_api(data: dict, builder: Builder) -> None:
@@ -32,7 +35,8 @@ def import_api(data: dict, builder: Builder) -> None:
         data = data["prompt"]  # a queued request: {"prompt": {...}, "client_id": ...}
     for raw_id, n in sorted(data.items(), key=lambda kv: _id_key(str(kv[0]))):
         nid = str(raw_id)
-        if not isinstance(n, dict):
+        if not isinstance(n, dict) or "class_type" not in n:
+            builder.note(f"entry {nid!r} is not a ComfyUI node (no 'class_type'); skipped")
             continue
         ctype = n.get("class_type")
         if not isinstance(ctype, str) or not ctype:

@@ -14,8 +14,10 @@ from typing import Any
 
 from nodegen.formats.comfy.mapping import UI_ONLY_INPUTS, NodeMap, for_comfy
 
-#: ComfyUI suffixes file names of its own folders ("x.png [input]").
-_FOLDER_SUFFIX = re.compile(r" \[(input|output|temp)\]$")
+#: ComfyUI suffixes file names of its own folders ("x.png [input]"). The input folder is where our
+#: image loaders look anyway, so ``[input]`` is dropped; ``[output]`` and ``[temp]`` keep their
+#: meaning (the engine resolves them in its output and temp folders) and export back unchanged.
+_INPUT_SUFFIX = re.compile(r" \[input\]$")
 _NO = object()
 
 
@@ -73,7 +75,7 @@ class Builder:
                 if conv is not None:
                     value = conv(value)
                 if isinstance(value, str):
-                    value = _FOLDER_SUFFIX.sub("", value)
+                    value = _INPUT_SUFFIX.sub("", value)
                 node["inputs"][m.our_input(name)] = value
             for name, (src, slot) in links.items():
                 if name in m.ignore:

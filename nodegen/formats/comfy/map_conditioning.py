@@ -13,7 +13,8 @@ MAPS = [
     nm("ConditioningZeroOut", "ConditioningZeroOut", "", "conditioning"),
     nm("ConditioningSetArea", "ConditioningSetArea", "width height x y strength", "conditioning"),
     nm("ControlNetApply", "ControlNetApply", "strength", "conditioning"),
-    # newer ComfyUI adds an optional ``vae`` link (for some ControlNet types); we have none
+    # newer ComfyUI adds an optional ``vae`` link (for some ControlNet types): kept both ways
     nm("ControlNetApplyAdvanced", "ControlNetApplyAdvanced", "strength start_percent end_percent",
-       "positive negative", ignore=frozenset({"vae"})),
+       "positive negative"),
+    nm("SetUnionControlNetType", "SetUnionControlNetType", "type", "control_net"),
 ]

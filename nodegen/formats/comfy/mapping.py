@@ -17,8 +17,11 @@ from nodegen.formats.comfy.node_map import (  # noqa: F401 - re-exported for the
 #: The table modules, each with ``MAPS: list[NodeMap]``.
 TABLE_MODULES = (
     "map_conditioning",
+    "map_custom_sampling",
     "map_image",
     "map_loaders",
+    "map_masks",
+    "map_merging",
     "map_sampling",
     "map_utility",
 )

@@ -147,5 +147,79 @@ def custom_sampler() -> dict:
     return g
 
 
+def custom_sigmas() -> dict:
+    g = _base(prefix="sigmas")
+    del g["3"]
+    cond = {"model": lk(4, "model"), "positive": lk(6, "conditioning"), "negative": lk(7, "conditioning")}
+    g["10"] = ("SamplerDPMPP_2M_SDE", {"solver_type": "heun", "eta": 0.8, "s_noise": 1.0, "noise_device": "cpu"})
+    g["11"] = ("AlignYourStepsScheduler", {"model_type": "SD1", "steps": 4, "denoise": 1.0})
+    g["12"] = ("SplitSigmasDenoise", {"denoise": 0.5, "sigmas": lk(11, "sigmas")})
+    g["13"] = ("SamplerCustom", {"add_noise": True, "noise_seed": 5, "cfg": 6.0, **cond, "sampler": lk(10, "sampler"),
+                                 "sigmas": lk(12, "high_sigmas"), "latent_image": lk(5, "latent")})
+    g["14"] = ("SamplerEulerAncestral", {"eta": 0.5, "s_noise": 1.0})
+    g["15"] = ("LaplaceScheduler", {"steps": 4, "sigma_max": 14.614642, "sigma_min": 0.0291675, "mu": 0.0,
+                                    "beta": 0.5})
+    g["16"] = ("FlipSigmas", {"sigmas": lk(15, "sigmas")})
+    g["17"] = ("SamplerCustom", {"add_noise": False, "noise_seed": 0, "cfg": 6.0, **cond, "sampler": lk(14, "sampler"),
+                                 "sigmas": lk(12, "low_sigmas"), "latent_image": lk(13, "output")})
+    g["18"] = ("KSampler", {"seed": 8, "steps": 3, "cfg": 1.0, "sampler_name": "euler_cfg_pp", "scheduler": "normal",
+                            "denoise": 0.3, **cond, "latent_image": lk(17, "output")})
+    g["8"][1]["samples"] = lk(18, "latent")
+    return g
+
+
+def masks_outpaint() -> dict:
+    g = _base(prefix="outpaint")
+    del g["5"]
+    g["10"] = ("LoadImage", {"image": "photo.png"})
+    g["11"] = ("ImageScaleToTotalPixels", {"upscale_method": "bilinear", "megapixels": 0.0025, "resolution_steps": 8,
+                                           "image": lk(10, "image")})
+    g["12"] = ("ImagePadForOutpaint", {"left": 8, "top": 0, "right": 8, "bottom": 0, "feathering": 8,
+                                       "image": lk(11, "image")})
+    g["13"] = ("GrowMask", {"expand": 2, "tapered_corners": True, "mask": lk(12, "mask")})
+    g["14"] = ("FeatherMask", {"left": 4, "top": 0, "right": 4, "bottom": 0, "mask": lk(13, "mask")})
+    g["15"] = ("LoadImage", {"image": "edges.png"})
+    g["16"] = ("ImageColorToMask", {"color": 16777215, "image": lk(15, "image")})
+    g["17"] = ("MaskComposite", {"x": 0, "y": 0, "operation": "add", "destination": lk(14, "mask"),
+                                 "source": lk(16, "mask")})
+    g["18"] = ("VAEEncode", {"pixels": lk(12, "image"), "vae": lk(4, "vae")})
+    g["19"] = ("SetLatentNoiseMask", {"samples": lk(18, "latent"), "mask": lk(17, "mask")})
+    g["20"] = ("DifferentialDiffusion", {"strength": 1.0, "model": lk(4, "model")})
+    g["3"][1].update(steps=3, model=lk(20, "model"), latent_image=lk(19, "latent"))
+    g["21"] = ("LatentBlend", {"blend_factor": 0.8, "samples1": lk(3, "latent"), "samples2": lk(18, "latent")})
+    g["22"] = ("EmptyLatentImage", {"width": 64, "height": 64, "batch_size": 1})
+    g["23"] = ("LatentComposite", {"x": 0, "y": 8, "feather": 8, "samples_to": lk(22, "latent"),
+                                   "samples_from": lk(21, "latent")})
+    g["24"] = ("LatentCompositeMasked", {"x": 0, "y": 0, "resize_source": False, "destination": lk(23, "latent"),
+                                         "source": lk(21, "latent"), "mask": lk(14, "mask")})
+    g["8"][1]["samples"] = lk(24, "latent")
+    g["25"] = ("ImageCompositeMasked", {"x": 8, "y": 8, "resize_source": False, "destination": lk(8, "image"),
+                                        "source": lk(10, "image"), "mask": lk(16, "mask")})
+    g["26"] = ("ImageBatch", {"image1": lk(25, "image"), "image2": lk(11, "image")})
+    g["9"][1]["images"] = lk(26, "image")
+    g["27"] = ("CannyEdges", {"low_threshold": 0.1, "high_threshold": 0.2, "image": lk(10, "image")})  # ComfyUI / 4
+    g["28"] = ("PreviewImage", {"images": lk(27, "image")})
+    return g
+
+
+def merging() -> dict:
+    g = _base(prefix="merged")
+    g["12"] = ("CheckpointLoader", {"ckpt_name": "tiny-sd1.safetensors"})
+    g["13"] = ("ModelMergeSimple", {"ratio": 0.4, "model1": lk(4, "model"), "model2": lk(12, "model")})
+    g["14"] = ("ModelMergeSubtract", {"multiplier": 0.5, "model1": lk(13, "model"), "model2": lk(12, "model")})
+    g["15"] = ("ModelMergeAdd", {"model1": lk(4, "model"), "model2": lk(14, "model")})
+    g["16"] = ("ModelMergeBlocks", {"input": 0.2, "middle": 0.5, "out": 0.9, "model1": lk(15, "model"),
+                                    "model2": lk(13, "model")})
+    g["17"] = ("CLIPMergeSimple", {"ratio": 0.3, "clip1": lk(4, "clip"), "clip2": lk(12, "clip")})
+    g["18"] = ("CLIPMergeSubtract", {"multiplier": 0.1, "clip1": lk(17, "clip"), "clip2": lk(12, "clip")})
+    g["19"] = ("CLIPMergeAdd", {"clip1": lk(17, "clip"), "clip2": lk(18, "clip")})
+    g["6"][1]["clip"] = lk(19, "clip")
+    g["7"][1]["clip"] = lk(19, "clip")
+    g["3"][1]["model"] = lk(16, "model")
+    g["20"] = ("CheckpointSave", {"filename_prefix": "checkpoints/merged", "model": lk(16, "model"),
+                                  "clip": lk(19, "clip"), "vae": lk(4, "vae")})
+    return g
+
+
 EXPECTED = {f.__name__: f for f in (txt2img, img2img, inpaint, hires_fix, lora, controlnet, esrgan_upscale,
-                                    sdxl_refiner, custom_sampler)}
+                                    sdxl_refiner, custom_sampler, custom_sigmas, masks_outpaint, merging)}

@@ -37,6 +37,20 @@ WIDGETS = {  # ComfyUI widget order; (name, control value after it) for seeds
     "LoadImageMask": ["image", "channel", ("upload", None)], "SaveImage": ["filename_prefix"],
     "ImageScale": ["upscale_method", "width", "height", "crop"], "ImageScaleBy": ["upscale_method", "scale_by"],
     "UpscaleModelLoader": ["model_name"],
+    # custom-sampling helpers (ComfyUI's comfy_extras/nodes_custom_sampler.py, nodes_align_your_steps.py)
+    "SamplerDPMPP_2M_SDE": ["solver_type", "eta", "s_noise", "noise_device"],
+    "SamplerEulerAncestral": ["eta", "s_noise"], "AlignYourStepsScheduler": ["model_type", "steps", "denoise"],
+    "SplitSigmasDenoise": ["denoise"], "LaplaceScheduler": ["steps", "sigma_max", "sigma_min", "mu", "beta"],
+    # masks and compositing (ComfyUI's nodes.py, comfy_extras/nodes_mask.py, nodes_latent.py, ...)
+    "ImageScaleToTotalPixels": ["upscale_method", "megapixels", "resolution_steps"],
+    "ImagePadForOutpaint": ["left", "top", "right", "bottom", "feathering"], "GrowMask": ["expand", "tapered_corners"],
+    "FeatherMask": ["left", "top", "right", "bottom"], "ImageColorToMask": ["color"],
+    "MaskComposite": ["x", "y", "operation"], "DifferentialDiffusion": ["strength"], "LatentBlend": ["blend_factor"],
+    "LatentComposite": ["x", "y", "feather"], "LatentCompositeMasked": ["x", "y", "resize_source"],
+    "ImageCompositeMasked": ["x", "y", "resize_source"], "Canny": ["low_threshold", "high_threshold"],
+    # model merging (comfy_extras/nodes_model_merging.py)
+    "ModelMergeSimple": ["ratio"], "ModelMergeSubtract": ["multiplier"], "ModelMergeBlocks": ["input", "middle", "out"],
+    "CLIPMergeSimple": ["ratio"], "CLIPMergeSubtract": ["multiplier"], "CheckpointSave": ["filename_prefix"],
 }
 OUTPUTS = {
     "CheckpointLoaderSimple": ["MODEL", "CLIP", "VAE"], "VAELoader": ["VAE"], "LoraLoader": ["MODEL", "CLIP"],
@@ -46,6 +60,14 @@ OUTPUTS = {
     "LoadImage": ["IMAGE", "MASK"], "LoadImageMask": ["MASK"], "UpscaleModelLoader": ["UPSCALE_MODEL"],
     "VAEDecode": ["IMAGE"], "ImageUpscaleWithModel": ["IMAGE"], "ImageScale": ["IMAGE"], "ImageScaleBy": ["IMAGE"],
     "SaveImage": [], "PreviewImage": [],
+    "SamplerDPMPP_2M_SDE": ["SAMPLER"], "SamplerEulerAncestral": ["SAMPLER"], "AlignYourStepsScheduler": ["SIGMAS"],
+    "SplitSigmasDenoise": ["high_sigmas", "low_sigmas"], "LaplaceScheduler": ["SIGMAS"], "FlipSigmas": ["SIGMAS"],
+    "ImageScaleToTotalPixels": ["IMAGE"], "ImagePadForOutpaint": ["IMAGE", "MASK"], "GrowMask": ["MASK"],
+    "FeatherMask": ["MASK"], "ImageColorToMask": ["MASK"], "MaskComposite": ["MASK"], "DifferentialDiffusion": ["MODEL"],
+    "ImageCompositeMasked": ["IMAGE"], "ImageBatch": ["IMAGE"], "Canny": ["IMAGE"],
+    "ModelMergeSimple": ["MODEL"], "ModelMergeSubtract": ["MODEL"], "ModelMergeAdd": ["MODEL"],
+    "ModelMergeBlocks": ["MODEL"], "CLIPMergeSimple": ["CLIP"], "CLIPMergeSubtract": ["CLIP"], "CLIPMergeAdd": ["CLIP"],
+    "CheckpointSave": [],
 }
 
 

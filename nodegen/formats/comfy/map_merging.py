@@ -1,0 +1,26 @@
+"""ComfyUI's model merging nodes and CheckpointSave."""
+
+from nodegen.formats.comfy.node_map import nm
+
+MAPS = [
+    nm("ModelMergeSimple", "ModelMergeSimple", "ratio", "model"),
+    nm("ModelMergeBlocks", "ModelMergeBlocks", "input middle out", "model"),
+    nm("ModelMergeAdd", "ModelMergeAdd", "", "model"),
+    nm("ModelMergeSubtract", "ModelMergeSubtract", "multiplier", "model"),
+    nm("CLIPMergeSimple", "CLIPMergeSimple", "ratio", "clip"),
+    nm("CLIPMergeAdd", "CLIPMergeAdd", "", "clip"),
+    nm("CLIPMergeSubtract", "CLIPMergeSubtract", "multiplier", "clip"),
+    nm("CheckpointSave", "CheckpointSave", "filename_prefix", ""),
+]
+
+
+def _per_block(comfy: str, inputs: int, middle: int, outputs: int):
+    """ComfyUI's ModelMergeSD1/SDXL: one widget per block, named by its original prefix."""
+    prefixes = (["time_embed.", "label_emb."] + [f"input_blocks.{i}." for i in range(inputs)]
+                + [f"middle_block.{i}." for i in range(middle)] + [f"output_blocks.{i}." for i in range(outputs)]
+                + ["out."])
+    return nm(comfy, comfy, " ".join(prefixes), "model",
+              rename={p: p.rstrip(".").replace(".", "_") for p in prefixes})
+
+
+MAPS += [_per_block("ModelMergeSD1", 12, 3, 12), _per_block("ModelMergeSDXL", 9, 3, 9)]

@@ -1,0 +1,30 @@
+"""What ControlNetLoader loads: a ControlNet, a union ControlNet (ControlNet++ / promax) or a
+T2I-Adapter, recognised by the file's tensors (or a diffusers folder's config), as ComfyUI's
+loader does."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from nodegen.models import controlnet as cn
+from nodegen.models import t2i_adapter as t2i
+from nodegen.models import union_controlnet as union
+
+
+def load_control(path: str | os.PathLike, manager=None):
+    p = Path(path)
+    if p.is_dir():
+        cfg = p / "config.json"
+        if cfg.is_file() and json.loads(cfg.read_text(encoding="utf-8")).get("_class_name") == "T2IAdapter":
+            return t2i.load_t2i_adapter(p, manager)
+        return cn.load_folder(p, manager)
+    if not p.is_file():
+        raise FileNotFoundError(f"ControlNet file not found: {p}")
+    sd = cn._read(p)
+    if t2i.is_t2i_adapter(sd):
+        return t2i.load_t2i_adapter(p, manager, state_dict=sd)
+    if union.is_union(sd):
+        return union.load_union(p, sd, manager)
+    return cn.load_single_file(p, manager)

@@ -1,0 +1,45 @@
+"""Image helpers published workflows use: scale to a pixel count, and join two image batches."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from nodegen.image.convert import check_image
+from nodegen.kernel import types as T
+from nodegen.kernel.node import Input, Output, node
+
+from .image_ops import SCALE_METHODS, center_crop_to_aspect, resize
+
+
+@node("ImageScaleToTotalPixels", category="image/transform",
+      description="Resize images to about a number of megapixels, keeping the aspect ratio.",
+      inputs=[Input.link("image", T.IMAGE), Input.choice("upscale_method", SCALE_METHODS, "nearest-exact"),
+              Input.float("megapixels", 1.0, min=0.0001, max=16.0, step=0.01,
+                          description="Target size in megapixels (1 MP = 1024 x 1024)"),
+              Input.int("resolution_steps", 1, min=1, max=256,
+                        description="Round width and height to multiples of this")],
+      outputs=[Output("image", T.IMAGE)], keywords=("resize", "megapixels"))
+def image_scale_to_total_pixels(ctx, image, upscale_method, megapixels, resolution_steps=1):
+    check_image(image)
+    h, w = image.shape[1:3]
+    scale = math.sqrt(int(megapixels * 1024 * 1024) / (w * h))
+    width = max(resolution_steps, round(w * scale / resolution_steps) * resolution_steps)
+    height = max(resolution_steps, round(h * scale / resolution_steps) * resolution_steps)
+    return resize(image, int(width), int(height), upscale_method)
+
+
+@node("ImageBatch", category="image",
+      description="Join two image batches (the second is resized to the first's size, centre-cropped).",
+      inputs=[Input.link("image1", T.IMAGE), Input.link("image2", T.IMAGE)],
+      outputs=[Output("image", T.IMAGE)], keywords=("batch", "join", "concat"))
+def image_batch(ctx, image1, image2):
+    check_image(image1, "image1")
+    check_image(image2, "image2")
+    if image2.shape[-1] != image1.shape[-1]:
+        raise ValueError(f"input 'image2' has {image2.shape[-1]} channels but 'image1' has {image1.shape[-1]}")
+    if image2.shape[1:3] != image1.shape[1:3]:
+        h, w = image1.shape[1:3]
+        image2 = resize(center_crop_to_aspect(image2, w, h), w, h, "bilinear")
+    return torch.cat([image1, image2.to(image1)], dim=0)
