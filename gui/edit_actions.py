@@ -42,6 +42,7 @@ class EditMixin:
         return self.add_node(type_name, self.view.visible_scene_rect().center())
 
     def open_search(self, scene_pos: QPointF, filt: dict | None = None) -> None:
+        self.scene.release_grab()
         gp = self.view.viewport().mapToGlobal(self.view.mapFromScene(scene_pos))
         self.search.open_at(scene_pos, gp, filt)
 
@@ -175,6 +176,7 @@ class EditMixin:
     # -- context menu ------------------------------------------------------------------
     def canvas_menu(self, view_pos) -> QMenu:
         scene_pos = self.view.mapToScene(view_pos)
+        self.scene.release_grab()  # the menu takes the mouse: the press that opened it ends here
         menu = QMenu(self)
         item = self.scene.node_at(scene_pos)
         group = next((g for g in self.scene.items(scene_pos) if isinstance(g, GroupItem)), None)

@@ -115,6 +115,7 @@ class EditorMixin:
     def open_choice_menu(self, item, name: str, spec: dict, screen_pos) -> QMenu:
         """A menu of the input's choices (recomputed choices come with a schema refresh);
         image files also offer Browse...; the menu is kept in ``active_menu``."""
+        self.release_grab()  # the menu takes the mouse: the press that opened it ends here
         menu = QMenu()
         current = item.value_of(name)
         for choice in spec.get("choices") or []:

@@ -137,9 +137,9 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         m = mb.addMenu("&View")
         a(m, "Fit all", self.view.fit_all, "Home", "fit_all")
         a(m, "Fit selection", self.view.fit_selection, "F", "fit_selection")
-        a(m, "Zoom in", lambda: self.view.set_zoom(self.view.zoom() * 1.25), QKeySequence.ZoomIn, "zoom_in")
-        a(m, "Zoom out", lambda: self.view.set_zoom(self.view.zoom() / 1.25), QKeySequence.ZoomOut, "zoom_out")
-        a(m, "Actual size", lambda: self.view.set_zoom(1.0), "Ctrl+0", "zoom_reset")
+        a(m, "Zoom in", lambda: self.view.zoom_by(1.25), QKeySequence.ZoomIn, "zoom_in")
+        a(m, "Zoom out", lambda: self.view.zoom_by(1 / 1.25), QKeySequence.ZoomOut, "zoom_out")
+        a(m, "Actual size", lambda: self.view.zoom_by(None), "Ctrl+0", "zoom_reset")
         a(m, "Minimap", lambda: self.view.minimap.setVisible(not self.view.minimap.isVisible()), "M", "minimap")
         m.addSeparator()
         for dock in (self.palette_dock, self.history_dock, self.viewer_dock, self.problems_dock):
@@ -188,7 +188,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.problems.clear()
         self.viewer.set_images([])
         self.viewer_node = None
-        self.view.fit_all()
+        self.view.request_fit()
 
     def focus_node(self, nid: str) -> None:
         item = self.scene.items_by_id.get(nid)

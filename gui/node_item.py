@@ -8,7 +8,7 @@ Widgets are painted, not real Qt widgets (hundreds of nodes stay fast); interact
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QPainterPath
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsRectItem
 
@@ -86,7 +86,7 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
         self._update_source_image(inputs)
         self._layout(size)
         pos = ui.get("pos")
-        if isinstance(pos, list) and len(pos) == 2 and not self.canvas.dragging:
+        if isinstance(pos, list) and len(pos) == 2 and not self.canvas.is_moving(self):
             if self.pos() != QPointF(pos[0], pos[1]):
                 self.setPos(pos[0], pos[1])
         self.setToolTip(self._tooltip())
@@ -277,6 +277,14 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
         if event.modifiers() & Qt.ShiftModifier:  # shift-click adds to the selection, like ctrl
             event.setModifiers(event.modifiers() | Qt.ControlModifier)
         super().mousePressEvent(event)
+        if event.button() == Qt.LeftButton and event.isAccepted():
+            self.canvas.begin_press(self)  # a press on the body: it may become a move
+
+    def sceneEvent(self, event) -> bool:  # noqa: N802
+        if event.type() == QEvent.UngrabMouse:  # lost the mouse: no drag goes on any more
+            self.canvas.lost_grab(self)
+            self.cancel_widget_drag()
+        return super().sceneEvent(event)
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
         if self.widget_drag_active():

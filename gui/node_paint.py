@@ -13,6 +13,9 @@ from . import theme
 TITLE_H = 26.0
 PAD = 8.0
 PORT_R = 5.0
+#: Below this zoom (level of detail) port names and widget values are not drawn; the view never
+#: fits a graph below it (it pans instead), so what opens is readable.
+DETAIL_LOD = 0.5
 
 
 class NodePaintMixin:
@@ -115,7 +118,7 @@ class NodePaintMixin:
                 painter.setPen(QPen(QColor("#ffffff") if ok else theme.NODE_BORDER, 2 if ok else 1))
                 painter.setBrush(col if ok is not False else col.darker(300))
                 painter.drawEllipse(p, r, r)
-                if self.collapsed or self.compact or lod < 0.5:
+                if self.collapsed or self.compact or lod < DETAIL_LOD:
                     continue
                 painter.setPen(theme.NODE_TEXT if ok is not False else theme.NODE_DIM_TEXT)
                 label = name + ("" if spec.get("optional") is not True or side == "out" else "?")
