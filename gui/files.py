@@ -145,12 +145,10 @@ class FileMixin:
             wf.path = None  # never overwrite the image with JSON
         self.doc.set_workflow(wf)
         self.add_recent(path)
-        self.after_open()
-        if imported:  # a ComfyUI workflow: a new, unsaved document, with the importer's notes
-            self.doc.dirty = True
-            self.update_title()
-            self.problems.set_problems([f"imported from {imported.get('from')}: {n}"
-                                        for n in imported.get("notes", [])])
+        # a ComfyUI workflow opens as a new document (Save asks where), not marked modified:
+        # nothing was changed yet; the importer's notes go to the Problems panel
+        self.after_open([f"imported from {imported.get('from')}: {n}" for n in imported.get("notes", [])])
+        self.update_title()
         self.statusBar().showMessage(f"opened {path}", 5000)
         return True
 

@@ -11,6 +11,7 @@ from . import theme  # noqa: F401 - colours used by the items
 from .document import Document
 from .edit_actions import EditMixin
 from .files import FileMixin
+from .model_settings import ModelSettingsDialog, flag_missing_models, rescan, session_roots
 from .palette import Palette, QuickSearch
 from .panels import DeviceStatus, ImageViewer, ProblemsPanel
 from .run_view import RunMixin
@@ -24,6 +25,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
     def __init__(self, engine, parent=None) -> None:
         super().__init__(parent)
         self.engine = engine
+        self.cli_roots = session_roots(engine.env.paths)  # --models: kept across rescans
         QPixmapCache.setCacheLimit(max(QPixmapCache.cacheLimit(), 256 * 1024))  # node/wire caches
         self.schema = Schema.from_engine(engine)
         self.doc = Document(self)
@@ -148,7 +150,10 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         a(m, "Run", self.run_graph, ["Ctrl+Return", "Ctrl+Enter"], "run")
         self.cancel_action = a(m, "Cancel", self.cancel_run, "Escape", "cancel")
         a(m, "Validate", self.validate_graph, "Ctrl+Shift+Return", "validate")
-        a(m, "Refresh node list (model files, choices)", self.refresh_schema, "R", "refresh")
+        a(m, "Refresh node list (model files, choices)", self.rescan_models, "R", "refresh")
+        m = mb.addMenu("&Settings")
+        a(m, "Model folders…", self.model_settings, None, "model_settings")
+        a(m, "Rescan model folders", self.rescan_models, None, "rescan_models")
         m = mb.addMenu("&Help")
         a(m, "Keyboard and mouse", self.show_shortcuts, "F1", "shortcuts")
         bar = self.addToolBar("Run")
@@ -183,12 +188,37 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
             self.engine.env.workflow_dir = self.doc.path.resolve().parent if self.doc.path else None
 
     # -- misc --------------------------------------------------------------------------
-    def after_open(self) -> None:
+    def after_open(self, notes: list[str] | None = None) -> None:
         self.node_images.clear()
         self.problems.clear()
         self.viewer.set_images([])
         self.viewer_node = None
         self.view.request_fit()
+        self.show_missing_models(notes)
+
+    # -- model folders -------------------------------------------------------------------
+    def show_missing_models(self, notes: list[str] | None = None) -> list:
+        """Mark the inputs naming files that are not found and list them (with ``notes``, e.g.
+        an importer's) in the Problems panel, right when a graph opens."""
+        missing = flag_missing_models(self)
+        shown = list(notes or []) + missing
+        self.problems.set_problems(shown)
+        if missing:
+            self.problems_dock.show()
+            self.statusBar().showMessage(f"{len(missing)} file(s) not found: see the Problems panel", 10000)
+        return missing
+
+    def model_settings(self) -> None:
+        dialog = ModelSettingsDialog(self)
+        if dialog.exec():
+            dialog.save()
+            self.rescan_models()
+
+    def rescan_models(self) -> None:
+        """Re-read the model folders (config file, NODEGEN_MODELS) and refresh choices and marks."""
+        rescan(self.engine, self.cli_roots)
+        self.refresh_schema()
+        self.show_missing_models()
 
     def focus_node(self, nid: str) -> None:
         item = self.scene.items_by_id.get(nid)

@@ -45,6 +45,7 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
         self.reason: str = ""
         self.error: str = ""
         self.problems: list[str] = []
+        self.bad_inputs: set[str] = set()  # inputs named by a problem (drawn with a red frame)
         self.images: list = []            # QImage list (outputs or previews)
         self.image_index = 0
         self.source_image = None          # a file widget's image (e.g. LoadImage)
@@ -224,6 +225,13 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
             setattr(self, k, v)
         if state != "running":
             self.progress = None
+        self.setToolTip(self._tooltip())
+        self.update()
+
+    def set_problems(self, problems: list) -> None:
+        """Show validation problems (objects with ``input`` and ``message``) on this node."""
+        self.problems = [(f"{p.input}: " if p.input else "") + p.message for p in problems]
+        self.bad_inputs = {p.input for p in problems if p.input}
         self.setToolTip(self._tooltip())
         self.update()
 

@@ -38,15 +38,12 @@ class RunMixin:
     def validate_graph(self):
         self.scene.commit_editor()
         p = self.runner.validate(self.doc.data)
-        by_node: dict[str, list[str]] = {}
-        for prob in p.problems + p.warnings:
+        by_node: dict[str, list] = {}
+        for prob in p.problems:
             if prob.node_id is not None:
-                text = (f"{prob.input}: " if prob.input else "") + prob.message
-                by_node.setdefault(prob.node_id, []).append(text)
+                by_node.setdefault(str(prob.node_id), []).append(prob)
         for nid, item in self.scene.items_by_id.items():
-            item.problems = by_node.get(nid, []) if nid in {x.node_id for x in p.problems} else []
-            item.setToolTip(item._tooltip())
-            item.update()
+            item.set_problems(by_node.get(nid, []))
         self.problems.set_problems(p.problems + p.warnings)
         return p
 

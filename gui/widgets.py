@@ -112,7 +112,8 @@ class WidgetInteraction:
                 continue
             w = spec.get("widget")
             value = self.value_of(name)
-            painter.setPen(QPen(QColor("#3a3c42"), 1))
+            bad = name in getattr(self, "bad_inputs", ())
+            painter.setPen(QPen(theme.ERROR, 2) if bad else QPen(QColor("#3a3c42"), 1))
             painter.setBrush(theme.WIDGET_BG)
             painter.drawRoundedRect(rect, 4, 4)
             frac = slider_fraction(spec, value)
