@@ -11,9 +11,11 @@ from . import theme  # noqa: F401 - colours used by the items
 from .document import Document
 from .edit_actions import EditMixin
 from .files import FileMixin
+from .gallery import Gallery
 from .model_settings import ModelSettingsDialog, flag_missing_models, rescan, session_roots
 from .palette import Palette, QuickSearch
 from .panels import DeviceStatus, ImageViewer, ProblemsPanel
+from .queue_panel import QueuePanel
 from .run_view import RunMixin
 from .runner import RunController
 from .scene import GraphScene
@@ -66,6 +68,15 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.viewer_dock = self._dock("Image", self.viewer, Qt.RightDockWidgetArea, "viewer")
         self.problems = ProblemsPanel()
         self.problems_dock = self._dock("Problems", self.problems, Qt.BottomDockWidgetArea, "problems")
+        self.queue_panel = QueuePanel(self.runner)
+        self.queue_dock = self._dock("Queue", self.queue_panel, Qt.RightDockWidgetArea, "queue")
+        self.gallery = Gallery()
+        self.gallery_dock = self._dock("Gallery", self.gallery, Qt.RightDockWidgetArea, "gallery")
+        self.tabifyDockWidget(self.viewer_dock, self.gallery_dock)
+        self.tabifyDockWidget(self.gallery_dock, self.queue_dock)
+        self.tabifyDockWidget(self.palette_dock, self.history_dock)
+        self.palette_dock.raise_()
+        self.viewer_dock.raise_()
         self._docks_sized = False
 
     def showEvent(self, event) -> None:  # noqa: N802
@@ -144,11 +155,13 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         a(m, "Actual size", lambda: self.view.zoom_by(None), "Ctrl+0", "zoom_reset")
         a(m, "Minimap", lambda: self.view.minimap.setVisible(not self.view.minimap.isVisible()), "M", "minimap")
         m.addSeparator()
-        for dock in (self.palette_dock, self.history_dock, self.viewer_dock, self.problems_dock):
+        for dock in (self.palette_dock, self.history_dock, self.viewer_dock, self.gallery_dock, self.queue_dock,
+                     self.problems_dock):
             m.addAction(dock.toggleViewAction())
         m = mb.addMenu("&Run")
         a(m, "Run", self.run_graph, ["Ctrl+Return", "Ctrl+Enter"], "run")
-        self.cancel_action = a(m, "Cancel", self.cancel_run, "Escape", "cancel")
+        self.cancel_action = a(m, "Cancel", self.cancel_run, None, "cancel")
+        a(m, "Cancel all", self.cancel_all, None, "cancel_all")
         a(m, "Validate", self.validate_graph, "Ctrl+Shift+Return", "validate")
         a(m, "Refresh node list (model files, choices)", self.rescan_models, "R", "refresh")
         m = mb.addMenu("&Settings")
@@ -165,7 +178,8 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         for key in ("undo", "redo", "fit_all"):
             bar.addAction(self.actions_by_name[key])
         self.actions_by_name["run"].setToolTip("Run the graph (Ctrl+Enter); runs queue up")
-        self.actions_by_name["cancel"].setToolTip("Cancel the run and the queue (Esc)")
+        self.actions_by_name["cancel"].setToolTip("Cancel the running job; queued ones go on "
+                                                  "(Esc on the canvas)")
 
     def _connect(self) -> None:
         self.palette.activated.connect(self.add_node_at_center)
@@ -181,6 +195,8 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.scene.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.scene.imageActivated.connect(self.show_in_viewer)
         self.problems.nodeActivated.connect(self.focus_node)
+        self.view.escapePressed.connect(self.escape_pressed)
+        self.gallery.openWorkflow.connect(lambda path: self.open_file(path))
 
     def _workflow_dir_changed(self) -> None:
         """Relative image paths are also looked up beside the workflow file (as the CLI does)."""

@@ -41,6 +41,8 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
         # run state (not part of the document)
         self.state: str | None = None     # running / cached / done / failed / skipped
         self.progress: tuple[int, int] | None = None
+        self.started_at: float | None = None
+        self.eta: float | None = None     # seconds left on the running node (from its progress)
         self.seconds: float | None = None
         self.reason: str = ""
         self.error: str = ""
@@ -225,6 +227,7 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
             setattr(self, k, v)
         if state != "running":
             self.progress = None
+            self.eta = None
         self.setToolTip(self._tooltip())
         self.update()
 

@@ -18,6 +18,16 @@ PORT_R = 5.0
 DETAIL_LOD = 0.5
 
 
+def running_label(progress, eta) -> str:
+    """"running", or "7/20 · 3s left" once the node reports its steps."""
+    if not progress or not progress[1]:
+        return "running"
+    text = f"{progress[0]}/{progress[1]}"
+    if eta is not None:
+        text += f" \u00b7 {eta:.0f}s left" if eta < 90 else f" \u00b7 {eta / 60:.0f} min left"
+    return text
+
+
 class NodePaintMixin:
     def paint(self, painter, option, widget=None) -> None:
         lod = option.levelOfDetailFromTransform(painter.worldTransform())
@@ -74,8 +84,10 @@ class NodePaintMixin:
             label, col = f"{self.seconds:.2f}s", theme.RUNNING
         elif self.state == "failed":
             label, col = "failed", theme.ERROR
+        elif self.state == "cancelled":
+            label, col = "cancelled", theme.NODE_DIM_TEXT
         elif self.state == "running":
-            label, col = "running", theme.RUNNING
+            label, col = running_label(self.progress, self.eta), theme.RUNNING
         if label:
             painter.setFont(self.FONT)
             painter.setPen(col)

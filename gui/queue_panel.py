@@ -7,7 +7,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QHBoxLayout,
-    QPushButton,
+    QToolButton,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -36,10 +36,11 @@ class QueuePanel(QWidget):
         self.tree.setRootIsDecorated(False)
         self.tree.setColumnWidth(0, 40)
         self.tree.setColumnWidth(1, 150)
-        self.cancel_button = QPushButton("Cancel job")
+        self.cancel_button = QToolButton(text="Cancel job", autoRaise=True)
         self.cancel_button.setToolTip("Cancel the selected job; the others go on")
-        self.cancel_all_button = QPushButton("Cancel all")
-        self.clear_button = QPushButton("Clear finished")
+        self.cancel_all_button = QToolButton(text="Cancel all", autoRaise=True)
+        self.clear_button = QToolButton(text="Clear", autoRaise=True)
+        self.clear_button.setToolTip("Hide finished jobs")
         self.cancel_button.clicked.connect(self.cancel_selected)
         self.cancel_all_button.clicked.connect(runner.cancel)
         self.clear_button.clicked.connect(self.clear_finished)
