@@ -11,6 +11,7 @@ from PySide6.QtCore import QPointF, QRectF
 from PySide6.QtWidgets import QMenu
 
 from . import clipboard, commands
+from .defaults import new_node_inputs
 from .group_item import GroupItem
 from .node_item import NodeItem
 
@@ -27,6 +28,7 @@ class EditMixin:
         if info is None:
             self.statusBar().showMessage(f"unknown node type {type_name}", 5000)
             return None
+        inputs = new_node_inputs(info, inputs, self.doc.data, self.schema, self.engine.env)
         stack = self.doc.undo_stack
         stack.beginMacro(f"Add {info.title}")
         cmd = commands.add_node(self.doc, type_name, (pos.x(), pos.y()), inputs,

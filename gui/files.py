@@ -79,8 +79,7 @@ class FileMixin:
         self.doc.undo_stack.indexChanged.connect(lambda _: self.update_title())
         self.doc.pathChanged.connect(self.update_title)
         geometry = self.settings.value("geometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
+        self.geometry_restored = geometry is not None and self.restoreGeometry(geometry)
 
     # -- title -------------------------------------------------------------------------
     def update_title(self) -> None:

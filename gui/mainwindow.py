@@ -3,8 +3,8 @@ menus with their shortcuts, and the status bar (messages, run state, device and 
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QKeySequence, QPixmapCache
+from PySide6.QtCore import QRect, Qt
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QPixmapCache
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QUndoView
 
 from . import theme  # noqa: F401 - colours used by the items
@@ -21,6 +21,15 @@ from .runner import RunController
 from .scene import GraphScene
 from .schema import Schema
 from .view import GraphView
+
+#: The window's size on a screen with room for it (logical pixels); smaller screens get less.
+DEFAULT_SIZE = (1400, 900)
+
+
+def fitted_size(width: int, height: int, available: QRect) -> tuple[int, int]:
+    """``width`` x ``height`` shrunk to leave room for the window frame on ``available`` (a
+    screen's available geometry in logical pixels, so 1.5x scaling is taken into account)."""
+    return min(width, int(available.width() * 0.94)), min(height, int(available.height() * 0.9))
 
 
 class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
@@ -45,7 +54,9 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.init_run()
         self._connect()
         self.setAcceptDrops(True)
-        self.resize(1400, 900)
+        if not self.geometry_restored:
+            self.resize(*DEFAULT_SIZE)
+        self.fit_to_screen()
         self.rebuild_recent_menu()
         self.update_title()
         self.update_run_label()
@@ -202,6 +213,20 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         """Relative image paths are also looked up beside the workflow file (as the CLI does)."""
         if hasattr(self.engine.env, "workflow_dir"):
             self.engine.env.workflow_dir = self.doc.path.resolve().parent if self.doc.path else None
+
+    def fit_to_screen(self) -> None:
+        """Keep the window on its screen: not larger than the available area, and inside it."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            return
+        avail = screen.availableGeometry()
+        w, h = fitted_size(self.width(), self.height(), avail)
+        if (w, h) != (self.width(), self.height()):
+            self.resize(w, h)
+        frame = self.frameGeometry()
+        if not avail.contains(frame):
+            self.move(avail.x() + max(0, (avail.width() - frame.width()) // 2),
+                      avail.y() + max(0, (avail.height() - frame.height()) // 2))
 
     # -- misc --------------------------------------------------------------------------
     def after_open(self, notes: list[str] | None = None) -> None:

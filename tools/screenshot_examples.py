@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The size the editor opens at on a large enough screen (see gui.mainwindow.DEFAULT_SIZE).
+#: The size the editor opens at on a large enough screen (gui.mainwindow.DEFAULT_SIZE).
 DEFAULT_SIZE = (1400, 900)
 
 
