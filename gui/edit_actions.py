@@ -229,3 +229,8 @@ class EditMixin:
             label = f"Convert {name} to widget" if name in ports else f"Convert {name} to input port"
             sub.addAction(label, lambda n=name, d=spec.get("default"): self.doc.undo_stack.push(
                 commands.toggle_port(self.doc, item.nid, n, d)))
+        sweep = menu.addMenu("Sweep")
+        for spec in literal:
+            if spec.get("widget") not in ("file", "multiline"):
+                sweep.addAction(f"Sweep {spec['name']}\u2026",
+                                lambda n=spec["name"]: self.open_sweep_dialog((item.nid, n)))

@@ -1,5 +1,5 @@
 """The output gallery: thumbnails of every image the runs of this session wrote, newest first, and
-sweeps shown as a grid (one cell per value, labelled). For any image: open it, show it in its
+sweeps shown as a grid (rows and columns are the swept values). For any image: open it, show it in its
 folder, copy it, or reopen the workflow that made it (every PNG nodegen writes carries it).
 """
 
@@ -17,6 +17,9 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMenu,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -82,9 +85,17 @@ class Gallery(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         bar.addStretch(1)
+        self.grid = QTableWidget()
+        self.grid.setIconSize(QSize(THUMB, THUMB))
+        self.grid.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.grid.itemDoubleClicked.connect(lambda item: self.open_image(item.data(PATH_ROLE)))
+        self.grid.currentItemChanged.connect(lambda *_: self._update_buttons())
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.list)
+        self.pages.addWidget(self.grid)
         lay.addWidget(self.view_combo)
         lay.addLayout(bar)
-        lay.addWidget(self.list)
+        lay.addWidget(self.pages)
         self.list.itemSelectionChanged.connect(self._update_buttons)
         self._update_buttons()
 
@@ -113,41 +124,57 @@ class Gallery(QWidget):
             return list(reversed(self.entries))
         return [e for e in self.entries if e.sweep == which]
 
-    def grid_columns(self) -> int:
-        """Columns of the sweep grid: the number of values of the sweep's first axis when it
-        has two axes, else as many as fit."""
-        shown = self.shown()
-        if not shown or shown[0].sweep is None:
-            return 0
-        axes = list(shown[0].values)
-        if len(axes) < 2:
-            return 0
-        return len({str(e.values.get(axes[-1])) for e in shown})
-
     def refresh(self) -> None:
         self.list.clear()
-        for e in self.shown():
+        shown = self.shown()
+        for e in shown:
             item = QListWidgetItem(QIcon(thumbnail(e.path)), e.caption or Path(e.path).name)
             item.setData(PATH_ROLE, e.path)
             item.setToolTip(f"{e.path}\nrun {e.job}" + (f"\n{e.caption}" if e.caption else ""))
             self.list.addItem(item)
-        cols = self.grid_columns()
-        if cols:  # a two-axis sweep: rows of the first axis, columns of the second
-            self.list.setGridSize(QSize(THUMB + 16, THUMB + 36))
-            self.list.setMinimumWidth(cols * (THUMB + 16) + 24)
-        else:
-            self.list.setGridSize(QSize(THUMB + 16, THUMB + 36))
-            self.list.setMinimumWidth(0)
+        self._fill_grid([e for e in shown if e.sweep is not None] if self.view_combo.currentText() != ALL else [])
+        self.pages.setCurrentWidget(self.grid if self.grid.rowCount() else self.list)
         self._update_buttons()
+
+    def _fill_grid(self, entries: list[Entry]) -> None:
+        """A sweep as a table: rows are the first axis' values, columns the second's (one row
+        for a one-axis sweep), each cell the image made with those values."""
+        self.grid.clear()
+        self.grid.setRowCount(0)
+        self.grid.setColumnCount(0)
+        if not entries:
+            return
+        keys = list(entries[0].values)
+        row_key, col_key = (keys[0], keys[1]) if len(keys) > 1 else (None, keys[0])
+        rows = list(dict.fromkeys(str(e.values.get(row_key)) for e in entries)) if row_key else [""]
+        cols = list(dict.fromkeys(str(e.values.get(col_key)) for e in entries))
+        self.grid.setRowCount(len(rows))
+        self.grid.setColumnCount(len(cols))
+        self.grid.setHorizontalHeaderLabels([f"{col_key.partition('.')[2]}={c}" for c in cols])
+        self.grid.setVerticalHeaderLabels([f"{row_key.partition('.')[2]}={r}" if row_key else "" for r in rows])
+        for e in entries:
+            r = rows.index(str(e.values.get(row_key))) if row_key else 0
+            c = cols.index(str(e.values.get(col_key)))
+            item = QTableWidgetItem(QIcon(thumbnail(e.path)), "")
+            item.setData(PATH_ROLE, e.path)
+            item.setToolTip(f"{e.caption}\n{e.path}")
+            self.grid.setItem(r, c, item)
+        self.grid.resizeRowsToContents()
+        self.grid.resizeColumnsToContents()
+
+    def grid_path(self, row: int, col: int) -> str | None:
+        item = self.grid.item(row, col)
+        return item.data(PATH_ROLE) if item is not None else None
 
     def paths(self) -> list[str]:
         return [self.list.item(i).data(PATH_ROLE) for i in range(self.list.count())]
 
     def current_path(self) -> str | None:
-        item = self.list.currentItem()
+        item = self.grid.currentItem() if self.pages.currentWidget() is self.grid else self.list.currentItem()
         return item.data(PATH_ROLE) if item is not None else None
 
     def select_path(self, path: str) -> None:
+        self.view_combo.setCurrentText(ALL)
         for i in range(self.list.count()):
             if self.list.item(i).data(PATH_ROLE) == path:
                 self.list.setCurrentRow(i)
@@ -188,6 +215,6 @@ class Gallery(QWidget):
             self.openWorkflow.emit(path)
 
     def _update_buttons(self) -> None:
-        has = self.list.currentItem() is not None
+        has = self.current_path() is not None
         for b in self.buttons.values():
             b.setEnabled(has)

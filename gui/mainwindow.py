@@ -173,6 +173,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         a(m, "Run", self.run_graph, ["Ctrl+Return", "Ctrl+Enter"], "run")
         self.cancel_action = a(m, "Cancel", self.cancel_run, None, "cancel")
         a(m, "Cancel all", self.cancel_all, None, "cancel_all")
+        a(m, "Sweep\u2026", lambda: self.open_sweep_dialog(), "Ctrl+Alt+Return", "sweep")
         a(m, "Validate", self.validate_graph, "Ctrl+Shift+Return", "validate")
         a(m, "Refresh node list (model files, choices)", self.rescan_models, "R", "refresh")
         m = mb.addMenu("&Settings")

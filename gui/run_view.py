@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QMessageBox
 from nodegen.kernel.node import SEED_MAX
 
 from . import commands
+from .sweep_dialog import SweepDialog, SweepError, apply, caption, expand
 
 #: Escape asks before cancelling a run that has gone on this long (seconds)
 LONG_RUN_S = 10.0
@@ -63,6 +64,39 @@ class RunMixin:
         self.apply_seed_control()
         self.update_run_label()
         return True
+
+    # -- sweeps ------------------------------------------------------------------------
+    def open_sweep_dialog(self, preset: tuple[str, str] | None = None) -> bool:
+        dialog = SweepDialog(self.doc.data, self.schema, self, preset)
+        if not dialog.exec():
+            return False
+        try:
+            axes = dialog.axes()
+        except SweepError as e:
+            self.statusBar().showMessage(str(e), 10000)
+            return False
+        return bool(self.run_sweep(axes))
+
+    def run_sweep(self, axes) -> list[int]:
+        """Queue one run per combination of the axes' values; the gallery shows them as a grid."""
+        p = self.validate_graph()
+        if p.problems:
+            self.problems_dock.show()
+            self.statusBar().showMessage(f"not run: {len(p.problems)} problem(s); see the problems panel", 10000)
+            return []
+        self._sweeps = getattr(self, "_sweeps", 0) + 1
+        name = f"Sweep {self._sweeps}: " + " \u00d7 ".join(a.input for a in axes)
+        titles = {nid: n.get("title") or nid for nid, n in self.doc.nodes.items()}
+        jobs = []
+        for combo in expand(axes):
+            text = caption(combo, titles)
+            jobs.append(self.runner.submit(apply(self.doc.data, combo), label=text,
+                                           tag={"sweep": name, "values": combo, "caption": text}))
+        self.gallery.show_sweep(name)
+        self.gallery_dock.show()
+        self.gallery_dock.raise_()
+        self.update_run_label()
+        return jobs
 
     def cancel_run(self) -> None:
         """Cancel the running job (the queued ones go on; the queue panel cancels any one)."""
