@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-THUMB = 128
+THUMB = 96
 PATH_ROLE = Qt.UserRole + 1
 ALL = "All runs"
 
@@ -137,15 +137,16 @@ class Gallery(QWidget):
         self._update_buttons()
 
     def _fill_grid(self, entries: list[Entry]) -> None:
-        """A sweep as a table: rows are the first axis' values, columns the second's (one row
-        for a one-axis sweep), each cell the image made with those values."""
+        """A two-axis sweep as a table: rows are the first axis' values, columns the second's,
+        each cell the image made with those values. (A one-axis sweep is the thumbnail list in
+        value order, captioned with the values, wrapping to the panel's width.)"""
         self.grid.clear()
         self.grid.setRowCount(0)
         self.grid.setColumnCount(0)
-        if not entries:
+        if not entries or len(entries[0].values) < 2:
             return
         keys = list(entries[0].values)
-        row_key, col_key = (keys[0], keys[1]) if len(keys) > 1 else (None, keys[0])
+        row_key, col_key = keys[0], keys[1]
         rows = list(dict.fromkeys(str(e.values.get(row_key)) for e in entries)) if row_key else [""]
         cols = list(dict.fromkeys(str(e.values.get(col_key)) for e in entries))
         self.grid.setRowCount(len(rows))

@@ -34,8 +34,8 @@ class QueuePanel(QWidget):
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["#", "job", "state", "images"])
         self.tree.setRootIsDecorated(False)
-        self.tree.setColumnWidth(0, 40)
-        self.tree.setColumnWidth(1, 150)
+        for col, width in enumerate((34, 100, 100)):
+            self.tree.setColumnWidth(col, width)
         self.cancel_button = QToolButton(text="Cancel job", autoRaise=True)
         self.cancel_button.setToolTip("Cancel the selected job; the others go on")
         self.cancel_all_button = QToolButton(text="Cancel all", autoRaise=True)

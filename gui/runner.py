@@ -214,7 +214,7 @@ class RunController(QObject):
 
     def _on_event(self, kind: str, nid, data: dict) -> None:
         job = self.running_job
-        if job is not None and kind == "node_finished":
+        if job is not None and kind in ("node_finished", "node_cached"):  # cached: its files stand
             job.outputs.extend(p for p in data.get("paths") or [] if p not in job.outputs)
         self.event.emit(kind, nid, data)
 
