@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +101,8 @@ def shoot_runs(app, engine, out_dir: Path, size: tuple[int, int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ.setdefault("NODEGEN_GUI_STATE", str(Path(args.out) / ".state"))  # no recent files etc.
+    scratch = Path(tempfile.mkdtemp(prefix="nodegen-shots-"))  # GUI state and run outputs
+    os.environ.setdefault("NODEGEN_GUI_STATE", str(scratch / "state"))  # no recent files etc.
     from nodegen.gui.theme import apply_dark
     from PySide6.QtWidgets import QApplication
 
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     w, _, h = args.size.partition("x")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    engine = Engine(input_dir=ROOT / "graphs", output_dir=out_dir / ".output", device="cpu")
+    engine = Engine(input_dir=ROOT / "graphs", output_dir=scratch / "output", device="cpu")
     failed = 0
     for graph in graph_files(args.graphs):
         target = out_dir / f"{graph.stem}.png"
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         status = shoot_runs(app, engine, out_dir, (int(w), int(h)))
         failed += status.startswith("cannot")
         print(f"{out_dir / 'gallery.png'}, {out_dir / 'queue.png'}: {status}")
+    shutil.rmtree(scratch, ignore_errors=True)
     return 1 if failed else 0
 
 
