@@ -3,7 +3,7 @@ menu of choices for choice/file widgets. Committing an editor pushes an undo com
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QObject, QRectF, Qt
+from PySide6.QtCore import QEvent, QObject, QRectF, Qt, QTimer
 from PySide6.QtWidgets import QFileDialog, QLineEdit, QMenu, QPlainTextEdit
 
 from . import commands
@@ -132,6 +132,8 @@ class EditorMixin:
             menu.addAction("(no choices found)").setEnabled(False)
         self.active_menu = menu
         menu.popup(screen_pos.toPoint() if hasattr(screen_pos, "toPoint") else screen_pos)
+        # the scene grabs the mouse for the pressed item after this handler returns: undo that too
+        QTimer.singleShot(0, self, self.release_grab)
         return menu
 
     def _choose(self, item, name: str, value) -> None:

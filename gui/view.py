@@ -182,7 +182,7 @@ class GraphView(QGraphicsView):
     def showEvent(self, event) -> None:  # noqa: N802
         super().showEvent(event)
         if self._fit_pending:  # after the window's layout has run
-            QTimer.singleShot(0, lambda: self._fit_pending and self.fit_all())
+            QTimer.singleShot(0, self, lambda: self._fit_pending and self.fit_all())
 
     # -- painting ----------------------------------------------------------------------
     def drawBackground(self, painter, rect: QRectF) -> None:  # noqa: N802
