@@ -3,7 +3,7 @@ cancelled), the running one's progress, and buttons to cancel the selected job o
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -54,6 +54,9 @@ class QueuePanel(QWidget):
         lay.addWidget(self.tree)
         self.hidden: set[int] = set()
         runner.jobsChanged.connect(self.refresh)
+        self.ticker = QTimer(self)  # the running job's time, once a second
+        self.ticker.timeout.connect(lambda: self.runner.busy and self.refresh())
+        self.ticker.start(1000)
         self.tree.itemSelectionChanged.connect(self._update_buttons)
         self.refresh()
 
