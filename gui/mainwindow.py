@@ -247,7 +247,8 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.problems.set_problems(shown)
         if missing:
             self.problems_dock.show()
-            self.statusBar().showMessage(f"{len(missing)} file(s) not found: see the Problems panel", 10000)
+            self.statusBar().showMessage(f"{len(missing)} file(s) not found: see the Problems panel; "
+                                         "Settings > Model folders adds the folders that hold them", 15000)
         return missing
 
     def model_settings(self) -> None:

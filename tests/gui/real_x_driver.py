@@ -25,6 +25,17 @@ def pump(app, seconds: float = 0.08) -> None:
         time.sleep(0.01)
 
 
+def wait_for(app, cond, timeout: float = 3.0) -> bool:
+    """Process events until ``cond()`` holds (a loaded machine may deliver X events late)."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        app.processEvents()
+        time.sleep(0.01)
+    return True
+
+
 def xdo(app, *args: str) -> None:
     subprocess.run(["xdotool", *args], check=True, timeout=10)
     pump(app)
@@ -58,7 +69,8 @@ def main() -> int:
     # as `python main.py gui GRAPH` does: open, then show
     assert window.open_file(str(graph), ask=False), window.last_error
     window.show()
-    pump(app, 0.8)
+    wait_for(app, lambda: window.isActiveWindow() and window.view.zoom() >= FIT_MIN_ZOOM - 1e-6, 5.0)
+    pump(app, 0.3)
     avail = window.screen().availableGeometry()
     out["fits_screen"] = avail.contains(window.frameGeometry())
     out["screen"] = [avail.width(), avail.height(), window.screen().devicePixelRatio()]
@@ -83,20 +95,21 @@ def main() -> int:
     x, y = screen_of(loader.mapToScene(widget_point(loader, "ckpt_name")))
     xdo(app, "mousemove", str(x), str(y))
     xdo(app, "click", "1")
-    out["combo_opened"] = scene.active_menu is not None and scene.active_menu.isVisible()
+    out["combo_opened"] = wait_for(app, lambda: scene.active_menu is not None and scene.active_menu.isVisible())
     shot(app, shots, "2-combo")
     xdo(app, "key", "Escape")
+    wait_for(app, lambda: QApplication.activePopupWidget() is None)
     out["drag_after_combo"] = scene.dragging
     # 2. a context menu on the prompt node, closed with Escape
     prompt = scene.items_by_id["2"]
     x, y = screen_of(prompt.mapToScene(QPointF(60, 12)))
     xdo(app, "mousemove", str(x), str(y))
     xdo(app, "click", "3")
-    out["context_menu_opened"] = QApplication.activePopupWidget() is not None
+    out["context_menu_opened"] = wait_for(app, lambda: QApplication.activePopupWidget() is not None)
     shot(app, shots, "3-context-menu")
     xdo(app, "key", "Escape")
+    out["popup_left"] = not wait_for(app, lambda: QApplication.activePopupWidget() is None)
     out["drag_after_menu"] = scene.dragging
-    out["popup_left"] = QApplication.activePopupWidget() is not None
     # 3. drag the prompt node by its title with the real mouse
     start = [prompt.x(), prompt.y()]
     z = view.zoom()
@@ -105,12 +118,14 @@ def main() -> int:
     for i in range(1, 7):
         xdo(app, "mousemove", str(x + 20 * i), str(y + 12 * i))
     xdo(app, "mouseup", "1")
+    wait_for(app, lambda: window.doc.nodes["2"]["ui"]["pos"] != start and not scene.dragging)
     moved = window.doc.nodes["2"]["ui"]["pos"]
     out["moved_by"] = [round((moved[0] - start[0]) * z * dpr), round((moved[1] - start[1]) * z * dpr)]
     out["item_matches_doc"] = [prompt.x(), prompt.y()] == moved
     shot(app, shots, "4-moved")
     # 4. undo with the keyboard: the node goes back
     xdo(app, "key", "ctrl+z")
+    wait_for(app, lambda: window.doc.nodes["2"]["ui"]["pos"] == start)
     out["undo_restores"] = window.doc.nodes["2"]["ui"]["pos"] == start and [prompt.x(), prompt.y()] == start
     # 5. move again and save with Ctrl+S
     xdo(app, "mousemove", str(x), str(y))
@@ -119,7 +134,7 @@ def main() -> int:
         xdo(app, "mousemove", str(x + 25 * i), str(y))
     xdo(app, "mouseup", "1")
     xdo(app, "key", "ctrl+s")
-    pump(app, 0.3)
+    wait_for(app, lambda: not window.doc.modified)
     out["saved_pos"] = window.doc.nodes["2"]["ui"]["pos"]
     out["modified_after_save"] = window.doc.modified
     shot(app, shots, "5-saved")
