@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     scratch = Path(tempfile.mkdtemp(prefix="nodegen-shots-"))  # GUI state and run outputs
     os.environ.setdefault("NODEGEN_GUI_STATE", str(scratch / "state"))  # no recent files etc.
-    from nodegen.gui.theme import apply_dark
     from PySide6.QtWidgets import QApplication
 
+    from nodegen.gui.theme import apply_dark
     from nodegen.runtime.engine import Engine
 
     app = QApplication.instance() or QApplication(["nodegen"])

@@ -52,13 +52,13 @@ def shot(app, folder: Path, name: str) -> None:
 def main() -> int:
     graph, shots = Path(sys.argv[1]), Path(sys.argv[2])
     shots.mkdir(parents=True, exist_ok=True)
+    from PySide6.QtCore import QPointF
+    from PySide6.QtWidgets import QApplication
+
     from nodegen.gui.mainwindow import MainWindow
     from nodegen.gui.theme import apply_dark
     from nodegen.gui.view import FIT_MIN_ZOOM
     from nodegen.gui.widgets import widget_point
-    from PySide6.QtCore import QPointF
-    from PySide6.QtWidgets import QApplication
-
     from nodegen.runtime.engine import Engine
 
     app = QApplication(["nodegen"])

@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import struct
 
+from PySide6.QtCore import QPointF, QRect
+
 from nodegen.gui.defaults import native_size
 from nodegen.gui.mainwindow import DEFAULT_SIZE, fitted_size
-from PySide6.QtCore import QPointF, QRect
 
 DEMO = "nodegen-demo-shapes.safetensors"
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import QRectF
+
 from nodegen.gui.node_item import IMAGE_MAX_H
 from nodegen.gui.node_paint import DETAIL_LOD
 from nodegen.gui.view import FIT_MIN_ZOOM
-from PySide6.QtCore import QRectF
 
 GRAPHS = sorted((Path(__file__).resolve().parents[2] / "graphs").glob("*.json"))
 

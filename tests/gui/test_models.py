@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 from nodegen.gui.model_settings import ModelSettingsDialog
-
 from nodegen.models.paths import ModelPaths
 
 

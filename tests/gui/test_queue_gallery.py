@@ -6,14 +6,14 @@ first when the run is long."""
 from __future__ import annotations
 
 import pytest
-from nodegen.gui import commands, run_view
-from nodegen.gui import gallery as gallery_module
-from nodegen.gui.node_paint import running_label
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtTest import QTest
 
 from nodegen import Engine
+from nodegen.gui import commands, run_view
+from nodegen.gui import gallery as gallery_module
+from nodegen.gui.node_paint import running_label
 from nodegen.kernel.registry import NodeRegistry
 from tests.gui.test_run import slow_steps
 

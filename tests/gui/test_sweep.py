@@ -4,9 +4,10 @@ ranges, lists, random:N), one queued job per combination, results as a grid in t
 from __future__ import annotations
 
 import pytest
+from PySide6.QtCore import QPointF
+
 from nodegen.gui import commands
 from nodegen.gui.sweep_dialog import Axis, SweepDialog, SweepError, expand, parse_spec, sweepable_inputs
-from PySide6.QtCore import QPointF
 
 INT = {"widget": "int", "min": 1, "max": 100}
 SEED = {"widget": "seed", "min": 0, "max": 2**32 - 1}
