@@ -63,7 +63,11 @@ class NodePaintMixin:
         text = self.title
         if self.info.missing:
             text = f"missing node type {self.info.type}"
-        painter.drawText(tr.adjusted(PAD, 0, -60, 0), Qt.AlignVCenter | Qt.AlignLeft, text)
+        label, _ = self._status_label()
+        room = QFontMetricsF(self.FONT).horizontalAdvance(label) + 2 * PAD if label else 0.0
+        title_rect = tr.adjusted(PAD, 0, -max(60.0 if label else PAD, room), 0)
+        text = QFontMetricsF(self.TITLE_FONT).elidedText(text, Qt.ElideRight, title_rect.width())
+        painter.drawText(title_rect, Qt.AlignVCenter | Qt.AlignLeft, text)
         self._paint_status(painter, tr)
         if not self.collapsed:
             painter.setFont(self.FONT)
@@ -76,7 +80,8 @@ class NodePaintMixin:
             self._paint_ports(painter, lod)
         self._paint_mode(painter, body)
 
-    def _paint_status(self, painter, tr: QRectF) -> None:
+    def _status_label(self) -> tuple[str, object]:
+        """The run-state text in the title bar and its colour."""
         label, col = "", theme.NODE_DIM_TEXT
         if self.state == "cached":
             label, col = "cached", theme.CACHED
@@ -88,6 +93,10 @@ class NodePaintMixin:
             label, col = "cancelled", theme.NODE_DIM_TEXT
         elif self.state == "running":
             label, col = running_label(self.progress, self.eta), theme.RUNNING
+        return label, col
+
+    def _paint_status(self, painter, tr: QRectF) -> None:
+        label, col = self._status_label()
         if label:
             painter.setFont(self.FONT)
             painter.setPen(col)
