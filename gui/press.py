@@ -17,7 +17,7 @@ every other item follows the document.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF
+from PySide6.QtCore import QPointF, QTimer
 
 
 class NodePress:
@@ -60,9 +60,12 @@ class PressMixin:
         self.press = NodePress(item, selection)
 
     def lost_grab(self, item) -> None:
-        """``item`` lost the mouse before its release: end its press, keeping its move."""
+        """``item`` lost the mouse before its release: end its press, keeping its move. The move
+        is recorded once the scene has finished ungrabbing (recording rebuilds wires)."""
         if self.press is not None and self.press.item is item:
-            self._record(self.end_press())
+            moves = self.end_press()
+            if moves:
+                QTimer.singleShot(0, self, lambda: self._record(moves))
 
     def end_press(self) -> dict[str, tuple[float, float]]:
         """The release: returns the moves to record (and forgets the press)."""
@@ -83,6 +86,7 @@ class PressMixin:
         self._record(moves)
 
     def _record(self, moves: dict) -> None:
+        moves = {nid: p for nid, p in moves.items() if nid in self.doc.nodes}  # still this document
         if moves:
             from . import commands
 

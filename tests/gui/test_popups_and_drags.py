@@ -87,7 +87,7 @@ def test_popups_leave_no_drag_behind(window, chain_file, tmp_path, qtbot):
         nid: n["ui"]["pos"] for nid, n in saved.items()}
 
 
-def test_focus_loss_and_ungrab_end_a_drag(window, chain_file):
+def test_focus_loss_and_ungrab_end_a_drag(window, chain_file, qtbot):
     """A drag whose release never comes (focus moved away, grab lost) is ended and its move kept
     as one undo step, so the next edit does not record a wrong move."""
     assert window.open_file(str(chain_file), ask=False)
@@ -99,6 +99,7 @@ def test_focus_loss_and_ungrab_end_a_drag(window, chain_file):
     assert scene.dragging
     scene.mouseGrabberItem().ungrabMouse()  # what Qt does when a popup or another window grabs
     assert not scene.dragging and scene.press is None
+    qtbot.waitUntil(lambda: window.doc.undo_stack.count() == 1, timeout=2000)  # the move is kept
     # a stale press record with the button up is dropped at the next move
     scene.begin_press(scene.items_by_id["2"])
     move = QMouseEvent(QEvent.MouseMove, QPointF(a), vp.mapToGlobal(QPointF(a)), Qt.NoButton, Qt.NoButton,
@@ -108,3 +109,21 @@ def test_focus_loss_and_ungrab_end_a_drag(window, chain_file):
     # undo and the document agree about where node 2 is
     pos = window.doc.nodes["2"]["ui"]["pos"]
     assert (scene.items_by_id["2"].x(), scene.items_by_id["2"].y()) == tuple(pos)
+
+
+def test_group_drag_cut_short_is_recorded(window, qtbot):
+    """A group moved by its title and then losing the mouse keeps its move as an undo step."""
+    a = window.add_node("LoadImage", QPointF(0, 0))
+    window.scene.select_ids([a])
+    window.group_selection()
+    scene, vp = window.scene, window.view.viewport()
+    title = scene.group_items[0].mapToScene(QPointF(40, 10))
+    p = view_point(window, title)
+    count = window.doc.undo_stack.count()
+    QTest.mousePress(vp, Qt.LeftButton, Qt.NoModifier, p)
+    QTest.mouseMove(vp, p + QPointF(30, 20).toPoint())
+    QTest.mouseMove(vp, p + QPointF(60, 40).toPoint())
+    scene.mouseGrabberItem().ungrabMouse()
+    qtbot.waitUntil(lambda: window.doc.undo_stack.count() == count + 1, timeout=2000)
+    item = scene.items_by_id[a]
+    assert [item.x(), item.y()] == window.doc.nodes[a]["ui"]["pos"] != [0, 0]
