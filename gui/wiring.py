@@ -195,10 +195,14 @@ class WiringMixin:
             self.finish_wire(event.scenePos())
             event.accept()
             return
-        super().mouseReleaseEvent(event)
         if event.button() != Qt.LeftButton:
+            super().mouseReleaseEvent(event)
             return
-        self._record(self.end_press())
+        # taken first: the release ungrabs the item, and that must not count as a lost grab
+        press, self.press = self.press, None
+        super().mouseReleaseEvent(event)
+        if press is not None:
+            self._record(press.moved(self.items_by_id))
 
     def focusOutEvent(self, event) -> None:  # noqa: N802
         self.release_grab()
