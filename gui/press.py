@@ -7,7 +7,7 @@ or cancelled drag can leave the canvas believing a drag is going on:
 * a popup (combo menu, context menu, search) opening: :meth:`GraphScene.release_grab` is called
   before it shows;
 * the canvas losing focus (another window, a popup we did not open);
-* the item losing its mouse grab (``ungrabMouseEvent``);
+* the item losing its mouse grab (Qt's ``UngrabMouse`` event);
 * a mouse move with the left button up (a release that never arrived);
 * a new press while an old one is still recorded.
 
@@ -63,9 +63,9 @@ class PressMixin:
         """``item`` lost the mouse before its release: end its press, keeping its move. The move
         is recorded once the scene has finished ungrabbing (recording rebuilds wires)."""
         if self.press is not None and self.press.item is item:
-            moves = self.end_press()
+            workflow, moves = self.doc.workflow, self.end_press()
             if moves:
-                QTimer.singleShot(0, self, lambda: self._record(moves))
+                QTimer.singleShot(0, self, lambda: self.doc.workflow is workflow and self._record(moves))
 
     def end_press(self) -> dict[str, tuple[float, float]]:
         """The release: returns the moves to record (and forgets the press)."""
@@ -74,7 +74,7 @@ class PressMixin:
             return {}
         return p.moved(self.items_by_id)
 
-    def release_grab(self) -> None:
+    def release_grab(self, record: bool = True) -> None:
         """Before a popup, on focus loss: end any mouse interaction on the canvas. A node moved
         by a drag interrupted this way keeps its move (recorded as an undo step), so what the
         user sees and the document agree."""
@@ -83,10 +83,11 @@ class PressMixin:
         if grabber is not None:
             grabber.ungrabMouse()
         self.cancel_wire()
-        self._record(moves)
+        if record:
+            self._record(moves)
 
     def _record(self, moves: dict) -> None:
-        moves = {nid: p for nid, p in moves.items() if nid in self.doc.nodes}  # still this document
+        moves = {nid: p for nid, p in moves.items() if nid in self.doc.nodes}
         if moves:
             from . import commands
 

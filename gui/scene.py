@@ -66,7 +66,7 @@ class GraphScene(WiringMixin, PressMixin, EditorMixin, QGraphicsScene):
 
     # -- sync with the document --------------------------------------------------------
     def rebuild(self) -> None:
-        self.release_grab()
+        self.release_grab(record=False)  # a new document: a move of the old one means nothing
         self.close_editor()
         for item in list(self.items_by_id.values()):
             self.removeItem(item)

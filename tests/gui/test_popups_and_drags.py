@@ -127,3 +127,20 @@ def test_group_drag_cut_short_is_recorded(window, qtbot):
     qtbot.waitUntil(lambda: window.doc.undo_stack.count() == count + 1, timeout=2000)
     item = scene.items_by_id[a]
     assert [item.x(), item.y()] == window.doc.nodes[a]["ui"]["pos"] != [0, 0]
+
+
+def test_opening_a_file_mid_drag_moves_nothing_in_the_new_one(window, chain_file):
+    assert window.open_file(str(chain_file), ask=False)
+    scene, vp = window.scene, window.view.viewport()
+    p = view_point(window, scene.items_by_id["2"].mapToScene(QPointF(60, 10)))
+    QTest.mousePress(vp, Qt.LeftButton, Qt.NoModifier, p)
+    QTest.mouseMove(vp, p + QPointF(80, 30).toPoint())
+    assert scene.dragging
+    assert window.open_file(str(chain_file), ask=False)  # e.g. from the recent-files shortcut
+    QApplication.processEvents()
+    assert window.doc.undo_stack.count() == 0 and not scene.dragging
+    saved = json.loads(chain_file.read_text())["nodes"]
+    for nid, n in saved.items():
+        assert _pos(window, nid) == tuple(n["ui"]["pos"])
+    QTest.mouseRelease(vp, Qt.LeftButton, Qt.NoModifier, p + QPointF(80, 30).toPoint())
+    assert window.doc.undo_stack.count() == 0
