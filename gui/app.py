@@ -47,12 +47,12 @@ def screenshot(app, window, out: str, canvas_only: bool) -> bool:
     from PySide6.QtGui import QImage
 
     if canvas_only:
-        for dock in (window.palette_dock, window.history_dock, window.viewer_dock, window.problems_dock):
+        for dock in (window.palette_dock, window.history_dock, window.viewer_dock, window.gallery_dock,
+                     window.queue_dock, window.problems_dock):
             dock.hide()
     window.show()
-    app.processEvents()
-    window.view.fit_all()
-    app.processEvents()
+    for _ in range(3):  # show, lay out, fit (the view fits itself once it has its size)
+        app.processEvents()
     widget = window.view.viewport() if canvas_only else window
     pixmap = widget.grab()
     img: QImage = pixmap.toImage()

@@ -11,6 +11,7 @@ from PySide6.QtCore import QPointF, QRectF
 from PySide6.QtWidgets import QMenu
 
 from . import clipboard, commands
+from .defaults import new_node_inputs
 from .group_item import GroupItem
 from .node_item import NodeItem
 
@@ -27,6 +28,7 @@ class EditMixin:
         if info is None:
             self.statusBar().showMessage(f"unknown node type {type_name}", 5000)
             return None
+        inputs = new_node_inputs(info, inputs, self.doc.data, self.schema, self.engine.env)
         stack = self.doc.undo_stack
         stack.beginMacro(f"Add {info.title}")
         cmd = commands.add_node(self.doc, type_name, (pos.x(), pos.y()), inputs,
@@ -42,6 +44,7 @@ class EditMixin:
         return self.add_node(type_name, self.view.visible_scene_rect().center())
 
     def open_search(self, scene_pos: QPointF, filt: dict | None = None) -> None:
+        self.scene.release_grab()
         gp = self.view.viewport().mapToGlobal(self.view.mapFromScene(scene_pos))
         self.search.open_at(scene_pos, gp, filt)
 
@@ -175,6 +178,7 @@ class EditMixin:
     # -- context menu ------------------------------------------------------------------
     def canvas_menu(self, view_pos) -> QMenu:
         scene_pos = self.view.mapToScene(view_pos)
+        self.scene.release_grab()  # the menu takes the mouse: the press that opened it ends here
         menu = QMenu(self)
         item = self.scene.node_at(scene_pos)
         group = next((g for g in self.scene.items(scene_pos) if isinstance(g, GroupItem)), None)
@@ -225,3 +229,8 @@ class EditMixin:
             label = f"Convert {name} to widget" if name in ports else f"Convert {name} to input port"
             sub.addAction(label, lambda n=name, d=spec.get("default"): self.doc.undo_stack.push(
                 commands.toggle_port(self.doc, item.nid, n, d)))
+        sweep = menu.addMenu("Sweep")
+        for spec in literal:
+            if spec.get("widget") not in ("file", "multiline"):
+                sweep.addAction(f"Sweep {spec['name']}\u2026",
+                                lambda n=spec["name"]: self.open_sweep_dialog((item.nid, n)))

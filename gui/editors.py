@@ -3,7 +3,7 @@ menu of choices for choice/file widgets. Committing an editor pushes an undo com
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QObject, QRectF, Qt
+from PySide6.QtCore import QEvent, QObject, QRectF, Qt, QTimer
 from PySide6.QtWidgets import QFileDialog, QLineEdit, QMenu, QPlainTextEdit
 
 from . import commands
@@ -115,6 +115,7 @@ class EditorMixin:
     def open_choice_menu(self, item, name: str, spec: dict, screen_pos) -> QMenu:
         """A menu of the input's choices (recomputed choices come with a schema refresh);
         image files also offer Browse...; the menu is kept in ``active_menu``."""
+        self.release_grab()  # the menu takes the mouse: the press that opened it ends here
         menu = QMenu()
         current = item.value_of(name)
         for choice in spec.get("choices") or []:
@@ -131,6 +132,8 @@ class EditorMixin:
             menu.addAction("(no choices found)").setEnabled(False)
         self.active_menu = menu
         menu.popup(screen_pos.toPoint() if hasattr(screen_pos, "toPoint") else screen_pos)
+        # the scene grabs the mouse for the pressed item after this handler returns: undo that too
+        QTimer.singleShot(0, self, self.release_grab)
         return menu
 
     def _choose(self, item, name: str, value) -> None:

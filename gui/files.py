@@ -79,8 +79,7 @@ class FileMixin:
         self.doc.undo_stack.indexChanged.connect(lambda _: self.update_title())
         self.doc.pathChanged.connect(self.update_title)
         geometry = self.settings.value("geometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
+        self.geometry_restored = geometry is not None and self.restoreGeometry(geometry)
 
     # -- title -------------------------------------------------------------------------
     def update_title(self) -> None:
@@ -145,12 +144,10 @@ class FileMixin:
             wf.path = None  # never overwrite the image with JSON
         self.doc.set_workflow(wf)
         self.add_recent(path)
-        self.after_open()
-        if imported:  # a ComfyUI workflow: a new, unsaved document, with the importer's notes
-            self.doc.dirty = True
-            self.update_title()
-            self.problems.set_problems([f"imported from {imported.get('from')}: {n}"
-                                        for n in imported.get("notes", [])])
+        # a ComfyUI workflow opens as a new document (Save asks where), not marked modified:
+        # nothing was changed yet; the importer's notes go to the Problems panel
+        self.after_open([f"imported from {imported.get('from')}: {n}" for n in imported.get("notes", [])])
+        self.update_title()
         self.statusBar().showMessage(f"opened {path}", 5000)
         return True
 

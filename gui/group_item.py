@@ -3,7 +3,7 @@ the frame and the nodes inside it as one undo step; the corner grip resizes it."
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, QTimer
 from PySide6.QtGui import QColor, QFont, QPen
 from PySide6.QtWidgets import QGraphicsItem
 
@@ -77,10 +77,26 @@ class GroupItem(QGraphicsItem):
             self.update()
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802
-        if self._drag is None:
-            return
-        kind, start, origin, nodes = self._drag
-        self._drag = None
+        self._finish()
+
+    def sceneEvent(self, event) -> bool:  # noqa: N802
+        if event.type() == QEvent.UngrabMouse and self._drag is not None:
+            # the release will not come (a popup, focus loss): record the move once the scene
+            # has finished ungrabbing (recording rebuilds the group items, this one included)
+            drag, self._drag = self._drag, None
+            QTimer.singleShot(0, self.canvas, lambda: self._commit(drag))
+        return super().sceneEvent(event)
+
+    def _finish(self) -> None:
+        drag, self._drag = self._drag, None
+        if drag is not None:
+            self._commit(drag)
+
+    def _commit(self, drag) -> None:
+        """End a move or resize: record it as one undo step."""
+        if self not in self.canvas.group_items:
+            return  # the document was replaced or the groups rebuilt meanwhile
+        kind, start, origin, nodes = drag
         doc, i = self.canvas.doc, self.index
         if kind == "move":
             if self.pos() == origin:

@@ -3,27 +3,40 @@ menus with their shortcuts, and the status bar (messages, run state, device and 
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QKeySequence, QPixmapCache
+from PySide6.QtCore import QRect, Qt
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QPixmapCache
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QUndoView
 
 from . import theme  # noqa: F401 - colours used by the items
 from .document import Document
 from .edit_actions import EditMixin
 from .files import FileMixin
+from .gallery import Gallery
+from .model_settings import ModelSettingsDialog, flag_missing_models, rescan, session_roots
 from .palette import Palette, QuickSearch
 from .panels import DeviceStatus, ImageViewer, ProblemsPanel
+from .queue_panel import QueuePanel
 from .run_view import RunMixin
 from .runner import RunController
 from .scene import GraphScene
 from .schema import Schema
 from .view import GraphView
 
+#: The window's size on a screen with room for it (logical pixels); smaller screens get less.
+DEFAULT_SIZE = (1400, 900)
+
+
+def fitted_size(width: int, height: int, available: QRect) -> tuple[int, int]:
+    """``width`` x ``height`` shrunk to leave room for the window frame on ``available`` (a
+    screen's available geometry in logical pixels, so 1.5x scaling is taken into account)."""
+    return min(width, int(available.width() * 0.94)), min(height, int(available.height() * 0.9))
+
 
 class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
     def __init__(self, engine, parent=None) -> None:
         super().__init__(parent)
         self.engine = engine
+        self.cli_roots = session_roots(engine.env.paths)  # --models: kept across rescans
         QPixmapCache.setCacheLimit(max(QPixmapCache.cacheLimit(), 256 * 1024))  # node/wire caches
         self.schema = Schema.from_engine(engine)
         self.doc = Document(self)
@@ -41,7 +54,9 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.init_run()
         self._connect()
         self.setAcceptDrops(True)
-        self.resize(1400, 900)
+        if not self.geometry_restored:
+            self.resize(*DEFAULT_SIZE)
+        self.fit_to_screen()
         self.rebuild_recent_menu()
         self.update_title()
         self.update_run_label()
@@ -64,6 +79,15 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.viewer_dock = self._dock("Image", self.viewer, Qt.RightDockWidgetArea, "viewer")
         self.problems = ProblemsPanel()
         self.problems_dock = self._dock("Problems", self.problems, Qt.BottomDockWidgetArea, "problems")
+        self.queue_panel = QueuePanel(self.runner)
+        self.queue_dock = self._dock("Queue", self.queue_panel, Qt.RightDockWidgetArea, "queue")
+        self.gallery = Gallery()
+        self.gallery_dock = self._dock("Gallery", self.gallery, Qt.RightDockWidgetArea, "gallery")
+        self.tabifyDockWidget(self.viewer_dock, self.gallery_dock)
+        self.tabifyDockWidget(self.gallery_dock, self.queue_dock)
+        self.tabifyDockWidget(self.palette_dock, self.history_dock)
+        self.palette_dock.raise_()
+        self.viewer_dock.raise_()
         self._docks_sized = False
 
     def showEvent(self, event) -> None:  # noqa: N802
@@ -137,18 +161,24 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         m = mb.addMenu("&View")
         a(m, "Fit all", self.view.fit_all, "Home", "fit_all")
         a(m, "Fit selection", self.view.fit_selection, "F", "fit_selection")
-        a(m, "Zoom in", lambda: self.view.set_zoom(self.view.zoom() * 1.25), QKeySequence.ZoomIn, "zoom_in")
-        a(m, "Zoom out", lambda: self.view.set_zoom(self.view.zoom() / 1.25), QKeySequence.ZoomOut, "zoom_out")
-        a(m, "Actual size", lambda: self.view.set_zoom(1.0), "Ctrl+0", "zoom_reset")
+        a(m, "Zoom in", lambda: self.view.zoom_by(1.25), QKeySequence.ZoomIn, "zoom_in")
+        a(m, "Zoom out", lambda: self.view.zoom_by(1 / 1.25), QKeySequence.ZoomOut, "zoom_out")
+        a(m, "Actual size", lambda: self.view.zoom_by(None), "Ctrl+0", "zoom_reset")
         a(m, "Minimap", lambda: self.view.minimap.setVisible(not self.view.minimap.isVisible()), "M", "minimap")
         m.addSeparator()
-        for dock in (self.palette_dock, self.history_dock, self.viewer_dock, self.problems_dock):
+        for dock in (self.palette_dock, self.history_dock, self.viewer_dock, self.gallery_dock, self.queue_dock,
+                     self.problems_dock):
             m.addAction(dock.toggleViewAction())
         m = mb.addMenu("&Run")
         a(m, "Run", self.run_graph, ["Ctrl+Return", "Ctrl+Enter"], "run")
-        self.cancel_action = a(m, "Cancel", self.cancel_run, "Escape", "cancel")
+        self.cancel_action = a(m, "Cancel", self.cancel_run, None, "cancel")
+        a(m, "Cancel all", self.cancel_all, None, "cancel_all")
+        a(m, "Sweep\u2026", lambda: self.open_sweep_dialog(), "Ctrl+Alt+Return", "sweep")
         a(m, "Validate", self.validate_graph, "Ctrl+Shift+Return", "validate")
-        a(m, "Refresh node list (model files, choices)", self.refresh_schema, "R", "refresh")
+        a(m, "Refresh node list (model files, choices)", self.rescan_models, "R", "refresh")
+        m = mb.addMenu("&Settings")
+        a(m, "Model folders…", self.model_settings, None, "model_settings")
+        a(m, "Rescan model folders", self.rescan_models, None, "rescan_models")
         m = mb.addMenu("&Help")
         a(m, "Keyboard and mouse", self.show_shortcuts, "F1", "shortcuts")
         bar = self.addToolBar("Run")
@@ -160,7 +190,8 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         for key in ("undo", "redo", "fit_all"):
             bar.addAction(self.actions_by_name[key])
         self.actions_by_name["run"].setToolTip("Run the graph (Ctrl+Enter); runs queue up")
-        self.actions_by_name["cancel"].setToolTip("Cancel the run and the queue (Esc)")
+        self.actions_by_name["cancel"].setToolTip("Cancel the running job; queued ones go on "
+                                                  "(Esc on the canvas)")
 
     def _connect(self) -> None:
         self.palette.activated.connect(self.add_node_at_center)
@@ -176,19 +207,61 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.scene.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.scene.imageActivated.connect(self.show_in_viewer)
         self.problems.nodeActivated.connect(self.focus_node)
+        self.view.escapePressed.connect(self.escape_pressed)
+        self.gallery.openWorkflow.connect(lambda path: self.open_file(path))
 
     def _workflow_dir_changed(self) -> None:
         """Relative image paths are also looked up beside the workflow file (as the CLI does)."""
         if hasattr(self.engine.env, "workflow_dir"):
             self.engine.env.workflow_dir = self.doc.path.resolve().parent if self.doc.path else None
 
+    def fit_to_screen(self) -> None:
+        """Keep the window on its screen: not larger than the available area, and inside it."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            return
+        avail = screen.availableGeometry()
+        w, h = fitted_size(self.width(), self.height(), avail)
+        if (w, h) != (self.width(), self.height()):
+            self.resize(w, h)
+        frame = self.frameGeometry()
+        if not avail.contains(frame):
+            self.move(avail.x() + max(0, (avail.width() - frame.width()) // 2),
+                      avail.y() + max(0, (avail.height() - frame.height()) // 2))
+
     # -- misc --------------------------------------------------------------------------
-    def after_open(self) -> None:
+    def after_open(self, notes: list[str] | None = None) -> None:
         self.node_images.clear()
         self.problems.clear()
         self.viewer.set_images([])
         self.viewer_node = None
-        self.view.fit_all()
+        self.view.request_fit()
+        self.show_missing_models(notes)
+
+    # -- model folders -------------------------------------------------------------------
+    def show_missing_models(self, notes: list[str] | None = None) -> list:
+        """Mark the inputs naming files that are not found and list them (with ``notes``, e.g.
+        an importer's) in the Problems panel, right when a graph opens."""
+        missing = flag_missing_models(self)
+        shown = list(notes or []) + missing
+        self.problems.set_problems(shown)
+        if missing:
+            self.problems_dock.show()
+            self.statusBar().showMessage(f"{len(missing)} file(s) not found: see the Problems panel; "
+                                         "Settings > Model folders adds the folders that hold them", 15000)
+        return missing
+
+    def model_settings(self) -> None:
+        dialog = ModelSettingsDialog(self)
+        if dialog.exec():
+            dialog.save()
+            self.rescan_models()
+
+    def rescan_models(self) -> None:
+        """Re-read the model folders (config file, NODEGEN_MODELS) and refresh choices and marks."""
+        rescan(self.engine, self.cli_roots)
+        self.refresh_schema()
+        self.show_missing_models()
 
     def focus_node(self, nid: str) -> None:
         item = self.scene.items_by_id.get(nid)

@@ -8,7 +8,7 @@ Widgets are painted, not real Qt widgets (hundreds of nodes stay fast); interact
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QPainterPath
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsRectItem
 
@@ -41,10 +41,13 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
         # run state (not part of the document)
         self.state: str | None = None     # running / cached / done / failed / skipped
         self.progress: tuple[int, int] | None = None
+        self.started_at: float | None = None
+        self.eta: float | None = None     # seconds left on the running node (from its progress)
         self.seconds: float | None = None
         self.reason: str = ""
         self.error: str = ""
         self.problems: list[str] = []
+        self.bad_inputs: set[str] = set()  # inputs named by a problem (drawn with a red frame)
         self.images: list = []            # QImage list (outputs or previews)
         self.image_index = 0
         self.source_image = None          # a file widget's image (e.g. LoadImage)
@@ -86,7 +89,7 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
         self._update_source_image(inputs)
         self._layout(size)
         pos = ui.get("pos")
-        if isinstance(pos, list) and len(pos) == 2 and not self.canvas.dragging:
+        if isinstance(pos, list) and len(pos) == 2 and not self.canvas.is_moving(self):
             if self.pos() != QPointF(pos[0], pos[1]):
                 self.setPos(pos[0], pos[1])
         self.setToolTip(self._tooltip())
@@ -224,6 +227,14 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
             setattr(self, k, v)
         if state != "running":
             self.progress = None
+            self.eta = None
+        self.setToolTip(self._tooltip())
+        self.update()
+
+    def set_problems(self, problems: list) -> None:
+        """Show validation problems (objects with ``input`` and ``message``) on this node."""
+        self.problems = [(f"{p.input}: " if p.input else "") + p.message for p in problems]
+        self.bad_inputs = {p.input for p in problems if p.input}
         self.setToolTip(self._tooltip())
         self.update()
 
@@ -277,6 +288,14 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
         if event.modifiers() & Qt.ShiftModifier:  # shift-click adds to the selection, like ctrl
             event.setModifiers(event.modifiers() | Qt.ControlModifier)
         super().mousePressEvent(event)
+        if event.button() == Qt.LeftButton and event.isAccepted():
+            self.canvas.begin_press(self)  # a press on the body: it may become a move
+
+    def sceneEvent(self, event) -> bool:  # noqa: N802
+        if event.type() == QEvent.UngrabMouse:  # lost the mouse: no drag goes on any more
+            self.canvas.lost_grab(self)
+            self.cancel_widget_drag()
+        return super().sceneEvent(event)
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
         if self.widget_drag_active():

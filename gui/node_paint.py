@@ -13,6 +13,19 @@ from . import theme
 TITLE_H = 26.0
 PAD = 8.0
 PORT_R = 5.0
+#: Below this zoom (level of detail) port names and widget values are not drawn; the view never
+#: fits a graph below it (it pans instead), so what opens is readable.
+DETAIL_LOD = 0.5
+
+
+def running_label(progress, eta) -> str:
+    """"running", or "7/20 · 3s left" once the node reports its steps."""
+    if not progress or not progress[1]:
+        return "running"
+    text = f"{progress[0]}/{progress[1]}"
+    if eta is not None:
+        text += f" \u00b7 {eta:.0f}s left" if eta < 90 else f" \u00b7 {eta / 60:.0f} min left"
+    return text
 
 
 class NodePaintMixin:
@@ -50,7 +63,11 @@ class NodePaintMixin:
         text = self.title
         if self.info.missing:
             text = f"missing node type {self.info.type}"
-        painter.drawText(tr.adjusted(PAD, 0, -60, 0), Qt.AlignVCenter | Qt.AlignLeft, text)
+        label, _ = self._status_label()
+        room = QFontMetricsF(self.FONT).horizontalAdvance(label) + 2 * PAD if label else 0.0
+        title_rect = tr.adjusted(PAD, 0, -max(60.0 if label else PAD, room), 0)
+        text = QFontMetricsF(self.TITLE_FONT).elidedText(text, Qt.ElideRight, title_rect.width())
+        painter.drawText(title_rect, Qt.AlignVCenter | Qt.AlignLeft, text)
         self._paint_status(painter, tr)
         if not self.collapsed:
             painter.setFont(self.FONT)
@@ -63,7 +80,8 @@ class NodePaintMixin:
             self._paint_ports(painter, lod)
         self._paint_mode(painter, body)
 
-    def _paint_status(self, painter, tr: QRectF) -> None:
+    def _status_label(self) -> tuple[str, object]:
+        """The run-state text in the title bar and its colour."""
         label, col = "", theme.NODE_DIM_TEXT
         if self.state == "cached":
             label, col = "cached", theme.CACHED
@@ -71,8 +89,14 @@ class NodePaintMixin:
             label, col = f"{self.seconds:.2f}s", theme.RUNNING
         elif self.state == "failed":
             label, col = "failed", theme.ERROR
+        elif self.state == "cancelled":
+            label, col = "cancelled", theme.NODE_DIM_TEXT
         elif self.state == "running":
-            label, col = "running", theme.RUNNING
+            label, col = running_label(self.progress, self.eta), theme.RUNNING
+        return label, col
+
+    def _paint_status(self, painter, tr: QRectF) -> None:
+        label, col = self._status_label()
         if label:
             painter.setFont(self.FONT)
             painter.setPen(col)
@@ -115,7 +139,7 @@ class NodePaintMixin:
                 painter.setPen(QPen(QColor("#ffffff") if ok else theme.NODE_BORDER, 2 if ok else 1))
                 painter.setBrush(col if ok is not False else col.darker(300))
                 painter.drawEllipse(p, r, r)
-                if self.collapsed or self.compact or lod < 0.5:
+                if self.collapsed or self.compact or lod < DETAIL_LOD:
                     continue
                 painter.setPen(theme.NODE_TEXT if ok is not False else theme.NODE_DIM_TEXT)
                 label = name + ("" if spec.get("optional") is not True or side == "out" else "?")

@@ -5,12 +5,18 @@ previews, cached nodes are marked, finished nodes show their time and images, fa
 from __future__ import annotations
 
 import random
+import time
 
 from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QMessageBox
 
 from nodegen.kernel.node import SEED_MAX
 
 from . import commands
+from .sweep_dialog import SweepDialog, SweepError, apply, caption, expand
+
+#: Escape asks before cancelling a run that has gone on this long (seconds)
+LONG_RUN_S = 10.0
 
 
 class RunMixin:
@@ -38,15 +44,12 @@ class RunMixin:
     def validate_graph(self):
         self.scene.commit_editor()
         p = self.runner.validate(self.doc.data)
-        by_node: dict[str, list[str]] = {}
-        for prob in p.problems + p.warnings:
+        by_node: dict[str, list] = {}
+        for prob in p.problems:
             if prob.node_id is not None:
-                text = (f"{prob.input}: " if prob.input else "") + prob.message
-                by_node.setdefault(prob.node_id, []).append(text)
+                by_node.setdefault(str(prob.node_id), []).append(prob)
         for nid, item in self.scene.items_by_id.items():
-            item.problems = by_node.get(nid, []) if nid in {x.node_id for x in p.problems} else []
-            item.setToolTip(item._tooltip())
-            item.update()
+            item.set_problems(by_node.get(nid, []))
         self.problems.set_problems(p.problems + p.warnings)
         return p
 
@@ -57,15 +60,69 @@ class RunMixin:
             self.problems_dock.raise_()
             self.statusBar().showMessage(f"not run: {len(p.problems)} problem(s); see the problems panel", 10000)
             return False
-        self.runner.submit(self.doc.data)
+        self.runner.submit(self.doc.data, label=self.doc.path.stem if self.doc.path else "Untitled")
         self.apply_seed_control()
         self.update_run_label()
         return True
 
+    # -- sweeps ------------------------------------------------------------------------
+    def open_sweep_dialog(self, preset: tuple[str, str] | None = None) -> bool:
+        dialog = SweepDialog(self.doc.data, self.schema, self, preset)
+        if not dialog.exec():
+            return False
+        try:
+            axes = dialog.axes()
+        except SweepError as e:
+            self.statusBar().showMessage(str(e), 10000)
+            return False
+        return bool(self.run_sweep(axes))
+
+    def run_sweep(self, axes) -> list[int]:
+        """Queue one run per combination of the axes' values; the gallery shows them as a grid."""
+        p = self.validate_graph()
+        if p.problems:
+            self.problems_dock.show()
+            self.statusBar().showMessage(f"not run: {len(p.problems)} problem(s); see the problems panel", 10000)
+            return []
+        self._sweeps = getattr(self, "_sweeps", 0) + 1
+        name = f"Sweep {self._sweeps}: " + " \u00d7 ".join(a.input for a in axes)
+        titles = {nid: n.get("title") or nid for nid, n in self.doc.nodes.items()}
+        jobs = []
+        for combo in expand(axes):
+            text = caption(combo, titles)
+            jobs.append(self.runner.submit(apply(self.doc.data, combo), label=text,
+                                           tag={"sweep": name, "values": combo, "caption": text}))
+        self.gallery.show_sweep(name)
+        self.gallery_dock.show()
+        self.gallery_dock.raise_()
+        self.update_run_label()
+        return jobs
+
     def cancel_run(self) -> None:
+        """Cancel the running job (the queued ones go on; the queue panel cancels any one)."""
+        if self.runner.cancel_current():
+            self.statusBar().showMessage("cancelling\u2026", 3000)
+
+    def cancel_all(self) -> None:
         if self.runner.busy or self.runner.pending():
             self.runner.cancel()
-            self.statusBar().showMessage("cancelling\u2026", 3000)
+            self.statusBar().showMessage("cancelling all runs\u2026", 3000)
+
+    def escape_pressed(self) -> bool:
+        """Escape on the canvas: cancel the running job, asking first when it has run long."""
+        job = self.runner.running_job
+        if job is None:
+            return False
+        if job.elapsed() >= LONG_RUN_S and not self.ask_cancel_run(job):
+            return False
+        self.cancel_run()
+        return True
+
+    def ask_cancel_run(self, job) -> bool:
+        """Asked before Escape cancels a long run (tests replace this)."""
+        return QMessageBox.question(
+            self, "Cancel the run?",
+            f"{job.label} has been running for {job.elapsed():.0f} s. Cancel it?") == QMessageBox.Yes
 
     def apply_seed_control(self) -> None:
         """"control after generate": randomize / increment the seeds for the next run."""
@@ -97,10 +154,14 @@ class RunMixin:
         if item is None:
             return
         if kind == "node_started":
-            item.set_state("running", reason=data.get("reason", ""), error="")
+            item.set_state("running", reason=data.get("reason", ""), error="", eta=None,
+                           started_at=time.monotonic())
             self.statusBar().showMessage(f"running {item.title}: {data.get('reason', '')}")
         elif kind == "node_progress":
-            item.progress = (data.get("step", 0), data.get("total", 0))
+            step, total = data.get("step", 0), data.get("total", 0)
+            item.progress = (step, total)
+            elapsed = time.monotonic() - (item.started_at or time.monotonic())
+            item.eta = elapsed / step * (total - step) if step and total else None
             if data.get("preview") is not None:
                 item.set_preview(data["preview"])
             item.update()
@@ -139,6 +200,13 @@ class RunMixin:
 
     def on_run_finished(self, number: int, status: str, info: dict) -> None:
         self.last_status = status
+        for item in self.scene.items_by_id.values():  # a node stopped mid-run keeps no badge
+            if item.state == "running":
+                item.set_state("cancelled" if status == "cancelled" else None)
+        job = self.runner.jobs.get(number)
+        if job is not None and job.outputs:
+            self.gallery.add_images(job.outputs, number, job.tag.get("caption", ""), job.tag.get("sweep"),
+                                    job.tag.get("values"))
         failures = info.get("failures") or []
         if info.get("error"):
             failures = [info["error"]]

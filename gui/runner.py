@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import copy
 import itertools
+import time
 import traceback
 from collections import deque
+from dataclasses import dataclass, field
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtGui import QImage
@@ -88,13 +90,40 @@ class _Worker(QObject):
         self.finished.emit(number, status, info)
 
 
+@dataclass
+class Job:
+    """One queued run of a copy of the document."""
+
+    number: int
+    label: str
+    doc: dict
+    status: str = "pending"          # pending, running, done, failed, cancelled
+    submitted: float = field(default_factory=time.time)
+    started: float | None = None
+    seconds: float | None = None
+    info: dict = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)  # image files written by this job
+    token: CancelToken | None = None
+    tag: dict = field(default_factory=dict)           # e.g. {"sweep": id, "values": {...}}
+
+    def elapsed(self) -> float:
+        return 0.0 if self.started is None else time.time() - self.started
+
+
+#: engine statuses -> queue statuses
+_STATUS = {"ok": "done", "failed": "failed", "cancelled": "cancelled", "invalid": "failed"}
+
+
 class RunController(QObject):
-    """The run queue. ``submit(doc)`` validates and queues a copy; one run at a time."""
+    """The run queue. ``submit(doc)`` queues a copy; one run at a time; every job is kept (with
+    its status) for the queue panel; one job can be cancelled without touching the others."""
 
     event = Signal(str, object, object)
     runStarted = Signal(int)
     runFinished = Signal(int, str, object)
     queueChanged = Signal(int)
+    #: a job was added, started, finished or cancelled
+    jobsChanged = Signal()
     _start = Signal(int, object, object)
 
     def __init__(self, engine, parent=None) -> None:
@@ -105,11 +134,12 @@ class RunController(QObject):
         self._worker = _Worker(engine)
         self._worker.moveToThread(self._thread)
         self._start.connect(self._worker.run)
-        self._worker.event.connect(self.event)
+        self._worker.event.connect(self._on_event)
         self._worker.finished.connect(self._on_finished)
         self._thread.start()
-        self._queue: deque = deque()
+        self._queue: deque[Job] = deque()
         self._numbers = itertools.count(1)
+        self.jobs: dict[int, Job] = {}
         self.current: tuple[int, CancelToken] | None = None
 
     def validate(self, doc: dict):
@@ -125,36 +155,77 @@ class RunController(QObject):
     def busy(self) -> bool:
         return self.current is not None
 
+    @property
+    def running_job(self) -> Job | None:
+        return self.jobs.get(self.current[0]) if self.current is not None else None
+
     def pending(self) -> int:
         return len(self._queue)
 
-    def submit(self, doc: dict) -> int:
+    def submit(self, doc: dict, label: str = "", tag: dict | None = None) -> int:
         number = next(self._numbers)
-        self._queue.append((number, copy.deepcopy(doc)))
+        job = Job(number, label or f"run {number}", copy.deepcopy(doc), tag=dict(tag or {}))
+        self.jobs[number] = job
+        self._queue.append(job)
         self.queueChanged.emit(len(self._queue))
+        self.jobsChanged.emit()
         self._next()
         return number
 
+    def cancel_job(self, number: int) -> bool:
+        """Cancel one job: a pending one leaves the queue, the running one stops at its next
+        check. The others are untouched."""
+        job = self.jobs.get(number)
+        if job is None or job.status not in ("pending", "running"):
+            return False
+        if job.status == "pending":
+            self._queue.remove(job)
+            job.status = "cancelled"
+            self.queueChanged.emit(len(self._queue))
+        elif job.token is not None:
+            job.token.cancel()
+        self.jobsChanged.emit()
+        return True
+
+    def cancel_current(self) -> bool:
+        return self.current is not None and self.cancel_job(self.current[0])
+
     def cancel(self) -> None:
         """Cancel the running graph and drop the queued ones."""
+        for job in list(self._queue):
+            job.status = "cancelled"
         self._queue.clear()
         self.queueChanged.emit(0)
         if self.current is not None:
             self.current[1].cancel()
+        self.jobsChanged.emit()
 
     def _next(self) -> None:
         if self.current is not None or not self._queue:
             return
-        number, doc = self._queue.popleft()
-        token = CancelToken()
-        self.current = (number, token)
+        job = self._queue.popleft()
+        job.token = CancelToken()
+        job.status, job.started = "running", time.time()
+        self.current = (job.number, job.token)
         self.queueChanged.emit(len(self._queue))
-        self.runStarted.emit(number)
-        self._start.emit(number, doc, token)
+        self.jobsChanged.emit()
+        self.runStarted.emit(job.number)
+        self._start.emit(job.number, job.doc, job.token)
+
+    def _on_event(self, kind: str, nid, data: dict) -> None:
+        job = self.running_job
+        if job is not None and kind in ("node_finished", "node_cached"):  # cached: its files stand
+            job.outputs.extend(p for p in data.get("paths") or [] if p not in job.outputs)
+        self.event.emit(kind, nid, data)
 
     def _on_finished(self, number: int, status: str, info: dict) -> None:
         self.current = None
+        job = self.jobs.get(number)
+        if job is not None:
+            job.status = _STATUS.get(status, "failed")
+            job.seconds, job.info = info.get("seconds") or job.elapsed(), info
         self.runFinished.emit(number, status, info)
+        self.jobsChanged.emit()
         self._next()
 
     def shutdown(self) -> None:

@@ -20,12 +20,13 @@ from .edge_item import EdgeItem
 from .editors import EditorMixin
 from .group_item import GroupItem
 from .node_item import NodeItem
+from .press import PressMixin
 from .wiring import WiringMixin
 
 THUMB_MAX = 512
 
 
-class GraphScene(WiringMixin, EditorMixin, QGraphicsScene):
+class GraphScene(WiringMixin, PressMixin, EditorMixin, QGraphicsScene):
     #: a one-line message for the status bar (e.g. why a connection was refused)
     message = Signal(str)
     #: a wire was dropped on empty canvas: (scene pos, {"accepts"|"produces": type, ...})
@@ -37,6 +38,7 @@ class GraphScene(WiringMixin, EditorMixin, QGraphicsScene):
         QGraphicsScene.__init__(self, parent)
         WiringMixin.__init__(self)
         EditorMixin.__init__(self)
+        PressMixin.__init__(self)
         self.doc = doc
         self.schema = schema
         self.resolve_file = resolve_file  # (kind, name) -> path or None
@@ -44,7 +46,6 @@ class GraphScene(WiringMixin, EditorMixin, QGraphicsScene):
         self.edges: dict[tuple[str, str], EdgeItem] = {}
         self.edges_by_node: dict[str, set] = defaultdict(set)
         self.group_items: list[GroupItem] = []
-        self.dragging = False
         self.setSceneRect(QRectF(-50000, -50000, 100000, 100000))
         self.setItemIndexMethod(QGraphicsScene.BspTreeIndex)
         doc.reset.connect(self.rebuild)
@@ -65,7 +66,7 @@ class GraphScene(WiringMixin, EditorMixin, QGraphicsScene):
 
     # -- sync with the document --------------------------------------------------------
     def rebuild(self) -> None:
-        self.cancel_wire()
+        self.release_grab(record=False)  # a new document: a move of the old one means nothing
         self.close_editor()
         for item in list(self.items_by_id.values()):
             self.removeItem(item)

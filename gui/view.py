@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QLineF, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QLineF, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QFrame, QGraphicsView, QWidget
 
 from . import theme
+from .node_paint import DETAIL_LOD
 
 NODE_MIME = "application/x-nodegen-node-type"
 MIN_ZOOM, MAX_ZOOM = 0.1, 4.0
+#: Fitting never zooms out below this (port names and widgets are drawn from DETAIL_LOD on, and
+#: are comfortable to read from here); a graph bigger than the view is shown from its start and
+#: panned to.
+FIT_MIN_ZOOM = max(DETAIL_LOD, 0.7)
+FIT_MAX_ZOOM = 1.5
 GRID = 20
 
 
@@ -49,6 +55,7 @@ class Minimap(QWidget):
         p.drawRect(QRectF((v.x() - rect.x()) * s, (v.y() - rect.y()) * s, v.width() * s, v.height() * s))
 
     def _go(self, pos) -> None:
+        self.view._user_moved_view()
         rect, s = self._mapping()
         self.view.centerOn(QPointF(rect.x() + pos.x() / s, rect.y() + pos.y() / s))
 
@@ -68,6 +75,8 @@ class GraphView(QGraphicsView):
     #: double-click on empty canvas or Tab: open the quick search here
     searchRequested = Signal(QPointF)
     zoomChanged = Signal(float)
+    #: Escape pressed on the canvas with nothing else to cancel (the window may cancel a run)
+    escapePressed = Signal()
 
     def __init__(self, scene, parent=None) -> None:
         super().__init__(scene, parent)
@@ -86,6 +95,9 @@ class GraphView(QGraphicsView):
         self.setCacheMode(QGraphicsView.CacheBackground)
         self._pan = None
         self._space = False
+        #: a fit asked for before the view had its final size: re-done on each resize until the
+        #: user zooms, pans or clicks (the window is shown, laid out, resized by the desktop)
+        self._fit_pending = False
         self.minimap = Minimap(self)
         self._place_minimap()
         scene.changed.connect(lambda _=None: self.minimap.update())
@@ -111,19 +123,42 @@ class GraphView(QGraphicsView):
         self.zoomChanged.emit(self.zoom())
         self.minimap.update()
 
+    def zoom_by(self, factor: float | None) -> None:
+        """Zoom in/out by ``factor`` (None: actual size), as the user asked."""
+        self._user_moved_view()
+        self.set_zoom(1.0 if factor is None else self.zoom() * factor)
+
     def visible_scene_rect(self) -> QRectF:
         return self.mapToScene(self.viewport().rect()).boundingRect()
 
     def fit_rect(self, rect: QRectF) -> None:
+        """Show ``rect`` as large as fits (at most FIT_MAX_ZOOM); never below FIT_MIN_ZOOM: then
+        the rect's start (left/top) is shown, centred along the axes where it fits."""
         if rect.isNull() or rect.isEmpty():
             return
-        self.fitInView(rect.adjusted(-40, -40, 40, 40), Qt.KeepAspectRatio)
-        if self.zoom() > 1.5:
-            self.set_zoom(1.5)
+        rect = rect.adjusted(-40, -40, 40, 40)
+        vp = self.viewport().rect()
+        z = min(vp.width() / rect.width(), vp.height() / rect.height())
+        z = max(FIT_MIN_ZOOM, min(FIT_MAX_ZOOM, z))
+        self.set_zoom(z)
+        w, h = vp.width() / z, vp.height() / z
+        cx = rect.center().x() if rect.width() <= w else rect.left() + w / 2
+        cy = rect.center().y() if rect.height() <= h else rect.top() + h / 2
+        self.centerOn(QPointF(cx, cy))
         self.zoomChanged.emit(self.zoom())
 
     def fit_all(self) -> None:
         self.fit_rect(self.scene().nodes_rect())
+
+    def request_fit(self) -> None:
+        """Fit all now if the view is shown, and again whenever it is resized until the user
+        moves the view (opening a graph before the window is shown and laid out)."""
+        self._fit_pending = True
+        if self.isVisible():
+            self.fit_all()
+
+    def _user_moved_view(self) -> None:
+        self._fit_pending = False
 
     def fit_selection(self) -> None:
         ids = self.scene().selected_ids()
@@ -141,6 +176,13 @@ class GraphView(QGraphicsView):
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
         self._place_minimap()
+        if self._fit_pending and self.isVisible():
+            self.fit_all()
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        if self._fit_pending:  # after the window's layout has run
+            QTimer.singleShot(0, self, lambda: self._fit_pending and self.fit_all())
 
     # -- painting ----------------------------------------------------------------------
     def drawBackground(self, painter, rect: QRectF) -> None:  # noqa: N802
@@ -167,9 +209,11 @@ class GraphView(QGraphicsView):
         delta = event.angleDelta().y()
         if delta == 0:
             return
+        self._user_moved_view()
         self.set_zoom(self.zoom() * (1.0015 ** delta), event.position())
 
     def mousePressEvent(self, event) -> None:  # noqa: N802
+        self._user_moved_view()
         if event.button() == Qt.MiddleButton or (event.button() == Qt.LeftButton and self._space):
             self._pan = event.position()
             self.viewport().setCursor(Qt.ClosedHandCursor)
@@ -220,8 +264,11 @@ class GraphView(QGraphicsView):
             self.searchRequested.emit(self.cursor_scene_pos())
             event.accept()
             return
-        if event.key() == Qt.Key_Escape and scene.drag_info() is not None:
-            scene.cancel_wire()
+        if event.key() == Qt.Key_Escape:
+            if scene.drag_info() is not None:
+                scene.cancel_wire()
+            else:
+                self.escapePressed.emit()
             event.accept()
             return
         super().keyPressEvent(event)

@@ -12,6 +12,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QPen
 
 from . import commands, theme
+from .node_paint import DETAIL_LOD
 
 ARROW_W = 14.0
 SEED_CTRL_W = 60.0
@@ -96,7 +97,7 @@ class WidgetInteraction:
 
     # -- painting ----------------------------------------------------------------------
     def paint_widgets(self, painter, lod: float = 1.0) -> None:
-        if lod < 0.5:  # too small to read: boxes only (fast first paint of big zoomed-out graphs)
+        if lod < DETAIL_LOD:  # too small to read: boxes only (fast first paint of big zoomed-out graphs)
             painter.setPen(Qt.NoPen)
             painter.setBrush(theme.WIDGET_BG)
             for spec in self.widget_rows:
@@ -111,7 +112,8 @@ class WidgetInteraction:
                 continue
             w = spec.get("widget")
             value = self.value_of(name)
-            painter.setPen(QPen(QColor("#3a3c42"), 1))
+            bad = name in getattr(self, "bad_inputs", ())
+            painter.setPen(QPen(theme.ERROR, 2) if bad else QPen(QColor("#3a3c42"), 1))
             painter.setBrush(theme.WIDGET_BG)
             painter.drawRoundedRect(rect, 4, 4)
             frac = slider_fraction(spec, value)
@@ -159,6 +161,14 @@ class WidgetInteraction:
     # -- mouse -------------------------------------------------------------------------
     def widget_drag_active(self) -> bool:
         return self._wdrag is not None
+
+    def cancel_widget_drag(self) -> None:
+        """The release will not come (a popup, focus loss): keep what the scrub set, and a
+        resize in progress goes back to the stored size."""
+        drag, self._wdrag = self._wdrag, None
+        if drag is not None and drag[0] == "resize":
+            self._layout((self.node.get("ui") or {}).get("size"))
+            self.canvas.node_geometry_changed(self)
 
     def widget_press(self, hit, event) -> None:
         canvas = self.canvas

@@ -20,8 +20,6 @@ class WireDrag:
 class WiringMixin:
     def __init__(self) -> None:
         self._wire: WireDrag | None = None
-        self._move_start: dict[str, QPointF] | None = None
-        self._group_start = None
 
     # -- queries the items use while painting -------------------------------------------
     def drag_info(self):
@@ -169,6 +167,8 @@ class WiringMixin:
 
     # -- Qt events -------------------------------------------------------------------------
     def mousePressEvent(self, event) -> None:  # noqa: N802
+        if self.press is not None or self.mouseGrabberItem() is not None:
+            self.release_grab()  # the release of an earlier press never came: start afresh
         if event.button() == Qt.LeftButton and self._wire is None:
             hit = self.port_at(event.scenePos())
             if hit is not None and hit[1] in ("in", "out"):
@@ -176,12 +176,6 @@ class WiringMixin:
                 event.accept()
                 return
         super().mousePressEvent(event)
-        from .node_item import NodeItem
-
-        grabber = self.mouseGrabberItem()
-        if isinstance(grabber, NodeItem) and not grabber.widget_drag_active():
-            self._move_start = {i.nid: i.pos() for i in self.selectedItems() if isinstance(i, NodeItem)}
-            self.dragging = True
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
         if self._wire is not None:
@@ -192,6 +186,8 @@ class WiringMixin:
                 self.message.emit("release to connect" if ok else reason)
             event.accept()
             return
+        if self.press is not None and not event.buttons() & Qt.LeftButton:
+            self.release_grab()  # the button went up where we did not see it
         super().mouseMoveEvent(event)
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802
@@ -199,12 +195,15 @@ class WiringMixin:
             self.finish_wire(event.scenePos())
             event.accept()
             return
+        if event.button() != Qt.LeftButton:
+            super().mouseReleaseEvent(event)
+            return
+        # taken first: the release ungrabs the item, and that must not count as a lost grab
+        press, self.press = self.press, None
         super().mouseReleaseEvent(event)
-        self.dragging = False
-        start, self._move_start = self._move_start, None
-        if start:
-            moved = {nid: (self.items_by_id[nid].x(), self.items_by_id[nid].y())
-                     for nid, p in start.items()
-                     if nid in self.items_by_id and self.items_by_id[nid].pos() != p}
-            if moved:
-                self.push(commands.move_nodes(self.doc, moved))
+        if press is not None:
+            self._record(press.moved(self.items_by_id))
+
+    def focusOutEvent(self, event) -> None:  # noqa: N802
+        self.release_grab()
+        super().focusOutEvent(event)

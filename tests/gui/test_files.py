@@ -184,5 +184,5 @@ def test_opening_a_comfyui_workflow_imports_it(window, tmp_path):
     custom = next(nid for nid, n in window.doc.nodes.items() if n["type"] == "SomeCustomNode")
     item = window.scene.items_by_id[custom]
     assert item.info.missing and "missing node type" in item.toolTip()
-    assert window.doc.path is None and window.doc.modified  # Save asks where: never over the original
+    assert window.doc.path is None and not window.doc.modified  # Save asks where; nothing changed yet
     assert len(window.scene.edges) == 3

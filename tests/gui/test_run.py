@@ -137,7 +137,7 @@ def test_progress_previews_and_cancel(make_window, slow_engine, red_png, qtbot):
     assert item.state == "running"
     assert item.preview is not None and item.preview.width() == 32
     window.view.setFocus()
-    QTest.keyClick(window, Qt.Key_Escape)  # Esc cancels
+    QTest.keyClick(window.view, Qt.Key_Escape)  # Esc on the canvas cancels
     _wait_idle(qtbot, window)
     assert window.last_status == "cancelled"
     assert item.progress is None or item.progress[0] < 400
