@@ -46,5 +46,5 @@ def test_the_entry_points_name_the_namespaced_modules(wheel, wheel_names):
     name = next(n for n in wheel_names if n.endswith("entry_points.txt"))
     with zipfile.ZipFile(wheel) as z:
         text = z.read(name).decode()
-    assert "nodegen = nodegen.cli:main" in text
+    assert "nodegen = nodegen.cli:entry" in text
     assert "builtin = nodegen.nodes" in text
