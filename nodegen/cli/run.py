@@ -8,7 +8,15 @@ import sys
 import threading
 
 from nodegen.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, UsageError
-from nodegen.cli.common import add_engine_args, apply_sets, load_workflow, make_engine, print_problems
+from nodegen.cli.common import (
+    add_engine_args,
+    apply_sets,
+    load_workflow,
+    make_engine,
+    print_problems,
+    set_threads,
+)
+from nodegen.cli.failures import report_failures, wait_for_worker
 
 
 def add_parser(sub) -> None:
@@ -34,13 +42,9 @@ def cmd_run(args) -> int:
     from nodegen.cli.progress import JsonProgress, TerminalProgress
     from nodegen.kernel.context import CancelToken
 
-    threads = args.threads or int(os.environ.get("NODEGEN_THREADS", "0") or 0)
-    if threads:
-        if threads < 1:
-            raise UsageError("--threads must be at least 1")
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(args.threads)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out}: is a file, not a folder")
     try:
         engine = make_engine(args, output_dir=args.out, device=args.device)
         _ = engine.executor  # picks the device now: a bad --device is a usage error
@@ -61,13 +65,7 @@ def cmd_run(args) -> int:
 
     t = threading.Thread(target=work, name="nodegen-run", daemon=True)
     t.start()
-    try:
-        while t.is_alive():
-            t.join(0.1)
-    except KeyboardInterrupt:
-        cancel.cancel()
-        print("\nnodegen: cancelling...", file=sys.stderr)
-        t.join()
+    if wait_for_worker(t, cancel):
         return EXIT_INTERRUPTED
     if "error" in box:
         raise box["error"]
@@ -80,8 +78,7 @@ def cmd_run(args) -> int:
         return EXIT_INVALID
     if result.warnings and not args.json:
         print_problems(result.warnings, header="warnings (not needed by this run):")
-    for f in result.failures:
-        print(f"\n{f}\n{f.traceback}", file=sys.stderr)
+    report_failures(result.failures, args.debug)
     if result.status == "cancelled":
         return EXIT_INTERRUPTED
     paths = result.paths
