@@ -37,6 +37,7 @@ from nodegen.kernel.plan import Plan, plan
 from nodegen.kernel.problems import Problem, node_title
 from nodegen.kernel.registry import NodeRegistry
 from nodegen.kernel.types import compatible
+from nodegen.kernel.limits import check_inputs
 from nodegen.kernel.values import check_linked_values
 
 _nonce = itertools.count()
@@ -267,6 +268,7 @@ class Executor:
         t = time.perf_counter()
         try:
             check_linked_values(nd, kwargs, history.upstream)
+            check_inputs(nd, kwargs, history.upstream)  # ranges of linked values, text length, memory
             outputs = nd.normalize_result(nd.run(ctx, **kwargs))
         except Cancelled:
             raise

@@ -15,7 +15,6 @@ export back to the API format.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from nodegen.formats.comfy.api_format import import_api, looks_like_api
