@@ -19,13 +19,19 @@ from pathlib import Path
 FORCE_AFTER = 3
 
 
-def wait_for_worker(t: threading.Thread, cancel) -> bool:
-    """Join ``t``; on Ctrl+C cancel it and keep waiting. True when the run was interrupted."""
+def wait_for_worker(done: threading.Event, cancel) -> bool:
+    """Wait until the worker sets ``done``; on Ctrl+C cancel it and keep waiting. True when the run
+    was interrupted.
+
+    This waits on an Event, not ``Thread.join``: in CPython up to 3.12 a KeyboardInterrupt that
+    lands inside ``join`` can mark a still-running thread as stopped (the bpo-45274 handling in
+    ``Thread._wait_for_tstate_lock`` releases the running thread's lock), so a second ``join``
+    returns at once and the process exits under the worker."""
     interrupted = 0
     while True:
         try:
-            while t.is_alive():
-                t.join(0.1)
+            while not done.wait(0.1):
+                pass
             return interrupted > 0
         except KeyboardInterrupt:
             interrupted += 1

@@ -56,16 +56,20 @@ def cmd_run(args) -> int:
     cancel = CancelToken()
     box: dict = {}
 
+    done = threading.Event()
+
     def work() -> None:
         try:
             box["result"] = engine.executor.run(wf.data, args.target or None,
                                                 keep_going=args.keep_going, cancel=cancel)
         except BaseException as e:  # noqa: BLE001 - reported below
             box["error"] = e
+        finally:
+            done.set()
 
     t = threading.Thread(target=work, name="nodegen-run", daemon=True)
     t.start()
-    if wait_for_worker(t, cancel):
+    if wait_for_worker(done, cancel):
         return EXIT_INTERRUPTED
     if "error" in box:
         raise box["error"]
