@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +86,7 @@ def test_signals_during_save_leave_no_partial_png(tmp_path):
     g = _save_graph(tmp_path)
     outs = {sig: tmp_path / f"out{int(sig)}" for sig in (signal.SIGINT, signal.SIGKILL)}
     procs = {sig: _start(tmp_path, ["run", str(g), "--out", str(out)], SLOW_SAVE="1") for sig, out in outs.items()}
-    for sig, proc in procs.items():
+    for proc in procs.values():
         _wait_for(proc.stderr, "SAVING")
     time.sleep(0.2)  # well inside the 0.8 s write
     for sig, proc in procs.items():
