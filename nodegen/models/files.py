@@ -92,7 +92,7 @@ def check_scaling_factor(value: float, path: str | os.PathLike) -> float:
 
 def _pickle_error(path: Path, e: Exception) -> ModelFileError:
     return ModelFileError(
-        f"{path}: cannot be loaded safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}). Pickled "
+        f"{path}: cannot be loaded safely ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}). Pickled "
         f"files are only read with torch.load(weights_only=True); convert it to .safetensors")
 
 
