@@ -104,3 +104,11 @@ def test_import_command_exit_codes(tmp_path, capsys, _cache, doc):
         code = main(["import", str(src), "-o", str(tmp_path / "out.json")])
     err = capsys.readouterr().err
     assert code in (0, 2) and "Traceback" not in err
+
+
+def test_found_by_fuzzing_an_input_named_null():
+    """A UI file whose widget input has no name gave a TypeError in validation."""
+    from nodegen.kernel.validate import _unknown_input_message
+
+    registry = default_registry()
+    assert "has no input None" in _unknown_input_message(registry["KSampler"], None)

@@ -62,6 +62,58 @@ def documents(draw) -> dict:
     return {"format": "nodegen-workflow", "version": draw(st.sampled_from([1, 1, 1, 0])), "nodes": nodes}
 
 
+def _value(draw, spec):
+    """A literal for ``spec``: mostly in range (edges included), sometimes out of it."""
+    w = spec.widget
+    if w in ("int", "seed"):
+        lo = int(spec.min) if spec.min is not None else -(2 ** 31)
+        hi = int(spec.max) if spec.max is not None else 2 ** 31
+        return draw(st.one_of(st.sampled_from([lo, hi, lo + 1, 0, 1]).filter(lambda v: lo <= v <= hi),
+                              st.integers(lo, min(hi, lo + 200)), st.integers(lo, hi), JSON))
+    if w == "float":
+        lo = spec.min if spec.min is not None else -1e6
+        hi = spec.max if spec.max is not None else 1e6
+        return draw(st.one_of(st.floats(lo, hi, allow_nan=False), st.sampled_from([lo, hi]), JSON))
+    if w == "bool":
+        return draw(st.booleans())
+    if w == "choice":
+        options = spec.choice_list(None) if not callable(spec.choices) else ["image"]
+        return draw(st.one_of(st.sampled_from(options or ["x"]), JSON)) if draw(st.integers(0, 9)) == 0 \
+            else draw(st.sampled_from(options or ["x"]))
+    if w == "file":
+        return draw(st.sampled_from(["image", "../x.png", "/dev/zero", ""]))
+    return draw(st.one_of(st.text(max_size=20), st.sampled_from(["", "pre/fix", "x" * 300, "a\nb"])))
+
+
+@st.composite
+def typed_documents(draw) -> dict:
+    """Mostly valid workflows of cheap nodes: literals per each input's rules, links between
+    outputs and inputs of compatible types (so that nodes do run)."""
+    from nodegen.kernel.registry import default_registry
+    from nodegen.kernel.types import compatible
+
+    registry = default_registry()
+    nodes: dict = {}
+    outs: list[tuple[str, str, object]] = []  # (node id, output name, type)
+    for i in range(1, draw(st.integers(2, 7)) + 1):
+        def runnable(t: str) -> bool:  # every required link input has something to link to
+            return all(any(compatible(ty, spec.type) for _n, _o, ty in outs)
+                       for spec in registry[t].inputs if spec.widget is None and spec.required)
+
+        nd = registry[draw(st.sampled_from([t for t in CHEAP if runnable(t)]))]
+        inputs: dict = {}
+        for spec in nd.inputs:
+            fits = [(nid, o, t) for nid, o, t in outs if compatible(t, spec.type)]
+            if fits and (spec.widget is None or draw(st.integers(0, 4)) == 0):
+                nid, o, _t = draw(st.sampled_from(fits))
+                inputs[spec.name] = {"from": [nid, o]}
+            elif spec.widget is not None and (spec.required or draw(st.booleans())):
+                inputs[spec.name] = _value(draw, spec)
+        nodes[str(i)] = {"type": nd.type, "inputs": inputs}
+        outs += [(str(i), o.name, o.type) for o in nd.outputs]
+    return {"format": "nodegen-workflow", "version": 1, "nodes": nodes}
+
+
 @pytest.fixture()
 def env(tmp_path_factory, monkeypatch):
     base = tmp_path_factory.mktemp("fuzz")
@@ -83,12 +135,12 @@ def _load_validate_run(engine, doc) -> None:
             wf = open_any(doc)
         except WorkflowError:
             return
-        result = engine.executor.run(wf.data)
+        result = engine.executor.run(wf.data, list(wf.data["nodes"]) or None)
         assert result.status in ("ok", "failed", "invalid"), result.status
 
 
 @settings(fuzz_settings(120), suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(doc=documents())
+@given(doc=st.one_of(documents(), typed_documents(), typed_documents()))
 def test_generated_workflows_load_validate_and_run(env, doc):
     _load_validate_run(env[0], doc)
 
@@ -107,7 +159,7 @@ def test_mutated_example_graphs_load_and_validate(env, doc):
 
 
 @settings(fuzz_settings(30), suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(doc=st.one_of(documents(), mutated(GRAPH_SEEDS[:3])), command=st.sampled_from(["validate", "run", "lock"]),
+@given(doc=st.one_of(documents(), typed_documents(), mutated(GRAPH_SEEDS[:3])), command=st.sampled_from(["validate", "run", "lock"]),
        garble=st.one_of(st.none(), st.tuples(st.integers(0, 400), st.binary(min_size=1, max_size=4))))
 def test_commands_exit_cleanly(env, capsys, doc, command, garble):
     _engine, base = env

@@ -68,7 +68,7 @@ def _check_version(n: dict, nd: NodeDef) -> list[tuple[str | None, str, str]]:
 
 
 def _unknown_input_message(nd: NodeDef, name: str) -> str:
-    close = difflib.get_close_matches(name, nd.input_names, n=2)
+    close = difflib.get_close_matches(str(name), nd.input_names, n=2)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
         f"; {nd.type} has inputs {', '.join(nd.input_names) or '(none)'}")
     return f"{nd.type} has no input {name!r}{hint}"
