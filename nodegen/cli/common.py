@@ -33,6 +33,8 @@ def make_engine(args, **kw):
 def load_workflow(engine, path: str):
     from nodegen.kernel.workflow import WorkflowError
 
+    for err in getattr(engine.registry, "errors", []):  # a plugin that did not load is named
+        print(f"warning: {str(err)[:500]}", file=sys.stderr)
     try:
         return engine.prepare(path)
     except WorkflowError as e:

@@ -72,6 +72,11 @@ def report_failures(failures: list, debug: bool = False) -> None:
     """One paragraph per failed node; tracebacks to a log file (and here with ``debug``)."""
     if not failures:
         return
+    from dataclasses import replace
+
+    from nodegen.kernel.jsondoc import shorten
+
+    failures = [replace(f, title=shorten(f.title), error=shorten(f.error, 4000)) for f in failures]
     log = write_log("\n\n".join(f"{f}\n{f.traceback}" for f in failures))
     for f in failures:
         print(f"\n{f}", file=sys.stderr)
