@@ -95,12 +95,12 @@ def typed_documents(draw) -> dict:
     registry = default_registry()
     nodes: dict = {}
     outs: list[tuple[str, str, object]] = []  # (node id, output name, type)
-    for i in range(1, draw(st.integers(2, 7)) + 1):
-        def runnable(t: str) -> bool:  # every required link input has something to link to
-            return all(any(compatible(ty, spec.type) for _n, _o, ty in outs)
-                       for spec in registry[t].inputs if spec.widget is None and spec.required)
+    def runnable(t: str, outs: list) -> bool:  # every required link input has something to link to
+        return all(any(compatible(ty, spec.type) for _n, _o, ty in outs)
+                   for spec in registry[t].inputs if spec.widget is None and spec.required)
 
-        nd = registry[draw(st.sampled_from([t for t in CHEAP if runnable(t)]))]
+    for i in range(1, draw(st.integers(2, 7)) + 1):
+        nd = registry[draw(st.sampled_from([t for t in CHEAP if runnable(t, outs)]))]
         inputs: dict = {}
         for spec in nd.inputs:
             fits = [(nid, o, t) for nid, o, t in outs if compatible(t, spec.type)]

@@ -276,3 +276,20 @@ def test_load_image_path_policy(tmp_path, capsys):
     os.symlink(outside / "secret.png", wfdir / "link.png")
     assert check("link.png")[0] == 2                           # a symlink leading out
     assert check(str(outside / "secret.png"), "--allow-any-path")[0] == 0
+
+
+def test_a_plain_value_through_a_reroute_is_refused_before_the_node_runs(tmp_path, capsys):
+    """Found by fuzzing: Boolean -> Reroute -> ImageThreshold gave AttributeError inside the node."""
+    g = _graph(tmp_path, {
+        "1": {"type": "Boolean", "inputs": {"value": True}},
+        "2": {"type": "Reroute", "inputs": {"value": {"from": ["1", "value"]}}},
+        "3": {"type": "ImageInvert", "inputs": {"image": {"from": ["2", "value"]}}}})
+    code, out = _run(capsys, "run", str(g), "--target", "3")
+    assert code == 1 and "expects IMAGE but got the bool" in out
+
+
+def test_long_titles_are_shortened_in_failure_reports(tmp_path, capsys):
+    g = _graph(tmp_path, {"1": {"type": "IntMath", "title": "T" * 100000,
+                                "inputs": {"a": 1, "op": "divide", "b": 0}}})
+    code, out = _run(capsys, "run", str(g), "--target", "1")
+    assert code == 1 and "100000 characters" in out and len(out) < 5000
