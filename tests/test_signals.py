@@ -16,8 +16,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: The child runs the CLI; with SLOW_SAVE it writes each PNG in slow pieces after printing SAVING,
-#: so that the signal lands while a file is being written.
+#: The child runs the CLI; with SLOW_SAVE=FILE it writes half of each PNG, prints SAVING and waits
+#: until FILE exists before writing the rest, so that the signal lands while a file is being written.
 CHILD = r"""
 import io, os, sys, time
 if os.environ.get("SLOW_SAVE"):
@@ -29,10 +29,12 @@ if os.environ.get("SLOW_SAVE"):
         buf = io.BytesIO()
         real(self, buf, format, **kw)
         data = buf.getvalue()
+        fp.write(data[: len(data) // 2]); fp.flush()
         print("SAVING", file=sys.stderr, flush=True)
-        step = max(1, len(data) // 10)
-        for i in range(0, len(data), step):
-            fp.write(data[i:i + step]); fp.flush(); time.sleep(0.08)
+        end = time.monotonic() + 60
+        while not os.path.exists(os.environ["SLOW_SAVE"]) and time.monotonic() < end:
+            time.sleep(0.02)
+        fp.write(data[len(data) // 2:])
     Image.Image.save = slow
 from nodegen.cli import main
 sys.exit(main(sys.argv[1:]))
@@ -85,13 +87,15 @@ def test_signals_during_save_leave_no_partial_png(tmp_path):
     """SIGINT and SIGKILL (two processes at once, to save time) while a PNG is being written."""
     g = _save_graph(tmp_path)
     outs = {sig: tmp_path / f"out{int(sig)}" for sig in (signal.SIGINT, signal.SIGKILL)}
-    procs = {sig: _start(tmp_path, ["run", str(g), "--out", str(out)], SLOW_SAVE="1") for sig, out in outs.items()}
-    for proc in procs.values():
-        _wait_for(proc.stderr, "SAVING")
-    time.sleep(0.2)  # well inside the 0.8 s write
+    release = tmp_path / "release"
+    procs = {sig: _start(tmp_path, ["run", str(g), "--out", str(out)], SLOW_SAVE=str(release))
+             for sig, out in outs.items()}
     for sig, proc in procs.items():
+        _wait_for(proc.stderr, "SAVING")  # half of the PNG is written; the rest waits for `release`
         assert [p.name for p in outs[sig].glob("*.png")] == []  # nothing under a final name yet
         proc.send_signal(sig)
+    time.sleep(0.5)  # let SIGINT reach the main thread while the worker is mid-write
+    release.touch()
     for proc in procs.values():
         proc.communicate(timeout=60)
     assert procs[signal.SIGINT].returncode == 130
