@@ -36,10 +36,9 @@ def test_lora_of_another_architecture_is_refused_when_applied(sd1):
 
 
 def test_controlnet_of_another_architecture_is_refused_when_applied(sd1):
-    from nodegen.nodes.controlnet import with_control
-
     from nodegen.diffusion.conditioning import CondItem
     from nodegen.models.controlnet import ControlNetError, ControlNetModel
+    from nodegen.nodes.controlnet import with_control
     from tests.support.controlnet_fixtures import build_controlnet
 
     cn = ControlNetModel(build_controlnet(sd1.unet), "sd1", source="/cn/canny_sd1.safetensors")

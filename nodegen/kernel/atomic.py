@@ -128,20 +128,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_temps(folder: str | os.PathLike) -> list[str]:
+def clean_stale_temps(folder: str | os.PathLike[str]) -> list[str]:
     """Remove this module's temporary files in ``folder`` whose writing process is gone."""
-    removed = []
+    removed: list[str] = []
     try:
-        entries = list(os.scandir(folder))
+        entries = list(os.scandir(os.fspath(folder)))
     except OSError:
         return removed
     for entry in entries:
-        m = _TEMP.match(entry.name)
+        m = _TEMP.match(str(entry.name))
         if m is None or _alive(int(m.group(1))):
             continue
         try:
             os.unlink(entry.path)
-            removed.append(entry.path)
+            removed.append(str(entry.path))
         except OSError:
             pass
     return removed

@@ -32,12 +32,12 @@ from typing import Any
 from nodegen.kernel.cache import OutputCache
 from nodegen.kernel.context import Cancelled, CancelToken, RunContext
 from nodegen.kernel.events import Event, EventBus
+from nodegen.kernel.limits import check_inputs
 from nodegen.kernel.node import MISSING, NodeDef
 from nodegen.kernel.plan import Plan, plan
 from nodegen.kernel.problems import Problem, node_title
 from nodegen.kernel.registry import NodeRegistry
 from nodegen.kernel.types import compatible
-from nodegen.kernel.limits import check_inputs
 from nodegen.kernel.values import check_linked_values
 
 _nonce = itertools.count()
