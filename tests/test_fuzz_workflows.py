@@ -178,3 +178,15 @@ def test_commands_exit_cleanly(env, capsys, doc, command, garble):
     assert code in (0, 1, 2) and "Traceback" not in err, err[-3000:]
     if code == 2 and command == "lock":
         assert path.read_bytes() == text  # a refused file is never rewritten
+
+
+def test_found_by_fuzzing_a_malformed_link_is_refused_not_raised():
+    """{"from": ""} on a literal input crashed the executor (IndexError) before the plan's problems
+    were reported."""
+    from nodegen.kernel.executor import Executor
+    from nodegen.kernel.registry import default_registry
+
+    doc = {"format": "nodegen-workflow", "version": 1,
+           "nodes": {"1": {"type": "Int", "inputs": {}}, "2": {"type": "Int", "inputs": {"value": {"from": ""}}}}}
+    result = Executor(default_registry()).run(doc, ["1", "2"])
+    assert result.status == "invalid" and "invalid_link" in [p.code for p in result.problems]

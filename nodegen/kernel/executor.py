@@ -156,7 +156,7 @@ class _Run:
         self.consumers: dict[str, int] = {}
         for nid in p.order:
             for v in self.nodes[nid].get("inputs", {}).values():
-                if type(v) is dict and "from" in v:
+                if type(v) is dict and isinstance(v.get("from"), list) and v["from"]:  # malformed: refused by plan
                     src = v["from"][0]
                     self.consumers[src] = self.consumers.get(src, 0) + 1
 

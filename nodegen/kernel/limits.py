@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from nodegen.kernel.jsondoc import shorten
-
 MAX_TEXT = 100_000
 #: Bytes per output pixel and image, for the estimate (float32 RGB times working copies).
 BYTES_PER_PIXEL = 3 * 4 * 16
@@ -70,27 +68,10 @@ def check_inputs(nd: Any, kwargs: dict, linked: Any) -> None:
             bad = spec.check_value(value)
             if bad is not None:
                 raise LimitError(f"input {name!r} (linked): {bad[1]}")
-        if name in linked and spec.widget is None and _is_plain(value) and _wants_object(spec.type):
-            raise LimitError(f"input {name!r} (linked) expects {spec.type.name} but got the "
-                             f"{type(value).__name__} {shorten(repr(value))} (through a Reroute or other "
-                             f"untyped link?); link it to a {spec.type.name} output")
         if isinstance(value, str) and len(value) > max_text():
             raise LimitError(f"input {name!r}: the text is {len(value)} characters, more than the limit of "
                              f"{max_text()} (NODEGEN_MAX_TEXT raises it)")
     _check_size(kwargs)
-
-
-def _is_plain(value: Any) -> bool:
-    return isinstance(value, (bool, int, float, str))
-
-
-#: Built-in socket types whose values are tensors or model objects, never plain numbers or text.
-OBJECT_TYPES = frozenset({"IMAGE", "MASK", "LATENT", "MODEL", "CLIP", "VAE", "CONDITIONING", "CONTROL_NET",
-                          "SIGMAS", "SAMPLER", "UPSCALE_MODEL"})
-
-
-def _wants_object(socket: Any) -> bool:
-    return getattr(socket, "name", "*") in OBJECT_TYPES
 
 
 def _check_size(kwargs: dict) -> None:
