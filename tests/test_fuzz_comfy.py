@@ -101,7 +101,7 @@ def test_import_command_exit_codes(tmp_path, capsys, _cache, doc):
     src = tmp_path / "in.json"
     src.write_text(json.dumps(doc))
     with time_limit(20):
-        code = main(["import", str(src), "-o", str(tmp_path / "out.json")])
+        code = main(["import", "comfy", str(src), "-o", str(tmp_path / "out.json")])
     err = capsys.readouterr().err
     assert code in (0, 2) and "Traceback" not in err
 

@@ -210,7 +210,7 @@ def test_disk_full_during_lock_and_import_is_an_error_and_keeps_the_file(tmp_pat
 
     monkeypatch.setattr(os, "fsync", full)
     assert main(["lock", str(p)]) == 2
-    assert main(["import", str(comfy), "-o", str(tmp_path / "i.json")]) == 2
+    assert main(["import", "comfy", str(comfy), "-o", str(tmp_path / "i.json")]) == 2
     assert "No space left" in capsys.readouterr().err
     assert p.read_text() == before and not (tmp_path / "i.json").exists()
     assert not [x for x in tmp_path.iterdir() if x.name.endswith(".tmp")]

@@ -57,12 +57,13 @@ def test_deep_nesting_long_names_and_devices_as_the_graph_exit_2(tmp_path, capsy
     deep.write_text('{"format": "nodegen-workflow", "version": 1, "nodes": {}, "x": ' + "[" * 5000 + "]" * 5000 + "}")
     assert _run(capsys, "validate", str(deep))[0] == 2
     assert _run(capsys, "run", str(tmp_path / ("n" * 300 + ".json")))[0] == 2
-    code, text = _run(capsys, "run", DEV_ZERO)
-    assert code == 2 and "not a regular file" in text
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
-    code, text = _run(capsys, "run", str(fifo))
-    assert code == 2 and "FIFO" in text
+    for cmd in ("run", "validate", "info", "lock", "import comfy", "export comfy"):
+        for graph, what in ((DEV_ZERO, "a device"), (str(fifo), "FIFO"), (str(tmp_path), "a folder")):
+            extra = ["-o", str(tmp_path / "o.json")] if cmd.endswith("comfy") else []
+            code, text = _run(capsys, *cmd.split(), graph, *extra)
+            assert code == 2 and "not a regular file" in text and what in text, (cmd, graph, text)
 
 
 def test_set_values_deep_huge_or_bad_exit_2(tmp_path, capsys):
@@ -86,7 +87,7 @@ def test_bomb_png_as_the_graph_is_read_without_its_pixels(tmp_path, capsys):
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(data)
     assert _run(capsys, "validate", str(bomb))[0] == 2  # valid JSON, but no output node
-    assert _run(capsys, "import", str(bomb), "-o", str(tmp_path / "o.json"))[0] == 2  # already nodegen
+    assert _run(capsys, "import", "comfy", str(bomb), "-o", str(tmp_path / "o.json"))[0] == 2  # already nodegen
     code, text = _run(capsys, "info", str(bomb))
     assert code == 0 and "Int" in text
     code, text = _run(capsys, "run", str(bomb), "--target", "1")
