@@ -214,3 +214,9 @@ def test_disk_full_during_lock_and_import_is_an_error_and_keeps_the_file(tmp_pat
     assert "No space left" in capsys.readouterr().err
     assert p.read_text() == before and not (tmp_path / "i.json").exists()
     assert not [x for x in tmp_path.iterdir() if x.name.endswith(".tmp")]
+
+
+def test_saved_names_have_no_newlines_or_bidi_overrides(tmp_path, capsys):
+    g = _save_graph(tmp_path, prefix="evil\nname\u202egnp.exe")
+    assert main(["run", str(g), "--out", str(tmp_path / "o")]) == 0
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["evil_name_gnp.exe_00001.png"]
