@@ -1,6 +1,6 @@
 """Hypothesis settings for the fuzz tests: a fixed, derandomized run in CI (fast and repeatable);
-``NODEGEN_FUZZ_EXAMPLES=N`` runs N random examples per test instead (a longer hunt, on demand),
-and ``NODEGEN_FUZZ_SEED`` makes that hunt repeatable."""
+``NODEGEN_FUZZ_EXAMPLES=N`` runs N random examples per test instead (a longer hunt, on demand; a
+failure prints the example, and Hypothesis's ``@reproduce_failure`` line replays it)."""
 
 from __future__ import annotations
 
