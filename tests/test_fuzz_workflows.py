@@ -30,8 +30,8 @@ CHEAP = ["Int", "Float", "Boolean", "Seed", "String", "IntMath", "FloatMath", "I
          "ImageBlend", "MaskToImage", "ImageToMask", "InvertMask", "SaveImage", "PreviewImage", "LoadImage",
          "Note", "Reroute", "ImageThreshold"]
 OUTPUTS = {"Int": "value", "Float": "value", "String": "value", "IntMath": "result", "FloatMath": "result",
-           "EmptyLatentImage": "samples", "LoadImage": "image", "ImageInvert": "image", "ImageScale": "image",
-           "ImageToMask": "mask", "MaskToImage": "image", "LatentUpscale": "samples"}
+           "EmptyLatentImage": "latent", "LoadImage": "image", "ImageInvert": "image", "ImageScale": "image",
+           "ImageToMask": "mask", "MaskToImage": "image", "LatentUpscale": "latent"}
 
 
 @st.composite

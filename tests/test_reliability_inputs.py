@@ -294,3 +294,19 @@ def test_long_titles_are_shortened_in_failure_reports(tmp_path, capsys):
                                 "inputs": {"a": 1, "op": "divide", "b": 0}}})
     code, out = _run(capsys, "run", str(g), "--target", "1")
     assert code == 1 and "100000 characters" in out and len(out) < 5000
+
+
+def test_memory_estimate_covers_scaling_an_input(tmp_path, capsys, monkeypatch):
+    (tmp_path / "input").mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), "uint8")).save(tmp_path / "input" / "a.png")
+    g = _graph(tmp_path, {"1": {"type": "LoadImage", "inputs": {"image": "a.png"}},
+                          "2": {"type": "ImageScaleBy", "inputs": {"image": {"from": ["1", "image"]},
+                                                                   "scale_by": 8.0}},
+                          "3": {"type": "EmptyLatentImage", "inputs": {"width": 256, "height": 256, "batch_size": 1}},
+                          "4": {"type": "RepeatLatentBatch", "inputs": {"samples": {"from": ["3", "latent"]},
+                                                                        "amount": 64}}})
+    monkeypatch.setenv("NODEGEN_MAX_MEMORY", str(40 << 20))  # 64*64*64 px * 192 B = 50 MB
+    code, out = _run(capsys, "run", str(g), "--target", "2")
+    assert code == 1 and "scaling by 8.0 would need about 50.3 MB" in out, out
+    code, out = _run(capsys, "run", str(g), "--target", "4")
+    assert code == 1 and "repeating 64 times" in out, out

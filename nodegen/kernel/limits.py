@@ -4,10 +4,11 @@
   ``steps = 10**9`` or ``width = 100000`` is refused like the literal would be.
 * Text inputs are capped (``NODEGEN_MAX_TEXT``, default 100,000 characters): a 10 MB prompt would
   tokenize for minutes.
-* Image-sized work is estimated before anything is allocated: a node with ``width`` and
-  ``height`` (and ``batch_size``) inputs needs about ``batch * width * height * 3 * 4 * 16`` bytes
-  (float32 pixels and the model's working copies); more than the limit (``NODEGEN_MAX_MEMORY``
-  in bytes, default the machine's physical memory) is refused with the estimate and the limit.
+* Image-sized work is estimated before anything is allocated: the pixels a node will make
+  (``width x height x batch_size``, or its image or latent input scaled by ``scale_by`` or repeated
+  ``amount`` times) cost about ``3 * 4 * 16`` bytes each (float32 pixels and the model's working
+  copies); more than the limit (``NODEGEN_MAX_MEMORY`` in bytes, default the machine's physical
+  memory) is refused with the estimate and the limit.
 """
 
 from __future__ import annotations
@@ -75,13 +76,59 @@ def check_inputs(nd: Any, kwargs: dict, linked: Any) -> None:
 
 
 def _check_size(kwargs: dict) -> None:
-    w, h = kwargs.get("width"), kwargs.get("height")
-    if not (isinstance(w, int) and isinstance(h, int)) or isinstance(w, bool) or isinstance(h, bool):
+    pixels = _output_pixels(kwargs)
+    if pixels is None:
         return
-    batch = kwargs.get("batch_size", 1)
-    batch = batch if isinstance(batch, int) and batch > 0 else 1
-    need = batch * max(w, 0) * max(h, 0) * BYTES_PER_PIXEL
+    need = pixels * BYTES_PER_PIXEL
     limit = max_memory()
     if need > limit:
-        raise LimitError(f"{batch} image(s) of {w}x{h} would need about {human(need)} of memory, more than "
-                         f"the limit of {human(limit)} (NODEGEN_MAX_MEMORY sets it); use a smaller size or batch")
+        raise LimitError(f"{_describe(kwargs)} would need about {human(need)} of memory, more than the limit "
+                         f"of {human(limit)} (NODEGEN_MAX_MEMORY sets it); use a smaller size or batch")
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _input_pixels(kwargs: dict) -> tuple[int, int, int] | None:
+    """``(batch, height, width)`` in pixels of the image or latent input, if any."""
+    for value in kwargs.values():
+        if isinstance(value, dict) and hasattr(value.get("samples"), "shape"):
+            latent = tuple(value["samples"].shape)
+            if len(latent) == 4:
+                return int(latent[0]), int(latent[2]) * 8, int(latent[3]) * 8  # latents are 1/8 of the image
+        image = getattr(value, "shape", None)
+        if image is not None and len(image) == 4 and image[-1] in (1, 3, 4):
+            return int(image[0]), int(image[1]), int(image[2])  # IMAGE [B, H, W, C]
+    return None
+
+
+def _output_pixels(kwargs: dict) -> int | None:
+    """Pixels the node will produce: ``width x height x batch_size``, or its input scaled by
+    ``scale_by`` or repeated ``amount`` times."""
+    w, h = _int(kwargs.get("width")), _int(kwargs.get("height"))
+    batch = _int(kwargs.get("batch_size"))
+    given = _input_pixels(kwargs)
+    if w is not None and h is not None:
+        if batch is None:
+            batch = given[0] if given else 1
+        return max(batch, 1) * max(w, 0) * max(h, 0)
+    if given is None:
+        return None
+    b, gh, gw = given
+    scale = kwargs.get("scale_by")
+    if isinstance(scale, (int, float)) and not isinstance(scale, bool):
+        return int(b * gh * gw * float(scale) ** 2)
+    amount = _int(kwargs.get("amount"))
+    if amount is not None:
+        return b * gh * gw * max(amount, 1)
+    return None
+
+
+def _describe(kwargs: dict) -> str:
+    w, h = kwargs.get("width"), kwargs.get("height")
+    if _int(w) is not None and _int(h) is not None:
+        return f"{_int(kwargs.get('batch_size')) or 1} image(s) of {w}x{h}"
+    if "scale_by" in kwargs:
+        return f"scaling by {kwargs['scale_by']}"
+    return f"repeating {kwargs.get('amount')} times"
