@@ -84,7 +84,7 @@ def ui_documents(draw) -> dict:
             "version": 0.4}
 
 
-@settings(fuzz_settings(150), suppress_health_check=[HealthCheck.too_slow])
+@settings(fuzz_settings(80), suppress_health_check=[HealthCheck.too_slow])
 @given(doc=ui_documents())
 def test_generated_ui_documents(doc):
     _import_validate_export(doc)
