@@ -28,7 +28,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def make_engine(args):
     from nodegen.runtime.engine import Engine
 
-    return Engine(models=args.models, output_dir=args.output_dir, input_dir=args.input_dir, device=args.device)
+    # the editor is driven by the person at the keyboard, who picks images anywhere with the file
+    # dialog: the LoadImage folder policy guards headless runs and the server, not this
+    return Engine(models=args.models, output_dir=args.output_dir, input_dir=args.input_dir, device=args.device,
+                  allow_any_path=True)
 
 
 def wait_for_runs(app, window, timeout_s: float = 600.0) -> str | None:

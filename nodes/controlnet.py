@@ -31,6 +31,11 @@ def with_control(conditioning: list, control) -> list:
     if not isinstance(conditioning, list):
         raise TypeError(f"expected CONDITIONING (a list of CondItem), got {type(conditioning).__name__}")
     out = []
+    for item in conditioning:  # another family's ControlNet is refused now, not inside the sampler
+        net = getattr(getattr(control, "control_net", None), "net", None)
+        if net is not None and getattr(item, "embeds", None) is not None:
+            sdxl_net = getattr(net.config, "addition_embed_type", None) == "text_time"
+            control.check_compatible(item.embeds, {} if sdxl_net else None, net)  # the width only
     for item in conditioning:
         controls = list(item.extras.get("controls") or [])
         controls.append(control)

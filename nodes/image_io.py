@@ -8,6 +8,7 @@ from pathlib import Path
 
 from nodegen.image.convert import check_image, image_to_pils, pil_alpha_mask, pil_to_image
 from nodegen.kernel import types as T
+from nodegen.kernel.input_checks import register_check
 from nodegen.kernel.node import Input, Output, node
 
 
@@ -31,7 +32,10 @@ def _resolve_image(ctx_or_env, name: str) -> Path:
 
 
 def _file_sha256(inputs: dict, env) -> str:
+    from nodegen.kernel.files import check_regular_file
+
     path = _resolve_image(env, inputs.get("image"))
+    check_regular_file(path, "image file")
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -39,14 +43,35 @@ def _file_sha256(inputs: dict, env) -> str:
     return h.hexdigest()
 
 
+#: Most pixels a loaded image may have (decompression bombs); NODEGEN_MAX_IMAGE_PIXELS overrides.
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+
+
+def max_image_pixels() -> int:
+    try:
+        return int(os.environ.get("NODEGEN_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS))
+    except ValueError:
+        return MAX_IMAGE_PIXELS
+
+
 def _open(path: Path):
     from PIL import Image, UnidentifiedImageError
 
+    from nodegen.kernel.files import check_regular_file
+
+    check_regular_file(path, "image file")
     try:
         img = Image.open(path)
+        w, h = img.size
+        limit = max_image_pixels()
+        if w * h > limit:
+            raise ValueError(f"{path}: the image is {w}x{h} ({w * h / 1e6:.0f} megapixels), more than the "
+                             f"limit of {limit / 1e6:.0f} megapixels (NODEGEN_MAX_IMAGE_PIXELS raises it)")
         img.load()
         return img
-    except (UnidentifiedImageError, OSError) as e:
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"{path}: refused as a decompression bomb ({e})") from e
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"{path}: not an image this program can read ({e})") from e
 
 
@@ -89,24 +114,53 @@ def _values_used(ctx, index: int) -> dict:
 
 
 def _save(ctx, images, folder: str, prefix: str, embed: bool) -> list[str]:
-    from nodegen.formats.png import pnginfo, save_png_exclusive
+    from nodegen.formats.png import pnginfo
 
     check_image(images, "images")
     paths = []
     pils = image_to_pils(images)
     for i, pil in enumerate(pils):
         info = pnginfo(ctx.workflow, _values_used(ctx, i)) if embed else None
-        paths.append(str(save_png_exclusive(pil, folder, prefix, info)))
+        paths.append(str(_save_or_keep(ctx, pil, folder, prefix, info)))
     ctx.ui(images=pils, paths=paths)
     return paths
+
+
+def _save_or_keep(ctx, pil, folder: str, prefix: str, info) -> Path:
+    """Save one image; when that fails, keep it in the temporary folder and say where."""
+    from nodegen.formats.png_save import save_png_exclusive
+
+    try:
+        return save_png_exclusive(pil, folder, prefix, info)
+    except (OSError, ValueError) as e:
+        reason = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
+        rescue = os.path.join(ctx.temp_dir, "unsaved")
+        try:
+            kept = save_png_exclusive(pil, rescue, "nodegen", info)
+        except (OSError, ValueError) as e2:
+            raise OSError(f"cannot save the image in {folder} ({reason}), nor keep it in {rescue} ({e2})") from e
+        raise OSError(f"cannot save the image in {folder} as {prefix!r} ({reason}); the image was kept "
+                      f"as {kept}") from e
+
+
+def _check_target(prefix, env) -> str | None:
+    """Planning-time check of SaveImage's target: fail before any work, not after it."""
+    from nodegen.formats.png_save import check_target
+
+    if env is None or not isinstance(prefix, str):
+        return None
+    return check_target(getattr(env, "output_dir", "output"), prefix)
+
+
+_PREFIX = Input.string("filename_prefix", "nodegen",
+                       description="File name start; may contain sub-folders of the output folder")
+register_check("SaveImage", "filename_prefix", _check_target)
 
 
 @node("SaveImage", category="image", output=True,
       description="Save images as PNG files in the output folder, with the workflow embedded; "
                   "never overwrites a file.",
-      inputs=[Input.link("images", T.IMAGE),
-              Input.string("filename_prefix", "nodegen",
-                           description="File name start; may contain sub-folders of the output folder")],
+      inputs=[Input.link("images", T.IMAGE), _PREFIX],
       keywords=("write", "export", "png"))
 def save_image(ctx, images, filename_prefix):
     _save(ctx, images, ctx.output_dir, filename_prefix, embed=True)

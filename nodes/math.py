@@ -11,7 +11,7 @@ from nodegen.kernel.node import Input, Output, node
 _INT_OPS = {
     "add": operator.add, "subtract": operator.sub, "multiply": operator.mul,
     "divide": lambda a, b: _nonzero(b) and a // b, "modulo": lambda a, b: _nonzero(b) and a % b,
-    "power": lambda a, b: a ** b if b >= 0 else _fail("power needs a non-negative exponent"),
+    "power": lambda a, b: _bounded_power(a, b),
     "min": min, "max": max,
 }
 _FLOAT_OPS = {
@@ -19,6 +19,24 @@ _FLOAT_OPS = {
     "divide": lambda a, b: _nonzero(b) and a / b, "power": math.pow, "min": min, "max": max,
     "modulo": lambda a, b: _nonzero(b) and math.fmod(a, b),
 }
+
+
+#: Largest integer result in bits: Python computes any size, so 3 ** 10**9 would run for ever.
+MAX_BITS = 4096
+
+
+def _bounded_power(a: int, b: int) -> int:
+    if b < 0:
+        _fail("power needs a non-negative exponent")
+    if abs(a) > 1 and b * math.log2(abs(a)) > MAX_BITS:
+        _fail(f"{a} ** {b} would have about {b * math.log2(abs(a)):.3g} bits, more than {MAX_BITS}")
+    return a ** b
+
+
+def _bounded(result: int) -> int:
+    if result.bit_length() > MAX_BITS:
+        _fail(f"the result has {result.bit_length()} bits, more than {MAX_BITS}")
+    return result
 
 
 def _fail(msg: str):
@@ -35,7 +53,7 @@ def _nonzero(b) -> bool:
       inputs=[Input.int("a", 0), Input.choice("op", list(_INT_OPS), "add"), Input.int("b", 0)],
       outputs=[Output("result", T.INT)], keywords=("add", "multiply", "integer"))
 def int_math(ctx, a, op, b):
-    return int(_INT_OPS[op](a, b))
+    return _bounded(int(_INT_OPS[op](a, b)))
 
 
 @node("FloatMath", category="math", description="Floating point arithmetic: a <op> b.",

@@ -132,3 +132,16 @@ def test_every_code_is_documented():
     src = Path(me.__file__).read_text()
     for code in CODES:
         assert f'"{code}"' in src or code in ("missing_file",), code
+
+
+def test_not_a_file_bad_target_and_empty_workflow(reg, tmp_path):
+    from nodegen.kernel.registry import default_registry
+
+    (tmp_path / "input" / "dir.png").mkdir(parents=True)
+    env = Environment(ModelPaths([], use_env=False, use_config=False), tmp_path / "out", tmp_path / "input")
+    p = plan(doc({"1": {"type": "NeedsFile", "inputs": {"ckpt": "/dev/zero", "img": "dir.png"}}}), reg, ["1"], env)
+    assert codes(p.problems) == [("1", "ckpt", "not_a_file"), ("1", "img", "not_a_file")]
+    full = default_registry()
+    save = doc({"1": {"type": "SaveImage", "inputs": {"images": None, "filename_prefix": "../x"}}})
+    assert ("1", "filename_prefix", "bad_target") in codes(plan(save, full, ["1"], env).problems)
+    assert [x.code for x in plan(doc({}), reg, None, env).problems] == ["empty_workflow"]

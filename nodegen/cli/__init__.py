@@ -66,8 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UsageError as e:
-        print(f"nodegen: error: {e}", file=sys.stderr)
+        print(f"nodegen: error: {_short(e)}", file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
         print("\nnodegen: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (OSError, ValueError, RecursionError, MemoryError, OverflowError) as e:
+        # bad input that reached past the checks (a full disk, an unreadable file): a message,
+        # not a traceback (--debug shows it)
+        if getattr(args, "debug", False):
+            import traceback
+
+            traceback.print_exc()
+        print(f"nodegen: error: {type(e).__name__}: {_short(e)}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+def _short(e: BaseException, limit: int = 2000) -> str:
+    text = str(e)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"

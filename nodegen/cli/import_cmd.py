@@ -34,13 +34,15 @@ def cmd_import(args) -> int:
     from pathlib import Path
 
     from nodegen.formats import comfy, png
-    from nodegen.kernel.workflow import Workflow, WorkflowError, parse
+    from nodegen.formats.open import MALFORMED
+    from nodegen.kernel.jsondoc import JsonDocError, loads
+    from nodegen.kernel.workflow import Workflow, WorkflowError, parse, read_bytes
 
     path = Path(args.file)
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path)
         if raw[:8] == b"\x89PNG\r\n\x1a\n":
-            text = png.png_text(path)
+            text = png.png_text_bytes(raw, path)
             if png.WORKFLOW_KEY in text:
                 raise UsageError(f"{path} holds a nodegen workflow already; nothing to import")
             if "workflow" not in text and "prompt" not in text:
@@ -48,9 +50,9 @@ def cmd_import(args) -> int:
             doc = comfy.import_png_text(text, source=str(path))
         else:
             try:
-                data = json.loads(raw.decode("utf-8-sig"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise UsageError(f"{path}: not valid JSON: {e}") from e
+                data = loads(raw)
+            except JsonDocError as e:
+                raise UsageError(f"{path}: {e}") from e
             if isinstance(data, dict) and data.get("format") == "nodegen-workflow":
                 raise UsageError(f"{path} is already a nodegen workflow; nothing to import")
             doc, _notes = comfy.import_comfy(data, source=str(path))
@@ -59,8 +61,14 @@ def cmd_import(args) -> int:
         raise UsageError(f"{path}: cannot read the file: {e.strerror or e}") from e
     except (ValueError, WorkflowError) as e:  # JSON errors, ComfyImportError, PngWorkflowError
         raise UsageError(str(e)) from e
+    except MALFORMED as e:  # a damaged ComfyUI file: an error, not a traceback
+        raise UsageError(f"{path}: cannot import this ComfyUI workflow: the file is malformed "
+                         f"({type(e).__name__}: {str(e)[:200]})") from e
     imported = wf.metadata.get("import") or {}
-    wf.save(args.output)
+    try:
+        wf.save(args.output)
+    except (OSError, UnicodeError) as e:
+        raise UsageError(f"cannot write {args.output}: {getattr(e, 'strerror', None) or e}") from e
     for note in imported.get("notes", []):
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {args.output} ({len(wf.nodes)} nodes, from a {imported.get('from')})")

@@ -45,8 +45,15 @@ def cmd_lock(args) -> int:
         if total and done == total:
             print(f"  {total} bytes done", file=sys.stderr)
 
-    report = lock(wf.data, engine.registry, engine.env, progress)
-    target = wf.save(args.output or args.graph)
+    try:
+        report = lock(wf.data, engine.registry, engine.env, progress)
+    except ValueError as e:  # a model that is not a regular file, a model folder too large
+        raise UsageError(str(e)) from e
+    try:
+        target = wf.save(args.output or args.graph)
+    except OSError as e:  # a full disk: the original file is untouched (atomic write)
+        raise UsageError(f"cannot write {args.output or args.graph}: {e.strerror or e}; the file "
+                         f"is unchanged") from e
     for e in report.entries:
         state = "missing here" if any(u.name == e["name"] and u.kind == e.get("kind") for u in report.missing) else "ok"
         print(f"{e.get('kind')}/{e['name']}: {describe_missing(e) or 'no hash recorded'} [{state}]")

@@ -7,6 +7,7 @@ import sys
 import time
 
 from nodegen.kernel.events import Event
+from nodegen.kernel.jsondoc import shorten
 
 
 class TerminalProgress:
@@ -24,10 +25,10 @@ class TerminalProgress:
             self.total = ev.data.get("nodes", 0)
         elif k == "node_started":
             self.index += 1
-            self._line(f"[{self.index}/{self.total}] {ev.data['title']} (node {ev.node_id}) ...")
+            self._line(f"[{self.index}/{self.total}] {shorten(ev.data['title'])} (node {ev.node_id}) ...")
         elif k == "node_cached":
             self.index += 1
-            self._line(f"[{self.index}/{self.total}] {ev.data['title']} (node {ev.node_id}): cached")
+            self._line(f"[{self.index}/{self.total}] {shorten(ev.data['title'])} (node {ev.node_id}): cached")
         elif k == "node_progress":
             self._bar(ev.data["step"], ev.data["total"])
         elif k == "node_finished":

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 
 from nodegen.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, UsageError
-from nodegen.cli.common import add_engine_args, apply_sets, load_workflow, make_engine, print_problems
+from nodegen.cli.common import (
+    add_engine_args,
+    apply_sets,
+    load_workflow,
+    make_engine,
+    print_problems,
+    set_threads,
+)
+from nodegen.cli.failures import report_failures, wait_for_worker
 
 
 def add_parser(sub) -> None:
@@ -33,12 +42,10 @@ def add_parser(sub) -> None:
 def cmd_run(args) -> int:
     from nodegen.cli.progress import JsonProgress, TerminalProgress
     from nodegen.kernel.context import CancelToken
-    from nodegen.runtime.threads import apply_threads
 
-    try:
-        apply_threads(args.threads)
-    except ValueError as e:
-        raise UsageError(f"--threads / NODEGEN_THREADS: {e}") from e
+    set_threads(args.threads)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out}: is a file, not a folder")
     try:
         engine = make_engine(args, output_dir=args.out, device=args.device)
         _ = engine.executor  # picks the device now: a bad --device is a usage error
@@ -50,22 +57,20 @@ def cmd_run(args) -> int:
     cancel = CancelToken()
     box: dict = {}
 
+    done = threading.Event()
+
     def work() -> None:
         try:
             box["result"] = engine.executor.run(wf.data, args.target or None,
                                                 keep_going=args.keep_going, cancel=cancel)
         except BaseException as e:  # noqa: BLE001 - reported below
             box["error"] = e
+        finally:
+            done.set()
 
     t = threading.Thread(target=work, name="nodegen-run", daemon=True)
     t.start()
-    try:
-        while t.is_alive():
-            t.join(0.1)
-    except KeyboardInterrupt:
-        cancel.cancel()
-        print("\nnodegen: cancelling...", file=sys.stderr)
-        t.join()
+    if wait_for_worker(done, cancel):
         return EXIT_INTERRUPTED
     if "error" in box:
         raise box["error"]
@@ -79,8 +84,7 @@ def cmd_run(args) -> int:
     if result.warnings and not args.json:
         print_problems(result.warnings, header="warnings (not needed by this run):")
     _report_skipped_targets(result.plan.skipped if result.plan else {}, args.json)
-    for f in result.failures:
-        print(f"\n{f}\n{f.traceback}", file=sys.stderr)
+    report_failures(result.failures, args.debug)
     if result.status == "cancelled":
         return EXIT_INTERRUPTED
     paths = result.paths

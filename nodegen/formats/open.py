@@ -7,45 +7,54 @@ workflow module reads only nodegen's own format; conversions live here, in the f
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from nodegen.kernel.workflow import FORMAT, Workflow, WorkflowError, parse
+from nodegen.kernel import jsondoc
+from nodegen.kernel.workflow import FORMAT, Workflow, WorkflowError, parse, read_bytes
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: What a converter raises on data of the wrong shape.
+MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError, OverflowError)
 
 
 def document_from_data(data: Any, path: str | None = None) -> dict:
     """A checked, migrated nodegen document from decoded JSON: nodegen's own format, or a ComfyUI
     workflow in either format, converted on the fly."""
+    try:
+        jsondoc.check_value(data)
+    except jsondoc.JsonDocError as e:
+        raise WorkflowError(str(e), path=path) from e
     if isinstance(data, dict) and data.get("format") != FORMAT:
         from nodegen.formats import comfy
 
-        if comfy.detect(data) is not None:
-            try:
+        try:
+            if comfy.detect(data) is not None:
                 data, _notes = comfy.import_comfy(data, source=path)
-            except comfy.ComfyImportError as e:
-                raise WorkflowError(f"cannot import this ComfyUI workflow: {e}", path=path) from e
+        except comfy.ComfyImportError as e:
+            raise WorkflowError(f"cannot import this ComfyUI workflow: {e}", path=path) from e
+        except MALFORMED as e:  # a damaged file must give an error, never a traceback
+            raise WorkflowError(f"cannot import this ComfyUI workflow: the file is malformed "
+                                f"({type(e).__name__}: {jsondoc.shorten(str(e))})", path=path) from e
     return parse(data, path)
 
 
 def read_data(path: str | os.PathLike) -> Any:
     """The decoded workflow data a file holds: a PNG's embedded workflow, or the JSON itself."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise WorkflowError(f"cannot read the file: {e.strerror or e}", path=str(path)) from e
+    raw = read_bytes(path)
     if raw[:8] == PNG_MAGIC:
         from nodegen.formats import png
 
-        return png.read_workflow(path)
+        try:
+            return png.read_workflow_bytes(raw, str(path))
+        except jsondoc.JsonDocError as e:
+            raise WorkflowError(f"the embedded workflow: {e}", path=str(path)) from e
     try:
-        return json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WorkflowError(f"not valid JSON: {e}", path=str(path)) from e
+        return jsondoc.loads(raw)
+    except jsondoc.JsonDocError as e:
+        raise WorkflowError(str(e), path=str(path)) from e
 
 
 def open_any(source: Any) -> Workflow:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 WORKFLOW_KEY = "nodegen-workflow"
@@ -29,28 +28,43 @@ class PngWorkflowError(ValueError):
 
 
 def png_text(path: str | os.PathLike) -> dict[str, str]:
-    from PIL import Image
+    """The text chunks of a PNG file, read without decoding its pixels (see png_chunks)."""
+    from nodegen.kernel.files import read_bounded
+    from nodegen.kernel.jsondoc import max_bytes
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            text = dict(getattr(img, "text", {}) or {})
-            for k, v in img.info.items():
-                if isinstance(v, str) and k not in text:
-                    text[k] = v
-    except OSError as e:
+        data = read_bounded(path, max_bytes(), "PNG file")
+    except (OSError, ValueError) as e:
+        raise PngWorkflowError(f"{path}: cannot read the PNG: {getattr(e, 'strerror', None) or e}") from e
+    return png_text_bytes(data, path)
+
+
+def png_text_bytes(data: bytes, path: str | os.PathLike = "PNG") -> dict[str, str]:
+    from nodegen.formats.png_chunks import PngChunkError, text_chunks
+
+    try:
+        return text_chunks(data)
+    except PngChunkError as e:
         raise PngWorkflowError(f"{path}: cannot read the PNG: {e}") from e
-    return text
 
 
 def read_workflow(path: str | os.PathLike) -> dict:
     """The workflow embedded in a PNG (a nodegen one, or a ComfyUI one converted on the fly)."""
-    text = png_text(path)
+    return _workflow_from_text(png_text(path), path)
+
+
+def read_workflow_bytes(data: bytes, path: str | os.PathLike = "PNG") -> dict:
+    return _workflow_from_text(png_text_bytes(data, path), path)
+
+
+def _workflow_from_text(text: dict[str, str], path: str | os.PathLike) -> dict:
+    from nodegen.kernel.jsondoc import JsonDocError, loads
+
     if WORKFLOW_KEY in text:
         try:
-            return json.loads(text[WORKFLOW_KEY])
-        except json.JSONDecodeError as e:
-            raise PngWorkflowError(f"{path}: the embedded workflow is not valid JSON: {e}") from e
+            return loads(text[WORKFLOW_KEY])
+        except JsonDocError as e:
+            raise PngWorkflowError(f"{path}: the embedded workflow: {e}") from e
     if "workflow" in text or "prompt" in text:
         try:
             from nodegen.formats.comfy import import_png_text
@@ -154,48 +168,12 @@ def pnginfo(workflow: dict | None, values: dict | None, extra: dict[str, Any] | 
     if workflow is not None and values and values.get("models"):
         workflow = _with_models(workflow, values["models"])
     if workflow is not None:
-        info.add_itxt(WORKFLOW_KEY, json.dumps(workflow, ensure_ascii=False))
+        info.add_itxt(WORKFLOW_KEY, json.dumps(workflow, ensure_ascii=False), zip=True)
     if values is not None:
-        info.add_itxt(VALUES_KEY, json.dumps(values, ensure_ascii=False, default=str))
+        info.add_itxt(VALUES_KEY, json.dumps(values, ensure_ascii=False, default=str), zip=True)
     for k, v in (extra or {}).items():
         info.add_itxt(k, v if isinstance(v, str) else json.dumps(v, default=str))
     return info
 
 
-def save_png_exclusive(img, folder: str | os.PathLike, prefix: str, info=None, digits: int = 5) -> Path:
-    """Save ``img`` as ``folder/prefix_00001.png`` with the next free counter; never overwrites
-    (the file is created with O_EXCL). ``prefix`` may contain sub-folders but must stay inside
-    ``folder``."""
-    folder = Path(folder).resolve()
-    if not prefix or prefix.strip() in (".", ".."):
-        raise ValueError("the file name prefix is empty")
-    if os.path.isabs(prefix) or prefix.startswith("~"):
-        raise ValueError(f"the file name prefix {prefix!r} must be relative to the output folder")
-    target_dir = (folder / prefix).parent.resolve()
-    if target_dir != folder and folder not in target_dir.parents:
-        raise ValueError(f"the file name prefix {prefix!r} leads outside the output folder {folder}")
-    stem = Path(prefix).name
-    target_dir.mkdir(parents=True, exist_ok=True)
-    existing = [p.name for p in target_dir.glob(f"{stem}_*.png")]
-    counter = 1
-    for name in existing:
-        tail = name[len(stem) + 1:-4]
-        if tail.isdigit():
-            counter = max(counter, int(tail) + 1)
-    while True:
-        path = target_dir / f"{stem}_{counter:0{digits}d}.png"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            counter += 1
-            continue
-        try:
-            with os.fdopen(fd, "wb") as f:
-                img.save(f, format="PNG", pnginfo=info, compress_level=4)
-        except BaseException:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            raise
-        return path
+from nodegen.formats.png_save import save_png_exclusive  # noqa: E402,F401 - its old home

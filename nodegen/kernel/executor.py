@@ -32,6 +32,7 @@ from typing import Any
 from nodegen.kernel.cache import OutputCache
 from nodegen.kernel.context import Cancelled, CancelToken, RunContext
 from nodegen.kernel.events import Event, EventBus
+from nodegen.kernel.limits import check_inputs
 from nodegen.kernel.node import MISSING, NodeDef
 from nodegen.kernel.plan import Plan, plan
 from nodegen.kernel.problems import Problem, node_title
@@ -155,7 +156,7 @@ class _Run:
         self.consumers: dict[str, int] = {}
         for nid in p.order:
             for v in self.nodes[nid].get("inputs", {}).values():
-                if type(v) is dict and "from" in v:
+                if type(v) is dict and isinstance(v.get("from"), list) and v["from"]:  # malformed: refused by plan
                     src = v["from"][0]
                     self.consumers[src] = self.consumers.get(src, 0) + 1
 
@@ -270,6 +271,7 @@ class Executor:
         t = time.perf_counter()
         try:
             check_linked_values(nd, kwargs, history.upstream)
+            check_inputs(nd, kwargs, history.upstream)  # ranges of linked values, text length, memory
             outputs = nd.normalize_result(nd.run(ctx, **kwargs))
         except Cancelled:
             raise

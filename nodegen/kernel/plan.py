@@ -104,7 +104,10 @@ def _targets(nodes: dict, defs: dict, targets: Iterable[str] | None, problems: l
         return ids
     ids = [nid for nid, n in nodes.items()
            if (nd := defs[nid]) is not None and nd.output and n.get("mode", "normal") != "muted"]
-    if not ids and nodes:
+    if not nodes:
+        problems.append(Problem(None, None, None, "empty_workflow",
+                                "the workflow has no nodes: there is nothing to run"))
+    elif not ids:
         problems.append(Problem(None, None, None, "no_outputs",
                                 "nothing to run: the workflow has no output node (add a Save or "
                                 "Preview node, or name a target)"))

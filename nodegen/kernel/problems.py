@@ -13,7 +13,11 @@ CODES = (
     "unknown_type", "newer_version", "unknown_input", "missing_input", "missing_node",
     "missing_output", "muted_source", "type_mismatch", "out_of_range", "wrong_type",
     "invalid_choice", "cycle", "missing_file", "unknown_target", "no_outputs", "invalid_link",
+    "not_a_file", "bad_target", "empty_workflow",
 )
+
+#: Longest node title shown in a message (a 10 MB title must not flood the terminal).
+TITLE_MAX = 80
 
 
 @dataclass(frozen=True)
@@ -54,4 +58,6 @@ class ValidationError(Exception):
 
 def node_title(n: dict, nd: NodeDef | None) -> str:
     """The name a user sees for a node: its own title, else its type's title."""
-    return n.get("title") or (nd.title if nd else n.get("type", "?"))
+    title = n.get("title") or (nd.title if nd else n.get("type", "?"))
+    title = title if isinstance(title, str) else repr(title)
+    return title if len(title) <= TITLE_MAX else f"{title[:TITLE_MAX]}... ({len(title)} characters)"

@@ -10,7 +10,9 @@ Sources, in order:
 3. a user nodes folder (``NODEGEN_NODES_PATH``, several separated by ``os.pathsep``, or
    ``~/.config/nodegen/nodes``): every ``*.py`` file and every package in it.
 
-A source that fails to import is reported in :attr:`NodeRegistry.errors` and skipped. Two node
+A source that fails to import is reported in :attr:`NodeRegistry.errors` and skipped; that includes
+a plugin calling ``sys.exit()`` and a plugin whose import does not finish within
+``NODEGEN_PLUGIN_TIMEOUT`` seconds (default 30; it is left behind in a daemon thread). Two node
 types with one name is an error that names both sources (the first one stays registered).
 """
 
@@ -22,6 +24,7 @@ import importlib.util
 import os
 import pkgutil
 import sys
+import threading
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,6 +35,45 @@ from types import ModuleType
 from nodegen.kernel.node import NodeDef
 
 ENTRY_POINT_GROUP = "nodegen.nodes"
+PLUGIN_TIMEOUT = 30.0
+
+
+def plugin_timeout() -> float:
+    try:
+        return max(0.1, float(os.environ.get("NODEGEN_PLUGIN_TIMEOUT", PLUGIN_TIMEOUT)))
+    except ValueError:
+        return PLUGIN_TIMEOUT
+
+
+class PluginFailed(Exception):
+    """A plugin's import raised, exited or did not finish in time (already reported)."""
+
+
+def _call_limited(fn, what: str):
+    """``fn()`` in a daemon thread, waiting at most :func:`plugin_timeout` seconds. Raises
+    :class:`PluginFailed` (with the message and traceback) on any exception, ``SystemExit`` included."""
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - SystemExit in a plugin must not end nodegen
+            box["error"] = e
+            box["details"] = traceback.format_exc()
+
+    limit = plugin_timeout()
+    t = threading.Thread(target=target, name="nodegen-plugin-import", daemon=True)
+    t.start()
+    t.join(limit)
+    if t.is_alive():
+        raise PluginFailed(f"{what} did not finish within {limit:g} s (an endless loop at import?); "
+                           f"skipped (NODEGEN_PLUGIN_TIMEOUT sets the limit)", "")
+    if "error" in box:
+        e = box["error"]
+        if isinstance(e, SystemExit):
+            raise PluginFailed(f"{what} called sys.exit({e.code!r}) while importing", box["details"])
+        raise PluginFailed(f"{what} failed: {type(e).__name__}: {e}", box["details"])
+    return box.get("value")
 BUILTIN_PACKAGES = ("nodegen.nodes",)
 
 
@@ -126,7 +168,7 @@ class NodeRegistry:
             full = f"{module.__name__}.{info.name}"
             try:
                 sub = importlib.import_module(full)
-            except Exception as e:  # noqa: BLE001
+            except (Exception, SystemExit) as e:  # noqa: BLE001
                 self._report(f"{src} ({full})", f"cannot import {full!r}: {type(e).__name__}: {e}")
                 continue
             self._load_module_tree(sub, src)
@@ -142,9 +184,9 @@ class NodeRegistry:
             if ep.value in self._loaded_modules:
                 continue
             try:
-                obj = ep.load()
-            except Exception as e:  # noqa: BLE001
-                self._report(src, f"cannot load: {type(e).__name__}: {e}")
+                obj = _call_limited(ep.load, "loading")
+            except PluginFailed as e:
+                self._report(src, e.args[0], e.args[1])
                 continue
             self._load_object(obj, src, ep.value)
 
@@ -190,15 +232,20 @@ class NodeRegistry:
                 assert spec is not None and spec.loader is not None
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[modname] = module
-                spec.loader.exec_module(module)
+                _call_limited(lambda s=spec, m=module: s.loader.exec_module(m), "importing")
+            except PluginFailed as e:
+                sys.modules.pop(modname, None)
+                self._report(src, e.args[0], e.args[1])
+                continue
             except Exception as e:  # noqa: BLE001
                 sys.modules.pop(modname, None)
                 self._report(src, f"cannot load: {type(e).__name__}: {e}")
                 continue
             self._load_module_tree(module, src)
 
-    def _report(self, source: str, message: str) -> None:
-        self.errors.append(RegistryError(source, message, traceback.format_exc()))
+    def _report(self, source: str, message: str, details: str | None = None) -> None:
+        self.errors.append(RegistryError(source, message,
+                                         traceback.format_exc() if details is None else details))
 
     def discover(self, builtin: Iterable[str] = BUILTIN_PACKAGES, plugins: bool = True,
                  user_dirs: Iterable[str | os.PathLike] | None = None) -> NodeRegistry:

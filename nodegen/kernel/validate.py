@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from nodegen.kernel.input_checks import run_check
+from nodegen.kernel.jsondoc import shorten
 from nodegen.kernel.node import InputSpec, NodeDef
 from nodegen.kernel.problems import CODES, Problem, ValidationError, node_title  # noqa: F401
 from nodegen.kernel.registry import NodeRegistry
@@ -37,7 +39,7 @@ def check_node(nid: str, n: dict, defs: dict, nodes: dict, registry: NodeRegistr
         elif type(value) is dict and "from" in value:
             found += [(name, code, msg) for code, msg in _check_link(value, spec, nodes, defs)]
         elif not bypassed:
-            found += [(name, code, msg) for code, msg in _check_literal(value, spec, env)]
+            found += [(name, code, msg) for code, msg in _check_literal(value, spec, env, nd.type)]
     if not bypassed:
         found += _check_required(nd, inputs)
     return [Problem(nid, title, name, code, msg, severity) for name, code, msg in found]
@@ -45,8 +47,13 @@ def check_node(nid: str, n: dict, defs: dict, nodes: dict, registry: NodeRegistr
 
 def _unknown_type_message(n: dict, registry: NodeRegistry) -> str:
     tname = n.get("type")
-    close = registry.closest(str(tname))
+    close = registry.closest(shorten(str(tname), 200))
     hint = f" Did you mean {', '.join(close)}?" if close else " Install the plugin that provides it."
+    failed = getattr(registry, "errors", None) or []
+    if failed:  # the type may come from a plugin that did not load: say which, and why
+        hint += " Plugins that failed to load: " + "; ".join(
+            f"{e.source}: {shorten(e.message, 200)}" for e in failed[:5]) + ("; ..." if len(failed) > 5 else "")
+    tname = shorten(str(tname))
     if n.get("missing"):
         return f"missing node type {tname!r} (kept from an imported workflow).{hint}"
     return f"unknown node type {tname!r}.{hint}"
@@ -61,7 +68,7 @@ def _check_version(n: dict, nd: NodeDef) -> list[tuple[str | None, str, str]]:
 
 
 def _unknown_input_message(nd: NodeDef, name: str) -> str:
-    close = difflib.get_close_matches(name, nd.input_names, n=2)
+    close = difflib.get_close_matches(str(name), nd.input_names, n=2)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
         f"; {nd.type} has inputs {', '.join(nd.input_names) or '(none)'}")
     return f"{nd.type} has no input {name!r}{hint}"
@@ -93,7 +100,7 @@ def _check_link(value: dict, spec: InputSpec, nodes: dict, defs: dict) -> list[t
     return found
 
 
-def _check_literal(value: Any, spec: InputSpec, env: Any) -> list[tuple[str, str]]:
+def _check_literal(value: Any, spec: InputSpec, env: Any, node_type: str = "") -> list[tuple[str, str]]:
     """A literal must suit a literal input, pass the input's own rules, and name a file that exists."""
     if not spec.is_literal:
         return [("wrong_type", f"needs a link from a {spec.type.name} output, not a value")]
@@ -102,8 +109,15 @@ def _check_literal(value: Any, spec: InputSpec, env: Any) -> list[tuple[str, str
     bad = spec.check_value(value, env)
     if bad is not None:
         return [bad]
+    message = run_check(node_type, spec.name, value, env)  # e.g. SaveImage's target folder
+    if message:
+        return [("bad_target", message)]
     if spec.widget == "file" and env is not None and (value or not spec.optional):
-        if env.resolve_file(spec.file_kind, value) is None:
+        try:
+            found = env.resolve_file(spec.file_kind, value)
+        except ValueError as e:  # there, but not a regular file (a device, FIFO or folder)
+            return [("not_a_file", str(e))]
+        if found is None:
             where = (env.describe_missing(spec.file_kind, value) if hasattr(env, "describe_missing")
                      else env.describe_files(spec.file_kind))
             return [("missing_file", f"file {value!r} not found ({where})")]

@@ -37,7 +37,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from nodegen.kernel import jsondoc
 from nodegen.kernel.atomic import atomic_write_text
+from nodegen.kernel.files import NotRegularFile, read_bounded
 from nodegen.kernel.migrations import CURRENT_VERSION, MigrationError, migrate_document
 
 FORMAT = "nodegen-workflow"
@@ -106,10 +108,35 @@ def new_document(name: str = "") -> dict:
     }
 
 
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a workflow file: a regular file of bounded size, else :class:`WorkflowError`."""
+    try:
+        return read_bounded(path, jsondoc.max_bytes(), "workflow file")
+    except (OSError, NotRegularFile, ValueError) as e:
+        reason = (e.strerror or str(e)) if isinstance(e, OSError) else str(e)
+        raise WorkflowError(f"cannot read the file: {reason}", path=_short_path(path)) from e
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The decoded JSON of a workflow file, read strictly (see :mod:`nodegen.kernel.jsondoc`)."""
+    try:
+        return jsondoc.loads(read_bytes(path))
+    except jsondoc.JsonDocError as e:
+        raise WorkflowError(str(e), path=_short_path(path)) from e
+
+
+def _short_path(path: str | os.PathLike) -> str:
+    return jsondoc.shorten(os.fspath(path), 300)
+
+
 def parse(data: Any, path: str | None = None) -> dict:
     """Check and migrate a document (already decoded JSON). Raises :class:`WorkflowError`."""
     if not isinstance(data, dict):
         raise WorkflowError(f"a workflow must be a JSON object, got {type(data).__name__}", path=path)
+    try:
+        jsondoc.check_value(data)
+    except jsondoc.JsonDocError as e:
+        raise WorkflowError(str(e), path=path) from e
     if data.get("format") != FORMAT:
         raise WorkflowError(f"not a nodegen workflow ('format' must be {FORMAT!r}); "
                             f"ComfyUI files and PNGs open through nodegen.formats.open_any", path=path)
@@ -117,6 +144,9 @@ def parse(data: Any, path: str | None = None) -> dict:
         doc = migrate_document(copy.deepcopy(data))
     except MigrationError as e:
         raise WorkflowError(str(e), path=path) from e
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise WorkflowError(f"cannot upgrade this workflow from its older format: the document is "
+                            f"malformed ({type(e).__name__}: {jsondoc.shorten(str(e))})", path=path) from e
     problems = schema_problems(doc)
     if problems:
         raise WorkflowError("the workflow does not match the file format", problems, path=path)
@@ -135,15 +165,7 @@ class Workflow:
     def load(cls, path: str | os.PathLike) -> Workflow:
         """Load a nodegen workflow ``.json`` (ComfyUI files and PNGs: :func:`nodegen.formats.open_any`)."""
         path = Path(path)
-        try:
-            raw = path.read_bytes()
-        except OSError as e:
-            raise WorkflowError(f"cannot read the file: {e.strerror or e}", path=str(path)) from e
-        try:
-            data = json.loads(raw.decode("utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise WorkflowError(f"not valid JSON: {e}", path=str(path)) from e
-        return cls(parse(data, str(path)), path)
+        return cls(parse(read_json(path), str(path)), path)
 
     @classmethod
     def from_dict(cls, data: Any) -> Workflow:
@@ -152,9 +174,9 @@ class Workflow:
     @classmethod
     def from_json(cls, text: str) -> Workflow:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise WorkflowError(f"not valid JSON: {e}") from e
+            data = jsondoc.loads(text)
+        except jsondoc.JsonDocError as e:
+            raise WorkflowError(str(e)) from e
         return cls(parse(data))
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -17,6 +17,23 @@ class ModelFileError(ValueError):
     """A model file cannot be read."""
 
 
+def check_model_file(path: str | os.PathLike) -> Path:
+    """``path`` when it is a non-empty regular file; else a :class:`ModelFileError` that says what it
+    is (missing, a folder, a device or FIFO that would never end, an empty file)."""
+    from nodegen.kernel.files import NotRegularFile, check_regular_file
+
+    path = Path(path)
+    try:
+        check_regular_file(path, "model file")
+    except FileNotFoundError as e:
+        raise ModelFileError(f"{path}: no such model file") from e
+    except (NotRegularFile, OSError) as e:
+        raise ModelFileError(str(e) if isinstance(e, NotRegularFile) else f"{path}: {e.strerror or e}") from e
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"{path}: the model file is empty (0 bytes); download or copy it again")
+    return path
+
+
 def _is_safetensors(path: Path) -> bool:
     if path.suffix.lower() in SAFETENSORS:
         return True
@@ -43,9 +60,7 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """All tensors of a file, on the CPU, in the file's dtypes."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file")
+    path = check_model_file(path)
     if _is_safetensors(path):
         from safetensors.torch import load_file
 
@@ -65,16 +80,27 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return _unwrap(obj, path)
 
 
+def check_scaling_factor(value: float, path: str | os.PathLike) -> float:
+    """A VAE latent scaling factor must be a finite number between 1e-3 and 1e3 (nan or 1e-30
+    would give an all-black image without an error)."""
+    import math
+
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or not 1e-3 <= abs(value) <= 1e3:
+        raise ModelFileError(f"{path}: the VAE scaling_factor {value!r} is not usable (expected a finite "
+                             f"number between 0.001 and 1000, such as 0.18215)")
+    return float(value)
+
+
 def _pickle_error(path: Path, e: Exception) -> ModelFileError:
     return ModelFileError(
-        f"{path}: cannot be loaded safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}). Pickled "
+        f"{path}: cannot be loaded safely ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}). Pickled "
         f"files are only read with torch.load(weights_only=True); convert it to .safetensors")
 
 
 def read_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     """``{key: shape}`` of a file; for safetensors from the header only (no tensor read)."""
-    path = Path(path)
-    if path.is_file() and _is_safetensors(path):
+    path = check_model_file(path)
+    if _is_safetensors(path):
         from safetensors import safe_open
 
         try:
@@ -111,7 +137,7 @@ class LazyStateDict(Mapping):
     """
 
     def __init__(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
-        self.path = Path(path)
+        self.path = check_model_file(path)
         self.dtype = dtype
         try:
             self._fd = os.open(str(self.path), os.O_RDONLY)
@@ -184,9 +210,7 @@ class LazyStateDict(Mapping):
 def open_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None):
     """A mapping of a file's tensors: lazy for safetensors, loaded (memory-mapped where
     possible) for pickled files."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file")
+    path = check_model_file(path)
     if _is_safetensors(path):
         return LazyStateDict(path, dtype)
     return load_state_dict(path)

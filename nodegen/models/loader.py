@@ -20,7 +20,7 @@ from nodegen.compat import lean_imports
 from nodegen.compat import torchvision as torchvision_fix
 from nodegen.models import configs
 from nodegen.models.detect import Detected, ModelKindError, detect, require
-from nodegen.models.files import load_state_dict, open_state_dict, shapes_of
+from nodegen.models.files import check_scaling_factor, load_state_dict, open_state_dict, shapes_of
 from nodegen.models.objects import SCALING_FACTORS, DiffusionModel, TextEncoder, VAEModel
 
 if TYPE_CHECKING:
@@ -287,6 +287,12 @@ def _metadata_scaling(path: Path) -> float | None:
 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        return float(meta["scaling_factor"]) if "scaling_factor" in meta else None
     except Exception:  # noqa: BLE001 - metadata is optional
         return None
+    if "scaling_factor" not in meta:
+        return None
+    try:
+        value = float(meta["scaling_factor"])
+    except ValueError:
+        value = meta["scaling_factor"]
+    return check_scaling_factor(value, path)

@@ -21,6 +21,7 @@ and never changed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -221,11 +222,55 @@ def lora_patch_dicts(lora: LoraFile, unet: torch.nn.Module | None = None,
     return unet_patches, clip_patches, unmatched
 
 
+#: Cross-attention width (the text encoder's) of each model family, to name a LoRA's family.
+_CONTEXT_FAMILY = {768: "SD1", 1024: "SD2", 2048: "SDXL"}
+
+
+def lora_family(lora: LoraFile) -> str:
+    """The model family a LoRA was trained for, from its cross-attention key width."""
+    for layer in lora.layers:
+        if layer.component == "unet" and re.search(r"attn2[._]to_k", layer.module):
+            width = int(layer.down.shape[1])
+            return _CONTEXT_FAMILY.get(width, f"a model with cross-attention width {width}")
+    return "an unknown architecture"
+
+
+def _refuse_other_architecture(lora: LoraFile, model, unet, encoders: dict) -> None:
+    """A LoRA whose layer names fit but whose shapes do not is for another architecture: refuse it
+    now, naming the file and both architectures (not a raw shape error inside the sampler)."""
+    shapes: dict[str, dict[str, tuple]] = {}
+    if unet is not None:
+        shapes["unet"] = {n: tuple(p.shape) for n, p in unet.named_parameters()}
+    for comp, enc in encoders.items():
+        shapes[comp] = {n: tuple(p.shape) for n, p in enc.named_parameters()}
+    tables: dict[str, dict[str, str]] = {}
+    for layer in lora.layers:
+        if layer.component not in shapes:
+            continue
+        if layer.component not in tables:
+            mod = unet if layer.component == "unet" else encoders[layer.component]
+            tables[layer.component] = _index(mod, layer.component,
+                                             dict(unet.config) if layer.component == "unet" else None)
+        name = tables[layer.component].get(layer.module)
+        if name is None:
+            continue
+        want = shapes[layer.component][name]
+        rows, cols = int(layer.up.shape[0]), int(layer.down.flatten(1).shape[1])
+        if rows != want[0] or rows * cols != math.prod(want):
+            what = getattr(model, "family", None) if layer.component == "unet" else "its text encoder"
+            raise ValueError(
+                f"{lora.path}: this LoRA is for {lora_family(lora)}, but the model"
+                f"{' (' + str(getattr(model, 'source', '')) + ')' if getattr(model, 'source', '') else ''} is "
+                f"{str(what).upper() if what else 'another architecture'}: its layer {layer.module} makes a "
+                f"{rows}x{cols} change for a weight of shape {list(want)}. Use a LoRA made for this model.")
+
+
 def apply_lora(model, clip, lora: LoraFile, strength_model: float = 1.0, strength_clip: float = 1.0):
     """Clones of ``model`` (DiffusionModel or None) and ``clip`` (TextEncoder or None) with the
     LoRA added at the given strengths. Raises if none of its layers fit."""
     encoders = dict(zip(clip.encoder_names, clip.encoders, strict=True)) if clip is not None else {}
     unet = model.unet if model is not None else None
+    _refuse_other_architecture(lora, model, unet, encoders)
     unet_p, clip_p, unmatched = lora_patch_dicts(lora, unet, encoders)
     targeted = [ly for ly in lora.layers if (ly.component == "unet" and model is not None)
                 or (ly.component != "unet" and clip is not None and ly.component in encoders)]

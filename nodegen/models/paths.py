@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -66,9 +67,30 @@ def _read_config(path: Path) -> dict:
         return {}
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read nodegen config file {path}: {e}") from e
+    except (UnicodeDecodeError, RecursionError, ValueError) as e:
+        raise ValueError(f"cannot read nodegen config file {path}: {e}") from e
     if not isinstance(data, dict):
         raise ValueError(f"nodegen config file {path} must hold a JSON object")
+    _check_config(data, path)
     return data
+
+
+def _check_config(data: dict, path: Path) -> None:
+    """Wrong value types in the config file are a clear error, not a crash later."""
+    def folder_list(value, where: str) -> None:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v and "\0" not in v for v in value):
+            raise ValueError(f"nodegen config file {path}: {where} must be a list of folder paths (text)")
+
+    for key in ("models", "image_paths"):
+        if key in data:
+            folder_list(data[key], f"'{key}'")
+    extra = data.get("extra_paths")
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise ValueError(f"nodegen config file {path}: 'extra_paths' must be an object "
+                             f"mapping a model kind to a list of folders")
+        for kind, dirs in extra.items():
+            folder_list(dirs, f"'extra_paths' / {kind!r}")
 
 
 class ModelPaths:
@@ -77,12 +99,15 @@ class ModelPaths:
     def __init__(self, roots: Iterable[str | os.PathLike] = (), extra: dict | None = None,
                  *, use_env: bool = True, use_config: bool = True) -> None:
         self.roots: list[Path] = [Path(r).expanduser() for r in roots]
+        #: Extra folders LoadImage may read (config ``image_paths``).
+        self.image_paths: list[Path] = []
         self.extra: dict[str, list[Path]] = {}
         if use_env and os.environ.get("NODEGEN_MODELS"):
             self.roots += [Path(p).expanduser() for p in os.environ["NODEGEN_MODELS"].split(os.pathsep) if p]
         if use_config:
             cfg = _read_config(config_file())
             self.roots += [Path(p).expanduser() for p in cfg.get("models", [])]
+            self.image_paths = [Path(p).expanduser() for p in cfg.get("image_paths", [])]
             for kind, dirs in (cfg.get("extra_paths") or {}).items():
                 self.extra.setdefault(kind, []).extend(Path(d).expanduser() for d in dirs)
         for kind, dirs in (extra or {}).items():
@@ -108,8 +133,7 @@ class ModelPaths:
         seen: set[str] = set()
         for folder in self.folders(kind):
             found = []
-            for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for dirpath, dirnames, filenames in walk(folder):
                 for fn in filenames:
                     if fn.lower().endswith(MODEL_EXTENSIONS):
                         rel = os.path.relpath(os.path.join(dirpath, fn), folder).replace(os.sep, "/")
@@ -134,20 +158,21 @@ class ModelPaths:
         """The file (or diffusers folder) for ``name``: a name from :meth:`list`, or a path."""
         if not name:
             return None
+        if not isinstance(name, str) or "\0" in name:
+            return None
         name = portable_name(name)
         p = Path(name).expanduser()
         if p.is_absolute():
-            return p if p.exists() else None
+            return _model_path(p)
         for folder in self.folders(kind):
-            cand = folder / name
-            if cand.exists():
-                return cand
+            found = _model_path(folder / name)
+            if found is not None:
+                return found
         builtin = builtin_models(kind).get(name)
         if builtin is not None and builtin.exists():
             return builtin
-        if p.exists():  # relative to the working directory
-            return p.resolve()
-        return None
+        found = _model_path(p)  # relative to the working directory
+        return found.resolve() if found is not None else None
 
     def describe(self, kind: str) -> str:
         folders = self.folders(kind)
@@ -155,6 +180,50 @@ class ModelPaths:
             return (f"no '{kind}' folder found (set --models DIR, NODEGEN_MODELS, or "
                     f"'models'/'extra_paths' in {config_file()})")
         return "searched " + ", ".join(str(f) for f in folders)
+
+
+def _model_path(p: Path) -> Path | None:
+    """``p`` when it is a model: a regular file, or a diffusers folder (with model_index.json or
+    config.json). None when nothing is there; :class:`NotRegularFile` for a device, FIFO, socket
+    or plain folder, so that the error names what is wrong instead of "not found"."""
+    from nodegen.kernel.files import NotRegularFile, kind_of
+
+    try:
+        st = os.stat(p)
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(st.st_mode):
+        return p
+    if stat.S_ISDIR(st.st_mode) and any((p / f).is_file() for f in ("model_index.json", "config.json")):
+        return p
+    raise NotRegularFile(f"model file {str(p)!r} is not a regular file (it is {kind_of(st.st_mode)})")
+
+
+#: Most entries a walk of one model folder visits (a bound against huge or looping trees).
+MAX_WALK_ENTRIES = 200_000
+
+
+def walk(folder: str | os.PathLike, max_entries: int = MAX_WALK_ENTRIES):
+    """``os.walk`` following symlinked folders, but each real folder once (symlink loops end),
+    hidden folders skipped, and at most ``max_entries`` entries in all."""
+    seen: set[tuple[int, int]] = set()
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            dirnames[:] = []
+            continue
+        seen.add(key)
+        count += len(dirnames) + len(filenames)
+        if count > max_entries:
+            return
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        yield dirpath, dirnames, filenames
 
 
 def _register_demo_model() -> None:

@@ -24,6 +24,7 @@ from nodegen.kernel.plan import Plan, plan
 from nodegen.kernel.registry import NodeRegistry, default_registry
 from nodegen.kernel.workflow import Workflow
 from nodegen.models.paths import ModelPaths, portable_name
+from nodegen.runtime import image_paths
 from nodegen.runtime.prepare import Prepared, Preparer
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -33,8 +34,13 @@ class Environment:
     """Where files are: model folders, the input folder (images), the output folder."""
 
     def __init__(self, paths: ModelPaths, output_dir: str | os.PathLike, input_dir: str | os.PathLike,
-                 temp_dir: str | os.PathLike | None = None) -> None:
+                 temp_dir: str | os.PathLike | None = None, *, allow_any_path: bool = False,
+                 image_paths: list | None = None) -> None:
         self.paths = paths
+        #: LoadImage may read any path (else only the folders of nodegen.runtime.image_paths).
+        self.allow_any_path = allow_any_path
+        self.image_paths: list[Path] = [Path(p) for p in (image_paths or [])] + list(
+            getattr(paths, "image_paths", []))
         self.output_dir = str(output_dir)
         self.input_dir = str(input_dir)
         self.temp_dir = str(temp_dir or Path(tempfile.gettempdir()) / "nodegen")
@@ -47,19 +53,10 @@ class Environment:
         if not isinstance(name, str) or not name:
             return None
         if kind in (None, "image", "input"):
-            name = portable_name(name)
-            folder, name = self._image_folder(name)
-            p = Path(name).expanduser()
-            if folder is not None:
-                cand = folder / p
-                return cand if cand.is_file() else None
-            cands = [p] if p.is_absolute() else [Path(self.input_dir) / p, p]
-            if self.workflow_dir is not None and not p.is_absolute():
-                cands.append(self.workflow_dir / p)
-            for cand in cands:
-                if cand.is_file():
-                    return cand
-            return None
+            folder, bare = self._image_folder(portable_name(name))
+            if folder is not None:  # ComfyUI's "x.png [output]": that folder only
+                return image_paths.resolve_image(bare, [folder.resolve()], False)
+            return image_paths.resolve_image(bare, self.image_folders(), self.allow_any_path)
         return self.paths.resolve(kind, name)
 
     def _image_folder(self, name: str) -> tuple[Path | None, str]:
@@ -71,12 +68,12 @@ class Environment:
                 return (Path(folder) if folder is not None else None), name[: -len(suffix)]
         return None, name
 
+    def image_folders(self) -> list[Path]:
+        return image_paths.allowed_folders(self.input_dir, self.workflow_dir, self.image_paths)
+
     def describe_files(self, kind: str | None) -> str:
         if kind in (None, "image", "input"):
-            where = f"the input folder {self.input_dir}, the working directory"
-            if self.workflow_dir is not None:
-                where += f" and the workflow's folder {self.workflow_dir}"
-            return f"looked in {where}"
+            return image_paths.describe(self.image_folders(), self.allow_any_path)
         return self.paths.describe(kind)
 
     def describe_missing(self, kind: str | None, name: str) -> str:
@@ -113,10 +110,12 @@ class Engine:
     def __init__(self, *, models: str | os.PathLike | list | None = None, output_dir: str | os.PathLike = "output",
                  input_dir: str | os.PathLike = "input", device: str = "auto",
                  registry: NodeRegistry | None = None, cache_budgets: dict[str, int] | None = None,
-                 model_manager: Any = None, extra_model_paths: dict | None = None) -> None:
+                 model_manager: Any = None, extra_model_paths: dict | None = None,
+                 allow_any_path: bool = False) -> None:
         roots = [] if models is None else ([models] if isinstance(models, (str, os.PathLike)) else list(models))
         self.registry = registry or default_registry()
-        self.env = Environment(ModelPaths(roots, extra_model_paths), output_dir, input_dir)
+        self.env = Environment(ModelPaths(roots, extra_model_paths), output_dir, input_dir,
+                               allow_any_path=allow_any_path)
         self.events = EventBus()
         self.cache = OutputCache(cache_budgets)
         self._device_name = device

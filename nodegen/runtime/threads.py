@@ -55,10 +55,18 @@ def default_threads(cores: int | None = None, load: float | None = None) -> int:
 
 
 def requested_threads(explicit: int | None) -> int | None:
-    """``--threads`` if given, else ``NODEGEN_THREADS``, else None. Raises ValueError below 1."""
-    value = explicit if explicit is not None else int(os.environ.get("NODEGEN_THREADS", "0") or 0) or None
-    if value is not None and value < 1:
-        raise ValueError("the thread count must be at least 1")
+    """``--threads`` if given, else ``NODEGEN_THREADS``, else None. Raises ValueError (with what
+    is wrong) for a value that is not a whole number from 1 to 4x the CPU count."""
+    raw = explicit if explicit is not None else os.environ.get("NODEGEN_THREADS", "").strip()
+    if raw in ("", None, 0, "0"):
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a whole number") from None
+    top = 4 * cpu_count()
+    if not 1 <= value <= top:
+        raise ValueError(f"must be between 1 and {top} (4x this machine's {cpu_count()} CPUs), got {value}")
     return value
 
 

@@ -107,8 +107,24 @@ def default_cache() -> HashCache:
         return _caches[file]
 
 
+#: Most files hashed as one model folder (a bound against huge trees).
+MAX_FOLDER_FILES = 10_000
+
+
 def _files_of(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
+    """The regular files of a model folder (symlinked folders are not followed: no loops)."""
+    from nodegen.kernel.files import is_regular_file
+
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for fn in filenames:
+            p = Path(dirpath) / fn
+            if is_regular_file(p):
+                files.append(p)
+                if len(files) > MAX_FOLDER_FILES:
+                    raise ValueError(f"model folder {folder} has more than {MAX_FOLDER_FILES} files")
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
 def file_size(path: str | os.PathLike) -> int:
@@ -141,6 +157,9 @@ def sha256_file(path: str | os.PathLike, progress: Progress | None = None,
             lines.append(f"{sha256_file(f, sub, cancel, cache)}  {f.relative_to(p).as_posix()}\n")
             done += f.stat().st_size
         return hashlib.sha256("".join(lines).encode()).hexdigest()
+    from nodegen.kernel.files import check_regular_file
+
+    check_regular_file(p, "model file")  # /dev/zero or a FIFO would never end
     cache = cache or default_cache()
     hit = cache.get(p)
     if not hit and cache is default_cache():
@@ -151,15 +170,18 @@ def sha256_file(path: str | os.PathLike, progress: Progress | None = None,
             progress(size, size)
         return hit
     st = p.stat()
+    limit = st.st_size
     h = hashlib.sha256()
     done = 0
     with open(p, "rb") as f:
         while True:
             if cancel is not None and cancel():
                 raise HashCancelled(f"hashing {p} was cancelled")
-            chunk = f.read(CHUNK)
+            chunk = f.read(min(CHUNK, limit - done + 1))
             if not chunk:
                 break
+            if done + len(chunk) > limit:
+                raise ValueError(f"model file {p} grew while it was hashed")
             h.update(chunk)
             done += len(chunk)
             if progress:

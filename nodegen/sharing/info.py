@@ -15,14 +15,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def _read(path: Path) -> tuple[str, dict, dict | None]:
     """``(kind, workflow document, values or None)``."""
     from nodegen.formats.open import document_from_data as parse
-    from nodegen.kernel.workflow import WorkflowError
+    from nodegen.kernel.jsondoc import JsonDocError, loads
+    from nodegen.kernel.workflow import WorkflowError, read_bytes
 
-    raw = path.read_bytes()
+    raw = read_bytes(path)  # a regular file of bounded size (/dev/zero or a FIFO would never end)
     values = None
     if raw[:8] == PNG_MAGIC:
         from nodegen.formats import png
 
-        text = png.png_text(path)
+        text = png.png_text_bytes(raw, path)
         if png.WORKFLOW_KEY in text:
             kind = "PNG image with a nodegen workflow"
         elif "workflow" in text or "prompt" in text:
@@ -31,12 +32,12 @@ def _read(path: Path) -> tuple[str, dict, dict | None]:
         else:
             raise WorkflowError("this PNG holds no workflow", path=str(path))
         values = png.read_values(path)
-        data = png.read_workflow(path)
+        data = png.read_workflow_bytes(raw, path)
     else:
         try:
-            data = json.loads(raw.decode("utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise WorkflowError(f"not valid JSON: {e}", path=str(path)) from e
+            data = loads(raw)
+        except JsonDocError as e:
+            raise WorkflowError(str(e), path=str(path)) from e
         from nodegen.formats import comfy
 
         doc = parse(data, str(path))  # refuses what is not a workflow, with the file named

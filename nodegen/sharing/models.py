@@ -9,13 +9,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodegen.models.paths import KINDS, MODEL_EXTENSIONS
+from nodegen.models.paths import KINDS, MODEL_EXTENSIONS, walk
 from nodegen.sharing.hashing import cached_sha256, file_size, sha256_file
 
 #: For node types that are not installed (placeholders, plugins missing): well-known input names.
@@ -100,8 +99,7 @@ def lock(doc: dict, registry: Any, env: Any, progress: Callable[[str, int, int],
 
 def _candidates(paths: Any, kind: str) -> Iterator[tuple[str, Path]]:
     for folder in paths.folders(kind):
-        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for dirpath, dirnames, filenames in walk(folder):
             if "model_index.json" in filenames and Path(dirpath) != folder:
                 yield Path(dirpath).relative_to(folder).as_posix(), Path(dirpath)
                 dirnames[:] = []
@@ -132,12 +130,13 @@ def find_by_hash(paths: Any, sha256: str, size: int | None = None, kind: str | N
                 continue
             if cached_sha256(p) == sha256:
                 return k, name, p
-            pending.append((k, name, p))
+            if size is not None:  # without a recorded size, only cached hashes are compared
+                pending.append((k, name, p))
     for k, name, p in pending:
         try:
             if sha256_file(p, cancel=cancel) == sha256:
                 return k, name, p
-        except OSError:
+        except (OSError, ValueError):
             continue
     return None
 
@@ -158,7 +157,10 @@ def resolve_models(doc: dict, registry: Any, env: Any) -> tuple[list[Rewrite], d
         return rewrites, still_missing
     found: dict[tuple[str, str], tuple[str, Path] | None] = {}
     for use in list(model_inputs(doc, registry)):
-        if env.resolve_file(use.kind, use.name) is not None:
+        try:
+            if env.resolve_file(use.kind, use.name) is not None:
+                continue
+        except ValueError:  # there but not a regular file: validation reports it
             continue
         entry = _entry_for(doc, use.kind, use.name)
         if not entry or not entry.get("sha256"):

@@ -33,8 +33,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     """Read a weights file safely (safetensors, or pickles via ``weights_only=True``)."""
     p = Path(path)
     ext = p.suffix.lower()
-    if not p.is_file():
+    if not p.exists():
         raise FileNotFoundError(f"upscale model file not found: {p}")
+    from nodegen.models.files import check_model_file
+
+    check_model_file(p)  # a folder, device, FIFO or empty file is named as such
     if ext in (".safetensors", ".sft"):
         from safetensors.torch import load_file
 

@@ -15,7 +15,6 @@ export back to the API format.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from nodegen.formats.comfy.api_format import import_api, looks_like_api
@@ -80,11 +79,15 @@ def import_png_text(text: dict[str, str], source: str | None = None) -> dict:
     for key in ("workflow", "prompt"):
         if key not in text:
             continue
+        from nodegen.kernel.jsondoc import JsonDocError, loads
+
         try:
-            data = json.loads(text[key])
+            data = loads(text[key])
             doc, _notes = import_comfy(data, source=source)
             doc["metadata"]["import"]["chunk"] = key
             return doc
-        except (json.JSONDecodeError, ComfyImportError) as e:
+        except (JsonDocError, ComfyImportError) as e:
             errors.append(f"'{key}' chunk: {e}")
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as e:
+            errors.append(f"'{key}' chunk: malformed ({type(e).__name__}: {str(e)[:200]})")
     raise ComfyImportError(f"{source or 'PNG'}: no readable ComfyUI workflow: " + "; ".join(errors))
