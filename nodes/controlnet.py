@@ -26,16 +26,35 @@ def controlnet_loader(ctx, control_net_name):
     return load_control(path, manager=manager if hasattr(manager, "use") else None)
 
 
+def check_text_width(control, embeds) -> None:
+    """A ControlNet made for another family (another text-embedding width) is refused when it is
+    applied, naming the file and both families. (Pooled SDXL extras are checked when sampling.)"""
+    net = getattr(getattr(control, "control_net", None), "net", None)
+    if net is None or embeds is None:
+        return
+    from nodegen.models.controlnet import CONTEXT_DIMS, FAMILY_NAMES, ControlNetError
+
+    dim = net.config.cross_attention_dim
+    want = int(dim[0] if isinstance(dim, (list, tuple)) else dim)
+    got = int(embeds.shape[-1])
+    if got != want:
+        def family(width: int) -> str:
+            fam = CONTEXT_DIMS.get(width)
+            return f"{FAMILY_NAMES[fam]} models" if fam else f"models with {width}-wide text embeddings"
+        made_for = FAMILY_NAMES.get(getattr(control.control_net, "family", None))
+        raise ControlNetError(f"ControlNet {control.control_net.name!r} is made for "
+                              f"{made_for + ' models' if made_for else family(want)} (text "
+                              f"embeddings {want} wide), but this conditioning comes from {family(got)} "
+                              f"({got} wide); load a ControlNet made for that model's family")
+
+
 def with_control(conditioning: list, control) -> list:
     """A copy of ``conditioning`` whose items carry ``control`` after their existing controls."""
     if not isinstance(conditioning, list):
         raise TypeError(f"expected CONDITIONING (a list of CondItem), got {type(conditioning).__name__}")
     out = []
     for item in conditioning:  # another family's ControlNet is refused now, not inside the sampler
-        net = getattr(getattr(control, "control_net", None), "net", None)
-        if net is not None and getattr(item, "embeds", None) is not None:
-            sdxl_net = getattr(net.config, "addition_embed_type", None) == "text_time"
-            control.check_compatible(item.embeds, {} if sdxl_net else None, net)  # the width only
+        check_text_width(control, getattr(item, "embeds", None))
     for item in conditioning:
         controls = list(item.extras.get("controls") or [])
         controls.append(control)
