@@ -252,7 +252,7 @@ def _refuse_other_architecture(lora: LoraFile, model, unet, encoders: dict) -> N
             tables[layer.component] = _index(mod, layer.component,
                                              dict(unet.config) if layer.component == "unet" else None)
         name = tables[layer.component].get(layer.module)
-        if name is None:
+        if name is None or not hasattr(layer, "up"):  # LyCORIS layers check their shape when applied
             continue
         want = shapes[layer.component][name]
         rows, cols = int(layer.up.shape[0]), int(layer.down.flatten(1).shape[1])

@@ -57,9 +57,12 @@ def default_threads(cores: int | None = None, load: float | None = None) -> int:
 def requested_threads(explicit: int | None) -> int | None:
     """``--threads`` if given, else ``NODEGEN_THREADS``, else None. Raises ValueError (with what
     is wrong) for a value that is not a whole number from 1 to 4x the CPU count."""
-    raw = explicit if explicit is not None else os.environ.get("NODEGEN_THREADS", "").strip()
-    if raw in ("", None, 0, "0"):
-        return None
+    if explicit is not None:
+        raw: int | str = explicit
+    else:
+        raw = os.environ.get("NODEGEN_THREADS", "").strip()
+        if raw in ("", "0"):  # unset, or 0: the default policy
+            return None
     try:
         value = int(raw)
     except ValueError:
