@@ -44,8 +44,8 @@ def load_workflow(engine, path: str):
 
 
 def parse_value(raw: str, spec: Any) -> Any:
-    """A --set value (see :func:`nodegen.overrides.parse_text`)."""
-    from nodegen.overrides import parse_text
+    """A --set value (see :func:`nodegen.runtime.overrides.parse_text`)."""
+    from nodegen.runtime.overrides import parse_text
 
     try:
         return parse_text(raw, spec, "--set value")
@@ -65,8 +65,8 @@ def set_threads(value: int | None) -> None:
 
 
 def apply_sets(engine, wf, sets: list[str]) -> None:
-    """Apply ``--set NODE.INPUT=VALUE`` items (``NODE.INPUT`` resolved by :mod:`nodegen.overrides`)."""
-    from nodegen.overrides import OverrideError, resolve, split_assignment
+    """Apply ``--set NODE.INPUT=VALUE`` items (``NODE.INPUT`` resolved by :mod:`nodegen.runtime.overrides`)."""
+    from nodegen.runtime.overrides import OverrideError, resolve, split_assignment
 
     for item in sets:
         try:

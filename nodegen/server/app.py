@@ -34,7 +34,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nodegen import __version__
-from nodegen.jobrun import JobInputError, prepare_workflow
+from nodegen.runtime.jobs import JobInputError, prepare_workflow
 from nodegen.server import schemas as S
 from nodegen.server.hub import EventHub
 from nodegen.server.queue import FINAL, STATUSES, JobQueue
@@ -74,7 +74,7 @@ class ApiError(Exception):
 
 class ServerState:
     def __init__(self, config: ServerConfig) -> None:
-        from nodegen.engine import Engine
+        from nodegen.runtime.engine import Engine
 
         self.config = config
         self.out_dir = Path(config.out_dir).resolve()
@@ -92,8 +92,8 @@ class ServerState:
     # -- checks ----------------------------------------------------------------------------
     def check_job(self, workflow: Any, overrides: dict | None, targets: list | None) -> dict:
         """Everything a job needs to be accepted; returns the parsed document."""
-        from nodegen.overrides import resolve
-        from nodegen.validate import plan
+        from nodegen.runtime.overrides import resolve
+        from nodegen.kernel.validate import plan
 
         try:
             wf, target_ids = prepare_workflow(self.checker, workflow, overrides, targets)
@@ -328,7 +328,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
     @app.post("/validate", response_model=S.ValidateResult, responses=ERRORS, summary="Validate a document")
     def validate(body: S.JobRequest):
-        from nodegen.validate import plan
+        from nodegen.kernel.validate import plan
 
         try:
             wf, target_ids = prepare_workflow(state.checker, body.workflow, body.set, body.targets)

@@ -3,7 +3,7 @@
 A job is committed (WAL, ``synchronous=FULL``) before the server answers the submit, so an
 accepted job survives kill -9. Jobs run in submission order. At startup :meth:`JobQueue.recover`
 puts jobs left ``running`` by a crash back to ``queued``: they run again, once (the job folder's
-atomic publication, see :mod:`nodegen.jobrun`, keeps their outputs from being written twice).
+atomic publication, see :mod:`nodegen.runtime.jobs`, keeps their outputs from being written twice).
 Finished, failed and cancelled jobs stay in the table with their values, files, timings, errors
 and events.
 """

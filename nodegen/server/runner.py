@@ -2,7 +2,7 @@
 
 Models stay loaded and node outputs stay cached between jobs, so a job that only changes the seed
 runs the sampler and what follows it. Each job writes into its own folder under the output folder
-(``OUT/jobs/<id>``), published atomically by :func:`nodegen.jobrun.run_job`.
+(``OUT/jobs/<id>``), published atomically by :func:`nodegen.runtime.jobs.run_job`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from nodegen.context import CancelToken
-from nodegen.jobrun import run_job
+from nodegen.kernel.context import CancelToken
+from nodegen.runtime.jobs import run_job
 from nodegen.server.hub import EventHub
 from nodegen.server.queue import JobQueue
 
