@@ -131,7 +131,7 @@ def _run_into(engine, doc, staging: Path, overrides, targets, cancel, from_text)
         engine.env.output_dir = old_out
     if result.status == "invalid":
         problems = [str(p) for p in result.problems]
-        return JobOutcome("invalid", error="the workflow is invalid", problems=problems)
+        return JobOutcome("invalid", error="the workflow is invalid: " + "; ".join(problems), problems=problems)
     files = []
     root = staging.resolve()
     for p in result.paths:

@@ -148,6 +148,7 @@ def run_sweep(opts: SweepOptions, emit: Emit | None = None,
             rec = read_record(out_dir / job.folder)
             report.records.append(_record(job, rec.to_json() if rec else {}, skipped=True))
         else:
+            _set_aside(out_dir / job.folder)
             todo.append(job)
     worker_args = {"doc": wf.data, "base_dir": str(wf.path.resolve().parent) if wf.path else None,
                    "models": [str(Path(m).resolve()) for m in opts.models],
@@ -182,6 +183,20 @@ def run_sweep(opts: SweepOptions, emit: Emit | None = None,
           "skipped": report.skipped, "seconds": round(report.seconds, 3), "grid": report.grid,
           "manifest": str(manifest.path)})
     return report
+
+
+def _set_aside(folder: Path) -> None:
+    """A published folder that no longer matches (a file deleted or edited) is renamed, never
+    overwritten; a failed attempt's folder is removed (the job runs again)."""
+    record = read_record(folder)
+    if record is None:
+        return
+    if record.status != "done":
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    folder.rename(folder.with_name(f"{folder.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}"))
 
 
 def _record(job: Job, outcome: dict, skipped: bool = False) -> dict:

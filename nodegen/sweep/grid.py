@@ -52,6 +52,8 @@ def build_grid(axes: list[tuple[str, list]], cells: dict[tuple, Path | None]):
     top = max(text_size(f"{xkey}={_label(x)}")[1] for x in xs) + 2 * PAD
     title = (text_size(f"{zkey}=x")[1] + 2 * PAD) if zkey else 0
     pw, ph = left + len(xs) * (cw + PAD), title + top + len(ys) * (ch + PAD)
+    if zkey:
+        pw = max(pw, left + max(text_size(f"{zkey}={_label(z)}")[0] for z in zs) + 2 * PAD)
     sheet = Image.new("RGB", (pw * len(zs), ph), "white")
     draw = ImageDraw.Draw(sheet)
     for zi, z in enumerate(zs):

@@ -44,8 +44,8 @@ def run_in_process(worker_args: dict, jobs: list[Job], out_dir: Path, on_result:
     for job in jobs:
         try:
             outcome = worker.run(job.values, out_dir / job.folder)
-        except ModelMismatch:
-            raise
+        except ModelMismatch as e:
+            raise WorkerFailed(str(e)) from None
         except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
             outcome = failed_outcome(f"{type(e).__name__}: {e}")
         on_result(job, outcome)
