@@ -76,8 +76,8 @@ def prepare_workflow(engine: Any, doc: Any, overrides: dict | None = None, targe
                      *, from_text: bool = False):
     """Load ``doc``, apply ``NODE.INPUT`` overrides and resolve ``targets`` (ids or titles).
     Returns ``(workflow, target ids)``; raises :class:`JobInputError` naming the field at fault."""
-    from nodegen.runtime.overrides import OverrideError, apply
     from nodegen.kernel.workflow import WorkflowError
+    from nodegen.runtime.overrides import OverrideError, apply
 
     try:
         wf = engine.prepare(doc)

@@ -92,8 +92,8 @@ class ServerState:
     # -- checks ----------------------------------------------------------------------------
     def check_job(self, workflow: Any, overrides: dict | None, targets: list | None) -> dict:
         """Everything a job needs to be accepted; returns the parsed document."""
-        from nodegen.runtime.overrides import resolve
         from nodegen.kernel.validate import plan
+        from nodegen.runtime.overrides import resolve
 
         try:
             wf, target_ids = prepare_workflow(self.checker, workflow, overrides, targets)
