@@ -1,7 +1,10 @@
 """The durable job queue: one SQLite file (standard library ``sqlite3``) next to the outputs.
 
-A job is committed (WAL, ``synchronous=FULL``) before the server answers the submit, so an
-accepted job survives kill -9. Jobs run in submission order. At startup :meth:`JobQueue.recover`
+A job is committed and fsynced (WAL, ``synchronous=FULL`` for that transaction) before the server
+answers the submit, so an accepted job survives kill -9 and power loss. Status changes (claim,
+finish) commit with ``synchronous=NORMAL``: safe against a killed process; after a power loss the
+last of them may be lost, and the job then runs again, which its published folder turns into a
+no-op (:func:`nodegen.runtime.jobs.run_job` adopts it). Jobs run in submission order. At startup :meth:`JobQueue.recover`
 puts jobs left ``running`` by a crash back to ``queued``: they run again, once (the job folder's
 atomic publication, see :mod:`nodegen.runtime.jobs`, keeps their outputs from being written twice).
 Finished, failed and cancelled jobs stay in the table with their values, files, timings, errors
@@ -52,7 +55,7 @@ class JobQueue:
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -63,10 +66,12 @@ class JobQueue:
     def submit(self, workflow: dict, overrides: dict | None = None, targets: list | None = None) -> str:
         job_id = uuid.uuid4().hex[:16]
         with self._lock:
+            self._db.execute("PRAGMA synchronous=FULL")  # an accepted job is on disk
             self._db.execute(
                 "INSERT INTO jobs (id, status, workflow, overrides, targets, submitted) VALUES (?,?,?,?,?,?)",
                 (job_id, "queued", json.dumps(workflow), json.dumps(overrides or {}),
                  json.dumps(targets) if targets else None, time.time()))
+            self._db.execute("PRAGMA synchronous=NORMAL")
         return job_id
 
     def recover(self) -> int:
