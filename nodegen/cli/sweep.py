@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
                             "address (needs pip install \"nodegen[ray]\")")
     p.add_argument("--ray-workers", type=int, default=None, metavar="N",
                    help="Ray actors (default: one per GPU, else one per CPU)")
+    p.add_argument("--ray-gpus", type=float, default=None, metavar="G",
+                   help="GPUs per Ray actor, a fraction shares one (default: 1 when the cluster has GPUs)")
     p.add_argument("--out", default="output", metavar="DIR", help="output folder (default: ./output)")
     p.add_argument("--grid", action="store_true", help="also draw OUT/grid.png (two or three swept inputs)")
     p.add_argument("--json", action="store_true", help="print JSON events instead of a progress bar")
@@ -89,6 +91,7 @@ def cmd_sweep(args) -> int:
             raise UsageError('--ray needs Ray: pip install "nodegen[ray]"') from e
     opts = SweepOptions(graph=args.graph, overs=args.over, zipped=args.zipped, out=args.out,
                         workers=args.ray_workers if args.ray else args.workers, ray=args.ray, grid=args.grid,
+                        ray_gpus=args.ray_gpus,
                         models=args.models, input_dir=args.input_dir, device=args.device, threads=args.threads)
     emit = (lambda ev: print(json.dumps(ev, default=str), flush=True)) if args.json else Progress()
     try:

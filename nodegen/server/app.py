@@ -284,7 +284,9 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
             raise ApiError(404, f"job {job_id} has no file {name!r}", "name")
         return FileResponse(path)
 
-    @app.get("/jobs/{job_id}/events", responses=ERRORS,
+    @app.get("/jobs/{job_id}/events", response_class=StreamingResponse,
+             responses={**ERRORS, 200: {"content": {"application/x-ndjson": {}},
+                                        "description": "One JSON event per line"}},
              summary="The job's events as JSON lines (streamed until the job ends)")
     def job_events(job_id: str):
         state.job_or_404(job_id)

@@ -41,6 +41,7 @@ class SweepOptions:
     device: str = "auto"
     threads: int | None = None
     ray_cpus: int | None = None
+    ray_gpus: float | None = None  # GPUs (or a fraction) per Ray actor; default 1 when the cluster has GPUs
 
 
 @dataclass
@@ -228,7 +229,7 @@ def _run_backend(opts, worker_args, todo, out_dir, on_result, backend_box) -> No
         from nodegen.sweep.ray_backend import RaySweep, connect
 
         connect(opts.ray, opts.ray_cpus)
-        backend = RaySweep(worker_args, workers=opts.workers)
+        backend = RaySweep(worker_args, workers=opts.workers, gpus_per_worker=opts.ray_gpus)
         backend_box["backend"] = backend
         try:
             backend.run(todo, out_dir, on_result)
