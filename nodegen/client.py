@@ -147,14 +147,14 @@ class Client:
             return json.loads(resp.read() or b"null")
 
     def _open(self, method: str, path: str, data: bytes | None = None, content_type: str | None = None,
-              timeout: float | None | str = "default"):
+              timeout: float | None = -1.0):
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if content_type:
             req.add_header("Content-Type", content_type)
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
-            return urllib.request.urlopen(req, timeout=self.timeout if timeout == "default" else timeout)
+            return urllib.request.urlopen(req, timeout=self.timeout if timeout == -1.0 else timeout)
         except urllib.error.HTTPError as e:
             raw = e.read()
             try:

@@ -50,7 +50,7 @@ from nodegen.server.security import (
 
 log = logging.getLogger("nodegen.server")
 
-ERRORS = {400: {"model": S.ErrorBody}, 401: {"model": S.ErrorBody}, 403: {"model": S.ErrorBody},
+ERRORS: dict[int | str, dict[str, Any]] = {400: {"model": S.ErrorBody}, 401: {"model": S.ErrorBody}, 403: {"model": S.ErrorBody},
           404: {"model": S.ErrorBody}, 413: {"model": S.ErrorBody}, 422: {"model": S.ErrorBody}}
 
 
@@ -92,14 +92,14 @@ class ServerState:
     # -- checks ----------------------------------------------------------------------------
     def check_job(self, workflow: Any, overrides: dict | None, targets: list | None) -> dict:
         """Everything a job needs to be accepted; returns the parsed document."""
-        from nodegen.kernel.validate import plan
+        from nodegen.kernel.plan import plan
         from nodegen.runtime.overrides import resolve
 
         try:
             wf, target_ids = prepare_workflow(self.checker, workflow, overrides, targets)
         except JobInputError as e:
             raise ApiError(422, str(e), e.field) from e
-        overridden = {}
+        overridden: dict[tuple[str, str | None], str] = {}
         for key in overrides or {}:
             t = resolve(self.checker.registry, wf, key)
             overridden[(t.node_id, t.input)] = f"set.{key}"
@@ -231,7 +231,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         overrides = _json_query(set, "set", dict)
         target_list = _json_query(targets, "targets", list)
         try:
-            doc = read_workflow(io.BytesIO(data))
+            doc = read_workflow(io.BytesIO(data))  # type: ignore[arg-type]  # PIL reads file objects too
         except PngWorkflowError as e:
             raise ApiError(422, "the uploaded PNG: " + str(e).split(": ", 1)[-1], "body") from e
         return await asyncio.to_thread(accept, doc, overrides, target_list)
@@ -330,7 +330,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
     @app.post("/validate", response_model=S.ValidateResult, responses=ERRORS, summary="Validate a document")
     def validate(body: S.JobRequest):
-        from nodegen.kernel.validate import plan
+        from nodegen.kernel.plan import plan
 
         try:
             wf, target_ids = prepare_workflow(state.checker, body.workflow, body.set, body.targets)

@@ -140,7 +140,7 @@ def _allowed_roots(env: Any, kind: str | None) -> list[Path]:
     return roots + [p.resolve() for p in builtin_models(kind).values()]
 
 
-def check_file_names(doc: dict, registry: Any, env: Any, overridden: dict[tuple[str, str], str]) -> None:
+def check_file_names(doc: dict, registry: Any, env: Any, overridden: dict[tuple[str, str | None], str]) -> None:
     """Raise :class:`PathRefused` for a file input that names a path outside the configured
     folders. ``overridden`` maps ``(node id, input)`` to the ``set`` key that gave its value, so
     the error names the field the client sent."""

@@ -65,7 +65,9 @@ def make_axes(engine, wf, overs: list[str], manifest: Manifest, graph_key: str) 
     from nodegen.runtime.overrides import OverrideError, parse_text, resolve
 
     order = {nid: i for i, nid in enumerate(run_order(wf.data))}
-    axes, records, seen = [], [], {}
+    axes: list[Axis] = []
+    records: list[dict] = []
+    seen: dict[tuple[str, str], str] = {}
     for item in overs:
         try:
             key, spec = parse_over(item)
@@ -120,7 +122,7 @@ def run_sweep(opts: SweepOptions, emit: Emit | None = None,
               on_job: Callable[[dict, Any], None] | None = None) -> SweepReport:
     """Run (or resume) a sweep; ``emit`` receives the JSON events, ``on_job(record, backend)`` is
     called after each finished job."""
-    from nodegen.kernel.validate import plan
+    from nodegen.kernel.plan import plan
     from nodegen.kernel.workflow import WorkflowError
 
     emit = emit or (lambda _ev: None)

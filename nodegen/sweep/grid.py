@@ -46,7 +46,7 @@ def build_grid(axes: list[tuple[str, list]], cells: dict[tuple, Path | None]):
 
     def text_size(t: str) -> tuple[int, int]:
         box = measure.textbbox((0, 0), t, font=font)
-        return box[2] - box[0], box[3] - box[1]
+        return int(box[2] - box[0]), int(box[3] - box[1])
 
     left = max(text_size(f"{ykey}={_label(y)}")[0] for y in ys) + 2 * PAD
     top = max(text_size(f"{xkey}={_label(x)}")[1] for x in xs) + 2 * PAD

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 NAME = "sweep.jsonl"
 
@@ -21,7 +21,7 @@ class Manifest:
     def __init__(self, out_dir: str | Path) -> None:
         self.path = Path(out_dir) / NAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = None
+        self._f: IO[str] | None = None
 
     def read(self) -> list[dict]:
         try:
@@ -48,9 +48,10 @@ class Manifest:
     def append(self, record: dict[str, Any]) -> None:
         if self._f is None:
             self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the sweep
-        self._f.write(json.dumps(record, default=str) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        f = self._f
+        f.write(json.dumps(record, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
     def close(self) -> None:
         if self._f is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +68,7 @@ def expand_jobs(axes: list[Axis], zipped: bool = False) -> list[Job]:
         if len(set(lengths.values())) > 1:
             shown = ", ".join(f"{k}: {n}" for k, n in lengths.items())
             raise PlanError(f"--zip pairs the lists, so they must be equally long ({shown})")
-        combos = zip(*(a.values for a in axes), strict=True)
+        combos: Iterable[tuple] = zip(*(a.values for a in axes), strict=True)
         ordered = axes
     else:
         ordered = cache_order(axes)
