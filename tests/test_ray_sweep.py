@@ -72,3 +72,19 @@ def test_ray_sweep_matches_single_runs_even_when_an_actor_is_killed(ray_session,
     report = sweep(tmp_path / "out", on_job=kill_once)
     assert killed and report.done == 8 and report.failed == 0
     check_all_once(tmp_path / "out", singles)
+
+
+def test_a_ray_worker_refuses_models_that_differ_from_the_recorded_hashes(ray_session, tmp_path):
+    from nodegen.sweep.local import WorkerFailed
+
+    doc = json.loads(Path(GRAPH).read_text())
+    doc["models"] = [{"name": "nodegen-demo-shapes.safetensors", "kind": "checkpoints", "sha256": "ab" * 32}]
+    graph = tmp_path / "locked.json"
+    graph.write_text(json.dumps(doc))
+    opts = SweepOptions(str(graph), ["Sampler.seed=1..2"], out=str(tmp_path / "out"), ray="local", workers=1,
+                        device="cpu")
+    with pytest.raises(WorkerFailed) as info:
+        run_sweep(opts)
+    text = str(info.value)
+    assert "nodegen-demo-shapes.safetensors" in text and "ab" * 32 in text and "node 1 (Model)" in text
+    assert not list((tmp_path / "out").glob("*/*.png"))
