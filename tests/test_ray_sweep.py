@@ -66,11 +66,13 @@ def test_ray_sweep_matches_single_runs_even_when_an_actor_is_killed(ray_session,
 
     def kill_once(record, backend):
         if not killed:
-            killed.append(record["job"])
-            ray.kill(backend.actors[0], no_restart=False)  # Ray restarts it and retries its calls
+            killed.append(backend)
+            # the actor that just returned a job; Ray restarts it and retries the calls it had
+            ray.kill(backend.actors[backend.last_slot], no_restart=False)
 
     report = sweep(tmp_path / "out", on_job=kill_once)
     assert killed and report.done == 8 and report.failed == 0
+    assert len(killed[0].workers_seen) == 3  # two actors, and the restarted one ran the retried calls
     check_all_once(tmp_path / "out", singles)
 
 

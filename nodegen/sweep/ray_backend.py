@@ -65,6 +65,10 @@ class RaySweep:
         args.setdefault("threads", 1 if not gpus_per_worker else None)
         cls = _actor_class(gpus_per_worker)
         self.actors = [cls.remote(**args) for _ in range(max(1, workers))]
+        #: ``host:pid`` of every worker process that returned a job (a restarted actor is a new one).
+        self.workers_seen: set[str] = set()
+        #: The actor (index in :attr:`actors`) that returned the latest result.
+        self.last_slot: int | None = None
 
     def run(self, jobs: list[Job], out_dir: Path, on_result: Callable[[Job, dict], None]) -> None:
         import ray
@@ -114,6 +118,8 @@ class RaySweep:
                     raise WorkerFailed("every Ray worker died; finished jobs are kept, run the "
                                        "same command again to resume") from None
             else:
+                self.workers_seen.add(reply.get("worker", "?"))
+                self.last_slot = slot
                 if job.index not in published:
                     published.add(job.index)
                     outcome = JobOutcome.from_json(reply["outcome"])

@@ -90,6 +90,6 @@ class SweepWorker:
         try:
             outcome = run_job(self.engine, self.doc, scratch / folder_name, overrides=values)
             files = collect(scratch / folder_name, outcome) if not outcome.adopted else {}
-            return {"outcome": outcome.to_json(), "files": files, "host": os.uname().nodename}
+            return {"outcome": outcome.to_json(), "files": files, "worker": f"{os.uname().nodename}:{os.getpid()}"}
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
