@@ -8,7 +8,7 @@ import threading
 import time
 
 from nodegen.cli import UsageError
-from nodegen.cli.common import add_engine_args
+from nodegen.cli.common import add_engine_args, set_threads
 
 
 def add_parser(sub) -> None:
@@ -35,11 +35,7 @@ def cmd_serve(args) -> int:
     if not is_loopback(args.host) and not args.token:
         raise UsageError(f"binding {args.host} exposes the server beyond this machine: give --token TOKEN "
                          f"(every request must then carry it)")
-    threads = args.threads or int(os.environ.get("NODEGEN_THREADS", "0") or 0)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(args.threads)
     import uvicorn
 
     from nodegen.server.app import ServerConfig, create_app

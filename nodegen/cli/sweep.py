@@ -7,7 +7,7 @@ import sys
 import time
 
 from nodegen.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
-from nodegen.cli.common import add_engine_args
+from nodegen.cli.common import add_engine_args, set_threads
 
 
 def add_parser(sub) -> None:
@@ -93,6 +93,8 @@ def cmd_sweep(args) -> int:
                         workers=args.ray_workers if args.ray else args.workers, ray=args.ray, grid=args.grid,
                         ray_gpus=args.ray_gpus,
                         models=args.models, input_dir=args.input_dir, device=args.device, threads=args.threads)
+    if not args.ray and (args.workers or 1) <= 1:
+        set_threads(args.threads)  # the jobs run in this process
     emit = (lambda ev: print(json.dumps(ev, default=str), flush=True)) if args.json else Progress()
     try:
         report = run_sweep(opts, emit)

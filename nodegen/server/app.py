@@ -18,9 +18,9 @@ Every error is JSON ``{"error": ..., "field": ...}`` with a 4xx status; unexpect
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
@@ -211,6 +211,18 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         state.runner.notify()
         return {"id": job_id, "status": "queued"}
 
+    def accept_png(data: bytes, overrides: dict | None, targets: list | None) -> dict:
+        from nodegen.formats.png import PngWorkflowError, read_workflow
+
+        with tempfile.TemporaryDirectory(prefix="nodegen-upload-") as tmp:
+            path = Path(tmp) / "upload.png"
+            path.write_bytes(data)
+            try:
+                doc = read_workflow(path)
+            except PngWorkflowError as e:
+                raise ApiError(422, str(e).replace(str(path), "the uploaded PNG"), "body") from e
+        return accept(doc, overrides, targets)
+
     @app.post("/jobs", status_code=201, response_model=S.JobAccepted, responses=ERRORS,
               summary="Submit a workflow document")
     def submit(body: S.JobRequest):
@@ -223,18 +235,12 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     async def submit_png(request: Request,
                          set: str | None = Query(None, description='JSON: {"NODE.INPUT": value}'),  # noqa: A002
                          targets: str | None = Query(None, description="JSON list of node ids or titles")):
-        from nodegen.formats.png import PngWorkflowError, read_workflow
-
         data = await request.body()
         if not data.startswith(b"\x89PNG\r\n\x1a\n"):
             raise ApiError(422, "the body is not a PNG file", "body")
         overrides = _json_query(set, "set", dict)
         target_list = _json_query(targets, "targets", list)
-        try:
-            doc = read_workflow(io.BytesIO(data))  # type: ignore[arg-type]  # PIL reads file objects too
-        except PngWorkflowError as e:
-            raise ApiError(422, "the uploaded PNG: " + str(e).split(": ", 1)[-1], "body") from e
-        return await asyncio.to_thread(accept, doc, overrides, target_list)
+        return await asyncio.to_thread(accept_png, data, overrides, target_list)
 
     @app.get("/jobs", response_model=S.JobList, responses=ERRORS, summary="List jobs")
     def list_jobs(status: S.Status | None = None, limit: int = Query(100, ge=1, le=1000),

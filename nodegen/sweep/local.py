@@ -76,6 +76,8 @@ def _worker_main(worker_args: dict, tasks, results) -> None:
 def run_in_processes(worker_args: dict, jobs: list[Job], out_dir: Path, on_result: OnResult,
                      workers: int) -> None:
     ctx = mp.get_context("spawn")
+    if not worker_args.get("threads"):  # share the cores instead of each worker taking them all
+        worker_args = {**worker_args, "threads": max(1, (os.cpu_count() or 1) // workers)}
     tasks, results = ctx.Queue(), ctx.Queue()
     for chunk in chunks(jobs, workers):
         tasks.put([(j.index, j.values, str(out_dir / j.folder)) for j in chunk])
