@@ -157,7 +157,13 @@ _PREFIX = Input.string("filename_prefix", "nodegen",
 register_check("SaveImage", "filename_prefix", _check_target)
 
 
-@node("SaveImage", category="image", output=True,
+def _output_folder(inputs: dict, env) -> str | None:
+    """A save into another output folder is another save (each server or sweep job has a folder of
+    its own, and must get its files even when an identical job ran before)."""
+    return getattr(env, "output_dir", None)
+
+
+@node("SaveImage", category="image", output=True, fingerprint=_output_folder,
       description="Save images as PNG files in the output folder, with the workflow embedded; "
                   "never overwrites a file.",
       inputs=[Input.link("images", T.IMAGE), _PREFIX],

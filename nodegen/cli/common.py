@@ -44,36 +44,12 @@ def load_workflow(engine, path: str):
 
 
 def parse_value(raw: str, spec: Any) -> Any:
-    """A --set value: text inputs take the raw text; others are parsed as JSON when possible."""
-    widget = getattr(spec, "widget", None)
-    if widget in ("string", "multiline", "file"):
-        _encodable(raw)
-        return raw
-    if widget == "choice":
-        choices = spec.choice_list() if not callable(spec.choices) else None
-        if choices is None or any(isinstance(c, str) for c in choices):
-            _encodable(raw)
-            return raw
-    from nodegen.kernel.jsondoc import JsonDocError, check_text, loads
+    """A --set value (see :func:`nodegen.runtime.overrides.parse_text`)."""
+    from nodegen.runtime.overrides import parse_text
 
     try:
-        check_text(raw, "--set value")
-    except JsonDocError as e:
-        raise UsageError(str(e)) from e
-    try:
-        return loads(raw)
-    except JsonDocError as e:
-        if "not valid JSON" in str(e):
-            return raw
-        raise UsageError(f"--set value: {e}") from e
-
-
-def _encodable(raw: str) -> None:
-    from nodegen.kernel.jsondoc import JsonDocError, check_text
-
-    try:
-        check_text(raw, "--set value")
-    except JsonDocError as e:
+        return parse_text(raw, spec, "--set value")
+    except ValueError as e:
         raise UsageError(str(e)) from e
 
 
@@ -89,23 +65,16 @@ def set_threads(value: int | None) -> None:
 
 
 def apply_sets(engine, wf, sets: list[str]) -> None:
+    """Apply ``--set NODE.INPUT=VALUE`` items (``NODE.INPUT`` resolved by :mod:`nodegen.runtime.overrides`)."""
+    from nodegen.runtime.overrides import OverrideError, resolve, split_assignment
+
     for item in sets:
-        if "=" not in item:
-            raise UsageError(f"--set {item!r}: expected NODE.INPUT=VALUE")
-        key, raw = item.split("=", 1)
-        if "." not in key:
-            raise UsageError(f"--set {item!r}: expected NODE.INPUT=VALUE (NODE is an id or a unique title)")
-        ref, name = key.rsplit(".", 1)
         try:
-            nid = wf.resolve_node(ref)
-        except KeyError as e:
-            raise UsageError(f"--set {item!r}: {e.args[0]}") from e
-        nd = engine.registry.get(wf.nodes[nid].get("type"))
-        spec = nd.input(name) if nd else None
-        if nd is not None and spec is None:
-            raise UsageError(f"--set {item!r}: node {nid} ({nd.type}) has no input {name!r}; "
-                             f"its inputs are {', '.join(nd.input_names)}")
-        wf.set(nid, name, parse_value(raw, spec))
+            key, raw = split_assignment(item)
+            target = resolve(engine.registry, wf, key)
+        except OverrideError as e:
+            raise UsageError(f"--set {item!r}: {str(e).split(': ', 1)[-1]}") from e
+        wf.set(target.node_id, target.input, parse_value(raw, target.spec))
 
 
 def print_problems(problems, stream=None, header: str = "") -> None:

@@ -1,0 +1,138 @@
+"""The job server's overhead per job, and a 1,000-job flood.
+
+Starts ``python main.py serve`` in a subprocess (one torch thread) and talks to it over HTTP with
+``nodegen.client.Client``, the way a script would:
+
+1. Overhead per job with the demo model (graphs/txt2img.json): submit -> done as the client sees it
+   (polling every millisecond), minus the time the engine spent in nodes. Two kinds of job:
+   *cached* (the same values again: only SaveImage runs) and *seed-only* (a new seed: sampler,
+   decode and save run). Median of REPEAT jobs each. Target: under 5 ms.
+2. Flood: 1,000 light jobs (a tiny image, inverted and saved) submitted at once; all must be
+   accepted, run and recorded; the server's resident memory after 100 and after 1,000 jobs.
+
+    python bench/server_overhead.py [--repeat 30] [--flood 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nodegen.client import Client  # noqa: E402
+from tests.support.jobs import light_workflow, tiny_png  # noqa: E402
+
+
+def start(out: Path, inp: Path) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "main.py", "serve", "--port", "0", "--out", str(out), "--input",
+                             str(inp), "--device", "cpu", "--threads", "1"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, text=True)
+    while not (line := proc.stdout.readline()).startswith("nodegen server:"):
+        if not line:
+            raise SystemExit("the server did not start")
+    return proc, line.split()[2]
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def timed_job(c: Client, doc: dict, values: dict) -> tuple[float, dict]:
+    t0 = time.perf_counter()
+    job_id = c.submit(doc, set=values)
+    while (job := c.status(job_id))["status"] not in ("done", "failed", "cancelled"):
+        time.sleep(0.001)
+    wall = time.perf_counter() - t0
+    assert job["status"] == "done", job
+    return wall, job
+
+
+def overhead(c: Client, repeat: int) -> dict:
+    doc = json.loads((ROOT / "graphs" / "txt2img.json").read_text())
+    timed_job(c, doc, {"Sampler.seed": 0})  # load the model, fill the cache
+    rows: dict[str, list] = {"cached": [], "seed-only": []}
+    for i in range(repeat):
+        wall, job = timed_job(c, doc, {"Sampler.seed": 0})
+        rows["cached"].append((wall, sum(job["timings"].values()), 0.0))
+        wall, job = timed_job(c, doc, {"Sampler.seed": 1000 + i})
+        rows["seed-only"].append((wall, sum(job["timings"].values()), job["timings"].get("5", 0.0)))
+    out = {}
+    for kind, samples in rows.items():
+        out[kind] = {
+            "round_trip_ms": statistics.median(w for w, _, _ in samples) * 1e3,
+            "nodes_ms": statistics.median(n for _, n, _ in samples) * 1e3,
+            "minus_sampler_ms": statistics.median(w - s for w, _, s in samples) * 1e3,
+            "overhead_ms": statistics.median(w - n for w, n, _ in samples) * 1e3,
+        }
+    return out
+
+
+def flood(c: Client, pid: int, n: int) -> dict:
+    doc = light_workflow()
+    t0 = time.perf_counter()
+    ids = [c.submit(doc, set={"Save.filename_prefix": f"f{i}"}) for i in range(n)]
+    accepted = time.perf_counter() - t0
+    rss = {}
+    for mark in (min(100, n), n):
+        c.wait(ids[mark - 1], timeout=600)
+        rss[mark] = rss_mib(pid)
+    total = time.perf_counter() - t0
+    statuses = [c.status(i)["status"] for i in ids]
+    return {"jobs": n, "accepted_s": accepted, "all_done_s": total, "done": statuses.count("done"),
+            "rss_mib": rss}
+
+
+def fsync_ms(folder: Path, n: int = 30) -> float:
+    """What one fsync of a small new file costs on this disk (the server's durability pays several
+    per job: the submitted job in SQLite, the output file, its record and two directories)."""
+    times = []
+    for i in range(n):
+        path = folder / f"probe{i}"
+        with open(path, "wb") as f:
+            f.write(b"x" * 1024)
+            f.flush()
+            t = time.perf_counter()
+            os.fsync(f.fileno())
+            times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--flood", type=int, default=1000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        tiny_png(tmp / "in")
+        proc, url = start(tmp / "out", tmp / "in")
+        try:
+            c = Client(url)
+            result = {"overhead": overhead(c, args.repeat), "flood": flood(c, proc.pid, args.flood),
+                      "fsync_ms": fsync_ms(tmp)}
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+    result["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""A small client for the job server (``python main.py serve``), on the standard library only:
+importing it imports neither torch nor the engine (PIL is imported by :meth:`Client.images`).
+
+::
+
+    from nodegen.client import Client
+    c = Client("http://127.0.0.1:8765", token=None)
+    job = c.submit("graphs/txt2img.json", set={"Sampler.seed": 7})
+    c.wait(job)["status"]        # "done"
+    c.images(job)[0].save("seed7.png")
+    for ev in c.events(job): ...  # the objects 'run --json' prints
+
+A refused request raises :class:`ClientError` with the server's message and the field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+FINAL = ("done", "failed", "cancelled")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class ClientError(Exception):
+    """The server refused a request: ``status`` (HTTP), ``error`` (its message), ``field``."""
+
+    def __init__(self, status: int, error: str, field: str | None = None, body: dict | None = None) -> None:
+        super().__init__(f"{status}: {error}" + (f" (field: {field})" if field else ""))
+        self.status, self.error, self.field, self.body = status, error, field, body or {}
+
+
+class Client:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    # -- the contract ----------------------------------------------------------------------
+    def submit(self, workflow: Any, set: dict | None = None, targets: list | None = None) -> str:  # noqa: A002
+        """Queue a job; ``workflow`` is a path (.json, or a PNG that embeds one) or a document dict.
+        Returns the job id."""
+        if isinstance(workflow, (str, os.PathLike)):
+            with open(workflow, "rb") as f:
+                data = f.read()
+            if data.startswith(PNG_MAGIC):
+                query = {}
+                if set:
+                    query["set"] = json.dumps(set)
+                if targets:
+                    query["targets"] = json.dumps(list(targets))
+                path = "/jobs/png" + ("?" + urllib.parse.urlencode(query) if query else "")
+                return self._request("POST", path, data, "image/png")["id"]
+            try:
+                workflow = json.loads(data.decode("utf-8-sig"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ValueError(f"{workflow}: not a workflow file (neither JSON nor PNG): {e}") from e
+        body: dict[str, Any] = {"workflow": workflow}
+        if set:
+            body["set"] = set
+        if targets:
+            body["targets"] = list(targets)
+        return self._json("POST", "/jobs", body)["id"]
+
+    def status(self, job_id: str) -> dict:
+        """The job: ``status`` (queued, running, done, failed, cancelled), ``files``, ``error``, ..."""
+        return self._json("GET", f"/jobs/{_q(job_id)}")
+
+    def wait(self, job_id: str, timeout: float | None = None) -> dict:
+        """Wait until the job is done, failed or cancelled; returns its status. Raises
+        TimeoutError after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            job = self.status(job_id)
+            if job["status"] in FINAL:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {job['status']} after {timeout} s")
+            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+            delay = min(delay * 1.5, 0.25)
+
+    def cancel(self, job_id: str) -> dict:
+        return self._json("POST", f"/jobs/{_q(job_id)}/cancel")
+
+    def images(self, job_id: str) -> list:
+        """The job's images as PIL images (in the order they were written)."""
+        import io
+
+        from PIL import Image
+
+        out = []
+        for name, data in self.files(job_id):
+            if name.lower().endswith((".png", ".jpg", ".jpeg", ".webp")):
+                img = Image.open(io.BytesIO(data))
+                img.load()
+                out.append(img)
+        return out
+
+    def events(self, job_id: str) -> Iterator[dict]:
+        """The job's events (the objects ``run --json`` prints), live while it runs; ends with
+        ``{"event": "outputs", "paths": [...], "status": ...}``."""
+        with self._open("GET", f"/jobs/{_q(job_id)}/events", timeout=None) as resp:
+            for line in resp:
+                if line.strip():
+                    yield json.loads(line)
+
+    # -- more ------------------------------------------------------------------------------
+    def results(self, job_id: str) -> dict:
+        """``{"files": [{"name", "url", "values"}]}``: files with their provenance."""
+        return self._json("GET", f"/jobs/{_q(job_id)}/results")
+
+    def files(self, job_id: str) -> list[tuple[str, bytes]]:
+        out = []
+        for f in self.results(job_id)["files"]:
+            with self._open("GET", f"/jobs/{_q(job_id)}/files/{_q(f['name'], safe='/')}") as resp:
+                out.append((f["name"], resp.read()))
+        return out
+
+    def jobs(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[dict]:
+        query = urllib.parse.urlencode({k: v for k, v in (("status", status), ("limit", limit),
+                                                          ("offset", offset)) if v is not None})
+        return self._json("GET", f"/jobs?{query}")["jobs"]
+
+    def validate(self, workflow: dict, set: dict | None = None, targets: list | None = None) -> dict:  # noqa: A002
+        return self._json("POST", "/validate", {"workflow": workflow, "set": set, "targets": targets})
+
+    def nodes(self) -> dict:
+        return self._json("GET", "/nodes")
+
+    def health(self) -> dict:
+        return self._json("GET", "/health")
+
+    # -- transport -------------------------------------------------------------------------
+    def _json(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        return self._request(method, path, data, "application/json" if data is not None else None)
+
+    def _request(self, method: str, path: str, data: bytes | None, content_type: str | None) -> Any:
+        with self._open(method, path, data, content_type) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def _open(self, method: str, path: str, data: bytes | None = None, content_type: str | None = None,
+              timeout: float | None = -1.0):
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if content_type:
+            req.add_header("Content-Type", content_type)
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            return urllib.request.urlopen(req, timeout=self.timeout if timeout == -1.0 else timeout)
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = {"error": raw.decode("utf-8", "replace") or e.reason}
+            raise ClientError(e.code, str(body.get("error")), body.get("field"), body) from None
+
+
+def _q(text: str, safe: str = "") -> str:
+    return urllib.parse.quote(str(text), safe=safe)

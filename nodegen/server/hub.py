@@ -1,0 +1,75 @@
+"""Live events of the running jobs, for the WebSocket and streaming endpoints.
+
+The runner thread publishes each engine event with :meth:`EventHub.publish` (the JSON object ``run --json``
+prints); readers in other threads wait for new ones with :meth:`EventHub.wait`. A job's events stay
+here while it runs and a little after; the queue keeps them for good once the job ends.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+
+#: Finished jobs whose events stay in memory (readers that were a little late still find them).
+KEEP_FINISHED = 64
+#: Events kept for the all-jobs stream.
+KEEP_ALL = 10_000
+
+
+class EventHub:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._jobs: OrderedDict[str, list[dict]] = OrderedDict()
+        self._finished: set[str] = set()
+        self._all: deque[tuple[int, dict]] = deque(maxlen=KEEP_ALL)
+        self._seq = 0
+
+    def start(self, job_id: str) -> None:
+        with self._cond:
+            self._jobs[job_id] = []
+            self._finished.discard(job_id)
+            self._cond.notify_all()
+
+    def publish(self, job_id: str, event: dict) -> None:
+        with self._cond:
+            self._jobs.setdefault(job_id, []).append(event)
+            self._seq += 1
+            self._all.append((self._seq, {**event, "job_id": job_id}))
+            self._cond.notify_all()
+
+    def events(self, job_id: str) -> list[dict]:
+        with self._cond:
+            return list(self._jobs.get(job_id, []))
+
+    def finish(self, job_id: str) -> None:
+        """Mark the job's stream ended."""
+        with self._cond:
+            self._finished.add(job_id)
+            done = [j for j in self._jobs if j in self._finished]
+            for old in done[:-KEEP_FINISHED]:
+                self._jobs.pop(old, None)
+                self._finished.discard(old)
+            self._cond.notify_all()
+
+    def known(self, job_id: str) -> bool:
+        with self._cond:
+            return job_id in self._jobs
+
+    def wait(self, job_id: str, index: int, timeout: float) -> tuple[list[dict], bool]:
+        """Events of ``job_id`` from ``index`` on (waiting up to ``timeout`` for some), and whether
+        the job's stream has ended."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._jobs.get(job_id, ())) > index or job_id in self._finished,
+                                timeout)
+            return list(self._jobs.get(job_id, [])[index:]), job_id in self._finished
+
+    def wait_all(self, after: int, timeout: float) -> tuple[list[dict], int]:
+        """Events of every job with a sequence number above ``after``, and the last number."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._seq > after, timeout)
+            return [e for s, e in self._all if s > after], self._seq
+
+    @property
+    def seq(self) -> int:
+        with self._cond:
+            return self._seq

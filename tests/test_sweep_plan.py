@@ -1,0 +1,63 @@
+"""Sweep specs and job order (no engine runs here)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from nodegen.sweep.plan import Axis, PlanError, chunks, expand_jobs, run_order
+from nodegen.sweep.specs import SpecError, expand, parse_over
+
+
+@pytest.mark.parametrize("spec, values", [
+    ("1..5", ["1", "2", "3", "4", "5"]),
+    ("1..10:3", ["1", "4", "7", "10"]),
+    ("5..1", ["5", "4", "3", "2", "1"]),
+    ("0.5..1.5:0.5", ["0.5", "1.0", "1.5"]),
+    ("a,b , c", ["a", "b", "c"]),
+    ("euler", ["euler"]),
+])
+def test_specs(spec, values):
+    assert expand(spec) == values
+
+
+def test_file_and_random_specs(tmp_path, monkeypatch):
+    (tmp_path / "prompts.txt").write_text("a cat\n\n# a comment\na dog\n")
+    monkeypatch.chdir(tmp_path)
+    assert expand("@prompts.txt") == ["a cat", "a dog"]
+    seeds = expand("random:4", rng=random.Random(0))
+    assert len(seeds) == 4 and all(0 <= int(s) < 2**32 for s in seeds) and len(set(seeds)) == 4
+    for bad in ("@missing.txt", "random:x", "random:0", "1..5:0", "1..5:-1"):
+        with pytest.raises(SpecError):
+            expand(bad)
+    with pytest.raises(SpecError):
+        parse_over("Sampler.seed")
+    assert parse_over("Sampler.seed=1..3") == ("Sampler.seed", "1..3")
+
+
+def test_the_input_nearest_the_outputs_varies_fastest():
+    doc = {"nodes": {"9": {"inputs": {"x": {"from": ["2", "o"]}}}, "2": {"inputs": {}}}}
+    assert run_order(doc) == ["2", "9"]
+    seed = Axis("Sampler.seed", "9", "seed", (1, 2, 3), 1)
+    prompt = Axis("Prompt.text", "2", "text", ("cat", "dog"), 0)
+    jobs = expand_jobs([seed, prompt])  # given seed first; the prompt still varies slowest
+    assert [(j.values["Prompt.text"], j.values["Sampler.seed"]) for j in jobs] == [
+        ("cat", 1), ("cat", 2), ("cat", 3), ("dog", 1), ("dog", 2), ("dog", 3)]
+    assert [j.index for j in jobs] == list(range(6))
+    assert len({j.folder for j in jobs}) == 6
+
+
+def test_zip_pairs_the_lists():
+    a = Axis("A.x", "1", "x", (1, 2), 0)
+    b = Axis("B.y", "2", "y", ("p", "q"), 1)
+    assert [j.values for j in expand_jobs([a, b], zipped=True)] == [{"A.x": 1, "B.y": "p"}, {"A.x": 2, "B.y": "q"}]
+    with pytest.raises(PlanError, match="equally long"):
+        expand_jobs([a, Axis("B.y", "2", "y", ("p",), 1)], zipped=True)
+    with pytest.raises(PlanError):
+        expand_jobs([])
+
+
+def test_chunks_keep_runs_of_consecutive_jobs():
+    parts = chunks(list(range(64)), 2)
+    assert [x for part in parts for x in part] == list(range(64)) and len(parts) == 8
