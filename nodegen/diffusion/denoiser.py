@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from nodegen.diffusion import cfg as cfg_mod
+from nodegen.diffusion.flow_forward import FLOW_FAMILIES, run_flow
 from nodegen.diffusion.model_sampling import ModelSampling
 
 
@@ -70,7 +71,7 @@ class Denoiser:
         self.noise_mask = None
         if noise_mask is not None:
             self.noise_mask = resize_mask(noise_mask, h, w, b).to(self.device)
-        self.in_channels = int(getattr(unet.config, "in_channels", 4))
+        self.in_channels = 4 if self.family in FLOW_FAMILIES else int(getattr(unet.config, "in_channels", 4))
         self.calls = 0
         #: CFG++ samplers read the unconditional prediction of the last call (ComfyUI's
         #: ``uncond_denoised``); they set ``keep_uncond`` so it is computed even at cfg 1.
@@ -175,6 +176,8 @@ class Denoiser:
         return binary
 
     def _run_group(self, jobs, xs, sig_f, t, c_in, h, w, area) -> list[torch.Tensor]:
+        if self.family in FLOW_FAMILIES:
+            return run_flow(self.family, self.unet, xs, sig_f, self.ms, [j[1] for j in jobs], self.device, self.dtype)
         b = xs.shape[0]
         tokens = [j[1].embeds.shape[1] for j in jobs]
         lcm = 1

@@ -144,6 +144,14 @@ def load_single_file(path: str | os.PathLike, prediction: str = "auto", manager:
     sd = dict(state_dict) if state_dict is not None else open_state_dict(path, dtype)
     shapes = shapes_of(sd)
     det: Detected = detect(shapes, sd)
+    if det.family in ("sd3", "flux") and state_dict is None:
+        if det.kind != "checkpoint":
+            raise ModelKindError(f"{path}: this is a {det.family} diffusion model without a VAE: load it with "
+                                 "the diffusion model loader (UNETLoader) and the text encoders with "
+                                 "DualCLIPLoader / TripleCLIPLoader")
+        from nodegen.models.flow_loader import load_flow_single_file
+
+        return load_flow_single_file(path, det, manager)
     require(det, "checkpoint", str(path))
     family = det.family
     pred = det.prediction if prediction == "auto" else prediction
@@ -200,6 +208,10 @@ def load_diffusers_folder(folder: str | os.PathLike, prediction: str = "auto",
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
         raise ModelKindError(f"{folder}: a folder, but not a diffusers model (no model_index.json)")
+    from nodegen.models.flow_loader import folder_family, load_flow_folder
+
+    if folder_family(folder):
+        return load_flow_folder(folder, manager)
     family = _folder_family(folder)
     dtype = _target_dtype(manager)
     kw = dict(local_files_only=True, torch_dtype=dtype)
@@ -263,6 +275,8 @@ def load_vae(path: str | os.PathLike, manager: ModelManager | None = None,
     sd = load_state_dict(p)
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     det = detect(shapes, sd)
+    if det.family in ("sd3", "flux") or (det.kind == "vae" and det.details.get("latent_channels") == 16):
+        return _load_vae16(p, sd, det, dtype, manager, scaling_factor)
     if det.kind == "checkpoint":
         sf = scaling_factor or SCALING_FACTORS[det.family]
         prefix = "first_stage_model."
@@ -279,6 +293,26 @@ def load_vae(path: str | os.PathLike, manager: ModelManager | None = None,
     conv = sfu.convert_ldm_vae_checkpoint(vae_sd if prefix else {"vae." + k: v for k, v in vae_sd.items()}, vcfg)
     vae = _build(AutoencoderKL, vcfg, _cast(conv, dtype), "VAE", p)
     return VAEModel(vae, scaling_factor=sf, source=str(p), manager=manager)
+
+
+def _load_vae16(p: Path, sd: dict, det: Detected, dtype, manager, scaling_factor) -> VAEModel:
+    """A 16-channel (SD3 / Flux) VAE: from a VAE file (LDM or diffusers keys) or a checkpoint."""
+    from nodegen.models.flow_loader import load_vae16
+
+    if det.kind == "checkpoint":
+        prefix = "first_stage_model." if any(k.startswith("first_stage_model.") for k in sd) else "vae."
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    elif det.kind != "vae":
+        raise ModelKindError(f"{p}: this is {det.describe()} without a VAE, not a VAE")
+    elif det.layout == "diffusers":
+        from nodegen.models.ldm_export import vae_to_ldm
+
+        sd = vae_to_ldm(sd, prefix="")
+    vae = load_vae16(sd, p, dtype)
+    vae.manager = manager
+    if scaling_factor is not None:
+        vae.scaling_factor = float(scaling_factor)
+    return vae
 
 
 def _metadata_scaling(path: Path) -> float | None:

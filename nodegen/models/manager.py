@@ -100,6 +100,8 @@ class ModelManager:
         return module_device(module)
 
     def _move(self, module: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> None:
+        if getattr(module, "_nodegen_keep_dtype", False):  # fp8 storage (nodegen.models.fp8)
+            dtype = None
         src = self._device_of(module)
         if src == device and (dtype is None or module_dtype(module) == dtype):
             return
