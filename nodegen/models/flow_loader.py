@@ -99,11 +99,13 @@ def load_diffusion_model(path: str | os.PathLike, weight_dtype: str = "default",
 
 # ---- text encoders ------------------------------------------------------------------------------
 
-def _clip_module(sd: dict, role: str, dtype, path) -> torch.nn.Module:
+def _clip_module(sd: dict, role: str, dtype, path, projection: bool = True) -> torch.nn.Module:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     sd = {k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v for k, v in sd.items()}
     sd = {k: v for k, v in sd.items() if not k.endswith("position_ids")}
+    if not projection:  # Flux uses CLIP-L's pooled output without the projection
+        sd.pop("text_projection.weight", None)
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     cfg = CLIPTextConfig(**flow_configs.clip_config(shapes, "", role))
     if "text_projection.weight" in sd:
@@ -187,7 +189,8 @@ def load_text_encoders(paths: list[str | os.PathLike], family: str = "auto",
     roles = _roles_for(files, fam)
     parts = {}
     for (p, sd), role in zip(files, roles, strict=True):
-        enc = _t5_module(dict(sd), dtype, p) if role == "t5" else _clip_module(dict(sd), role, dtype, p)
+        enc = (_t5_module(dict(sd), dtype, p) if role == "t5"
+               else _clip_module(dict(sd), role, dtype, p, projection=fam == "sd3"))
         parts[role] = (_tokenizer(role), enc)
     try:
         return FlowTextEncoder(fam, parts, source=";".join(str(p) for p in paths), manager=manager)
@@ -239,7 +242,8 @@ def load_flow_single_file(path: Path, det: Detected, manager: ModelManager | Non
     parts = {}
     for role in det.details["text"]:
         t = _take(sd, FLOW_TEXT_PREFIX[role])
-        parts[role] = (_tokenizer(role), _t5_module(t, dtype, path) if role == "t5" else _clip_module(t, role, dtype, path))
+        parts[role] = (_tokenizer(role), _t5_module(t, dtype, path) if role == "t5"
+                       else _clip_module(t, role, dtype, path, projection=det.family == "sd3"))
     if parts:
         try:
             clip = FlowTextEncoder(det.family, parts, source=str(path), manager=manager)

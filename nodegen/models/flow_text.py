@@ -31,7 +31,9 @@ FLOW_TEXT = {
     "sd3": (("clip_l", "clip_g", "t5"), ("text_encoder", "text_encoder_2", "text_encoder_3"), 256),
     "flux": (("clip_l", "t5"), ("text_encoder", "text_encoder_2"), 512),
 }
-REQUIRED = {"sd3": ("clip_l", "clip_g"), "flux": ("clip_l", "t5")}
+REQUIRED = {"sd3": (), "flux": ("clip_l", "t5")}
+#: widths of the real CLIP-L / CLIP-G, for the zeros that stand in for a missing SD3 CLIP (as ComfyUI)
+SD3_CLIP_WIDTHS = {"clip_l": (768, 768), "clip_g": (1280, 1280)}
 CLIP_LENGTH = 77
 
 
@@ -54,7 +56,7 @@ class FlowTextEncoder(_Patchable):
                  source: str = "", manager: ModelManager | None = None) -> None:
         if family not in FLOW_TEXT:
             raise ValueError(f"unknown text encoder family {family!r}; expected one of {', '.join(FLOW_TEXT)}")
-        missing = [r for r in REQUIRED[family] if r not in parts]
+        missing = [r for r in REQUIRED[family] if r not in parts] or ([] if parts else ["every encoder"])
         if missing:
             raise ValueError(f"{family} text encoding needs {' and '.join(REQUIRED[family])}; missing "
                              f"{', '.join(missing)}")
@@ -85,7 +87,8 @@ class FlowTextEncoder(_Patchable):
 
     @property
     def num_layers(self) -> int:
-        return min(int(self.parts[r][1].config.num_hidden_layers) for r in self.roles if r != "t5")
+        clips = [int(self.parts[r][1].config.num_hidden_layers) for r in self.roles if r != "t5"]
+        return min(clips) if clips else 1
 
     def clone(self) -> FlowTextEncoder:
         c = FlowTextEncoder.__new__(FlowTextEncoder)
@@ -143,6 +146,10 @@ class FlowTextEncoder(_Patchable):
             out = {role: self._encode_one(role, enc, texts.get(role, "")) for role, enc in encs.items()}
         if self.family == "flux":
             return [CondItem(out["t5"][0], out["clip_l"][1], {})]
+        for role in ("clip_l", "clip_g"):
+            if role not in out:
+                width, pooled_width = SD3_CLIP_WIDTHS[role]
+                out[role] = (torch.zeros(1, CLIP_LENGTH, width), torch.zeros(1, pooled_width))
         clip = torch.cat([out["clip_l"][0], out["clip_g"][0]], dim=-1)
         pooled = torch.cat([out["clip_l"][1], out["clip_g"][1]], dim=-1)
         if "t5" in out:

@@ -176,6 +176,20 @@ class ModelManager:
         key = ("vae", *file_key(path), scaling_factor)
         return self._cached(key, lambda: loader.load_vae(path, manager=self, scaling_factor=scaling_factor))
 
+    def load_diffusion_model(self, path: str | os.PathLike, weight_dtype: str = "default"):
+        """MODEL of an SD3 / Flux diffusion model file (UNETLoader)."""
+        from nodegen.models import flow_loader
+
+        key = ("diffusion_model", *file_key(path), weight_dtype)
+        return self._cached(key, lambda: flow_loader.load_diffusion_model(path, weight_dtype, manager=self))
+
+    def load_text_encoders(self, paths: list, family: str = "auto"):
+        """CLIP of one to three SD3 / Flux text encoder files."""
+        from nodegen.models import flow_loader
+
+        key = ("text_encoders", *(file_key(p) for p in paths), family)
+        return self._cached(key, lambda: flow_loader.load_text_encoders(paths, family, manager=self))
+
     def load_lora(self, path: str | os.PathLike):
         """The parsed LoRA (:class:`nodegen.models.lora.LoraFile`) of a file."""
         from nodegen.models import lora

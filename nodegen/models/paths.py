@@ -21,7 +21,8 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-KINDS = ("checkpoints", "vae", "loras", "controlnet", "upscale_models", "style_models", "embeddings", "ipadapter")
+KINDS = ("checkpoints", "vae", "loras", "controlnet", "upscale_models", "style_models", "embeddings", "ipadapter",
+         "diffusion_models", "text_encoders")
 #: Folder names other tools use for the same kinds (ComfyUI, A1111), also searched in each root.
 ALIASES = {
     "checkpoints": ("Stable-diffusion",),
@@ -30,6 +31,8 @@ ALIASES = {
     "upscale_models": ("ESRGAN", "RealESRGAN"),
     "vae": ("VAE",),
     "ipadapter": ("ip_adapter", "IP-Adapter"),
+    "diffusion_models": ("unet",),
+    "text_encoders": ("clip",),
 }
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 
