@@ -68,9 +68,9 @@ def build_transformer(family: str, sd: dict, path, dtype: torch.dtype, storage: 
                 else (FluxTransformer2DModel, flow_configs.flux_config(shapes)))
     if storage is None:
         return _build(cls, cfg, _cast(sd, dtype), f"{family} transformer", path)
-    from nodegen.models.fp8 import fp8_state, make_fp8_compute
-
     from accelerate import init_empty_weights
+
+    from nodegen.models.fp8 import fp8_state, make_fp8_compute
 
     with init_empty_weights():
         probe = cls(**cfg)
