@@ -10,8 +10,8 @@ from pathlib import Path
 HERE = Path(__file__).parent
 #: ComfyUI widget order; (name, control value) for seeds
 WIDGETS = {
-    "UNETLoader": ["unet_name", "weight_dtype"], "DualCLIPLoader": ["clip_name1", "clip_name2", "type"],
-    "TripleCLIPLoader": ["clip_name1", "clip_name2", "clip_name3"], "CLIPLoader": ["clip_name", "type"],
+    "UNETLoader": ["unet_name", "weight_dtype"], "DualCLIPLoader": ["clip_name1", "clip_name2", "type", "device"],
+    "TripleCLIPLoader": ["clip_name1", "clip_name2", "clip_name3"], "CLIPLoader": ["clip_name", "type", "device"],
     "CheckpointLoaderSimple": ["ckpt_name"], "VAELoader": ["vae_name"], "CLIPTextEncode": ["text"],
     "CLIPTextEncodeFlux": ["clip_l", "t5xxl", "guidance"], "CLIPTextEncodeSD3": ["clip_l", "clip_g", "t5xxl", "empty_padding"],
     "FluxGuidance": ["guidance"], "ModelSamplingSD3": ["shift"], "ModelSamplingFlux": ["max_shift", "base_shift", "width", "height"],
@@ -32,12 +32,13 @@ OUT_TYPES = {"UNETLoader": ["MODEL"], "DualCLIPLoader": ["CLIP"], "TripleCLIPLoa
 
 
 def node(cls, **inputs):
-    return {"class_type": cls, "inputs": inputs, "_meta": {"title": cls}}
+    return {"class_type": cls, "inputs": inputs}
 
 
 FLUX_SCHNELL = {
     "10": node("UNETLoader", unet_name="flux1-schnell.safetensors", weight_dtype="default"),
-    "11": node("DualCLIPLoader", clip_name1="t5xxl_fp16.safetensors", clip_name2="clip_l.safetensors", type="flux"),
+    "11": node("DualCLIPLoader", clip_name1="t5xxl_fp16.safetensors", clip_name2="clip_l.safetensors", type="flux",
+                device="default"),
     "12": node("VAELoader", vae_name="ae.safetensors"),
     "6": node("CLIPTextEncode", text="a cute anime girl with massive fluffy fennec ears", clip=["11", 0]),
     "33": node("ConditioningZeroOut", conditioning=["6", 0]),
@@ -49,7 +50,8 @@ FLUX_SCHNELL = {
 }
 FLUX_DEV = {
     "12": node("UNETLoader", unet_name="flux1-dev.safetensors", weight_dtype="fp8_e4m3fn"),
-    "11": node("DualCLIPLoader", clip_name1="t5xxl_fp16.safetensors", clip_name2="clip_l.safetensors", type="flux"),
+    "11": node("DualCLIPLoader", clip_name1="t5xxl_fp16.safetensors", clip_name2="clip_l.safetensors", type="flux",
+                device="default"),
     "10": node("VAELoader", vae_name="ae.safetensors"),
     "6": node("CLIPTextEncodeFlux", clip_l="a bottle with a rainbow galaxy inside", t5xxl="a bottle with a rainbow galaxy inside",
               guidance=3.5, clip=["11", 0]),
