@@ -69,7 +69,8 @@ def require(detected: Detected, expected: str | tuple[str, ...], path: str) -> N
     raise ModelKindError(msg)
 
 
-_LORA_RE = re.compile(r"(lora_up|lora_down|lora_A|lora_B|\.lora\.|lora_unet_|lora_te\d?_|\.hada_w1|\.lokr_w1)")
+_LORA_RE = re.compile(r"(lora_up|lora_down|lora_A|lora_B|\.lora\.|lora_unet_|lora_te\d?_|\.hada_w1|\.lokr_w1"
+                      r"|_lora\d?\.(down|up)\.weight)")
 
 
 def _lora_layout(keys) -> str:
