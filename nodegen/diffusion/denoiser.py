@@ -2,7 +2,7 @@
 
 Per call it
 1. blends the known region for inpainting with a ``noise_mask`` (1 = repaint): before the UNet,
-   ``x = x * m + (latent + noise * sigma) * (1 - m)``; after, ``denoised = denoised * m + latent * (1 - m)``
+   ``x = x * m + (latent + noise * sigma) * (1 - m)`` (flow models: ``latent * (1 - sigma) + noise * sigma``); after, ``denoised = denoised * m + latent * (1 - m)``
    (ComfyUI's KSamplerX0Inpaint; on binary masks equal to diffusers' legacy 4-channel inpainting);
 2. scales the input ``c_in * x``, appends the 9-channel inpaint inputs (mask, masked-image
    latents) for ``in_channels == 9`` models;
@@ -124,7 +124,11 @@ class Denoiser:
         if step_mask is not None:
             m = step_mask.to(x.dtype)
             noise = self.noise if self.noise is not None else torch.zeros_like(x)
-            x = x * m + (self.latent_image + noise * sig_f) * (1 - m)
+            if self.family in FLOW_FAMILIES:  # the known region at this noise level, flow-style
+                known = self.latent_image * (1 - sig_f) + noise * sig_f
+            else:
+                known = self.latent_image + noise * sig_f
+            x = x * m + known * (1 - m)
         b, _, h, w = x.shape
         jobs = []  # (is_negative, item, area)
         if (self.cfg != 1.0 or self.keep_uncond) and self.negative:
