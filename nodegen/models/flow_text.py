@@ -155,6 +155,7 @@ class FlowTextEncoder(_Patchable):
         if "t5" in out:
             t5 = out["t5"][0]
             clip = torch.nn.functional.pad(clip, (0, max(t5.shape[-1] - clip.shape[-1], 0)))
+            t5 = torch.nn.functional.pad(t5, (0, clip.shape[-1] - t5.shape[-1]))  # only for T5s narrower than CLIP
         else:
             t5 = torch.zeros(1, FLOW_TEXT["sd3"][2], clip.shape[-1])
         return [CondItem(torch.cat([clip, t5], dim=1), pooled, {})]
