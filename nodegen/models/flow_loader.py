@@ -48,6 +48,18 @@ def _storage_dtype(sd, weight_dtype: str) -> torch.dtype | None:
     return first.dtype if first is not None and first.dtype in FP8 else None
 
 
+def open_weights(path, weight_dtype: str, dtype: torch.dtype, prefix: str = ""):
+    """The file's tensors (lazily read) and the fp8 storage dtype (None: cast to ``dtype``). Without
+    fp8 storage each tensor is cast as it is read, so no full-size copy in the file's dtype is held."""
+    sd = open_state_dict(path)
+    first = next((k for k in sd if k.startswith(prefix) and k.endswith(".weight")), None)
+    probe = {first: sd[first]} if first is not None else {}
+    storage = _storage_dtype(probe, weight_dtype)
+    if storage is None and hasattr(sd, "dtype"):
+        sd.dtype = dtype
+    return sd, storage
+
+
 def build_transformer(family: str, sd: dict, path, dtype: torch.dtype, storage: torch.dtype | None = None,
                       layout: str = "original"):
     """The diffusers transformer of ``family`` from its tensors (bare keys, original or diffusers layout)."""
@@ -83,16 +95,15 @@ def load_diffusion_model(path: str | os.PathLike, weight_dtype: str = "default",
     """MODEL from a file holding an SD3 / Flux transformer (alone or inside a checkpoint)."""
     path = Path(path)
     dtype = _target_dtype(manager)
-    sd = open_state_dict(path)
-    det = detect(shapes_of(sd))
+    det = detect(shapes_of(open_state_dict(path)))
     if det.family not in ("sd3", "flux"):
         raise ModelKindError(f"{path}: this is {det.describe()}; the diffusion model loader takes SD3 / SD 3.5 "
                              "and Flux.1 diffusion models (load SD1/SD2/SDXL with CheckpointLoader)")
     prefix = det.details["prefix"]
     if det.layout == "diffusers":
-        prefix = "transformer." if any(k.startswith("transformer.") for k in sd) else ""
-    tensors = _take(sd, prefix) if prefix else {k: sd[k] for k in list(sd)}
-    storage = _storage_dtype(tensors, weight_dtype)
+        prefix = "transformer." if det.details["prefix"].startswith("transformer.") else ""
+    sd, storage = open_weights(path, weight_dtype, dtype, prefix)
+    tensors = _take(sd, prefix)
     transformer = build_transformer(det.family, tensors, path, dtype, storage, det.layout)
     return DiffusionModel(transformer, det.family, "flow", source=str(path), manager=manager)
 
@@ -182,6 +193,9 @@ def load_text_encoders(paths: list[str | os.PathLike], family: str = "auto",
     torchvision_fix.apply()
     dtype = _target_dtype(manager)
     files = [(Path(p), open_state_dict(p)) for p in paths]
+    for _, sd in files:
+        if hasattr(sd, "dtype"):
+            sd.dtype = dtype  # cast each tensor as it is read: no full copy in the file's dtype
     fam = family
     if fam == "auto":
         n_clip = sum(1 for _, sd in files if not any(k.endswith(T5_MARKER) for k in sd))
@@ -234,11 +248,13 @@ def load_vae16(sd: dict, path, dtype) -> VAEModel:
 def load_flow_single_file(path: Path, det: Detected, manager: ModelManager | None = None):
     """``(MODEL, CLIP, VAE)`` of an all-in-one SD3 / Flux checkpoint."""
     dtype = _target_dtype(manager)
-    sd = open_state_dict(path)
+    sd, storage = open_weights(path, "default", dtype, det.details["prefix"])
     transformer = _take(sd, det.details["prefix"])
-    model = DiffusionModel(build_transformer(det.family, transformer, path, dtype, _storage_dtype(transformer, "default")),
+    model = DiffusionModel(build_transformer(det.family, transformer, path, dtype, storage),
                            det.family, "flow", source=str(path), manager=manager)
     del transformer
+    if hasattr(sd, "dtype"):
+        sd.dtype = dtype  # text encoders and VAE are always cast
     parts = {}
     for role in det.details["text"]:
         t = _take(sd, FLOW_TEXT_PREFIX[role])
