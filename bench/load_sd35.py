@@ -77,7 +77,7 @@ def build(folder: Path) -> tuple[Path, Path, int]:
 
 PREAMBLE = """
 import sys, time, threading; sys.path.insert(0, {root!r})
-from nodegen.compat import torchvision_fix; torchvision_fix.apply()
+from nodegen.compat import torchvision as torchvision_fix; torchvision_fix.apply()
 import torch; torch.set_num_threads(1)
 from diffusers import AutoencoderKL, SD3Transformer2DModel  # imports not timed
 from nodegen.models.loader import load_checkpoint
@@ -149,7 +149,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="build the file in this folder and keep it")
     ap.add_argument("--append-results", action="store_true", help="append the table to bench/RESULTS.md")
     args = ap.parse_args()
-    from nodegen.compat import torchvision_fix
+    from nodegen.compat import torchvision as torchvision_fix
 
     torchvision_fix.apply()
     import torch

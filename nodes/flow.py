@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from nodegen import types as T
 from nodegen.diffusion.conditioning import CondItem
-from nodegen.node import Input, Output, node
-from nodegen.upscale.files import choices_for, fingerprint_for, resolve_model
+from nodegen.kernel import types as T
+from nodegen.kernel.node import Input, Output, node
+from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
 
 WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
 CLIP_TYPES = ["sd3", "flux", "auto"]
@@ -20,12 +20,11 @@ MAX_SIZE = 16384
 
 
 def _manager(ctx):
-    mgr = getattr(ctx, "models", None)
-    if mgr is None:
-        from nodegen.models.manager import default_manager
-
-        mgr = default_manager()
-    return mgr
+    """The run's model manager (the engine's: loaded models are shared across runs)."""
+    if getattr(ctx, "models", None) is None:
+        raise RuntimeError("this run has no model manager: run nodes through an Engine or Executor, "
+                           "or give RunContext(models=ModelManager())")
+    return ctx.models
 
 
 def _device(ctx):
@@ -244,10 +243,9 @@ def sampler_custom_advanced(ctx, noise, guider, sampler, sigmas, latent_image):
     sig = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1)
     if len(sig) > 1 and not bool((sig[1:] <= sig[:-1]).all()):
         raise ValueError("SamplerCustomAdvanced: input 'sigmas' must be decreasing")
-    out, den = sample(guider.model, guider.positive, guider.negative, latent_image, noise.seed, cfg=guider.cfg,
-                      sampler=sampler, sigmas=sig, add_noise=noise.add, ctx=ctx, device=_device(ctx),
-                      return_denoised=True)
-    return {"output": out, "denoised_output": den}
+    done = sample(guider.model, guider.positive, guider.negative, latent_image, noise.seed, sig, guider.cfg,
+                  sampler, add_noise=noise.add, ctx=ctx, device=_device(ctx))
+    return {"output": done.latent, "denoised_output": done.denoised}
 
 
 @node("BetaSamplingScheduler", category="sampling/custom",

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodegen.engine import Engine
-from nodegen.workflow import Workflow
+from nodegen.formats import open_any
+from nodegen.kernel.workflow import Workflow
+from nodegen.runtime.engine import Engine
 from tests.support.flow_fixtures import fixture
 
 torch.set_num_threads(1)
@@ -45,10 +46,10 @@ def engine(tmp_path_factory):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_flow_workflow_imports_validates_and_runs(engine, name):
-    api = engine.run(small(Workflow.load(DATA / f"{name}.api.json")))
+    api = engine.run(small(open_any(DATA / f"{name}.api.json")))
     assert api.ok, (api.problems, [str(f) + getattr(f, "traceback", "") for f in api.failures])
     assert api.images and api.images[0].size == (64, 64)
     assert api.images[0].getextrema() != ((0, 0), (0, 0), (0, 0))
-    ui = engine.run(small(Workflow.load(DATA / f"{name}.ui.json")))
+    ui = engine.run(small(open_any(DATA / f"{name}.ui.json")))
     assert ui.ok, (ui.problems, [str(f) for f in ui.failures])
     assert [list(a.getdata()) for a in ui.images] == [list(a.getdata()) for a in api.images]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nodegen.diffusion.flow_sampling import flux_mu
-from nodegen.diffusion.sample import sample
+from nodegen.diffusion.sample import Steps, sample
 from nodegen.models.lora import apply_lora, parse_lora
 from tests.support.flow_fixtures import fixture
 from tests.test_oracle_flow import flux_components, sd3_components
@@ -63,9 +63,8 @@ def _flux_image(fx, lora_sd=None, ours=True):
         if lora_sd is not None:
             model, te = apply_lora(model, te, parse_lora(lora_sd), 1.0, 1.0)
         model.options["model_sampling"] = {"kind": "flux", "shift": flux_mu(64, 64), "multiplier": 1.0}
-        out = sample(model, te.encode("a cat"), None, {"samples": torch.zeros(1, 16, 8, 8)}, seed=4, steps=2,
-                     cfg=1.0, sampler="euler", scheduler="simple", device="cpu")
-        return vae.decode(out["samples"], device="cpu")
+        out = sample(model, te.encode("a cat"), None, {"samples": torch.zeros(1, 16, 8, 8)}, 4, Steps(2, "simple"), 1.0, "euler", device="cpu")
+        return vae.decode(out.latent["samples"], device="cpu")
     pipe = fx.pipeline()
     pipe.set_progress_bar_config(disable=True)
     pipe.load_lora_weights({k: v.clone() for k, v in lora_sd.items()})
@@ -119,9 +118,8 @@ def test_sd3_lora_equals_diffusers(sd3):
         sd[f"transformer.{m}.lora_A.weight"], sd[f"transformer.{m}.lora_B.weight"] = _pair(g, o, i)
     model, te, vae = sd3_components(sd3)
     model, _ = apply_lora(model, None, parse_lora(sd), 1.0, 0.0)
-    out = sample(model, te.encode("a cat"), te.encode(""), {"samples": torch.zeros(1, 16, 8, 8)}, seed=2, steps=2,
-                 cfg=3.0, sampler="euler", scheduler="normal", device="cpu")
-    ours = vae.decode(out["samples"], device="cpu")
+    out = sample(model, te.encode("a cat"), te.encode(""), {"samples": torch.zeros(1, 16, 8, 8)}, 2, Steps(2, "normal"), 3.0, "euler", device="cpu")
+    ours = vae.decode(out.latent["samples"], device="cpu")
     pipe = sd3.pipeline()
     pipe.set_progress_bar_config(disable=True)
     pipe.load_lora_weights({k: v.clone() for k, v in sd.items()})

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodegen.diffusion.sample import model_sampling_for, sample
+from nodegen.diffusion.sample import Steps, model_sampling_for, sample
 from nodegen.diffusion.schedules import get_sigmas
 from nodegen.models.detect import ModelKindError, detect
 from nodegen.models.files import read_shapes
@@ -81,8 +81,7 @@ def test_fp8_storage_equals_the_dequantised_weights(flux):
         with torch.no_grad():
             for (_, p), (_, q) in zip(ref.unet.named_parameters(), fp8.unet.named_parameters(), strict=True):
                 p.data = q.data.float()
-        a, b = (sample(m, cond, None, {"samples": torch.zeros(1, 16, 8, 8)}, seed=1, steps=2, cfg=1.0,
-                       scheduler="simple", device="cpu")["samples"] for m in (fp8, ref))
+        a, b = (sample(m, cond, None, {"samples": torch.zeros(1, 16, 8, 8)}, 1, Steps(2, "simple"), 1.0, "euler", device="cpu").latent["samples"] for m in (fp8, ref))
         assert float((a - b).abs().max()) < 1e-5
 
 
@@ -123,12 +122,10 @@ def test_cfg_one_skips_the_negative(flux, sd3):
     model, te, _ = sd3_components(sd3)
     denoiser.run_flow = spy
     try:
-        sample(model, te.encode("a"), te.encode("b"), {"samples": torch.zeros(1, 16, 8, 8)}, seed=0, steps=2,
-               cfg=1.0, scheduler="normal", device="cpu")
+        sample(model, te.encode("a"), te.encode("b"), {"samples": torch.zeros(1, 16, 8, 8)}, 0, Steps(2, "normal"), 1.0, "euler", device="cpu")
         assert calls == [1, 1]
         calls.clear()
-        sample(model, te.encode("a"), te.encode("b"), {"samples": torch.zeros(1, 16, 8, 8)}, seed=0, steps=2,
-               cfg=2.0, scheduler="normal", device="cpu")
+        sample(model, te.encode("a"), te.encode("b"), {"samples": torch.zeros(1, 16, 8, 8)}, 0, Steps(2, "normal"), 2.0, "euler", device="cpu")
         assert calls == [2, 2]
     finally:
         denoiser.run_flow = real
@@ -144,8 +141,7 @@ def test_flow_schedules(sd3, scheduler):
 @pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "heun", "dpmpp_2m"])
 def test_samplers_on_flow_models(flux, sampler):
     model, te, _ = flux_components(flux)
-    out = sample(model, te.encode("a cat"), None, {"samples": torch.zeros(1, 16, 8, 8)}, seed=5, steps=4,
-                 cfg=1.0, sampler=sampler, scheduler="simple", device="cpu")["samples"]
+    out = sample(model, te.encode("a cat"), None, {"samples": torch.zeros(1, 16, 8, 8)}, 5, Steps(4, "simple"), 1.0, sampler, device="cpu").latent["samples"]
     assert torch.isfinite(out).all() and 0.05 < float(out.std()) < 10
 
 
@@ -170,5 +166,4 @@ def test_flow_dpmpp_2m_first_order_steps_are_exact():
 def test_four_channel_latents_are_refused(flux):
     model, te, _ = flux_components(flux)
     with pytest.raises(ValueError, match="16"):
-        sample(model, te.encode("a"), None, {"samples": torch.zeros(1, 4, 8, 8)}, seed=0, steps=1, cfg=1.0,
-               device="cpu")
+        sample(model, te.encode("a"), None, {"samples": torch.zeros(1, 4, 8, 8)}, 0, Steps(1, "normal"), 1.0, "euler", device="cpu")

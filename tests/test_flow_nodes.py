@@ -8,11 +8,11 @@ import os
 import pytest
 import torch
 
-from nodegen.context import CancelToken, RunContext
+from nodegen.kernel.context import CancelToken, RunContext
 from nodegen.models.manager import ModelManager
 from nodegen.models.paths import ModelPaths
-from nodes import flow as fl
-from nodes import sampling as sm
+from nodegen.nodes import flow as fl
+from nodegen.nodes import sampling as sm
 from tests.support.flow_fixtures import fixture
 
 torch.set_num_threads(1)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from nodegen.diffusion.flow_sampling import flux_mu
-from nodegen.diffusion.sample import sample
+from nodegen.diffusion.sample import Steps, sample
 from nodegen.models.flow_text import FlowTextEncoder
 from nodegen.models.objects import DiffusionModel, VAEModel
 from tests.support.flow_fixtures import fixture
@@ -75,9 +75,8 @@ def _heun(fx, **kw):
 def test_sd3_txt2img_equals_diffusers(sd3, sampler, t5):
     model, te, vae = sd3_components(sd3, t5)
     pos, neg = te.encode("a photo of a cat"), te.encode("blurry")
-    out = sample(model, pos, neg, {"samples": torch.zeros(1, 16, 8, 8)}, seed=7, steps=3, cfg=5.0,
-                 sampler=sampler, scheduler="normal", device="cpu")
-    ours = vae.decode(out["samples"], device="cpu")
+    out = sample(model, pos, neg, {"samples": torch.zeros(1, 16, 8, 8)}, 7, Steps(3, "normal"), 5.0, sampler, device="cpu")
+    ours = vae.decode(out.latent["samples"], device="cpu")
     pipe = sd3.pipeline(**({} if t5 else {"text_encoder_3": None, "tokenizer_3": None}))
     if sampler == "heun":
         pipe.scheduler = _heun(sd3)
@@ -99,9 +98,8 @@ def test_flux_txt2img_equals_diffusers(flux, sampler):
         scheduler = "normal"
         pipe.scheduler = _heun(flux, shift=math.exp(mu), use_dynamic_shifting=False)
     pos = [c.copy(extras={"guidance": 4.0}) for c in te.encode("a photo of a cat")]
-    out = sample(model, pos, None, {"samples": torch.zeros(1, 16, 8, 8)}, seed=3, steps=3, cfg=1.0,
-                 sampler=sampler, scheduler=scheduler, device="cpu")
-    ours = vae.decode(out["samples"], device="cpu")
+    out = sample(model, pos, None, {"samples": torch.zeros(1, 16, 8, 8)}, 3, Steps(3, scheduler), 1.0, sampler, device="cpu")
+    ours = vae.decode(out.latent["samples"], device="cpu")
     pipe.set_progress_bar_config(disable=True)
     theirs = pipe(prompt="a photo of a cat", num_inference_steps=3, guidance_scale=4.0, height=64, width=64,
                   generator=torch.Generator().manual_seed(3), output_type="pt").images
@@ -113,9 +111,8 @@ def test_sd3_img2img_equals_diffusers(sd3):
     image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(1))
     lat = vae.encode(image, device="cpu")
     pos, neg = te.encode("a red ball"), te.encode("")
-    out = sample(model, pos, neg, {"samples": lat}, seed=5, steps=2, cfg=4.0, sampler="euler",
-                 scheduler="normal", denoise=2 / 4, device="cpu")
-    ours = vae.decode(out["samples"], device="cpu")
+    out = sample(model, pos, neg, {"samples": lat}, 5, Steps(2, "normal", 2 / 4), 4.0, "euler", device="cpu")
+    ours = vae.decode(out.latent["samples"], device="cpu")
     pipe = sd3.img2img_pipeline()
     pipe.set_progress_bar_config(disable=True)
     scale, shift = sd3.vae.config.scaling_factor, sd3.vae.config.shift_factor
@@ -131,9 +128,8 @@ def test_flux_img2img_equals_diffusers(flux):
     image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(2))
     lat = vae.encode(image, device="cpu")
     pos = te.encode("a red ball")
-    out = sample(model, pos, None, {"samples": lat}, seed=9, steps=2, cfg=1.0, sampler="euler",
-                 scheduler="simple", denoise=2 / 4, device="cpu")
-    ours = vae.decode(out["samples"], device="cpu")
+    out = sample(model, pos, None, {"samples": lat}, 9, Steps(2, "simple", 2 / 4), 1.0, "euler", device="cpu")
+    ours = vae.decode(out.latent["samples"], device="cpu")
     pipe = flux.img2img_pipeline()
     pipe.set_progress_bar_config(disable=True)
     scale, shift = flux.vae.config.scaling_factor, flux.vae.config.shift_factor
@@ -152,9 +148,8 @@ def test_flow_single_file_and_folder_give_identical_images(sd3, flux):
         images = []
         for src in (fx.single_file, fx.diffusers_dir):
             model, te, vae = load_checkpoint(src, manager=mgr)
-            out = sample(model, te.encode("a cat"), te.encode(""), {"samples": torch.zeros(1, 16, 8, 8)}, seed=1,
-                         steps=2, cfg=2.0, sampler="euler", scheduler=sched, device="cpu")
-            images.append(vae.decode(out["samples"], device="cpu"))
+            out = sample(model, te.encode("a cat"), te.encode(""), {"samples": torch.zeros(1, 16, 8, 8)}, 1, Steps(2, sched), 2.0, "euler", device="cpu")
+            images.append(vae.decode(out.latent["samples"], device="cpu"))
         assert torch.equal(images[0], images[1]), fx.family
 
 
@@ -175,15 +170,14 @@ def test_inpaint_equals_diffusers(sd3, flux, family):
     image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(11))
     lat = vae.encode(image, device="cpu")
     mask = _mask()
-    kw = dict(seed=6, steps=3, sampler="euler", device="cpu")
     if family == "sd3":
-        out = sample(model, te.encode("a dog"), te.encode(""), {"samples": lat, "noise_mask": mask}, cfg=3.0,
-                     scheduler="normal", **kw)
+        out = sample(model, te.encode("a dog"), te.encode(""), {"samples": lat, "noise_mask": mask}, 6,
+                     Steps(3, "normal"), 3.0, "euler", device="cpu")
     else:
         model.options["model_sampling"] = {"kind": "flux", "shift": flux_mu(64, 64), "multiplier": 1.0}
-        out = sample(model, te.encode("a dog"), None, {"samples": lat, "noise_mask": mask}, cfg=1.0,
-                     scheduler="simple", **kw)
-    ours = vae.decode(out["samples"], device="cpu")
+        out = sample(model, te.encode("a dog"), None, {"samples": lat, "noise_mask": mask}, 6,
+                     Steps(3, "simple"), 1.0, "euler", device="cpu")
+    ours = vae.decode(out.latent["samples"], device="cpu")
     pipe = fx.inpaint_pipeline()
     pipe.set_progress_bar_config(disable=True)
     scale, shift = fx.vae.config.scaling_factor, fx.vae.config.shift_factor

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from nodegen.compat import torchvision_fix
+from nodegen.compat import torchvision as torchvision_fix
 from nodegen.models import flow_configs
 from nodegen.models.detect import FLOW_TEXT_PREFIX, T5_MARKER, Detected, ModelKindError, detect, require
 from nodegen.models.files import open_state_dict, shapes_of

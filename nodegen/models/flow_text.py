@@ -23,7 +23,7 @@ from nodegen.diffusion.conditioning import CondItem
 from nodegen.diffusion.prompt_weights import is_weighted, parse_weights
 from nodegen.models.clip_encode import apply_weights, tokenize_weighted
 from nodegen.models.manager import ModelManager
-from nodegen.models.objects import _Patchable
+from nodegen.models.objects import _Patchable, use_module
 from nodegen.models.patching import PatchList, patched
 
 #: family -> (roles in order, diffusers component names, T5 length)
@@ -106,11 +106,10 @@ class FlowTextEncoder(_Patchable):
 
     @contextmanager
     def use(self, device=None, dtype=None) -> Iterator[dict[str, torch.nn.Module]]:
-        mgr = self._mgr()
         with ExitStack() as stack:
             out = {}
             for role, name in zip(self.roles, self.encoder_names, strict=True):
-                e = stack.enter_context(mgr.use(self.parts[role][1], device, dtype))
+                e = stack.enter_context(use_module(self.manager, self.parts[role][1], device, dtype))
                 out[role] = stack.enter_context(patched(e, self.patches, prefix=name + "."))
             yield out
 

@@ -10,7 +10,7 @@ import functools
 import gzip
 from importlib import resources
 
-from nodegen.compat import torchvision_fix
+from nodegen.compat import torchvision as torchvision_fix
 
 VOCAB_FILE = "t5_tokenizer.json.gz"
 

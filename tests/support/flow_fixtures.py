@@ -28,7 +28,7 @@ from types import SimpleNamespace
 
 import torch
 
-from nodegen.compat import torchvision_fix
+from nodegen.compat import torchvision as torchvision_fix
 from tests.support.fixtures import _randomize_, _tmpdir, clip_config
 
 torchvision_fix.apply()
