@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,9 +23,11 @@ from nodegen.models import flow_configs
 from nodegen.models.detect import FLOW_TEXT_PREFIX, T5_MARKER, Detected, ModelKindError, detect, require
 from nodegen.models.files import open_state_dict, shapes_of
 from nodegen.models.flow_text import FlowTextEncoder
-from nodegen.models.loader import _build, _cast, _target_dtype, realign_
-from nodegen.models.manager import ModelManager
+from nodegen.models.module_build import _build, _cast, _target_dtype, realign_
 from nodegen.models.objects import DiffusionModel, VAEModel
+
+if TYPE_CHECKING:
+    from nodegen.models.manager import ModelManager
 
 WEIGHT_DTYPES = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn,
                  "fp8_e5m2": torch.float8_e5m2}

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from nodegen.diffusion.conditioning import CondItem
 from nodegen.diffusion.prompt_weights import is_weighted, parse_weights
 from nodegen.models.clip_encode import apply_weights, tokenize_weighted
-from nodegen.models.manager import ModelManager
 from nodegen.models.objects import _Patchable, use_module
 from nodegen.models.patching import PatchList, patched
+
+if TYPE_CHECKING:
+    from nodegen.models.manager import ModelManager
 
 #: family -> (roles in order, diffusers component names, T5 length)
 FLOW_TEXT = {
