@@ -1,7 +1,9 @@
 """Model folders: where nodegen looks for the files users bring.
 
 A models root holds one folder per kind (``checkpoints/``, ``vae/``, ``loras/``, ``controlnet/``,
-``upscale_models/``, ``style_models/``, ``embeddings/``, ``ipadapter/``). Roots come from, in order: ``--models DIR`` (given to
+``upscale_models/``, ``style_models/``, ``embeddings/``, ``ipadapter/``, ``diffusion_models/`` (or
+ComfyUI's older ``unet/``) and ``text_encoders/`` (or ``clip/``) for SD3 / Flux files). Roots come
+from, in order: ``--models DIR`` (given to
 :class:`ModelPaths`), the ``NODEGEN_MODELS`` environment variable (several separated by
 ``os.pathsep``), and the config file (``NODEGEN_CONFIG`` or ``~/.config/nodegen/config.json``)::
 
