@@ -102,6 +102,9 @@ def _call_flux(transformer, x, sigma: float, ms, items, device, dtype) -> torch.
 def run_flow(family: str, transformer, x: torch.Tensor, sigma: float, ms, items: list, device, dtype
              ) -> list[torch.Tensor]:
     """The model output (velocity) for each CondItem in ``items`` on the sample ``x``."""
+    if any(it.extras.get("controls") for it in items):
+        raise ValueError(f"ControlNet is not supported for {family} models yet (nodegen's ControlNets are "
+                         "SD1/SD2/SDXL UNet ControlNets)")
     call = _call_flux if family == "flux" else _call_sd3
     outs: list[torch.Tensor | None] = [None] * len(items)
     groups: dict[tuple, list[int]] = {}
