@@ -175,3 +175,21 @@ def test_controlnet_on_a_flow_model_is_a_clear_error(sd3):
     with pytest.raises(ValueError, match="ControlNet is not supported for sd3"):
         sample(model, pos, None, {"samples": torch.zeros(1, 16, 8, 8)}, 0, Steps(1, "normal"), 1.0, "euler",
                device="cpu")
+
+
+LONG = ", ".join(f"word{i} in a long list of details" for i in range(40))  # ~300 CLIP tokens, ~400 T5
+
+
+def test_long_prompts_are_encoded_as_the_pipelines_do(sd3, flux):
+    """Longer than 77 CLIP tokens and than the T5 length: truncated, exactly as diffusers' encode_prompt."""
+    te = sd3_components(sd3)[1]
+    with torch.no_grad():  # as the pipelines' __call__ (autograd picks other attention kernels)
+        emb, _, pooled, _ = sd3.pipeline().encode_prompt(LONG, LONG, LONG, do_classifier_free_guidance=False,
+                                                          device="cpu", max_sequence_length=256)
+    ours = te.encode(LONG)[0]
+    assert torch.equal(ours.embeds, emb) and torch.equal(ours.pooled, pooled)
+    te = flux_components(flux)[1]
+    with torch.no_grad():
+        emb, pooled, _ = flux.pipeline().encode_prompt(LONG, LONG, device="cpu", max_sequence_length=512)
+    ours = te.encode(LONG)[0]
+    assert torch.equal(ours.embeds, emb) and torch.equal(ours.pooled, pooled)
