@@ -129,3 +129,36 @@ def test_sd3_lora_equals_diffusers(sd3):
     finally:
         pipe.unload_lora_weights()
     assert float((ours - theirs.permute(0, 2, 3, 1)).abs().max()) <= 1e-3
+
+
+def test_sd3_original_layout_lora_equals_its_diffusers_spelling(sd3):
+    """A kohya LoRA on MMDiT's fused ``joint_blocks.N.x_block.attn.qkv`` (and a context-block MLP) equals
+    the same LoRA split by rows into diffusers' to_q / to_k / to_v."""
+    g = torch.Generator().manual_seed(8)
+    h = 128
+    d1, u1 = _pair(g, 3 * h, h)
+    d2, u2 = _pair(g, 4 * h, h)
+    kohya = {"lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight": d1,
+             "lora_unet_joint_blocks_0_x_block_attn_qkv.lora_up.weight": u1,
+             "lora_unet_joint_blocks_0_x_block_attn_qkv.alpha": torch.tensor(2.0),
+             "lora_unet_joint_blocks_0_context_block_mlp_fc1.lora_down.weight": d2,
+             "lora_unet_joint_blocks_0_context_block_mlp_fc1.lora_up.weight": u2,
+             "lora_unet_joint_blocks_0_context_block_mlp_fc1.alpha": torch.tensor(2.0)}
+    scale = 2.0 / RANK
+    diff = {"transformer.transformer_blocks.0.ff_context.net.0.proj.lora_A.weight": d2 * scale,
+            "transformer.transformer_blocks.0.ff_context.net.0.proj.lora_B.weight": u2}
+    for j, p in enumerate("qkv"):
+        diff[f"transformer.transformer_blocks.0.attn.to_{p}.lora_A.weight"] = d1 * scale
+        diff[f"transformer.transformer_blocks.0.attn.to_{p}.lora_B.weight"] = u1[j * h:(j + 1) * h]
+
+    def image(lora_sd):
+        model, te, vae = sd3_components(sd3)
+        if lora_sd is not None:
+            model, _ = apply_lora(model, None, parse_lora(lora_sd), 1.0, 0.0)
+        out = sample(model, te.encode("a cat"), None, {"samples": torch.zeros(1, 16, 8, 8)}, 2, Steps(2, "normal"),
+                     1.0, "euler", device="cpu")
+        return vae.decode(out.latent["samples"], device="cpu")
+
+    a, b = image(kohya), image(diff)
+    assert float((a - b).abs().max()) <= 1e-5
+    assert float((a - image(None)).abs().max()) > 1e-2

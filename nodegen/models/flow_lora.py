@@ -11,8 +11,9 @@ Flux LoRAs name their target modules in one of these spellings; all are mapped o
 
 A LoRA on a fused original weight (``img_attn.qkv``, ``single_blocks.N.linear1``) gives one delta for
 the fused matrix; its rows are split between the diffusers weights exactly as the checkpoint
-converter splits the weight itself (:mod:`nodegen.models.flux_convert`). SD3 LoRAs are read in the
-diffusers spelling (dotted or kohya-underscored).
+converter splits the weight itself (:mod:`nodegen.models.flux_convert`). SD3 LoRAs: the diffusers
+spelling, and the original MMDiT one (``joint_blocks.N.x_block.attn.qkv``, dotted or kohya-underscored,
+as diffusers' ``convert_sd3_transformer_checkpoint_to_diffusers`` maps the weights).
 """
 
 from __future__ import annotations
@@ -68,14 +69,44 @@ def flux_targets(transformer: torch.nn.Module) -> dict[str, list[Target]]:
     return out
 
 
+_SD3_TOP = {"x_embedder.proj": "pos_embed.proj", "t_embedder.mlp.0": "time_text_embed.timestep_embedder.linear_1",
+            "t_embedder.mlp.2": "time_text_embed.timestep_embedder.linear_2",
+            "y_embedder.mlp.0": "time_text_embed.text_embedder.linear_1",
+            "y_embedder.mlp.2": "time_text_embed.text_embedder.linear_2",
+            "context_embedder": "context_embedder", "final_layer.linear": "proj_out"}
+_SD3_BLOCK = {"x_block.attn.proj": "attn.to_out.0", "context_block.attn.proj": "attn.to_add_out",
+              "x_block.attn2.proj": "attn2.to_out.0", "x_block.adaLN_modulation.1": "norm1.linear",
+              "x_block.mlp.fc1": "ff.net.0.proj", "x_block.mlp.fc2": "ff.net.2",
+              "context_block.mlp.fc1": "ff_context.net.0.proj", "context_block.mlp.fc2": "ff_context.net.2"}
+
+
+def sd3_targets(transformer: torch.nn.Module) -> dict[str, list[Target]]:
+    """original MMDiT module name (``joint_blocks.N.x_block.attn.qkv``...) -> diffusers weights."""
+    cfg = transformer.config
+    h = int(cfg.num_attention_heads) * int(cfg.attention_head_dim)
+    n = int(cfg.num_layers)
+    out: dict[str, list[Target]] = {src: [(f"{dst}.weight", 0, None, False)] for src, dst in _SD3_TOP.items()}
+    out["final_layer.adaLN_modulation.1"] = [("norm_out.linear.weight", 0, None, True)]
+    for i in range(n):
+        s, d = f"joint_blocks.{i}.", f"transformer_blocks.{i}."
+        for src, dst in _SD3_BLOCK.items():
+            out[s + src] = [(f"{d}{dst}.weight", 0, None, False)]
+        out[s + "context_block.adaLN_modulation.1"] = [(f"{d}norm1_context.linear.weight", 0, None, i == n - 1)]
+        for src, names in (("x_block.attn.qkv", ("to_q", "to_k", "to_v")),
+                           ("context_block.attn.qkv", ("add_q_proj", "add_k_proj", "add_v_proj")),
+                           ("x_block.attn2.qkv", ("to_q", "to_k", "to_v"))):
+            attn = "attn2" if "attn2" in src else "attn"
+            out[s + src] = [(f"{d}{attn}.{nm}.weight", j * h, (j + 1) * h, False) for j, nm in enumerate(names)]
+    return out
+
+
 def transformer_table(transformer: torch.nn.Module, family: str) -> dict[str, list[Target]]:
     """Every spelling a LoRA may use for a module (dotted and kohya-underscored) -> targets."""
     table: dict[str, list[Target]] = {}
     for name, p in transformer.named_parameters():
         if name.endswith(".weight") and p.ndim >= 2:
             table[name[: -len(".weight")]] = [(name, 0, None, False)]
-    if family == "flux":
-        table.update(flux_targets(transformer))
+    table.update(flux_targets(transformer) if family == "flux" else sd3_targets(transformer))
     return {**table, **{k.replace(".", "_"): v for k, v in table.items()}}
 
 
