@@ -78,7 +78,10 @@ def _flux_image(fx, lora_sd=None, ours=True):
 
 @pytest.mark.parametrize("fmt", ["diffusers", "kohya", "xlabs"])
 def test_flux_lora_equals_diffusers(flux, fmt):
+    from nodegen.models.detect import detect
+
     sd = flux_lora(fmt)
+    assert detect({k: tuple(v.shape) for k, v in sd.items()}).kind == "lora"
     base = _flux_image(flux)
     ours = _flux_image(flux, sd)
     theirs = _flux_image(flux, sd, ours=False)

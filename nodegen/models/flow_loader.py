@@ -230,6 +230,9 @@ class MissingTextEncoder:
                          f"(SD3: clip_l, clip_g, t5xxl) or DualCLIPLoader (Flux: clip_l, t5xxl)")
 
     encode = encode_parts = set_layer = _fail
+    #: nothing for a LoRA to patch (LoraLoader passes it through)
+    encoder_names: tuple[str, ...] = ()
+    encoders: list = []
 
     def clone(self):
         return self
