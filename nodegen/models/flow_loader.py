@@ -20,7 +20,7 @@ import torch
 
 from nodegen.compat import torchvision as torchvision_fix
 from nodegen.models import flow_configs
-from nodegen.models.detect import FLOW_TEXT_PREFIX, T5_MARKER, Detected, ModelKindError, detect, require
+from nodegen.models.detect import FLOW_TEXT_PREFIX, T5_MARKER, Detected, ModelKindError, detect
 from nodegen.models.files import open_state_dict, shapes_of
 from nodegen.models.flow_text import FlowTextEncoder
 from nodegen.models.module_build import _build, _cast, _target_dtype, realign_
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 WEIGHT_DTYPES = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn,
                  "fp8_e5m2": torch.float8_e5m2}
 FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
-#: CLIPLoader / DualCLIPLoader "type" values for these families
-CLIP_TYPES = ("auto", "sd3", "flux")
 
 
 def _take(sd, prefix: str) -> dict:
@@ -129,6 +127,8 @@ def _clip_module(sd: dict, role: str, dtype, path, projection: bool = True) -> t
 
 
 def _t5_module(sd: dict, dtype, path) -> torch.nn.Module:
+    """T5-XXL encoder weights (transformers keys; ``shared.weight`` or ``encoder.embed_tokens.weight``)."""
+    from accelerate import init_empty_weights
     from transformers import T5Config, T5EncoderModel
 
     sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
@@ -139,8 +139,6 @@ def _t5_module(sd: dict, dtype, path) -> torch.nn.Module:
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     cfg = T5Config(**flow_configs.t5_config(shapes))
     sd = {k: (v.float() if v.dtype in FP8 else v) for k, v in sd.items()}
-    from accelerate import init_empty_weights
-
     with init_empty_weights():
         module = T5EncoderModel(cfg)
     state = _cast(sd, dtype)
@@ -324,7 +322,3 @@ def _folder_tokenizer(folder: Path, sub: str, role: str):
         return AutoTokenizer.from_pretrained(folder, subfolder=sub, local_files_only=True)
     except (OSError, ValueError):
         return _tokenizer(role)
-
-
-def require_flow(det: Detected, path: str) -> None:
-    require(det, ("checkpoint", "unet"), path)
