@@ -25,6 +25,7 @@ from nodegen.models.files import open_state_dict, shapes_of
 from nodegen.models.flow_text import FlowTextEncoder
 from nodegen.models.module_build import _build, _cast, _target_dtype, realign_
 from nodegen.models.objects import DiffusionModel, VAEModel
+from nodegen.models.safetensors_stream import open_streamed
 
 if TYPE_CHECKING:
     from nodegen.models.manager import ModelManager
@@ -50,9 +51,10 @@ def _storage_dtype(sd, weight_dtype: str) -> torch.dtype | None:
 
 
 def open_weights(path, weight_dtype: str, dtype: torch.dtype, prefix: str = ""):
-    """The file's tensors (lazily read) and the fp8 storage dtype (None: cast to ``dtype``). Without
-    fp8 storage each tensor is cast as it is read, so no full-size copy in the file's dtype is held."""
-    sd = open_state_dict(path)
+    """The file's tensors (read one at a time, without a memory map) and the fp8 storage dtype (None:
+    cast to ``dtype``). Without fp8 storage each tensor is cast as it is read, so no full-size copy in
+    the file's dtype is held."""
+    sd = open_streamed(path)
     first = next((k for k in sd if k.startswith(prefix) and k.endswith(".weight")), None)
     probe = {first: sd[first]} if first is not None else {}
     storage = _storage_dtype(probe, weight_dtype)
@@ -176,7 +178,7 @@ def _roles_for(files: list[tuple[Path, dict]], family: str) -> list[str]:
         if any(k.endswith(T5_MARKER) for k in sd):
             roles.append("t5")
         elif not any(k.endswith("embeddings.token_embedding.weight") for k in sd):
-            det = detect(shapes_of(sd))
+            det = detect(sd.shapes() if hasattr(sd, "shapes") else shapes_of(sd))
             raise ModelKindError(f"{p}: this is {det.describe()}, not a CLIP or T5 text encoder")
         elif len(clips) == 1:
             roles.append("clip_g" if family == "sd3" and _clip_width(sd) >= 1280 else "clip_l")
@@ -193,7 +195,7 @@ def load_text_encoders(paths: list[str | os.PathLike], family: str = "auto",
     ``models/text_encoders``). ``family`` "auto": SD3 when a CLIP-G (or three files) is given, else Flux."""
     torchvision_fix.apply()
     dtype = _target_dtype(manager)
-    files = [(Path(p), open_state_dict(p)) for p in paths]
+    files = [(Path(p), open_streamed(p)) for p in paths]
     for _, sd in files:
         if hasattr(sd, "dtype"):
             sd.dtype = dtype  # cast each tensor as it is read: no full copy in the file's dtype
