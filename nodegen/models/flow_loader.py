@@ -73,11 +73,11 @@ def build_transformer(family: str, sd: dict, path, dtype: torch.dtype, storage: 
         if family == "sd3":
             from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoint_to_diffusers
 
-            sd = convert_sd3_transformer_checkpoint_to_diffusers(dict(sd))
+            sd = convert_sd3_transformer_checkpoint_to_diffusers(sd)  # pops from sd: no second copy
         else:
             from nodegen.models.flux_convert import flux_to_diffusers
 
-            sd = flux_to_diffusers(dict(sd))
+            sd = flux_to_diffusers(sd)
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     cls, cfg = ((SD3Transformer2DModel, flow_configs.sd3_config(shapes)) if family == "sd3"
                 else (FluxTransformer2DModel, flow_configs.flux_config(shapes)))
@@ -106,8 +106,8 @@ def load_diffusion_model(path: str | os.PathLike, weight_dtype: str = "default",
     if det.layout == "diffusers":
         prefix = "transformer." if det.details["prefix"].startswith("transformer.") else ""
     sd, storage = open_weights(path, weight_dtype, dtype, prefix)
-    tensors = _take(sd, prefix)
-    transformer = build_transformer(det.family, tensors, path, dtype, storage, det.layout)
+    # the dict is handed over (not kept here): the converter pops each tensor as it converts it
+    transformer = build_transformer(det.family, _take(sd, prefix), path, dtype, storage, det.layout)
     return DiffusionModel(transformer, det.family, "flow", source=str(path), manager=manager)
 
 
@@ -255,10 +255,8 @@ def load_flow_single_file(path: Path, det: Detected, manager: ModelManager | Non
     """``(MODEL, CLIP, VAE)`` of an all-in-one SD3 / Flux checkpoint."""
     dtype = _target_dtype(manager)
     sd, storage = open_weights(path, "default", dtype, det.details["prefix"])
-    transformer = _take(sd, det.details["prefix"])
-    model = DiffusionModel(build_transformer(det.family, transformer, path, dtype, storage),
-                           det.family, "flow", source=str(path), manager=manager)
-    del transformer
+    transformer = build_transformer(det.family, _take(sd, det.details["prefix"]), path, dtype, storage)
+    model = DiffusionModel(transformer, det.family, "flow", source=str(path), manager=manager)
     if hasattr(sd, "dtype"):
         sd.dtype = dtype  # text encoders and VAE are always cast
     parts = {}

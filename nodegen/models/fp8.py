@@ -18,10 +18,12 @@ def linear_weight_keys(module: torch.nn.Module) -> set[str]:
 
 
 def fp8_state(probe: torch.nn.Module, sd: dict, storage: torch.dtype, dtype: torch.dtype) -> dict:
-    """``sd`` with linear weights in ``storage`` and every other float tensor in ``dtype``."""
+    """``sd``'s tensors (popped from it, so the originals are freed as they are converted) with linear
+    weights in ``storage`` and every other float tensor in ``dtype``."""
     linear = linear_weight_keys(probe)
     out = {}
-    for k, v in sd.items():
+    for k in list(sd):
+        v = sd.pop(k)
         if not v.is_floating_point():
             out[k] = v
         elif k in linear:
