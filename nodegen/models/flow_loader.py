@@ -2,8 +2,9 @@
 two or three files (CLIPLoader / DualCLIPLoader / TripleCLIPLoader), all-in-one single files and
 diffusers folders (CheckpointLoader), 16-channel VAEs.
 
-Modules are built on the meta device and given the file's tensors (``load_state_dict(assign=True)``)
-read one at a time from memory-mapped safetensors: no random init, no second copy. Weights are cast
+Modules are built on the meta device and given the file's tensors (``load_state_dict(assign=True)``),
+read one at a time (:mod:`nodegen.models.safetensors_stream`) and cast as they are read: no random
+init, no second copy. Weights are cast
 to the manager's compute dtype (fp32 on the CPU), except fp8 storage (an fp8 file with
 ``weight_dtype="default"``, or ``weight_dtype="fp8_e4m3fn"``/``"fp8_e5m2"``): the transformer's linear
 weights then stay fp8 and are upcast layer by layer for compute (:mod:`nodegen.models.fp8`).
