@@ -3,8 +3,8 @@ two or three files (CLIPLoader / DualCLIPLoader / TripleCLIPLoader), all-in-one 
 diffusers folders (CheckpointLoader), 16-channel VAEs.
 
 Modules are built on the meta device and given the file's tensors (``load_state_dict(assign=True)``),
-read one at a time (:mod:`nodegen.models.safetensors_stream`) and cast as they are read: no random
-init, no second copy. Weights are cast
+read one at a time (:class:`nodegen.models.files.LazyStateDict`: plain reads, no memory map) and cast
+as they are read: no random init, no second copy. Weights are cast
 to the manager's compute dtype (fp32 on the CPU), except fp8 storage (an fp8 file with
 ``weight_dtype="default"``, or ``weight_dtype="fp8_e4m3fn"``/``"fp8_e5m2"``): the transformer's linear
 weights then stay fp8 and are upcast layer by layer for compute (:mod:`nodegen.models.fp8`).
@@ -26,7 +26,6 @@ from nodegen.models.files import open_state_dict, shapes_of
 from nodegen.models.flow_text import FlowTextEncoder
 from nodegen.models.module_build import _build, _cast, _target_dtype, realign_
 from nodegen.models.objects import DiffusionModel, VAEModel
-from nodegen.models.safetensors_stream import open_streamed
 
 if TYPE_CHECKING:
     from nodegen.models.manager import ModelManager
@@ -55,7 +54,7 @@ def open_weights(path, weight_dtype: str, dtype: torch.dtype, prefix: str = ""):
     """The file's tensors (read one at a time, without a memory map) and the fp8 storage dtype (None:
     cast to ``dtype``). Without fp8 storage each tensor is cast as it is read, so no full-size copy in
     the file's dtype is held."""
-    sd = open_streamed(path)
+    sd = open_state_dict(path)
     first = next((k for k in sd if k.startswith(prefix) and k.endswith(".weight")), None)
     probe = {first: sd[first]} if first is not None else {}
     storage = _storage_dtype(probe, weight_dtype)
@@ -196,7 +195,7 @@ def load_text_encoders(paths: list[str | os.PathLike], family: str = "auto",
     ``models/text_encoders``). ``family`` "auto": SD3 when a CLIP-G (or three files) is given, else Flux."""
     torchvision_fix.apply()
     dtype = _target_dtype(manager)
-    files = [(Path(p), open_streamed(p)) for p in paths]
+    files = [(Path(p), open_state_dict(p)) for p in paths]
     for _, sd in files:
         if hasattr(sd, "dtype"):
             sd.dtype = dtype  # cast each tensor as it is read: no full copy in the file's dtype
