@@ -161,7 +161,9 @@ class FlowTextEncoder(_Patchable):
             t5 = torch.zeros(1, FLOW_TEXT["sd3"][2], clip.shape[-1])
         return [CondItem(torch.cat([clip, t5], dim=1), pooled, {})]
 
-    def encode(self, text: str, device=None, dtype=None) -> list[CondItem]:
+    def encode(self, text: str, device=None, dtype=None, embeddings: Any = None) -> list[CondItem]:
+        """The same prompt for every encoder. ``embeddings`` (textual inversion) is accepted for the
+        CLIP socket's API; SD3 / Flux textual-inversion files are not applied (the words stay text)."""
         return self.encode_parts(dict.fromkeys(self.roles, text), device, dtype)
 
     def __repr__(self) -> str:
