@@ -44,7 +44,8 @@ def test_imported_workflows_validate(engine, path):
     wf = open_any(path)
     plan = engine.validate(wf)
     missing = {p.input for p in plan.problems if p.code == "missing_file"}
-    assert missing <= {"ckpt_name", "vae_name", "lora_name", "control_net_name", "model_name", "image"}
+    assert missing <= {"ckpt_name", "vae_name", "lora_name", "control_net_name", "model_name", "image", "unet_name",
+                       "clip_name", "clip_name1", "clip_name2", "clip_name3"}
     _stub_files(engine, wf)
     plan = engine.validate(wf)
     stem = path.name.split(".")[0]

@@ -41,7 +41,25 @@ def models_root(tmp_path_factory):
     from nodegen.style.vgg import random_vgg19_state_dict
 
     save_file(random_vgg19_state_dict(seed=0, width_div=8, blocks=5), str(root / "style_models" / "vgg19.safetensors"))
+    _flow_models(root)
     return root
+
+
+#: file names the SD3 / Flux example graphs use, linked to the tiny flow fixtures (kept by shrink)
+FLOW_FILES = {"diffusion_models/flux1-dev.safetensors": ("flux", "diffusion_model"),
+              "vae/ae.safetensors": ("flux", "vae_file"),
+              "checkpoints/sd3.5_medium.safetensors": ("sd3", "single_file_no_te"),
+              "text_encoders/clip_l.safetensors": ("sd3", "clip_l"),
+              "text_encoders/clip_g.safetensors": ("sd3", "clip_g"),
+              "text_encoders/t5xxl_fp16.safetensors": ("sd3", "t5xxl")}
+
+
+def _flow_models(root: Path) -> None:
+    from tests.support.flow_fixtures import fixture as flow_fixture
+
+    for rel, (family, attr) in FLOW_FILES.items():
+        (root / rel).parent.mkdir(exist_ok=True)
+        os.symlink(getattr(flow_fixture(family), attr), root / rel)
 
 
 FILES = {"checkpoints": "sd1.safetensors", "loras": "sd1_lora.safetensors",
@@ -56,10 +74,11 @@ def shrink(engine: Engine, wf: Workflow) -> None:
         nd = engine.registry.get(n["type"])
         ins = n.setdefault("inputs", {})
         for spec in nd.inputs if nd else ():
-            if spec.widget == "file" and spec.file_kind in FILES and not is_link(ins.get(spec.name)):
+            keep = f"{spec.file_kind}/{ins.get(spec.name)}" in FLOW_FILES
+            if spec.widget == "file" and spec.file_kind in FILES and not is_link(ins.get(spec.name)) and not keep:
                 ins[spec.name] = "sdxl.safetensors" if sdxl and spec.file_kind == "checkpoints" \
                     else FILES[spec.file_kind]
-        if n["type"] == "EmptyLatentImage":
+        if n["type"] in ("EmptyLatentImage", "EmptySD3LatentImage"):
             ins.update(width=64, height=64)
         for key in ("steps", "iterations"):
             if isinstance(ins.get(key), int) and ins[key] > 3:

@@ -2,7 +2,7 @@
 
 Per call it
 1. blends the known region for inpainting with a ``noise_mask`` (1 = repaint): before the UNet,
-   ``x = x * m + (latent + noise * sigma) * (1 - m)``; after, ``denoised = denoised * m + latent * (1 - m)``
+   ``x = x * m + (latent + noise * sigma) * (1 - m)`` (flow models: ``latent * (1 - sigma) + noise * sigma``); after, ``denoised = denoised * m + latent * (1 - m)``
    (ComfyUI's KSamplerX0Inpaint; on binary masks equal to diffusers' legacy 4-channel inpainting);
 2. scales the input ``c_in * x``, appends the 9-channel inpaint inputs (mask, masked-image
    latents) for ``in_channels == 9`` models;
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from nodegen.diffusion import cfg as cfg_mod
+from nodegen.diffusion.flow_forward import FLOW_FAMILIES, run_flow
 from nodegen.diffusion.model_sampling import ModelSampling
 
 
@@ -70,7 +71,7 @@ class Denoiser:
         self.noise_mask = None
         if noise_mask is not None:
             self.noise_mask = resize_mask(noise_mask, h, w, b).to(self.device)
-        self.in_channels = int(getattr(unet.config, "in_channels", 4))
+        self.in_channels = 4 if self.family in FLOW_FAMILIES else int(getattr(unet.config, "in_channels", 4))
         self.calls = 0
         #: CFG++ samplers read the unconditional prediction of the last call (ComfyUI's
         #: ``uncond_denoised``); they set ``keep_uncond`` so it is computed even at cfg 1.
@@ -123,7 +124,11 @@ class Denoiser:
         if step_mask is not None:
             m = step_mask.to(x.dtype)
             noise = self.noise if self.noise is not None else torch.zeros_like(x)
-            x = x * m + (self.latent_image + noise * sig_f) * (1 - m)
+            if self.family in FLOW_FAMILIES:  # the known region at this noise level, flow-style
+                known = self.latent_image * (1 - sig_f) + noise * sig_f
+            else:
+                known = self.latent_image + noise * sig_f
+            x = x * m + known * (1 - m)
         b, _, h, w = x.shape
         jobs = []  # (is_negative, item, area)
         if (self.cfg != 1.0 or self.keep_uncond) and self.negative:
@@ -175,6 +180,8 @@ class Denoiser:
         return binary
 
     def _run_group(self, jobs, xs, sig_f, t, c_in, h, w, area) -> list[torch.Tensor]:
+        if self.family in FLOW_FAMILIES:
+            return run_flow(self.family, self.unet, xs, sig_f, self.ms, [j[1] for j in jobs], self.device, self.dtype)
         b = xs.shape[0]
         tokens = [j[1].embeds.shape[1] for j in jobs]
         lcm = 1

@@ -17,15 +17,20 @@ import torch
 
 from nodegen.diffusion.brownian import brownian_noise_sampler_for
 from nodegen.diffusion.denoiser import Denoiser
+from nodegen.diffusion.flow_sampling import FlowModelSampling, flow_sampling_for
+from nodegen.diffusion.latent_formats import LATENT_CHANNELS, latent_in, latent_out
 from nodegen.diffusion.model_sampling import ModelSampling
 from nodegen.diffusion.noise import GeneratorNoiseSampler, prepare_noise
 from nodegen.diffusion.preview import latent_preview
 from nodegen.diffusion.samplers import Sampler, get_sampler
+from nodegen.diffusion.samplers.flow_variants import FLOW_VARIANTS
 from nodegen.diffusion.schedules import advanced_range, get_sigmas
 
 
-def model_sampling_for(model) -> ModelSampling:
+def model_sampling_for(model) -> ModelSampling | FlowModelSampling:
     opts = getattr(model, "options", {}) or {}
+    if getattr(model, "prediction_type", None) == "flow":
+        return flow_sampling_for(model)
     return ModelSampling(model.alphas_cumprod, getattr(model, "prediction_type", "epsilon"),
                          discrete_timesteps=opts.get("discrete_timesteps", True))
 
@@ -82,17 +87,22 @@ def sample(model, positive: list, negative: list | None, latent: dict, seed: int
     Progress goes to ``ctx.progress`` (which also cancels) and to ``callback(step, total, info)``.
     """
     samples = _checked_samples(latent)
+    check_latent_channels(model, samples)
+    family = getattr(model, "family", "sd1")
     ms = model_sampling_for(model)
     sigmas = _sigmas(schedule, ms)
     if len(sigmas) < 2:
         return Sampled(dict(latent), dict(latent))
     smp = sampler if isinstance(sampler, Sampler) else get_sampler(sampler)
+    if isinstance(ms, FlowModelSampling) and smp.name in FLOW_VARIANTS:
+        smp = FLOW_VARIANTS[smp.name](smp)
     noise, gen = prepare_noise(samples, seed, latent.get("batch_index"))  # always drawn: the step noise continues after it
     if not add_noise:
         noise = torch.zeros_like(noise)
     with model.use(device, dtype) as unet:
-        dev, dt = _module_device(unet), _module_dtype(unet)
-        lat = samples.to(dev, torch.float32)
+        dev = _module_device(unet)
+        dt = getattr(unet, "_nodegen_compute_dtype", None) or _module_dtype(unet)  # fp8 storage computes wider
+        lat = latent_in(family, samples.to(dev, torch.float32))
         noise_d = noise.to(dev)
         x = ms.noise_scaling(float(sigmas[0]), noise_d, lat) if add_noise else lat.clone()
         den = Denoiser(model, unet, positive, negative, cfg, latent_image=lat, noise=noise_d,
@@ -100,14 +110,22 @@ def sample(model, positive: list, negative: list | None, latent: dict, seed: int
         den.sigmas = sigmas  # the whole schedule (differential diffusion reads it)
         noise_sampler = _noise_sampler(smp, x, sigmas, seed, latent, gen, samples.shape, dev)
         last_denoised: list[torch.Tensor] = []
-        on_step = _step_reporter(len(sigmas) - 1, getattr(model, "family", "sd1"), last_denoised,
+        on_step = _step_reporter(len(sigmas) - 1, family, last_denoised,
                                  callback, ctx, preview)
         if ctx is not None:
             ctx.check_cancelled()
         result = smp(den, x, sigmas.to(dev), extra_args={"seed": seed}, callback=on_step,
                      noise_sampler=noise_sampler)
-    out = dict(latent, samples=result.float())
-    return Sampled(out, dict(out, samples=(last_denoised[0] if last_denoised else result).float()))
+    out = dict(latent, samples=latent_out(family, result.float()))
+    return Sampled(out, dict(out, samples=latent_out(family, (last_denoised[0] if last_denoised else result).float())))
+
+
+def check_latent_channels(model, samples: torch.Tensor) -> None:
+    """A clear error when a latent does not fit the model (e.g. 4-channel latents for SD3/Flux)."""
+    want = LATENT_CHANNELS.get(getattr(model, "family", ""))
+    if want is not None and samples.shape[1] != want:
+        raise ValueError(f"the latent has {samples.shape[1]} channels, but a {model.family} model takes {want} "
+                         f"(use EmptySD3LatentImage and the model's own {want}-channel VAE)")
 
 
 def _checked_samples(latent: dict) -> torch.Tensor:

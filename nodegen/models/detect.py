@@ -25,7 +25,7 @@ KIND_ADVICE = {
     "upscaler": "use an upscale model loader",
     "checkpoint": "use a checkpoint loader (CheckpointLoader)",
     "text_encoder": "it holds only a text encoder; load a full checkpoint instead",
-    "unet": "it holds only a diffusion UNet; load a full checkpoint instead",
+    "unet": "it holds only a diffusion model; load it with the diffusion model loader (UNETLoader)",
 }
 KIND_NAMES = {"lora": "a LoRA", "vae": "a VAE", "controlnet": "a ControlNet", "upscaler": "an upscale model",
               "checkpoint": "a checkpoint", "text_encoder": "a text encoder", "unet": "a UNet",
@@ -69,7 +69,8 @@ def require(detected: Detected, expected: str | tuple[str, ...], path: str) -> N
     raise ModelKindError(msg)
 
 
-_LORA_RE = re.compile(r"(lora_up|lora_down|lora_A|lora_B|\.lora\.|lora_unet_|lora_te\d?_|\.hada_w1|\.lokr_w1)")
+_LORA_RE = re.compile(r"(lora_up|lora_down|lora_A|lora_B|\.lora\.|lora_unet_|lora_te\d?_|\.hada_w1|\.lokr_w1"
+                      r"|_lora\d?\.(down|up)\.weight)")
 
 
 def _lora_layout(keys) -> str:
@@ -115,6 +116,37 @@ def _family_from_unet(shapes: dict, prefix: str, adm_key: str, linear_key_part: 
     return "sd1"
 
 
+#: key endings that mark a rectified-flow transformer: (family, layout, marker)
+FLOW_MARKERS = (("sd3", "original", "joint_blocks.0.context_block.adaLN_modulation.1.bias"),
+                ("flux", "original", "double_blocks.0.img_attn.norm.key_norm.scale"),
+                ("flux", "diffusers", "single_transformer_blocks.0.attn.to_q.weight"),
+                ("sd3", "diffusers", "transformer_blocks.0.attn.add_q_proj.weight"))
+FLOW_TEXT_PREFIX = {"clip_l": "text_encoders.clip_l.transformer.", "clip_g": "text_encoders.clip_g.transformer.",
+                    "t5": "text_encoders.t5xxl.transformer."}
+T5_MARKER = "encoder.block.0.layer.0.SelfAttention.q.weight"
+
+
+def detect_flow(keys: set[str]) -> Detected | None:
+    """SD3 / SD 3.5 and Flux.1 files: an all-in-one checkpoint (``model.diffusion_model.`` + a VAE,
+    maybe text encoders under ``text_encoders.*``) or a diffusion model alone (any prefix)."""
+    for family, layout, marker in FLOW_MARKERS:
+        hit = next((k for k in keys if k.endswith(marker) and (layout == "original" or k == marker
+                                                                 or k == "transformer." + marker)), None)
+        if hit is None:
+            continue
+        if family == "sd3" and layout == "diffusers" and "pos_embed.proj.weight" not in {
+                k.removeprefix("transformer.") for k in keys}:
+            continue
+        prefix = hit[: -len(marker)]
+        has_vae = any(k.startswith(("first_stage_model.", "vae.")) for k in keys)
+        text = [r for r, p in FLOW_TEXT_PREFIX.items() if any(k.startswith(p) for k in keys)]
+        kind = "checkpoint" if prefix == UNET and has_vae else "unet"
+        return Detected(kind, family=family, prediction="flow", layout=layout,
+                        details={"prefix": prefix, "has_vae": has_vae, "text": text,
+                                 "guidance": any("guidance_in." in k or "guidance_embedder." in k for k in keys)})
+    return None
+
+
 def detect(shapes: dict, values=None) -> Detected:
     """What the tensors ``shapes`` (key -> shape) are. ``values`` (key -> tensor, optional) lets
     the SD2 prediction rule look at one tensor."""
@@ -124,6 +156,11 @@ def detect(shapes: dict, values=None) -> Detected:
         return Detected("unknown", details={"sample_keys": []})
     if any(_LORA_RE.search(k) for k in keys):
         return Detected("lora", layout=_lora_layout(keys))
+    flow = detect_flow(keys)
+    if flow is not None:
+        return flow
+    if any(k.endswith(T5_MARKER) for k in keys):
+        return Detected("text_encoder", family="t5")
     if any(k.startswith("control_model.") for k in keys) or any(
             k.startswith(("controlnet_cond_embedding.", "input_hint_block.")) for k in keys):
         return Detected("controlnet", layout="ldm" if any(k.startswith("control_model.") for k in keys)

@@ -21,6 +21,7 @@ from nodegen.compat import torchvision as torchvision_fix
 from nodegen.models import configs
 from nodegen.models.detect import Detected, ModelKindError, detect, require
 from nodegen.models.files import check_scaling_factor, load_state_dict, open_state_dict, shapes_of
+from nodegen.models.module_build import _build, _cast, _target_device, _target_dtype, realign_
 from nodegen.models.objects import SCALING_FACTORS, DiffusionModel, TextEncoder, VAEModel
 
 if TYPE_CHECKING:
@@ -32,68 +33,10 @@ TEXT_PREFIX = {"sd1": "cond_stage_model.transformer.", "sd2": "cond_stage_model.
                "sdxl_refiner": "conditioner.embedders.0.model."}
 
 
-def _target_dtype(manager: ModelManager | None) -> torch.dtype:
-    """The dtype to load weights in: the manager's for its device; float32 without a manager."""
-    return manager.dtype_for(manager.device) if manager is not None else torch.float32
-
-
-def _target_device(manager: ModelManager | None) -> torch.device:
-    """Where loaded weights go at once: the manager's device when it is a GPU (each tensor is
-    read from the file and copied there, so the host never holds the whole model), else the CPU
-    (also without a manager, as :func:`_target_dtype`)."""
-    dev = torch.device(manager.device) if manager is not None else torch.device("cpu")
-    return dev if dev.type == "cuda" else torch.device("cpu")
-
-
 def _take(sd: dict, prefix: str) -> dict:
     """Pop the entries under ``prefix`` out of ``sd`` (keys kept whole)."""
     keys = [k for k in sd if k.startswith(prefix)]
     return {k: sd.pop(k) for k in keys}
-
-
-def _cast(sd: dict, dtype: torch.dtype, device: torch.device | None = None) -> dict:
-    """Tensors in ``dtype`` (on ``device``, default the CPU), each in its own freshly allocated
-    memory: tensors read from a safetensors file may be unaligned, which makes CPU kernels take
-    other code paths (results then differ in the last bits from the same weights loaded elsewhere)."""
-    out = {}
-    if device is not None and device.type != "cpu":
-        for k in list(sd):  # one tensor at a time: the host holds one tensor, never the model
-            v = sd.pop(k)
-            out[k] = v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
-        return out
-    for k, v in sd.items():
-        if v.is_floating_point() and v.dtype != dtype:
-            out[k] = v.to(dtype)
-        elif v.data_ptr() % 64:
-            out[k] = v.clone()
-        else:
-            out[k] = v
-    return out
-
-
-def realign_(module: torch.nn.Module) -> torch.nn.Module:
-    """Give every parameter/buffer that sits in unaligned memory (safetensors mmaps, as
-    transformers' ``from_pretrained`` leaves them) its own aligned copy; see :func:`_cast`."""
-    with torch.no_grad():
-        for t in list(module.parameters()) + list(module.buffers()):
-            if t.data_ptr() % 64:
-                t.data = t.data.clone()
-    return module
-
-
-def _build(cls, config, state: dict, what: str, path, device: torch.device | None = None) -> torch.nn.Module:
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():
-        module = cls(config) if not isinstance(config, dict) else cls(**config)
-    try:
-        module.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as e:
-        raise ModelKindError(f"{path}: the {what} weights do not fit the detected architecture: "
-                             f"{str(e).splitlines()[0][:300]}") from e
-    if device is not None and device.type != "cpu":
-        module.to(device)  # the buffers not in the file (the weights are there already)
-    return module.eval().requires_grad_(False)
 
 
 def _tokenizers(family: str) -> list:
@@ -144,6 +87,14 @@ def load_single_file(path: str | os.PathLike, prediction: str = "auto", manager:
     sd = dict(state_dict) if state_dict is not None else open_state_dict(path, dtype)
     shapes = shapes_of(sd)
     det: Detected = detect(shapes, sd)
+    if det.family in ("sd3", "flux") and state_dict is None:
+        if det.kind != "checkpoint":
+            raise ModelKindError(f"{path}: this is a {det.family} diffusion model without a VAE: load it with "
+                                 "the diffusion model loader (UNETLoader) and the text encoders with "
+                                 "DualCLIPLoader / TripleCLIPLoader")
+        from nodegen.models.flow_loader import load_flow_single_file
+
+        return load_flow_single_file(path, det, manager)
     require(det, "checkpoint", str(path))
     family = det.family
     pred = det.prediction if prediction == "auto" else prediction
@@ -200,6 +151,10 @@ def load_diffusers_folder(folder: str | os.PathLike, prediction: str = "auto",
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
         raise ModelKindError(f"{folder}: a folder, but not a diffusers model (no model_index.json)")
+    from nodegen.models.flow_loader import folder_family, load_flow_folder
+
+    if folder_family(folder):
+        return load_flow_folder(folder, manager)
     family = _folder_family(folder)
     dtype = _target_dtype(manager)
     kw = dict(local_files_only=True, torch_dtype=dtype)
@@ -263,6 +218,8 @@ def load_vae(path: str | os.PathLike, manager: ModelManager | None = None,
     sd = load_state_dict(p)
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     det = detect(shapes, sd)
+    if det.family in ("sd3", "flux") or (det.kind == "vae" and det.details.get("latent_channels") == 16):
+        return _load_vae16(p, sd, det, dtype, manager, scaling_factor)
     if det.kind == "checkpoint":
         sf = scaling_factor or SCALING_FACTORS[det.family]
         prefix = "first_stage_model."
@@ -279,6 +236,26 @@ def load_vae(path: str | os.PathLike, manager: ModelManager | None = None,
     conv = sfu.convert_ldm_vae_checkpoint(vae_sd if prefix else {"vae." + k: v for k, v in vae_sd.items()}, vcfg)
     vae = _build(AutoencoderKL, vcfg, _cast(conv, dtype), "VAE", p)
     return VAEModel(vae, scaling_factor=sf, source=str(p), manager=manager)
+
+
+def _load_vae16(p: Path, sd: dict, det: Detected, dtype, manager, scaling_factor) -> VAEModel:
+    """A 16-channel (SD3 / Flux) VAE: from a VAE file (LDM or diffusers keys) or a checkpoint."""
+    from nodegen.models.flow_loader import load_vae16
+
+    if det.kind == "checkpoint":
+        prefix = "first_stage_model." if any(k.startswith("first_stage_model.") for k in sd) else "vae."
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    elif det.kind != "vae":
+        raise ModelKindError(f"{p}: this is {det.describe()} without a VAE, not a VAE")
+    elif det.layout == "diffusers":
+        from nodegen.models.ldm_export import vae_to_ldm
+
+        sd = vae_to_ldm(sd, prefix="")
+    vae = load_vae16(sd, p, dtype)
+    vae.manager = manager
+    if scaling_factor is not None:
+        vae.scaling_factor = float(scaling_factor)
+    return vae
 
 
 def _metadata_scaling(path: Path) -> float | None:

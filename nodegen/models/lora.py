@@ -72,7 +72,7 @@ class LoraFile:
 _KOHYA_PREFIX = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder",
                  "lora_te2_": "text_encoder_2"}
 _DIFFUSERS_PREFIX = ("unet.", "text_encoder.", "text_encoder_2.")
-_OLD_NAMES = (("processor.", ""), ("to_q_lora", "to_q"), ("to_k_lora", "to_k"), ("to_v_lora", "to_v"),
+_OLD_NAMES = (("to_q_lora", "to_q"), ("to_k_lora", "to_k"), ("to_v_lora", "to_v"),
               ("to_out_lora", "to_out.0"), (".lora_linear_layer.", ".lora."))
 
 
@@ -120,9 +120,7 @@ def parse_lora(sd: dict[str, torch.Tensor], path: str = "<memory>", metadata: di
         meta = metadata or {}
         normal = {_normal(k): k for k in sd}
         for key in sd:
-            k = key
-            for a, b in _OLD_NAMES:
-                k = k.replace(a, b)
+            k = _normal(key)
             m = re.match(r"^(.*)\.(lora_A|lora\.down|lora_down)\.weight$", k)
             if not m:
                 if not re.search(r"(lora_B|lora\.up|lora_up)\.weight$|\.alpha$", k):
@@ -150,7 +148,15 @@ def parse_lora(sd: dict[str, torch.Tensor], path: str = "<memory>", metadata: di
     return out
 
 
+_XLABS = re.compile(r"(\.processor\.\w+_lora\d?)\.(down|up)\.weight$")
+
+
 def _normal(key: str) -> str:
+    """One spelling for the old diffusers attention-processor names and XLabs' ``..._lora1.down``."""
+    m = _XLABS.search(key)
+    if m:  # XLabs (Flux): keep the processor name, it names the module (nodegen.models.flow_lora)
+        return key[: m.start()] + m.group(1) + f".lora.{m.group(2)}.weight"
+    key = key.replace("processor.", "")
     for a, b in _OLD_NAMES:
         key = key.replace(a, b)
     return key
@@ -203,11 +209,31 @@ def lora_patch_dicts(lora: LoraFile, unet: torch.nn.Module | None = None,
     clip_patches: dict = {}
     unmatched: list[str] = []
     tables: dict[str, dict[str, str]] = {}
-    if unet is not None:
+    flow_family = getattr(unet, "_nodegen_flow_family", None) if unet is not None else None
+    flow_table = None
+    if flow_family is not None:
+        from nodegen.models.flow_lora import transformer_table
+
+        flow_table = transformer_table(unet, flow_family)
+    elif unet is not None:
         tables["unet"] = _index(unet, "unet", dict(unet.config))
     for comp, enc in (encoders or {}).items():
         tables[comp] = _index(enc, comp, None)
     for layer in lora.layers:
+        if flow_table is not None and layer.component == "unet":
+            from nodegen.models.flow_lora import lookup, sliced_delta
+
+            targets = lookup(flow_table, layer.module)
+            if targets is None:
+                unmatched.append(f"{layer.component}.{layer.module}")
+            for name, start, end, swap in targets or ():
+                delta = sliced_delta(layer, start, end, swap) if (start or end is not None or swap) else layer.delta
+                if name in unet_patches:
+                    prev = unet_patches[name]
+                    unet_patches[name] = (lambda w, a=prev, b=delta: (a(w) if callable(a) else a) + b(w))
+                else:
+                    unet_patches[name] = delta
+            continue
         table = tables.get(layer.component)
         if table is None:
             continue  # e.g. a text-encoder layer when only the model is patched

@@ -100,6 +100,8 @@ class ModelManager:
         return module_device(module)
 
     def _move(self, module: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> None:
+        if getattr(module, "_nodegen_keep_dtype", False):  # fp8 storage (nodegen.models.fp8)
+            dtype = None
         src = self._device_of(module)
         if src == device and (dtype is None or module_dtype(module) == dtype):
             return
@@ -173,6 +175,20 @@ class ModelManager:
 
         key = ("vae", *file_key(path), scaling_factor)
         return self._cached(key, lambda: loader.load_vae(path, manager=self, scaling_factor=scaling_factor))
+
+    def load_diffusion_model(self, path: str | os.PathLike, weight_dtype: str = "default"):
+        """MODEL of an SD3 / Flux diffusion model file (UNETLoader)."""
+        from nodegen.models import flow_loader
+
+        key = ("diffusion_model", *file_key(path), weight_dtype)
+        return self._cached(key, lambda: flow_loader.load_diffusion_model(path, weight_dtype, manager=self))
+
+    def load_text_encoders(self, paths: list, family: str = "auto"):
+        """CLIP of one to three SD3 / Flux text encoder files."""
+        from nodegen.models import flow_loader
+
+        key = ("text_encoders", *(file_key(p) for p in paths), family)
+        return self._cached(key, lambda: flow_loader.load_text_encoders(paths, family, manager=self))
 
     def load_lora(self, path: str | os.PathLike):
         """The parsed LoRA (:class:`nodegen.models.lora.LoraFile`) of a file."""

@@ -27,8 +27,9 @@ from nodegen.models.schedule import scaled_linear_alphas_cumprod
 if TYPE_CHECKING:
     from nodegen.models.manager import ModelManager
 
-FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner")
-PREDICTIONS = ("epsilon", "v_prediction")
+FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner", "sd3", "flux")
+#: "flow": rectified-flow velocity (SD3, Flux; see nodegen.diffusion.flow_sampling)
+PREDICTIONS = ("epsilon", "v_prediction", "flow")
 #: Latent scaling factors of the families' VAEs.
 SCALING_FACTORS = {"sd1": 0.18215, "sd2": 0.18215, "sdxl": 0.13025, "sdxl_refiner": 0.13025}
 
@@ -64,6 +65,8 @@ class DiffusionModel(_Patchable):
         _check(prediction_type, PREDICTIONS, "prediction type")
         self.unet = unet
         self.family = family
+        if family in ("sd3", "flux"):  # LoRA key tables (nodegen.models.flow_lora)
+            unet._nodegen_flow_family = family
         self.prediction_type = prediction_type
         self.alphas_cumprod = (scaled_linear_alphas_cumprod() if alphas_cumprod is None
                                else alphas_cumprod.detach().to("cpu", torch.float64))
@@ -136,7 +139,7 @@ class TextEncoder(_Patchable):
     def __init__(self, tokenizers: list, encoders: list[torch.nn.Module], family: str, *,
                  layer_idx: int | None = None, source: str = "",
                  manager: ModelManager | None = None) -> None:
-        _check(family, FAMILIES, "text encoder family")
+        _check(family, tuple(TEXT_FAMILY), "text encoder family")
         spec = TEXT_FAMILY[family]
         if len(tokenizers) != len(encoders) or len(encoders) != len(spec["names"]):
             raise ValueError(f"{family} needs {len(spec['names'])} tokenizer/encoder pair(s), "
@@ -212,7 +215,8 @@ class TextEncoder(_Patchable):
 
 
 class VAEModel:
-    """VAE: pixels <-> latents. Latents are multiplied by ``scaling_factor``; images are
+    """VAE: pixels <-> latents. Latents are multiplied by ``scaling_factor`` (16-channel VAEs: 1, raw
+    latents, ComfyUI's convention; the SD3/Flux sampler scales and shifts them); images are
     ``[B,H,W,C]`` float32 in [0,1]. Encoding takes the mean of the latent distribution
     (deterministic, as ComfyUI does)."""
 
@@ -221,6 +225,8 @@ class VAEModel:
     def __init__(self, vae: torch.nn.Module, *, scaling_factor: float | None = None, source: str = "",
                  manager: ModelManager | None = None) -> None:
         self.vae = vae
+        if scaling_factor is None and int(getattr(vae.config, "latent_channels", 4)) == 16:
+            scaling_factor = 1.0  # raw latents: SD3 / Flux models scale them (nodegen.diffusion.latent_formats)
         sf = scaling_factor if scaling_factor is not None else getattr(vae.config, "scaling_factor", None)
         self.scaling_factor = float(sf if sf is not None else 0.18215)
         self.source = source

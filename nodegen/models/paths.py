@@ -1,7 +1,9 @@
 """Model folders: where nodegen looks for the files users bring.
 
 A models root holds one folder per kind (``checkpoints/``, ``vae/``, ``loras/``, ``controlnet/``,
-``upscale_models/``, ``style_models/``, ``embeddings/``, ``ipadapter/``). Roots come from, in order: ``--models DIR`` (given to
+``upscale_models/``, ``style_models/``, ``embeddings/``, ``ipadapter/``, ``diffusion_models/`` (or
+ComfyUI's older ``unet/``) and ``text_encoders/`` (or ``clip/``) for SD3 / Flux files). Roots come
+from, in order: ``--models DIR`` (given to
 :class:`ModelPaths`), the ``NODEGEN_MODELS`` environment variable (several separated by
 ``os.pathsep``), and the config file (``NODEGEN_CONFIG`` or ``~/.config/nodegen/config.json``)::
 
@@ -21,7 +23,8 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-KINDS = ("checkpoints", "vae", "loras", "controlnet", "upscale_models", "style_models", "embeddings", "ipadapter")
+KINDS = ("checkpoints", "vae", "loras", "controlnet", "upscale_models", "style_models", "embeddings", "ipadapter",
+         "diffusion_models", "text_encoders")
 #: Folder names other tools use for the same kinds (ComfyUI, A1111), also searched in each root.
 ALIASES = {
     "checkpoints": ("Stable-diffusion",),
@@ -30,6 +33,8 @@ ALIASES = {
     "upscale_models": ("ESRGAN", "RealESRGAN"),
     "vae": ("VAE",),
     "ipadapter": ("ip_adapter", "IP-Adapter"),
+    "diffusion_models": ("unet",),
+    "text_encoders": ("clip",),
 }
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 

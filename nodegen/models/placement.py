@@ -40,6 +40,8 @@ def placed(module: torch.nn.Module, device: str | torch.device | None = None,
     compute dtype) for the block, for objects built in memory without a model manager."""
     dev = torch.device(device) if device is not None else module_device(module)
     dt = dtype or compute_dtype(dev)
+    if getattr(module, "_nodegen_keep_dtype", False):  # fp8 storage keeps its dtypes (nodegen.models.fp8)
+        dt = module_dtype(module)
     if module_device(module) != dev or module_dtype(module) != dt:
         module.to(device=dev, dtype=dt)
     yield module
