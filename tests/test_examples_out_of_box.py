@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nodegen.demo.scorer import score_image
-from nodegen.engine import Engine
+from tools.demo.scorer import score_image
+from nodegen import Engine
 from nodegen.models.paths import ModelPaths
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from nodegen.demo import configs, shapes  # noqa: E402
+from tools.demo import configs, shapes  # noqa: E402
 from tools.demo.outlines import render_outline_array  # noqa: E402
 
 DEMO = ROOT / "nodegen" / "assets" / "models" / "nodegen-demo-shapes.safetensors"
@@ -190,8 +190,8 @@ def evaluate(lora_path: Path, n: int, strengths=(0.0, 0.5, 1.0), grid: Path | No
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
     from eval_demo import generate, save_grid
 
-    from nodegen.demo.export import scheduler_config
-    from nodegen.demo.scorer import score
+    from tools.demo.export import scheduler_config
+    from tools.demo.scorer import score
 
     unet, text, vae, tok = load_demo()
     items = shapes.eval_prompts()[:n]
@@ -232,7 +232,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
-    from nodegen.compat import torchvision_fix
+    from nodegen.compat import torchvision as torchvision_fix
 
     torchvision_fix.apply()
     path = Path(args.out) if args.eval else train(args)

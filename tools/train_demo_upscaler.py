@@ -33,7 +33,7 @@ EVAL_SEED = 20261201
 
 
 def build(num_feat: int, num_conv: int) -> torch.nn.Module:
-    from nodegen.compat import torchvision_fix
+    from nodegen.compat import torchvision as torchvision_fix
 
     torchvision_fix.apply()
     from spandrel.architectures.Compact import Compact as SRVGGNetCompact

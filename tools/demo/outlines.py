@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from nodegen.demo.shapes import COLORS, POSITIONS, SIZES, _polygon
+from tools.demo.shapes import COLORS, POSITIONS, SIZES, _polygon
 
 #: The hole's radius as a fraction of the shape's (the ring is 45% of the radius thick).
 HOLE = 0.55

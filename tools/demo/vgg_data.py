@@ -13,7 +13,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from nodegen.demo.shapes import COLORS, SHAPES, _polygon
+from tools.demo.shapes import COLORS, SHAPES, _polygon
 from tools.demo.sr_data import _background, _lines
 
 PALETTE = list(COLORS)
