@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tools.demo.scorer import score_image
 from nodegen import Engine
 from nodegen.models.paths import ModelPaths
+from tools.demo.scorer import score_image
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = ROOT / "graphs"
