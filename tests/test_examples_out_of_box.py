@@ -160,3 +160,16 @@ def _lora(engine, result, img):
 
 CHECKS = {"upscale_esrgan": _upscale, "hires_fix_esrgan": _hires, "style_transfer": _style,
           "style_to_img2img": _style_img2img, "lora": _lora}
+
+
+def test_demo_lora_is_kohya_and_fits_the_demo_model_entirely():
+    from nodegen.models.loader import load_checkpoint
+    from nodegen.models.lora import lora_patch_dicts, read_lora
+
+    lora = read_lora(ASSETS / "lora" / "nodegen-demo-outlines.safetensors")
+    assert lora.layout == "kohya" and {ly.component for ly in lora.layers} == {"unet", "text_encoder"}
+    assert all(ly.alpha == 4.0 and ly.rank == 8 for ly in lora.layers)
+    model, text, _vae = load_checkpoint(ASSETS / "nodegen-demo-shapes.safetensors")
+    unet_p, clip_p, unmatched = lora_patch_dicts(lora, model.unet, dict(zip(text.encoder_names, text.encoders,
+                                                                             strict=True)))
+    assert not unmatched and len(unet_p) + len(clip_p) == len(lora.layers) == 76
