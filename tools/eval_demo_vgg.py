@@ -54,7 +54,7 @@ def losses(net, x: torch.Tensor, content: torch.Tensor, style: torch.Tensor, s: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vgg19", default=None, help="a VGG-19 file (default: random weights, seed 0)")
-    ap.add_argument("--picture", type=Path, default=DEMO.with_suffix(".png"))
+    ap.add_argument("--picture", type=Path, default=DEMO.with_suffix(".jpg"))
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
