@@ -86,7 +86,8 @@ def main() -> None:
         from safetensors.torch import load_file
 
         sd = load_file(args.out)
-        model = build(sd["body.0.weight"].shape[0], (len([k for k in sd if k.endswith("weight")]) - 2) // 2 - 1)
+        convs = [k for k, v in sd.items() if k.endswith("weight") and v.ndim == 4]
+        model = build(sd["body.0.weight"].shape[0], len(convs) - 2)
         model.load_state_dict(sd)
         print(evaluate(model))
         return
