@@ -33,8 +33,10 @@ def latent_style_adain(ctx, content, style, strength=1.0):
 
 @node("VGGLoader", category="style",
       description="Load VGG-19 weights (torchvision layout) as the feature extractor for style transfer.",
-      inputs=[Input.file("model_name", "style_models", choices=choices_for("style_models"),
-                         description="VGG-19 weights (features.N.weight ...) in style_models")],
+      inputs=[Input.file("model_name", "style_models", "auto", choices=choices_for("style_models"),
+                         description="VGG-19 weights (features.N.weight ...) in style_models; 'auto': "
+                                     "your VGG-19 file (a name with vgg19 in it) when there is one, "
+                                     "else the built-in nodegen-demo-vgg")],
       outputs=[Output("style_model", T.STYLE_MODEL)],
       fingerprint=fingerprint_for("style_models", "model_name"), keywords=("vgg", "style"))
 def vgg_loader(ctx, model_name):

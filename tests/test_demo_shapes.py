@@ -114,3 +114,17 @@ def test_exported_folder_loads_offline(monkeypatch):
     sched = json.loads((FOLDER / "scheduler" / "scheduler_config.json").read_text())
     assert sched["beta_schedule"] == "scaled_linear" and sched["num_train_timesteps"] == 1000
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_scorer_tells_outlines_from_filled_shapes():
+    """The demo LoRA's trait: outline renders are hollow, filled ones are not, and the class of an
+    outline is measured on the filled region (so it is still right)."""
+    from tools.demo.outlines import render_outline_array
+    from tools.demo.scorer import score_image as detect
+
+    items = shapes.eval_prompts()[:40]
+    filled = [detect(shapes.render_array(a)) for _, a in items]
+    hollow = [detect(render_outline_array(a)) for _, a in items]
+    assert not any(d["hollow"] for d in filled)
+    assert all(d["hollow"] for d in hollow)
+    assert np.mean([d["shape"] == a["shape"] for d, (_, a) in zip(hollow, items, strict=True)]) >= 0.9

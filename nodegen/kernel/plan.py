@@ -13,7 +13,7 @@ When no target is left, the plan fails as it would without the option.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nodegen.kernel.node import NodeDef
@@ -48,7 +48,12 @@ def plan(doc: dict, registry: NodeRegistry, targets: Iterable[str] | None = None
     target_ids = _targets(nodes, defs, targets, problems)
     result = _plan_targets(nodes, defs, registry, env, target_ids, problems)
     if drop_invalid and result.problems and not problems:
-        return _drop_invalid_targets(nodes, defs, registry, env, target_ids, result)
+        result = _drop_invalid_targets(nodes, defs, registry, env, target_ids, result)
+    requires = (doc.get("metadata") or {}).get("requires") or []
+    if requires:
+        result.problems = [_with_requirement(p, requires) for p in result.problems]
+        result.warnings = [_with_requirement(p, requires) for p in result.warnings]
+        result.skipped = {t: [_with_requirement(p, requires) for p in ps] for t, ps in result.skipped.items()}
     return result
 
 
@@ -88,6 +93,17 @@ def _drop_invalid_targets(nodes: dict, defs: dict, registry: NodeRegistry, env: 
         return failed
     result.skipped = skipped
     return result
+
+
+def _with_requirement(p: Problem, requires: list) -> Problem:
+    """A missing file in a workflow whose metadata says it ``requires`` models the package cannot
+    ship: say so, and how to bring them."""
+    if p.code != "missing_file":
+        return p
+    needs = ", ".join(str(r) for r in requires)
+    return replace(p, message=f"{p.message}. This workflow needs {needs}, which nodegen cannot ship: "
+                              f"put yours in the models folder for its kind (or point --models / "
+                              f"NODEGEN_MODELS at the folder that holds it) and choose it here")
 
 
 def _targets(nodes: dict, defs: dict, targets: Iterable[str] | None, problems: list[Problem]) -> list[str]:

@@ -12,13 +12,16 @@ from, in order: ``--models DIR`` (given to
                      "loras": ["~/sd/loras"]}}
 
 ``extra_paths`` lets users point at the folders they already have for other tools. Built-in
-models shipped with the package (the demo model) are registered with :func:`register_builtin`.
+models shipped with the package (the demo models) are registered with :func:`register_builtin`;
+:func:`register_auto` offers a name that stands for the user's own file when one is found and for
+a built-in model otherwise (``auto`` for style models: a VGG-19, else nodegen-demo-vgg).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,6 +42,8 @@ ALIASES = {
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 
 _BUILTIN: dict[str, dict[str, Path]] = {}
+#: kind -> name -> (pattern a user's file name matches, built-in name used when none does)
+_AUTO: dict[str, dict[str, tuple[re.Pattern, str]]] = {}
 
 
 def portable_name(name: str) -> str:
@@ -54,6 +59,13 @@ def register_builtin(kind: str, name: str, path: str | os.PathLike) -> None:
 
 def builtin_models(kind: str) -> dict[str, Path]:
     return dict(_BUILTIN.get(kind, {}))
+
+
+def register_auto(kind: str, name: str, prefer: str, fallback: str) -> None:
+    """Offer ``name`` for ``kind``: the first user file (in :meth:`ModelPaths.list` order) whose
+    file name matches the regular expression ``prefer`` (case-insensitive), else the built-in
+    model ``fallback``."""
+    _AUTO.setdefault(kind, {})[name] = (re.compile(prefer, re.IGNORECASE), fallback)
 
 
 def config_file() -> Path:
@@ -153,7 +165,7 @@ class ModelPaths:
                 if rel not in seen:
                     seen.add(rel)
                     names.append(rel)
-        for name in sorted(builtin_models(kind)):
+        for name in [*sorted(_AUTO.get(kind, {})), *sorted(builtin_models(kind))]:
             if name not in seen:
                 seen.add(name)
                 names.append(name)
@@ -176,8 +188,21 @@ class ModelPaths:
         builtin = builtin_models(kind).get(name)
         if builtin is not None and builtin.exists():
             return builtin
+        auto = _AUTO.get(kind, {}).get(name)
+        if auto is not None:
+            return self._resolve_auto(kind, *auto)
         found = _model_path(p)  # relative to the working directory
         return found.resolve() if found is not None else None
+
+    def _resolve_auto(self, kind: str, prefer: re.Pattern, fallback: str) -> Path | None:
+        builtins = builtin_models(kind)
+        for name in self.list(kind):
+            if name not in builtins and name not in _AUTO.get(kind, {}) and prefer.search(Path(name).name):
+                found = self.resolve(kind, name)
+                if found is not None:
+                    return found
+        path = builtins.get(fallback)
+        return path if path is not None and path.exists() else None
 
     def describe(self, kind: str) -> str:
         folders = self.folders(kind)
@@ -231,14 +256,24 @@ def walk(folder: str | os.PathLike, max_entries: int = MAX_WALK_ENTRIES):
         yield dirpath, dirnames, filenames
 
 
+#: The name that stands for the user's VGG-19 when there is one, else the built-in feature network.
+AUTO_STYLE_MODEL = "auto"
+
+
 def _register_demo_model() -> None:
-    """The built-in demo model and its Canny ControlNet (trained by the project, see
-    tools/train_demo.py and tools/train_demo_controlnet.py) are always offered."""
+    """The built-in demo models (trained by the project, see tools/train_demo*.py and their model
+    cards in nodegen/assets/models) are always offered: the demo checkpoint, its Canny
+    ControlNet, its outline LoRA, a 4x upscaler and a VGG-style feature network for style
+    transfer (chosen by ``auto`` when the user has no VGG-19 file)."""
     assets = Path(__file__).resolve().parents[1] / "assets" / "models"
     for kind, path in (("checkpoints", assets / "nodegen-demo-shapes.safetensors"),
-                       ("controlnet", assets / "controlnet" / "nodegen-demo-canny.safetensors")):
+                       ("controlnet", assets / "controlnet" / "nodegen-demo-canny.safetensors"),
+                       ("loras", assets / "lora" / "nodegen-demo-outlines.safetensors"),
+                       ("upscale_models", assets / "upscale_models" / "nodegen-demo-esrgan-x4.safetensors"),
+                       ("style_models", assets / "style_models" / "nodegen-demo-vgg.safetensors")):
         if path.is_file():
             register_builtin(kind, path.name, path)
+    register_auto("style_models", AUTO_STYLE_MODEL, r"vgg[-_ ]?19", "nodegen-demo-vgg.safetensors")
 
 
 _register_demo_model()

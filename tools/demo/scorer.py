@@ -7,6 +7,10 @@ median of its most distinct pixels. The class comes from two geometric measures 
 ``solidity`` (area over convex-hull area: ~1 for the convex shapes, ~0.5 for a star). The
 position is the nominal place nearest to the region's centre; the size is the one whose nominal
 area for the detected class is nearer (in ratio) to the region's area.
+
+Outlines (the demo LoRA's trait): holes in the region (pixels not reachable from the image border
+without crossing it) are filled before the class is measured; ``hole_fraction`` is the share of
+the filled region that was hole, and ``hollow`` is true when it exceeds :data:`HOLLOW_MIN`.
 """
 
 from __future__ import annotations
@@ -61,6 +65,27 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
         ys, xs = zip(*best, strict=True)
         out[list(ys), list(xs)] = True
     return out
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` plus every pixel not connected (4-neighbourhood) to the border through ~mask."""
+    h, w = mask.shape
+    outside = np.zeros_like(mask)
+    queue = deque((y, x) for y in range(h) for x in (0, w - 1) if not mask[y, x])
+    queue.extend((y, x) for x in range(w) for y in (0, h - 1) if not mask[y, x])
+    for y, x in queue:
+        outside[y, x] = True
+    while queue:
+        y, x = queue.popleft()
+        for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+            if 0 <= ny < h and 0 <= nx < w and not mask[ny, nx] and not outside[ny, nx]:
+                outside[ny, nx] = True
+                queue.append((ny, nx))
+    return ~outside
+
+
+#: Share of a shape's filled area that must be hole for it to count as an outline.
+HOLLOW_MIN = 0.08
 
 
 def _hull_area(points: np.ndarray) -> float:
@@ -132,7 +157,8 @@ def score_image(image) -> dict:
                              img[:, :2].reshape(-1, 3), img[:, -2:].reshape(-1, 3)])
     bg = np.median(border, axis=0)
     dist = np.sqrt(((img - bg) ** 2).sum(-1))
-    out = {"background": nearest_color(bg), "color": None, "shape": None, "position": None, "size": None}
+    out = {"background": nearest_color(bg), "color": None, "shape": None, "position": None, "size": None,
+           "hollow": False, "hole_fraction": 0.0}
     strong = dist > _MIN_DIST
     if strong.sum() < 4:
         return out
@@ -147,6 +173,10 @@ def score_image(image) -> dict:
     region = _largest_component((t > 0.5) & (dist > _MIN_DIST * 0.5))
     if region.sum() < 4:
         region = comp
+    filled = fill_holes(region)
+    out["hole_fraction"] = 1.0 - float(region.sum()) / float(filled.sum())
+    out["hollow"] = out["hole_fraction"] > HOLLOW_MIN
+    region = filled
     out["shape"], feats = classify_mask(region)
     out["position"], out["size"] = _position_and_size(region, out["shape"])
     out.update(feats)
