@@ -64,7 +64,7 @@ TEXT_CONFIG = dict(
 )
 VISION_CONFIG = dict(
     image_size=IMAGE_SIZE,
-    patch_size=8,
+    patch_size=16,
     hidden_size=128,
     intermediate_size=512,
     num_hidden_layers=3,

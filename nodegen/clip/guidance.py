@@ -70,7 +70,7 @@ class ClipGuidance:
 
     clip: ClipModel
     vae: object  # nodegen.models.objects.VAEModel
-    target: torch.Tensor  # [1, D] target embedding
+    target: torch.Tensor  # [1, D] target embedding, or [B, D]: one per batch item
     scale: float
     cutouts: int = 4
     start: float = 0.0
@@ -122,8 +122,11 @@ class ClipGuidance:
             px = preprocess.pixels_bchw(img, size, "center")
         with self.clip.vision.use(x0.device) as m:
             emb = self.clip.vision.embed_pixels(m, px)
-        dists = spherical_dist_loss(emb, self.target.to(emb.device))
         n = max(self.cutouts, 1)
+        target = self.target.to(emb.device)
+        if target.shape[0] > 1:  # one target per batch item; the cut-outs are cut-out major
+            target = target.repeat(n, 1)
+        dists = spherical_dist_loss(emb, target)
         return dists.view(n, img.shape[0]).mean(0).sum() * self.scale
 
 
