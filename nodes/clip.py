@@ -11,19 +11,18 @@ from typing import Any
 
 import torch
 
-from nodegen import types as T
 from nodegen.clip import preprocess
-from nodegen.node import Input, Output, node
-from nodegen.upscale.files import choices_for, fingerprint_for, resolve_model
+from nodegen.kernel import types as T
+from nodegen.kernel.node import Input, Output, node
+from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
 
 
 def _manager(ctx: Any):
-    mgr = getattr(ctx, "models", None)
-    if mgr is None:
-        from nodegen.models.manager import default_manager
-
-        mgr = default_manager()
-    return mgr
+    """The run's model manager (the engine's: loaded models are shared across runs)."""
+    if getattr(ctx, "models", None) is None:
+        raise RuntimeError("this run has no model manager: run nodes through an Engine or Executor, "
+                           "or give RunContext(models=ModelManager())")
+    return ctx.models
 
 
 def _load(ctx, kind: str, name: str, node_type: str, vision_only: bool):

@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 from nodegen.clip.guidance import ClipGuidance, guided_model, make_cutouts, text_target
 from nodegen.clip.load import load_clip
 from nodegen.clip.score import clip_scores
-from nodegen.context import Cancelled
 from nodegen.diffusion.conditioning import CondItem
-from nodegen.diffusion.sample import sample
+from nodegen.diffusion.sample import Steps, sample
+from nodegen.kernel.context import Cancelled
 from nodegen.models.objects import DiffusionModel, VAEModel
 from tests.support.clip_fixtures import tiny_clip
 from tests.support.fixtures import sd1_fixture
@@ -37,7 +37,7 @@ def parts(tmp_path_factory):
 
 def _run(model, pos, neg, seed=7, sampler="euler", **kw):
     lat = {"samples": torch.zeros(2, 4, 8, 8)}
-    return sample(model, pos, neg, lat, seed=seed, steps=4, cfg=3.0, sampler=sampler, scheduler="karras", **kw)["samples"]
+    return sample(model, pos, neg, lat, seed, Steps(4, "karras"), 3.0, sampler, **kw).latent["samples"]
 
 
 def _guidance(clip, vae, scale, **kw):

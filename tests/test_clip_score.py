@@ -13,7 +13,7 @@ from nodegen.clip.load import load_clip
 from nodegen.clip.preprocess import pixels
 from nodegen.clip.score import clip_scores, rank
 from nodegen.models.clip_tokenizer import load_clip_tokenizer
-from nodes import clip as clip_nodes
+from nodegen.nodes import clip as clip_nodes
 from tests.support.clip_fixtures import tiny_clip
 
 

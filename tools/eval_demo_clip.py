@@ -28,10 +28,10 @@ if str(ROOT) not in sys.path:
 from nodegen.clip.guidance import ClipGuidance, guided_model  # noqa: E402
 from nodegen.clip.load import load_clip  # noqa: E402
 from nodegen.clip.score import clip_scores, rank  # noqa: E402
-from nodegen.demo import shapes  # noqa: E402
-from nodegen.demo.scorer import score, score_image  # noqa: E402
 from nodegen.diffusion.conditioning import CondItem  # noqa: E402
-from nodegen.diffusion.sample import sample  # noqa: E402
+from nodegen.diffusion.sample import Steps, sample  # noqa: E402
+from tools.demo import shapes  # noqa: E402
+from tools.demo.scorer import score, score_image  # noqa: E402
 
 ASSETS = ROOT / "nodegen" / "assets" / "models"
 CLIP_FILE = ASSETS / "clip" / "nodegen-demo-clip.safetensors"
@@ -70,8 +70,8 @@ def generate(model, text_encoder, vae, prompts: list[str], seed: int, steps: int
     neg = text_encoder.encode("")
     m = model if guidance is None else guided_model(model, guidance)
     lat = {"samples": torch.zeros(len(prompts), 4, 8, 8)}
-    out = sample(m, pos, neg, lat, seed=seed, steps=steps, cfg=5.0, sampler="dpmpp_2m", scheduler="karras")
-    return vae.decode(out["samples"])
+    out = sample(m, pos, neg, lat, seed, Steps(steps, "karras"), 5.0, "dpmpp_2m")
+    return vae.decode(out.latent["samples"])
 
 
 def ranking(clip, model, text_encoder, vae, n: int = 16, seed: int = 0, steps: int = 20) -> dict:

@@ -38,9 +38,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nodegen.compat import torchvision_fix  # noqa: E402
-from nodegen.demo import shapes  # noqa: E402
+from nodegen.compat import torchvision as torchvision_fix  # noqa: E402
 from nodegen.models.clip_tokenizer import load_clip_tokenizer  # noqa: E402
+from tools.demo import shapes  # noqa: E402
 
 OUT = Path(os.environ.get("DEMO_OUT", ROOT / "tools" / "out"))
 EXPORT = ROOT / "nodegen" / "assets" / "models" / "clip" / "nodegen-demo-clip.safetensors"

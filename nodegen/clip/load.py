@@ -18,7 +18,7 @@ import torch
 from nodegen.clip import layout
 from nodegen.clip.model import ClipModel
 from nodegen.clip.vision import ClipVision
-from nodegen.compat import torchvision_fix
+from nodegen.compat import torchvision as torchvision_fix
 from nodegen.models.manager import ModelManager
 
 #: Weight files looked for in a folder, in order.

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 import torch
 
 from nodegen.clip.vision import ClipVision
-from nodegen.models.manager import ModelManager, default_manager
+from nodegen.models.manager import ModelManager
+from nodegen.models.objects import use_module
 
 
 class ClipModel:
@@ -40,7 +41,7 @@ class ClipModel:
 
     @contextmanager
     def use_text(self, device=None, dtype=None) -> Iterator[torch.nn.Module]:
-        with (self.manager or default_manager()).use(self.text, device, dtype) as m:
+        with use_module(self.manager, self.text, device, dtype) as m:
             yield m
 
     @torch.no_grad()

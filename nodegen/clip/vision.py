@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from nodegen.clip import preprocess
-from nodegen.models.manager import ModelManager, default_manager
+from nodegen.models.manager import ModelManager
+from nodegen.models.objects import use_module
 
 
 @dataclass
@@ -52,7 +53,7 @@ class ClipVision:
     @contextmanager
     def use(self, device=None, dtype=None) -> Iterator[torch.nn.Module]:
         """The tower placed on ``device`` (the manager's default) for the block."""
-        with (self.manager or default_manager()).use(self.module, device, dtype) as m:
+        with use_module(self.manager, self.module, device, dtype) as m:
             yield m
 
     def pixels(self, image: torch.Tensor, crop: str = "center") -> torch.Tensor:

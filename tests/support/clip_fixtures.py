@@ -15,7 +15,7 @@ import re
 
 import torch
 
-from nodegen.compat import torchvision_fix
+from nodegen.compat import torchvision as torchvision_fix
 
 
 def tiny_clip(seed: int = 0, width: int = 64, vision_width: int = 64, image_size: int = 32, patch: int = 8,
