@@ -77,3 +77,23 @@ def test_score_and_rank_nodes(tiny):
     assert ctx.ui_data["order"] == order and summary.startswith(f"1. image {order[0]}:")
     with pytest.raises(ValueError, match="CLIPRankImages: text is empty"):
         clip_nodes.clip_rank_images.run(_ctx(), clip, IMAGES, "  ", None, "center", 2)
+
+
+def test_loader_nodes_read_the_model_folders_and_cache(tiny, tmp_path):
+    from nodegen.models.manager import ModelManager
+    from nodegen.models.paths import ModelPaths
+
+    model, clip = tiny
+    for kind in ("clip", "clip_vision"):
+        (tmp_path / kind).mkdir()
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / kind / "tiny.safetensors"))
+    ctx = SimpleNamespace(device="cpu", models=ModelManager(device="cpu"),
+                          paths=ModelPaths([tmp_path], use_env=False, use_config=False))
+    full = clip_nodes.clip_model_loader.run(ctx, "tiny.safetensors")
+    assert clip_nodes.clip_model_loader.run(ctx, "tiny.safetensors") is full  # kept by the model manager
+    vision = clip_nodes.clip_vision_loader.run(ctx, "tiny.safetensors")
+    out = clip_nodes.clip_vision_encode.run(ctx, vision, IMAGES, "center")
+    torch.testing.assert_close(out.image_embeds, clip.embed_images(IMAGES), rtol=0, atol=1e-5)
+    assert out.last_hidden_state.shape == (4, 17, 64) and out.penultimate_hidden_states.shape == (4, 17, 64)
+    with pytest.raises(ValueError, match="CLIPModelLoader: clip_name 'missing.safetensors' was not found"):
+        clip_nodes.clip_model_loader.run(ctx, "missing.safetensors")

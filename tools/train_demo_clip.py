@@ -235,15 +235,15 @@ def _tensor(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-def export(args) -> None:
+def export(dest: Path) -> None:
     from safetensors.torch import save_file
 
     model = build_model()
     model.load_state_dict(torch.load(OUT / "ckpt_clip.pt", weights_only=False)["model"])
     sd = {k: v.detach().half().contiguous() for k, v in model.state_dict().items() if "position_ids" not in k}
-    EXPORT.parent.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(EXPORT), metadata={"format": "pt", "nodegen": "nodegen-demo-clip"})
-    print(f"wrote {EXPORT} ({EXPORT.stat().st_size:,} bytes)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(dest), metadata={"format": "pt", "nodegen": "nodegen-demo-clip"})
+    print(f"wrote {dest} ({dest.stat().st_size:,} bytes)")
 
 
 def main() -> None:
@@ -256,13 +256,14 @@ def main() -> None:
     p.add_argument("--until", default="", help="stop at this UTC time of day (HH:MM)")
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--save-every", type=float, default=120.0, help="seconds between checkpoints")
-    p.add_argument("--export", action="store_true")
+    p.add_argument("--export", nargs="?", const=str(EXPORT), default=None, metavar="PATH",
+                   help=f"write the fp16 safetensors file (default {EXPORT.relative_to(ROOT)})")
     p.add_argument("--eval", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
     if args.export:
-        export(args)
+        export(Path(args.export))
     elif args.eval:
         model = build_model()
         model.load_state_dict(torch.load(OUT / "ckpt_clip.pt", weights_only=False)["model"])

@@ -32,12 +32,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from nodegen.clip import preprocess
 from nodegen.clip.model import ClipModel
+
+if TYPE_CHECKING:
+    from nodegen.models.objects import VAEModel
 
 
 def spherical_dist_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -69,7 +73,7 @@ class ClipGuidance:
     """A ``denoise_hooks`` entry (see :mod:`nodegen.diffusion.denoiser`)."""
 
     clip: ClipModel
-    vae: object  # nodegen.models.objects.VAEModel
+    vae: VAEModel
     target: torch.Tensor  # [1, D] target embedding, or [B, D]: one per batch item
     scale: float
     cutouts: int = 4
