@@ -137,6 +137,9 @@ def clip_rank_images(ctx, clip_model, images, text="", reference=None, crop="cen
     return images[torch.tensor(order, dtype=torch.long)], float(per_image[order[0]]), summary
 
 
+GRADIENTS = {"through model": True, "x0 prediction": False}
+
+
 @node("CLIPGuidedModel", category="clip",
       description="Wrap a model so that every sampler step is steered towards a text (or reference images) by a CLIP.",
       inputs=[Input.link("model", T.MODEL), Input.link("clip_model", T.CLIP_MODEL), Input.link("vae", T.VAE),
@@ -153,11 +156,14 @@ def clip_rank_images(ctx, clip_model, images, text="", reference=None, crop="cen
                           description="... to this fraction"),
               Input.int("decode_size", 224, min=32, max=2048, step=8,
                         description="Decode the predicted picture at most this large (bounds memory)"),
-              Input.seed("seed", 0, description="Seed of the random cut-outs")],
+              Input.seed("seed", 0, description="Seed of the random cut-outs"),
+              Input.choice("gradient", list(GRADIENTS), "through model",
+                           description="through model: the published method (gradient through the UNet, "
+                                       "sigma^2-scaled); x0 prediction: a cheaper step on the predicted picture")],
       outputs=[Output("model", T.MODEL)],
       keywords=("clip guidance", "guided diffusion", "steer"))
 def clip_guided_model(ctx, model, clip_model, vae, text="", reference=None, scale=100.0, cutouts=4,
-                      start_percent=0.0, end_percent=1.0, decode_size=224, seed=0):
+                      start_percent=0.0, end_percent=1.0, decode_size=224, seed=0, gradient="through model"):
     from nodegen.clip.guidance import ClipGuidance, guided_model, image_target, text_target
 
     if start_percent > end_percent:
@@ -169,5 +175,5 @@ def clip_guided_model(ctx, model, clip_model, vae, text="", reference=None, scal
     else:
         raise ValueError("CLIPGuidedModel: text is empty and no reference image is connected")
     guidance = ClipGuidance(clip_model, vae, target, float(scale), int(cutouts), float(start_percent),
-                            float(end_percent), int(decode_size), int(seed))
+                            float(end_percent), int(decode_size), int(seed), through_model=GRADIENTS[gradient])
     return guided_model(model, guidance)

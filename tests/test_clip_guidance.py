@@ -56,10 +56,11 @@ def test_scale_zero_and_empty_range_are_bit_identical(parts, sampler):
     assert "denoise_hooks" not in model.options  # the wrapper left the original model alone
 
 
-def test_guidance_raises_the_clip_score_at_the_same_seed(parts):
+@pytest.mark.parametrize("through_model", [True, False], ids=["through_model", "x0"])
+def test_guidance_raises_the_clip_score_at_the_same_seed(parts, through_model):
     clip, model, vae, pos, neg = parts
     plain = vae.decode(_run(model, pos, neg))
-    g = _guidance(clip, vae, 500.0, cutouts=2)
+    g = _guidance(clip, vae, 500.0, cutouts=2, through_model=through_model)
     guided = vae.decode(_run(guided_model(model, g), pos, neg))
     before, after = clip_scores(clip, plain, [PROMPT])[:, 0], clip_scores(clip, guided, [PROMPT])[:, 0]
     assert g.last_loss, "the hook ran"

@@ -19,6 +19,12 @@ guided diffusion). At each step in the chosen range:
    pipeline's ``noise_pred - sqrt(beta_prod_t) * grads`` written in the samplers' sigma
    parametrisation (its LMS branch, ``latents + grads * sigma^2``, is the same step).
 
+``through_model=False`` is a cheaper variant (no gradient through the UNet): the loss is
+differentiated with respect to the clean-latent prediction itself and the step is
+``denoised - d loss / d x0`` (no ``sigma^2`` factor: a fixed-size correction of the prediction at
+every step). On the built-in demo models it is the variant that helps (see the demo CLIP's model
+card); the pipeline's step, scaled by ``sigma^2``, moves the early, very noisy steps too far.
+
 Differences from the pipeline: the cut-outs are drawn from a generator seeded by ``seed`` and the
 call number (so runs are reproducible), cut-outs may be smaller than the CLIP input size when the
 picture is no larger than it (the pipeline's cut-outs are then all the whole picture), and the
@@ -81,6 +87,8 @@ class ClipGuidance:
     end: float = 1.0
     decode_size: int = 224
     seed: int = 0
+    #: True: the pipeline's gradient through the model, sigma^2-scaled; False: the x0 variant
+    through_model: bool = True
     #: loss of the last guided call (for logs and tests)
     last_loss: list[float] = field(default_factory=list)
 
@@ -91,17 +99,21 @@ class ClipGuidance:
         if not self.active(den, sigma):
             return denoised
         ctx = getattr(den, "ctx", None)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + den.calls)
         with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            x0 = den.predict_positive(xg, sigma)
+            if self.through_model:
+                wrt = x.detach().requires_grad_(True)
+                x0 = den.predict_positive(wrt, sigma)
+            else:
+                wrt = x0 = denoised.detach().requires_grad_(True)
             if ctx is not None:
                 ctx.check_cancelled()
-            loss = self.loss(x0, gen=torch.Generator().manual_seed(self.seed * 1_000_003 + den.calls))
+            loss = self.loss(x0, gen=gen)
             if ctx is not None:
                 ctx.check_cancelled()
-            grad = torch.autograd.grad(loss, xg)[0]
+            grad = torch.autograd.grad(loss, wrt)[0].to(denoised.dtype)
         self.last_loss[:] = [float(loss)]
-        return denoised - (sigma**2) * grad.to(denoised.dtype)
+        return denoised - (sigma**2) * grad if self.through_model else denoised - grad
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         """Differentiable VAE decode of a (scaled) latent to ``[B,3,H,W]`` in [0, 1], at most
