@@ -15,11 +15,11 @@ predictions of the clean image, random cut-outs): Gaussian blur, additive noise 
 (crops drop the position words from the caption).
 
 Seeded and resumable (``--out``/ckpt_clip.pt); the data of step ``k`` depends only on
-``(seed, k)``. The shipped weights were made with::
+``(seed, k)``. The shipped weights were made with (times and restarts: see the model card)::
 
-    nice -n 10 python tools/train_demo_clip.py --threads 1 --until HH:MM
+    nice -n 10 python tools/train_demo_clip.py --threads 1 --steps 2400
     python tools/train_demo_clip.py --export     # nodegen/assets/models/clip/nodegen-demo-clip.safetensors
-    python tools/train_demo_clip.py --eval       # zero-shot accuracy on the 200 held-out pictures
+    python tools/eval_demo_clip.py --guide-n 200 --scale 5 --steps 10 --x0   # the card's measurements
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=2400)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--until", default="", help="stop at this UTC time of day (HH:MM)")
