@@ -18,6 +18,11 @@ CondItem extras (defaults: the latent size x 8 and no crop); the refiner uses
 ``[height, width, crop_h, crop_w, aesthetic_score]`` (default score 6.0 for positive, 2.5 for
 negative, diffusers' defaults).
 
+Hooks: ``model.options["denoise_hooks"]`` (a list; set on a clone of the MODEL) are called in
+order after guidance, before the inpainting blend, as ``hook(denoiser, x, sigma, denoised) ->
+denoised``. A hook may call :meth:`Denoiser.predict_positive` with gradients enabled (CLIP
+guidance does); it can check cancellation through ``denoiser.ctx``.
+
 ControlNet progress: the fraction of the schedule done measured on the timestep axis,
 ``1 - t(sigma) / (T - 1)`` (ComfyUI's percent <-> sigma mapping), so it works for any sigmas.
 """
@@ -53,7 +58,7 @@ class Denoiser:
     def __init__(self, model, unet, positive: list, negative: list | None, cfg: float, *,
                  latent_image: torch.Tensor, noise: torch.Tensor | None = None,
                  noise_mask: torch.Tensor | None = None, device=None, dtype=torch.float32,
-                 model_sampling: ModelSampling | None = None):
+                 model_sampling: ModelSampling | None = None, ctx=None):
         if not positive:
             raise ValueError("positive conditioning is empty")
         self.model = model
@@ -79,6 +84,8 @@ class Denoiser:
         self.last_uncond: torch.Tensor | None = None
         #: The sampling run's whole schedule (set by the caller; differential diffusion reads it).
         self.sigmas: torch.Tensor | None = None
+        self.ctx = ctx
+        self.hooks = list((getattr(model, "options", None) or {}).get("denoise_hooks", ()))
 
     # -- helpers -----------------------------------------------------------------------
     def progress_of(self, sigma: float) -> float:
@@ -134,6 +141,28 @@ class Denoiser:
         if (self.cfg != 1.0 or self.keep_uncond) and self.negative:
             jobs += [(True, it, cfg_mod.area_of(it, h, w)) for it in self.negative]
         jobs += [(False, it, cfg_mod.area_of(it, h, w)) for it in self.positive]
+        pos, neg = self._predictions(x, sig_f, jobs)
+        cond = cfg_mod.combine(pos, x)
+        uncond = cfg_mod.combine(neg, x) if neg else None
+        out = cfg_mod.guidance(cond, uncond, self.cfg)
+        self.last_uncond = uncond if uncond is not None else cond
+        for hook in self.hooks:
+            out = hook(self, x, sig_f, out)
+        if step_mask is not None:
+            m = step_mask.to(out.dtype)
+            out = out * m + self.latent_image * (1 - m)
+        return out
+
+    def predict_positive(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        """The positive conditionings' combined denoised prediction (no CFG, no inpainting blend);
+        differentiable when called with gradients enabled."""
+        h, w = x.shape[-2:]
+        jobs = [(False, it, cfg_mod.area_of(it, h, w)) for it in self.positive]
+        return cfg_mod.combine(self._predictions(x, float(sigma), jobs)[0], x)
+
+    def _predictions(self, x: torch.Tensor, sig_f: float, jobs: list) -> tuple[list, list]:
+        """Denoised predictions of ``jobs`` as ``(positive, negative)`` lists of (pred, area, weight)."""
+        b, _, h, w = x.shape
         sigma_vec = torch.full((b,), sig_f, dtype=torch.float32, device=x.device)
         t = self.ms.timestep(sig_f)
         c_in = float(self.ms.c_in(torch.tensor(sig_f, dtype=torch.float64)))
@@ -153,14 +182,7 @@ class Denoiser:
         for k, (is_neg, item, area) in enumerate(jobs):
             weight = cfg_mod.area_weight(area, h, w, item.extras.get("strength", 1.0), device=x.device)
             (neg if is_neg else pos).append((outs[k], area, weight))
-        cond = cfg_mod.combine(pos, x)
-        uncond = cfg_mod.combine(neg, x) if neg else None
-        out = cfg_mod.guidance(cond, uncond, self.cfg)
-        self.last_uncond = uncond if uncond is not None else cond
-        if step_mask is not None:
-            m = step_mask.to(out.dtype)
-            out = out * m + self.latent_image * (1 - m)
-        return out
+        return pos, neg
 
     def _step_mask(self, sigma: float) -> torch.Tensor | None:
         """The noise mask for this step. With differential diffusion (Levin & Fried 2023; the

@@ -106,7 +106,7 @@ def sample(model, positive: list, negative: list | None, latent: dict, seed: int
         noise_d = noise.to(dev)
         x = ms.noise_scaling(float(sigmas[0]), noise_d, lat) if add_noise else lat.clone()
         den = Denoiser(model, unet, positive, negative, cfg, latent_image=lat, noise=noise_d,
-                       noise_mask=latent.get("noise_mask"), device=dev, dtype=dt, model_sampling=ms)
+                       noise_mask=latent.get("noise_mask"), device=dev, dtype=dt, model_sampling=ms, ctx=ctx)
         den.sigmas = sigmas  # the whole schedule (differential diffusion reads it)
         noise_sampler = _noise_sampler(smp, x, sigmas, seed, latent, gen, samples.shape, dev)
         last_denoised: list[torch.Tensor] = []

@@ -163,6 +163,10 @@ class ModelManager:
                 self._files.popitem(last=False)
         return value
 
+    def cached(self, key: tuple, load) -> Any:
+        """``load()``'s result, kept under ``key`` with the other loaded files (least recently used dropped)."""
+        return self._cached(key, load)
+
     def load_checkpoint(self, path: str | os.PathLike, prediction: str = "auto"):
         """``(DiffusionModel, TextEncoder, VAEModel)`` of a single file or diffusers folder."""
         from nodegen.models import loader

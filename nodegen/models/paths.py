@@ -2,7 +2,8 @@
 
 A models root holds one folder per kind (``checkpoints/``, ``vae/``, ``loras/``, ``controlnet/``,
 ``upscale_models/``, ``style_models/``, ``embeddings/``, ``ipadapter/``, ``diffusion_models/`` (or
-ComfyUI's older ``unet/``) and ``text_encoders/`` (or ``clip/``) for SD3 / Flux files). Roots come
+ComfyUI's older ``unet/``) and ``text_encoders/`` (or ``clip/``) for SD3 / Flux files, ``clip/``
+(full CLIPs for scoring and guidance) and ``clip_vision/`` (CLIP image towers)). Roots come
 from, in order: ``--models DIR`` (given to
 :class:`ModelPaths`), the ``NODEGEN_MODELS`` environment variable (several separated by
 ``os.pathsep``), and the config file (``NODEGEN_CONFIG`` or ``~/.config/nodegen/config.json``)::
@@ -27,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 KINDS = ("checkpoints", "vae", "loras", "controlnet", "upscale_models", "style_models", "embeddings", "ipadapter",
-         "diffusion_models", "text_encoders")
+         "diffusion_models", "text_encoders", "clip", "clip_vision")
 #: Folder names other tools use for the same kinds (ComfyUI, A1111), also searched in each root.
 ALIASES = {
     "checkpoints": ("Stable-diffusion",),
@@ -38,6 +39,7 @@ ALIASES = {
     "ipadapter": ("ip_adapter", "IP-Adapter"),
     "diffusion_models": ("unet",),
     "text_encoders": ("clip",),
+    "clip_vision": ("CLIPVision", "clip_vision_models"),
 }
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 
@@ -263,14 +265,17 @@ AUTO_STYLE_MODEL = "auto"
 def _register_demo_model() -> None:
     """The built-in demo models (trained by the project, see tools/train_demo*.py and their model
     cards in nodegen/assets/models) are always offered: the demo checkpoint, its Canny
-    ControlNet, its outline LoRA, a 4x upscaler and a VGG-style feature network for style
-    transfer (chosen by ``auto`` when the user has no VGG-19 file)."""
+    ControlNet, its outline LoRA, a 4x upscaler, a VGG-style feature network for style
+    transfer (chosen by ``auto`` when the user has no VGG-19 file) and the demo CLIP (offered as a
+    full CLIP and as a CLIP-vision model)."""
     assets = Path(__file__).resolve().parents[1] / "assets" / "models"
     for kind, path in (("checkpoints", assets / "nodegen-demo-shapes.safetensors"),
                        ("controlnet", assets / "controlnet" / "nodegen-demo-canny.safetensors"),
                        ("loras", assets / "lora" / "nodegen-demo-outlines.safetensors"),
                        ("upscale_models", assets / "upscale_models" / "nodegen-demo-esrgan-x4.safetensors"),
-                       ("style_models", assets / "style_models" / "nodegen-demo-vgg.safetensors")):
+                       ("style_models", assets / "style_models" / "nodegen-demo-vgg.safetensors"),
+                       ("clip", assets / "clip" / "nodegen-demo-clip.safetensors"),
+                       ("clip_vision", assets / "clip" / "nodegen-demo-clip.safetensors")):
         if path.is_file():
             register_builtin(kind, path.name, path)
     register_auto("style_models", AUTO_STYLE_MODEL, r"vgg[-_ ]?19", "nodegen-demo-vgg.safetensors")

@@ -16,6 +16,7 @@ from nodegen.formats.comfy.node_map import (  # noqa: F401 - re-exported for the
 
 #: The table modules, each with ``MAPS: list[NodeMap]``.
 TABLE_MODULES = (
+    "map_clip",
     "map_conditioning",
     "map_custom_sampling",
     "map_flow",
