@@ -35,7 +35,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             except OSError:
                 pass
         os.replace(tmp, path)
-    _sync_dir(path.parent)
+    sync_dir(path.parent)
 
 
 def write_new_file(names: Iterator[Path], write: Callable[[BinaryIO], object]) -> Path:
@@ -58,7 +58,7 @@ def write_new_file(names: Iterator[Path], write: Callable[[BinaryIO], object]) -
                 except FileExistsError:
                     continue
                 os.replace(tmp, name)
-            _sync_dir(name.parent)
+            sync_dir(name.parent)
             return name
     raise FileExistsError("no free file name")  # pragma: no cover - names is endless in practice
 
@@ -103,7 +103,8 @@ class _temp_file:  # noqa: N801 - used as a context manager
             pass
 
 
-def _sync_dir(folder: Path) -> None:
+def sync_dir(folder: Path) -> None:
+    """fsync a folder, so a rename inside it survives a crash (best effort where not supported)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

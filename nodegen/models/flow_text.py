@@ -22,7 +22,7 @@ import torch
 from nodegen.diffusion.conditioning import CondItem
 from nodegen.diffusion.prompt_weights import is_weighted, parse_weights
 from nodegen.models.clip_encode import apply_weights, tokenize_weighted
-from nodegen.models.objects import _Patchable, use_module
+from nodegen.models.objects import _LayeredText, use_module
 from nodegen.models.patching import PatchList, patched
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def _row(tokenizer, ids: list[int], weights: list[float], length: int, bos: bool
             torch.tensor([roww + [1.0] * pad], dtype=torch.float32))
 
 
-class FlowTextEncoder(_Patchable):
+class FlowTextEncoder(_LayeredText):
     """The CLIP value of SD3 and Flux models. ``parts`` maps a role ("clip_l", "clip_g", "t5") to
     ``(tokenizer, encoder)``; SD3 may lack T5."""
 
@@ -91,20 +91,6 @@ class FlowTextEncoder(_Patchable):
     def num_layers(self) -> int:
         clips = [int(self.parts[r][1].config.num_hidden_layers) for r in self.roles if r != "t5"]
         return min(clips) if clips else 1
-
-    def clone(self) -> FlowTextEncoder:
-        c = FlowTextEncoder.__new__(FlowTextEncoder)
-        c.__dict__.update(self.__dict__)
-        c.patches = list(self.patches)
-        return c
-
-    def set_layer(self, layer_idx: int | None) -> FlowTextEncoder:
-        if layer_idx is not None and not -self.num_layers <= layer_idx <= -1:
-            raise ValueError(f"CLIP layer {layer_idx} is out of range: this text encoder has "
-                             f"{self.num_layers} layers (use -1 .. -{self.num_layers})")
-        c = self.clone()
-        c.layer_idx = layer_idx
-        return c
 
     @contextmanager
     def use(self, device=None, dtype=None) -> Iterator[dict[str, torch.nn.Module]]:

@@ -125,7 +125,33 @@ TEXT_FAMILY = {
 }
 
 
-class TextEncoder(_Patchable):
+class _LayeredText(_Patchable):
+    """What every text encoder object shares: clones with their own patch list, and CLIP skip
+    (``set_layer``) within the encoders' ``num_layers``."""
+
+    layer_idx: int | None
+
+    @property
+    def num_layers(self) -> int:
+        raise NotImplementedError
+
+    def clone(self):
+        c = type(self).__new__(type(self))
+        c.__dict__.update(self.__dict__)
+        c.patches = list(self.patches)
+        return c
+
+    def set_layer(self, layer_idx: int | None):
+        """A clone that stops at ``layer_idx`` (-1 = last layer)."""
+        if layer_idx is not None and not -self.num_layers <= layer_idx <= -1:
+            raise ValueError(f"CLIP layer {layer_idx} is out of range: this text encoder has "
+                             f"{self.num_layers} layers (use -1 .. -{self.num_layers})")
+        c = self.clone()
+        c.layer_idx = layer_idx
+        return c
+
+
+class TextEncoder(_LayeredText):
     """CLIP: tokenizer(s) and text encoder(s).
 
     ``layer_idx`` is CLIP skip: None = the family's default (SD1/SD2: the last layer with the
@@ -163,21 +189,6 @@ class TextEncoder(_Patchable):
     @property
     def num_layers(self) -> int:
         return min(int(e.config.num_hidden_layers) for e in self.encoders)
-
-    def clone(self) -> TextEncoder:
-        c = TextEncoder.__new__(TextEncoder)
-        c.__dict__.update(self.__dict__)
-        c.patches = list(self.patches)
-        return c
-
-    def set_layer(self, layer_idx: int | None) -> TextEncoder:
-        """A clone that stops at ``layer_idx`` (-1 = last layer)."""
-        if layer_idx is not None and not -self.num_layers <= layer_idx <= -1:
-            raise ValueError(f"CLIP layer {layer_idx} is out of range: this text encoder has "
-                             f"{self.num_layers} layers (use -1 .. -{self.num_layers})")
-        c = self.clone()
-        c.layer_idx = layer_idx
-        return c
 
     @contextmanager
     def use(self, device: str | torch.device | None = None,

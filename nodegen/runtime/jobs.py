@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nodegen.kernel.atomic import sync_dir
+
 RECORD = "job.json"
 STAGING_SUFFIX = ".partial"
 
@@ -152,20 +154,7 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        sync_dir(Path(dirpath))
 
 
 def publish(staging: Path, folder: Path, outcome: JobOutcome) -> None:
@@ -175,7 +164,7 @@ def publish(staging: Path, folder: Path, outcome: JobOutcome) -> None:
     if folder.exists():  # an empty or record-less leftover of a crashed attempt: not a result
         shutil.rmtree(folder)
     os.rename(staging, folder)
-    _fsync_dir(folder.parent)
+    sync_dir(folder.parent)
 
 
 def collect(folder: str | os.PathLike, outcome: JobOutcome) -> dict[str, bytes]:
