@@ -6,13 +6,12 @@ The value syntax is the one ``python main.py sweep --over NODE.INPUT=SPEC`` uses
 * ``1..8``       every integer from 1 to 8 (both ends included)
 * ``1..100:10``  from 1 to 100 in steps of 10 (1, 11, ... 91); floats work too (``0.5..1:0.25``)
 * ``a,b,c``      a list (numbers, names, choices)
-* ``random:N``   N random values in the input's range (seeds)
+* ``random:N``   N random seeds
 
-This module is a thin adapter: :func:`parse_spec` and :func:`expand` hold the expansion. The
-sweep machinery (``nodegen.sweep``) was not available on this branch when this was written, so the
-expansion lives here with the same syntax; at merge it can call ``nodegen.sweep``'s spec parser and
-job expansion instead (same inputs and outputs: a list of values per axis, a list of
-``{"NODE.INPUT": value}`` combinations, first axis slowest).
+The spec syntax is parsed by :mod:`nodegen.runtime.sweep_specs`, the same code the sweep command
+uses; :func:`parse_spec` adds the input's type and range, :func:`expand` the combinations (first
+axis slowest). The jobs run through the editor's own queue (one warm engine), not through the
+sweep command's worker processes.
 """
 
 from __future__ import annotations
@@ -32,7 +31,9 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-SEED_MAX = 2**32 - 1
+from nodegen.runtime.sweep_specs import SpecError
+from nodegen.runtime.sweep_specs import expand as expand_spec
+
 #: more jobs than this need a confirmation in the dialog (the OK button says how many)
 MAX_JOBS = 1000
 
@@ -91,40 +92,22 @@ def _check(value, spec: dict, where: str) -> None:
 
 def parse_spec(text: str, spec: dict, where: str = "value", rng: random.Random | None = None) -> list:
     """The values a sweep spec stands for, typed and checked for the input ``spec`` (its widget
-    kind, min/max, choices). ``where`` names the input in errors."""
+    kind, min/max, choices). The spec syntax is the sweep command's
+    (:func:`nodegen.runtime.sweep_specs.expand`); the editor adds the input's type and range.
+    ``where`` names the input in errors."""
     text = text.strip()
     if not text:
         raise SweepError(f"{where}: no values given")
     kind = spec.get("widget")
-    if text.startswith("random:"):
-        n = _number(text.split(":", 1)[1], {"widget": "int"}, where)
-        if kind not in ("int", "seed") or n < 1:
-            raise SweepError(f"{where}: random:N needs an integer input and N >= 1")
-        lo = spec.get("min", 0) or 0
-        hi = spec.get("max", SEED_MAX)
-        hi = SEED_MAX if hi is None else hi
-        rng = rng or random.Random()
-        values = [rng.randint(lo, hi) for _ in range(n)]
-    elif ".." in text and kind in ("int", "seed", "float"):
-        rng_text, _, step_text = text.partition(":")
-        a_text, _, b_text = rng_text.partition("..")
-        a, b = _number(a_text, spec, where), _number(b_text, spec, where)
-        step = _number(step_text, spec, where) if step_text else (1 if kind != "float" else None)
-        if step is None:
-            raise SweepError(f"{where}: a float range needs a step, e.g. {a}..{b}:0.1")
-        if step <= 0:
-            raise SweepError(f"{where}: the step must be positive")
-        values, i = [], 0
-        while True:
-            v = a + i * step if a <= b else a - i * step
-            if (a <= b and v > b + 1e-9) or (a > b and v < b - 1e-9):
-                break
-            values.append(round(v, 10) if kind == "float" else int(v))
-            i += 1
-            if len(values) > 100_000:
-                raise SweepError(f"{where}: {text!r} gives too many values")
-    else:
-        values = [_cast(part, spec, where) for part in text.split(",") if part.strip()]
+    if text.startswith("random:") and kind not in ("int", "seed"):
+        raise SweepError(f"{where}: random:N needs an integer input and N >= 1")
+    if ".." in text and kind == "float" and ":" not in text:
+        raise SweepError(f"{where}: a float range needs a step, e.g. {text}:0.1")
+    try:
+        texts = expand_spec(text, rng=rng)
+    except SpecError as e:
+        raise SweepError(f"{where}: {e}") from None
+    values = [_cast(part, spec, where) for part in texts if part.strip()]
     for v in values:
         _check(v, spec, where)
     return values

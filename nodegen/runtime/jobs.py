@@ -103,13 +103,9 @@ def run_job(engine: Any, doc: Any, folder: str | os.PathLike, *, overrides: dict
     """Run ``doc`` once with its outputs in ``folder`` (see the module doc). A folder already
     published is adopted, not re-run."""
     folder = Path(folder)
-    done = read_record(folder)
+    done, staging = _adopt_or_stage(folder)
     if done is not None:
-        done.adopted = True
         return done
-    staging = staging_for(folder)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     t0 = time.perf_counter()
     outcome = _run_into(engine, doc, staging, overrides, targets, cancel, from_text)
     outcome.seconds = time.perf_counter() - t0
@@ -172,17 +168,26 @@ def collect(folder: str | os.PathLike, outcome: JobOutcome) -> dict[str, bytes]:
     return {name: (Path(folder) / name).read_bytes() for name in outcome.files}
 
 
+def _adopt_or_stage(folder: Path) -> tuple[JobOutcome | None, Path]:
+    """The record of ``folder`` when it is already published (adopted, nothing to do), else a fresh,
+    empty staging folder for it."""
+    done = read_record(folder)
+    if done is not None:
+        done.adopted = True
+        return done, folder
+    staging = staging_for(folder)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return None, staging
+
+
 def publish_files(folder: str | os.PathLike, files: dict[str, bytes], outcome: JobOutcome) -> JobOutcome:
     """Publish files produced elsewhere into ``folder`` (staging then rename); a folder already
     published is kept as it is and its record returned."""
     folder = Path(folder)
-    done = read_record(folder)
+    done, staging = _adopt_or_stage(folder)
     if done is not None:
-        done.adopted = True
         return done
-    staging = staging_for(folder)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     root = staging.resolve()
     for name, data in files.items():
         target = (staging / name).resolve()

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from nodegen.runtime.jobs import read_record
+from nodegen.runtime.sweep_specs import SpecError, expand, parse_over
 from nodegen.sweep.manifest import Manifest
 from nodegen.sweep.plan import Axis, Job, expand_jobs, run_order
-from nodegen.sweep.specs import SpecError, expand, parse_over
 
 Emit = Callable[[dict], None]
 
