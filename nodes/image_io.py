@@ -8,7 +8,6 @@ from pathlib import Path
 
 from nodegen.image.convert import check_image, image_to_pils, pil_alpha_mask, pil_to_image
 from nodegen.kernel import types as T
-from nodegen.kernel.input_checks import register_check
 from nodegen.kernel.node import Input, Output, node
 
 
@@ -152,9 +151,8 @@ def _check_target(prefix, env) -> str | None:
     return check_target(getattr(env, "output_dir", "output"), prefix)
 
 
-_PREFIX = Input.string("filename_prefix", "nodegen",
+_PREFIX = Input.string("filename_prefix", "nodegen", env_check=_check_target,
                        description="File name start; may contain sub-folders of the output folder")
-register_check("SaveImage", "filename_prefix", _check_target)
 
 
 def _output_folder(inputs: dict, env) -> str | None:

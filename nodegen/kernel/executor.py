@@ -32,13 +32,12 @@ from typing import Any
 from nodegen.kernel.cache import OutputCache
 from nodegen.kernel.context import Cancelled, CancelToken, RunContext
 from nodegen.kernel.events import Event, EventBus
-from nodegen.kernel.limits import check_inputs
 from nodegen.kernel.node import MISSING, NodeDef
 from nodegen.kernel.plan import Plan, plan
 from nodegen.kernel.problems import Problem, node_title
 from nodegen.kernel.registry import NodeRegistry
 from nodegen.kernel.types import compatible
-from nodegen.kernel.values import check_linked_values
+from nodegen.kernel.values import check_run_inputs
 
 _nonce = itertools.count()
 
@@ -270,8 +269,7 @@ class Executor:
         ctx = self._context(run, nid, title)
         t = time.perf_counter()
         try:
-            check_linked_values(nd, kwargs, history.upstream)
-            check_inputs(nd, kwargs, history.upstream)  # ranges of linked values, text length, memory
+            check_run_inputs(nd, kwargs, history.upstream)
             outputs = nd.normalize_result(nd.run(ctx, **kwargs))
         except Cancelled:
             raise

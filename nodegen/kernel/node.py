@@ -72,6 +72,9 @@ class InputSpec:
     force_port: bool = False
     #: Free-form extra metadata for widgets (e.g. {"slider": True, "round": 0.01}).
     extra: dict = field(default_factory=dict)
+    #: ``env_check(value, env) -> message or None``: a rule that needs the run environment (e.g.
+    #: SaveImage's target folder must be writable); validation runs it before any work.
+    env_check: Callable[[Any, Any], str | None] | None = field(default=None, compare=False)
 
     @property
     def is_literal(self) -> bool:
@@ -179,9 +182,10 @@ class Input:
 
     @staticmethod
     def string(name: str, default: str = MISSING, *, multiline: builtins.bool = False, optional: builtins.bool = False,
-               description: str = "", **extra) -> InputSpec:
+               description: str = "", env_check: Callable[[Any, Any], str | None] | None = None,
+               **extra) -> InputSpec:
         return InputSpec(name, T.STRING, "multiline" if multiline else "string", default,
-                         optional=optional, description=description, extra=extra)
+                         optional=optional, description=description, extra=extra, env_check=env_check)
 
     @staticmethod
     def bool(name: str, default: builtins.bool = MISSING, *, optional: builtins.bool = False, description: str = "") -> InputSpec:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from nodegen.kernel.input_checks import run_check
 from nodegen.kernel.jsondoc import shorten
 from nodegen.kernel.node import InputSpec, NodeDef
 from nodegen.kernel.problems import CODES, Problem, ValidationError, node_title  # noqa: F401
@@ -39,7 +38,7 @@ def check_node(nid: str, n: dict, defs: dict, nodes: dict, registry: NodeRegistr
         elif type(value) is dict and "from" in value:
             found += [(name, code, msg) for code, msg in _check_link(value, spec, nodes, defs)]
         elif not bypassed:
-            found += [(name, code, msg) for code, msg in _check_literal(value, spec, env, nd.type)]
+            found += [(name, code, msg) for code, msg in _check_literal(value, spec, env)]
     if not bypassed:
         found += _check_required(nd, inputs)
     return [Problem(nid, title, name, code, msg, severity) for name, code, msg in found]
@@ -100,7 +99,7 @@ def _check_link(value: dict, spec: InputSpec, nodes: dict, defs: dict) -> list[t
     return found
 
 
-def _check_literal(value: Any, spec: InputSpec, env: Any, node_type: str = "") -> list[tuple[str, str]]:
+def _check_literal(value: Any, spec: InputSpec, env: Any) -> list[tuple[str, str]]:
     """A literal must suit a literal input, pass the input's own rules, and name a file that exists."""
     if not spec.is_literal:
         return [("wrong_type", f"needs a link from a {spec.type.name} output, not a value")]
@@ -109,7 +108,7 @@ def _check_literal(value: Any, spec: InputSpec, env: Any, node_type: str = "") -
     bad = spec.check_value(value, env)
     if bad is not None:
         return [bad]
-    message = run_check(node_type, spec.name, value, env)  # e.g. SaveImage's target folder
+    message = spec.env_check(value, env) if spec.env_check is not None else None  # e.g. SaveImage's target
     if message:
         return [("bad_target", message)]
     if spec.widget == "file" and env is not None and (value or not spec.optional):

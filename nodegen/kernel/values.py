@@ -1,14 +1,16 @@
 """Run-time checks of the values that arrive over links, before a node runs.
 
 Validation checks literals before a run; a linked value exists only once its upstream node has run,
-so its rules are checked here, in one place, for every node: the value's layout (the socket type's
-``check``). A failure names the input; the executor adds the node.
+so its rules are checked here, in one place, for every node (:func:`check_run_inputs`): the value's
+layout (the socket type's ``check``), then the input's own range and the size limits
+(:mod:`nodegen.kernel.limits`). A failure names the input; the executor adds the node.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from nodegen.kernel.limits import check_inputs
 from nodegen.kernel.node import NodeDef
 
 
@@ -33,3 +35,10 @@ def check_linked_values(nd: NodeDef, kwargs: dict[str, Any], linked: dict[str, A
         problem = check(value)
         if problem is not None:
             raise InputValueError(name, problem)
+
+
+def check_run_inputs(nd: NodeDef, kwargs: dict[str, Any], linked: dict[str, Any]) -> None:
+    """Every run-time rule of a node's inputs, before it runs: linked values' layouts, then the
+    ranges of linked values, text length and the memory the work asks for."""
+    check_linked_values(nd, kwargs, linked)
+    check_inputs(nd, kwargs, linked)
