@@ -3,11 +3,11 @@ for unsampling / re-noising workflows."""
 
 from __future__ import annotations
 
-import torch
-
-from nodegen.diffusion.noise import prepare_noise
 from nodegen.kernel import types as T
+from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
+
+torch = lazy_import("torch")
 
 
 @node("AddNoise", category="sampling/custom",
@@ -17,6 +17,8 @@ from nodegen.kernel.node import Input, Output, node
               Input.link("latent_image", T.LATENT)],
       outputs=[Output("latent", T.LATENT)], keywords=("renoise", "unsample"))
 def add_noise(ctx, model, noise, sigmas, latent_image):
+    from nodegen.diffusion.noise import prepare_noise
+
     if not isinstance(latent_image, dict) or not torch.is_tensor(latent_image.get("samples")):
         raise TypeError("input 'latent_image' must be a LATENT")
     seed = getattr(noise, "seed", None)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from nodegen.clip import preprocess
 from nodegen.kernel import types as T
+from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
 from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
+
+torch = lazy_import("torch")
+preprocess = lazy_import("nodegen.clip.preprocess")
 
 
 def _manager(ctx: Any):

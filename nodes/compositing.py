@@ -3,13 +3,13 @@ edge), blend latents, and pad an image for outpainting."""
 
 from __future__ import annotations
 
-import torch
-
-from nodegen.image import masks as M
-from nodegen.image.composite import composite, repeat_to_batch
 from nodegen.image.convert import check_image
 from nodegen.kernel import types as T
+from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
+
+torch = lazy_import("torch")
+M = lazy_import("nodegen.image.masks")
 
 MAX = 16384
 
@@ -28,6 +28,8 @@ def _samples(latent, name: str) -> torch.Tensor:
               Input.link("mask", T.MASK, optional=True, description="Where the source shows (1); all of it if unset")],
       outputs=[Output("image", T.IMAGE)], keywords=("paste", "overlay", "combine"))
 def image_composite_masked(ctx, destination, source, x, y, resize_source, mask=None):
+    from nodegen.image.composite import composite
+
     check_image(destination, "destination")
     check_image(source, "source")
     dst = destination.movedim(-1, 1)
@@ -45,6 +47,8 @@ def image_composite_masked(ctx, destination, source, x, y, resize_source, mask=N
               Input.link("mask", T.MASK, optional=True, description="Where the source shows (1)")],
       outputs=[Output("latent", T.LATENT)])
 def latent_composite_masked(ctx, destination, source, x, y, resize_source, mask=None):
+    from nodegen.image.composite import composite
+
     out = dict(destination)
     out["samples"] = composite(_samples(destination, "destination"), _samples(source, "source"), x, y,
                                mask, 8, resize_source)
@@ -58,6 +62,8 @@ def latent_composite_masked(ctx, destination, source, x, y, resize_source, mask=
               Input.int("feather", 0, min=0, max=MAX, step=8, description="Edge fade in pixels")],
       outputs=[Output("latent", T.LATENT)])
 def latent_composite(ctx, samples_to, samples_from, x, y, feather):
+    from nodegen.image.composite import repeat_to_batch
+
     to = _samples(samples_to, "samples_to")
     frm = repeat_to_batch(_samples(samples_from, "samples_from"), to.shape[0])
     x, y, feather = x // 8, y // 8, feather // 8
@@ -87,6 +93,8 @@ def latent_composite(ctx, samples_to, samples_from, x, y, feather):
               Input.float("blend_factor", 0.5, min=0.0, max=1.0, step=0.01)],
       outputs=[Output("latent", T.LATENT)])
 def latent_blend(ctx, samples1, samples2, blend_factor):
+    from nodegen.image.composite import repeat_to_batch
+
     a, b = _samples(samples1, "samples1"), _samples(samples2, "samples2")
     if b.shape[-2:] != a.shape[-2:]:
         import torch.nn.functional as F

@@ -4,13 +4,18 @@ area)."""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from nodegen.diffusion import conditioning as C
-from nodegen.diffusion.conditioning import CondItem
 from nodegen.kernel import types as T
+from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
 from nodegen.models.embeddings import lookup_for, text_fingerprint
+
+if TYPE_CHECKING:
+    from nodegen.diffusion.conditioning import CondItem
+
+torch = lazy_import("torch")
+C = lazy_import("nodegen.diffusion.conditioning")
 
 MAX_SIZE = 16384
 
@@ -23,6 +28,8 @@ def _check_clip(clip, families: tuple[str, ...], node_type: str) -> None:
 
 
 def _check_cond(cond, name: str) -> list:
+    from nodegen.diffusion.conditioning import CondItem
+
     if not isinstance(cond, list) or not all(isinstance(c, CondItem) for c in cond):
         raise TypeError(f"input '{name}' must be a CONDITIONING (a list of CondItem)")
     return cond
@@ -42,6 +49,7 @@ def clip_text_encode(ctx, clip, text):
 def encode_sdxl_pair(clip, text_l: str, text_g: str, device=None, embeddings=None) -> CondItem:
     """SDXL: CLIP-L encodes ``text_l``, OpenCLIP-G encodes ``text_g`` (and gives the pooled
     output); the shorter one is padded with empty-prompt chunks, then features are concatenated."""
+    from nodegen.diffusion.conditioning import CondItem
     from nodegen.models.clip_encode import encode_text
     from nodegen.models.objects import TEXT_FAMILY
 

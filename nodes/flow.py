@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
-from nodegen.diffusion.conditioning import CondItem
 from nodegen.kernel import types as T
+from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
 from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
+
+torch = lazy_import("torch")
 
 WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
 CLIP_TYPES = ["sd3", "flux", "auto"]
@@ -121,6 +121,8 @@ def clip_text_encode_flux(ctx, clip, clip_l, t5xxl, guidance=3.5):
       inputs=[Input.link("conditioning", T.CONDITIONING), Input.float("guidance", 3.5, min=0.0, max=100.0, step=0.1)],
       outputs=[Output("conditioning", T.CONDITIONING)])
 def flux_guidance(ctx, conditioning, guidance=3.5):
+    from nodegen.diffusion.conditioning import CondItem
+
     if not isinstance(conditioning, list) or not all(isinstance(c, CondItem) for c in conditioning):
         raise TypeError("FluxGuidance: input 'conditioning' must be a CONDITIONING")
     return [c.copy(extras=dict(c.extras, guidance=float(guidance))) for c in conditioning]
@@ -206,6 +208,8 @@ def disable_noise(ctx):
 
 
 def _cond(c, name: str, node_type: str) -> list:
+    from nodegen.diffusion.conditioning import CondItem
+
     if not isinstance(c, list) or not c or not all(isinstance(i, CondItem) for i in c):
         raise ValueError(f"{node_type}: input '{name}' must be a non-empty CONDITIONING")
     return c

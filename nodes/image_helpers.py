@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from nodegen.image.convert import check_image
 from nodegen.kernel import types as T
+from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
 
 from .image_ops import SCALE_METHODS, center_crop_to_aspect, resize
+
+torch = lazy_import("torch")
 
 
 @node("ImageScaleToTotalPixels", category="image/transform",

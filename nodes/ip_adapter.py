@@ -3,11 +3,12 @@ prompt image (see :mod:`nodegen.models.ip_adapter`)."""
 
 from __future__ import annotations
 
-import torch
-
 from nodegen.kernel import types as T
+from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
 from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
+
+torch = lazy_import("torch")
 
 
 @node("IPAdapterLoader", category="conditioning/ip_adapter",

@@ -3,12 +3,13 @@ image to a mask's bounds (see :mod:`nodegen.image.masks` for the rules)."""
 
 from __future__ import annotations
 
-import torch
-
-from nodegen.image import masks as M
 from nodegen.image.convert import check_image
 from nodegen.kernel import types as T
+from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
+
+torch = lazy_import("torch")
+M = lazy_import("nodegen.image.masks")
 
 MAX = 16384
 

@@ -5,10 +5,11 @@ MASK output is ``1 - alpha`` (transparent pixels are the ones to repaint), as in
 
 from __future__ import annotations
 
-import torch
-
 from nodegen.kernel import types as T
+from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
+
+torch = lazy_import("torch")
 
 CHANNELS = ["red", "green", "blue", "alpha"]
 

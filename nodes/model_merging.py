@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from nodegen.kernel import types as T
+from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
-from nodegen.models import merge as MM
+
+MM = lazy_import("nodegen.models.merge")
 
 _CATEGORY = "advanced/model_merging"
 

@@ -4,8 +4,10 @@ tiles). Each returns an IMAGE ready for ControlNetApply."""
 from __future__ import annotations
 
 from nodegen.kernel import types as T
+from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
-from nodegen.preprocess import edges as E
+
+E = lazy_import("nodegen.preprocess.edges")
 
 _IMG = Output("image", T.IMAGE)
 

@@ -7,7 +7,6 @@ whatever the device (results are the same on every machine), so ``gpu`` and ``cp
 
 from __future__ import annotations
 
-from nodegen.diffusion.samplers import get_sampler
 from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, Output, node
 
@@ -32,6 +31,8 @@ def _noise_device():
 @node("SamplerEulerAncestral", category=_CATEGORY, description="Euler ancestral with its options.",
       inputs=[_eta(), _s_noise()], outputs=_OUT)
 def sampler_euler_ancestral(ctx, eta, s_noise):
+    from nodegen.diffusion.samplers import get_sampler
+
     return get_sampler("euler_ancestral", eta=eta, s_noise=s_noise)
 
 
@@ -39,12 +40,16 @@ def sampler_euler_ancestral(ctx, eta, s_noise):
       description="Euler ancestral with CFG++ guidance, with its options.",
       inputs=[_eta(1.0, 1.0), _s_noise(10.0)], outputs=_OUT)
 def sampler_euler_ancestral_cfg_pp(ctx, eta, s_noise):
+    from nodegen.diffusion.samplers import get_sampler
+
     return get_sampler("euler_ancestral_cfg_pp", eta=eta, s_noise=s_noise)
 
 
 @node("SamplerDPMPP_2S_Ancestral", category=_CATEGORY,
       description="DPM-Solver++(2S) ancestral with its options.", inputs=[_eta(), _s_noise()], outputs=_OUT)
 def sampler_dpmpp_2s_ancestral(ctx, eta, s_noise):
+    from nodegen.diffusion.samplers import get_sampler
+
     return get_sampler("dpmpp_2s_ancestral", eta=eta, s_noise=s_noise)
 
 
@@ -52,6 +57,8 @@ def sampler_dpmpp_2s_ancestral(ctx, eta, s_noise):
       inputs=[Input.choice("solver_type", ["midpoint", "heun"], "midpoint"), _eta(), _s_noise(),
               _noise_device()], outputs=_OUT)
 def sampler_dpmpp_2m_sde(ctx, solver_type, eta, s_noise, noise_device):
+    from nodegen.diffusion.samplers import get_sampler
+
     return get_sampler("dpmpp_2m_sde", eta=eta, s_noise=s_noise, solver_type=solver_type)
 
 
@@ -60,16 +67,22 @@ def sampler_dpmpp_2m_sde(ctx, solver_type, eta, s_noise, noise_device):
                                               description="Where the intermediate step lies (0..1)"),
               _noise_device()], outputs=_OUT)
 def sampler_dpmpp_sde(ctx, eta, s_noise, r, noise_device):
+    from nodegen.diffusion.samplers import get_sampler
+
     return get_sampler("dpmpp_sde", eta=eta, s_noise=s_noise, r=r)
 
 
 @node("SamplerDPMPP_3M_SDE", category=_CATEGORY, description="DPM-Solver++(3M) SDE with its options.",
       inputs=[_eta(), _s_noise(), _noise_device()], outputs=_OUT)
 def sampler_dpmpp_3m_sde(ctx, eta, s_noise, noise_device):
+    from nodegen.diffusion.samplers import get_sampler
+
     return get_sampler("dpmpp_3m_sde", eta=eta, s_noise=s_noise)
 
 
 @node("SamplerLMS", category=_CATEGORY, description="Linear multistep with its order.",
       inputs=[Input.int("order", 4, min=1, max=100)], outputs=_OUT)
 def sampler_lms(ctx, order):
+    from nodegen.diffusion.samplers import get_sampler
+
     return get_sampler("lms", order=order)

@@ -6,20 +6,12 @@ items, step noise) is documented in :mod:`nodegen.diffusion.noise`.
 
 from __future__ import annotations
 
-import torch
-
-from nodegen.diffusion.model_sampling import ModelSampling
-from nodegen.diffusion.sample import Steps, model_sampling_for, sample
-from nodegen.diffusion.samplers import SAMPLER_NAMES, get_sampler
-from nodegen.diffusion.schedules import (
-    SCHEDULER_NAMES,
-    exponential_sigmas,
-    get_sigmas,
-    karras_sigmas,
-    split_sigmas,
-)
+from nodegen.diffusion.names import SAMPLER_NAMES, SCHEDULER_NAMES
 from nodegen.kernel import types as T
+from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
+
+torch = lazy_import("torch")
 
 
 def _steps(default=20):
@@ -55,6 +47,8 @@ def _device(ctx):
                           description="1 = from pure noise; less keeps more of the input latent")],
       outputs=[Output("latent", T.LATENT)], keywords=("sample", "generate", "diffusion"))
 def ksampler(ctx, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise):
+    from nodegen.diffusion.sample import Steps, sample
+
     return sample(model, positive, negative, latent_image, seed, Steps(steps, scheduler, denoise), cfg,
                   sampler_name, ctx=ctx, device=_device(ctx)).latent
 
@@ -68,6 +62,8 @@ def ksampler(ctx, model, seed, steps, cfg, sampler_name, scheduler, positive, ne
       outputs=[Output("latent", T.LATENT)])
 def ksampler_advanced(ctx, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive,
                       negative, latent_image, start_at_step, end_at_step, return_with_leftover_noise):
+    from nodegen.diffusion.sample import Steps, sample
+
     schedule = Steps(steps, scheduler, start=start_at_step, end=end_at_step,
                      leftover_noise=return_with_leftover_noise)
     return sample(model, positive, negative, latent_image, noise_seed, schedule, cfg, sampler_name,
@@ -81,6 +77,8 @@ def ksampler_advanced(ctx, model, add_noise, noise_seed, steps, cfg, sampler_nam
               Input.link("latent_image", T.LATENT)],
       outputs=[Output("output", T.LATENT), Output("denoised_output", T.LATENT)])
 def sampler_custom(ctx, model, add_noise, noise_seed, cfg, positive, negative, sampler, sigmas, latent_image):
+    from nodegen.diffusion.sample import sample
+
     sig = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1)
     if len(sig) > 1 and not bool((sig[1:] <= sig[:-1]).all()):
         raise ValueError("input 'sigmas' must be decreasing")
@@ -92,6 +90,8 @@ def sampler_custom(ctx, model, add_noise, noise_seed, cfg, positive, negative, s
 @node("KSamplerSelect", category="sampling/custom", description="Choose a sampling algorithm.",
       inputs=[_sampler_name()], outputs=[Output("sampler", T.SAMPLER)])
 def ksampler_select(ctx, sampler_name):
+    from nodegen.diffusion.samplers import get_sampler
+
     return get_sampler(sampler_name)
 
 
@@ -100,6 +100,10 @@ def ksampler_select(ctx, sampler_name):
               Input.float("denoise", 1.0, min=0.0, max=1.0, step=0.01)],
       outputs=[Output("sigmas", T.SIGMAS)])
 def basic_scheduler(ctx, model, scheduler, steps, denoise):
+    from nodegen.diffusion.model_sampling import ModelSampling
+    from nodegen.diffusion.sample import model_sampling_for
+    from nodegen.diffusion.schedules import get_sigmas
+
     ms: ModelSampling = model_sampling_for(model)
     return get_sigmas(scheduler, ms, steps, denoise)
 
@@ -117,6 +121,8 @@ def _sigma_range_check(sigma_max, sigma_min):
               Input.float("rho", 7.0, min=0.0, max=100.0, step=0.01)],
       outputs=[Output("sigmas", T.SIGMAS)])
 def karras_scheduler(ctx, steps, sigma_max, sigma_min, rho):
+    from nodegen.diffusion.schedules import karras_sigmas
+
     _sigma_range_check(sigma_max, sigma_min)
     return karras_sigmas(steps, sigma_min, sigma_max, rho)
 
@@ -126,6 +132,8 @@ def karras_scheduler(ctx, steps, sigma_max, sigma_min, rho):
               Input.float("sigma_min", 0.0291675, min=0.0, max=5000.0, step=0.01)],
       outputs=[Output("sigmas", T.SIGMAS)])
 def exponential_scheduler(ctx, steps, sigma_max, sigma_min):
+    from nodegen.diffusion.schedules import exponential_sigmas
+
     _sigma_range_check(sigma_max, sigma_min)
     return exponential_sigmas(steps, sigma_min, sigma_max)
 
@@ -135,5 +143,7 @@ def exponential_scheduler(ctx, steps, sigma_max, sigma_min):
       inputs=[Input.link("sigmas", T.SIGMAS), Input.int("step", 0, min=0, max=10000)],
       outputs=[Output("high_sigmas", T.SIGMAS), Output("low_sigmas", T.SIGMAS)])
 def split_sigmas_node(ctx, sigmas, step):
+    from nodegen.diffusion.schedules import split_sigmas
+
     high, low = split_sigmas(torch.as_tensor(sigmas, dtype=torch.float32), step)
     return {"high_sigmas": high, "low_sigmas": low}

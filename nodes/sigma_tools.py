@@ -3,12 +3,12 @@ schedule surgery (flip, split by denoise)."""
 
 from __future__ import annotations
 
-import torch
-
-from nodegen.diffusion.align_your_steps import MODEL_TYPES, ays_sigmas
-from nodegen.diffusion.schedules import laplace_sigmas, split_sigmas
+from nodegen.diffusion.names import AYS_MODEL_TYPES
 from nodegen.kernel import types as T
+from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
+
+torch = lazy_import("torch")
 
 _CATEGORY = "sampling/custom/sigmas"
 
@@ -19,11 +19,13 @@ def _as_sigmas(sigmas) -> torch.Tensor:
 
 @node("AlignYourStepsScheduler", category=_CATEGORY,
       description="NVIDIA's Align Your Steps noise levels for SD1, SDXL or SVD (log-linear between them).",
-      inputs=[Input.choice("model_type", MODEL_TYPES, "SD1"),
+      inputs=[Input.choice("model_type", AYS_MODEL_TYPES, "SD1"),
               Input.int("steps", 10, min=1, max=10000, description="Number of sampling steps"),
               Input.float("denoise", 1.0, min=0.0, max=1.0, step=0.01)],
       outputs=[Output("sigmas", T.SIGMAS)], keywords=("ays", "schedule"))
 def align_your_steps_scheduler(ctx, model_type, steps, denoise):
+    from nodegen.diffusion.align_your_steps import ays_sigmas
+
     return ays_sigmas(model_type, steps, denoise)
 
 
@@ -36,6 +38,8 @@ def align_your_steps_scheduler(ctx, model_type, steps, denoise):
               Input.float("beta", 0.5, min=0.0, max=10.0, step=0.1, description="Spread (log-sigma)")],
       outputs=[Output("sigmas", T.SIGMAS)], keywords=("schedule",))
 def laplace_scheduler(ctx, steps, sigma_max, sigma_min, mu, beta):
+    from nodegen.diffusion.schedules import laplace_sigmas
+
     if sigma_max <= sigma_min:
         raise ValueError("input 'sigma_max' must be greater than 'sigma_min'")
     return laplace_sigmas(steps, sigma_min, sigma_max, mu, beta)
@@ -59,6 +63,8 @@ def flip_sigmas(ctx, sigmas):
       inputs=[Input.link("sigmas", T.SIGMAS), Input.float("denoise", 1.0, min=0.0, max=1.0, step=0.01)],
       outputs=[Output("high_sigmas", T.SIGMAS), Output("low_sigmas", T.SIGMAS)])
 def split_sigmas_denoise(ctx, sigmas, denoise):
+    from nodegen.diffusion.schedules import split_sigmas
+
     s = _as_sigmas(sigmas)
     steps = max(len(s) - 1, 0)
     keep = round(steps * denoise)

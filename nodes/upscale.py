@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 
-import torch
-
 from nodegen.kernel import types as T
+from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
 from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
+
+torch = lazy_import("torch")
 
 
 @node("UpscaleModelLoader", category="upscale",

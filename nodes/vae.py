@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
-
 from nodegen.kernel import types as T
+from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 
 def _dev(ctx):

@@ -1,7 +1,7 @@
 """The layers import only downward and nothing imports in a circle (docs/ARCHITECTURE.md).
 
 Imports are read with the standard library's ``ast`` (every import statement, also those inside
-functions), so a lazy import cannot hide an upward dependency.
+functions, and every ``lazy_import("...")``), so a lazy import cannot hide an upward dependency.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             else:
                 mod = node.module or ""
             targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        elif _is_lazy_import(node):
+            targets = [node.args[0].value]
         else:
             continue
         for t in targets:
@@ -72,6 +74,12 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             if t and t != name:
                 out.add(t)
     return out
+
+
+def _is_lazy_import(node: ast.AST) -> bool:
+    """``lazy_import("a.b")`` (nodegen.kernel.lazy): an import that happens on first use."""
+    return (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "lazy_import"
+            and len(node.args) == 1 and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str))
 
 
 def _runtime_nodes(tree: ast.AST):
@@ -146,3 +154,10 @@ def test_the_kernel_imports_nothing_else_of_nodegen(graph):
 def test_the_client_imports_no_layer(graph):
     bad = [b for a, b in graph.edges if a == "nodegen.client" and b not in CLIENT_MAY_IMPORT]
     assert not bad, f"nodegen.client imports {bad}"
+
+
+def test_a_lazy_import_counts_as_an_import(tmp_path):
+    path = tmp_path / "probe.py"
+    path.write_text('from nodegen.kernel.lazy import lazy_import\n\nCLI = lazy_import("nodegen.cli.common")\n')
+    known = {"nodegen.kernel.lazy", "nodegen.cli", "nodegen.cli.common"}
+    assert imports_of("nodegen.image.probe", path, known) == {"nodegen.kernel.lazy", "nodegen.cli.common"}

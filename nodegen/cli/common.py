@@ -53,15 +53,24 @@ def parse_value(raw: str, spec: Any) -> Any:
         raise UsageError(str(e)) from e
 
 
-def set_threads(value: int | None) -> None:
-    """``--threads`` or NODEGEN_THREADS (checked: a whole number from 1 to 4x the CPU count), else
-    the default policy of :mod:`nodegen.runtime.threads`."""
-    from nodegen.runtime.threads import apply_threads
+def check_threads(value: int | None) -> None:
+    """``--threads`` or NODEGEN_THREADS checked (a whole number from 1 to 4x the CPU count) without
+    applying it: a usage error now, torch imported later (``serve``)."""
+    from nodegen.runtime.threads import requested_threads
 
     try:
-        apply_threads(value)
+        requested_threads(value)
     except ValueError as e:
         raise UsageError(f"--threads / NODEGEN_THREADS: {e}") from e
+
+
+def set_threads(value: int | None) -> None:
+    """``--threads`` or NODEGEN_THREADS (see :func:`check_threads`), else the default policy of
+    :mod:`nodegen.runtime.threads`."""
+    from nodegen.runtime.threads import apply_threads
+
+    check_threads(value)
+    apply_threads(value)
 
 
 def apply_sets(engine, wf, sets: list[str]) -> None:

@@ -8,7 +8,7 @@ import threading
 import time
 
 from nodegen.cli import UsageError
-from nodegen.cli.common import add_engine_args, set_threads
+from nodegen.cli.common import add_engine_args, check_threads
 
 
 def add_parser(sub) -> None:
@@ -35,13 +35,14 @@ def cmd_serve(args) -> int:
     if not is_loopback(args.host) and not args.token:
         raise UsageError(f"binding {args.host} exposes the server beyond this machine: give --token TOKEN "
                          f"(every request must then carry it)")
-    set_threads(args.threads)
+    check_threads(args.threads)  # now; the job thread applies it (and imports torch) as the server starts
     import uvicorn
 
     from nodegen.server.app import ServerConfig, create_app
 
     app = create_app(ServerConfig(out_dir=args.out, models=args.models, input_dir=args.input_dir,
-                                  device=args.device, token=args.token, max_body=args.max_body or MAX_BODY))
+                                  device=args.device, token=args.token, max_body=args.max_body or MAX_BODY,
+                                  threads=args.threads))
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                                            ws="websockets-sansio" if _has_sansio() else "auto"))
     threading.Thread(target=_announce, args=(server, args), daemon=True).start()

@@ -10,8 +10,11 @@ LAION's and the demo CLIP were trained with them). Gradients flow through it (CL
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from nodegen.kernel.lazy import lazy_import
+
+# imported on first use: the CLIP nodes read CROPS while node types are listed
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)

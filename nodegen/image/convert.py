@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
+from nodegen.kernel.lazy import lazy_import
+
+np = lazy_import("numpy")  # imported on first use: node modules import this one while node types are listed
 
 
 def pil_to_image(img) -> "torch.Tensor":  # noqa: F821

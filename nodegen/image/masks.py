@@ -12,8 +12,11 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from nodegen.kernel.lazy import lazy_import
+
+# imported on first use: the mask nodes read OPERATIONS while node types are listed
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 OPERATIONS = ["multiply", "add", "subtract", "and", "or", "xor"]
 

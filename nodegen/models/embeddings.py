@@ -21,9 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from nodegen.kernel.lazy import lazy_import
 
-from nodegen.models.files import ModelFileError, load_state_dict
+# imported on first use: the prompt nodes take text_fingerprint while node types are listed
+torch = lazy_import("torch")
 
 EXTENSIONS = (".safetensors", ".pt", ".bin", ".pth", ".sft")
 #: Per family: the embedding key of each text encoder (None: the file's single tensor).
@@ -61,6 +62,8 @@ def _as_matrix(t: torch.Tensor) -> torch.Tensor:
 
 
 def _pickled(path: Path) -> dict:
+    from nodegen.models.files import ModelFileError
+
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - name the file
@@ -69,6 +72,8 @@ def _pickled(path: Path) -> dict:
 
 
 def load_embedding(path: str | os.PathLike, name: str | None = None) -> Embedding:
+    from nodegen.models.files import ModelFileError, load_state_dict
+
     p = Path(path)
     name = name or p.stem
     if p.suffix.lower() in (".safetensors", ".sft"):

@@ -62,6 +62,8 @@ class ServerConfig:
     device: str = "auto"
     token: str | None = None
     max_body: int = MAX_BODY
+    #: torch's CPU threads (``--threads``; None: NODEGEN_THREADS or the default policy)
+    threads: int | None = None
     #: An Engine to use (tests); built from the fields above when None.
     engine: Any = None
 
@@ -87,7 +89,8 @@ class ServerState:
         self.checker.env.paths = self.engine.env.paths
         self.queue = JobQueue(self.out_dir / "jobs.sqlite3")
         self.hub = EventHub()
-        self.runner = JobRunner(self.engine, self.queue, self.hub, self.out_dir)
+        self.runner = JobRunner(self.engine, self.queue, self.hub, self.out_dir,
+                                prepare=lambda: _apply_threads(config.threads))
 
     # -- checks ----------------------------------------------------------------------------
     def check_job(self, workflow: Any, overrides: dict | None, targets: list | None) -> dict:
@@ -179,6 +182,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.exception("unexpected error")
         return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}", "field": None},
                             status_code=500)
+
+
+def _apply_threads(threads: int | None) -> None:
+    """Set torch's thread count in the job thread before its first job. Importing torch there (1-2 s)
+    instead of before the app is built lets the server listen first: building the app imports no
+    torch (tests/test_lean_imports.py)."""
+    from nodegen.runtime.threads import apply_threads
+
+    try:
+        apply_threads(threads)
+    except ValueError as e:  # a bad NODEGEN_THREADS (``serve`` checks it before it starts)
+        log.warning("threads: %s; torch's default thread count is kept", e)
 
 
 def create_app(config: ServerConfig | None = None) -> FastAPI:

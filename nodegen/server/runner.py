@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,10 @@ def job_folder(out_dir: str | Path, job_id: str) -> Path:
 
 
 class JobRunner:
-    def __init__(self, engine: Any, queue: JobQueue, hub: EventHub, out_dir: str | Path) -> None:
+    def __init__(self, engine: Any, queue: JobQueue, hub: EventHub, out_dir: str | Path,
+                 prepare: Callable[[], None] | None = None) -> None:
         self.engine = engine
+        self._prepare = prepare
         self.queue = queue
         self.hub = hub
         self.out_dir = Path(out_dir)
@@ -71,6 +74,8 @@ class JobRunner:
 
     # -- the loop ------------------------------------------------------------------------
     def _loop(self) -> None:
+        if self._prepare is not None:
+            self._prepare()  # before the first job, while the server starts listening
         while not self._stop.is_set():
             job = self.queue.claim()
             if job is None:
