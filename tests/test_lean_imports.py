@@ -113,3 +113,32 @@ def test_a_lazy_module_is_imported_on_first_use(tmp_path, monkeypatch):
     with pytest.raises(ModuleNotFoundError) as info:
         missing.anything  # noqa: B018 - the first use is what imports
     assert info.value.name == "lazy_probe_module_that_does_not_exist"
+
+
+def test_the_job_thread_applies_threads_before_its_first_job(tmp_path):
+    import threading
+    import time
+
+    import torch
+    from fastapi.testclient import TestClient
+
+    from nodegen.server.app import ServerConfig, create_app
+    from tests.support.jobs import light_workflow, tiny_png
+
+    before = torch.get_num_threads()
+    tiny_png(tmp_path / "in")
+    app = create_app(ServerConfig(out_dir=str(tmp_path / "out"), input_dir=str(tmp_path / "in"), threads=2))
+    seen: set[tuple[str, int]] = set()  # (thread, torch threads) while the job's nodes run
+    app.state.nodegen.engine.subscribe(lambda event: seen.add((threading.current_thread().name,
+                                                                torch.get_num_threads())))
+    try:
+        with TestClient(app) as client:
+            job_id = client.post("/jobs", json={"workflow": light_workflow()}).json()["id"]
+            deadline = time.monotonic() + 60
+            while (job := client.get(f"/jobs/{job_id}").json())["status"] not in ("done", "failed"):
+                assert time.monotonic() < deadline, job
+                time.sleep(0.01)
+        assert job["status"] == "done", job
+        assert seen == {("nodegen-jobs", 2)}
+    finally:
+        torch.set_num_threads(before)
