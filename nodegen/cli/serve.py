@@ -35,7 +35,7 @@ def cmd_serve(args) -> int:
     if not is_loopback(args.host) and not args.token:
         raise UsageError(f"binding {args.host} exposes the server beyond this machine: give --token TOKEN "
                          f"(every request must then carry it)")
-    check_threads(args.threads)  # now; the job thread applies it (and imports torch) as the server starts
+    check_threads(args.threads)  # now; the job thread applies it (importing torch) once the server listens
     import uvicorn
 
     from nodegen.server.app import ServerConfig, create_app

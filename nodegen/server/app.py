@@ -185,9 +185,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _apply_threads(threads: int | None) -> None:
-    """Set torch's thread count in the job thread before its first job. Importing torch there (1-2 s)
-    instead of before the app is built lets the server listen first: building the app imports no
-    torch (tests/test_lean_imports.py)."""
+    """Set torch's thread count, in the job thread (:meth:`JobRunner._prepare_once`). Importing torch
+    there (1-2 s) instead of before the app is built lets the server listen first: building the app
+    imports no torch (tests/test_lean_imports.py)."""
     from nodegen.runtime.threads import apply_threads
 
     try:

@@ -74,15 +74,23 @@ class JobRunner:
 
     # -- the loop ------------------------------------------------------------------------
     def _loop(self) -> None:
-        if self._prepare is not None:
-            self._prepare()  # before the first job, while the server starts listening
         while not self._stop.is_set():
             job = self.queue.claim()
             if job is None:
                 self._wake.wait(0.5)
                 self._wake.clear()
+                self._prepare_once()  # idle for a while: the server listens by now
                 continue
+            self._prepare_once()
             self._run(job)
+
+    def _prepare_once(self) -> None:
+        """Run ``prepare`` (torch's thread count, which imports torch) once, in this thread: when the
+        thread is first idle or before the first job, whichever comes first, so neither the server's
+        start nor the first job waits for the import."""
+        prepare, self._prepare = self._prepare, None
+        if prepare is not None:
+            prepare()
 
     def _on_event(self, event) -> None:
         job_id = self._job_id
