@@ -28,11 +28,13 @@ from nodegen.models.files import ModelFileError, load_state_dict
 
 
 class IPAdapterModel:
-    """IPADAPTER: the file's two parts, ``{"image_proj": {...}, "ip_adapter": {...}}``."""
+    """IPADAPTER: the file's two parts, ``{"image_proj": {...}, "ip_adapter": {...}}``, and the
+    CLIP-vision model to encode its images with where a loader chose one (:attr:`clip_vision`)."""
 
     def __init__(self, state: dict[str, dict[str, torch.Tensor]], source: str = "") -> None:
         self.state = state
         self.source = source
+        self.clip_vision = None
         proj = state["image_proj"]
         if "proj.weight" in proj:
             self.variant = "base"
@@ -42,6 +44,12 @@ class IPAdapterModel:
             self.variant = "plus"
         else:
             self.variant = "other"
+
+    def with_clip_vision(self, clip_vision) -> IPAdapterModel:
+        """The same adapter (weights shared) carrying ``clip_vision``."""
+        out = IPAdapterModel(self.state, self.source)
+        out.clip_vision = clip_vision
+        return out
 
     @property
     def uses_hidden_states(self) -> bool:

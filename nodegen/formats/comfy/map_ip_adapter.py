@@ -1,0 +1,12 @@
+"""ComfyUI_IPAdapter_plus's everyday nodes (by cubiq) -> ours: the model loader, the unified loader and
+the two apply nodes; widget order from the pack's INPUT_TYPES (IPAdapterPlus.py)."""
+
+from nodegen.formats.comfy.node_map import nm
+
+MAPS = [
+    nm("IPAdapterModelLoader", "IPAdapterLoader", "ipadapter_file", "ipadapter"),
+    nm("IPAdapterUnifiedLoader", "IPAdapterUnifiedLoader", "preset", "model ipadapter"),
+    nm("IPAdapter", "IPAdapter", "weight start_at end_at weight_type", "model"),
+    nm("IPAdapterAdvanced", "IPAdapterAdvanced",
+       "weight weight_type combine_embeds start_at end_at embeds_scaling", "model"),
+]

@@ -1,0 +1,161 @@
+"""The everyday nodes of the ComfyUI_IPAdapter_plus pack (by cubiq), built in: IPAdapterUnifiedLoader
+(a preset finds the IP-Adapter and CLIP-vision files by their usual names), IPAdapter and
+IPAdapterAdvanced (encode the prompt image with CLIP vision and apply the adapter). Published
+workflows map onto them with every widget on a named input (nodegen.formats.comfy.map_ip_adapter).
+
+What the pack computes and these nodes do alike: the image is encoded at the CLIP-vision size
+(centre crop); without a negative image, base adapters take zeros and plus / face adapters the
+encoding of a black image; several images are combined before the projection (add, subtract,
+average, norm average); the weight scales the adapter's attention output ("V only"). The pack's
+per-layer weight types, K+V scalings and attention masks are not offered (the choices list what
+is), so a workflow that uses them is refused when it is checked, naming the node and input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodegen.kernel import types as T
+from nodegen.kernel.node import Input, Output, node
+from nodegen.models.ip_adapter_presets import PRESETS
+
+COMBINE = ["concat", "add", "subtract", "average", "norm average"]
+
+
+def _preset_fingerprint(inputs: dict, env: Any) -> Any:
+    """The files the preset picks (for either family): the loader re-runs when they change."""
+    from nodegen.models.ip_adapter_presets import PresetError, preset_files
+    from nodegen.models.manager import file_key
+    from nodegen.models.resolve import _paths_of
+
+    paths = _paths_of(env)
+    keys: list = []
+    for sdxl in (False, True):
+        try:
+            names = preset_files(paths, inputs.get("preset", ""), sdxl)
+        except PresetError as e:
+            keys.append(str(e))
+            continue
+        keys.append((file_key(paths.resolve("ipadapter", names[0])), file_key(paths.resolve("clip_vision", names[1]))))
+    return tuple(keys)
+
+
+@node("IPAdapterUnifiedLoader", category="conditioning/ip_adapter",
+      description="Find the IP-Adapter and CLIP-vision files a preset names (by their published file names) "
+                  "for the model's family and load both.",
+      inputs=[Input.link("model", T.MODEL), Input.choice("preset", list(PRESETS), PRESETS[1]),
+              Input.link("ipadapter", T.IPADAPTER, optional=True,
+                         description="ComfyUI's pipe from an earlier loader (not needed: files are cached)")],
+      outputs=[Output("model", T.MODEL), Output("ipadapter", T.IPADAPTER)], fingerprint=_preset_fingerprint,
+      keywords=("image prompt", "ip-adapter", "ipadapter_plus"))
+def ip_adapter_unified_loader(ctx, model, preset, ipadapter=None):
+    from nodegen.models.ip_adapter import load_ip_adapter
+    from nodegen.models.ip_adapter_presets import PresetError, preset_files
+    from nodegen.models.resolve import resolve_model
+
+    from .clip import _load
+
+    try:
+        adapter_name, vision_name = preset_files(ctx.paths, preset, str(model.family).startswith("sdxl"))
+    except PresetError as e:
+        raise ValueError(f"IPAdapterUnifiedLoader: input 'preset': {e}") from e
+    adapter = load_ip_adapter(resolve_model(ctx.paths, "ipadapter", adapter_name, "IPAdapterUnifiedLoader", "preset"))
+    vision = _load(ctx, "clip_vision", vision_name, "IPAdapterUnifiedLoader", vision_only=True)
+    return model, adapter.with_clip_vision(vision)
+
+
+def _combined(embeds, method: str, node_type: str):
+    """The pack's combination of several images' CLIP-vision embeddings (before the projection)."""
+    import torch
+
+    if embeds.shape[0] == 1:
+        return embeds
+    if method == "concat":
+        raise ValueError(f"{node_type}: input 'image' holds {embeds.shape[0]} images; with combine_embeds "
+                         f"'concat' one image is supported: choose add, subtract, average or norm average")
+    if method == "add":
+        return embeds.sum(0, keepdim=True)
+    if method == "subtract":
+        return (embeds[0] - embeds[1:].mean(0))[None]
+    if method == "average":
+        return embeds.mean(0, keepdim=True)
+    return (embeds / torch.norm(embeds, dim=0, keepdim=True)).mean(0, keepdim=True)  # norm average
+
+
+def apply_image_prompt(ctx, node_type: str, model, ipadapter, image, weight: float, start_at: float,
+                       end_at: float, combine_embeds: str = "concat", image_negative=None, clip_vision=None,
+                       attn_mask=None):
+    """``model`` with ``ipadapter`` prompted by ``image`` (encoded with ``clip_vision`` or the one
+    the loader chose), as ComfyUI_IPAdapter_plus applies it."""
+    import torch
+
+    from nodegen.models.ip_adapter import IPApplication
+
+    from .ip_adapter import _embeds
+
+    if attn_mask is not None:
+        raise ValueError(f"{node_type}: input 'attn_mask' (an attention mask) is not supported; disconnect it")
+    if start_at > end_at:
+        raise ValueError(f"{node_type}: start_at ({start_at}) must not exceed end_at ({end_at})")
+    vision = clip_vision if clip_vision is not None else getattr(ipadapter, "clip_vision", None)
+    if vision is None:
+        raise ValueError(f"{node_type}: input 'clip_vision' is not connected and input 'ipadapter' carries no "
+                         f"CLIP-vision model: connect a CLIPVisionLoader or load with IPAdapterUnifiedLoader")
+    device = getattr(ctx, "device", None)
+    pos = _combined(_embeds(ipadapter, vision.encode(image, "center", device), "image"), combine_embeds, node_type)
+    if image_negative is not None:
+        neg = _embeds(ipadapter, vision.encode(image_negative, "center", device), "image_negative")[:1]
+    elif ipadapter.uses_hidden_states:  # plus / face adapters: a black image
+        black = torch.zeros(1, vision.image_size, vision.image_size, 3)
+        neg = _embeds(ipadapter, vision.encode(black, "center", device), "image_negative")
+    else:
+        neg = torch.zeros_like(pos)
+    out = model.clone()
+    out.options["ip_adapters"] = [*out.options.get("ip_adapters", []),
+                                  IPApplication(ipadapter, pos, neg, float(weight), float(start_at), float(end_at))]
+    return out
+
+
+_COMMON = dict(category="conditioning/ip_adapter", outputs=[Output("model", T.MODEL)],
+               keywords=("image prompt", "ip-adapter", "ipadapter_plus"))
+
+
+def _range_inputs():
+    return [Input.float("start_at", 0.0, min=0.0, max=1.0, step=0.001, description="Fraction of the schedule"),
+            Input.float("end_at", 1.0, min=0.0, max=1.0, step=0.001, description="Fraction of the schedule")]
+
+
+@node("IPAdapter", description="Prompt with an image: the IP-Adapter from IPAdapterUnifiedLoader with the "
+                               "image's CLIP-vision encoding, a weight over part of the schedule.",
+      inputs=[Input.link("model", T.MODEL), Input.link("ipadapter", T.IPADAPTER), Input.link("image", T.IMAGE),
+              Input.float("weight", 1.0, min=-1.0, max=3.0, step=0.05), *_range_inputs(),
+              Input.choice("weight_type", ["standard"], "standard",
+                           description="The same weight in every layer (the pack's other types are not offered)"),
+              Input.link("attn_mask", T.MASK, optional=True, description="Not supported: leave unconnected")],
+      **_COMMON)
+def ip_adapter_simple(ctx, model, ipadapter, image, weight, start_at, end_at, weight_type="standard",
+                      attn_mask=None):
+    return apply_image_prompt(ctx, "IPAdapter", model, ipadapter, image, weight, start_at, end_at,
+                              attn_mask=attn_mask)
+
+
+@node("IPAdapterAdvanced", description="Prompt with an image (or several, combined), an optional negative image "
+                                       "and CLIP vision, a weight over part of the schedule.",
+      inputs=[Input.link("model", T.MODEL), Input.link("ipadapter", T.IPADAPTER), Input.link("image", T.IMAGE),
+              Input.float("weight", 1.0, min=-1.0, max=5.0, step=0.05),
+              Input.choice("weight_type", ["linear"], "linear",
+                           description="The same weight in every layer (the pack's other types are not offered)"),
+              Input.choice("combine_embeds", COMBINE, "concat", description="How several images are combined"),
+              *_range_inputs(),
+              Input.choice("embeds_scaling", ["V only"], "V only",
+                           description="The weight scales the adapter's attention output"),
+              Input.link("image_negative", T.IMAGE, optional=True,
+                         description="Negative image; unset: zeros (base) or a black image (plus, face)"),
+              Input.link("attn_mask", T.MASK, optional=True, description="Not supported: leave unconnected"),
+              Input.link("clip_vision", T.CLIP_VISION, optional=True,
+                         description="CLIP vision to encode with; unset: the unified loader's")],
+      **_COMMON)
+def ip_adapter_advanced(ctx, model, ipadapter, image, weight, weight_type, combine_embeds, start_at, end_at,
+                        embeds_scaling="V only", image_negative=None, attn_mask=None, clip_vision=None):
+    return apply_image_prompt(ctx, "IPAdapterAdvanced", model, ipadapter, image, weight, start_at, end_at,
+                              combine_embeds, image_negative, clip_vision, attn_mask)
