@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -37,9 +38,13 @@ def _union(unet, seed: int):
     return net.eval()
 
 
-def _setup(tmp_path_factory, tmp_path):
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The SDXL fixture, a random union ControlNet for it, the same loaded from a file, a control image,
+    our MODEL and the prompts' conditioning (built once for the module's tests)."""
     fx = fixture("sdxl", tmp_path_factory.mktemp("sdxl"))
     net = _union(fx.unet, 13)
+    tmp_path = tmp_path_factory.mktemp("union")
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "promax.safetensors"))
     loaded = load_controlnet(tmp_path / "promax.safetensors")
     assert type(loaded).__name__ == "UnionControlNetModel" and loaded.family == "sdxl"
@@ -77,10 +82,10 @@ def _reference(fx, pipe_cls, net, pos0, neg0, img, **control):
                 **control).images
 
 
-def test_union_controlnet_matches_diffusers(tmp_path_factory, tmp_path):
+def test_union_controlnet_matches_diffusers(setup):
     from diffusers import StableDiffusionXLControlNetUnionPipeline
 
-    fx, net, loaded, img, model, pos0, neg0 = _setup(tmp_path_factory, tmp_path)
+    fx, net, loaded, img, model, pos0, neg0 = setup
     lat = _ours(model, loaded, pos0, neg0, img, "depth")
     ref = _reference(fx, StableDiffusionXLControlNetUnionPipeline, net, pos0, neg0, img,
                      control_image=[img.permute(0, 3, 1, 2)], control_mode=[1])
@@ -89,7 +94,7 @@ def test_union_controlnet_matches_diffusers(tmp_path_factory, tmp_path):
     assert (_ours(model, loaded, pos0, neg0, img, "depth", 0.0) - lat).abs().max() > 1e-3 * ref.abs().max()
 
 
-def test_union_auto_runs_as_comfyui_does(tmp_path_factory, tmp_path):
+def test_union_auto_runs_as_comfyui_does(setup):
     """No control type ("auto", or no SetUnionControlNetType at all): ComfyUI adds the control image's
     embedding to the first block as a plain ControlNet does and embeds the control type as all zeros.
     Oracle: diffusers' plain ControlNetModel holding the union model's ControlNet weights, its time
@@ -98,7 +103,7 @@ def test_union_auto_runs_as_comfyui_does(tmp_path_factory, tmp_path):
 
     from nodegen.models.union_controlnet import UNION_KEYS
 
-    fx, net, loaded, img, model, pos0, neg0 = _setup(tmp_path_factory, tmp_path)
+    fx, net, loaded, img, model, pos0, neg0 = setup
     plain = ControlNetModel.from_unet(fx.unet)
     plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith(UNION_KEYS)})
     with torch.no_grad():
