@@ -6,8 +6,9 @@ workflows map onto them with every widget on a named input (nodegen.formats.comf
 What the pack computes and these nodes do alike: the image is encoded at the CLIP-vision size
 (centre crop); without a negative image, base adapters take zeros and plus / face adapters the
 encoding of a black image; several images are combined before the projection (add, subtract,
-average, norm average); the weight scales the adapter's attention output ("V only"). The pack's
-per-layer weight types, K+V scalings and attention masks are not offered (the choices list what
+average, norm average); the weight scales the adapter's attention output ("V only") and varies
+over the UNet's blocks by the weight type (:mod:`nodegen.models.ip_adapter_weights`). The pack's
+"precise" weight types, K+V scalings and attention masks are not offered (the choices list what
 is), so a workflow that uses them is refused when it is checked, naming the node and input.
 """
 
@@ -18,8 +19,11 @@ from typing import Any
 from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, Output, node
 from nodegen.models.ip_adapter_presets import PRESETS
+from nodegen.models.ip_adapter_weights import WEIGHT_TYPES
 
 COMBINE = ["concat", "add", "subtract", "average", "norm average"]
+#: IPAdapter's (simple) weight types, as the pack turns them into IPAdapterAdvanced's
+SIMPLE_WEIGHT_TYPES = {"standard": "linear", "prompt is more important": "ease out", "style transfer": "style transfer"}
 
 
 def _preset_fingerprint(inputs: dict, env: Any) -> Any:
@@ -83,8 +87,8 @@ def _combined(embeds, method: str, node_type: str):
 
 
 def apply_image_prompt(ctx, node_type: str, model, ipadapter, image, weight: float, start_at: float,
-                       end_at: float, combine_embeds: str = "concat", image_negative=None, clip_vision=None,
-                       attn_mask=None):
+                       end_at: float, weight_type: str = "linear", combine_embeds: str = "concat",
+                       image_negative=None, clip_vision=None, attn_mask=None):
     """``model`` with ``ipadapter`` prompted by ``image`` (encoded with ``clip_vision`` or the one
     the loader chose), as ComfyUI_IPAdapter_plus applies it."""
     import torch
@@ -112,7 +116,8 @@ def apply_image_prompt(ctx, node_type: str, model, ipadapter, image, weight: flo
         neg = torch.zeros_like(pos)
     out = model.clone()
     out.options["ip_adapters"] = [*out.options.get("ip_adapters", []),
-                                  IPApplication(ipadapter, pos, neg, float(weight), float(start_at), float(end_at))]
+                                  IPApplication(ipadapter, pos, neg, float(weight), float(start_at), float(end_at),
+                                                weight_type)]
     return out
 
 
@@ -129,22 +134,23 @@ def _range_inputs():
                                "image's CLIP-vision encoding, a weight over part of the schedule.",
       inputs=[Input.link("model", T.MODEL), Input.link("ipadapter", T.IPADAPTER), Input.link("image", T.IMAGE),
               Input.float("weight", 1.0, min=-1.0, max=3.0, step=0.05), *_range_inputs(),
-              Input.choice("weight_type", ["standard"], "standard",
-                           description="The same weight in every layer (the pack's other types are not offered)"),
+              Input.choice("weight_type", list(SIMPLE_WEIGHT_TYPES), "standard",
+                           description="standard: the same weight in every block; prompt is more important: "
+                                       "ease out; style transfer: the style blocks only"),
               Input.link("attn_mask", T.MASK, optional=True, description="Not supported: leave unconnected")],
       **_COMMON)
 def ip_adapter_simple(ctx, model, ipadapter, image, weight, start_at, end_at, weight_type="standard",
                       attn_mask=None):
     return apply_image_prompt(ctx, "IPAdapter", model, ipadapter, image, weight, start_at, end_at,
-                              attn_mask=attn_mask)
+                              SIMPLE_WEIGHT_TYPES[weight_type], attn_mask=attn_mask)
 
 
 @node("IPAdapterAdvanced", description="Prompt with an image (or several, combined), an optional negative image "
                                        "and CLIP vision, a weight over part of the schedule.",
       inputs=[Input.link("model", T.MODEL), Input.link("ipadapter", T.IPADAPTER), Input.link("image", T.IMAGE),
               Input.float("weight", 1.0, min=-1.0, max=5.0, step=0.05),
-              Input.choice("weight_type", ["linear"], "linear",
-                           description="The same weight in every layer (the pack's other types are not offered)"),
+              Input.choice("weight_type", list(WEIGHT_TYPES), "linear",
+                           description="How the weight varies over the UNet's blocks (linear: the same in all)"),
               Input.choice("combine_embeds", COMBINE, "concat", description="How several images are combined"),
               *_range_inputs(),
               Input.choice("embeds_scaling", ["V only"], "V only",
@@ -158,4 +164,4 @@ def ip_adapter_simple(ctx, model, ipadapter, image, weight, start_at, end_at, we
 def ip_adapter_advanced(ctx, model, ipadapter, image, weight, weight_type, combine_embeds, start_at, end_at,
                         embeds_scaling="V only", image_negative=None, attn_mask=None, clip_vision=None):
     return apply_image_prompt(ctx, "IPAdapterAdvanced", model, ipadapter, image, weight, start_at, end_at,
-                              combine_embeds, image_negative, clip_vision, attn_mask)
+                              weight_type, combine_embeds, image_negative, clip_vision, attn_mask)

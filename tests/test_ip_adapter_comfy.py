@@ -173,7 +173,7 @@ def test_unified_loader_and_apply_errors(engine):
     assert not result.ok
     assert any("IPAdapterUnifiedLoader" in str(f) and "plus.face.sd15" in str(f) for f in result.failures)
     api = _api()
-    api["15"]["inputs"]["weight_type"] = "style transfer"  # a per-layer weight type is refused up front
+    api["15"]["inputs"]["weight_type"] = "style transfer precise"  # not offered: refused up front
     result = engine.run(comfy.import_comfy(api)[0])
     assert result.status == "invalid" and [(p.node_id, p.input) for p in result.problems] == [("15", "weight_type")]
     api = _api()
