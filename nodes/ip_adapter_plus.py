@@ -18,6 +18,7 @@ from typing import Any
 
 from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, Output, node
+from nodegen.kernel.types import SocketType, register_type
 from nodegen.models.ip_adapter_presets import PRESETS
 from nodegen.models.ip_adapter_weights import WEIGHT_TYPES
 
@@ -68,22 +69,73 @@ def ip_adapter_unified_loader(ctx, model, preset, ipadapter=None):
     return model, adapter.with_clip_vision(vision)
 
 
-def _combined(embeds, method: str, node_type: str):
+def _combined(embeds, method: str, node_type: str, name: str = "image"):
     """The pack's combination of several images' CLIP-vision embeddings (before the projection)."""
     import torch
 
     if embeds.shape[0] == 1:
         return embeds
     if method == "concat":
-        raise ValueError(f"{node_type}: input 'image' holds {embeds.shape[0]} images; with combine_embeds "
-                         f"'concat' one image is supported: choose add, subtract, average or norm average")
+        raise ValueError(f"{node_type}: input {name!r} holds {embeds.shape[0]} images; concatenated, one image is "
+                         f"supported: combine them (add, subtract, average, norm average)")
     if method == "add":
         return embeds.sum(0, keepdim=True)
     if method == "subtract":
         return (embeds[0] - embeds[1:].mean(0))[None]
     if method == "average":
         return embeds.mean(0, keepdim=True)
+    if method == "max":
+        return embeds.max(0, keepdim=True).values
+    if method == "min":
+        return embeds.min(0, keepdim=True).values
     return (embeds / torch.norm(embeds, dim=0, keepdim=True)).mean(0, keepdim=True)  # norm average
+
+
+def _vision(node_type: str, ipadapter, clip_vision):
+    vision = clip_vision if clip_vision is not None else getattr(ipadapter, "clip_vision", None)
+    if vision is None:
+        raise ValueError(f"{node_type}: input 'clip_vision' is not connected and input 'ipadapter' carries no "
+                         f"CLIP-vision model: connect a CLIPVisionLoader or load with IPAdapterUnifiedLoader")
+    return vision
+
+
+def _encoded(ctx, ipadapter, vision, image, name: str):
+    """What the adapter reads of ``image``'s CLIP-vision encoding (centre crop), ``[B, ...]``."""
+    from .ip_adapter import _embeds
+
+    return _embeds(ipadapter, vision.encode(image, "center", getattr(ctx, "device", None)), name)
+
+
+def _default_negative(ctx, node_type: str, ipadapter, clip_vision, positive):
+    """The pack's negative with no negative image: a black image's encoding for plus / face
+    adapters, zeros for base adapters."""
+    import torch
+
+    if not ipadapter.uses_hidden_states:
+        return torch.zeros_like(positive[:1])
+    vision = _vision(node_type, ipadapter, clip_vision)
+    black = torch.zeros(1, vision.image_size, vision.image_size, 3)
+    return _encoded(ctx, ipadapter, vision, black, "image_negative")
+
+
+def _no_mask(node_type: str, name: str, mask) -> None:
+    if mask is not None:
+        raise ValueError(f"{node_type}: input {name!r} (a mask) is not supported; disconnect it")
+
+
+def apply_embeds(node_type: str, model, ipadapter, positive, negative, weight: float, start_at: float,
+                 end_at: float, weight_type: str = "linear"):
+    """``model`` with ``ipadapter`` prompted by CLIP-vision embeddings (one image's, ``[1, ...]``)."""
+    from nodegen.models.ip_adapter import IPApplication
+
+    if start_at > end_at:
+        raise ValueError(f"{node_type}: start_at ({start_at}) must not exceed end_at ({end_at})")
+    positive = _combined(positive, "concat", node_type, "pos_embed")
+    out = model.clone()
+    out.options["ip_adapters"] = [*out.options.get("ip_adapters", []),
+                                  IPApplication(ipadapter, positive, negative[:1], float(weight), float(start_at),
+                                                float(end_at), weight_type)]
+    return out
 
 
 def apply_image_prompt(ctx, node_type: str, model, ipadapter, image, weight: float, start_at: float,
@@ -91,34 +143,12 @@ def apply_image_prompt(ctx, node_type: str, model, ipadapter, image, weight: flo
                        image_negative=None, clip_vision=None, attn_mask=None):
     """``model`` with ``ipadapter`` prompted by ``image`` (encoded with ``clip_vision`` or the one
     the loader chose), as ComfyUI_IPAdapter_plus applies it."""
-    import torch
-
-    from nodegen.models.ip_adapter import IPApplication
-
-    from .ip_adapter import _embeds
-
-    if attn_mask is not None:
-        raise ValueError(f"{node_type}: input 'attn_mask' (an attention mask) is not supported; disconnect it")
-    if start_at > end_at:
-        raise ValueError(f"{node_type}: start_at ({start_at}) must not exceed end_at ({end_at})")
-    vision = clip_vision if clip_vision is not None else getattr(ipadapter, "clip_vision", None)
-    if vision is None:
-        raise ValueError(f"{node_type}: input 'clip_vision' is not connected and input 'ipadapter' carries no "
-                         f"CLIP-vision model: connect a CLIPVisionLoader or load with IPAdapterUnifiedLoader")
-    device = getattr(ctx, "device", None)
-    pos = _combined(_embeds(ipadapter, vision.encode(image, "center", device), "image"), combine_embeds, node_type)
-    if image_negative is not None:
-        neg = _embeds(ipadapter, vision.encode(image_negative, "center", device), "image_negative")[:1]
-    elif ipadapter.uses_hidden_states:  # plus / face adapters: a black image
-        black = torch.zeros(1, vision.image_size, vision.image_size, 3)
-        neg = _embeds(ipadapter, vision.encode(black, "center", device), "image_negative")
-    else:
-        neg = torch.zeros_like(pos)
-    out = model.clone()
-    out.options["ip_adapters"] = [*out.options.get("ip_adapters", []),
-                                  IPApplication(ipadapter, pos, neg, float(weight), float(start_at), float(end_at),
-                                                weight_type)]
-    return out
+    _no_mask(node_type, "attn_mask", attn_mask)
+    vision = _vision(node_type, ipadapter, clip_vision)
+    pos = _combined(_encoded(ctx, ipadapter, vision, image, "image"), combine_embeds, node_type)
+    neg = (_encoded(ctx, ipadapter, vision, image_negative, "image_negative") if image_negative is not None
+           else _default_negative(ctx, node_type, ipadapter, vision, pos))
+    return apply_embeds(node_type, model, ipadapter, pos, neg, weight, start_at, end_at, weight_type)
 
 
 _COMMON = dict(category="conditioning/ip_adapter", outputs=[Output("model", T.MODEL)],
@@ -165,3 +195,61 @@ def ip_adapter_advanced(ctx, model, ipadapter, image, weight, weight_type, combi
                         embeds_scaling="V only", image_negative=None, attn_mask=None, clip_vision=None):
     return apply_image_prompt(ctx, "IPAdapterAdvanced", model, ipadapter, image, weight, start_at, end_at,
                               weight_type, combine_embeds, image_negative, clip_vision, attn_mask)
+
+
+#: The pack's EMBEDS: CLIP-vision embeddings an adapter reads, ``[B, ...]`` (image embeds for base
+#: adapters, penultimate hidden states for plus / face adapters).
+EMBEDS = register_type(SocketType("EMBEDS", "#e1bee7", frozenset(), False,
+                                  "IP-Adapter image embeddings (CLIP-vision features the adapter reads)"))
+
+
+@node("IPAdapterEncoder", category="conditioning/ip_adapter",
+      description="Encode an image for an IP-Adapter (weighted): embeddings to combine, save or apply later.",
+      inputs=[Input.link("ipadapter", T.IPADAPTER), Input.link("image", T.IMAGE),
+              Input.float("weight", 1.0, min=-1.0, max=3.0, step=0.01),
+              Input.link("mask", T.MASK, optional=True, description="Not supported: leave unconnected"),
+              Input.link("clip_vision", T.CLIP_VISION, optional=True,
+                         description="CLIP vision to encode with; unset: the unified loader's")],
+      outputs=[Output("pos_embed", EMBEDS), Output("neg_embed", EMBEDS)],
+      keywords=("image prompt", "ip-adapter", "ipadapter_plus"))
+def ip_adapter_encoder(ctx, ipadapter, image, weight, mask=None, clip_vision=None):
+    _no_mask("IPAdapterEncoder", "mask", mask)
+    vision = _vision("IPAdapterEncoder", ipadapter, clip_vision)
+    pos = _encoded(ctx, ipadapter, vision, image, "image")
+    neg = _default_negative(ctx, "IPAdapterEncoder", ipadapter, vision, pos)
+    return (pos * weight if weight != 1 else pos), neg
+
+
+@node("IPAdapterCombineEmbeds", category="conditioning/ip_adapter",
+      description="Combine up to five IP-Adapter embeddings (concatenate, add, subtract, average, max, min).",
+      inputs=[Input.link("embed1", EMBEDS), Input.choice("method", [*COMBINE, "max", "min"], "concat"),
+              *[Input.link(f"embed{i}", EMBEDS, optional=True) for i in range(2, 6)]],
+      outputs=[Output("embeds", EMBEDS)], keywords=("image prompt", "ip-adapter", "ipadapter_plus"))
+def ip_adapter_combine_embeds(ctx, embed1, method, embed2=None, embed3=None, embed4=None, embed5=None):
+    import torch
+
+    embeds = torch.cat([e for e in (embed1, embed2, embed3, embed4, embed5) if e is not None])
+    return embeds if method == "concat" else _combined(embeds, method, "IPAdapterCombineEmbeds", "embed1")
+
+
+@node("IPAdapterEmbeds", description="Prompt with IP-Adapter embeddings (from IPAdapterEncoder), a weight over "
+                                     "part of the schedule.",
+      inputs=[Input.link("model", T.MODEL), Input.link("ipadapter", T.IPADAPTER), Input.link("pos_embed", EMBEDS),
+              Input.float("weight", 1.0, min=-1.0, max=3.0, step=0.05),
+              Input.choice("weight_type", list(WEIGHT_TYPES), "linear",
+                           description="How the weight varies over the UNet's blocks (linear: the same in all)"),
+              *_range_inputs(),
+              Input.choice("embeds_scaling", ["V only"], "V only",
+                           description="The weight scales the adapter's attention output"),
+              Input.link("neg_embed", EMBEDS, optional=True,
+                         description="Negative embeddings; unset: zeros (base) or a black image's (plus, face)"),
+              Input.link("attn_mask", T.MASK, optional=True, description="Not supported: leave unconnected"),
+              Input.link("clip_vision", T.CLIP_VISION, optional=True,
+                         description="Encodes the black image a plus adapter's default negative needs")],
+      **_COMMON)
+def ip_adapter_embeds(ctx, model, ipadapter, pos_embed, weight, weight_type, start_at, end_at,
+                      embeds_scaling="V only", neg_embed=None, attn_mask=None, clip_vision=None):
+    _no_mask("IPAdapterEmbeds", "attn_mask", attn_mask)
+    neg = neg_embed if neg_embed is not None else _default_negative(ctx, "IPAdapterEmbeds", ipadapter, clip_vision,
+                                                                     pos_embed)
+    return apply_embeds("IPAdapterEmbeds", model, ipadapter, pos_embed, neg, weight, start_at, end_at, weight_type)

@@ -210,3 +210,34 @@ def test_several_images_are_combined_before_the_projection(engine):
     torch.testing.assert_close(positive("subtract"), each[:1] - each[1:])
     with pytest.raises(ValueError, match="IPAdapterAdvanced: input 'image' holds 2 images"):
         positive("concat")
+
+
+def test_encoder_and_embeds_workflow_equals_the_advanced_node(engine):
+    """IPAdapterEncoder -> IPAdapterCombineEmbeds (average of two encodings) -> IPAdapterEmbeds, in both
+    formats, gives the image of IPAdapterAdvanced averaging the same two images."""
+    api = _api()
+    del api["12"], api["10"]
+    api["15"]["inputs"].update(model=["4", 0], image=["16", 0], combine_embeds="average", weight_type="ease out")
+    api["16"] = {"class_type": "ImageBatch", "inputs": {"image1": ["11", 0], "image2": ["17", 0]}}
+    api["17"] = {"class_type": "LoadImage", "inputs": {"image": "black.png"}}
+    advanced = _pixels(engine.run(comfy.import_comfy(api)[0]))
+    for nid, (image, out) in {"20": ("11", 0), "21": ("17", 0)}.items():
+        api[nid] = {"class_type": "IPAdapterEncoder", "inputs": {"weight": 1.0, "ipadapter": ["13", 0],
+                                                                "image": [image, out], "clip_vision": ["14", 0]}}
+    api["22"] = {"class_type": "IPAdapterCombineEmbeds", "inputs": {"method": "average", "embed1": ["20", 0],
+                                                                    "embed2": ["21", 0]}}
+    api["15"] = {"class_type": "IPAdapterEmbeds", "inputs": {
+        "weight": 0.6, "weight_type": "ease out", "start_at": 0.2, "end_at": 0.9, "embeds_scaling": "V only",
+        "model": ["4", 0], "ipadapter": ["13", 0], "pos_embed": ["22", 0], "neg_embed": ["20", 1]}}
+    del api["16"]
+    doc, notes = comfy.import_comfy(api)
+    assert notes == [] and comfy.export_api(doc) == api
+    WIDGETS.update({"IPAdapterEncoder": ["weight"], "IPAdapterCombineEmbeds": ["method"],
+                    "IPAdapterEmbeds": ["weight", "weight_type", "start_at", "end_at", "embeds_scaling"]})
+    OUTPUTS.update({"IPAdapterEncoder": ["EMBEDS", "EMBEDS"], "IPAdapterCombineEmbeds": ["EMBEDS"],
+                    "IPAdapterEmbeds": ["MODEL"]})
+    ui_doc, ui_notes = comfy.import_comfy(_ui(api))
+    assert ui_notes == [] and {k: n["inputs"] for k, n in ui_doc["nodes"].items()} == {
+        k: n["inputs"] for k, n in doc["nodes"].items()}
+    assert _pixels(engine.run(doc)) == advanced
+    assert _pixels(engine.run(ui_doc)) == advanced
