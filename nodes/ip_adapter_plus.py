@@ -1,6 +1,7 @@
 """The everyday nodes of the ComfyUI_IPAdapter_plus pack (by cubiq), built in: IPAdapterUnifiedLoader
 (a preset finds the IP-Adapter and CLIP-vision files by their usual names), IPAdapter and
-IPAdapterAdvanced (encode the prompt image with CLIP vision and apply the adapter). Published
+IPAdapterAdvanced (encode the prompt image with CLIP vision and apply the adapter), and the
+embeddings helpers IPAdapterEncoder, IPAdapterCombineEmbeds and IPAdapterEmbeds. Published
 workflows map onto them with every widget on a named input (nodegen.formats.comfy.map_ip_adapter).
 
 What the pack computes and these nodes do alike: the image is encoded at the CLIP-vision size
@@ -50,7 +51,7 @@ def _preset_fingerprint(inputs: dict, env: Any) -> Any:
                   "for the model's family and load both.",
       inputs=[Input.link("model", T.MODEL), Input.choice("preset", list(PRESETS), PRESETS[1]),
               Input.link("ipadapter", T.IPADAPTER, optional=True,
-                         description="ComfyUI's pipe from an earlier loader (not needed: files are cached)")],
+                         description="ComfyUI's pipe from an earlier loader; ignored (each loader loads its own files)")],
       outputs=[Output("model", T.MODEL), Output("ipadapter", T.IPADAPTER)], fingerprint=_preset_fingerprint,
       keywords=("image prompt", "ip-adapter", "ipadapter_plus"))
 def ip_adapter_unified_loader(ctx, model, preset, ipadapter=None):
