@@ -241,3 +241,25 @@ def test_encoder_and_embeds_workflow_equals_the_advanced_node(engine):
         k: n["inputs"] for k, n in doc["nodes"].items()}
     assert _pixels(engine.run(doc)) == advanced
     assert _pixels(engine.run(ui_doc)) == advanced
+
+
+def test_presets_pick_the_published_file_names():
+    from types import SimpleNamespace
+
+    from nodegen.models.ip_adapter_presets import PresetError, preset_files
+
+    files = {"ipadapter": ["SD15/ip-adapter_sd15_light.safetensors", "ip-adapter_sd15_light_v11.bin",
+                           "ip-adapter-plus_sdxl_vit-h.safetensors", "ip-adapter_sdxl.safetensors",
+                           "ip-adapter_sdxl_vit-h.safetensors"],
+             "clip_vision": ["CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors", CLIP_VISION]}
+    paths = SimpleNamespace(list=lambda kind: files[kind], describe=lambda kind: f"the {kind} folder")
+    assert preset_files(paths, "LIGHT - SD1.5 only (low strength)", False) == ("ip-adapter_sd15_light_v11.bin",
+                                                                                CLIP_VISION)
+    assert preset_files(paths, STANDARD, True) == ("ip-adapter_sdxl_vit-h.safetensors", CLIP_VISION)
+    assert preset_files(paths, "VIT-G (medium strength)", True) == (
+        "ip-adapter_sdxl.safetensors", "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors")
+    assert preset_files(paths, "PLUS (high strength)", True)[0] == "ip-adapter-plus_sdxl_vit-h.safetensors"
+    with pytest.raises(PresetError, match="no IP-Adapter for SDXL"):
+        preset_files(paths, "LIGHT - SD1.5 only (low strength)", True)
+    with pytest.raises(PresetError, match="ip.adapter.sd15.*the ipadapter folder"):
+        preset_files(paths, STANDARD, False)
