@@ -228,3 +228,57 @@ def test_sd15_ip_adapter_plus_matches_diffusers(tmp_path_factory, tmp_path):
                guidance_scale=6.0, height=64, width=64, latents=_latents(sched, 3),
                generator=torch.Generator().manual_seed(3), output_type="latent").images
     assert (lat - ref).abs().max() <= 1e-4 * ref.abs().max(), float((lat - ref).abs().max())
+
+
+@pytest.mark.parametrize("weight_type", ["ease in", "strong middle"])
+def test_weight_types_match_diffusers_per_block_scales(tmp_path_factory, tmp_path, weight_type):
+    """ComfyUI_IPAdapter_plus's weight types give each transformer block (numbered in run order, 16 for
+    SD1.5) its own weight; oracle: diffusers' per-block IP-Adapter scales with the pack's values,
+    computed here from the tiny UNet's blocks (down 0: block 0, middle: 1, up 1: blocks 2 and 3)."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    fx = fixture("sd1", tmp_path_factory.mktemp("sd1"))
+    save_file(make_ip_adapter(fx.unet, 1), str(tmp_path / "ip.safetensors"))
+    pos_img, neg_img = _embeds(2)
+    model = _apply(DiffusionModel.from_unet(fx.unet, "sd1", "epsilon"), tmp_path / "ip.safetensors", pos_img, neg_img)
+    model.options["ip_adapters"][0].weight_type = weight_type
+    te = TextEncoder.from_components([fx.tokenizer], [fx.text_encoder], "sd1")
+    pos, neg = te.encode("a photo of a cat"), te.encode("blurry")
+    lat = sample(model, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, 3, Steps(STEPS), 6.0,
+                 device="cpu").latent["samples"]
+    if weight_type == "ease in":
+        w = [0.8 * (0.05 + 0.95 * (1 - t / 16)) for t in range(4)]
+    else:  # strong middle: the input and output blocks at a fifth
+        w = [0.16, 0.8, 0.16, 0.16]
+    sched = EulerDiscreteScheduler.from_config(fx.scheduler.config, timestep_spacing="linspace")
+    pipe = StableDiffusionPipeline(vae=fx.vae, text_encoder=fx.text_encoder, tokenizer=fx.tokenizer,
+                                   unet=copy.deepcopy(fx.unet), scheduler=sched, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_ip_adapter(str(tmp_path), subfolder="", weight_name="ip.safetensors", image_encoder_folder=None)
+    pipe.set_ip_adapter_scale({"down": {"block_0": [w[0]]}, "mid": w[1], "up": {"block_1": [w[2], w[3]]}})
+    ref = pipe(prompt_embeds=pos[0].embeds, negative_prompt_embeds=neg[0].embeds,
+               ip_adapter_image_embeds=[torch.cat([neg_img, pos_img])[:, None]], num_inference_steps=STEPS,
+               guidance_scale=6.0, height=64, width=64, latents=_latents(sched, 3),
+               generator=torch.Generator().manual_seed(3), output_type="latent").images
+    assert (lat - ref).abs().max() <= 1e-4 * ref.abs().max(), float((lat - ref).abs().max())
+
+
+def test_sdxl_block_numbering_finds_instantstyle_blocks():
+    """SDXL's 11 transformer blocks in run order: the style block (up 0, attention 1) is 6 and the
+    layout block (down 2, attention 1) is 3, where the pack's style / composition types put the weight
+    (InstantStyle's blocks)."""
+    from nodegen.models.ip_adapter_weights import layer_weight, transformer_blocks
+
+    names = [f"down_blocks.{b}.attentions.{a}.transformer_blocks.{t}.attn2.processor"
+             for b in (1, 2) for a in (0, 1) for t in range(2)]
+    names += [f"mid_block.attentions.0.transformer_blocks.{t}.attn2.processor" for t in range(10)]
+    names += [f"up_blocks.{b}.attentions.{a}.transformer_blocks.0.attn2.processor" for b in (0, 1) for a in range(3)]
+    blocks = transformer_blocks(reversed(names))
+    assert len({i for i, _ in blocks.values()}) == 11
+    assert blocks["up_blocks.0.attentions.1.transformer_blocks.0.attn2.processor"] == (6, "output")
+    assert blocks["down_blocks.2.attentions.1.transformer_blocks.1.attn2.processor"] == (3, "input")
+    assert blocks["mid_block.attentions.0.transformer_blocks.7.attn2.processor"] == (4, "middle")
+    sdxl = {"ip_adapter": {"1.to_k_ip.weight": torch.zeros(640, 2048), "101.to_k_ip.weight": torch.zeros(1280, 2048)}}
+    assert [layer_weight("style transfer", 0.9, i, "output", sdxl) for i in range(11)] == [0.0] * 6 + [0.9] + [0.0] * 4
+    assert [layer_weight("composition", 0.9, i, "input", sdxl) for i in range(11)] == [0.0] * 3 + [0.9] + [0.0] * 7

@@ -145,3 +145,46 @@ def test_locon_tucker_and_strength(sd1):
     half, _ = apply_lora(model, None, parse_lora(sd), 0.5, 1.0)
     with half.use("cpu") as u:
         assert torch.allclose(u.get_parameter(name) - w, 0.5 * want, atol=1e-4)
+
+
+def test_peft_dora_file_equals_peft(sd1, tmp_path):
+    """DoRA as PEFT saves it (``lora_magnitude_vector``, diffusers' ``unet.`` / ``text_encoder.`` file
+    with PEFT's alpha in the metadata): the patched UNet and text encoder give PEFT's own outputs."""
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    from nodegen.models.lora import read_lora
+    from nodegen.models.objects import TextEncoder
+
+    def dora(module, targets):
+        config = LoraConfig(r=4, lora_alpha=8, target_modules=targets, use_dora=True, init_lora_weights=False)
+        model = _peft_adapter(module, config)
+        for mod in model.modules():  # a trained magnitude differs from the weight's own norm
+            if hasattr(mod, "lora_magnitude_vector") and "default" in mod.lora_magnitude_vector:
+                with torch.no_grad():
+                    mod.lora_magnitude_vector["default"].weight.mul_(1.3)
+        return model.eval(), {k: v for k, v in config.to_dict().items() if k in ("r", "lora_alpha")}
+
+    unet, unet_meta = dora(sd1.unet, ["to_q", "to_v", "proj_in", "conv1"])
+    te, te_meta = dora(sd1.text_encoder, ["q_proj", "v_proj", "fc1"])
+    StableDiffusionLoraLoaderMixin.save_lora_weights(
+        tmp_path, unet_lora_layers=get_peft_model_state_dict(unet), text_encoder_lora_layers=get_peft_model_state_dict(te),
+        unet_lora_adapter_metadata=unet_meta, text_encoder_lora_adapter_metadata=te_meta)
+    [path] = tmp_path.glob("*.safetensors")
+    lora = read_lora(path)
+    assert sum(layer.dora_scale is not None for layer in lora.layers) == len(lora.layers) > 0
+    model, clip = apply_lora(DiffusionModel.from_unet(sd1.unet, "sd1"),
+                             TextEncoder.from_components([sd1.tokenizer], [sd1.text_encoder], "sd1"), lora, 1.0, 1.0)
+    g = torch.Generator().manual_seed(5)
+    x, ctx = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 77, sd1.unet.config.cross_attention_dim, generator=g)
+    ids = torch.randint(0, 49408, (1, 77), generator=g)
+    with torch.no_grad():
+        want, base = unet(x, 500, ctx).sample, sd1.unet(x, 500, ctx).sample
+    assert (want - base).abs().max() > 1e-2  # the DoRA matters
+    with torch.no_grad(), model.use("cpu") as ours_unet, clip.use("cpu") as [ours_te]:  # patched in place
+        torch.testing.assert_close(ours_unet(x, 500, ctx).sample, want, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ours_te(ids).last_hidden_state, te(ids).last_hidden_state, rtol=1e-4, atol=1e-5)
+    # PeftModel.save_pretrained's spelling of the same UNet adapter
+    saved = parse_lora({"base_model.model." + k: v for k, v in get_peft_model_state_dict(unet).items()})
+    assert sorted((x.module, float(x.dora_scale.sum())) for x in saved.layers) == sorted(
+        (x.module, float(x.dora_scale.sum())) for x in lora.layers if x.component == "unet")

@@ -28,11 +28,13 @@ from nodegen.models.files import ModelFileError, load_state_dict
 
 
 class IPAdapterModel:
-    """IPADAPTER: the file's two parts, ``{"image_proj": {...}, "ip_adapter": {...}}``."""
+    """IPADAPTER: the file's two parts, ``{"image_proj": {...}, "ip_adapter": {...}}``, and the
+    CLIP-vision model to encode its images with where a loader chose one (:attr:`clip_vision`)."""
 
     def __init__(self, state: dict[str, dict[str, torch.Tensor]], source: str = "") -> None:
         self.state = state
         self.source = source
+        self.clip_vision = None
         proj = state["image_proj"]
         if "proj.weight" in proj:
             self.variant = "base"
@@ -42,6 +44,12 @@ class IPAdapterModel:
             self.variant = "plus"
         else:
             self.variant = "other"
+
+    def with_clip_vision(self, clip_vision) -> IPAdapterModel:
+        """The same adapter (weights shared) carrying ``clip_vision``."""
+        out = IPAdapterModel(self.state, self.source)
+        out.clip_vision = clip_vision
+        return out
 
     @property
     def uses_hidden_states(self) -> bool:
@@ -86,7 +94,8 @@ def _pickled(p: Path) -> dict:
 @dataclass
 class IPApplication:
     """One IPAdapterApply: the adapter, image embeddings (``[1, ...]``) for the positive and the
-    negative prompt, weight and range (fractions of the schedule)."""
+    negative prompt, weight and range (fractions of the schedule), and the weight type
+    (:mod:`nodegen.models.ip_adapter_weights`: how the weight varies over the UNet's blocks)."""
 
     adapter: IPAdapterModel
     positive: torch.Tensor
@@ -94,9 +103,20 @@ class IPApplication:
     weight: float = 1.0
     start: float = 0.0
     end: float = 1.0
+    weight_type: str = "linear"
 
     def scale(self, progress: float) -> float:
         return self.weight if self.start <= progress <= self.end else 0.0
+
+    def block_scale(self, progress: float, index: int, part: str) -> float:
+        """The scale at ``progress`` in transformer block ``index`` (run order) of ``part``."""
+        if not self.start <= progress <= self.end:
+            return 0.0
+        if self.weight_type == "linear":
+            return self.weight
+        from nodegen.models.ip_adapter_weights import layer_weight
+
+        return layer_weight(self.weight_type, self.weight, index, part, self.adapter.state)
 
 
 @contextmanager
@@ -128,10 +148,14 @@ def installed(unet, applications: list[IPApplication]) -> Iterator[None]:
 
 
 def set_scales(unet, applications: list[IPApplication], progress: float) -> None:
-    scales = [app.scale(progress) for app in applications]
-    for proc in unet.attn_processors.values():
+    from nodegen.models.ip_adapter_weights import transformer_blocks
+
+    processors = unet.attn_processors
+    blocks = transformer_blocks(processors)
+    for name, proc in processors.items():
         if hasattr(proc, "to_k_ip"):
-            proc.scale = list(scales)
+            index, part = blocks.get(name, (0, "input"))
+            proc.scale = [app.block_scale(progress, index, part) for app in applications]
 
 
 def image_embeds(applications: list[IPApplication], negatives: list[bool], batch: int, device, dtype) -> list:

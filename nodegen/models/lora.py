@@ -11,7 +11,8 @@ Formats read:
 * diffusers / PEFT: ``unet.<module>.lora_A.weight`` / ``lora_B.weight``, ``text_encoder.``,
   ``text_encoder_2.``; the older ``.lora.down/up`` and ``processor.to_q_lora.down`` spellings;
   ``<module>.alpha`` network alphas; PEFT ``lora_alpha`` from the file's
-  ``lora_adapter_metadata``.
+  ``lora_adapter_metadata``; PEFT's DoRA magnitude ``<module>.lora_magnitude_vector`` (one per
+  output channel) and its ``base_model.model.`` prefix.
 
 A LoRA's delta for weight ``W`` is ``up @ down * alpha / rank`` (conv LoRAs reshaped), added
 with ``strength`` on use (see :mod:`nodegen.models.patching`); the base weights are shared
@@ -123,7 +124,7 @@ def parse_lora(sd: dict[str, torch.Tensor], path: str = "<memory>", metadata: di
             k = _normal(key)
             m = re.match(r"^(.*)\.(lora_A|lora\.down|lora_down)\.weight$", k)
             if not m:
-                if not re.search(r"(lora_B|lora\.up|lora_up)\.weight$|\.alpha$", k):
+                if not re.search(r"(lora_B|lora\.up|lora_up)\.weight$|\.alpha$|\.lora_magnitude_vector(\.weight)?$", k):
                     unknown.append(key)
                 continue
             base = m.group(1)
@@ -142,10 +143,22 @@ def parse_lora(sd: dict[str, torch.Tensor], path: str = "<memory>", metadata: di
                 alpha = meta[comp].get("lora_alpha")
             if alpha is None and f"{comp}.lora_alpha" in meta:
                 alpha = float(meta[f"{comp}.lora_alpha"])
-            out.layers.append(LoraLayer(comp, module, sd[key], sd[up_key], alpha))
+            out.layers.append(LoraLayer(comp, module.removeprefix(_PEFT_PREFIX), sd[key], sd[up_key], alpha,
+                                        _peft_magnitude(normal, sd, base)))
     if not out.layers:
         raise ValueError(f"{path}: no LoRA layers found (keys such as {', '.join(sorted(sd)[:3])})")
     return out
+
+
+#: PEFT's ``PeftModel.save_pretrained`` prefix (a UNet adapter saved without diffusers' ``unet.``).
+_PEFT_PREFIX = "base_model.model."
+
+
+def _peft_magnitude(normal: dict[str, str], sd: dict[str, torch.Tensor], base: str) -> torch.Tensor | None:
+    """PEFT's DoRA magnitude for the module ``base``, one value per output channel (PEFT stores
+    ``[out]`` for linear layers and ``[1, out, 1, 1]`` for convolutions), or None."""
+    key = normal.get(f"{base}.lora_magnitude_vector") or normal.get(f"{base}.lora_magnitude_vector.weight")
+    return sd[key].reshape(-1) if key is not None else None
 
 
 _XLABS = re.compile(r"(\.processor\.\w+_lora\d?)\.(down|up)\.weight$")

@@ -3,6 +3,10 @@ types, told which type its image is (SetUnionControlNetType). Run by diffusers'
 ``ControlNetUnionModel``; the files are in diffusers' layout with the union parts
 (``task_embedding``, ``transformer_layes.*``, ``spatial_ch_projs``, ``control_add_embedding``).
 
+With no type set ("auto", ComfyUI's default) the model runs as ComfyUI runs it: the control
+image's embedding is added to the first block as in a plain ControlNet (no fusion transformer,
+no task embedding) and the control-type embedding is that of no type (all zeros).
+
 The configuration comes from the shapes (the ControlNet part as for any ControlNet; the union
 part: control types and widths from ``task_embedding``, layers from ``transformer_layes``); the
 fusion transformer's head count is not in the shapes and is taken as 8, the published models'.
@@ -41,9 +45,6 @@ class UnionControlNetModel(ControlNetModel):
 
     def control(self, image: torch.Tensor, strength: float = 1.0, start: float = 0.0,
                 end: float = 1.0) -> Control:
-        if self.control_type is None:
-            raise ControlNetError(f"{self.name} is a union ControlNet: set its control type with "
-                                  f"SetUnionControlNetType ('auto' is not supported)")
         return UnionControl(self, image, strength, start, end)
 
 
@@ -57,6 +58,9 @@ class UnionControl(Control):
             sample = x[:, : int(net.config.in_channels)]
             b, _, h, w = sample.shape
             hint = self.hint(b, h * 8, w * 8, x.device, x.dtype)
+            if model.control_type is None:
+                return auto_residuals(net, sample, timestep, embeds.to(x.dtype), hint, self.strength,
+                                      pooled_extras)
             idx = UNION_TYPES[model.control_type]
             one_hot = torch.zeros(b, int(net.config.num_control_type), device=x.device, dtype=x.dtype)
             one_hot[:, idx] = 1
@@ -64,6 +68,26 @@ class UnionControl(Control):
                             control_type=one_hot, control_type_idx=[idx], conditioning_scale=[self.strength],
                             added_cond_kwargs=pooled_extras, return_dict=False)
         return list(down), mid
+
+
+def auto_residuals(net, sample, timestep, embeds, hint, strength: float, pooled_extras):
+    """Residuals with no control type (ComfyUI's "auto"): the union model run as a plain
+    ControlNet (diffusers' ``ControlNetModel.forward`` over the same modules, which the union
+    model has all of) whose time embedding carries the no-type control embedding."""
+    from diffusers import ControlNetModel
+
+    types = int(net.config.num_control_type)
+    no_type = torch.zeros(sample.shape[0] * types, device=sample.device)
+    extra = net.control_add_embedding(net.control_type_proj(no_type).reshape(sample.shape[0], -1)
+                                      .to(sample.dtype))
+    hook = net.time_embedding.register_forward_hook(lambda _module, _args, out: out + extra)
+    try:
+        down, mid = ControlNetModel.forward(net, sample, timestep, encoder_hidden_states=embeds,
+                                            controlnet_cond=hint, conditioning_scale=strength,
+                                            added_cond_kwargs=pooled_extras, return_dict=False)
+    finally:
+        hook.remove()
+    return list(down), mid
 
 
 def load_union(path: Path, sd: dict[str, torch.Tensor], manager=None) -> UnionControlNetModel:

@@ -21,6 +21,7 @@ TABLE_MODULES = (
     "map_custom_sampling",
     "map_flow",
     "map_image",
+    "map_ip_adapter",
     "map_loaders",
     "map_masks",
     "map_merging",
