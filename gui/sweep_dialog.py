@@ -8,7 +8,7 @@ The value syntax is the one ``python main.py sweep --over NODE.INPUT=SPEC`` uses
 * ``a,b,c``      a list (numbers, names, choices)
 * ``random:N``   N random seeds
 
-The spec syntax is parsed by :mod:`nodegen.runtime.sweep_specs`, the same code the sweep command
+The spec syntax is parsed by :mod:`nodegen.runtime.sweep.specs`, the same code the sweep command
 uses; :func:`parse_spec` adds the input's type and range, :func:`expand` the combinations (first
 axis slowest). The jobs run through the editor's own queue (one warm engine), not through the
 sweep command's worker processes.
@@ -31,8 +31,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from nodegen.runtime.sweep_specs import SpecError
-from nodegen.runtime.sweep_specs import expand as expand_spec
+from nodegen.runtime.sweep.specs import SpecError
+from nodegen.runtime.sweep.specs import expand as expand_spec
 
 #: more jobs than this need a confirmation in the dialog (the OK button says how many)
 MAX_JOBS = 1000
@@ -93,7 +93,7 @@ def _check(value, spec: dict, where: str) -> None:
 def parse_spec(text: str, spec: dict, where: str = "value", rng: random.Random | None = None) -> list:
     """The values a sweep spec stands for, typed and checked for the input ``spec`` (its widget
     kind, min/max, choices). The spec syntax is the sweep command's
-    (:func:`nodegen.runtime.sweep_specs.expand`); the editor adds the input's type and range.
+    (:func:`nodegen.runtime.sweep.specs.expand`); the editor adds the input's type and range.
     ``where`` names the input in errors."""
     text = text.strip()
     if not text:

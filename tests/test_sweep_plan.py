@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from nodegen.runtime.sweep_specs import SpecError, expand, parse_over
-from nodegen.sweep.plan import Axis, PlanError, chunks, expand_jobs, run_order
+from nodegen.runtime.sweep.plan import Axis, PlanError, chunks, expand_jobs, run_order
+from nodegen.runtime.sweep.specs import SpecError, expand, parse_over
 
 
 @pytest.mark.parametrize("spec, values", [
