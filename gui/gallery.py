@@ -1,6 +1,7 @@
 """The output gallery: thumbnails of every image the runs of this session wrote, newest first, and
 sweeps shown as a grid (columns are the values of the input that varies fastest, rows those of the
-other; one row for a sweep of one input), beside the sweep's own ``grid.png``. For any image: open
+other; a sweep of one input wraps to the panel's width, captioned with its values), beside the
+sweep's own ``grid.png``. For any image: open
 it, show it in its folder, copy it, or reopen the workflow that made it (every PNG nodegen writes
 carries it).
 """
@@ -39,6 +40,7 @@ class Entry:
     caption: str = ""
     sweep: str | None = None
     values: dict = field(default_factory=dict)
+    index: int = 0  # the job's place in its sweep
 
 
 def thumbnail(path: str, size: int = THUMB) -> QPixmap:
@@ -105,9 +107,9 @@ class Gallery(QWidget):
 
     # -- content ---------------------------------------------------------------------------
     def add_images(self, paths: list[str], job: int, caption: str = "", sweep: str | None = None,
-                   values: dict | None = None) -> None:
+                   values: dict | None = None, index: int = 0) -> None:
         known = {(e.path, e.sweep) for e in self.entries}  # a resumed sweep shows the images it found
-        new = [Entry(p, job, caption, sweep, dict(values or {})) for p in paths if (p, sweep) not in known]
+        new = [Entry(p, job, caption, sweep, dict(values or {}), index) for p in paths if (p, sweep) not in known]
         if not new:
             return
         self.entries.extend(new)
@@ -133,7 +135,7 @@ class Gallery(QWidget):
         if which == ALL or not which:
             seen: set[str] = set()
             return [e for e in reversed(self.entries) if not (e.path in seen or seen.add(e.path))]
-        return [e for e in self.entries if e.sweep == which]
+        return sorted((e for e in self.entries if e.sweep == which), key=lambda e: e.index)
 
     def refresh(self) -> None:
         self.list.clear()
@@ -148,23 +150,24 @@ class Gallery(QWidget):
         self._update_buttons()
 
     def _fill_grid(self, entries: list[Entry]) -> None:
-        """A sweep as a table, each cell the image made with its values: columns are the values of
-        the last (fastest-varying) input, rows those of the first (one row when it sweeps one)."""
+        """A sweep of two inputs as a table, each cell the image made with its values: columns are
+        the values of the fastest-varying input, rows those of the other. (A sweep of one input is
+        the thumbnail list in value order, captioned with the values, wrapping to the panel.)"""
         self.grid.clear()
         self.grid.setRowCount(0)
         self.grid.setColumnCount(0)
-        if not entries or not entries[0].values:
+        if not entries or len(entries[0].values) < 2:
             return
         keys = list(entries[0].values)
-        row_key, col_key = (keys[0] if len(keys) > 1 else None), keys[-1]
-        rows = list(dict.fromkeys(str(e.values.get(row_key)) for e in entries)) if row_key else [""]
+        row_key, col_key = keys[0], keys[-1]
+        rows = list(dict.fromkeys(str(e.values.get(row_key)) for e in entries))
         cols = list(dict.fromkeys(str(e.values.get(col_key)) for e in entries))
         self.grid.setRowCount(len(rows))
         self.grid.setColumnCount(len(cols))
         self.grid.setHorizontalHeaderLabels([f"{col_key.rpartition('.')[2]}={c}" for c in cols])
-        self.grid.setVerticalHeaderLabels([f"{row_key.rpartition('.')[2]}={r}" if row_key else "" for r in rows])
+        self.grid.setVerticalHeaderLabels([f"{row_key.rpartition('.')[2]}={r}" for r in rows])
         for e in entries:
-            r = rows.index(str(e.values.get(row_key))) if row_key else 0
+            r = rows.index(str(e.values.get(row_key)))
             c = cols.index(str(e.values.get(col_key)))
             item = QTableWidgetItem(QIcon(thumbnail(e.path)), "")
             item.setData(PATH_ROLE, e.path)

@@ -127,7 +127,7 @@ class RunMixin:
                 continue
             paths = [str(job.sweep.out_dir / f) for f in rec["files"] if f.lower().endswith(".png")]
             self.gallery.add_images(paths, number, caption(rec["values"], job.tag.get("titles", {})),
-                                    job.tag["sweep"], rec["values"])
+                                    job.tag["sweep"], rec["values"], rec["job"])
         if kind == "job_finished":
             self.statusBar().showMessage(f"{job.label}: job {ev['finished']}/{ev['to_run']} {ev['status']}", 5000)
 
@@ -238,7 +238,7 @@ class RunMixin:
                 item.set_state("cancelled" if status == "cancelled" else None)
         job = self.runner.jobs.get(number)
         if job is not None and job.sweep is not None:
-            self._sweep_finished(job, status, info)
+            self._sweep_finished(job, info)
         elif job is not None and job.outputs:
             self.gallery.add_images(job.outputs, number, job.tag.get("caption", ""))
         failures = info.get("failures") or []
@@ -253,12 +253,12 @@ class RunMixin:
             self.statusBar().showMessage(f"run {number} {status}: {ran} ran, {cached} cached, {secs:.2f}s", 15000)
         self.update_run_label()
 
-    def _sweep_finished(self, job, status: str, info: dict) -> None:
+    def _sweep_finished(self, job, info: dict) -> None:
         if info.get("grid"):
             self.gallery.set_sweep_grid(job.tag["sweep"], info["grid"], job.number)
         if "done" not in info:
             return
-        text = (f"{job.label} {status}: {info['done']} done, {info['failed']} failed, {info['skipped']} already "
+        text = (f"{job.label} {job.status}: {info['done']} done, {info['failed']} failed, {info['skipped']} already "
                 f"done" + (f", {info['cancelled']} not run" if info["cancelled"] else "") + f"; {info['out']}")
         if (info["done"] or info["skipped"]) and not job.outputs:
             text += " (no image was saved: add a Save Image node to keep a sweep's images)"

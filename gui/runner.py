@@ -19,6 +19,7 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtGui import QImage
@@ -27,6 +28,7 @@ from nodegen.kernel.context import CancelToken
 from nodegen.kernel.plan import Plan, plan
 from nodegen.kernel.problems import Problem
 from nodegen.kernel.workflow import WorkflowError
+from nodegen.runtime.jobs import STAGING_SUFFIX
 from nodegen.runtime.sweep.session import Sweep
 from nodegen.runtime.sweep.worker import SweepWorker
 
@@ -145,6 +147,19 @@ class Job:
 
     def elapsed(self) -> float:
         return 0.0 if self.started is None else time.time() - self.started
+
+
+def _published(path: str, out_dir: Path) -> str:
+    """Where a file a sweep job writes in its staging folder (``OUT/<job>.partial/``) lies once
+    the job is published (``OUT/<job>/``). (A sweep job's outputs are those its manifest
+    records; this is for the canvas' image viewer.)"""
+    try:
+        rel = Path(path).resolve().relative_to(out_dir)
+    except ValueError:
+        return path
+    if not rel.parts or not rel.parts[0].endswith(STAGING_SUFFIX):
+        return path
+    return str(out_dir / rel.parts[0][: -len(STAGING_SUFFIX)] / Path(*rel.parts[1:]))
 
 
 #: engine statuses -> queue statuses
@@ -271,9 +286,10 @@ class RunController(QObject):
 
     def _on_event(self, kind: str, nid, data: dict) -> None:
         job = self.running_job
-        # a sweep job's files are those its manifest records (written in staging, then moved)
-        if job is not None and job.sweep is None and kind in ("node_finished", "node_cached"):
-            job.outputs.extend(p for p in data.get("paths") or [] if p not in job.outputs)  # cached: its files stand
+        if job is not None and job.sweep is not None and data.get("paths"):
+            data = {**data, "paths": [_published(p, job.sweep.out_dir) for p in data["paths"]]}
+        elif job is not None and kind in ("node_finished", "node_cached"):  # cached: its files stand
+            job.outputs.extend(p for p in data.get("paths") or [] if p not in job.outputs)
         self.event.emit(kind, nid, data)
 
     def _on_sweep_event(self, number: int, ev: dict) -> None:

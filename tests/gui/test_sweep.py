@@ -141,12 +141,18 @@ def test_the_demo_graph_sweeps_through_the_shared_core_and_resumes(window, qtbot
     assert [r["values"] for r in jobs] == [{"5.seed": s} for s in (1, 2, 3)]
     for r in jobs:  # provenance: each image records its seed
         assert open_any(folder / r["files"][0]).data["nodes"]["5"]["inputs"]["seed"] == r["values"]["5.seed"]
+    # the gallery shows the sweep as its grid: one input, so thumbnails in value order wrapping to
+    # the panel, captioned with the values; the sweep's grid.png is listed with the images
     gallery = window.gallery
-    assert gallery.pages.currentWidget() is gallery.grid
-    assert (gallery.grid.rowCount(), gallery.grid.columnCount()) == (1, 3)
-    assert [gallery.grid.horizontalHeaderItem(c).text() for c in range(3)] == ["seed=1", "seed=2", "seed=3"]
-    assert [gallery.grid_path(0, c) for c in range(3)] == [str(folder / r["files"][0]) for r in jobs]
-    assert (folder / "grid.png").is_file()
+    assert gallery.view_combo.currentText() == first.tag["sweep"] and gallery.pages.currentWidget() is gallery.list
+    assert gallery.paths() == [str(folder / r["files"][0]) for r in jobs]
+    assert [gallery.list.item(i).text() for i in range(3)] == ["seed=1", "seed=2", "seed=3"]
+    assert gallery.sweep_grids[first.tag["sweep"]] == str(folder / "grid.png")
+    with Image.open(folder / "grid.png") as grid:
+        assert grid.width > 3 * 64 and 64 < grid.height < 2 * 64
+    # the canvas showed each job's image on the Save node; its file is where the job was published
+    _images, paths = window.node_images["7"]
+    assert paths == [str(folder / jobs[-1]["files"][0])]
 
     # the sweep command on the same folder takes the editor's jobs as done and adds seed 4
     report = run_sweep(SweepOptions(str(graph), ["5.seed=1..4"], out=str(folder), device="cpu"))
@@ -161,8 +167,8 @@ def test_the_demo_graph_sweeps_through_the_shared_core_and_resumes(window, qtbot
     again = window.runner.jobs[max(window.runner.jobs)]
     assert again.status == "done" and (again.info["skipped"], again.info["done"]) == (4, 0)
     assert manifest(folder)[-1]["event"] == "sweep"  # a header, no job line
-    assert (gallery.grid.rowCount(), gallery.grid.columnCount()) == (1, 4)
-    assert gallery.grid_path(0, 3) == str(folder / cli_job["files"][0])
+    assert gallery.view_combo.currentText() == again.tag["sweep"]
+    assert gallery.paths() == [str(folder / r["files"][0]) for r in jobs + [cli_job]]
 
 
 def test_cancel_keeps_finished_jobs_and_the_rerun_resumes(make_window, tmp_path, red_png, qtbot):
