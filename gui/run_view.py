@@ -13,7 +13,6 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QMessageBox
 
 from nodegen.kernel.node import SEED_MAX
-from nodegen.runtime.sweep.axes import SweepError as PlanError
 from nodegen.runtime.sweep.session import Sweep
 
 from . import commands
@@ -96,7 +95,7 @@ class RunMixin:
         key = str(self.doc.path.resolve()) if self.doc.path else "untitled"
         try:
             sweep = Sweep.prepare(self.engine, copy.deepcopy(self.doc.data), overs, folder, graph_key=key)
-        except PlanError as e:
+        except SweepError as e:  # a spec that does not fit the input, an invalid graph
             self.problems.set_problems([str(e)])
             self.problems_dock.show()
             self.statusBar().showMessage(f"sweep not run: {e}", 10000)

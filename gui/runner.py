@@ -108,7 +108,7 @@ class _Worker(QObject):
 
         try:
             worker = SweepWorker(sweep.doc, engine=self.engine)
-            emit({"event": "jobs_skipped", "records": list(sweep.resume()), "out": str(sweep.out_dir)})
+            emit({"event": "jobs_skipped", "records": list(sweep.resume())})
             report = sweep.run(lambda todo, on_result: worker.run_all(todo, sweep.out_dir, on_result, token),
                                emit=emit, backend="the editor's engine")
             try:
@@ -116,7 +116,7 @@ class _Worker(QObject):
             except ValueError:  # no job made an image, or more than three inputs
                 grid = None
             status = "cancelled" if report.cancelled else ("failed" if report.failed else "ok")
-            info = {"seconds": report.seconds, "sweep": True, "out": str(sweep.out_dir), "grid": grid,
+            info = {"sweep": True, "out": str(sweep.out_dir), "grid": grid,  # seconds: the queue's own
                     "manifest": str(sweep.manifest.path), "done": report.done, "failed": report.failed,
                     "skipped": report.skipped, "cancelled": report.cancelled,
                     "failures": [f"job {r['job']} ({r['values']}): {r.get('error', '')}"
@@ -222,24 +222,19 @@ class RunController(QObject):
 
     def submit(self, doc: dict, label: str = "", tag: dict | None = None) -> int:
         number = next(self._numbers)
-        job = Job(number, label or f"run {number}", copy.deepcopy(doc), tag=dict(tag or {}))
-        self.jobs[number] = job
-        self._queue.append(job)
-        self.queueChanged.emit(len(self._queue))
-        self.jobsChanged.emit()
-        self._next()
-        return number
+        return self._enqueue(Job(number, label or f"run {number}", copy.deepcopy(doc), tag=dict(tag or {})))
 
     def submit_sweep(self, sweep: Sweep, label: str, tag: dict | None = None) -> int:
         """Queue a planned sweep (:meth:`Sweep.prepare`) as one job."""
-        number = next(self._numbers)
-        job = Job(number, label, sweep.doc, tag=dict(tag or {}), sweep=sweep)
-        self.jobs[number] = job
+        return self._enqueue(Job(next(self._numbers), label, sweep.doc, tag=dict(tag or {}), sweep=sweep))
+
+    def _enqueue(self, job: Job) -> int:
+        self.jobs[job.number] = job
         self._queue.append(job)
         self.queueChanged.emit(len(self._queue))
         self.jobsChanged.emit()
         self._next()
-        return number
+        return job.number
 
     def cancel_job(self, number: int) -> bool:
         """Cancel one job: a pending one leaves the queue, the running one stops at its next

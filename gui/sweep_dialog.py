@@ -35,15 +35,12 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
+from nodegen.runtime.sweep.axes import SweepError
 from nodegen.runtime.sweep.specs import SpecError
 from nodegen.runtime.sweep.specs import expand as expand_spec
 
 #: more jobs than this need a confirmation in the dialog (the OK button says how many)
 MAX_JOBS = 1000
-
-
-class SweepError(ValueError):
-    pass
 
 
 @dataclass
