@@ -49,10 +49,11 @@ class Axis:
     input: str
     spec: str  # as typed
     values: list  # for the count shown in the dialog; the sweep expands ``spec`` itself
+    ref: str = ""  # the NODE of NODE.INPUT: see node_ref()
 
     @property
     def key(self) -> str:
-        return f"{self.node_id}.{self.input}"
+        return f"{self.ref or self.node_id}.{self.input}"
 
     @property
     def over(self) -> str:
@@ -118,6 +119,17 @@ def parse_spec(text: str, spec: dict, where: str = "value", rng: random.Random |
     for v in values:
         _check(v, spec, where)
     return values
+
+
+def node_ref(doc: dict, nid: str) -> str:
+    """How a sweep names a node: its title when no other node has it (``Sampler.seed``, as one
+    types it for ``main.py sweep``, so the command and the editor find each other's jobs in a
+    folder), else its id."""
+    nodes = doc.get("nodes", {})
+    title = nodes.get(nid, {}).get("title")
+    if not title or "." in title or title in nodes:
+        return nid
+    return title if sum(1 for n in nodes.values() if n.get("title") == title) == 1 else nid
 
 
 def caption(combination: dict, titles: dict[str, str]) -> str:
@@ -224,7 +236,7 @@ class SweepDialog(QDialog):
         if i is None:
             return None
         nid, name, spec, label = self.rows[i]
-        return Axis(nid, name, edit.text(), parse_spec(edit.text(), spec, label))
+        return Axis(nid, name, edit.text(), parse_spec(edit.text(), spec, label), node_ref(self.doc, nid))
 
     def folder(self) -> Path:
         """The output folder: as typed, else the default for the chosen inputs."""

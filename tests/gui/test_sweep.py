@@ -58,7 +58,12 @@ def test_dialog_lists_seeds_first_and_picks_a_folder_per_graph(window):
     dialog = SweepDialog(window.doc.data, window.schema, window, output_dir="out")
     dialog.first_values.setText("random:3")
     (axis,) = dialog.axes()
-    assert axis.over == f"{sampler}.seed=random:3" and len(axis.values) == 3
+    assert axis.over == f"{sampler}.seed=random:3" and len(axis.values) == 3  # no title: the id
+    window.scene.push(commands.set_field(window.doc, [sampler], "title", "Sampler", "Rename"))
+    dialog = SweepDialog(window.doc.data, window.schema, window, output_dir="out")
+    dialog.first_values.setText("random:3")
+    (axis,) = dialog.axes()
+    assert axis.over == "Sampler.seed=random:3"  # a unique title: as one types it for main.py sweep
     assert "3 run(s)" in dialog.summary.text()
     folder = dialog.folder()
     assert folder.parent == Path("out", "sweeps") and folder.name.startswith("untitled-seed-")
@@ -135,12 +140,12 @@ def test_the_demo_graph_sweeps_through_the_shared_core_and_resumes(window, qtbot
     assert first.status == "done", first.info
     lines = manifest(folder)
     assert set(lines[0]) == HEADER_KEYS and lines[0]["graph"] == str(graph.resolve())
-    assert lines[0]["over"] == [{"key": "5.seed", "spec": "1..3", "values": ["1", "2", "3"]}]
+    assert lines[0]["over"] == [{"key": "Sampler.seed", "spec": "1..3", "values": ["1", "2", "3"]}]
     jobs = lines[1:]
     assert [r["job"] for r in jobs] == [0, 1, 2] and all(JOB_KEYS <= set(r) for r in jobs)
-    assert [r["values"] for r in jobs] == [{"5.seed": s} for s in (1, 2, 3)]
+    assert [r["values"] for r in jobs] == [{"Sampler.seed": s} for s in (1, 2, 3)]
     for r in jobs:  # provenance: each image records its seed
-        assert open_any(folder / r["files"][0]).data["nodes"]["5"]["inputs"]["seed"] == r["values"]["5.seed"]
+        assert open_any(folder / r["files"][0]).data["nodes"]["5"]["inputs"]["seed"] == r["values"]["Sampler.seed"]
     # the gallery shows the sweep as its grid: one input, so thumbnails in value order wrapping to
     # the panel, captioned with the values; the sweep's grid.png is listed with the images
     gallery = window.gallery
@@ -155,7 +160,7 @@ def test_the_demo_graph_sweeps_through_the_shared_core_and_resumes(window, qtbot
     assert paths == [str(folder / jobs[-1]["files"][0])]
 
     # the sweep command on the same folder takes the editor's jobs as done and adds seed 4
-    report = run_sweep(SweepOptions(str(graph), ["5.seed=1..4"], out=str(folder), device="cpu"))
+    report = run_sweep(SweepOptions(str(graph), ["Sampler.seed=1..4"], out=str(folder), device="cpu"))
     assert (report.skipped, report.done, report.failed) == (3, 1, 0)
     cli_header, cli_job = manifest(folder)[-2:]
     assert set(cli_header) == HEADER_KEYS and set(cli_job) == set(jobs[0]) and cli_job["job"] == 3
