@@ -119,8 +119,8 @@ class SweepWorker:
                 raise WorkerFailed(str(e)) from None
             except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
                 outcome = failed_outcome(f"{type(e).__name__}: {e}")
-            if outcome["status"] == "cancelled" or (cancel is not None and cancel.cancelled
-                                                    and outcome["status"] != "done"):
+            stopped = cancel is not None and cancel.cancelled and outcome["status"] != "done"
+            if outcome["status"] == "cancelled" or stopped:  # a job cut short is not a result
                 return
             on_result(job, outcome)
 
