@@ -1,6 +1,9 @@
 """The output gallery: thumbnails of every image the runs of this session wrote, newest first, and
-sweeps shown as a grid (rows and columns are the swept values). For any image: open it, show it in its
-folder, copy it, or reopen the workflow that made it (every PNG nodegen writes carries it).
+sweeps shown as a grid (columns are the values of the input that varies fastest, rows those of the
+other; a sweep of one input wraps to the panel's width, captioned with its values), beside the
+sweep's own ``grid.png``. For any image: open
+it, show it in its folder, copy it, or reopen the workflow that made it (every PNG nodegen writes
+carries it).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Entry:
     caption: str = ""
     sweep: str | None = None
     values: dict = field(default_factory=dict)
+    index: int = 0  # the job's place in its sweep
 
 
 def thumbnail(path: str, size: int = THUMB) -> QPixmap:
@@ -53,6 +57,8 @@ class Gallery(QWidget):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.entries: list[Entry] = []
+        #: sweep name -> its grid image (``grid.png`` in the sweep's folder)
+        self.sweep_grids: dict[str, str] = {}
         self.view_combo = QComboBox()
         self.view_combo.addItem(ALL)
         self.view_combo.currentTextChanged.connect(lambda _: self.refresh())
@@ -101,14 +107,20 @@ class Gallery(QWidget):
 
     # -- content ---------------------------------------------------------------------------
     def add_images(self, paths: list[str], job: int, caption: str = "", sweep: str | None = None,
-                   values: dict | None = None) -> None:
-        known = {e.path for e in self.entries}
-        new = [Entry(p, job, caption, sweep, dict(values or {})) for p in paths if p not in known]
+                   values: dict | None = None, index: int = 0) -> None:
+        known = {(e.path, e.sweep) for e in self.entries}  # a resumed sweep shows the images it found
+        new = [Entry(p, job, caption, sweep, dict(values or {}), index) for p in paths if (p, sweep) not in known]
         if not new:
             return
         self.entries.extend(new)
         if sweep is not None and self.view_combo.findText(sweep) < 0:
             self.view_combo.addItem(sweep)
+        self.refresh()
+
+    def set_sweep_grid(self, sweep: str, path: str, job: int = 0) -> None:
+        """The sweep's grid image: listed with the other images, and its tooltip on the grid."""
+        self.sweep_grids[sweep] = path
+        self.add_images([path], job, f"{sweep} (grid)")
         self.refresh()
 
     def show_sweep(self, sweep: str) -> None:
@@ -121,8 +133,9 @@ class Gallery(QWidget):
     def shown(self) -> list[Entry]:
         which = self.view_combo.currentText()
         if which == ALL or not which:
-            return list(reversed(self.entries))
-        return [e for e in self.entries if e.sweep == which]
+            seen: set[str] = set()
+            return [e for e in reversed(self.entries) if not (e.path in seen or seen.add(e.path))]
+        return sorted((e for e in self.entries if e.sweep == which), key=lambda e: e.index)
 
     def refresh(self) -> None:
         self.list.clear()
@@ -137,29 +150,30 @@ class Gallery(QWidget):
         self._update_buttons()
 
     def _fill_grid(self, entries: list[Entry]) -> None:
-        """A two-axis sweep as a table: rows are the first axis' values, columns the second's,
-        each cell the image made with those values. (A one-axis sweep is the thumbnail list in
-        value order, captioned with the values, wrapping to the panel's width.)"""
+        """A sweep of two inputs as a table, each cell the image made with its values: columns are
+        the values of the fastest-varying input, rows those of the other. (A sweep of one input is
+        the thumbnail list in value order, captioned with the values, wrapping to the panel.)"""
         self.grid.clear()
         self.grid.setRowCount(0)
         self.grid.setColumnCount(0)
         if not entries or len(entries[0].values) < 2:
             return
         keys = list(entries[0].values)
-        row_key, col_key = keys[0], keys[1]
-        rows = list(dict.fromkeys(str(e.values.get(row_key)) for e in entries)) if row_key else [""]
+        row_key, col_key = keys[0], keys[-1]
+        rows = list(dict.fromkeys(str(e.values.get(row_key)) for e in entries))
         cols = list(dict.fromkeys(str(e.values.get(col_key)) for e in entries))
         self.grid.setRowCount(len(rows))
         self.grid.setColumnCount(len(cols))
-        self.grid.setHorizontalHeaderLabels([f"{col_key.partition('.')[2]}={c}" for c in cols])
-        self.grid.setVerticalHeaderLabels([f"{row_key.partition('.')[2]}={r}" if row_key else "" for r in rows])
+        self.grid.setHorizontalHeaderLabels([f"{col_key.rpartition('.')[2]}={c}" for c in cols])
+        self.grid.setVerticalHeaderLabels([f"{row_key.rpartition('.')[2]}={r}" for r in rows])
         for e in entries:
-            r = rows.index(str(e.values.get(row_key))) if row_key else 0
+            r = rows.index(str(e.values.get(row_key)))
             c = cols.index(str(e.values.get(col_key)))
             item = QTableWidgetItem(QIcon(thumbnail(e.path)), "")
             item.setData(PATH_ROLE, e.path)
             item.setToolTip(f"{e.caption}\n{e.path}")
             self.grid.setItem(r, c, item)
+        self.grid.setToolTip(self.sweep_grids.get(entries[0].sweep or "", ""))
         self.grid.resizeRowsToContents()
         self.grid.resizeColumnsToContents()
 

@@ -21,7 +21,8 @@ STATUS_COLORS = {"pending": "#9a9ca3", "running": "#66bb6a", "done": "#e0e0e0", 
 
 def describe(job) -> str:
     if job.status == "running":
-        return f"running {job.elapsed():.0f}s"
+        done = f"{job.progress[0]}/{job.progress[1]} \u00b7 " if job.progress else ""  # a sweep's jobs
+        return f"running {done}{job.elapsed():.0f}s"
     if job.status in ("done", "failed") and job.seconds is not None:
         return f"{job.status} in {job.seconds:.1f}s"
     return job.status

@@ -4,16 +4,19 @@ previews, cached nodes are marked, finished nodes show their time and images, fa
 
 from __future__ import annotations
 
+import copy
 import random
 import time
+from pathlib import Path
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QMessageBox
 
 from nodegen.kernel.node import SEED_MAX
+from nodegen.runtime.sweep.session import Sweep
 
 from . import commands
-from .sweep_dialog import SweepDialog, SweepError, apply, caption, expand
+from .sweep_dialog import SweepDialog, SweepError, caption
 
 #: Escape asks before cancelling a run that has gone on this long (seconds)
 LONG_RUN_S = 10.0
@@ -28,6 +31,7 @@ class RunMixin:
         self.runner.runStarted.connect(self.on_run_started)
         self.runner.runFinished.connect(self.on_run_finished)
         self.runner.queueChanged.connect(lambda n: self.update_run_label())
+        self.runner.sweepEvent.connect(self.on_sweep_event)
         self.viewer_node: str | None = None
         # problems shown on nodes are re-checked shortly after each edit, so fixing one clears it
         self._recheck = QTimer(self)
@@ -67,36 +71,64 @@ class RunMixin:
 
     # -- sweeps ------------------------------------------------------------------------
     def open_sweep_dialog(self, preset: tuple[str, str] | None = None) -> bool:
-        dialog = SweepDialog(self.doc.data, self.schema, self, preset)
+        dialog = SweepDialog(self.doc.data, self.schema, self, preset, output_dir=self.engine.env.output_dir,
+                             graph_path=self.doc.path)
         if not dialog.exec():
             return False
         try:
-            axes = dialog.axes()
+            axes, folder = dialog.axes(), dialog.folder()
         except SweepError as e:
             self.statusBar().showMessage(str(e), 10000)
             return False
-        return bool(self.run_sweep(axes))
+        return self.run_sweep([a.over for a in axes], folder) is not None
 
-    def run_sweep(self, axes) -> list[int]:
-        """Queue one run per combination of the axes' values; the gallery shows them as a grid."""
+    def run_sweep(self, overs: list[str], folder: str | Path) -> int | None:
+        """Queue a sweep of the open graph over ``overs`` (``NODE.INPUT=SPEC``, as the sweep
+        command takes them) into ``folder``: planned here by the shared sweep core, run in the run
+        thread on this window's engine, its images shown as a grid in the gallery as they come.
+        The same sweep into the same folder resumes. Returns the queue's job number."""
         p = self.validate_graph()
         if p.problems:
             self.problems_dock.show()
             self.statusBar().showMessage(f"not run: {len(p.problems)} problem(s); see the problems panel", 10000)
-            return []
+            return None
+        key = str(self.doc.path.resolve()) if self.doc.path else "untitled"
+        try:
+            sweep = Sweep.prepare(self.engine, copy.deepcopy(self.doc.data), overs, folder, graph_key=key)
+        except SweepError as e:  # a spec that does not fit the input, an invalid graph
+            self.problems.set_problems([str(e)])
+            self.problems_dock.show()
+            self.statusBar().showMessage(f"sweep not run: {e}", 10000)
+            return None
         self._sweeps = getattr(self, "_sweeps", 0) + 1
-        name = f"Sweep {self._sweeps}: " + " \u00d7 ".join(a.input for a in axes)
+        name = f"Sweep {self._sweeps}: " + " \u00d7 ".join(a.input for a in sweep.axes)
         titles = {nid: n.get("title") or nid for nid, n in self.doc.nodes.items()}
-        jobs = []
-        for combo in expand(axes):
-            text = caption(combo, titles)
-            jobs.append(self.runner.submit(apply(self.doc.data, combo), label=text,
-                                           tag={"sweep": name, "values": combo, "caption": text}))
+        number = self.runner.submit_sweep(sweep, name, tag={"sweep": name, "titles": titles})
         self.gallery.show_sweep(name)
         self.gallery_dock.show()
         self.gallery_dock.raise_()
         self.update_run_label()
-        return jobs
+        return number
+
+    def on_sweep_event(self, number: int, ev: dict) -> None:
+        """Jobs of a sweep, finished or found done, go to the gallery under the sweep's name."""
+        job = self.runner.jobs.get(number)
+        if job is None or job.sweep is None:
+            return
+        kind = ev["event"]
+        if kind == "sweep_started":
+            self.statusBar().showMessage(f"{job.label}: {ev['jobs']} job(s), {ev['skipped']} already done, "
+                                         f"{ev['to_run']} to run in {ev['out']}", 10000)
+            return
+        records = ev["records"] if kind == "jobs_skipped" else [ev] if kind == "job_finished" else []
+        for rec in records:
+            if rec["status"] != "done":
+                continue
+            paths = [str(job.sweep.out_dir / f) for f in rec["files"] if f.lower().endswith(".png")]
+            self.gallery.add_images(paths, number, caption(rec["values"], job.tag.get("titles", {})),
+                                    job.tag["sweep"], rec["values"], rec["job"])
+        if kind == "job_finished":
+            self.statusBar().showMessage(f"{job.label}: job {ev['finished']}/{ev['to_run']} {ev['status']}", 5000)
 
     def cancel_run(self) -> None:
         """Cancel the running job (the queued ones go on; the queue panel cancels any one)."""
@@ -204,19 +236,32 @@ class RunMixin:
             if item.state == "running":
                 item.set_state("cancelled" if status == "cancelled" else None)
         job = self.runner.jobs.get(number)
-        if job is not None and job.outputs:
-            self.gallery.add_images(job.outputs, number, job.tag.get("caption", ""), job.tag.get("sweep"),
-                                    job.tag.get("values"))
+        if job is not None and job.sweep is not None:
+            self._sweep_finished(job, info)
+        elif job is not None and job.outputs:
+            self.gallery.add_images(job.outputs, number, job.tag.get("caption", ""))
         failures = info.get("failures") or []
         if info.get("error"):
             failures = [info["error"]]
         if failures:
             self.problems.set_problems(failures)
             self.problems_dock.show()
-        ran, cached = len(info.get("executed", [])), len(info.get("cached", []))
-        secs = info.get("seconds") or 0.0
-        self.statusBar().showMessage(f"run {number} {status}: {ran} ran, {cached} cached, {secs:.2f}s", 15000)
+        if job is None or job.sweep is None:
+            ran, cached = len(info.get("executed", [])), len(info.get("cached", []))
+            secs = info.get("seconds") or 0.0
+            self.statusBar().showMessage(f"run {number} {status}: {ran} ran, {cached} cached, {secs:.2f}s", 15000)
         self.update_run_label()
+
+    def _sweep_finished(self, job, info: dict) -> None:
+        if info.get("grid"):
+            self.gallery.set_sweep_grid(job.tag["sweep"], info["grid"], job.number)
+        if "done" not in info:
+            return
+        text = (f"{job.label} {job.status}: {info['done']} done, {info['failed']} failed, {info['skipped']} already "
+                f"done" + (f", {info['cancelled']} not run" if info["cancelled"] else "") + f"; {info['out']}")
+        if (info["done"] or info["skipped"]) and not job.outputs:
+            text += " (no image was saved: add a Save Image node to keep a sweep's images)"
+        self.statusBar().showMessage(text, 20000)
 
     def update_run_label(self) -> None:
         busy, queued = self.runner.busy, self.runner.pending()

@@ -4,6 +4,11 @@ The worker calls ``engine.executor.run(doc_copy, cancel=token)``; engine events 
 worker thread (``engine.subscribe``), are turned into plain data plus ``QImage``s there, and reach
 the window as Qt signals (queued across threads). The engine, and with it the output cache, lives
 as long as the window, so running again re-runs only what changed.
+
+A sweep is one job of the queue: the worker runs it through the shared sweep core
+(:class:`nodegen.runtime.sweep.session.Sweep`) on the same engine, one sweep job after another, and
+its events (jobs skipped, each job finished) arrive as ``sweepEvent`` signals. Cancelling it stops
+the running sweep job; finished jobs stay in its folder and manifest, so running it again resumes.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtGui import QImage
@@ -22,6 +28,9 @@ from nodegen.kernel.context import CancelToken
 from nodegen.kernel.plan import Plan, plan
 from nodegen.kernel.problems import Problem
 from nodegen.kernel.workflow import WorkflowError
+from nodegen.runtime.jobs import STAGING_SUFFIX
+from nodegen.runtime.sweep.session import Sweep
+from nodegen.runtime.sweep.worker import SweepWorker
 
 
 def pil_to_qimage(pil) -> QImage:
@@ -66,6 +75,7 @@ def _convert(kind: str, data: dict) -> dict:
 class _Worker(QObject):
     event = Signal(str, object, object)       # kind, node id, data
     finished = Signal(int, str, object)        # job number, status, info
+    sweep_event = Signal(int, object)          # job number, sweep event (a dict)
 
     def __init__(self, engine) -> None:
         super().__init__()
@@ -89,6 +99,33 @@ class _Worker(QObject):
             info = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
         self.finished.emit(number, status, info)
 
+    @Slot(int, object, object)
+    def run_sweep(self, number: int, sweep: Sweep, token: CancelToken) -> None:
+        """Run a sweep on this engine: the jobs already done are reported (``jobs_skipped``),
+        the others run one by one (``job_finished`` each), then the grid is drawn."""
+        def emit(ev: dict) -> None:
+            self.sweep_event.emit(number, ev)
+
+        try:
+            worker = SweepWorker(sweep.doc, engine=self.engine)
+            emit({"event": "jobs_skipped", "records": list(sweep.resume())})
+            report = sweep.run(lambda todo, on_result: worker.run_all(todo, sweep.out_dir, on_result, token),
+                               emit=emit, backend="the editor's engine")
+            try:
+                grid = str(sweep.draw_grid())
+            except ValueError:  # no job made an image, or more than three inputs
+                grid = None
+            status = "cancelled" if report.cancelled else ("failed" if report.failed else "ok")
+            info = {"sweep": True, "out": str(sweep.out_dir), "grid": grid,  # seconds: the queue's own
+                    "manifest": str(sweep.manifest.path), "done": report.done, "failed": report.failed,
+                    "skipped": report.skipped, "cancelled": report.cancelled,
+                    "failures": [f"job {r['job']} ({r['values']}): {r.get('error', '')}"
+                                 for r in report.records if r["status"] != "done"]}
+        except Exception as e:  # noqa: BLE001 - reported to the user (a model mismatch, a full disk)
+            status = "cancelled" if token.cancelled else "failed"
+            info = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(), "sweep": True}
+        self.finished.emit(number, status, info)
+
 
 @dataclass
 class Job:
@@ -104,10 +141,25 @@ class Job:
     info: dict = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)  # image files written by this job
     token: CancelToken | None = None
-    tag: dict = field(default_factory=dict)           # e.g. {"sweep": id, "values": {...}}
+    tag: dict = field(default_factory=dict)           # e.g. {"sweep": name, "titles": {...}}
+    sweep: Sweep | None = None                        # a sweep job: the planned sweep
+    progress: tuple[int, int] | None = None           # a sweep's (jobs finished, jobs to run)
 
     def elapsed(self) -> float:
         return 0.0 if self.started is None else time.time() - self.started
+
+
+def _published(path: str, out_dir: Path) -> str:
+    """Where a file a sweep job writes in its staging folder (``OUT/<job>.partial/``) lies once
+    the job is published (``OUT/<job>/``). (A sweep job's outputs are those its manifest
+    records; this is for the canvas' image viewer.)"""
+    try:
+        rel = Path(path).resolve().relative_to(out_dir)
+    except ValueError:
+        return path
+    if not rel.parts or not rel.parts[0].endswith(STAGING_SUFFIX):
+        return path
+    return str(out_dir / rel.parts[0][: -len(STAGING_SUFFIX)] / Path(*rel.parts[1:]))
 
 
 #: engine statuses -> queue statuses
@@ -124,7 +176,11 @@ class RunController(QObject):
     queueChanged = Signal(int)
     #: a job was added, started, finished or cancelled
     jobsChanged = Signal()
+    #: an event of a sweep job: (job number, {"event": "jobs_skipped" | "sweep_started" |
+    #: "job_finished" | "sweep_finished", ...}); records as in the sweep's manifest
+    sweepEvent = Signal(int, object)
     _start = Signal(int, object, object)
+    _start_sweep = Signal(int, object, object)
 
     def __init__(self, engine, parent=None) -> None:
         super().__init__(parent)
@@ -134,7 +190,9 @@ class RunController(QObject):
         self._worker = _Worker(engine)
         self._worker.moveToThread(self._thread)
         self._start.connect(self._worker.run)
+        self._start_sweep.connect(self._worker.run_sweep)
         self._worker.event.connect(self._on_event)
+        self._worker.sweep_event.connect(self._on_sweep_event)
         self._worker.finished.connect(self._on_finished)
         self._thread.start()
         self._queue: deque[Job] = deque()
@@ -164,13 +222,19 @@ class RunController(QObject):
 
     def submit(self, doc: dict, label: str = "", tag: dict | None = None) -> int:
         number = next(self._numbers)
-        job = Job(number, label or f"run {number}", copy.deepcopy(doc), tag=dict(tag or {}))
-        self.jobs[number] = job
+        return self._enqueue(Job(number, label or f"run {number}", copy.deepcopy(doc), tag=dict(tag or {})))
+
+    def submit_sweep(self, sweep: Sweep, label: str, tag: dict | None = None) -> int:
+        """Queue a planned sweep (:meth:`Sweep.prepare`) as one job."""
+        return self._enqueue(Job(next(self._numbers), label, sweep.doc, tag=dict(tag or {}), sweep=sweep))
+
+    def _enqueue(self, job: Job) -> int:
+        self.jobs[job.number] = job
         self._queue.append(job)
         self.queueChanged.emit(len(self._queue))
         self.jobsChanged.emit()
         self._next()
-        return number
+        return job.number
 
     def cancel_job(self, number: int) -> bool:
         """Cancel one job: a pending one leaves the queue, the running one stops at its next
@@ -210,13 +274,33 @@ class RunController(QObject):
         self.queueChanged.emit(len(self._queue))
         self.jobsChanged.emit()
         self.runStarted.emit(job.number)
-        self._start.emit(job.number, job.doc, job.token)
+        if job.sweep is not None:
+            self._start_sweep.emit(job.number, job.sweep, job.token)
+        else:
+            self._start.emit(job.number, job.doc, job.token)
 
     def _on_event(self, kind: str, nid, data: dict) -> None:
         job = self.running_job
-        if job is not None and kind in ("node_finished", "node_cached"):  # cached: its files stand
+        if job is not None and job.sweep is not None and data.get("paths"):
+            data = {**data, "paths": [_published(p, job.sweep.out_dir) for p in data["paths"]]}
+        elif job is not None and kind in ("node_finished", "node_cached"):  # cached: its files stand
             job.outputs.extend(p for p in data.get("paths") or [] if p not in job.outputs)
         self.event.emit(kind, nid, data)
+
+    def _on_sweep_event(self, number: int, ev: dict) -> None:
+        job = self.jobs.get(number)
+        if job is not None and job.sweep is not None:
+            out = job.sweep.out_dir
+            records = ev.get("records", []) if ev["event"] == "jobs_skipped" else (
+                [ev] if ev["event"] == "job_finished" else [])
+            for rec in records:
+                job.outputs.extend(str(out / f) for f in rec.get("files", []) if str(out / f) not in job.outputs)
+            if ev["event"] == "sweep_started":
+                job.progress = (0, ev["to_run"])
+            elif ev["event"] == "job_finished":
+                job.progress = (ev["finished"], ev["to_run"])
+        self.sweepEvent.emit(number, ev)
+        self.jobsChanged.emit()
 
     def _on_finished(self, number: int, status: str, info: dict) -> None:
         self.current = None

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from nodegen.runtime.sweep_specs import SpecError, expand, parse_over
-from nodegen.sweep.plan import Axis, PlanError, chunks, expand_jobs, run_order
+from nodegen.runtime.sweep.plan import Axis, PlanError, chunks, expand_jobs, run_order
+from nodegen.runtime.sweep.specs import SpecError, expand, parse_over
 
 
 @pytest.mark.parametrize("spec, values", [
@@ -61,3 +61,24 @@ def test_zip_pairs_the_lists():
 def test_chunks_keep_runs_of_consecutive_jobs():
     parts = chunks(list(range(64)), 2)
     assert [x for part in parts for x in part] == list(range(64)) and len(parts) == 8
+
+
+def test_a_grid_of_one_input_is_one_labelled_row(tmp_path):
+    from PIL import Image
+
+    from nodegen.runtime.sweep.grid import build_grid
+
+    cells = {}
+    for i, colour in enumerate(("red", "blue", "green")):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (16, 12), colour).save(path)
+        cells[(i,)] = path
+    cells[(3,)] = None  # a failed job: an outlined empty cell
+    grid = build_grid([("Sampler.seed", [0, 1, 2, 3])], cells)
+    assert grid.width >= 4 * 16 and 12 < grid.height < 2 * 12 + 40  # one row under the labels
+    pixels = grid.load()
+    row = [pixels[x, grid.height - 6] for x in range(grid.width)]
+    first = [row.index(c) for c in ((255, 0, 0), (0, 0, 255), (0, 128, 0))]
+    assert first == sorted(first)  # the cells in the order of the values
+    with pytest.raises(ValueError, match="one, two or three"):
+        build_grid([("a", [1]), ("b", [1]), ("c", [1]), ("d", [1])], {})

@@ -75,16 +75,16 @@ def shoot_runs(app, engine, out_dir: Path, size: tuple[int, int]) -> str:
     """gallery.png and queue.png: txt2img swept over eight seeds, as the gallery grid and the queue."""
     from nodegen.gui.app import wait_for_runs
     from nodegen.gui.mainwindow import MainWindow
-    from nodegen.gui.sweep_dialog import Axis
 
     window = MainWindow(engine)
     window.ask_save_changes = lambda: "discard"
     window.resize(*size)
     window.open_file(str(ROOT / "graphs" / "txt2img.json"), ask=False)
     window.show()
-    jobs = window.run_sweep([Axis("5", "seed", list(range(1, 9)))])
+    number = window.run_sweep(["5.seed=1..8"], Path(engine.env.output_dir) / "sweeps" / "txt2img-seed")
     window.runner.cancel_job(window.runner.submit(window.doc.data, label="txt2img"))  # a cancelled one
     wait_for_runs(app, window)
+    sweep = window.runner.jobs[number] if number is not None else None
     window.gallery_dock.raise_()
     app.processEvents()
     ok = window.grab().save(str(out_dir / "gallery.png"))
@@ -95,7 +95,9 @@ def shoot_runs(app, engine, out_dir: Path, size: tuple[int, int]) -> str:
     window.runner.shutdown()
     window.close()
     window.deleteLater()
-    return f"{len(jobs)} sweep jobs" if ok else "cannot write"
+    if sweep is None or sweep.status != "done":
+        return f"cannot sweep: {sweep.info if sweep else 'the sweep did not start'}"
+    return f"a sweep of {len(sweep.outputs)} images" if ok else "cannot write"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--ray-gpus", type=float, default=None, metavar="G",
                    help="GPUs per Ray actor, a fraction shares one (default: 1 when the cluster has GPUs)")
     p.add_argument("--out", default="output", metavar="DIR", help="output folder (default: ./output)")
-    p.add_argument("--grid", action="store_true", help="also draw OUT/grid.png (two or three swept inputs)")
+    p.add_argument("--grid", action="store_true", help="also draw OUT/grid.png (one, two or three swept inputs)")
     p.add_argument("--json", action="store_true", help="print JSON events instead of a progress bar")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch per worker")

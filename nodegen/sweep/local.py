@@ -1,7 +1,7 @@
 """Running sweep jobs on this machine: in this process (one worker), or on N worker processes,
 each with its own warm Engine (one per GPU by default when the machine has several).
 
-Jobs go out in runs of consecutive jobs (see :func:`nodegen.sweep.plan.chunks`) so each worker's
+Jobs go out in runs of consecutive jobs (see :func:`nodegen.runtime.sweep.plan.chunks`) so each worker's
 cache stays useful; results come back as each job finishes. Worker processes ignore Ctrl+C: the
 driver stops them and keeps everything already finished.
 """
@@ -13,18 +13,13 @@ import os
 import queue as queue_mod
 import signal
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nodegen.sweep.plan import Job, chunks
-from nodegen.sweep.worker import ModelMismatch, SweepWorker
+from nodegen.runtime.sweep.plan import Job, chunks
+from nodegen.runtime.sweep.worker import ModelMismatch, OnResult, SweepWorker, WorkerFailed, failed_outcome
 
-OnResult = Callable[[Job, dict], None]
-
-
-class WorkerFailed(RuntimeError):
-    pass
+__all__ = ["WorkerFailed", "default_workers", "failed_outcome", "run_in_process", "run_in_processes"]
 
 
 def cuda_count() -> int:
@@ -35,20 +30,8 @@ def cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def failed_outcome(error: str) -> dict:
-    return {"status": "failed", "files": [], "seconds": 0.0, "error": error}
-
-
 def run_in_process(worker_args: dict, jobs: list[Job], out_dir: Path, on_result: OnResult) -> None:
-    worker = SweepWorker(**worker_args)
-    for job in jobs:
-        try:
-            outcome = worker.run(job.values, out_dir / job.folder)
-        except ModelMismatch as e:
-            raise WorkerFailed(str(e)) from None
-        except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
-            outcome = failed_outcome(f"{type(e).__name__}: {e}")
-        on_result(job, outcome)
+    SweepWorker(**worker_args).run_all(jobs, out_dir, on_result)
 
 
 def _worker_main(worker_args: dict, tasks, results) -> None:

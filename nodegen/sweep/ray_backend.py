@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from nodegen.runtime.jobs import JobOutcome, publish_files
-from nodegen.sweep.local import WorkerFailed, failed_outcome
-from nodegen.sweep.plan import Job, chunks
+from nodegen.runtime.sweep.plan import Job, chunks
+from nodegen.runtime.sweep.worker import WorkerFailed, failed_outcome
 
 #: Calls kept in flight per actor (one running, one waiting: no idle gap between jobs).
 IN_FLIGHT = 2
@@ -43,7 +43,7 @@ def connect(address: str, num_cpus: int | None = None) -> None:
 def _actor_class(gpus_per_worker: float):
     import ray
 
-    from nodegen.sweep.worker import SweepWorker
+    from nodegen.runtime.sweep.worker import SweepWorker
 
     return ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=3, max_task_retries=3)(SweepWorker)
 

@@ -41,6 +41,13 @@ def xdo(app, *args: str) -> None:
     pump(app)
 
 
+def drag(app, start: tuple[int, int], path: list[tuple[int, int]]) -> None:
+    """Press the left button at ``start``, move through ``path``, release: one xdotool call (the
+    X server queues the events in order; one process instead of one per step)."""
+    moves = [arg for x, y in path for arg in ("mousemove", str(x), str(y), "sleep", "0.02")]
+    xdo(app, "mousemove", *map(str, start), "mousedown", "1", *moves, "mouseup", "1")
+
+
 def shot(app, folder: Path, name: str) -> None:
     """A screenshot of the whole X screen (only with NODEGEN_DRIVER_SHOTS=1: it takes a second)."""
     if not os.environ.get("NODEGEN_DRIVER_SHOTS"):
@@ -113,11 +120,7 @@ def main() -> int:
     # 3. drag the prompt node by its title with the real mouse
     start = [prompt.x(), prompt.y()]
     z = view.zoom()
-    xdo(app, "mousemove", str(x), str(y))
-    xdo(app, "mousedown", "1")
-    for i in range(1, 7):
-        xdo(app, "mousemove", str(x + 20 * i), str(y + 12 * i))
-    xdo(app, "mouseup", "1")
+    drag(app, (x, y), [(x + 20 * i, y + 12 * i) for i in range(1, 7)])
     wait_for(app, lambda: window.doc.nodes["2"]["ui"]["pos"] != start and not scene.dragging)
     moved = window.doc.nodes["2"]["ui"]["pos"]
     out["moved_by"] = [round((moved[0] - start[0]) * z * dpr), round((moved[1] - start[1]) * z * dpr)]
@@ -128,11 +131,7 @@ def main() -> int:
     wait_for(app, lambda: window.doc.nodes["2"]["ui"]["pos"] == start)
     out["undo_restores"] = window.doc.nodes["2"]["ui"]["pos"] == start and [prompt.x(), prompt.y()] == start
     # 5. move again and save with Ctrl+S
-    xdo(app, "mousemove", str(x), str(y))
-    xdo(app, "mousedown", "1")
-    for i in range(1, 5):
-        xdo(app, "mousemove", str(x + 25 * i), str(y))
-    xdo(app, "mouseup", "1")
+    drag(app, (x, y), [(x + 25 * i, y) for i in range(1, 5)])
     xdo(app, "key", "ctrl+s")
     wait_for(app, lambda: not window.doc.modified)
     out["saved_pos"] = window.doc.nodes["2"]["ui"]["pos"]

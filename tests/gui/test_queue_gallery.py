@@ -40,7 +40,9 @@ def test_queue_lists_states_and_cancels_one_job(slow_window, qtbot):
     item = slow_window.scene.items_by_id[slow_window.slow_id]
     badge_at_end = {}
     runner.runFinished.connect(lambda n, s, i: badge_at_end.setdefault(n, item.state))
-    assert window.run_graph() and window.run_graph() and window.run_graph()
+    assert window.run_graph() and window.run_graph()
+    window.scene.push(commands.set_value(window.doc, window.slow_id, "steps", 5))  # job 3 is short
+    assert window.run_graph()
     qtbot.waitUntil(lambda: item.progress is not None and item.progress[0] >= 3, timeout=20000)
     states = dict(panel.rows())
     assert states == {1: "running", 2: "pending", 3: "pending"}

@@ -1,5 +1,6 @@
-"""``--grid``: one image of a sweep over two or three inputs: X across, Y down, one panel per Z,
-each row and column labelled with its value (what other tools call an X/Y plot)."""
+"""The grid of a sweep (``--grid``, and the editor's sweeps): one image of a sweep over one, two or
+three inputs: X across, Y down, one panel per Z, each row and column labelled with its value (what
+other tools call an X/Y plot). One input makes a single labelled row."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from nodegen.runtime.jobs import read_record
+from nodegen.runtime.sweep.plan import Axis, Job
+
 PAD = 4
+NAME = "grid.png"
 
 
 def _font(size: int):
@@ -26,12 +31,15 @@ def _label(value: Any) -> str:
 
 
 def build_grid(axes: list[tuple[str, list]], cells: dict[tuple, Path | None]):
-    """``axes``: ``[(key, values)]`` as (Z,) Y, X (slowest first); ``cells`` maps a tuple of values
-    (same order) to the image file (None: the job failed). Returns a PIL image."""
+    """``axes``: ``[(key, values)]`` as (Z,) (Y,) X (slowest first); ``cells`` maps a tuple of
+    values (same order) to the image file (None: the job failed). Returns a PIL image."""
     from PIL import Image, ImageDraw
 
-    if len(axes) not in (2, 3):
-        raise ValueError(f"a grid needs two or three swept inputs, this sweep has {len(axes)}")
+    if len(axes) not in (1, 2, 3):
+        raise ValueError(f"a grid needs one, two or three swept inputs, this sweep has {len(axes)}")
+    if len(axes) == 1:
+        axes = [("", [None]), *axes]
+        cells = {(None, *k): v for k, v in cells.items()}
     if len(axes) == 2:
         axes = [("", [None]), *axes]
         cells = {(None, *k): v for k, v in cells.items()}
@@ -48,7 +56,7 @@ def build_grid(axes: list[tuple[str, list]], cells: dict[tuple, Path | None]):
         box = measure.textbbox((0, 0), t, font=font)
         return int(box[2] - box[0]), int(box[3] - box[1])
 
-    left = max(text_size(f"{ykey}={_label(y)}")[0] for y in ys) + 2 * PAD
+    left = (max(text_size(f"{ykey}={_label(y)}")[0] for y in ys) + 2 * PAD) if ykey else PAD
     top = max(text_size(f"{xkey}={_label(x)}")[1] for x in xs) + 2 * PAD
     title = (text_size(f"{zkey}=x")[1] + 2 * PAD) if zkey else 0
     pw, ph = left + len(xs) * (cw + PAD), title + top + len(ys) * (ch + PAD)
@@ -64,7 +72,8 @@ def build_grid(axes: list[tuple[str, list]], cells: dict[tuple, Path | None]):
             draw.text((ox + left + xi * (cw + PAD), title + PAD), f"{xkey}={_label(x)}", fill="black", font=font)
         for yi, y in enumerate(ys):
             oy = title + top + yi * (ch + PAD)
-            draw.text((ox + PAD, oy + ch // 2), f"{ykey}={_label(y)}", fill="black", font=font)
+            if ykey:
+                draw.text((ox + PAD, oy + ch // 2), f"{ykey}={_label(y)}", fill="black", font=font)
             for xi, x in enumerate(xs):
                 path = cells.get((z, y, x))
                 box = (ox + left + xi * (cw + PAD), oy)
@@ -89,3 +98,18 @@ def save_atomic(img, path: Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def draw(out_dir: Path, axes: list[Axis], jobs: list[Job]) -> Path:
+    """Draw ``out_dir/grid.png`` from the published job folders of ``jobs`` (the first image of
+    each; a job without one is an outlined empty cell). Raises ValueError when no job made an
+    image or the sweep has more than three inputs."""
+    ordered = sorted(axes, key=lambda a: a.position)
+    cells = {}
+    for job in jobs:
+        rec = read_record(out_dir / job.folder)
+        images = [n for n in (rec.files if rec and rec.status == "done" else []) if n.lower().endswith(".png")]
+        key = tuple(job.values[a.key] for a in ordered)
+        cells[key] = (out_dir / job.folder / images[0]) if images else None
+    img = build_grid([(a.key, list(dict.fromkeys(a.values))) for a in ordered], cells)
+    return save_atomic(img, out_dir / NAME)
