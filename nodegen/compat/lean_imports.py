@@ -14,8 +14,10 @@ diffusers.models.transformers import SD3Transformer2DModel``), the real ``__init
 and the name is found. Nothing changes for code that uses the packages normally; it only happens
 later. Where diffusers was already imported, or the layout differs, nothing is done.
 
-:func:`apply` also switches diffusers' peft backend off (peft cost 1.5-3 s to import, and
-diffusers imports it at its first UNet forward when the backend is on). nodegen applies LoRAs
+:func:`apply` also imports the diffusers modules that import transformers for nothing nodegen
+uses with transformers hidden (:func:`import_without_transformers`), and switches diffusers' peft
+backend off (peft cost 1.5-3 s to import, and diffusers imports it at its first UNet forward when
+the backend is on). nodegen applies LoRAs
 itself and never uses diffusers' peft integration, but a program that imports nodegen as a
 library may: so all of this happens only in nodegen's own processes (the ``nodegen`` command,
 ``main.py``, the editor), which call :func:`enable` at start. The model loaders call
@@ -49,6 +51,7 @@ def apply() -> list[str]:
     deferred = defer_package_inits()
     if deferred:
         _optional_backends_off()
+        import_without_transformers()
     return deferred
 
 
@@ -65,6 +68,39 @@ def _optional_backends_off() -> None:
         diffusers.utils.USE_PEFT_BACKEND = False
     if "scipy.stats" not in sys.modules:
         import_utils._scipy_available = False
+
+
+#: diffusers modules that import transformers at module level for features nodegen does not use
+#: from them: transformers' quantization configs (pipeline quantization), ``PreTrainedModel``
+#: (pipeline LoRA on transformers text encoders), ``AutoImageProcessor`` (converting image-variation
+#: pipelines). Every diffusers model class imports all three.
+TRANSFORMERS_USERS = ("diffusers.quantizers.pipe_quant_config", "diffusers.loaders.lora_base",
+                      "diffusers.loaders.single_file_utils")
+
+
+def import_without_transformers() -> bool:
+    """Import :data:`TRANSFORMERS_USERS` with transformers hidden (nodegen's text encoders and
+    tokenizers are its own; transformers' package import alone costs ~0.4 s, its model base class
+    ~1.5 s more: sympy, scipy, ``torch.distributed``). Afterwards transformers imports as usual
+    (T5, CLIP guidance, diffusers pipelines): only these modules lack the three names above. The
+    packages whose import tables depend on transformers being installed (``diffusers``,
+    ``diffusers.loaders``) are imported first, with it visible. Returns whether it was done."""
+    if "transformers" in sys.modules or any(m in sys.modules for m in TRANSFORMERS_USERS):
+        return False
+    import diffusers.loaders  # noqa: F401 - lazy: builds its import table with transformers visible
+    from diffusers.utils import import_utils
+
+    available = import_utils._transformers_available
+    import_utils._transformers_available = False
+    sys.modules["transformers"] = None  # type: ignore[assignment] - "import transformers" raises ImportError
+    try:
+        for name in TRANSFORMERS_USERS:
+            importlib.import_module(name)
+    finally:
+        if sys.modules.get("transformers", 0) is None:
+            del sys.modules["transformers"]
+        import_utils._transformers_available = available
+    return True
 
 
 #: Packages whose ``__init__`` imports far more than one model needs.

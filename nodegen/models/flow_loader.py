@@ -114,18 +114,17 @@ def load_diffusion_model(path: str | os.PathLike, weight_dtype: str = "default",
 # ---- text encoders ------------------------------------------------------------------------------
 
 def _clip_module(sd: dict, role: str, dtype, path, projection: bool = True) -> torch.nn.Module:
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    """CLIP-L / CLIP-G weights (transformers keys, with or without ``text_model.``); Flux uses
+    CLIP-L's pooled output without the projection."""
+    from nodegen.models.clip_text_load import build_text_encoder
 
     sd = {k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v for k, v in sd.items()}
     sd = {k: v for k, v in sd.items() if not k.endswith("position_ids")}
-    if not projection:  # Flux uses CLIP-L's pooled output without the projection
+    if not projection:
         sd.pop("text_projection.weight", None)
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
-    cfg = CLIPTextConfig(**flow_configs.clip_config(shapes, "", role))
-    if "text_projection.weight" in sd:
-        return _build(CLIPTextModelWithProjection, cfg, _cast(sd, dtype), f"{role} text encoder", path)
-    return _build(CLIPTextModel, cfg, _cast({k.removeprefix("text_model."): v for k, v in sd.items()}, dtype),
-                  f"{role} text encoder", path)
+    cfg = flow_configs.clip_config(shapes, "", role)
+    return build_text_encoder(sd, cfg, "text_projection.weight" in sd, dtype, None, f"{role} text encoder", path)
 
 
 def _t5_module(sd: dict, dtype, path) -> torch.nn.Module:
@@ -159,9 +158,9 @@ def _tokenizer(role: str):
         from nodegen.models.t5_tokenizer import load_t5_tokenizer
 
         return load_t5_tokenizer()
-    from nodegen.models.clip_tokenizer import load_clip_tokenizer
+    from nodegen.models.clip_tokenizer import ClipTokenizer
 
-    return load_clip_tokenizer(pad_token="!") if role == "clip_g" else load_clip_tokenizer()
+    return ClipTokenizer.standard(pad_token="!") if role == "clip_g" else ClipTokenizer.standard()
 
 
 def _clip_width(sd) -> int:
@@ -206,6 +205,8 @@ def load_text_encoders(paths: list[str | os.PathLike], family: str = "auto",
     roles = _roles_for(files, fam)
     parts = {}
     for (p, sd), role in zip(files, roles, strict=True):
+        if role != "t5" and hasattr(sd, "dtype"):
+            sd.dtype = None  # CLIPs choose their own dtype (nodegen.models.clip_text_load)
         enc = (_t5_module(dict(sd), dtype, p) if role == "t5"
                else _clip_module(dict(sd), role, dtype, p, projection=fam == "sd3"))
         parts[role] = (_tokenizer(role), enc)
@@ -261,6 +262,8 @@ def load_flow_single_file(path: Path, det: Detected, manager: ModelManager | Non
         sd.dtype = dtype  # text encoders and VAE are always cast
     parts = {}
     for role in det.details["text"]:
+        if hasattr(sd, "dtype"):  # CLIPs choose their own dtype (nodegen.models.clip_text_load)
+            sd.dtype = dtype if role == "t5" else None
         t = _take(sd, FLOW_TEXT_PREFIX[role])
         parts[role] = (_tokenizer(role), _t5_module(t, dtype, path) if role == "t5"
                        else _clip_module(t, role, dtype, path, projection=det.family == "sd3"))
@@ -271,6 +274,8 @@ def load_flow_single_file(path: Path, det: Detected, manager: ModelManager | Non
             raise ModelKindError(f"{path}: {e}") from e
     else:
         clip = MissingTextEncoder(det.family, str(path))
+    if hasattr(sd, "dtype"):
+        sd.dtype = dtype
     vprefix = "first_stage_model." if any(k.startswith("first_stage_model.") for k in sd) else "vae."
     vae = load_vae16(_take(sd, vprefix), path, dtype)
     vae.manager = manager
@@ -290,7 +295,9 @@ def load_flow_folder(folder: Path, manager: ModelManager | None = None):
     """``(MODEL, CLIP, VAE)`` of a StableDiffusion3Pipeline / FluxPipeline diffusers folder."""
     torchvision_fix.apply()
     from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
+    from transformers import T5EncoderModel
+
+    from nodegen.models.clip_text_load import load_folder as load_text_folder
 
     family = folder_family(folder)
     index = json.loads((folder / "model_index.json").read_text("utf-8"))
@@ -299,15 +306,16 @@ def load_flow_folder(folder: Path, manager: ModelManager | None = None):
     cls = SD3Transformer2DModel if family == "sd3" else FluxTransformer2DModel
     transformer = realign_(cls.from_pretrained(folder, subfolder="transformer", **kw)).eval().requires_grad_(False)
     vae = realign_(AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)).eval().requires_grad_(False)
-    comps = {"sd3": (("clip_l", "", CLIPTextModelWithProjection), ("clip_g", "_2", CLIPTextModelWithProjection),
-                     ("t5", "_3", T5EncoderModel)),
-             "flux": (("clip_l", "", CLIPTextModel), ("t5", "_2", T5EncoderModel))}[family]
+    comps = {"sd3": (("clip_l", "", True), ("clip_g", "_2", True), ("t5", "_3", None)),
+             "flux": (("clip_l", "", False), ("t5", "_2", None))}[family]
     parts = {}
-    for role, suffix, enc_cls in comps:
+    for role, suffix, projection in comps:
         entry = index.get("text_encoder" + suffix)
         if not (isinstance(entry, list) and entry[0] is not None):
             continue
-        enc = realign_(enc_cls.from_pretrained(folder, subfolder="text_encoder" + suffix, **kw)).eval().requires_grad_(False)
+        sub = folder / ("text_encoder" + suffix)
+        enc = (realign_(T5EncoderModel.from_pretrained(sub, **kw)).eval().requires_grad_(False) if role == "t5"
+               else load_text_folder(sub, projection, dtype))
         parts[role] = (_folder_tokenizer(folder, "tokenizer" + suffix, role), enc)
     src = str(folder)
     return (DiffusionModel(transformer, family, "flow", source=src, manager=manager),
@@ -316,9 +324,13 @@ def load_flow_folder(folder: Path, manager: ModelManager | None = None):
 
 
 def _folder_tokenizer(folder: Path, sub: str, role: str):
-    from transformers import AutoTokenizer
+    if role == "t5":
+        from transformers import AutoTokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(folder, subfolder=sub, local_files_only=True)
-    except (OSError, ValueError):
-        return _tokenizer(role)
+        try:
+            return AutoTokenizer.from_pretrained(folder, subfolder=sub, local_files_only=True)
+        except (OSError, ValueError):
+            return _tokenizer(role)
+    from nodegen.models.clip_tokenizer import folder_tokenizer
+
+    return folder_tokenizer(folder / sub, lambda: _tokenizer(role))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,38 +41,54 @@ def _take(sd: dict, prefix: str) -> dict:
 
 
 def _tokenizers(family: str) -> list:
-    from nodegen.models.clip_tokenizer import load_clip_tokenizer
+    from nodegen.models.clip_tokenizer import ClipTokenizer
 
-    l_tok = lambda: load_clip_tokenizer()  # noqa: E731 - pads with <|endoftext|>
-    g_tok = lambda: load_clip_tokenizer(pad_token="!")  # noqa: E731 - OpenCLIP pads with "!" (id 0)
+    l_tok = lambda: ClipTokenizer.standard()  # noqa: E731 - pads with <|endoftext|>
+    g_tok = lambda: ClipTokenizer.standard(pad_token="!")  # noqa: E731 - OpenCLIP pads with "!" (id 0)
     return {"sd1": [l_tok], "sd2": [g_tok], "sdxl": [l_tok, g_tok], "sdxl_refiner": [g_tok]}[family]
 
 
 def _clip_module(sd: dict, prefix: str, open_clip: bool, dtype, path, *, projection: bool = False,
                  drop_last: bool = False, device: torch.device | None = None) -> torch.nn.Module:
-    from diffusers.loaders import single_file_utils as sfu
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    """The text encoder under ``prefix`` (CLIP-L: transformers keys; OpenCLIP: converted), in the
+    dtype :mod:`nodegen.models.clip_text_load` keeps it in."""
+    from nodegen.models.clip_text_load import build_text_encoder, from_open_clip
 
-    shapes = shapes_of(sd)
-    cfg = CLIPTextConfig(**configs.clip_config(shapes, prefix, open_clip, drop_last=drop_last))
-    cls = CLIPTextModelWithProjection if projection else CLIPTextModel
+    cfg = configs.clip_config(shapes_of(sd), prefix, open_clip, drop_last=drop_last)
     if open_clip:
-        if drop_last:
-            last = cfg.num_hidden_layers
-            sd = {k: v for k, v in sd.items() if not k.startswith(f"{prefix}transformer.resblocks.{last}.")}
-        if not projection:
-            sd = {k: v for k, v in sd.items() if k != prefix + "text_projection"}
-        from accelerate import init_empty_weights
-
-        with init_empty_weights():
-            probe = cls(cfg)
-        conv = sfu.convert_open_clip_checkpoint(probe, sd, prefix=prefix)
+        state = from_open_clip(sd, prefix, cfg["num_hidden_layers"], projection)
     else:
-        conv = sfu.convert_ldm_clip_checkpoint(sd, remove_prefix=prefix)
-        conv = {k: v for k, v in conv.items() if not k.endswith("position_ids")}
-    if not projection:
-        conv = {k.removeprefix("text_model."): v for k, v in conv.items()}
-    return _build(cls, cfg, _cast(conv, dtype, device), "text encoder", path, device)
+        state = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return build_text_encoder(state, cfg, projection, dtype, device, "text encoder", path)
+
+
+#: Per family, its text encoders: (TEXT_PREFIX key, OpenCLIP layout, projection, drop the last layer).
+TEXT_ENCODERS = {"sd1": [("sd1", False, False, False)], "sd2": [("sd2", True, False, True)],
+                 "sdxl": [("sdxl_l", False, False, False), ("sdxl_g", True, True, False)],
+                 "sdxl_refiner": [("sdxl_refiner", True, True, False)]}
+
+
+def _text_encoders(sd, family: str, dtype, path, device) -> list[torch.nn.Module]:
+    out = []
+    for key, open_clip, projection, drop_last in TEXT_ENCODERS[family]:
+        prefix = TEXT_PREFIX[key]
+        out.append(_clip_module(_take(sd, prefix), prefix, open_clip, dtype, path, projection=projection,
+                                drop_last=drop_last, device=device))
+    return out
+
+
+@contextmanager
+def _file_dtype(sd):
+    """Tensors read from ``sd`` in the file's dtype inside the block (a lazy reader casts them
+    otherwise): the text encoders choose their own dtype."""
+    cast = getattr(sd, "dtype", None)
+    if cast is not None:
+        sd.dtype = None
+    try:
+        yield sd
+    finally:
+        if cast is not None:
+            sd.dtype = cast
 
 
 def load_single_file(path: str | os.PathLike, prediction: str = "auto", manager: ModelManager | None = None,
@@ -100,18 +117,8 @@ def load_single_file(path: str | os.PathLike, prediction: str = "auto", manager:
     pred = det.prediction if prediction == "auto" else prediction
 
     # text encoders first (their shapes tell SDXL's pooled width)
-    if family == "sd1":
-        encoders = [_clip_module(_take(sd, TEXT_PREFIX["sd1"]), TEXT_PREFIX["sd1"], False, dtype, path, device=device)]
-    elif family == "sd2":
-        encoders = [_clip_module(_take(sd, TEXT_PREFIX["sd2"]), TEXT_PREFIX["sd2"], True, dtype, path, device=device,
-                                 drop_last=True)]
-    elif family == "sdxl":
-        encoders = [_clip_module(_take(sd, TEXT_PREFIX["sdxl_l"]), TEXT_PREFIX["sdxl_l"], False, dtype, path, device=device),
-                    _clip_module(_take(sd, TEXT_PREFIX["sdxl_g"]), TEXT_PREFIX["sdxl_g"], True, dtype, path, device=device,
-                                 projection=True)]
-    else:
-        encoders = [_clip_module(_take(sd, TEXT_PREFIX["sdxl_refiner"]), TEXT_PREFIX["sdxl_refiner"], True,
-                                 dtype, path, device=device, projection=True)]
+    with _file_dtype(sd):
+        encoders = _text_encoders(sd, family, dtype, path, device)
     pooled_dim = int(encoders[-1].config.projection_dim) if family.startswith("sdxl") else None
     text = TextEncoder([t() for t in _tokenizers(family)], encoders, family, source=str(path), manager=manager)
 
@@ -146,7 +153,9 @@ def load_diffusers_folder(folder: str | os.PathLike, prediction: str = "auto",
     torchvision_fix.apply()
     lean_imports.apply()
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from nodegen.models.clip_text_load import load_folder as load_text_folder
+    from nodegen.models.clip_tokenizer import folder_tokenizer
 
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
@@ -164,14 +173,8 @@ def load_diffusers_folder(folder: str | os.PathLike, prediction: str = "auto",
     names = names[:1] if family in ("sd1", "sd2") else names
     encoders, tokenizers = [], []
     for suffix, fallback in zip(names, _tokenizers(family), strict=True):
-        cls = CLIPTextModelWithProjection if suffix == "_2" else CLIPTextModel
-        encoders.append(realign_(cls.from_pretrained(folder, subfolder="text_encoder" + suffix, **kw)).eval()
-                        .requires_grad_(False))
-        try:
-            tokenizers.append(CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer" + suffix,
-                                                            local_files_only=True))
-        except (OSError, ValueError):
-            tokenizers.append(fallback())
+        encoders.append(load_text_folder(folder / ("text_encoder" + suffix), suffix == "_2", dtype))
+        tokenizers.append(folder_tokenizer(folder / ("tokenizer" + suffix), fallback))
     if prediction == "auto":
         sched = folder / "scheduler" / "scheduler_config.json"
         prediction = "epsilon"

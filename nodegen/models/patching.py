@@ -58,6 +58,9 @@ def patched(module: torch.nn.Module, patches: PatchList, prefix: str | None = No
                 raise KeyError(f"patch targets unknown weight {name!r} of {type(module).__name__}")
             by_param.setdefault(name, []).append((delta, float(strength)))
     backup: dict[str, torch.Tensor] = {}
+    # the module may hold patched weights wider than it stores them (text encoders kept in half
+    # precision on the CPU compute in float32: nodegen.models.clip_text_model)
+    held = getattr(module, "patch_dtype", lambda w: w.dtype)
     try:
         with torch.no_grad():
             # one weight at a time: at most one patched weight is in flight besides the originals
@@ -67,7 +70,7 @@ def patched(module: torch.nn.Module, patches: PatchList, prefix: str | None = No
                 for delta, strength in deltas:
                     total = total + delta_value(delta, p.data) * strength
                 backup[name] = p.data
-                p.data = total.to(p.dtype)
+                p.data = total.to(held(p.data))
         yield module
     finally:
         for name, data in backup.items():
