@@ -27,8 +27,12 @@ def checkpoint_state_dict(model, clip, vae) -> dict[str, torch.Tensor]:
         extra = _sd2_extra_layer(enc["text_encoder"]) if family == "sd2" else None
         sd = convert_pipeline_to_ldm(unet, v, enc.get("text_encoder"), family, enc.get("text_encoder_2"),
                                      extra_text_layer=extra)
-        # copies: the patched weights go back to the originals when the blocks end
-        return {k: t.detach().to("cpu").clone() for k, t in sd.items()}
+        # copies: the patched weights go back to the originals when the blocks end; one float dtype
+        # for the file, the widest the components hold (text encoders may be kept in half precision
+        # on the CPU while the UNet is float32: nodegen.models.clip_text_load)
+        widest = max((t.dtype for t in sd.values() if t.is_floating_point()), key=lambda d: torch.finfo(d).bits,
+                     default=torch.float32)
+        return {k: t.detach().to("cpu", widest if t.is_floating_point() else t.dtype).clone() for k, t in sd.items()}
 
 
 def _sd2_extra_layer(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:

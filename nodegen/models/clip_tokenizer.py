@@ -144,29 +144,29 @@ class ClipTokenizer:
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike) -> ClipTokenizer | None:
-        """A diffusers ``tokenizer`` folder (``vocab.json`` + ``merges.txt``; the pad token and length
-        from ``tokenizer_config.json`` / ``special_tokens_map.json``). None when the folder holds
-        anything this class would not reproduce (added tokens, other special tokens): the caller
-        then uses transformers' tokenizer."""
+        """A diffusers ``tokenizer`` folder: the vocabulary and merges of its ``tokenizer.json`` (as
+        transformers 5 saves it) or ``vocab.json`` + ``merges.txt`` (as the hub's SD folders hold
+        them); the special tokens and length from ``tokenizer_config.json`` /
+        ``special_tokens_map.json``. None when the folder holds anything this class would not
+        reproduce (added tokens, other special tokens): the caller then uses transformers'."""
         folder = Path(folder)
-        if not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
+        vocab_merges = _folder_vocab(folder)
+        if vocab_merges is None:
             return None
         config = _read_json(folder / "tokenizer_config.json")
         special = {**_read_json(folder / "special_tokens_map.json"), **config}
         names = {k: _token_text(special.get(k)) for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
-        if (names["bos_token"] or BOS) != BOS or (names["eos_token"] or EOS) != EOS or (names["unk_token"] or EOS) != EOS:
+        if (names["bos_token"] or BOS, names["eos_token"] or EOS, names["unk_token"] or EOS) != (BOS, EOS, EOS):
             return None
-        known = {BOS, EOS, names["pad_token"] or EOS}
-        added = config.get("added_tokens_decoder") or {}
-        if any(_token_text(t) not in known for t in added.values()) or (folder / "added_tokens.json").is_file():
-            return None
-        vocab = json.loads((folder / "vocab.json").read_text("utf-8"))
-        lines = (folder / "merges.txt").read_text("utf-8").split("\n")
-        merges = [tuple(line.split()) for line in lines if line and not line.startswith("#version")]
         pad = names["pad_token"] or EOS
+        known = {BOS, EOS, pad}
+        added = [_token_text(t) for t in (config.get("added_tokens_decoder") or {}).values()]
+        added += [t.get("content") for t in _read_json(folder / "tokenizer.json").get("added_tokens", [])]
+        if any(t not in known for t in added) or (folder / "added_tokens.json").is_file():
+            return None
         length = config.get("model_max_length", 77)
-        length = int(length) if isinstance(length, int) and length < 10**6 else 77
-        return cls(_build_backend(vocab, merges, pad), pad, length)
+        length = length if isinstance(length, int) and 0 < length < 10**6 else 77
+        return cls(_build_backend(*vocab_merges, pad), pad, length)
 
     def __len__(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
@@ -237,6 +237,19 @@ def folder_tokenizer(folder: Path, fallback):
         return AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError):
         return fallback()
+
+
+def _folder_vocab(folder: Path) -> tuple[dict[str, int], list[tuple[str, str]]] | None:
+    """Vocabulary and merges of a tokenizer folder (None: neither layout, or not a BPE)."""
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        vocab = json.loads((folder / "vocab.json").read_text("utf-8"))
+        lines = (folder / "merges.txt").read_text("utf-8").split("\n")
+        return vocab, [tuple(line.split()) for line in lines if line.strip() and not line.startswith("#version")]
+    model = _read_json(folder / "tokenizer.json").get("model") or {}
+    if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
+        return None
+    merges = [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in model.get("merges", [])]
+    return model["vocab"], merges
 
 
 def _read_json(path: Path) -> dict:
