@@ -23,8 +23,10 @@ from nodegen.cli import main
 code = main(["run", sys.argv[1], "--out", sys.argv[2], "--threads", "1",
              "--set", "Sampler.steps=2"])
 loaded = {m: m in sys.modules for m in ("peft", "scipy.stats", "diffusers.models.unets.unet_1d",
-                                        "diffusers.models.transformers.transformer_sd3")}
-import diffusers.utils
+                                        "diffusers.models.transformers.transformer_sd3", "transformers")}
+import diffusers.loaders, diffusers.utils
+import transformers  # hidden only while diffusers' modules loaded: importable afterwards
+loaded["FromSingleFileMixin"] = "FromSingleFileMixin" in dir(diffusers.loaders)  # diffusers' tables intact
 from diffusers.models.transformers import SD3Transformer2DModel  # a deferred package still works
 from diffusers.models.unets import UNet2DConditionModel
 import os
@@ -47,7 +49,8 @@ def test_a_lean_process_runs_the_demo_graph_without_the_unused_imports(tmp_path)
     assert list(tmp_path.glob("*.png")), "no image written"
     assert report["loaded"] == {"peft": False, "scipy.stats": False,
                                 "diffusers.models.unets.unet_1d": False,
-                                "diffusers.models.transformers.transformer_sd3": False}
+                                "diffusers.models.transformers.transformer_sd3": False,
+                                "transformers": False, "FromSingleFileMixin": True}
     assert report["peft_backend"] is False
     assert report["wait_policy"] == "PASSIVE"
     assert (report["sd3"], report["unet"]) == ("SD3Transformer2DModel", "UNet2DConditionModel")

@@ -78,7 +78,7 @@ def _text_encoders(sd, family: str, dtype, path, device) -> list[torch.nn.Module
 
 
 @contextmanager
-def _file_dtype(sd):
+def _raw_reads(sd):
     """Tensors read from ``sd`` in the file's dtype inside the block (a lazy reader casts them
     otherwise): the text encoders choose their own dtype."""
     cast = getattr(sd, "dtype", None)
@@ -117,7 +117,7 @@ def load_single_file(path: str | os.PathLike, prediction: str = "auto", manager:
     pred = det.prediction if prediction == "auto" else prediction
 
     # text encoders first (their shapes tell SDXL's pooled width)
-    with _file_dtype(sd):
+    with _raw_reads(sd):
         encoders = _text_encoders(sd, family, dtype, path, device)
     pooled_dim = int(encoders[-1].config.projection_dim) if family.startswith("sdxl") else None
     text = TextEncoder([t() for t in _tokenizers(family)], encoders, family, source=str(path), manager=manager)
