@@ -145,6 +145,41 @@ def test_half_precision_storage_on_the_cpu_gives_the_float32_outputs(tmp_path_fa
     assert not torch.equal(pk.encode(prompt)[0].embeds, a.embeds)
 
 
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
+def test_loaded_text_encoders_encode_as_transformers_ones(family, tmp_path_factory, tmp_path):
+    """The loader's CLIP (nodegen's encoders and tokenizers) against the same weights in transformers'
+    encoders with transformers' tokenizers, through TextEncoder.encode: weights syntax, a prompt
+    longer than 77 tokens, a textual-inversion embedding, CLIP skip, and SDXL's pooled output."""
+    from safetensors.torch import save_file
+
+    from nodegen.models.embeddings import EmbeddingLookup
+    from nodegen.models.loader import load_single_file
+    from nodegen.models.objects import TextEncoder
+    from tests.support.fixtures import fixture
+
+    fx = fixture(family, tmp_path_factory.mktemp(family))
+    _, loaded, _ = load_single_file(fx.single_file)
+    assert all(isinstance(t, ClipTokenizer) for t in loaded.tokenizers)
+    assert all(type(e).__module__ == ctm.__name__ for e in loaded.encoders)
+    pairs = [(fx.tokenizer, fx.text_encoder)] + ([(fx.tokenizer_2, fx.text_encoder_2)] if family == "sdxl" else [])
+    ref = TextEncoder.from_components([t for t, _ in pairs], [e for _, e in pairs], family)
+    g = torch.Generator().manual_seed(7)
+    widths = [int(e.config.hidden_size) for _, e in pairs]
+    vectors = ({"clip_l": torch.randn(2, widths[0], generator=g), "clip_g": torch.randn(2, widths[1], generator=g)}
+               if family == "sdxl" else {"emb_params": torch.randn(2, widths[0], generator=g)})
+    (tmp_path / "style.safetensors").parent.mkdir(exist_ok=True)
+    save_file(vectors, str(tmp_path / "style.safetensors"))
+    lookup = EmbeddingLookup(lambda n: tmp_path / n if (tmp_path / n).is_file() else None, str(tmp_path))
+    prompt = "a (red:1.3) ball, embedding:style, [blue] sky, " + "and more words " * 30
+    for clip_a, clip_b in ((loaded, ref), (loaded.set_layer(-2), ref.set_layer(-2))):
+        [a] = clip_a.encode(prompt, device="cpu", embeddings=lookup)
+        [b] = clip_b.encode(prompt, device="cpu", embeddings=lookup)
+        assert a.embeds.shape == b.embeds.shape and a.embeds.shape[1] == 2 * 77
+        torch.testing.assert_close(a.embeds, b.embeds, atol=1e-6, rtol=1e-6)
+        if family == "sdxl":
+            torch.testing.assert_close(a.pooled, b.pooled, atol=1e-6, rtol=1e-6)
+
+
 PROMPTS = ["a photo of a cat", "", "  ", "(masterpiece:1.2), best quality, [bad hands], ((detailed))",
            "Ünïcödé café — “quotes” 日本語のテキスト 中文 한국어 😀🔥👍🏽", "it's don't we're they've I'm we'll he'd",
            "tabs\tand\nnewlines   and  spaces", "ＦＵＬＬ width １２３ and e\u0301 combining", "hello!! a!b?c...",
