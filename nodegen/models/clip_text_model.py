@@ -2,10 +2,10 @@
 OpenCLIP-bigG (with the text projection), SD3's CLIP-L/G and Flux's CLIP-L.
 
 Why not transformers' ``CLIPTextModel``: importing it pulls ``transformers.modeling_utils`` and with
-it ``torch.distributed.tensor``, sympy, scipy and ``torch._dynamo`` (about 2.8 s of CPU in a fresh
-process, more than the rest of a first image). This module computes the same thing with the same
-modules, parameter names and outputs, so every state dict, LoRA key, embedding hook and export
-written for transformers' classes works unchanged:
+it ``torch.distributed.tensor``, sympy, scipy and ``torch._dynamo`` (a first image in a fresh
+process spends 1.4 s less CPU on imports without it: bench/RESULTS.md). This module computes the
+same thing with the same modules, parameter names and outputs, so every state dict, LoRA key,
+embedding hook and export written for transformers' classes works unchanged:
 
 * :class:`ClipTextModel` has transformers 5's ``CLIPTextModel`` keys (``embeddings.*``,
   ``encoder.layers.N.*``, ``final_layer_norm.*``, no ``text_model.`` prefix);
@@ -23,8 +23,11 @@ Weights may be stored in a narrower dtype than the computation runs in: each lay
 weights to the activations' dtype as it runs (ComfyUI's "manual cast" idea). On the CPU the
 computation is always float32, so a half-precision file can stay half precision in memory and
 still give exactly the outputs of the float32 model (fp16 -> fp32 is exact). Elsewhere the
-computation runs in the weights' dtype. The module structure follows ComfyUI's
-``comfy/clip_model.py`` (GPL-3.0), itself mirroring transformers' CLIP (Apache-2.0).
+computation runs in the weights' dtype.
+
+Written after transformers' CLIP (Apache-2.0), whose module and parameter names and arithmetic it
+keeps; ComfyUI's ``comfy/clip_model.py`` showed the approach (a plain-torch CLIP text model with the
+same names, weights cast per layer); read for reference, not copied.
 """
 
 from __future__ import annotations

@@ -190,7 +190,8 @@ class ClipTokenizer:
                  **_: object) -> Encoding:
         single = isinstance(text, str)
         batch = [text] if single else list(text)
-        rows = [e.ids for e in self._tok.encode_batch(batch, add_special_tokens=add_special_tokens)]
+        # one by one: encode_batch would start the library's thread pool for a handful of prompts
+        rows = [self._tok.encode(t, add_special_tokens=add_special_tokens).ids for t in batch]
         limit = max_length if max_length is not None else self.model_max_length
         if truncation:
             rows = [self._truncate(r, limit, add_special_tokens) for r in rows]
