@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from typing import Any
 
 FINAL = ("done", "failed", "cancelled")
+#: Seconds one long-poll request of :meth:`Client.wait` may be held by the server.
+LONG_POLL = 30.0
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -74,17 +76,22 @@ class Client:
 
     def wait(self, job_id: str, timeout: float | None = None) -> dict:
         """Wait until the job is done, failed or cancelled; returns its status. Raises
-        TimeoutError after ``timeout`` seconds."""
+        TimeoutError after ``timeout`` seconds. The server holds each request until the job ends
+        (a long poll, ``GET /jobs/ID?wait=S``), so the answer comes as soon as the job ends."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.005
         while True:
-            job = self.status(job_id)
+            ask = LONG_POLL if deadline is None else max(0.0, min(LONG_POLL, deadline - time.monotonic()))
+            t0 = time.monotonic()
+            job = self._json("GET", f"/jobs/{_q(job_id)}" + (f"?wait={ask:.3f}" if ask > 0 else ""),
+                             timeout=self.timeout + ask)
             if job["status"] in FINAL:
                 return job
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} is still {job['status']} after {timeout} s")
-            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
-            delay = min(delay * 1.5, 0.25)
+            if time.monotonic() - t0 < ask / 2:  # a server that does not hold requests: poll gently
+                time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+                delay = min(delay * 1.5, 0.25)
 
     def cancel(self, job_id: str) -> dict:
         return self._json("POST", f"/jobs/{_q(job_id)}/cancel")
@@ -138,12 +145,13 @@ class Client:
         return self._json("GET", "/health")
 
     # -- transport -------------------------------------------------------------------------
-    def _json(self, method: str, path: str, body: Any = None) -> Any:
+    def _json(self, method: str, path: str, body: Any = None, timeout: float = -1.0) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        return self._request(method, path, data, "application/json" if data is not None else None)
+        return self._request(method, path, data, "application/json" if data is not None else None, timeout)
 
-    def _request(self, method: str, path: str, data: bytes | None, content_type: str | None) -> Any:
-        with self._open(method, path, data, content_type) as resp:
+    def _request(self, method: str, path: str, data: bytes | None, content_type: str | None,
+                 timeout: float = -1.0) -> Any:
+        with self._open(method, path, data, content_type, timeout) as resp:
             return json.loads(resp.read() or b"null")
 
     def _open(self, method: str, path: str, data: bytes | None = None, content_type: str | None = None,
