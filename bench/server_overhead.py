@@ -4,13 +4,14 @@ Starts ``python main.py serve`` in a subprocess (one torch thread) and talks to 
 ``nodegen.client.Client``, the way a script would:
 
 1. Overhead per job with the demo model (graphs/txt2img.json): submit -> done as the client sees it
-   (polling every millisecond), minus the time the engine spent in nodes. Two kinds of job:
+   (``Client.wait``: a long poll the server answers when the job ends), minus the time the
+   engine spent in nodes. Two kinds of job:
    *cached* (the same values again: only SaveImage runs) and *seed-only* (a new seed: sampler,
    decode and save run). Median of REPEAT jobs each. Target: under 5 ms.
 2. Flood: 1,000 light jobs (a tiny image, inverted and saved) submitted at once; all must be
    accepted, run and recorded; the server's resident memory after 100 and after 1,000 jobs.
 
-    python bench/server_overhead.py [--repeat 30] [--flood 1000]
+    python bench/server_overhead.py [--repeat 30] [--flood 1000] [--fsync]
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from nodegen.client import Client  # noqa: E402
 from tests.support.jobs import light_workflow, tiny_png  # noqa: E402
 
 
-def start(out: Path, inp: Path) -> tuple[subprocess.Popen, str]:
+def start(out: Path, inp: Path, fsync: bool = False) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "main.py", "serve", "--port", "0", "--out", str(out), "--input",
-                             str(inp), "--device", "cpu", "--threads", "1"], cwd=ROOT, env=env,
+                             str(inp), "--device", "cpu", "--threads", "1", *(["--fsync"] if fsync else [])],
+                            cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, text=True)
     while not (line := proc.stdout.readline()).startswith("nodegen server:"):
         if not line:
@@ -55,9 +57,7 @@ def rss_mib(pid: int) -> float:
 
 def timed_job(c: Client, doc: dict, values: dict) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    job_id = c.submit(doc, set=values)
-    while (job := c.status(job_id))["status"] not in ("done", "failed", "cancelled"):
-        time.sleep(0.001)
+    job = c.wait(c.submit(doc, set=values), timeout=120)
     wall = time.perf_counter() - t0
     assert job["status"] == "done", job
     return wall, job
@@ -99,8 +99,8 @@ def flood(c: Client, pid: int, n: int) -> dict:
 
 
 def fsync_ms(folder: Path, n: int = 30) -> float:
-    """What one fsync of a small new file costs on this disk (the server's durability pays several
-    per job: the submitted job in SQLite, the output file, its record and two directories)."""
+    """What one fsync of a small new file costs on this disk (the server pays one per accepted job,
+    shared by jobs submitted together; with --fsync four more: output file, record, two folders)."""
     times = []
     for i in range(n):
         path = folder / f"probe{i}"
@@ -117,11 +117,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--flood", type=int, default=1000)
+    ap.add_argument("--fsync", action="store_true", help="start the server with --fsync")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tiny_png(tmp / "in")
-        proc, url = start(tmp / "out", tmp / "in")
+        proc, url = start(tmp / "out", tmp / "in", args.fsync)
         try:
             c = Client(url)
             result = {"overhead": overhead(c, args.repeat), "flood": flood(c, proc.pid, args.flood),

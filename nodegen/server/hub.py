@@ -71,6 +71,12 @@ class EventHub:
             return [e for s, e in self._all if s > after], self._seq
 
     @property
+    def held(self) -> int:
+        """How many jobs' events are in memory (bounded: the running one and KEEP_FINISHED more)."""
+        with self._cond:
+            return len(self._jobs)
+
+    @property
     def seq(self) -> int:
         with self._cond:
             return self._seq
