@@ -118,15 +118,25 @@ def _files_intact(folder: Path, outcome: JobOutcome) -> bool:
 def prepare_workflow(engine: Any, doc: Any, overrides: dict | None = None, targets: list | None = None,
                      *, from_text: bool = False):
     """Load ``doc``, apply ``NODE.INPUT`` overrides and resolve ``targets`` (ids or titles).
-    Returns ``(workflow, target ids)``; raises :class:`JobInputError` naming the field at fault."""
-    from nodegen.kernel.workflow import WorkflowError
-    from nodegen.runtime.overrides import OverrideError, apply
+    Returns ``(workflow, target ids)``; raises :class:`JobInputError` naming the field at fault.
+
+    The workflow's document shares its unchanged nodes with the engine's prepared copy (see
+    :mod:`nodegen.runtime.prepare`: a document seen before is not checked or copied again); the
+    nodes the overrides touch are copied first. Read it, never modify it."""
+    from nodegen.kernel.workflow import Workflow, WorkflowError
+    from nodegen.runtime.overrides import OverrideError, apply, resolve
 
     try:
-        wf = engine.prepare(doc)
+        prepared = engine._prepared(doc)  # shared and read-only: nodes are copied before a change
     except (WorkflowError, ValueError) as e:
         raise JobInputError("workflow", str(e)) from e
+    nodes = dict(prepared.data["nodes"])
+    wf = Workflow({**prepared.data, "nodes": nodes}, prepared.path)
+    wf.model_rewrites = prepared.model_rewrites  # type: ignore[attr-defined]
     try:
+        for key in overrides or {}:
+            nid = resolve(engine.registry, wf, key).node_id
+            nodes[nid] = {**nodes[nid], "inputs": dict(nodes[nid].get("inputs") or {})}
         apply(engine.registry, wf, dict(overrides or {}), from_text=from_text)
     except OverrideError as e:
         raise JobInputError(f"set.{e.key}", str(e)) from e

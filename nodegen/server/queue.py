@@ -75,7 +75,8 @@ class JobQueue:
         self._wal = Path(str(self.path) + "-wal")
         self._written = 0  # commits that must reach the disk (submits), counted
         self._synced = 0  # ... and how many of them have
-        self._sync_lock = threading.Lock()
+        self._syncing = False
+        self._sync_cond = threading.Condition()
         with self._lock:
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -121,15 +122,24 @@ class JobQueue:
             return
 
     def _make_durable(self, commit: int) -> None:
-        """Return once commit number ``commit`` is on disk; one fsync covers every commit made
-        before it started (group commit)."""
-        with self._sync_lock:
-            if self._synced >= commit:
-                return  # a fsync that began after our commit has covered it
-            with self._lock:
-                upto = self._written
-            self._fsync_wal()
-            self._synced = upto
+        """Return once commit number ``commit`` is on disk (group commit): one thread at a time
+        fsyncs, covering every commit made before it began; the others wait for the fsync that
+        covers them instead of running their own."""
+        with self._sync_cond:
+            while self._synced < commit:
+                if self._syncing:
+                    self._sync_cond.wait()
+                    continue
+                self._syncing = True
+                upto = self._written  # every commit up to this one has been written to the WAL
+                self._sync_cond.release()
+                try:
+                    self._fsync_wal()
+                finally:
+                    self._sync_cond.acquire()
+                    self._syncing = False
+                    self._sync_cond.notify_all()
+                self._synced = max(self._synced, upto)
 
     # -- writing ---------------------------------------------------------------------------
     def submit(self, workflow: dict, overrides: dict | None = None, targets: list | None = None,
