@@ -245,8 +245,8 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
     def accept(workflow: Any, overrides: dict | None, targets: list | None) -> dict:
         doc = state.check_job(workflow, overrides, targets)
-        job_id = state.queue.submit(doc, overrides, targets)
-        state.runner.notify()
+        # the runner may start the job while its acceptance is being fsynced (see JobQueue.submit)
+        job_id = state.queue.submit(doc, overrides, targets, committed=state.runner.notify)
         return {"id": job_id, "status": "queued"}
 
     def accept_png(data: bytes, overrides: dict | None, targets: list | None) -> dict:
