@@ -31,12 +31,11 @@ def client(folders):
 
 def wait_done(client, job_id, timeout=30.0) -> dict:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/jobs/{job_id}").json()
+    while (left := deadline - time.monotonic()) > 0:
+        job = client.get(f"/jobs/{job_id}", params={"wait": min(left, 10.0)}).json()  # a long poll
         if job["status"] in ("done", "failed", "cancelled"):
             return job
-        time.sleep(0.01)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
+    raise AssertionError(f"job {job_id} did not finish")
 
 
 def assert_error(resp, status, field):
@@ -182,6 +181,10 @@ def test_queued_jobs_can_be_cancelled(folders):
     c = TestClient(app)  # no lifespan: the runner does not start, jobs stay queued
     job_id = c.post("/jobs", json={"workflow": light_workflow()}).json()["id"]
     assert c.get(f"/jobs/{job_id}").json()["status"] == "queued"
+    t0 = time.monotonic()
+    assert c.get(f"/jobs/{job_id}", params={"wait": 0.3}).json()["status"] == "queued"  # a long poll
+    assert time.monotonic() - t0 >= 0.25  # held until its time ran out: the job did not end
+    assert_error(c.get(f"/jobs/{job_id}", params={"wait": -1}), 422, "wait")
     assert c.post(f"/jobs/{job_id}/cancel").json() == {"id": job_id, "status": "cancelled"}
     assert c.get(f"/jobs/{job_id}").json()["status"] == "cancelled"
     assert_error(c.post("/jobs/nope/cancel"), 404, "job_id")

@@ -79,9 +79,9 @@ class JobQueue:
         self._sync_cond = threading.Condition()
         with self._lock:
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise RuntimeError(f"{self.path}: SQLite cannot use WAL mode here ({mode})")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            # without WAL (a file system that cannot share memory), every commit is fsynced itself
+            self._wal_mode = str(mode).lower() == "wal"
+            self._db.execute("PRAGMA synchronous=" + ("NORMAL" if self._wal_mode else "FULL"))
             self._db.executescript(_SCHEMA)
             columns = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
             if "synced" not in columns:  # a queue made by an older version
@@ -125,6 +125,8 @@ class JobQueue:
         """Return once commit number ``commit`` is on disk (group commit): one thread at a time
         fsyncs, covering every commit made before it began; the others wait for the fsync that
         covers them instead of running their own."""
+        if not self._wal_mode:
+            return  # synchronous=FULL: the commit was fsynced
         with self._sync_cond:
             while self._synced < commit:
                 if self._syncing:
