@@ -32,6 +32,7 @@ from typing import Any
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nodegen import __version__
@@ -263,8 +264,10 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
     @app.post("/jobs", status_code=201, response_model=S.JobAccepted, responses=ERRORS,
               summary="Submit a workflow document")
-    def submit(body: S.JobRequest):
-        return accept(body.workflow, body.set, body.targets)
+    async def submit(body: S.JobRequest):
+        # one hop to a worker thread (the checks and the fsync block); a plain ``def`` endpoint
+        # would take a second one to validate the response
+        return await run_in_threadpool(accept, body.workflow, body.set, body.targets)
 
     @app.post("/jobs/png", status_code=201, response_model=S.JobAccepted, responses=ERRORS,
               summary="Submit a PNG that embeds a workflow (raw body, Content-Type image/png)",
