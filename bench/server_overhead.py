@@ -12,7 +12,7 @@ Starts ``python main.py serve`` in a subprocess (one torch thread) and talks to 
    threads (their acceptances share fsyncs); all must be
    accepted, run and recorded; the server's resident memory after the first 100 and after all.
 
-    python bench/server_overhead.py [--repeat 30] [--flood 1000] [--fsync]
+    python bench/server_overhead.py [--repeat 30] [--flood 1000] [--fsync] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -141,8 +141,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--flood", type=int, default=1000)
     ap.add_argument("--fsync", action="store_true", help="start the server with --fsync")
+    ap.add_argument("--dir", default=None, metavar="DIR",
+                    help="where the server's output folder (and queue) goes: a temporary folder inside "
+                         "DIR (default: the system's; /dev/shm shows the path without the disk's fsync)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         tmp = Path(tmp)
         tiny_png(tmp / "in")
         proc, url = start(tmp / "out", tmp / "in", args.fsync)
