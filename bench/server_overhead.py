@@ -4,13 +4,15 @@ Starts ``python main.py serve`` in a subprocess (one torch thread) and talks to 
 ``nodegen.client.Client``, the way a script would:
 
 1. Overhead per job with the demo model (graphs/txt2img.json): submit -> done as the client sees it
-   (polling every millisecond), minus the time the engine spent in nodes. Two kinds of job:
+   (``Client.wait``: a long poll the server answers when the job ends), minus the time the
+   engine spent in nodes. Two kinds of job:
    *cached* (the same values again: only SaveImage runs) and *seed-only* (a new seed: sampler,
    decode and save run). Median of REPEAT jobs each. Target: under 5 ms.
-2. Flood: 1,000 light jobs (a tiny image, inverted and saved) submitted at once; all must be
-   accepted, run and recorded; the server's resident memory after 100 and after 1,000 jobs.
+2. Flood: 1,000 light jobs (a tiny image, inverted and saved) submitted at once by 8 client
+   threads (their acceptances share fsyncs); all must be
+   accepted, run and recorded; the server's resident memory after the first 100 and after all.
 
-    python bench/server_overhead.py [--repeat 30] [--flood 1000]
+    python bench/server_overhead.py [--repeat 30] [--flood 1000] [--fsync] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -33,11 +35,14 @@ sys.path.insert(0, str(ROOT))
 from nodegen.client import Client  # noqa: E402
 from tests.support.jobs import light_workflow, tiny_png  # noqa: E402
 
+CLIENTS = 8  # threads submitting the flood
 
-def start(out: Path, inp: Path) -> tuple[subprocess.Popen, str]:
+
+def start(out: Path, inp: Path, fsync: bool = False) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "main.py", "serve", "--port", "0", "--out", str(out), "--input",
-                             str(inp), "--device", "cpu", "--threads", "1"], cwd=ROOT, env=env,
+                             str(inp), "--device", "cpu", "--threads", "1", *(["--fsync"] if fsync else [])],
+                            cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, text=True)
     while not (line := proc.stdout.readline()).startswith("nodegen server:"):
         if not line:
@@ -55,15 +60,21 @@ def rss_mib(pid: int) -> float:
 
 def timed_job(c: Client, doc: dict, values: dict) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    job_id = c.submit(doc, set=values)
-    while (job := c.status(job_id))["status"] not in ("done", "failed", "cancelled"):
-        time.sleep(0.001)
+    job = c.wait(c.submit(doc, set=values), timeout=120)
     wall = time.perf_counter() - t0
     assert job["status"] == "done", job
     return wall, job
 
 
-def overhead(c: Client, repeat: int) -> dict:
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used: unlike wall time, hardly changed by other
+    processes competing for the cores."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def overhead(c: Client, repeat: int, pid: int) -> dict:
     doc = json.loads((ROOT / "graphs" / "txt2img.json").read_text())
     timed_job(c, doc, {"Sampler.seed": 0})  # load the model, fill the cache
     rows: dict[str, list] = {"cached": [], "seed-only": []}
@@ -72,7 +83,11 @@ def overhead(c: Client, repeat: int) -> dict:
         rows["cached"].append((wall, sum(job["timings"].values()), 0.0))
         wall, job = timed_job(c, doc, {"Sampler.seed": 1000 + i})
         rows["seed-only"].append((wall, sum(job["timings"].values()), job["timings"].get("5", 0.0)))
-    out = {}
+    cpu0, nodes, n = cpu_s(pid), 0.0, max(repeat * 5, 100)
+    for _ in range(n):  # the server's CPU per cached job, outside the nodes
+        nodes += sum(timed_job(c, doc, {"Sampler.seed": 0})[1]["timings"].values())
+    out: dict = {"server_cpu_per_cached_job_ms": (cpu_s(pid) - cpu0) / n * 1e3,
+                 "of_which_nodes_ms": nodes / n * 1e3}
     for kind, samples in rows.items():
         out[kind] = {
             "round_trip_ms": statistics.median(w for w, _, _ in samples) * 1e3,
@@ -84,23 +99,31 @@ def overhead(c: Client, repeat: int) -> dict:
 
 
 def flood(c: Client, pid: int, n: int) -> dict:
+    """``n`` light jobs submitted at once by CLIENTS threads: a first tenth, then the rest; the
+    server's resident memory once each part has run."""
+    from concurrent.futures import ThreadPoolExecutor
+
     doc = light_workflow()
+    first = max(1, n // 10)
+    rss, ids = {}, []
     t0 = time.perf_counter()
-    ids = [c.submit(doc, set={"Save.filename_prefix": f"f{i}"}) for i in range(n)]
-    accepted = time.perf_counter() - t0
-    rss = {}
-    for mark in (min(100, n), n):
-        c.wait(ids[mark - 1], timeout=600)
-        rss[mark] = rss_mib(pid)
+    accepted = 0.0
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        for part in (range(first), range(first, n)):
+            t = time.perf_counter()
+            ids += pool.map(lambda i: c.submit(doc, set={"Save.filename_prefix": f"f{i}"}), part)
+            accepted += time.perf_counter() - t
+            c.wait(ids[-1], timeout=600)
+            rss[len(ids)] = rss_mib(pid)
     total = time.perf_counter() - t0
     statuses = [c.status(i)["status"] for i in ids]
-    return {"jobs": n, "accepted_s": accepted, "all_done_s": total, "done": statuses.count("done"),
-            "rss_mib": rss}
+    return {"jobs": n, "clients": CLIENTS, "accepted_s": accepted, "all_done_s": total,
+            "done": statuses.count("done"), "rss_mib": rss}
 
 
 def fsync_ms(folder: Path, n: int = 30) -> float:
-    """What one fsync of a small new file costs on this disk (the server's durability pays several
-    per job: the submitted job in SQLite, the output file, its record and two directories)."""
+    """What one fsync of a small new file costs on this disk (the server pays one per accepted job,
+    shared by jobs submitted together; with --fsync four more: output file, record, two folders)."""
     times = []
     for i in range(n):
         path = folder / f"probe{i}"
@@ -117,14 +140,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--flood", type=int, default=1000)
+    ap.add_argument("--fsync", action="store_true", help="start the server with --fsync")
+    ap.add_argument("--dir", default=None, metavar="DIR",
+                    help="where the server's output folder (and queue) goes: a temporary folder inside "
+                         "DIR (default: the system's; /dev/shm shows the path without the disk's fsync)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         tmp = Path(tmp)
         tiny_png(tmp / "in")
-        proc, url = start(tmp / "out", tmp / "in")
+        proc, url = start(tmp / "out", tmp / "in", args.fsync)
         try:
             c = Client(url)
-            result = {"overhead": overhead(c, args.repeat), "flood": flood(c, proc.pid, args.flood),
+            result = {"overhead": overhead(c, args.repeat, proc.pid), "flood": flood(c, proc.pid, args.flood),
                       "fsync_ms": fsync_ms(tmp)}
         finally:
             proc.send_signal(signal.SIGTERM)

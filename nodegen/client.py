@@ -15,8 +15,10 @@ A refused request raises :class:`ClientError` with the server's message and the 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -25,6 +27,10 @@ from collections.abc import Iterator
 from typing import Any
 
 FINAL = ("done", "failed", "cancelled")
+#: A kept-alive connection idle longer than this is not reused (uvicorn closes idle ones after 5 s).
+KEEP_ALIVE = 2.0
+#: Seconds one long-poll request of :meth:`Client.wait` may be held by the server.
+LONG_POLL = 30.0
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -41,6 +47,7 @@ class Client:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self._local = threading.local()  # one kept-alive connection per thread
 
     # -- the contract ----------------------------------------------------------------------
     def submit(self, workflow: Any, set: dict | None = None, targets: list | None = None) -> str:  # noqa: A002
@@ -74,17 +81,22 @@ class Client:
 
     def wait(self, job_id: str, timeout: float | None = None) -> dict:
         """Wait until the job is done, failed or cancelled; returns its status. Raises
-        TimeoutError after ``timeout`` seconds."""
+        TimeoutError after ``timeout`` seconds. The server holds each request until the job ends
+        (a long poll, ``GET /jobs/ID?wait=S``), so the answer comes as soon as the job ends."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.005
         while True:
-            job = self.status(job_id)
+            ask = LONG_POLL if deadline is None else max(0.0, min(LONG_POLL, deadline - time.monotonic()))
+            t0 = time.monotonic()
+            job = self._json("GET", f"/jobs/{_q(job_id)}" + (f"?wait={ask:.3f}" if ask > 0 else ""),
+                             timeout=self.timeout + ask)
             if job["status"] in FINAL:
                 return job
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} is still {job['status']} after {timeout} s")
-            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
-            delay = min(delay * 1.5, 0.25)
+            if time.monotonic() - t0 < ask / 2:  # a server that does not hold requests: poll gently
+                time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+                delay = min(delay * 1.5, 0.25)
 
     def cancel(self, job_id: str) -> dict:
         return self._json("POST", f"/jobs/{_q(job_id)}/cancel")
@@ -138,13 +150,86 @@ class Client:
         return self._json("GET", "/health")
 
     # -- transport -------------------------------------------------------------------------
-    def _json(self, method: str, path: str, body: Any = None) -> Any:
+    def _json(self, method: str, path: str, body: Any = None, timeout: float = -1.0) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        return self._request(method, path, data, "application/json" if data is not None else None)
+        return self._request(method, path, data, "application/json" if data is not None else None, timeout)
 
-    def _request(self, method: str, path: str, data: bytes | None, content_type: str | None) -> Any:
-        with self._open(method, path, data, content_type) as resp:
-            return json.loads(resp.read() or b"null")
+    def _request(self, method: str, path: str, data: bytes | None, content_type: str | None,
+                 timeout: float = -1.0) -> Any:
+        """One JSON request on this thread's kept-alive connection (a new TCP connection per
+        request costs more than the server's own work on a cached job)."""
+        wait = self.timeout if timeout == -1.0 else timeout
+        if not self._direct():
+            with self._open(method, path, data, content_type, wait) as resp:
+                return json.loads(resp.read() or b"null")
+        headers = {"Content-Type": content_type} if content_type else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        for attempt in (1, 2):
+            conn, reused = self._connection(wait)
+            try:
+                conn.request(method, self._prefix + path, body=data, headers=headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+                self._drop()
+                if reused and attempt == 1:
+                    continue  # the server closed the idle connection before reading the request
+                raise urllib.error.URLError(e) from None
+            except TimeoutError:
+                self._drop()
+                raise
+            except (OSError, http.client.HTTPException) as e:
+                self._drop()
+                raise urllib.error.URLError(e) from None
+            if resp.will_close:
+                self._drop()
+            else:
+                self._local.used = time.monotonic()
+            if resp.status >= 400:
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = {"error": raw.decode("utf-8", "replace") or resp.reason}
+                raise ClientError(resp.status, str(body.get("error")), body.get("field"), body)
+            return json.loads(raw or b"null")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _direct(self) -> bool:
+        """Whether requests go straight to the server (no proxy configured for it)."""
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https"):
+            return False
+        proxies = urllib.request.getproxies()
+        return parts.scheme not in proxies or bool(urllib.request.proxy_bypass(parts.hostname or ""))
+
+    @property
+    def _prefix(self) -> str:
+        return urllib.parse.urlsplit(self.url).path
+
+    def _connection(self, timeout: float | None) -> tuple[http.client.HTTPConnection, bool]:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and time.monotonic() - self._local.used < KEEP_ALIVE:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            return conn, True
+        self._drop()
+        parts = urllib.parse.urlsplit(self.url)
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = kind(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+        self._local.conn, self._local.used = conn, time.monotonic()
+        return conn, False
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        """Close this thread's kept-alive connection (also closed when the client is collected)."""
+        self._drop()
 
     def _open(self, method: str, path: str, data: bytes | None = None, content_type: str | None = None,
               timeout: float | None = -1.0):

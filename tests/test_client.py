@@ -72,3 +72,14 @@ def test_errors_name_the_field(url):
 def test_importing_the_client_does_not_import_torch():
     code = "import sys, nodegen.client; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=".")
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced(url):
+    import socket
+
+    c = Client(url, token="tok")
+    assert c.health()["ok"]
+    conn = c._local.conn
+    conn.sock.shutdown(socket.SHUT_RDWR)  # as when the server drops an idle connection
+    assert c.health()["ok"] and c._local.conn is not conn
+    assert c.status(c.submit(light_workflow()))["status"] in ("queued", "running", "done")

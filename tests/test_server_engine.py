@@ -30,11 +30,10 @@ def doc() -> dict:
 
 def wait_done(client, job_id, timeout=120.0) -> dict:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/jobs/{job_id}").json()
+    while (left := deadline - time.monotonic()) > 0:
+        job = client.get(f"/jobs/{job_id}", params={"wait": min(left, 10.0)}).json()  # a long poll
         if job["status"] in ("done", "failed", "cancelled"):
             return job
-        time.sleep(0.02)
     raise AssertionError(f"job {job_id} did not finish")
 
 

@@ -24,6 +24,11 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
     p.add_argument("--max-body", type=int, default=None, metavar="BYTES",
                    help="largest request body accepted (default 32 MiB)")
+    p.add_argument("--fsync", action="store_true",
+                   help="fsync each job's outputs before it is marked done (power-loss durable at once; "
+                        "a few ms per job). Default: outputs are safe against a killed server at once and "
+                        "synced to disk in the background; after a power loss, jobs whose outputs did "
+                        "not reach the disk whole run again at the next start")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
     add_engine_args(p)
     p.set_defaults(func=cmd_serve)
@@ -42,7 +47,7 @@ def cmd_serve(args) -> int:
 
     app = create_app(ServerConfig(out_dir=args.out, models=args.models, input_dir=args.input_dir,
                                   device=args.device, token=args.token, max_body=args.max_body or MAX_BODY,
-                                  threads=args.threads))
+                                  threads=args.threads, fsync=args.fsync))
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                                            ws="websockets-sansio" if _has_sansio() else "auto"))
     threading.Thread(target=_announce, args=(server, args), daemon=True).start()

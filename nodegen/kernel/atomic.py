@@ -5,6 +5,12 @@ and fsync'ed, then renamed over the target (:func:`atomic_write_bytes`) or hard-
 that must not exist yet (:func:`write_new_file`, never overwrites). A process killed mid-write
 leaves only its temporary file; the next write into that folder removes temporary files whose
 process is gone (:func:`clean_stale_temps`).
+
+The rename alone makes a write atomic for readers and safe against a killed process; the fsyncs
+make it survive a power loss too. A caller that makes its files durable in another way (the job
+server publishes a whole job folder, then syncs the file system in the background and checks
+unsynced folders at start) can skip the per-file fsyncs for the writes of one thread with
+``with deferred_sync(): ...`` (:func:`syncing` says whether they are on).
 """
 
 from __future__ import annotations
@@ -14,10 +20,30 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import BinaryIO
 
 _TEMP = re.compile(r"^\..*\.(\d+)\.[A-Za-z0-9_]+\.tmp$")
+_SYNC: ContextVar[bool] = ContextVar("nodegen_atomic_sync", default=True)
+
+
+@contextmanager
+def deferred_sync() -> Iterator[None]:
+    """Writes in this context (this thread) are atomic renames without fsync: whole or absent
+    after a killed process, but not guaranteed on disk after a power loss until the caller
+    syncs them."""
+    token = _SYNC.set(False)
+    try:
+        yield
+    finally:
+        _SYNC.reset(token)
+
+
+def syncing() -> bool:
+    """Whether writes here fsync their file and folder (False inside :func:`deferred_sync`)."""
+    return _SYNC.get()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -35,7 +61,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             except OSError:
                 pass
         os.replace(tmp, path)
-    sync_dir(path.parent)
+    if syncing():
+        sync_dir(path.parent)
 
 
 def write_new_file(names: Iterator[Path], write: Callable[[BinaryIO], object]) -> Path:
@@ -58,7 +85,8 @@ def write_new_file(names: Iterator[Path], write: Callable[[BinaryIO], object]) -
                 except FileExistsError:
                     continue
                 os.replace(tmp, name)
-            sync_dir(name.parent)
+            if syncing():
+                sync_dir(name.parent)
             return name
     raise FileExistsError("no free file name")  # pragma: no cover - names is endless in practice
 
@@ -86,7 +114,8 @@ class _temp_file:  # noqa: N801 - used as a context manager
             with os.fdopen(fd, "wb") as f:
                 self.write(f)
                 f.flush()
-                os.fsync(f.fileno())
+                if syncing():
+                    os.fsync(f.fileno())
             os.chmod(self.path, 0o644)
         except BaseException:
             self._remove()

@@ -4,7 +4,8 @@ Endpoints (the OpenAPI page is ``/docs``):
 
 * ``POST /jobs`` (JSON ``{workflow, set?, targets?}``) and ``POST /jobs/png`` (a PNG that embeds a
   workflow; ``set`` and ``targets`` as query parameters holding JSON): submit; 201 ``{id, status}``.
-* ``GET /jobs?status=`` list; ``GET /jobs/{id}`` one job; ``POST /jobs/{id}/cancel``.
+* ``GET /jobs?status=`` list; ``GET /jobs/{id}`` one job (``?wait=S``: answer when the job ends,
+  or after S seconds, whichever comes first); ``POST /jobs/{id}/cancel``.
 * ``GET /jobs/{id}/results``: the files with their provenance; ``GET /jobs/{id}/files/{name}``: a file.
 * ``GET /jobs/{id}/events``: the job's events as JSON lines (streamed while it runs);
   ``WS /ws/jobs/{id}``: the same events on a WebSocket; ``WS /ws``: every job's events.
@@ -31,12 +32,14 @@ from typing import Any
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nodegen import __version__
-from nodegen.runtime.jobs import JobInputError, prepare_workflow
+from nodegen.runtime.jobs import JobInputError, prepare_workflow, read_record
 from nodegen.server import schemas as S
-from nodegen.server.hub import EventHub
+from nodegen.server.flusher import OutputFlusher
+from nodegen.server.hub import EndWaiters, EventHub
 from nodegen.server.queue import FINAL, STATUSES, JobQueue
 from nodegen.server.runner import JobRunner, job_folder
 from nodegen.server.security import (
@@ -64,6 +67,9 @@ class ServerConfig:
     max_body: int = MAX_BODY
     #: torch's CPU threads (``--threads``; None: NODEGEN_THREADS or the default policy)
     threads: int | None = None
+    #: fsync each job's output folder before marking it done (power-loss durable at once);
+    #: otherwise the folder is synced in the background and checked at the next start.
+    fsync: bool = False
     #: An Engine to use (tests); built from the fields above when None.
     engine: Any = None
 
@@ -89,8 +95,20 @@ class ServerState:
         self.checker.env.paths = self.engine.env.paths
         self.queue = JobQueue(self.out_dir / "jobs.sqlite3")
         self.hub = EventHub()
-        self.runner = JobRunner(self.engine, self.queue, self.hub, self.out_dir,
-                                prepare=lambda: _apply_threads(config.threads))
+        self.waiters = EndWaiters()
+        self.flusher = OutputFlusher(self.queue, self.out_dir)
+        self.runner = JobRunner(self.engine, self.queue, self.hub, self.out_dir, sync=config.fsync,
+                                finished=self._ended, prepare=lambda: _apply_threads(config.threads))
+
+    def _ended(self, job_id: str) -> None:
+        self.waiters.ended(job_id)
+        if not self.config.fsync:
+            self.flusher.poke()
+
+    def outputs_intact(self, job: dict) -> bool:
+        """Whether a finished job's folder holds its record and every file whole (checked at
+        start for jobs whose folder may not have reached the disk before a crash)."""
+        return read_record(job_folder(self.out_dir, job["id"]), verify=True) is not None
 
     # -- checks ----------------------------------------------------------------------------
     def check_job(self, workflow: Any, overrides: dict | None, targets: list | None) -> dict:
@@ -202,14 +220,20 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        recovered = state.queue.recover()
-        if recovered:
-            log.warning("re-queued %d job(s) interrupted by the last shutdown", recovered)
+        state.waiters.bind(asyncio.get_running_loop())
+        recovered = state.queue.recover(state.outputs_intact)
+        if recovered["running"]:
+            log.warning("re-queued %d job(s) interrupted by the last shutdown", recovered["running"])
+        if recovered["damaged"]:
+            log.warning("re-queued %d finished job(s) whose outputs did not reach the disk whole",
+                        recovered["damaged"])
+        state.flusher.start()
         state.runner.start()
         try:
             yield
         finally:
             await asyncio.to_thread(state.runner.stop)
+            await asyncio.to_thread(state.flusher.stop)
             state.queue.close()
 
     app = FastAPI(title="nodegen job server", version=__version__, lifespan=lifespan,
@@ -222,8 +246,8 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
     def accept(workflow: Any, overrides: dict | None, targets: list | None) -> dict:
         doc = state.check_job(workflow, overrides, targets)
-        job_id = state.queue.submit(doc, overrides, targets)
-        state.runner.notify()
+        # the runner may start the job while its acceptance is being fsynced (see JobQueue.submit)
+        job_id = state.queue.submit(doc, overrides, targets, committed=state.runner.notify)
         return {"id": job_id, "status": "queued"}
 
     def accept_png(data: bytes, overrides: dict | None, targets: list | None) -> dict:
@@ -240,8 +264,10 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
     @app.post("/jobs", status_code=201, response_model=S.JobAccepted, responses=ERRORS,
               summary="Submit a workflow document")
-    def submit(body: S.JobRequest):
-        return accept(body.workflow, body.set, body.targets)
+    async def submit(body: S.JobRequest):
+        # one hop to a worker thread (the checks and the fsync block); a plain ``def`` endpoint
+        # would take a second one to validate the response
+        return await run_in_threadpool(accept, body.workflow, body.set, body.targets)
 
     @app.post("/jobs/png", status_code=201, response_model=S.JobAccepted, responses=ERRORS,
               summary="Submit a PNG that embeds a workflow (raw body, Content-Type image/png)",
@@ -263,8 +289,22 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         return {"jobs": state.queue.list(status, limit, offset), "counts": state.queue.counts()}
 
     @app.get("/jobs/{job_id}", response_model=S.Job, responses=ERRORS, summary="One job's status")
-    def get_job(job_id: str):
-        return state.job_or_404(job_id)
+    async def get_job(job_id: str, wait: float = Query(0, ge=0, le=300, description=(
+            "seconds to wait for the job to end before answering (long poll); 0: answer at once"))):
+        if wait <= 0:
+            return state.job_or_404(job_id)
+        ended = state.waiters.register(job_id)
+        try:
+            job = state.job_or_404(job_id)
+            if job["status"] not in FINAL:
+                try:
+                    await asyncio.wait_for(ended, wait)
+                except TimeoutError:
+                    pass
+                job = state.job_or_404(job_id)
+            return job
+        finally:
+            state.waiters.forget(job_id, ended)
 
     @app.post("/jobs/{job_id}/cancel", response_model=S.JobAccepted, responses=ERRORS, summary="Cancel a job")
     def cancel_job(job_id: str):

@@ -7,6 +7,7 @@ here while it runs and a little after; the queue keeps them for good once the jo
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict, deque
 
@@ -70,6 +71,49 @@ class EventHub:
             return [e for s, e in self._all if s > after], self._seq
 
     @property
+    def held(self) -> int:
+        """How many jobs' events are in memory (bounded: the running one and KEEP_FINISHED more)."""
+        with self._cond:
+            return len(self._jobs)
+
+    @property
     def seq(self) -> int:
         with self._cond:
             return self._seq
+
+
+class EndWaiters:
+    """Requests waiting for a job to end (the long-poll ``GET /jobs/{id}?wait=S``), woken from the
+    runner thread through the server's event loop: no polling, no thread held per waiter."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._futures: dict[str, list[asyncio.Future]] = {}
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def ended(self, job_id: str) -> None:
+        """A job's end is recorded (any thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake, job_id)
+
+    def _wake(self, job_id: str) -> None:
+        for fut in self._futures.pop(job_id, []):
+            if not fut.done():
+                fut.set_result(None)
+
+    def register(self, job_id: str) -> asyncio.Future:
+        """Call on the event loop before reading the job's status, then await the future: an end
+        recorded after the read wakes it."""
+        fut = asyncio.get_running_loop().create_future()
+        self._futures.setdefault(job_id, []).append(fut)
+        return fut
+
+    def forget(self, job_id: str, fut: asyncio.Future) -> None:
+        waiting = self._futures.get(job_id)
+        if waiting and fut in waiting:
+            waiting.remove(fut)
+            if not waiting:
+                del self._futures[job_id]

@@ -2,7 +2,10 @@
 
 Models stay loaded and node outputs stay cached between jobs, so a job that only changes the seed
 runs the sampler and what follows it. Each job writes into its own folder under the output folder
-(``OUT/jobs/<id>``), published atomically by :func:`nodegen.runtime.jobs.run_job`.
+(``OUT/jobs/<id>``), published atomically by :func:`nodegen.runtime.jobs.run_job`: fsynced
+before the job is marked done with ``sync=True`` (``serve --fsync``), otherwise made durable a
+little later by :class:`nodegen.server.flusher.OutputFlusher`. ``finished(job_id)`` is called once a
+job's end is recorded (the flusher and the waiting clients hear of it).
 """
 
 from __future__ import annotations
@@ -27,13 +30,16 @@ def job_folder(out_dir: str | Path, job_id: str) -> Path:
 
 
 class JobRunner:
-    def __init__(self, engine: Any, queue: JobQueue, hub: EventHub, out_dir: str | Path,
+    def __init__(self, engine: Any, queue: JobQueue, hub: EventHub, out_dir: str | Path, *,
+                 sync: bool = False, finished: Callable[[str], None] | None = None,
                  prepare: Callable[[], None] | None = None) -> None:
         self.engine = engine
         self._prepare = prepare
         self.queue = queue
         self.hub = hub
         self.out_dir = Path(out_dir)
+        self.sync = sync
+        self.finished = finished
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._current: tuple[str, CancelToken] | None = None
@@ -107,7 +113,7 @@ class JobRunner:
         folder = job_folder(self.out_dir, job_id)
         try:
             outcome = run_job(self.engine, job["workflow"], folder, overrides=job["set"],
-                              targets=job["targets"], cancel=token)
+                              targets=job["targets"], cancel=token, sync=self.sync)
             status = {"invalid": "failed"}.get(outcome.status, outcome.status)
             result, error = outcome.to_json(), outcome.error
         except Exception as e:  # noqa: BLE001 - recorded on the job, the server goes on
@@ -121,5 +127,7 @@ class JobRunner:
             return  # shutting down: the job stays 'running' and is re-queued at the next start
         files = (result or {}).get("files", [])
         self.hub.publish(job_id, {"event": "outputs", "paths": files, "status": status})
-        self.queue.finish(job_id, status, result, error, self.hub.events(job_id))
+        self.queue.finish(job_id, status, result, error, self.hub.events(job_id), synced=self.sync)
         self.hub.finish(job_id)
+        if self.finished is not None:
+            self.finished(job_id)
