@@ -42,10 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
 def entry() -> int:
     """The ``nodegen`` command and ``main.py``: a nodegen process of its own (lean imports, a
     thread policy that holds up on a busy machine), then :func:`main`."""
-    from nodegen.cli.process import setup_process
+    from nodegen.cli.process import finish_process, setup_process
 
     setup_process()
-    return main()
+    code = main()
+    if sys.argv[1:2] in ([], ["gui"]):
+        return code  # the editor: Qt's own orderly exit
+    finish_process(code)
 
 
 def main(argv: list[str] | None = None) -> int:
