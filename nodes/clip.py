@@ -122,20 +122,36 @@ def clip_score(ctx, clip_model, images, text="", reference=None, crop="center"):
 @node("CLIPRankImages", category="clip",
       description="Keep the k images of a batch that best match the texts (or reference images), best first.",
       inputs=[*_SCORE_INPUTS,
-              Input.int("k", 4, min=0, max=4096, description="How many to keep (0: all, sorted)")],
+              Input.int("k", 4, min=0, max=4096, description="How many to keep (0: all, sorted)"),
+              Input.link("labels", T.STRING, optional=True,
+                         description="One line per image naming it (LoadSweepImages' labels: the swept values)")],
       outputs=[Output("images", T.IMAGE, "The best k images, best first"),
                Output("best_score", T.FLOAT, "Score of the best image"),
-               Output("summary", T.STRING, "Rank, batch index and score of each kept image")],
-      keywords=("rank", "select", "best of", "filter", "clip score"))
-def clip_rank_images(ctx, clip_model, images, text="", reference=None, crop="center", k=4):
+               Output("summary", T.STRING, "Rank, batch index (or label) and score of each kept image"),
+               Output("labels", T.STRING, "The kept images' labels (or batch indices), best first, one per line")],
+      keywords=("rank", "select", "best of", "filter", "clip score", "sweep", "seeds"))
+def clip_rank_images(ctx, clip_model, images, text="", reference=None, crop="center", k=4, labels=None):
     from nodegen.clip.score import rank
 
     scores, _ = _scores(ctx, "CLIPRankImages", clip_model, images, text, reference, crop)
+    names = _labels(labels, images.shape[0])
     per_image = scores.mean(1)
     order = rank(per_image, k or None)
-    summary = "\n".join(f"{r + 1}. image {i}: {float(per_image[i]):.2f}" for r, i in enumerate(order))
+    summary = "\n".join(f"{r + 1}. {names[i]}: {float(per_image[i]):.2f}" for r, i in enumerate(order))
     ctx.ui(text=[summary], order=order, scores=[float(per_image[i]) for i in order])
-    return images[torch.tensor(order, dtype=torch.long)], float(per_image[order[0]]), summary
+    kept = images[torch.tensor(order, dtype=torch.long)]
+    return kept, float(per_image[order[0]]), summary, "\n".join(names[i] for i in order)
+
+
+def _labels(labels: str | None, n: int) -> list[str]:
+    """The images' names: the ``labels`` lines, or ``image i``."""
+    if labels is None:
+        return [f"image {i}" for i in range(n)]
+    lines = str(labels).splitlines()
+    if len(lines) != n:
+        raise ValueError(f"CLIPRankImages: input 'labels' has {len(lines)} line(s) for {n} image(s); "
+                         "give one line per image")
+    return lines
 
 
 GRADIENTS = {"through model": True, "x0 prediction": False}

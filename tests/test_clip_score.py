@@ -70,11 +70,17 @@ def test_score_and_rank_nodes(tiny):
     assert summary.count("\n") == 3 and "a cat:" in summary and ctx.ui_data["text"] == [summary]
 
     ctx = _ctx()
-    kept, top, summary = clip_nodes.clip_rank_images.run(ctx, clip, IMAGES, "a cat", None, "center", 2)
+    kept, top, summary, labels = clip_nodes.clip_rank_images.run(ctx, clip, IMAGES, "a cat", None, "center", 2)
     col = ref[:, 2]
     order = rank(col, 2)
     assert torch.equal(kept, IMAGES[order]) and top == pytest.approx(float(col[order[0]]), abs=1e-3)
     assert ctx.ui_data["order"] == order and summary.startswith(f"1. image {order[0]}:")
+    assert labels == "\n".join(f"image {i}" for i in order)
+    names = "\n".join(f"seed={s}" for s in (10, 11, 12, 13))
+    *_, labels = clip_nodes.clip_rank_images.run(_ctx(), clip, IMAGES, "a cat", None, "center", 2, names)
+    assert labels == "\n".join(f"seed={10 + i}" for i in order)
+    with pytest.raises(ValueError, match="CLIPRankImages: input 'labels' has 2 line"):
+        clip_nodes.clip_rank_images.run(_ctx(), clip, IMAGES, "a cat", None, "center", 2, "a\nb")
     with pytest.raises(ValueError, match="CLIPRankImages: text is empty"):
         clip_nodes.clip_rank_images.run(_ctx(), clip, IMAGES, "  ", None, "center", 2)
 

@@ -13,7 +13,7 @@ import sys
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 #: Command modules (in nodegen.cli) in the order ``--help`` lists them.
-COMMAND_MODULES = ["run", "validate", "nodes_cmd", "info", "lock", "import_cmd", "serve", "sweep"]
+COMMAND_MODULES = ["run", "validate", "nodes_cmd", "info", "lock", "import_cmd", "serve", "sweep", "rank"]
 
 
 class UsageError(Exception):
