@@ -56,6 +56,12 @@ def spherical_dist_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).norm(dim=-1).div(2).arcsin().pow(2).mul(2)
 
 
+def unit_rms(grad: torch.Tensor) -> torch.Tensor:
+    """Each batch item's gradient divided by its root mean square (zero stays zero)."""
+    rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)
+    return grad / rms.view(-1, *([1] * (grad.ndim - 1)))
+
+
 def make_cutouts(pixels: torch.Tensor, n: int, cut_size: int, gen: torch.Generator,
                  cut_power: float = 1.0, min_fraction: float = 0.7) -> torch.Tensor:
     """``n`` random square cut-outs of a ``[B,3,H,W]`` batch, each resized to ``cut_size``:
@@ -89,6 +95,9 @@ class ClipGuidance:
     seed: int = 0
     #: True: the pipeline's gradient through the model, sigma^2-scaled; False: the x0 variant
     through_model: bool = True
+    #: True: each image's gradient is rescaled to unit RMS, so that every guided step moves the
+    #: predicted clean latent by ``scale`` (RMS, latent units) whatever the loss's magnitude
+    normalise: bool = False
     #: loss of the last guided call (for logs and tests)
     last_loss: list[float] = field(default_factory=list)
 
@@ -113,6 +122,8 @@ class ClipGuidance:
                 ctx.check_cancelled()
             grad = torch.autograd.grad(loss, wrt)[0].to(denoised.dtype)
         self.last_loss[:] = [float(loss)]
+        if self.normalise:
+            return denoised - self.scale * unit_rms(grad)
         return denoised - (sigma**2) * grad if self.through_model else denoised - grad
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
