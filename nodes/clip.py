@@ -176,11 +176,15 @@ GRADIENTS = {"through model": True, "x0 prediction": False}
               Input.seed("seed", 0, description="Seed of the random cut-outs"),
               Input.choice("gradient", list(GRADIENTS), "through model",
                            description="through model: the published method (gradient through the UNet, "
-                                       "sigma^2-scaled); x0 prediction: a cheaper step on the predicted picture")],
+                                       "sigma^2-scaled); x0 prediction: a cheaper step on the predicted picture"),
+              Input.bool("normalise", False,
+                         description="Rescale each picture's gradient to unit RMS: every guided step then moves "
+                                     "the predicted latent by 'scale' (try 0.02-0.1)")],
       outputs=[Output("model", T.MODEL)],
       keywords=("clip guidance", "guided diffusion", "steer"))
 def clip_guided_model(ctx, model, clip_model, vae, text="", reference=None, scale=100.0, cutouts=4,
-                      start_percent=0.0, end_percent=1.0, decode_size=224, seed=0, gradient="through model"):
+                      start_percent=0.0, end_percent=1.0, decode_size=224, seed=0, gradient="through model",
+                      normalise=False):
     from nodegen.clip.guidance import ClipGuidance, guided_model, image_target, text_target
 
     if start_percent > end_percent:
@@ -192,5 +196,6 @@ def clip_guided_model(ctx, model, clip_model, vae, text="", reference=None, scal
     else:
         raise ValueError("CLIPGuidedModel: text is empty and no reference image is connected")
     guidance = ClipGuidance(clip_model, vae, target, float(scale), int(cutouts), float(start_percent),
-                            float(end_percent), int(decode_size), int(seed), through_model=GRADIENTS[gradient])
+                            float(end_percent), int(decode_size), int(seed), through_model=GRADIENTS[gradient],
+                            normalise=bool(normalise))
     return guided_model(model, guidance)

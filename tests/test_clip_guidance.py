@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nodegen.clip.guidance import ClipGuidance, guided_model, make_cutouts, text_target
+from nodegen.clip.guidance import ClipGuidance, guided_model, make_cutouts, text_target, unit_rms
 from nodegen.clip.load import load_clip
 from nodegen.clip.score import clip_scores
 from nodegen.diffusion.conditioning import CondItem
@@ -56,15 +56,24 @@ def test_scale_zero_and_empty_range_are_bit_identical(parts, sampler):
     assert "denoise_hooks" not in model.options  # the wrapper left the original model alone
 
 
-@pytest.mark.parametrize("through_model", [True, False], ids=["through_model", "x0"])
-def test_guidance_raises_the_clip_score_at_the_same_seed(parts, through_model):
+@pytest.mark.parametrize(("through_model", "scale", "normalise"), [(True, 500.0, False), (False, 500.0, False),
+                                                                 (True, 0.3, True)],
+                         ids=["through_model", "x0", "normalised"])
+def test_guidance_raises_the_clip_score_at_the_same_seed(parts, through_model, scale, normalise):
     clip, model, vae, pos, neg = parts
     plain = vae.decode(_run(model, pos, neg))
-    g = _guidance(clip, vae, 500.0, cutouts=2, through_model=through_model)
+    g = _guidance(clip, vae, scale, cutouts=2, through_model=through_model, normalise=normalise)
     guided = vae.decode(_run(guided_model(model, g), pos, neg))
     before, after = clip_scores(clip, plain, [PROMPT])[:, 0], clip_scores(clip, guided, [PROMPT])[:, 0]
     assert g.last_loss, "the hook ran"
     assert (after > before).all(), (before, after)
+
+
+def test_unit_rms_rescales_each_item():
+    g = torch.tensor([[[3.0, 4.0]], [[0.0, 0.0]]])
+    out = unit_rms(g)
+    torch.testing.assert_close(out[0].pow(2).mean().sqrt(), torch.tensor(1.0))
+    assert torch.equal(out[1], g[1])  # a zero gradient stays zero
 
 
 def test_decode_at_reduced_size_and_cutouts_shapes(parts):

@@ -95,7 +95,8 @@ def ranking(clip, model, text_encoder, vae, n: int = 16, seed: int = RANK_SEED, 
 
 
 def guidance_effect(clip, model, text_encoder, vae, n: int, scale: float, cutouts: int = 4, seed: int = 0,
-                    steps: int = 20, start: float = 0.0, end: float = 1.0, through_model: bool = True) -> dict:
+                    steps: int = 20, start: float = 0.0, end: float = 1.0, through_model: bool = True,
+                    normalise: bool = False) -> dict:
     """Shape / colour accuracy (the shape scorer) and mean CLIP score of the first ``n`` held-out
     prompts, plain and guided, same seeds."""
     attrs = [a for _, a in shapes.eval_prompts()[:n]]
@@ -103,11 +104,12 @@ def guidance_effect(clip, model, text_encoder, vae, n: int, scale: float, cutout
     target = torch.nn.functional.normalize(clip.embed_texts(prompts), dim=-1)
     res = {}
     for name, g in (("plain", None), ("guided", ClipGuidance(clip, vae, target, scale, cutouts, start, end, 224, seed,
-                                                                   through_model=through_model))):
+                                                                   through_model=through_model, normalise=normalise))):
         t0 = time.process_time()
         images = generate(model, text_encoder, vae, prompts, seed, steps, g)
         dets = [score(images[i].numpy(), a) for i, a in enumerate(attrs)]
         res[name] = {"shape": float(np.mean([d["shape_ok"] for d in dets])),
+                     "shape_hits": "".join("1" if d["shape_ok"] else "0" for d in dets),
                      "colour": float(np.mean([d["color_ok"] for d in dets])),
                      "clip_score": float(clip_scores(clip, images, prompts).diagonal().mean()),
                      "cpu_s": time.process_time() - t0}
@@ -120,8 +122,11 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=300.0)
     p.add_argument("--cutouts", type=int, default=4)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--start", type=float, default=0.0, help="guide from this fraction of the schedule")
     p.add_argument("--end", type=float, default=1.0)
     p.add_argument("--x0", action="store_true", help="the x0-prediction variant (no gradient through the UNet)")
+    p.add_argument("--normalise", action="store_true",
+                   help="unit-RMS gradient: each guided step moves the predicted latent by --scale")
     p.add_argument("--clip", default=str(CLIP_FILE), help="the CLIP to measure (default: the shipped one)")
     p.add_argument("--skip", nargs="*", default=[], choices=["zero_shot", "ranking", "guidance"])
     args = p.parse_args()
@@ -132,9 +137,11 @@ def main() -> None:
     if "ranking" not in args.skip:
         print("ranking 16 seeds of 'a blue star':", ranking(clip, model, text, vae), flush=True)
     if "guidance" not in args.skip:
-        print(f"guidance (n={args.guide_n}, scale={args.scale}, cutouts={args.cutouts}, end={args.end}):",
+        print(f"guidance (n={args.guide_n}, scale={args.scale}, cutouts={args.cutouts}, start={args.start}, "
+              f"end={args.end}):",
               guidance_effect(clip, model, text, vae, args.guide_n, args.scale, args.cutouts, steps=args.steps,
-                              end=args.end, through_model=not args.x0), flush=True)
+                              start=args.start, end=args.end, through_model=not args.x0,
+                              normalise=args.normalise), flush=True)
 
 
 if __name__ == "__main__":
