@@ -25,6 +25,12 @@ differentiated with respect to the clean-latent prediction itself and the step i
 every step). On the built-in demo models it is the variant that helps (see the demo CLIP's model
 card); the pipeline's step, scaled by ``sigma^2``, moves the early, very noisy steps too far.
 
+``normalise=True`` rescales each picture's gradient to unit root mean square before the step,
+which is then ``denoised - scale * g / rms(g)`` in both modes: every guided step moves the
+predicted clean latent by ``scale`` whatever the size of the CLIP loss's gradient (adaptive
+gradient scaling as in Disco Diffusion's ``clamp_grad`` and other CLIP-guided samplers; the
+diffusers pipeline does not normalise).
+
 Differences from the pipeline: the cut-outs are drawn from a generator seeded by ``seed`` and the
 call number (so runs are reproducible), cut-outs may be smaller than the CLIP input size when the
 picture is no larger than it (the pipeline's cut-outs are then all the whole picture), and the
