@@ -41,23 +41,33 @@ def manifest_path(folder: str | Path) -> Path:
     return Path(folder) / MANIFEST
 
 
+def manifest_records(path: Path) -> list[dict]:
+    """Every whole JSON object in a ``sweep.jsonl``, in order (a line cut by a crash is skipped).
+    The one reader of the file: the sweep itself (resume, random values) and the images' readers."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
 def read_sweep_images(folder: str | Path) -> list[SweepImage]:
     """The images of the sweep in ``folder``, in job order (then file order within a job)."""
     folder = Path(folder)
     path = manifest_path(folder)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        records = manifest_records(path)
     except FileNotFoundError:
         raise SweepFolderError(f"{folder}: no {MANIFEST} here (not a sweep output folder)") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SweepFolderError(f"{path}: cannot be read ({e})") from e
     last: dict[int, dict] = {}
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-        if isinstance(rec, dict) and isinstance(rec.get("job"), int):
+    for rec in records:
+        if isinstance(rec.get("job"), int):
             last[rec["job"]] = rec
     root = folder.resolve()
     out = []

@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
-NAME = "sweep.jsonl"
+from nodegen.formats.sweep_results import MANIFEST as NAME
+from nodegen.formats.sweep_results import manifest_records
 
 
 class Manifest:
@@ -25,16 +26,9 @@ class Manifest:
 
     def read(self) -> list[dict]:
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except OSError:
+            return manifest_records(self.path)
+        except (OSError, UnicodeDecodeError):
             return []
-        out = []
-        for ln in lines:
-            try:
-                out.append(json.loads(ln))
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
-        return out
 
     def recorded_values(self, graph: str, key: str, spec: str) -> list | None:
         """The values an earlier run of this sweep drew for ``key=spec`` (for random specs)."""
