@@ -279,8 +279,20 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
 def load_single_file(path: str | os.PathLike, manager=None) -> ControlNetModel:
     p = Path(path)
     sd = _read(p)
+    if "difference" in sd:  # ComfyUI's DiffControlNetLoader adds the base UNet's weights to these
+        raise ControlNetError(f"{p}: this is a 'diff' ControlNet (its weights are differences from a base "
+                              f"model; key 'difference'): nodegen reads only full ControlNets; use the "
+                              f"non-'diff' (fp16/fp32) release of it")
+    if "lora_controlnet" in sd:  # Stability's control-lora files (ComfyUI's ControlLora)
+        raise ControlNetError(f"{p}: this is a Control-LoRA (a ControlNet stored as LoRA changes to the base "
+                              f"model; key 'lora_controlnet'): nodegen does not read Control-LoRAs; use a full "
+                              f"ControlNet")
     if not is_controlnet(sd):
-        raise ControlNetError(f"{p} is not a ControlNet (no hint encoder: control_model.input_hint_block.*)")
+        from nodegen.models.detect import detect
+
+        what = detect({k: tuple(v.shape) for k, v in sd.items()}).describe()
+        raise ControlNetError(f"{p} is not a ControlNet (no hint encoder: control_model.input_hint_block.*); "
+                              f"this is {what}")
     if "controlnet_cond_embedding.conv_in.weight" in sd:  # a bare diffusers-layout file
         from nodegen.models.controlnet_export import controlnet_to_ldm
 

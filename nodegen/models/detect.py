@@ -26,9 +26,15 @@ KIND_ADVICE = {
     "checkpoint": "use a checkpoint loader (CheckpointLoader)",
     "text_encoder": "it holds only a text encoder; load a full checkpoint instead",
     "unet": "it holds only a diffusion model; load it with the diffusion model loader (UNETLoader)",
+    "pix2pix": "nodegen has no InstructPix2Pix conditioning; use a text-to-image or inpainting checkpoint",
+    "taesd": "nodegen does not load TAESD; use a full VAE file (VAELoader)",
+    "diff_controlnet": "nodegen reads only full ControlNets; use the non-'diff' (fp16/fp32) release of it",
 }
 KIND_NAMES = {"lora": "a LoRA", "vae": "a VAE", "controlnet": "a ControlNet", "upscaler": "an upscale model",
               "checkpoint": "a checkpoint", "text_encoder": "a text encoder", "unet": "a UNet",
+              "pix2pix": "an InstructPix2Pix model (8 input channels)",
+              "taesd": "a TAESD tiny autoencoder",
+              "diff_controlnet": "a 'diff' ControlNet (weights stored as differences from a base model)",
               "unknown": "not a model file nodegen recognises"}
 
 
@@ -161,6 +167,8 @@ def detect(shapes: dict, values=None) -> Detected:
         return flow
     if any(k.endswith(T5_MARKER) for k in keys):
         return Detected("text_encoder", family="t5")
+    if "difference" in keys and any(k.startswith("control_model.") for k in keys):
+        return Detected("diff_controlnet", layout="ldm")
     if any(k.startswith("control_model.") for k in keys) or any(
             k.startswith(("controlnet_cond_embedding.", "input_hint_block.")) for k in keys):
         return Detected("controlnet", layout="ldm" if any(k.startswith("control_model.") for k in keys)
@@ -170,15 +178,23 @@ def detect(shapes: dict, values=None) -> Detected:
         family = _family_from_text(keys, shapes) or _family_from_unet(
             shapes, UNET, UNET + "label_emb.0.0.weight", "input_blocks")
         in_ch = int(conv_in[1])
+        if in_ch == 8:
+            return Detected("pix2pix", family=family, layout="ldm", details={"in_channels": in_ch})
         if in_ch not in (4, 9):
             return Detected("upscaler" if in_ch == 7 else "unknown", family=family, layout="ldm",
                             details={"in_channels": in_ch, "sample_keys": sample})
         inpaint = in_ch == 9
         has_text = _family_from_text(keys, shapes) is not None
         has_vae = any(k.startswith(("first_stage_model.", "vae.")) for k in keys)
-        det = Detected("checkpoint" if has_text and has_vae else "unet", family=family, inpaint=inpaint,
+        # text encoders without a VAE: a "no-VAE" checkpoint (loaded, its VAE output refuses use)
+        det = Detected("checkpoint" if has_text else "unet", family=family, inpaint=inpaint,
                        layout="ldm", details={"in_channels": in_ch, "has_text": has_text, "has_vae": has_vae})
         det.prediction = guess_prediction(det, keys, values)
+        return det
+    if {"input_blocks.0.0.weight", "time_embed.0.weight"} <= keys:  # a bare LDM UNet (no model.diffusion_model.)
+        det = detect({UNET + k: s for k, s in shapes.items()},
+                     {UNET + k: v for k, v in values.items()} if values is not None else None)
+        det.layout = "ldm_bare"
         return det
     if "conv_in.weight" in keys and "time_embedding.linear_1.weight" in keys and any(
             k.startswith("down_blocks.") for k in keys):
@@ -192,6 +208,8 @@ def detect(shapes: dict, values=None) -> Detected:
         return Detected("vae", layout=layout, details={"latent_channels": int(shapes["decoder.conv_in.weight"][1])})
     if {"first_stage_model.encoder.conv_in.weight", "first_stage_model.decoder.conv_in.weight"} <= keys:
         return Detected("vae", layout="ldm_prefixed")
+    if _is_taesd(keys):
+        return Detected("taesd")
     if keys & {"conv_first.weight", "model.0.weight", "body.0.weight", "params_ema"} or any(
             k.startswith(("RRDB_trunk.", "body.0.rdb1.", "model.1.sub.")) for k in keys):
         return Detected("upscaler")
@@ -199,6 +217,17 @@ def detect(shapes: dict, values=None) -> Detected:
             re.match(r"(text_model\.)?(encoder\.layers\.0\.self_attn|embeddings\.token_embedding)", k) for k in keys):
         return Detected("text_encoder", family=_family_from_text(keys, shapes))
     return Detected("unknown", details={"sample_keys": sample})
+
+
+def _is_taesd(keys: set[str]) -> bool:
+    """TAESD (madebyollin/taesd): ``taesd_decoder.pth`` / ``taesd_encoder.pth`` are bare
+    ``nn.Sequential`` state dicts (decoder: clamp, conv ``1.``, block ``3.conv.0``; encoder: conv
+    ``0.``, block ``1.conv.0``); ComfyUI's combined files prefix them ``taesd_decoder.`` /
+    ``taesd_encoder.``."""
+    if any(k.startswith(("taesd_decoder.", "taesd_encoder.")) for k in keys):
+        return True
+    return ({"1.weight", "3.conv.0.weight"} <= keys or {"0.weight", "1.conv.0.weight"} <= keys) and all(
+        k.split(".")[0].isdigit() for k in keys)
 
 
 def guess_prediction(det: Detected, keys: set[str], values=None) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -69,15 +71,48 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as e:  # noqa: BLE001 - name the file
             raise ModelFileError(f"{path}: not a readable safetensors file ({e})") from e
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        obj = _safe_load(path, mmap=True)
     except RuntimeError:
         try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            obj = _safe_load(path, mmap=False)
         except Exception as e:  # noqa: BLE001
             raise _pickle_error(path, e) from e
     except Exception as e:  # noqa: BLE001
         raise _pickle_error(path, e) from e
     return _unwrap(obj, path)
+
+
+class _TrainingState:
+    """Stands in for a training framework's object (PyTorch Lightning's ``ModelCheckpoint`` callback
+    in ``v1-5-pruned-emaonly.ckpt`` and most LDM-trained ``.ckpt`` files): built empty, its state
+    dropped, nothing of it run."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def __setstate__(self, state: object) -> None:
+        pass
+
+
+#: modules whose classes a training checkpoint may pickle beside the weights; they are replaced
+#: by :class:`_TrainingState` (only these: any other global still fails the safe load)
+_TRAINING_MODULES = ("pytorch_lightning.", "lightning.", "lightning_fabric.")
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _safe_load(path: Path, mmap: bool):
+    """``torch.load(weights_only=True)``, with PyTorch Lightning's classes (and only those) read as
+    empty stand-ins, as ComfyUI's checkpoint unpickler does."""
+    allowed: list = []
+    while True:
+        try:
+            with torch.serialization.safe_globals(allowed):
+                return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+        except pickle.UnpicklingError as e:
+            m = _GLOBAL.search(str(e))
+            if m is None or not m.group(1).startswith(_TRAINING_MODULES) or len(allowed) > 32:
+                raise
+            allowed.append((_TrainingState, m.group(1)))
 
 
 def check_scaling_factor(value: float, path: str | os.PathLike) -> float:

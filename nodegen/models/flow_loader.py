@@ -99,6 +99,13 @@ def load_diffusion_model(path: str | os.PathLike, weight_dtype: str = "default",
     path = Path(path)
     dtype = _target_dtype(manager)
     det = detect(shapes_of(open_state_dict(path)))
+    if det.kind in ("unet", "checkpoint") and det.family in ("sd1", "sd2", "sdxl", "sdxl_refiner"):
+        if weight_dtype != "default":
+            raise ModelKindError(f"{path}: weight_dtype {weight_dtype!r} is for SD3 / Flux models; load this "
+                                 f"{det.family} UNet with weight_dtype 'default'")
+        from nodegen.models.unet_loader import load_unet_only
+
+        return load_unet_only(path, manager=manager)
     if det.family not in ("sd3", "flux"):
         raise ModelKindError(f"{path}: this is {det.describe()}; the diffusion model loader takes SD3 / SD 3.5 "
                              "and Flux.1 diffusion models (load SD1/SD2/SDXL with CheckpointLoader)")

@@ -24,6 +24,7 @@ from nodegen.models.detect import Detected, ModelKindError, detect, require
 from nodegen.models.files import check_scaling_factor, load_state_dict, open_state_dict, shapes_of
 from nodegen.models.module_build import _build, _cast, _target_device, _target_dtype, realign_
 from nodegen.models.objects import SCALING_FACTORS, DiffusionModel, TextEncoder, VAEModel
+from nodegen.models.unused_keys import dropped, warn_unused
 
 if TYPE_CHECKING:
     from nodegen.models.manager import ModelManager
@@ -54,12 +55,27 @@ def _clip_module(sd: dict, prefix: str, open_clip: bool, dtype, path, *, project
     dtype :mod:`nodegen.models.clip_text_load` keeps it in."""
     from nodegen.models.clip_text_load import build_text_encoder, from_open_clip
 
+    if open_clip and prefix + "text_projection.weight" in sd and prefix + "text_projection" not in sd:
+        # some ComfyUI saves name it so; ComfyUI's loader renames it without transposing
+        sd = dict(sd)
+        sd[prefix + "text_projection"] = sd.pop(prefix + "text_projection.weight")
+    if not open_clip:
+        sd = _with_text_model(sd, prefix)
     cfg = configs.clip_config(shapes_of(sd), prefix, open_clip, drop_last=drop_last)
     if open_clip:
         state = from_open_clip(sd, prefix, cfg["num_hidden_layers"], projection)
     else:
         state = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     return build_text_encoder(state, cfg, projection, dtype, device, "text encoder", path)
+
+
+def _with_text_model(sd: dict, prefix: str) -> dict:
+    """Early SD1 files (and A1111 saves of them) hold CLIP-L as ``cond_stage_model.transformer.
+    embeddings...`` without ``text_model.`` (older transformers); ComfyUI renames them (its
+    ``load_clip_weights``), and so does this."""
+    inner = prefix + "text_model."
+    return {k if k.startswith(inner) or not k.startswith(prefix) else inner + k[len(prefix):]: v
+            for k, v in sd.items()}
 
 
 #: Per family, its text encoders: (TEXT_PREFIX key, OpenCLIP layout, projection, drop the last layer).
@@ -123,15 +139,25 @@ def load_single_file(path: str | os.PathLike, prediction: str = "auto", manager:
     text = TextEncoder([t() for t in _tokenizers(family)], encoders, family, source=str(path), manager=manager)
 
     ucfg = configs.unet_config(shapes, family, det.inpaint, pred, pooled_dim=pooled_dim)
-    unet_sd = sfu.convert_ldm_unet_checkpoint(_take(sd, configs.UNET), ucfg)
+    unet_src = _take(sd, configs.UNET)
+    unet_sd = sfu.convert_ldm_unet_checkpoint(unet_src, ucfg)
+    warn_unused(path, dropped(unet_src, unet_sd), "UNet")
     unet = _build(UNet2DConditionModel, ucfg, _cast(unet_sd, dtype, device), "UNet", path, device)
-    del unet_sd
+    del unet_sd, unet_src
     model = DiffusionModel(unet, family, pred, source=str(path), manager=manager)
 
+    if not det.details.get("has_vae", True):
+        from nodegen.models.missing_vae import MissingVAE
+
+        warn_unused(path, list(sd), "checkpoint")
+        return model, text, MissingVAE(str(path), SCALING_FACTORS[family])
     vae_prefix = "first_stage_model." if any(k.startswith("first_stage_model.") for k in sd) else "vae."
     vcfg = configs.vae_config(shapes, vae_prefix, SCALING_FACTORS[family])
-    vae_sd = sfu.convert_ldm_vae_checkpoint(_take(sd, vae_prefix), vcfg)
+    vae_src = _take(sd, vae_prefix)
+    vae_sd = sfu.convert_ldm_vae_checkpoint(vae_src, vcfg)
+    warn_unused(path, dropped(vae_src, vae_sd), "VAE")
     vae = _build(AutoencoderKL, vcfg, _cast(vae_sd, dtype, device), "VAE", path, device)
+    warn_unused(path, list(sd), "checkpoint")
     return model, text, VAEModel(vae, source=str(path), manager=manager)
 
 
@@ -223,6 +249,8 @@ def load_vae(path: str | os.PathLike, manager: ModelManager | None = None,
     det = detect(shapes, sd)
     if det.family in ("sd3", "flux") or (det.kind == "vae" and det.details.get("latent_channels") == 16):
         return _load_vae16(p, sd, det, dtype, manager, scaling_factor)
+    if det.kind == "checkpoint" and not det.details.get("has_vae", True):
+        raise ModelKindError(f"{p}: this is {det.describe()} that holds no VAE (a 'no-VAE' release); use a VAE file")
     if det.kind == "checkpoint":
         sf = scaling_factor or SCALING_FACTORS[det.family]
         prefix = "first_stage_model."
@@ -237,6 +265,9 @@ def load_vae(path: str | os.PathLike, manager: ModelManager | None = None,
     vae_sd = {k: v for k, v in sd.items() if k.startswith(prefix)}
     vcfg = configs.vae_config(shapes, prefix, sf)
     conv = sfu.convert_ldm_vae_checkpoint(vae_sd if prefix else {"vae." + k: v for k, v in vae_sd.items()}, vcfg)
+    warn_unused(p, dropped(vae_sd, conv), "VAE")
+    if det.kind == "vae":
+        warn_unused(p, [k for k in sd if not k.startswith(prefix)] if prefix else [], "VAE")
     vae = _build(AutoencoderKL, vcfg, _cast(conv, dtype), "VAE", p)
     return VAEModel(vae, scaling_factor=sf, source=str(p), manager=manager)
 

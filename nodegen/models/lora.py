@@ -64,17 +64,51 @@ class LoraLayer:
 
 
 @dataclass
+class DiffLayer:
+    """A whole-tensor change (ComfyUI's LoraSave writes ``<param>.diff`` for 1-D weights, such as
+    norms, and ``<module>.diff_b`` for biases)."""
+    component: str
+    module: str
+    leaf: str  # "weight" or "bias"
+    diff: torch.Tensor
+
+    def delta(self, weight: torch.Tensor) -> torch.Tensor:
+        return self.diff.to(weight.device, torch.float32).reshape(weight.shape)
+
+
+@dataclass
 class LoraFile:
     path: str
-    layers: list = field(default_factory=list)  # LoraLayer or lycoris.LycorisLayer
+    layers: list = field(default_factory=list)  # LoraLayer, DiffLayer or lycoris.LycorisLayer
     layout: str = ""
+    #: keys that are not LoRA weights nodegen reads (reported when the file is read)
+    unknown: list = field(default_factory=list)
 
 
 _KOHYA_PREFIX = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder",
                  "lora_te2_": "text_encoder_2"}
 _DIFFUSERS_PREFIX = ("unet.", "text_encoder.", "text_encoder_2.")
-_OLD_NAMES = (("to_q_lora", "to_q"), ("to_k_lora", "to_k"), ("to_v_lora", "to_v"),
-              ("to_out_lora", "to_out.0"), (".lora_linear_layer.", ".lora."))
+#: ComfyUI's LoraSave / trainer names: its model state-dict keys (LDM UNet names; each text
+#: encoder under ``text_encoders.clip_<l|h|g>.transformer.`` in transformers names).
+_COMFY_PREFIX = {"diffusion_model.": "unet", "text_encoders.clip_l.transformer.": "text_encoder",
+                 "text_encoders.clip_h.transformer.": "text_encoder",
+                 "text_encoders.clip_g.transformer.": "text_encoder_2"}
+
+
+def _component(base: str) -> tuple[str, str]:
+    """``(component, module)`` of a diffusers / PEFT / ComfyUI module name."""
+    for prefix, comp in _COMFY_PREFIX.items():
+        if base.startswith(prefix):
+            return comp, base[len(prefix):]
+    comp = next((p[:-1] for p in _DIFFUSERS_PREFIX if base.startswith(p)), "unet")
+    return comp, base[len(comp) + 1:] if base.startswith(comp + ".") else base
+#: diffusers' pre-PEFT spellings (its ``UNET_TO_DIFFUSERS`` / ``DIFFUSERS_OLD_TO_PEFT`` tables):
+#: attention processors ``attn1.processor.to_q_lora.down.weight`` (text encoders: ``self_attn.
+#: to_q_lora`` for ``q_proj``) and ``lora_linear_layer``.
+_OLD_NAMES = (("to_q_lora.", "to_q.lora."), ("to_k_lora.", "to_k.lora."), ("to_v_lora.", "to_v.lora."),
+              ("to_out_lora.", "to_out.0.lora."), (".lora_linear_layer.", ".lora."))
+_OLD_TEXT_NAMES = (("to_q_lora.", "q_proj.lora."), ("to_k_lora.", "k_proj.lora."), ("to_v_lora.", "v_proj.lora."),
+                   ("to_out_lora.", "out_proj.lora."), (".lora_linear_layer.", ".lora."))
 
 
 def _metadata_alphas(path: Path) -> dict:
@@ -123,6 +157,12 @@ def parse_lora(sd: dict[str, torch.Tensor], path: str = "<memory>", metadata: di
         for key in sd:
             k = _normal(key)
             m = re.match(r"^(.*)\.(lora_A|lora\.down|lora_down)\.weight$", k)
+            diff = re.match(r"^(.*)\.(diff|diff_b)$", k)
+            if diff and diff.group(1).startswith(tuple(_COMFY_PREFIX)):
+                comp, module = _component(diff.group(1))
+                out.layers.append(DiffLayer(comp, module, "bias" if diff.group(2) == "diff_b" else "weight",
+                                            sd[key]))
+                continue
             if not m:
                 if not re.search(r"(lora_B|lora\.up|lora_up)\.weight$|\.alpha$|\.lora_magnitude_vector(\.weight)?$", k):
                     unknown.append(key)
@@ -133,8 +173,7 @@ def parse_lora(sd: dict[str, torch.Tensor], path: str = "<memory>", metadata: di
             if up_key is None:
                 unknown.append(key)
                 continue
-            comp = next((p[:-1] for p in _DIFFUSERS_PREFIX if base.startswith(p)), "unet")
-            module = base[len(comp) + 1:] if base.startswith(comp + ".") else base
+            comp, module = _component(base)
             alpha = None
             for ak in (f"{base}.alpha", f"{key.rsplit('.', 3)[0]}.alpha"):
                 if ak in sd:
@@ -147,6 +186,12 @@ def parse_lora(sd: dict[str, torch.Tensor], path: str = "<memory>", metadata: di
                                         _peft_magnitude(normal, sd, base)))
     if not out.layers:
         raise ValueError(f"{path}: no LoRA layers found (keys such as {', '.join(sorted(sd)[:3])})")
+    out.unknown = sorted(unknown)
+    if unknown:
+        import logging
+
+        logging.getLogger(__name__).warning("%s: %d tensors are not LoRA weights nodegen reads and were ignored "
+                                            "(e.g. %s)", path, len(unknown), ", ".join(out.unknown[:3]))
     return out
 
 
@@ -161,7 +206,8 @@ def _peft_magnitude(normal: dict[str, str], sd: dict[str, torch.Tensor], base: s
     return sd[key].reshape(-1) if key is not None else None
 
 
-_XLABS = re.compile(r"(\.processor\.\w+_lora\d?)\.(down|up)\.weight$")
+#: XLabs' Flux processors (``processor.qkv_lora1.down.weight``), not diffusers' ``processor.to_q_lora``
+_XLABS = re.compile(r"(\.processor\.(?!to_(?:q|k|v|out)_lora\.)\w+_lora\d?)\.(down|up)\.weight$")
 
 
 def _normal(key: str) -> str:
@@ -170,7 +216,7 @@ def _normal(key: str) -> str:
     if m:  # XLabs (Flux): keep the processor name, it names the module (nodegen.models.flow_lora)
         return key[: m.start()] + m.group(1) + f".lora.{m.group(2)}.weight"
     key = key.replace("processor.", "")
-    for a, b in _OLD_NAMES:
+    for a, b in _OLD_TEXT_NAMES if key.startswith("text_encoder") else _OLD_NAMES:
         key = key.replace(a, b)
     return key
 
@@ -214,6 +260,17 @@ def _index(module: torch.nn.Module, component: str, unet_config: dict | None) ->
     return table
 
 
+def _param_index(module: torch.nn.Module, component: str, unet_config: dict | None, leaf: str) -> dict[str, str]:
+    """module alias -> parameter name, for every parameter named ``<module>.<leaf>`` (any shape)."""
+    table: dict[str, str] = {}
+    for name, _p in module.named_parameters():
+        owner, _, last = name.rpartition(".")
+        if last == leaf:
+            for alias in _module_aliases(owner + ".weight", component, unet_config):
+                table[alias] = name
+    return table
+
+
 def lora_patch_dicts(lora: LoraFile, unet: torch.nn.Module | None = None,
                      encoders: dict[str, torch.nn.Module] | None = None) -> tuple[dict, dict, list[str]]:
     """``(unet_patches, clip_patches, unmatched)``: patch dicts for a UNet (keys = its parameter
@@ -222,6 +279,7 @@ def lora_patch_dicts(lora: LoraFile, unet: torch.nn.Module | None = None,
     clip_patches: dict = {}
     unmatched: list[str] = []
     tables: dict[str, dict[str, str]] = {}
+    param_tables: dict[tuple[str, str], dict[str, str]] = {}
     flow_family = getattr(unet, "_nodegen_flow_family", None) if unet is not None else None
     flow_table = None
     if flow_family is not None:
@@ -250,6 +308,12 @@ def lora_patch_dicts(lora: LoraFile, unet: torch.nn.Module | None = None,
         table = tables.get(layer.component)
         if table is None:
             continue  # e.g. a text-encoder layer when only the model is patched
+        if isinstance(layer, DiffLayer):
+            if (layer.component, layer.leaf) not in param_tables:
+                mod = unet if layer.component == "unet" else encoders[layer.component]
+                param_tables[(layer.component, layer.leaf)] = _param_index(
+                    mod, layer.component, dict(unet.config) if layer.component == "unet" else None, layer.leaf)
+            table = param_tables[(layer.component, layer.leaf)]
         name = table.get(layer.module)
         if name is None:
             unmatched.append(f"{layer.component}.{layer.module}")
@@ -268,7 +332,7 @@ _CONTEXT_FAMILY = {768: "SD1", 1024: "SD2", 2048: "SDXL"}
 def lora_family(lora: LoraFile) -> str:
     """The model family a LoRA was trained for, from its cross-attention key width."""
     for layer in lora.layers:
-        if layer.component == "unet" and re.search(r"attn2[._]to_k", layer.module):
+        if layer.component == "unet" and hasattr(layer, "down") and re.search(r"attn2[._]to_k", layer.module):
             width = int(layer.down.shape[1])
             return _CONTEXT_FAMILY.get(width, f"a model with cross-attention width {width}")
     return "an unknown architecture"

@@ -55,3 +55,23 @@ def peft_to_kohya(sd: dict[str, torch.Tensor], alpha: float | None = None, unet_
         if alpha is not None:
             out[f"{name}.alpha"] = torch.tensor(float(alpha))
     return out
+
+
+def peft_to_comfy(sd: dict[str, torch.Tensor], unet_config: dict) -> dict[str, torch.Tensor]:
+    """The same LoRA as ComfyUI's LoraSave writes it: ``diffusion_model.<LDM name>.lora_up/down.weight``
+    and ``text_encoders.clip_<l|g>.transformer.text_model.<name>...`` (no alphas)."""
+    from nodegen.models.ldm_export import unet_to_ldm
+
+    out: dict[str, torch.Tensor] = {}
+    for key, t in sd.items():
+        comp, rest = key.split(".", 1)
+        module, kind = rest.rsplit(".", 2)[0], rest.rsplit(".", 2)[1]
+        if comp == "unet":
+            module = "diffusion_model." + next(iter(unet_to_ldm({module + ".weight": t}, unet_config,
+                                                                prefix="")))[: -len(".weight")]
+        else:
+            clip = "clip_g" if comp == "text_encoder_2" else "clip_l"
+            module = f"text_encoders.{clip}.transformer." + ("" if module.startswith("text_model.") else
+                                                            "text_model.") + module
+        out[f"{module}.{'lora_down' if kind == 'lora_A' else 'lora_up'}.weight"] = t
+    return out
