@@ -66,6 +66,9 @@ class Builder:
             for name, value in values.items():
                 if name in UI_ONLY_INPUTS:
                     continue
+                if value is None:  # a choice left empty (no model picked when it was saved)
+                    self.note(f"node {nid} ({class_type}): no value saved for {name!r}; left unset")
+                    continue
                 if name in m.ignore:
                     if m.comfy_constants.get(name, _NO) != value:  # a default is no news
                         self.note(f"node {nid} ({class_type}): input {name!r} = {value!r} has no "

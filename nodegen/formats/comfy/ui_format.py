@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from nodegen.formats.comfy.builder import Builder, ComfyImportError
+from nodegen.formats.comfy.group_nodes import expand_group_nodes, has_group_nodes
 from nodegen.formats.comfy.mapping import SEED_CONTROL_VALUES, NodeMap, for_comfy
 from nodegen.formats.comfy.subgraphs import flatten_subgraphs, has_subgraphs
 
@@ -156,6 +157,8 @@ def import_ui(data: dict, builder: Builder) -> dict:
     (``groups``, ``ui``)."""
     if not isinstance(data.get("nodes"), list):
         raise ComfyImportError("'nodes' must be a list")
+    if has_group_nodes(data):
+        data = expand_group_nodes(data, builder.notes)
     if has_subgraphs(data):
         data = flatten_subgraphs(data, builder.notes)
     nodes = data["nodes"]
