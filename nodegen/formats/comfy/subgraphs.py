@@ -84,6 +84,10 @@ def _expand(inst: dict, sg: dict, nodes: list[dict], edges: dict, groups: list, 
     rows = _link_rows(sg.get("links"))
     inner_edges = _edges(inner, sg.get("links"))
     widget_values = _instance_widget_values(inst, sg)
+    names = [sgi.get("name") if isinstance(sgi, dict) else None for sgi in sg.get("inputs") or []]
+    for name_, value in (inst.get("_widget_overrides") or {}).items():  # from an outer subgraph
+        if name_ in names:
+            widget_values[names.index(name_)] = value
 
     def new_id(inner_id: Any) -> str:
         return f"{iid}:{inner_id}"
@@ -108,8 +112,9 @@ def _expand(inst: dict, sg: dict, nodes: list[dict], edges: dict, groups: list, 
                 feed = outer_feed(oslot)
                 if feed is not None:
                     out_edges[(n["id"], slot)] = feed
-                elif isinstance(inp.get("widget"), dict) and oslot in widget_values:
-                    overrides[inp["widget"].get("name") or inp.get("name")] = widget_values[oslot]
+                elif oslot in widget_values:  # also a nested instance's promoted widget
+                    widget = inp.get("widget") if isinstance(inp.get("widget"), dict) else {}
+                    overrides[widget.get("name") or inp.get("name")] = widget_values[oslot]
             else:
                 out_edges[(n["id"], slot)] = (new_id(origin), oslot, typ)
         for (pid, widget), value in _proxy_values(inst).items():
