@@ -211,3 +211,10 @@ def test_an_empty_choice_is_left_unset_with_a_note():
                                      "links": []})
     assert "model_name" not in doc["nodes"]["1"]["inputs"]
     assert any("no value saved for 'model_name'" in n for n in notes)
+
+
+def test_a_placeholder_named_like_one_of_our_types_does_not_pass_for_it():
+    # "String" is our type (mapped from PrimitiveString); a third-party ComfyUI class of that name is not it
+    doc, _ = comfy.import_comfy({"1": {"class_type": "String", "inputs": {"text": "x"}}})
+    assert doc["nodes"]["1"]["type"] == "String (ComfyUI)" and doc["nodes"]["1"]["missing"]
+    assert comfy.export_api(doc)["1"]["class_type"] == "String"
