@@ -17,7 +17,7 @@ from nodegen.kernel.node import Input, Output, node
 torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
 
-UPSCALE_METHODS = ["nearest-exact", "bilinear", "bicubic", "area"]
+UPSCALE_METHODS = ["nearest-exact", "bilinear", "bicubic", "area", "bislerp"]
 MAX_SIZE = 16384
 
 
@@ -61,6 +61,10 @@ def resize(samples: torch.Tensor, width: int, height: int, method: str, crop: st
         s = s[:, :, y : old_h - y, x : old_w - x]
     elif crop != "disabled":
         raise ValueError(f"unknown crop {crop!r}; use 'disabled' or 'center'")
+    if method == "bislerp":
+        from nodegen.image.bislerp import bislerp
+
+        return bislerp(s, width, height)
     kw = {"align_corners": False} if method in ("bilinear", "bicubic") else {}
     return F.interpolate(s.float(), size=(height, width), mode=method, **kw).to(samples.dtype)
 

@@ -45,6 +45,26 @@ def laplace_scheduler(ctx, steps, sigma_max, sigma_min, mu, beta):
     return laplace_sigmas(steps, sigma_min, sigma_max, mu, beta)
 
 
+@node("SDTurboScheduler", category=_CATEGORY,
+      description="The schedule of SD Turbo / SDXL Turbo: the training timesteps 999, 899, 799, ... "
+                  "(ComfyUI's rule), the first 'steps' of them after skipping what 'denoise' leaves out.",
+      inputs=[Input.link("model", T.MODEL),
+              Input.int("steps", 1, min=1, max=10, description="Number of sampling steps"),
+              Input.float("denoise", 1.0, min=0.0, max=1.0, step=0.01)],
+      outputs=[Output("sigmas", T.SIGMAS)], keywords=("turbo", "schedule"))
+def sd_turbo_scheduler(ctx, model, steps, denoise):
+    from nodegen.diffusion.sample import model_sampling_for
+
+    ms = model_sampling_for(model)
+    if not hasattr(ms, "t_to_sigma"):
+        raise ValueError("input 'model': SDTurboScheduler needs a model with discrete training timesteps "
+                         "(SD / SDXL Turbo), not a flow model")
+    start = 10 - int(10 * denoise)
+    timesteps = (torch.arange(10, 0, -1) * 100 - 1)[start:start + steps]
+    sigmas = ms.t_to_sigma(timesteps).float()
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
 @node("FlipSigmas", category=_CATEGORY,
       description="Reverse a schedule (for unsampling: noise an image back along the schedule).",
       inputs=[Input.link("sigmas", T.SIGMAS)], outputs=[Output("sigmas", T.SIGMAS)])

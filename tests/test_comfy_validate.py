@@ -18,9 +18,8 @@ DATA = Path(__file__).parent / "data" / "comfy"
 EXAMPLES = Path(__file__).parent.parent.parent / "shared" / "comfy-examples"
 FILES = sorted(DATA.glob("*.json")) + (sorted(EXAMPLES.glob("*.json")) if EXAMPLES.is_dir() else [])
 #: What our nodes genuinely do not support in ComfyUI's examples (reported, not hidden).
-KNOWN = {
-    "2_pass_txt2img__latent_upscale_different_prompt_model": {("27", "upscale_method", "invalid_choice")},
-}
+#: (None now: LatentUpscaleBy's "bislerp" there is supported.)
+KNOWN: dict[str, set] = {}
 
 
 @pytest.fixture(scope="module")

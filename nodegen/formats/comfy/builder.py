@@ -12,13 +12,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodegen.formats.comfy.mapping import UI_ONLY_INPUTS, NodeMap, for_comfy
+from nodegen.formats.comfy.mapping import UI_ONLY_INPUTS, NodeMap, for_comfy, for_ours
 
 #: ComfyUI suffixes file names of its own folders ("x.png [input]"). The input folder is where our
 #: image loaders look anyway, so ``[input]`` is dropped; ``[output]`` and ``[temp]`` keep their
 #: meaning (the engine resolves them in its output and temp folders) and export back unchanged.
 _INPUT_SUFFIX = re.compile(r" \[input\]$")
 _NO = object()
+#: Why some dropped inputs do not matter, or what to do about them.
+_DROPPED_WHY = {
+    "config_name": " (the model's layout is read from the file; a setting the config file carries, "
+                   "such as a CLIP skip, is not applied: add a CLIPSetLastLayer node for that)",
+}
 
 
 class ComfyImportError(ValueError):
@@ -55,7 +60,7 @@ class Builder:
         self.maps[nid] = m
         node: dict[str, Any]
         if m is None:
-            node = {"type": class_type, "missing": True, "comfy": original, "inputs": {}}
+            node = {"type": _placeholder_type(class_type), "missing": True, "comfy": original, "inputs": {}}
             self.placeholder_outputs[nid] = _output_names(output_names or [])
             self.note(f"node {nid}: ComfyUI node type {class_type!r} has no nodegen equivalent; "
                       f"kept as a placeholder (the rest of the graph still runs where it is not needed)")
@@ -66,10 +71,13 @@ class Builder:
             for name, value in values.items():
                 if name in UI_ONLY_INPUTS:
                     continue
+                if value is None:  # a choice left empty (no model picked when it was saved)
+                    self.note(f"node {nid} ({class_type}): no value saved for {name!r}; left unset")
+                    continue
                 if name in m.ignore:
                     if m.comfy_constants.get(name, _NO) != value:  # a default is no news
                         self.note(f"node {nid} ({class_type}): input {name!r} = {value!r} has no "
-                                  f"nodegen counterpart; dropped")
+                                  f"nodegen counterpart; dropped{_DROPPED_WHY.get(name, '')}")
                     continue
                 conv = m.to_ours.get(name)
                 if conv is not None:
@@ -131,6 +139,12 @@ class Builder:
                 continue
             dst["inputs"][p.our_input] = {"from": [p.src, out]}
         self._links.clear()
+
+
+def _placeholder_type(class_type: str) -> str:
+    """A placeholder's type: the ComfyUI class, unless that name is also one of our node types
+    (ours mapped from another ComfyUI class), which would make the placeholder pass for ours."""
+    return f"{class_type} (ComfyUI)" if for_ours(class_type) is not None else class_type
 
 
 def _output_names(names: list[str]) -> list[str]:

@@ -17,4 +17,5 @@ MAPS = [
     nm("ControlNetApplyAdvanced", "ControlNetApplyAdvanced", "strength start_percent end_percent",
        "positive negative"),
     nm("SetUnionControlNetType", "SetUnionControlNetType", "type", "control_net"),
+    nm("InpaintModelConditioning", "InpaintModelConditioning", "noise_mask", "positive negative latent"),
 ]

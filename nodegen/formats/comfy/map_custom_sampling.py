@@ -14,6 +14,7 @@ MAPS = [
     nm("AlignYourStepsScheduler", "AlignYourStepsScheduler", "model_type steps denoise", "sigmas"),
     nm("LaplaceScheduler", "LaplaceScheduler", "steps sigma_max sigma_min mu beta", "sigmas"),
     nm("FlipSigmas", "FlipSigmas", "", "sigmas"),
+    nm("SDTurboScheduler", "SDTurboScheduler", "steps denoise", "sigmas"),
     nm("SplitSigmasDenoise", "SplitSigmasDenoise", "denoise", "high_sigmas low_sigmas"),
 ]
 

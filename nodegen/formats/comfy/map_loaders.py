@@ -4,6 +4,10 @@ from nodegen.formats.comfy.node_map import nm
 
 MAPS = [
     nm("CheckpointLoaderSimple", "CheckpointLoader", "ckpt_name", "model clip vae"),
+    # ComfyUI's deprecated "Load Checkpoint With Config": we read the layout from the file itself,
+    # so the config file is not used (a note says so, with what it may have carried)
+    nm("CheckpointLoader", "CheckpointLoader", "config_name ckpt_name", "model clip vae",
+       ignore=frozenset({"config_name"}), export=False),
     nm("VAELoader", "VAELoader", "vae_name", "vae"),
     nm("LoraLoader", "LoraLoader", "lora_name strength_model strength_clip", "model clip"),
     nm("LoraLoaderModelOnly", "LoraLoaderModelOnly", "lora_name strength_model", "model"),

@@ -16,7 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from nodegen.formats.comfy.builder import Builder, ComfyImportError
+from nodegen.formats.comfy.group_nodes import expand_group_nodes, has_group_nodes
 from nodegen.formats.comfy.mapping import SEED_CONTROL_VALUES, NodeMap, for_comfy
+from nodegen.formats.comfy.subgraphs import flatten_subgraphs, has_subgraphs
 
 MODES = {2: "muted", 4: "bypass"}
 INT_MAX = 2**63 - 1
@@ -153,9 +155,13 @@ def _primitive_plans(nodes: list[dict], links: dict, builder: Builder) -> tuple[
 def import_ui(data: dict, builder: Builder) -> dict:
     """Fill ``builder`` from a UI-format workflow; returns the document-level extras
     (``groups``, ``ui``)."""
-    nodes = data.get("nodes")
-    if not isinstance(nodes, list):
+    if not isinstance(data.get("nodes"), list):
         raise ComfyImportError("'nodes' must be a list")
+    if has_group_nodes(data):
+        data = expand_group_nodes(data, builder.notes)
+    if has_subgraphs(data):
+        data = flatten_subgraphs(data, builder.notes)
+    nodes = data["nodes"]
     links = _links_table(data)
     prims, inline = _primitive_plans(nodes, links, builder)
     types = {str(n.get("id")): n.get("type") for n in nodes if isinstance(n, dict)}
@@ -181,6 +187,7 @@ def import_ui(data: dict, builder: Builder) -> dict:
         controls: dict[str, Any] = {}
         if m is not None:
             values, controls = widget_values(m, n.get("widgets_values"), where, builder)
+            values.update(n.get("_widget_overrides") or {})  # set on a subgraph's instance
         node_links: dict[str, tuple[str, int]] = {}
         for name, _slot, target in _input_links(n, links):
             if (nid, name) in inline:
