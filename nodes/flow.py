@@ -236,7 +236,7 @@ def cfg_guider(ctx, model, positive, negative, cfg=8.0):
               Input.link("sigmas", T.SIGMAS), Input.link("latent_image", T.LATENT)],
       outputs=[Output("output", T.LATENT), Output("denoised_output", T.LATENT)])
 def sampler_custom_advanced(ctx, noise, guider, sampler, sigmas, latent_image):
-    from nodegen.diffusion.sample import sample
+    from .sampling import run_sample
 
     if not isinstance(noise, Noise):
         raise TypeError("SamplerCustomAdvanced: input 'noise' must be a NOISE (RandomNoise)")
@@ -247,8 +247,8 @@ def sampler_custom_advanced(ctx, noise, guider, sampler, sigmas, latent_image):
     sig = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1)
     if len(sig) > 1 and not bool((sig[1:] <= sig[:-1]).all()):
         raise ValueError("SamplerCustomAdvanced: input 'sigmas' must be decreasing")
-    done = sample(guider.model, guider.positive, guider.negative, latent_image, noise.seed, sig, guider.cfg,
-                  sampler, add_noise=noise.add, ctx=ctx, device=_device(ctx))
+    done = run_sample(ctx, guider.model, guider.positive, guider.negative, latent_image, noise.seed, sig,
+                      guider.cfg, sampler, add_noise=noise.add)
     return {"output": done.latent, "denoised_output": done.denoised}
 
 

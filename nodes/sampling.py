@@ -39,6 +39,19 @@ def _device(ctx):
     return getattr(ctx, "device", None)
 
 
+def run_sample(ctx, model, positive, negative, latent_image: dict, seed: int, schedule, cfg: float, sampler, *,
+               add_noise: bool = True):
+    """What every sampler node runs: the latent moved into the model family's scale (a latent
+    encoded with an assumed VAE scale), sampled, and both outputs marked with the model's family
+    (:mod:`nodegen.diffusion.latent_scale`)."""
+    from nodegen.diffusion.latent_scale import to_model_scale, with_family
+    from nodegen.diffusion.sample import Sampled, sample
+
+    done = sample(model, positive, negative, to_model_scale(model, latent_image), seed, schedule, cfg, sampler,
+                  add_noise=add_noise, ctx=ctx, device=_device(ctx))
+    return Sampled(with_family(model, done.latent), with_family(model, done.denoised))
+
+
 @node("KSampler", category="sampling",
       description="Denoise a latent with a model, prompts, sampler and schedule.",
       inputs=[Input.link("model", T.MODEL), Input.seed("seed"), _steps(), _cfg(), _sampler_name(),
@@ -47,10 +60,10 @@ def _device(ctx):
                           description="1 = from pure noise; less keeps more of the input latent")],
       outputs=[Output("latent", T.LATENT)], keywords=("sample", "generate", "diffusion"))
 def ksampler(ctx, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise):
-    from nodegen.diffusion.sample import Steps, sample
+    from nodegen.diffusion.sample import Steps
 
-    return sample(model, positive, negative, latent_image, seed, Steps(steps, scheduler, denoise), cfg,
-                  sampler_name, ctx=ctx, device=_device(ctx)).latent
+    return run_sample(ctx, model, positive, negative, latent_image, seed, Steps(steps, scheduler, denoise), cfg,
+                      sampler_name).latent
 
 
 @node("KSamplerAdvanced", category="sampling",
@@ -62,12 +75,12 @@ def ksampler(ctx, model, seed, steps, cfg, sampler_name, scheduler, positive, ne
       outputs=[Output("latent", T.LATENT)])
 def ksampler_advanced(ctx, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive,
                       negative, latent_image, start_at_step, end_at_step, return_with_leftover_noise):
-    from nodegen.diffusion.sample import Steps, sample
+    from nodegen.diffusion.sample import Steps
 
     schedule = Steps(steps, scheduler, start=start_at_step, end=end_at_step,
                      leftover_noise=return_with_leftover_noise)
-    return sample(model, positive, negative, latent_image, noise_seed, schedule, cfg, sampler_name,
-                  add_noise=add_noise, ctx=ctx, device=_device(ctx)).latent
+    return run_sample(ctx, model, positive, negative, latent_image, noise_seed, schedule, cfg, sampler_name,
+                      add_noise=add_noise).latent
 
 
 @node("SamplerCustom", category="sampling/custom",
@@ -77,13 +90,11 @@ def ksampler_advanced(ctx, model, add_noise, noise_seed, steps, cfg, sampler_nam
               Input.link("latent_image", T.LATENT)],
       outputs=[Output("output", T.LATENT), Output("denoised_output", T.LATENT)])
 def sampler_custom(ctx, model, add_noise, noise_seed, cfg, positive, negative, sampler, sigmas, latent_image):
-    from nodegen.diffusion.sample import sample
-
     sig = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1)
     if len(sig) > 1 and not bool((sig[1:] <= sig[:-1]).all()):
         raise ValueError("input 'sigmas' must be decreasing")
-    done = sample(model, positive, negative, latent_image, noise_seed, sig, cfg, sampler,
-                  add_noise=add_noise, ctx=ctx, device=_device(ctx))
+    done = run_sample(ctx, model, positive, negative, latent_image, noise_seed, sig, cfg, sampler,
+                      add_noise=add_noise)
     return {"output": done.latent, "denoised_output": done.denoised}
 
 

@@ -42,14 +42,19 @@ def crop_to_multiple(pixels: torch.Tensor, m: int = 8) -> tuple[torch.Tensor, in
 @node("VAEDecode", category="latent", description="Decode latents to images.",
       inputs=[Input.link("samples", T.LATENT), Input.link("vae", T.VAE)], outputs=[Output("image", T.IMAGE)])
 def vae_decode(ctx, samples, vae):
-    return vae.decode(_latent(samples), device=_dev(ctx))
+    from nodegen.diffusion.latent_scale import decode_scale
+
+    z = _latent(samples)
+    return vae.decode(z, device=_dev(ctx), scale=decode_scale(vae, samples))
 
 
 @node("VAEEncode", category="latent", description="Encode images to latents (cropped to multiples of 8).",
       inputs=[Input.link("pixels", T.IMAGE), Input.link("vae", T.VAE)], outputs=[Output("latent", T.LATENT)])
 def vae_encode(ctx, pixels, vae):
+    from nodegen.diffusion.latent_scale import encoded
+
     px, _, _ = crop_to_multiple(_pixels(pixels)[..., :3])
-    return {"samples": vae.encode(px, device=_dev(ctx))}
+    return encoded(vae, {"samples": vae.encode(px, device=_dev(ctx))})
 
 
 @node("VAEDecodeTiled", category="latent",
@@ -61,7 +66,11 @@ def vae_encode(ctx, pixels, vae):
 def vae_decode_tiled(ctx, samples, vae, tile_size, overlap):
     if overlap >= tile_size // 2:
         raise ValueError(f"input 'overlap' ({overlap}) must be less than half of 'tile_size' ({tile_size})")
-    return vae.decode_tiled(_latent(samples), tile=max(1, tile_size // 8), overlap=overlap // 8, device=_dev(ctx))
+    from nodegen.diffusion.latent_scale import decode_scale
+
+    z = _latent(samples)
+    return vae.decode_tiled(z, tile=max(1, tile_size // 8), overlap=overlap // 8, device=_dev(ctx),
+                            scale=decode_scale(vae, samples))
 
 
 @node("VAEEncodeTiled", category="latent",
@@ -75,8 +84,10 @@ def vae_encode_tiled(ctx, pixels, vae, tile_size, overlap):
         raise ValueError(f"input 'overlap' ({overlap}) must be less than half of 'tile_size' ({tile_size})")
     if tile_size % 8 or overlap % 8:
         raise ValueError("inputs 'tile_size' and 'overlap' must be multiples of 8")
+    from nodegen.diffusion.latent_scale import encoded
+
     px, _, _ = crop_to_multiple(_pixels(pixels)[..., :3])
-    return {"samples": vae.encode_tiled(px, tile=tile_size, overlap=overlap, device=_dev(ctx))}
+    return encoded(vae, {"samples": vae.encode_tiled(px, tile=tile_size, overlap=overlap, device=_dev(ctx))})
 
 
 def inpaint_inputs(pixels: torch.Tensor, mask: torch.Tensor, grow_mask_by: int):
@@ -107,5 +118,7 @@ def inpaint_inputs(pixels: torch.Tensor, mask: torch.Tensor, grow_mask_by: int):
               Input.int("grow_mask_by", 6, min=0, max=64, description="Grow the mask by this many pixels")],
       outputs=[Output("latent", T.LATENT)])
 def vae_encode_for_inpaint(ctx, pixels, vae, mask, grow_mask_by):
+    from nodegen.diffusion.latent_scale import encoded
+
     px, noise_mask = inpaint_inputs(_pixels(pixels), mask, grow_mask_by)
-    return {"samples": vae.encode(px, device=_dev(ctx)), "noise_mask": noise_mask}
+    return encoded(vae, {"samples": vae.encode(px, device=_dev(ctx)), "noise_mask": noise_mask})

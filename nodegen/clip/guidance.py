@@ -123,7 +123,7 @@ class ClipGuidance:
                 wrt = x0 = denoised.detach().requires_grad_(True)
             if ctx is not None:
                 ctx.check_cancelled()
-            loss = self.loss(x0, gen=gen)
+            loss = self.loss(x0, gen=gen, family=getattr(den.model, "family", None))
             if ctx is not None:
                 ctx.check_cancelled()
             grad = torch.autograd.grad(loss, wrt)[0].to(denoised.dtype)
@@ -132,9 +132,10 @@ class ClipGuidance:
             return denoised - self.scale * unit_rms(grad)
         return denoised - (sigma**2) * grad if self.through_model else denoised - grad
 
-    def decode(self, x0: torch.Tensor) -> torch.Tensor:
-        """Differentiable VAE decode of a (scaled) latent to ``[B,3,H,W]`` in [0, 1], at most
-        ``decode_size`` pixels on the long side."""
+    def decode(self, x0: torch.Tensor, family: str | None = None) -> torch.Tensor:
+        """Differentiable VAE decode of a (scaled) latent of a ``family`` model to ``[B,3,H,W]``
+        in [0, 1], at most ``decode_size`` pixels on the long side (the family's scale when the
+        VAE's was assumed: :meth:`VAEModel.scale_for`)."""
         h, w = x0.shape[-2:]
         factor = min(1.0, self.decode_size / (8 * max(h, w)))
         z = x0
@@ -143,11 +144,11 @@ class ClipGuidance:
                               mode="bilinear", align_corners=False)
         with self.vae.use(x0.device) as vae:
             p = next(vae.parameters())
-            img = vae.decode((z / self.vae.scaling_factor).to(p.dtype)).sample
+            img = vae.decode((z / self.vae.scale_for(family)).to(p.dtype)).sample
         return ((img.float() + 1.0) / 2.0).clamp(0, 1)
 
-    def loss(self, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        img = self.decode(x0)
+    def loss(self, x0: torch.Tensor, gen: torch.Generator, family: str | None = None) -> torch.Tensor:
+        img = self.decode(x0, family)
         size = self.clip.vision.image_size
         if self.cutouts > 0:
             px = preprocess.normalise(make_cutouts(img, self.cutouts, size, gen))

@@ -231,7 +231,9 @@ def load_vae(path: str | os.PathLike, manager: ModelManager | None = None,
 
     A standalone VAE file does not say which family it belongs to (SD1/SD2 and SDXL VAEs have
     the same shapes): its scaling factor is 0.18215 unless the file's safetensors metadata
-    holds ``scaling_factor``, or ``scaling_factor`` is given."""
+    holds ``scaling_factor``, or ``scaling_factor`` is given; when it is only assumed, the
+    VAEModel says so (``scale_assumed``) and the VAE nodes take the scale of the latent's model
+    family instead (:mod:`nodegen.diffusion.latent_scale`)."""
     torchvision_fix.apply()
     lean_imports.apply()
     from diffusers import AutoencoderKL
@@ -254,9 +256,12 @@ def load_vae(path: str | os.PathLike, manager: ModelManager | None = None,
     if det.kind == "checkpoint":
         sf = scaling_factor or SCALING_FACTORS[det.family]
         prefix = "first_stage_model."
+        assumed = False
     else:
         require(det, "vae", str(p))
-        sf = scaling_factor or _metadata_scaling(p) or 0.18215
+        sf = scaling_factor or _metadata_scaling(p)
+        assumed = sf is None
+        sf = sf or 0.18215
         prefix = "first_stage_model." if det.layout == "ldm_prefixed" else ""
     if det.layout == "diffusers":
         from nodegen.models.ldm_export import vae_to_ldm
@@ -269,7 +274,7 @@ def load_vae(path: str | os.PathLike, manager: ModelManager | None = None,
     if det.kind == "vae":
         warn_unused(p, [k for k in sd if not k.startswith(prefix)] if prefix else [], "VAE")
     vae = _build(AutoencoderKL, vcfg, _cast(conv, dtype), "VAE", p)
-    return VAEModel(vae, scaling_factor=sf, source=str(p), manager=manager)
+    return VAEModel(vae, scaling_factor=sf, source=str(p), manager=manager, scale_assumed=assumed)
 
 
 def _load_vae16(p: Path, sd: dict, det: Detected, dtype, manager, scaling_factor) -> VAEModel:

@@ -229,13 +229,18 @@ class VAEModel:
     """VAE: pixels <-> latents. Latents are multiplied by ``scaling_factor`` (16-channel VAEs: 1, raw
     latents, ComfyUI's convention; the SD3/Flux sampler scales and shifts them); images are
     ``[B,H,W,C]`` float32 in [0,1]. Encoding takes the mean of the latent distribution
-    (deterministic, as ComfyUI does)."""
+    (deterministic, as ComfyUI does).
+
+    ``scale_assumed``: the scaling factor is a guess (a standalone 4-channel VAE file without
+    metadata, loaded with no latent format chosen: SD1/SD2 and SDXL VAEs have the same shapes);
+    :meth:`scale_for` then gives the scale of the model family a latent was made for."""
 
     downscale = 8
 
     def __init__(self, vae: torch.nn.Module, *, scaling_factor: float | None = None, source: str = "",
-                 manager: ModelManager | None = None) -> None:
+                 manager: ModelManager | None = None, scale_assumed: bool = False) -> None:
         self.vae = vae
+        self.scale_assumed = bool(scale_assumed)
         if scaling_factor is None and int(getattr(vae.config, "latent_channels", 4)) == 16:
             scaling_factor = 1.0  # raw latents: SD3 / Flux models scale them (nodegen.diffusion.latent_formats)
         sf = scaling_factor if scaling_factor is not None else getattr(vae.config, "scaling_factor", None)
@@ -252,6 +257,13 @@ class VAEModel:
     @property
     def latent_channels(self) -> int:
         return int(self.vae.config.latent_channels)
+
+    def scale_for(self, family: str | None) -> float:
+        """The latent scale for latents of a model ``family``: the family's own scale when this
+        VAE's was assumed (and the family is a 4-channel one), else :attr:`scaling_factor`."""
+        if self.scale_assumed and family in SCALING_FACTORS:
+            return SCALING_FACTORS[family]
+        return self.scaling_factor
 
     @contextmanager
     def use(self, device=None, dtype=None) -> Iterator[torch.nn.Module]:
@@ -287,9 +299,10 @@ class VAEModel:
 
         return self._run(fn, x, device, dtype).float() * self.scaling_factor
 
-    def decode(self, samples: torch.Tensor, device=None, dtype=None) -> torch.Tensor:
-        """Latents (scaled) -> IMAGE ``[B,H,W,3]`` float32 in [0,1]."""
-        z = samples / self.scaling_factor
+    def decode(self, samples: torch.Tensor, device=None, dtype=None, scale: float | None = None) -> torch.Tensor:
+        """Latents (scaled by ``scale``, default :attr:`scaling_factor`) -> IMAGE ``[B,H,W,3]``
+        float32 in [0,1]."""
+        z = samples / (self.scaling_factor if scale is None else scale)
 
         def fn(vae, t):
             return vae.decode(t).sample
@@ -307,12 +320,13 @@ class VAEModel:
                          1 / self.downscale, tile, overlap)
 
     def decode_tiled(self, samples: torch.Tensor, tile: int = 64, overlap: int = 8, device=None,
-                     dtype=None) -> torch.Tensor:
+                     dtype=None, scale: float | None = None) -> torch.Tensor:
         from nodegen.image.tiling import run_tiled
 
-        out = run_tiled(lambda t: self.decode(t, device, dtype).permute(0, 3, 1, 2), samples,
+        out = run_tiled(lambda t: self.decode(t, device, dtype, scale).permute(0, 3, 1, 2), samples,
                         self.downscale, tile, overlap)
         return out.permute(0, 2, 3, 1).contiguous()
 
     def __repr__(self) -> str:
-        return f"VAEModel(scaling_factor={self.scaling_factor}, source={self.source!r})"
+        assumed = ", assumed" if self.scale_assumed else ""
+        return f"VAEModel(scaling_factor={self.scaling_factor}{assumed}, source={self.source!r})"

@@ -1,0 +1,81 @@
+"""Which scale a 4-channel LATENT is in, when the VAE's own scale is only assumed.
+
+A LATENT of an SD1/SD2/SDXL model holds *scaled* latents (diffusers' convention): VAE latents
+times the family's scaling factor (SD1/SD2 0.18215, SDXL 0.13025). A standalone VAE file
+without metadata, loaded with no latent format chosen, does not say which family it is for (the
+architectures are the same), so its scale is assumed (:attr:`VAEModel.scale_assumed`). Two
+keys of the LATENT dict close that gap; the latent nodes copy the dict, so they travel along:
+
+* ``"family"``: set on every sampler output (:func:`with_family`); a VAE whose scale was assumed
+  decodes such a latent with that family's scale (:func:`decode_scale`).
+* ``"vae_scale"``: set by the encode nodes when the VAE's scale was assumed (:func:`encoded`);
+  a sampler whose model is of a family with another scale rescales the latent once,
+  ``z * family_scale / vae_scale``, before sampling (:func:`to_model_scale`).
+
+An explicit latent format (VAELoader's ``latent_format``) or file metadata is never overridden:
+such VAEs do not have ``scale_assumed``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from nodegen.models.objects import SCALING_FACTORS
+
+log = logging.getLogger(__name__)
+
+FAMILY_KEY = "family"
+VAE_SCALE_KEY = "vae_scale"
+
+
+def _family(model) -> str | None:
+    return getattr(model, "family", None)
+
+
+def with_family(model, latent: dict) -> dict:
+    """``latent`` (a sampler's output) marked with the family of the model that made it."""
+    family = _family(model)
+    return dict(latent, **{FAMILY_KEY: family}) if family else dict(latent)
+
+
+def to_model_scale(model, latent: dict) -> dict:
+    """``latent`` in the scale of ``model``'s family: a latent encoded with an assumed scale
+    (``vae_scale``) for a model of a family with another scale is rescaled once; the record is
+    dropped either way (the sampler's output is in the model's scale)."""
+    if VAE_SCALE_KEY not in latent:
+        return latent
+    out = {k: v for k, v in latent.items() if k != VAE_SCALE_KEY}
+    family = _family(model)
+    recorded = float(latent[VAE_SCALE_KEY])
+    target = SCALING_FACTORS.get(family or "")
+    if target is None or target == recorded or not torch.is_tensor(latent.get("samples")):
+        return out
+    log.info("latent encoded with an assumed VAE scale %g; rescaled to the %s scale %g", recorded, family, target)
+    out["samples"] = latent["samples"] * (target / recorded)
+    return out
+
+
+def decode_scale(vae, latent: dict) -> float:
+    """The scale to decode ``latent`` with: the family's scale when the VAE's own was assumed
+    and the latent records a 4-channel family (else the recorded ``vae_scale``, else the VAE's)."""
+    if not getattr(vae, "scale_assumed", False):
+        return vae.scaling_factor
+    family = latent.get(FAMILY_KEY)
+    if family in SCALING_FACTORS:
+        scale = vae.scale_for(family)
+        if scale != vae.scaling_factor:
+            log.info("VAE %s has no latent format; decoding with the %s scale %g taken from the latent's model",
+                     getattr(vae, "source", ""), family, scale)
+        return scale
+    if VAE_SCALE_KEY in latent:
+        return float(latent[VAE_SCALE_KEY])
+    return vae.scaling_factor
+
+
+def encoded(vae, latent: dict) -> dict:
+    """An encode node's LATENT, with the scale it assumed recorded when the VAE's was assumed."""
+    if getattr(vae, "scale_assumed", False):
+        return dict(latent, **{VAE_SCALE_KEY: float(vae.scaling_factor)})
+    return latent
