@@ -49,7 +49,8 @@ VAE_LATENT_FORMATS = {"auto": None, "sd1/sd2": 0.18215, "sdxl": 0.13025}
 @node("VAELoader", category="loaders", description="Load a VAE (a VAE file or a checkpoint's VAE).",
       inputs=[Input.file("vae_name", "vae", choices=choices_for("vae"), description="VAE in the vae folder"),
               Input.choice("latent_format", list(VAE_LATENT_FORMATS), "auto",
-                           description="The models this VAE is for (SDXL VAEs need 'sdxl')")],
+                           description="The models this VAE is for; auto: the file's metadata, else "
+                                       "the scale of the model that made the latent")],
       outputs=[Output("vae", T.VAE)],
       fingerprint=fingerprint_for("vae", "vae_name"))
 def vae_loader(ctx, vae_name, latent_format="auto"):
