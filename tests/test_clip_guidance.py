@@ -35,9 +35,9 @@ def parts(tmp_path_factory):
     return clip, model, vae, pos, neg
 
 
-def _run(model, pos, neg, seed=7, sampler="euler", **kw):
+def _run(model, pos, neg, seed=7, sampler="euler", steps=4, **kw):
     lat = {"samples": torch.zeros(2, 4, 8, 8)}
-    return sample(model, pos, neg, lat, seed, Steps(4, "karras"), 3.0, sampler, **kw).latent["samples"]
+    return sample(model, pos, neg, lat, seed, Steps(steps, "karras"), 3.0, sampler, **kw).latent["samples"]
 
 
 def _guidance(clip, vae, scale, **kw):
@@ -67,6 +67,17 @@ def test_guidance_raises_the_clip_score_at_the_same_seed(parts, through_model, s
     before, after = clip_scores(clip, plain, [PROMPT])[:, 0], clip_scores(clip, guided, [PROMPT])[:, 0]
     assert g.last_loss, "the hook ran"
     assert (after > before).all(), (before, after)
+
+
+def test_an_assumed_vae_scale_gives_way_to_the_model_family_scale(parts):
+    clip, model, vae, pos, neg = parts
+    # a VAE whose (wrong) scale was only assumed decodes the sampler's latents at the SD1 scale
+    assumed = VAEModel(vae.vae, scaling_factor=0.13025, scale_assumed=True)
+    explicit = VAEModel(vae.vae, scaling_factor=0.13025)
+    runs = [_run(guided_model(model, _guidance(clip, v, 500.0, cutouts=1)), pos, neg, steps=2)
+            for v in (vae, assumed, explicit)]
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])  # an explicit scale is kept
 
 
 def test_unit_rms_rescales_each_item():
