@@ -18,6 +18,9 @@ CondItem extras (defaults: the latent size x 8 and no crop); the refiner uses
 ``[height, width, crop_h, crop_w, aesthetic_score]`` (default score 6.0 for positive, 2.5 for
 negative, diffusers' defaults).
 
+Guidance options: ``model.options["rescale_cfg"]`` (a multiplier) rescales CFG on v
+(:mod:`nodegen.diffusion.rescale_cfg`).
+
 Hooks: ``model.options["denoise_hooks"]`` (a list; set on a clone of the MODEL) are called in
 order after guidance, before the inpainting blend, as ``hook(denoiser, x, sigma, denoised) ->
 denoised``. A hook may call :meth:`Denoiser.predict_positive` with gradients enabled (CLIP
@@ -144,7 +147,7 @@ class Denoiser:
         pos, neg = self._predictions(x, sig_f, jobs)
         cond = cfg_mod.combine(pos, x)
         uncond = cfg_mod.combine(neg, x) if neg else None
-        out = cfg_mod.guidance(cond, uncond, self.cfg)
+        out = self._guidance(cond, uncond, x, sig_f)
         self.last_uncond = uncond if uncond is not None else cond
         for hook in self.hooks:
             out = hook(self, x, sig_f, out)
@@ -152,6 +155,16 @@ class Denoiser:
             m = step_mask.to(out.dtype)
             out = out * m + self.latent_image * (1 - m)
         return out
+
+    def _guidance(self, cond: torch.Tensor, uncond: torch.Tensor | None, x: torch.Tensor,
+                  sigma: float) -> torch.Tensor:
+        """CFG; rescaled on v when the MODEL has the ``rescale_cfg`` option (RescaleCFG node)."""
+        multiplier = (getattr(self.model, "options", None) or {}).get("rescale_cfg")
+        if multiplier is None or uncond is None or sigma <= 0:
+            return cfg_mod.guidance(cond, uncond, self.cfg)
+        from nodegen.diffusion.rescale_cfg import rescaled_guidance
+
+        return rescaled_guidance(cond, uncond, self.cfg, x, sigma, float(multiplier))
 
     def predict_positive(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         """The positive conditionings' combined denoised prediction (no CFG, no inpainting blend);

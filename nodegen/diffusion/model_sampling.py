@@ -6,6 +6,10 @@ The convention is k-diffusion's (variance exploding view of a variance preservin
 The UNet sees ``c_in * x`` with ``c_in = 1 / sqrt(sigma^2 + 1)`` (the VP-scaled sample diffusers
 schedulers feed it) and the timestep of ``sigma``.
 
+Prediction types: ``epsilon`` (noise), ``v_prediction`` (Salimans & Ho), ``x0`` (the model gives
+the denoised sample itself); ``lcm`` (latent consistency distillation) lives in
+:mod:`nodegen.diffusion.lcm_sampling` (:func:`discrete_sampling` picks the class).
+
 Timesteps given to the UNet: by default the *nearest* training timestep in log-sigma (like
 ComfyUI's ``ModelSamplingDiscrete.timestep`` and diffusers' DPM-Solver with Karras sigmas, which
 rounds). ``discrete_timesteps=False`` passes the fractional timestep interpolated in log-sigma
@@ -23,8 +27,9 @@ class ModelSampling:
 
     def __init__(self, alphas_cumprod: torch.Tensor, prediction_type: str = "epsilon",
                  discrete_timesteps: bool = True):
-        if prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"unknown prediction_type {prediction_type!r}; use 'epsilon' or 'v_prediction'")
+        if prediction_type not in ("epsilon", "v_prediction", "x0", "lcm"):
+            raise ValueError(f"unknown prediction_type {prediction_type!r}; use 'epsilon', 'v_prediction', "
+                             "'x0' or 'lcm'")
         ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64).cpu()
         self.alphas_cumprod = ac
         self.sigmas = ((1 - ac) / ac) ** 0.5  # increasing with t, float64
@@ -35,7 +40,7 @@ class ModelSampling:
     @classmethod
     def from_model(cls, model) -> ModelSampling:
         """From a ``DiffusionModel`` (anything with ``alphas_cumprod`` and ``prediction_type``)."""
-        return cls(model.alphas_cumprod, getattr(model, "prediction_type", "epsilon"))
+        return discrete_sampling(model.alphas_cumprod, getattr(model, "prediction_type", "epsilon"))
 
     @property
     def num_timesteps(self) -> int:
@@ -87,8 +92,10 @@ class ModelSampling:
 
     def c_skip_out(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``denoised = c_skip * x + c_out * model_output``."""
-        if self.prediction_type == "epsilon":
+        if self.prediction_type in ("epsilon", "lcm"):
             return torch.ones_like(sigma), -sigma
+        if self.prediction_type == "x0":
+            return torch.zeros_like(sigma), torch.ones_like(sigma)
         # v-prediction (Salimans & Ho), sigma_data = 1
         return 1.0 / (sigma**2 + 1.0), -sigma / (sigma**2 + 1.0) ** 0.5
 
@@ -107,6 +114,29 @@ class ModelSampling:
         / DDIM start ``noise * init_noise_sigma=1`` in VP space)."""
         scale = (1.0 + sigma**2) ** 0.5 if self.is_max_sigma(sigma) else sigma
         return latent + noise * scale
+
+
+def discrete_sampling(alphas_cumprod: torch.Tensor, prediction_type: str = "epsilon",
+                      discrete_timesteps: bool = True) -> ModelSampling:
+    """The model sampling of a discrete-time model: LCM's distilled one for ``lcm``, else :class:`ModelSampling`."""
+    if prediction_type == "lcm":
+        from nodegen.diffusion.lcm_sampling import DistilledModelSampling
+
+        return DistilledModelSampling(alphas_cumprod)
+    return ModelSampling(alphas_cumprod, prediction_type, discrete_timesteps)
+
+
+def zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The schedule rescaled to zero terminal SNR (Lin et al. 2023, "Common Diffusion Noise
+    Schedules and Sample Steps are Flawed", algorithm 1): ``sqrt(alphas_cumprod)`` shifted so its
+    last value is 0 and scaled so its first is unchanged. The last value is then set to the tiny
+    ``4.8973451890853435e-08`` ComfyUI uses (a finite top sigma of about 4519) instead of 0."""
+    root = torch.as_tensor(alphas_cumprod, dtype=torch.float64).sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * (first / (first - last))
+    out = root**2
+    out[-1] = 4.8973451890853435e-08
+    return out
 
 
 def _bcast(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

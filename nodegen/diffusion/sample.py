@@ -19,7 +19,7 @@ from nodegen.diffusion.brownian import brownian_noise_sampler_for
 from nodegen.diffusion.denoiser import Denoiser
 from nodegen.diffusion.flow_sampling import FlowModelSampling, flow_sampling_for
 from nodegen.diffusion.latent_formats import LATENT_CHANNELS, latent_in, latent_out
-from nodegen.diffusion.model_sampling import ModelSampling
+from nodegen.diffusion.model_sampling import ModelSampling, discrete_sampling
 from nodegen.diffusion.noise import GeneratorNoiseSampler, prepare_noise
 from nodegen.diffusion.preview import latent_preview
 from nodegen.diffusion.samplers import Sampler, get_sampler
@@ -31,8 +31,8 @@ def model_sampling_for(model) -> ModelSampling | FlowModelSampling:
     opts = getattr(model, "options", {}) or {}
     if getattr(model, "prediction_type", None) == "flow":
         return flow_sampling_for(model)
-    return ModelSampling(model.alphas_cumprod, getattr(model, "prediction_type", "epsilon"),
-                         discrete_timesteps=opts.get("discrete_timesteps", True))
+    return discrete_sampling(model.alphas_cumprod, getattr(model, "prediction_type", "epsilon"),
+                             discrete_timesteps=opts.get("discrete_timesteps", True))
 
 
 def _module_dtype(module) -> torch.dtype:

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from nodegen.models.manager import ModelManager
 
 FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner", "sd3", "flux")
-#: "flow": rectified-flow velocity (SD3, Flux; see nodegen.diffusion.flow_sampling)
-PREDICTIONS = ("epsilon", "v_prediction", "flow")
+#: "flow": rectified-flow velocity (SD3, Flux; see nodegen.diffusion.flow_sampling); "x0" and "lcm"
+#: are set by ModelSamplingDiscrete (see nodegen.diffusion.model_sampling)
+PREDICTIONS = ("epsilon", "v_prediction", "flow", "x0", "lcm")
 #: Latent scaling factors of the families' VAEs.
 SCALING_FACTORS = {"sd1": 0.18215, "sd2": 0.18215, "sdxl": 0.13025, "sdxl_refiner": 0.13025}
 
@@ -104,10 +105,11 @@ class DiffusionModel(_Patchable):
     def use(self, device: str | torch.device | None = None,
             dtype: torch.dtype | None = None) -> Iterator[torch.nn.Module]:
         """The UNet on ``device`` (default: the manager's) in ``dtype`` with the patches applied."""
+        from nodegen.diffusion import freeu
         from nodegen.models.ip_adapter import installed
 
         with use_module(self.manager, self.unet, device, dtype) as unet, patched(unet, self.patches) as u, \
-                installed(u, self.options.get("ip_adapters") or []):
+                installed(u, self.options.get("ip_adapters") or []), freeu.installed(u, self.options.get("freeu")):
             yield u
 
     def __repr__(self) -> str:

@@ -18,6 +18,7 @@ from nodegen.formats.comfy.node_map import (  # noqa: F401 - re-exported for the
 TABLE_MODULES = (
     "map_clip",
     "map_conditioning",
+    "map_core_extras",
     "map_custom_sampling",
     "map_flow",
     "map_image",

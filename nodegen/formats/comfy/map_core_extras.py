@@ -1,0 +1,26 @@
+"""ComfyUI's everyday core nodes for model sampling, guidance, FreeU, conditioning ranges and
+masks, and image / latent transforms (nodes.py, comfy_extras/nodes_model_advanced.py,
+nodes_freelunch.py, nodes_post_processing.py, nodes_images.py, nodes_latent.py)."""
+
+from nodegen.formats.comfy.node_map import nm
+
+MAPS = [
+    nm("ModelSamplingDiscrete", "ModelSamplingDiscrete", "sampling zsnr", "model"),
+    nm("RescaleCFG", "RescaleCFG", "multiplier", "model"),
+    nm("FreeU", "FreeU", "b1 b2 s1 s2", "model"),
+    nm("FreeU_V2", "FreeU_V2", "b1 b2 s1 s2", "model"),
+    nm("ConditioningSetTimestepRange", "ConditioningSetTimestepRange", "start end", "conditioning"),
+    nm("ConditioningAverage", "ConditioningAverage", "conditioning_to_strength", "conditioning"),
+    nm("ConditioningSetMask", "ConditioningSetMask", "strength set_cond_area", "conditioning"),
+    nm("ImageSharpen", "ImageSharpen", "sharpen_radius sigma alpha", "image"),
+    nm("ImageBlur", "ImageBlur", "blur_radius sigma", "image"),
+    nm("ImageFlip", "ImageFlip", "flip_method", "image"),
+    nm("ImageRotate", "ImageRotate", "rotation", "image"),
+    nm("LatentAdd", "LatentAdd", "", "latent"),
+    nm("LatentSubtract", "LatentSubtract", "", "latent"),
+    nm("LatentMultiply", "LatentMultiply", "multiplier", "latent"),
+    nm("LatentBatch", "LatentBatch", "", "latent"),
+    nm("LatentFlip", "LatentFlip", "flip_method", "latent"),
+    nm("LatentRotate", "LatentRotate", "rotation", "latent"),
+    nm("LatentBatchSeedBehavior", "LatentBatchSeedBehavior", "seed_behavior", "latent"),
+]
