@@ -20,7 +20,8 @@ class CondItem:
     * ``pooled``: ``[1, dim_pooled]`` (SDXL ``text_embeds``) or None.
     * ``extras``: free-form options, e.g. "width", "height", "crop_w", "crop_h",
       "target_width", "target_height" (SDXL size conditioning), "strength", "area", "mask",
-      "controls".
+      "mask_strength", "set_area_to_bounds", "timestep_start" / "timestep_end" (fractions of the
+      schedule, 0 = start), "controls".
     """
 
     embeds: torch.Tensor
@@ -67,3 +68,40 @@ def set_area(cond: list[CondItem], width: int, height: int, x: int, y: int, stre
     """Items restricted to a rectangle (image pixels; ``extras["area"] = (height, width, y, x)``)."""
     return [it.copy(extras=dict(it.extras, area=(int(height), int(width), int(y), int(x)),
                                 strength=float(strength))) for it in cond]
+
+
+def average(to: list[CondItem], frm: list[CondItem], to_strength: float) -> list[CondItem]:
+    """Every item of ``to`` blended with ``frm``'s first item: ``to * s + frm * (1 - s)`` on the
+    embeddings (``frm``'s tokens cut or zero-padded to ``to``'s length) and on the pooled output
+    (``frm``'s pooled output is taken where ``to`` has none), as ComfyUI's ConditioningAverage."""
+    if not frm:
+        raise ValueError("conditioning_from is empty")
+    src, src_pooled = frm[0].embeds, frm[0].pooled
+    s = float(to_strength)
+    out = []
+    for item in to:
+        t1 = item.embeds
+        if src.shape[-1] != t1.shape[-1]:
+            raise ValueError(f"cannot average conditionings of width {t1.shape[-1]} and {src.shape[-1]} "
+                             "(they come from different text encoders)")
+        t0 = src[:, : t1.shape[1]].to(t1)
+        if t0.shape[1] < t1.shape[1]:
+            t0 = torch.cat([t0, t0.new_zeros(t0.shape[0], t1.shape[1] - t0.shape[1], t1.shape[2])], dim=1)
+        pooled = item.pooled
+        if src_pooled is not None:
+            pooled = src_pooled if pooled is None else pooled * s + src_pooled.to(pooled) * (1.0 - s)
+        out.append(item.copy(embeds=t1 * s + t0 * (1.0 - s), pooled=pooled))
+    return out
+
+
+def set_timestep_range(cond: list[CondItem], start: float, end: float) -> list[CondItem]:
+    """Items used only while the schedule's progress lies in ``[start, end]`` (0 = first step)."""
+    return [it.copy(extras=dict(it.extras, timestep_start=float(start), timestep_end=float(end))) for it in cond]
+
+
+def set_mask(cond: list[CondItem], mask: torch.Tensor, strength: float, to_bounds: bool) -> list[CondItem]:
+    """Items weighted by ``mask`` (``[B,H,W]``, any size: resized to the latent) times ``strength``;
+    ``to_bounds`` also runs them only on the mask's bounding box (ComfyUI's "mask bounds")."""
+    m = mask if mask.ndim >= 3 else mask[None]
+    return [it.copy(extras=dict(it.extras, mask=m, mask_strength=float(strength), set_area_to_bounds=bool(to_bounds)))
+            for it in cond]

@@ -141,12 +141,13 @@ class Denoiser:
             x = x * m + known * (1 - m)
         b, _, h, w = x.shape
         jobs = []  # (is_negative, item, area)
-        if (self.cfg != 1.0 or self.keep_uncond) and self.negative:
-            jobs += [(True, it, cfg_mod.area_of(it, h, w)) for it in self.negative]
-        jobs += [(False, it, cfg_mod.area_of(it, h, w)) for it in self.positive]
+        with_negative = (self.cfg != 1.0 or self.keep_uncond) and bool(self.negative)
+        if with_negative:
+            jobs += [(True, it, cfg_mod.area_of(it, h, w)) for it in self.negative if self._active(it, sig_f)]
+        jobs += [(False, it, cfg_mod.area_of(it, h, w)) for it in self.positive if self._active(it, sig_f)]
         pos, neg = self._predictions(x, sig_f, jobs)
         cond = cfg_mod.combine(pos, x)
-        uncond = cfg_mod.combine(neg, x) if neg else None
+        uncond = cfg_mod.combine(neg, x) if with_negative else None
         out = self._guidance(cond, uncond, x, sig_f)
         self.last_uncond = uncond if uncond is not None else cond
         for hook in self.hooks:
@@ -194,8 +195,27 @@ class Denoiser:
         pos, neg = [], []
         for k, (is_neg, item, area) in enumerate(jobs):
             weight = cfg_mod.area_weight(area, h, w, item.extras.get("strength", 1.0), device=x.device)
+            if item.extras.get("mask") is not None:
+                ah, aw, ay, ax = area
+                m = cfg_mod.latent_mask(item.extras["mask"], h, w).to(x.device)[:, None, ay: ay + ah, ax: ax + aw]
+                weight = weight * m[:b] * float(item.extras.get("mask_strength", 1.0))
             (neg if is_neg else pos).append((outs[k], area, weight))
         return pos, neg
+
+    def _active(self, item, sigma: float) -> bool:
+        """Whether ``item`` applies at ``sigma``: its ``timestep_start`` / ``timestep_end`` fractions
+        (ConditioningSetTimestepRange) as sigmas on the timestep axis, as ComfyUI's percent_to_sigma."""
+        start, end = item.extras.get("timestep_start"), item.extras.get("timestep_end")
+        if start is not None and sigma > self._percent_sigma(start):
+            return False
+        return not (end is not None and sigma < self._percent_sigma(end))
+
+    def _percent_sigma(self, percent: float) -> float:
+        if percent <= 0:
+            return math.inf
+        if percent >= 1:
+            return 0.0
+        return float(self.ms.t_to_sigma((1.0 - percent) * (self.ms.num_timesteps - 1)))
 
     def _step_mask(self, sigma: float) -> torch.Tensor | None:
         """The noise mask for this step. With differential diffusion (Levin & Fried 2023; the

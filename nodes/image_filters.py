@@ -1,0 +1,40 @@
+"""ImageBlur and ImageSharpen (see :mod:`nodegen.image.filters`)."""
+
+from __future__ import annotations
+
+from nodegen.kernel import types as T
+from nodegen.kernel.node import Input, Output, node
+
+
+def _check(image, node_type: str) -> None:
+    if getattr(image, "ndim", 0) != 4:
+        raise ValueError(f"{node_type}: input 'image' must be an IMAGE [batch, height, width, channels]")
+    if min(image.shape[1:3]) < 2:
+        raise ValueError(f"{node_type}: input 'image' is too small to filter ({image.shape[2]}x{image.shape[1]})")
+
+
+@node("ImageBlur", category="image/postprocessing", description="Gaussian blur.",
+      inputs=[Input.link("image", T.IMAGE), Input.int("blur_radius", 1, min=1, max=31),
+              Input.float("sigma", 1.0, min=0.1, max=10.0, step=0.1, description="Spread relative to the radius")],
+      outputs=[Output("image", T.IMAGE)], keywords=("gaussian", "soften"))
+def image_blur(ctx, image, blur_radius=1, sigma=1.0):
+    from nodegen.image.filters import blur
+
+    _check(image, "ImageBlur")
+    if blur_radius >= min(image.shape[1:3]):
+        raise ValueError(f"ImageBlur: input 'blur_radius' ({blur_radius}) must be smaller than the image side")
+    return blur(image, int(blur_radius), float(sigma))
+
+
+@node("ImageSharpen", category="image/postprocessing", description="Unsharp-mask sharpening.",
+      inputs=[Input.link("image", T.IMAGE), Input.int("sharpen_radius", 1, min=1, max=31),
+              Input.float("sigma", 1.0, min=0.1, max=10.0, step=0.01, description="Spread relative to the radius"),
+              Input.float("alpha", 1.0, min=0.0, max=5.0, step=0.01, description="Strength")],
+      outputs=[Output("image", T.IMAGE)], keywords=("unsharp", "detail"))
+def image_sharpen(ctx, image, sharpen_radius=1, sigma=1.0, alpha=1.0):
+    from nodegen.image.filters import sharpen
+
+    _check(image, "ImageSharpen")
+    if sharpen_radius >= min(image.shape[1:3]):
+        raise ValueError(f"ImageSharpen: input 'sharpen_radius' ({sharpen_radius}) must be smaller than the image side")
+    return sharpen(image, int(sharpen_radius), float(sigma), float(alpha))
