@@ -103,3 +103,18 @@ def test_average_blends_embeddings_and_pooled():
     assert out.pooled is short_from.pooled  # 'to' had none: ComfyUI takes 'from''s
     with pytest.raises(ValueError, match="ConditioningAverage: input 'conditioning_from' is empty"):
         run("ConditioningAverage", conditioning_to=[to], conditioning_from=[], conditioning_to_strength=0.5)
+
+
+def test_range_percent_to_sigma_like_comfyui():
+    """ComfyUI's percent_to_sigma: discrete models ``sigma((1 - p) * 999)``; flow models the shifted
+    time ``1 - p``; 0 and 1 never cut."""
+    from nodegen.diffusion.flow_sampling import FlowModelSampling
+    from nodegen.diffusion.model_sampling import ModelSampling
+    from nodegen.models.schedule import scaled_linear_alphas_cumprod
+
+    den = Denoiser.__new__(Denoiser)
+    den.ms = ModelSampling(scaled_linear_alphas_cumprod())
+    assert den._percent_sigma(0.25) == pytest.approx(float(den.ms.t_to_sigma(749.25)))
+    assert den._percent_sigma(0.0) == float("inf") and den._percent_sigma(1.0) == 0.0
+    den.ms = FlowModelSampling("flow", shift=3.0)
+    assert den._percent_sigma(0.25) == pytest.approx(3.0 * 0.75 / (1 + 2.0 * 0.75))

@@ -215,7 +215,10 @@ class Denoiser:
             return math.inf
         if percent >= 1:
             return 0.0
-        return float(self.ms.t_to_sigma((1.0 - percent) * (self.ms.num_timesteps - 1)))
+        # discrete models: timestep (1 - p) * (T - 1); flow models: time 1 - p (table units t * T)
+        flow = getattr(self.ms, "prediction_type", "") == "flow"
+        axis = self.ms.num_timesteps if flow else self.ms.num_timesteps - 1
+        return float(self.ms.t_to_sigma((1.0 - percent) * axis))
 
     def _step_mask(self, sigma: float) -> torch.Tensor | None:
         """The noise mask for this step. With differential diffusion (Levin & Fried 2023; the
