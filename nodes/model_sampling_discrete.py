@@ -1,6 +1,6 @@
 """ModelSamplingDiscrete: tell nodegen what a discrete-time (SD1/SD2/SDXL) model predicts (eps,
 v, x0, or an LCM-distilled model) and optionally rescale its schedule to zero terminal SNR; see
-:mod:`nodegen.diffusion.model_sampling` and :mod:`nodegen.diffusion.model_sampling`."""
+:mod:`nodegen.diffusion.model_sampling` (DistilledModelSampling, zero_terminal_snr)."""
 
 from __future__ import annotations
 
