@@ -43,6 +43,13 @@ class EditMixin:
     def add_node_at_center(self, type_name: str) -> str | None:
         return self.add_node(type_name, self.view.visible_scene_rect().center())
 
+    def add_from_palette(self, type_name: str) -> str | None:
+        """The palette's double-click / Enter: add at the centre; the keyboard goes to the canvas,
+        where the new node is selected (Delete removes it, Ctrl+D duplicates it...)."""
+        nid = self.add_node_at_center(type_name)
+        self.view.setFocus()
+        return nid
+
     def open_search(self, scene_pos: QPointF, filt: dict | None = None) -> None:
         self.scene.release_grab()
         gp = self.view.viewport().mapToGlobal(self.view.mapFromScene(scene_pos))

@@ -60,6 +60,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.rebuild_recent_menu()
         self.update_title()
         self.update_run_label()
+        self.view.setFocus()  # the canvas takes the keys first
 
     # -- construction ------------------------------------------------------------------
     def _dock(self, title: str, widget, area, name: str) -> QDockWidget:
@@ -107,13 +108,20 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         for w in (self.run_label, self.zoom_label, self.device_status):
             sb.addPermanentWidget(w)
 
-    def _action(self, menu, text: str, slot, shortcut=None, name: str | None = None) -> QAction:
+    def _action(self, menu, text: str, slot, shortcut=None, name: str | None = None,
+                canvas: bool = False) -> QAction:
+        """A menu action; ``canvas``: its keys act only while the canvas has the focus (Delete in
+        the palette or the queue must not delete the selected nodes), the menu works anywhere."""
         act = QAction(text, self)
         if shortcut is not None:
             keys = shortcut if isinstance(shortcut, list) else [shortcut]
             act.setShortcuts([QKeySequence(k) for k in keys])
         act.triggered.connect(lambda _=False: slot())
-        act.setShortcutContext(Qt.WindowShortcut)
+        if canvas:
+            act.setShortcutContext(Qt.WidgetWithChildrenShortcut)
+            self.view.addAction(act)
+        else:
+            act.setShortcutContext(Qt.WindowShortcut)
         menu.addAction(act)
         self.actions_by_name[name or text] = act
         return act
@@ -139,32 +147,32 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         m.addAction(redo)
         self.actions_by_name.update(undo=undo, redo=redo)
         m.addSeparator()
-        a(m, "Cut", self.cut, QKeySequence.Cut, "cut")
-        a(m, "Copy", self.copy, QKeySequence.Copy, "copy")
-        a(m, "Paste", lambda: self.paste(), QKeySequence.Paste, "paste")
-        a(m, "Duplicate", self.duplicate, "Ctrl+D", "duplicate")
-        a(m, "Delete", self.delete_selected, [QKeySequence.Delete, "Backspace"], "delete")
+        a(m, "Cut", self.cut, QKeySequence.Cut, "cut", canvas=True)
+        a(m, "Copy", self.copy, QKeySequence.Copy, "copy", canvas=True)
+        a(m, "Paste", lambda: self.paste(), QKeySequence.Paste, "paste", canvas=True)
+        a(m, "Duplicate", self.duplicate, "Ctrl+D", "duplicate", canvas=True)
+        a(m, "Delete", self.delete_selected, [QKeySequence.Delete, "Backspace"], "delete", canvas=True)
         a(m, "Select all", lambda: [i.setSelected(True) for i in self.scene.items_by_id.values()],
-          QKeySequence.SelectAll, "select_all")
+          QKeySequence.SelectAll, "select_all", canvas=True)
         m.addSeparator()
-        a(m, "Add node\u2026", lambda: self.open_search(self.view.cursor_scene_pos()), "Ctrl+Space", "add_node")
-        a(m, "Rename", self.rename_selected, "F2", "rename")
-        a(m, "Bypass", lambda: self.toggle_mode("bypass"), "Ctrl+B", "bypass")
-        a(m, "Mute", lambda: self.toggle_mode("muted"), "Ctrl+M", "mute")
-        a(m, "Collapse / expand", self.toggle_collapse, "Alt+C", "collapse")
-        a(m, "Group selection", self.group_selection, "Ctrl+G", "group")
+        a(m, "Add node\u2026", lambda: self.open_search(self.view.cursor_scene_pos()), "Ctrl+Space", "add_node", canvas=True)
+        a(m, "Rename", self.rename_selected, "F2", "rename", canvas=True)
+        a(m, "Bypass", lambda: self.toggle_mode("bypass"), "Ctrl+B", "bypass", canvas=True)
+        a(m, "Mute", lambda: self.toggle_mode("muted"), "Ctrl+M", "mute", canvas=True)
+        a(m, "Collapse / expand", self.toggle_collapse, "Alt+C", "collapse", canvas=True)
+        a(m, "Group selection", self.group_selection, "Ctrl+G", "group", canvas=True)
         al = m.addMenu("Align")
-        a(al, "Left edges", lambda: self.align("left"), "Ctrl+Shift+Left", "align_left")
-        a(al, "Top edges", lambda: self.align("top"), "Ctrl+Shift+Up", "align_top")
-        a(al, "Distribute horizontally", lambda: self.align("hdist"), "Ctrl+Shift+H", "dist_h")
-        a(al, "Distribute vertically", lambda: self.align("vdist"), "Ctrl+Shift+V", "dist_v")
+        a(al, "Left edges", lambda: self.align("left"), "Ctrl+Shift+Left", "align_left", canvas=True)
+        a(al, "Top edges", lambda: self.align("top"), "Ctrl+Shift+Up", "align_top", canvas=True)
+        a(al, "Distribute horizontally", lambda: self.align("hdist"), "Ctrl+Shift+H", "dist_h", canvas=True)
+        a(al, "Distribute vertically", lambda: self.align("vdist"), "Ctrl+Shift+V", "dist_v", canvas=True)
         m = mb.addMenu("&View")
-        a(m, "Fit all", self.view.fit_all, "Home", "fit_all")
-        a(m, "Fit selection", self.view.fit_selection, "F", "fit_selection")
+        a(m, "Fit all", self.view.fit_all, "Home", "fit_all", canvas=True)
+        a(m, "Fit selection", self.view.fit_selection, "F", "fit_selection", canvas=True)
         a(m, "Zoom in", lambda: self.view.zoom_by(1.25), QKeySequence.ZoomIn, "zoom_in")
         a(m, "Zoom out", lambda: self.view.zoom_by(1 / 1.25), QKeySequence.ZoomOut, "zoom_out")
         a(m, "Actual size", lambda: self.view.zoom_by(None), "Ctrl+0", "zoom_reset")
-        a(m, "Minimap", lambda: self.view.minimap.setVisible(not self.view.minimap.isVisible()), "M", "minimap")
+        a(m, "Minimap", lambda: self.view.minimap.setVisible(not self.view.minimap.isVisible()), "M", "minimap", canvas=True)
         m.addSeparator()
         for dock in (self.palette_dock, self.history_dock, self.viewer_dock, self.gallery_dock, self.queue_dock,
                      self.problems_dock):
@@ -175,7 +183,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         a(m, "Cancel all", self.cancel_all, None, "cancel_all")
         a(m, "Sweep\u2026", lambda: self.open_sweep_dialog(), "Ctrl+Alt+Return", "sweep")
         a(m, "Validate", self.validate_graph, "Ctrl+Shift+Return", "validate")
-        a(m, "Refresh node list (model files, choices)", self.rescan_models, "R", "refresh")
+        a(m, "Refresh node list (model files, choices)", self.rescan_models, "R", "refresh", canvas=True)
         m = mb.addMenu("&Settings")
         a(m, "Model folders…", self.model_settings, None, "model_settings")
         a(m, "Rescan model folders", self.rescan_models, None, "rescan_models")
@@ -194,7 +202,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
                                                   "(Esc on the canvas)")
 
     def _connect(self) -> None:
-        self.palette.activated.connect(self.add_node_at_center)
+        self.palette.activated.connect(self.add_from_palette)
         self.search.chosen.connect(lambda t, p, f: self.add_node(t, p, f))
         self.view.nodeTypeDropped.connect(lambda t, p: self.add_node(t, p))
         self.view.filesDropped.connect(self.files_dropped)
@@ -268,6 +276,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         if item is not None:
             self.scene.select_ids([nid])
             self.view.centerOn(item)
+            self.view.setFocus()
 
     def refresh_schema(self) -> None:
         """Re-read the node schema (dynamic choices such as model files and input images)."""
