@@ -161,9 +161,11 @@ class RunMixin:
         changes = []
         for nid, n in self.doc.nodes.items():
             ctrl = (n.get("ui") or {}).get("seed_control") or {}
+            item = self.scene.items_by_id.get(nid)
             for name, mode in ctrl.items():
-                value = (n.get("inputs") or {}).get(name)
-                if not isinstance(value, int) or mode == "fixed":
+                # a seed never typed is at its default (not in the inputs): it changes too
+                value = item.value_of(name) if item is not None else (n.get("inputs") or {}).get(name)
+                if not isinstance(value, int) or isinstance(value, bool) or mode == "fixed":
                     continue
                 new = random.randint(0, 2**32 - 1) if mode == "randomize" else (value + 1) % (SEED_MAX + 1)
                 changes.append((nid, name, new))

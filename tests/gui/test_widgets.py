@@ -105,6 +105,25 @@ def test_seed_control_cycles_and_applies_after_run(window, red_png):
     assert window.doc.nodes[nid]["inputs"]["seed"] == 42
 
 
+def test_seed_control_changes_a_seed_left_at_its_default(window):
+    """A new sampler's seed was never typed (the node shows its default): "increment" and
+    "randomize" must still change it after a run (they did nothing, so every run came from the
+    cache)."""
+    nid = add(window, "Seed", 0, 0)
+    assert "seed" not in window.doc.nodes[nid]["inputs"]
+    default = window.scene.items_by_id[nid].value_of("seed")
+    click(window, widget_point(window, nid, "seed", "control"))  # increment
+    window.apply_seed_control()
+    assert window.doc.nodes[nid]["inputs"]["seed"] == default + 1
+    window.doc.undo_stack.undo()
+    click(window, widget_point(window, nid, "seed", "control"))  # randomize
+    seen = set()
+    for _ in range(3):
+        window.apply_seed_control()
+        seen.add(window.doc.nodes[nid]["inputs"]["seed"])
+    assert len(seen) > 1
+
+
 def test_widget_to_port_and_back(window):
     nid = add(window, "ImageCrop", 0, 0)
     item = window.scene.items_by_id[nid]
