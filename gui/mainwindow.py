@@ -203,7 +203,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
 
     def _connect(self) -> None:
         self.palette.activated.connect(self.add_from_palette)
-        self.search.chosen.connect(lambda t, p, f: self.add_node(t, p, f))
+        self.search.chosen.connect(lambda t, p, f: self.add_from_search(t, p, f))
         self.view.nodeTypeDropped.connect(lambda t, p: self.add_node(t, p))
         self.view.filesDropped.connect(self.files_dropped)
         self.view.searchRequested.connect(lambda p: self.open_search(p))
