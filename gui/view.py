@@ -131,15 +131,15 @@ class GraphView(QGraphicsView):
     def visible_scene_rect(self) -> QRectF:
         return self.mapToScene(self.viewport().rect()).boundingRect()
 
-    def fit_rect(self, rect: QRectF) -> None:
-        """Show ``rect`` as large as fits (at most FIT_MAX_ZOOM); never below FIT_MIN_ZOOM: then
+    def fit_rect(self, rect: QRectF, floor: float = FIT_MIN_ZOOM) -> None:
+        """Show ``rect`` as large as fits (at most FIT_MAX_ZOOM); never below ``floor``: then
         the rect's start (left/top) is shown, centred along the axes where it fits."""
         if rect.isNull() or rect.isEmpty():
             return
         rect = rect.adjusted(-40, -40, 40, 40)
         vp = self.viewport().rect()
         z = min(vp.width() / rect.width(), vp.height() / rect.height())
-        z = max(FIT_MIN_ZOOM, min(FIT_MAX_ZOOM, z))
+        z = max(floor, min(FIT_MAX_ZOOM, z))
         self.set_zoom(z)
         w, h = vp.width() / z, vp.height() / z
         cx = rect.center().x() if rect.width() <= w else rect.left() + w / 2
@@ -148,7 +148,14 @@ class GraphView(QGraphicsView):
         self.zoomChanged.emit(self.zoom())
 
     def fit_all(self) -> None:
+        """Fit the graph at a readable zoom (opening a file): a wide graph is shown from its start."""
         self.fit_rect(self.scene().nodes_rect())
+
+    def show_all(self) -> None:
+        """The user's "Fit all": every node in sight, zooming out below the readable zoom if the
+        graph needs it (it used to stop there and leave the rest of a wide graph out of view)."""
+        self._user_moved_view()
+        self.fit_rect(self.scene().nodes_rect(), floor=MIN_ZOOM)
 
     def request_fit(self) -> None:
         """Fit all now if the view is shown, and again whenever it is resized until the user
