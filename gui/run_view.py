@@ -64,7 +64,7 @@ class RunMixin:
             self.problems_dock.raise_()
             self.statusBar().showMessage(f"not run: {len(p.problems)} problem(s); see the problems panel", 10000)
             return False
-        self.runner.submit(self.doc.data, label=self.doc.path.stem if self.doc.path else "Untitled")
+        self.runner.submit(self.doc.data, label=self.document_name())
         self.apply_seed_control()
         self.update_run_label()
         return True
