@@ -172,7 +172,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         a(m, "Zoom in", lambda: self.view.zoom_by(1.25), QKeySequence.ZoomIn, "zoom_in")
         a(m, "Zoom out", lambda: self.view.zoom_by(1 / 1.25), QKeySequence.ZoomOut, "zoom_out")
         a(m, "Actual size", lambda: self.view.zoom_by(None), "Ctrl+0", "zoom_reset")
-        a(m, "Minimap", lambda: self.view.minimap.setVisible(not self.view.minimap.isVisible()), "M", "minimap", canvas=True)
+        a(m, "Minimap", self.view.toggle_minimap, "M", "minimap", canvas=True)
         m.addSeparator()
         for dock in (self.palette_dock, self.history_dock, self.viewer_dock, self.gallery_dock, self.queue_dock,
                      self.problems_dock):

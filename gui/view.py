@@ -99,6 +99,8 @@ class GraphView(QGraphicsView):
         #: user zooms, pans or clicks (the window is shown, laid out, resized by the desktop)
         self._fit_pending = False
         self.minimap = Minimap(self)
+        #: the user's choice (M); the minimap also steps aside while the canvas is too small for it
+        self.minimap_wanted = True
         self._place_minimap()
         scene.changed.connect(lambda _=None: self.minimap.update())
 
@@ -178,7 +180,15 @@ class GraphView(QGraphicsView):
         return self.mapToScene(p)
 
     def _place_minimap(self) -> None:
-        self.minimap.move(self.width() - self.minimap.width() - 10, self.height() - self.minimap.height() - 10)
+        mm = self.minimap
+        mm.move(self.width() - mm.width() - 10, self.height() - mm.height() - 10)
+        vp = self.viewport().size()
+        room = vp.width() >= 3 * mm.width() and vp.height() >= 3 * mm.height()
+        mm.setVisible(self.minimap_wanted and room)
+
+    def toggle_minimap(self) -> None:
+        self.minimap_wanted = not self.minimap_wanted
+        self._place_minimap()
 
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
