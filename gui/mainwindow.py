@@ -195,11 +195,26 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         for key in ("run", "cancel", "validate"):
             bar.addAction(self.actions_by_name[key])
         bar.addSeparator()
-        for key in ("undo", "redo", "fit_all"):
-            bar.addAction(self.actions_by_name[key])
+        for key in ("undo", "redo"):  # a steady "Undo" button; what it undoes is in its tooltip
+            bar.addAction(self._steady_proxy(self.actions_by_name[key], key.capitalize()))
+        bar.addAction(self.actions_by_name["fit_all"])
+        self.toolbar = bar
         self.actions_by_name["run"].setToolTip("Run the graph (Ctrl+Enter); runs queue up")
         self.actions_by_name["cancel"].setToolTip("Cancel the running job; queued ones go on "
                                                   "(Esc on the canvas)")
+
+    def _steady_proxy(self, act: QAction, text: str) -> QAction:
+        """A toolbar twin of ``act`` whose text stays ``text`` (the undo action's text grows with
+        each edit, "Undo Add CheckpointLoader", and pushed the buttons after it about)."""
+        proxy = QAction(text, self)
+        proxy.triggered.connect(act.trigger)
+
+        def follow() -> None:
+            proxy.setEnabled(act.isEnabled())
+            proxy.setToolTip(act.text())
+        act.changed.connect(follow)
+        follow()
+        return proxy
 
     def _connect(self) -> None:
         self.palette.activated.connect(self.add_from_palette)
