@@ -3,6 +3,7 @@ menus with their shortcuts, and the status bar (messages, run state, device and 
 
 from __future__ import annotations
 
+import shiboken6
 from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QPixmapCache
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QUndoView
@@ -210,6 +211,8 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         proxy.triggered.connect(act.trigger)
 
         def follow() -> None:
+            if not (shiboken6.isValid(proxy) and shiboken6.isValid(act)):
+                return  # the window is being destroyed
             proxy.setEnabled(act.isEnabled())
             proxy.setToolTip(act.text())
         act.changed.connect(follow)
