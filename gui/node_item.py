@@ -8,6 +8,8 @@ Widgets are painted, not real Qt widgets (hundreds of nodes stay fast); interact
 
 from __future__ import annotations
 
+import json
+
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QPainterPath
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsRectItem
@@ -221,8 +223,18 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
             self.canvas.node_geometry_changed(self)
         self.update()
 
+    def _run_key(self) -> str:
+        """What a run of this node depends on here: its inputs and mode (not its place or title)."""
+        n = self.node
+        return json.dumps([n.get("inputs"), n.get("mode")], sort_keys=True, default=str)
+
+    def run_state_stale(self) -> bool:
+        """A finished run's badge whose inputs have changed since (it no longer tells the truth)."""
+        return self.state not in (None, "running") and self._run_key() != getattr(self, "_state_key", None)
+
     def set_state(self, state: str | None, **info) -> None:
         self.state = state
+        self._state_key = self._run_key()
         for k, v in info.items():
             setattr(self, k, v)
         if state != "running":
