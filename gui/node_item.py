@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QGraphicsItem, QGraphicsRectItem
 from nodegen.kernel.workflow import is_link
 
 from .node_paint import PAD, PORT_R, TITLE_H, NodePaintMixin
-from .widgets import WidgetInteraction, format_value
+from .widgets import SEED_CTRL_W, WidgetInteraction, format_value
 
 ROW_H = 22.0
 DEFAULT_W = 240.0
@@ -277,6 +277,10 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
             spec = self.info.input(h[1]) if h[0] == "in" else self.info.output(h[1])
             desc = (spec or {}).get("description", "")
             self.setToolTip(f"{h[1]}: {self.port_type(h[0], h[1])}" + (f"<br>{desc}" if desc else ""))
+        elif h and h[0] == "widget" and (self.info.input(h[1]) or {}).get("widget") == "seed" \
+                and event.pos().x() >= self.widget_rect(h[1]).right() - SEED_CTRL_W:
+            self.setToolTip(f"what happens to {h[1]} after each run: fixed (kept), increment (+1) or "
+                            "randomize; click to change")
         elif h and h[0] == "widget":
             spec = self.info.input(h[1]) or {}
             self.setToolTip(f"{h[1]} = {format_value(spec, (self.node.get('inputs') or {}).get(h[1], spec.get('default')))}"

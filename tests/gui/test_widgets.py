@@ -124,6 +124,24 @@ def test_seed_control_changes_a_seed_left_at_its_default(window):
     assert len(seen) > 1
 
 
+def test_seed_control_reads_whole_and_explains_itself(window):
+    """"randomize" filled its 60 px box edge to edge (cut at some zooms), and nothing told a
+    newcomer what clicking "fixed" does."""
+    from PySide6.QtGui import QFontMetricsF
+    from PySide6.QtWidgets import QGraphicsSceneHoverEvent
+
+    from nodegen.gui.widgets import SEED_CTRL_W, SEED_MODES
+
+    nid = add(window, "Seed", 0, 0)
+    item = window.scene.items_by_id[nid]
+    fm = QFontMetricsF(item.FONT)
+    assert all(fm.horizontalAdvance(m) + 16 <= SEED_CTRL_W for m in SEED_MODES)
+    ev = QGraphicsSceneHoverEvent()
+    ev.setPos(widget_point(window, nid, "seed", "control"))
+    item.hoverMoveEvent(ev)
+    assert "after each run" in item.toolTip()
+
+
 def test_widget_to_port_and_back(window):
     nid = add(window, "ImageCrop", 0, 0)
     item = window.scene.items_by_id[nid]
