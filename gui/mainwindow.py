@@ -307,7 +307,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
     def shortcut_text(self) -> str:
         rows = [f"{act.text().replace('&', '')}: {', '.join(s.toString(QKeySequence.NativeText) for s in act.shortcuts())}"
                 for act in self.actions_by_name.values() if act.shortcuts()]
-        rows += ["Add node: double-click the canvas or Tab", "Pan: middle drag or Space + drag",
+        rows += ["Cancel the running job: Esc (on the canvas)", "Add node: double-click the canvas or Tab", "Pan: middle drag or Space + drag",
                  "Zoom: wheel (to the cursor)", "Select: click, Shift/Ctrl-click, drag a rubber band",
                  "Connect: drag from a port to a port; drop on empty canvas to search",
                  "Move / remove a wire: drag it off its input", "Reroute: double-click a wire",

@@ -221,6 +221,23 @@ class GraphView(QGraphicsView):
             painter.drawLines(lines)
         painter.setRenderHint(QPainter.Antialiasing, True)
 
+    def empty_hint(self) -> str:
+        """What an empty canvas says to a newcomer (nothing once there is a node)."""
+        if self.scene().items_by_id:
+            return ""
+        return ("Double-click or press Tab to add a node\n"
+                "or drag one from the Nodes panel \u2022 Ctrl+O opens a workflow \u2022 F1: keys and mouse")
+
+    def drawForeground(self, painter, rect: QRectF) -> None:  # noqa: N802
+        hint = self.empty_hint()
+        if not hint:
+            return
+        painter.save()
+        painter.resetTransform()
+        painter.setPen(theme.PLACEHOLDER)
+        painter.drawText(self.viewport().rect(), Qt.AlignCenter, hint)
+        painter.restore()
+
     # -- input -------------------------------------------------------------------------
     def wheelEvent(self, event) -> None:  # noqa: N802
         delta = event.angleDelta().y()
