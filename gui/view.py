@@ -334,6 +334,7 @@ class GraphView(QGraphicsView):
     def dropEvent(self, event) -> None:  # noqa: N802
         md = event.mimeData()
         pos = self.mapToScene(event.position().toPoint())
+        self.setFocus()  # the drag began elsewhere (the palette): the keys now belong here
         if md.hasFormat(NODE_MIME):
             self.nodeTypeDropped.emit(bytes(md.data(NODE_MIME)).decode(), pos)
             event.acceptProposedAction()

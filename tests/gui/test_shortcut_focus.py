@@ -5,7 +5,8 @@ and adding a node from the palette hands the keyboard to the canvas, where the n
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QDropEvent
 from PySide6.QtTest import QTest
 
 from tests.gui.conftest import add
@@ -42,6 +43,22 @@ def test_adding_from_the_palette_gives_the_canvas_the_keys(window, qtbot):
     pal.filter.setFocus()
     qtbot.keyClicks(pal.filter, "imginv")
     qtbot.keyClick(pal.filter, Qt.Key_Return)
+    (new,) = window.doc.nodes
+    assert window.view.hasFocus()
+    QTest.keyClick(window.view, Qt.Key_Delete)
+    assert window.doc.nodes == {}
+
+
+def test_a_node_dragged_from_the_palette_gives_the_canvas_the_keys(window, qtbot):
+    """Dropped on the canvas from the palette (the drag leaves the focus in the palette): Delete
+    must remove the node just dropped."""
+    from nodegen.gui.palette import mime_for
+
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    window.palette.tree.setFocus()
+    md = mime_for("ImageInvert")
+    window.view.dropEvent(QDropEvent(QPointF(200, 200), Qt.CopyAction, md, Qt.LeftButton, Qt.NoModifier))
     (new,) = window.doc.nodes
     assert window.view.hasFocus()
     QTest.keyClick(window.view, Qt.Key_Delete)
