@@ -263,6 +263,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.viewer_node = None
         self.view.request_fit()
         self.show_missing_models(notes)
+        self.view.setFocus()  # the keys go to the graph just opened
 
     # -- model folders -------------------------------------------------------------------
     def show_missing_models(self, notes: list[str] | None = None) -> list:

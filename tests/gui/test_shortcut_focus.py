@@ -63,3 +63,11 @@ def test_a_node_dragged_from_the_palette_gives_the_canvas_the_keys(window, qtbot
     assert window.view.hasFocus()
     QTest.keyClick(window.view, Qt.Key_Delete)
     assert window.doc.nodes == {}
+
+
+def test_an_opened_graph_has_the_keys(window, qtbot, chain_file):
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    window.gallery.setFocus()
+    assert window.open_file(str(chain_file), ask=False)
+    assert window.view.hasFocus()
