@@ -46,7 +46,7 @@ class EditorMixin:
             w.setText(text)
             w.selectAll()
         w.setStyleSheet("background:#15161a; color:#f0f0f0; border:1px solid #64b5f6;")
-        w.resize(int(rect.width()), int(rect.height() if not multiline else max(rect.height(), 90)))
+        w.resize(int(rect.width()), int(rect.height()))  # inside the node (it ran over its edge)
         self._filter = _KeyFilter(self, multiline)
         w.installEventFilter(self._filter)
         proxy = self.addWidget(w)

@@ -142,6 +142,18 @@ def test_seed_control_reads_whole_and_explains_itself(window):
     assert "after each run" in item.toolTip()
 
 
+def test_text_editor_stays_inside_its_node(window):
+    nid = add(window, "CLIPTextEncode", 0, 0) if window.schema.get("CLIPTextEncode") else None
+    if nid is None:
+        return
+    click(window, widget_point(window, nid, "text"))
+    proxy = window.scene._editor_proxy
+    assert proxy is not None
+    node = window.scene.items_by_id[nid].mapToScene(window.scene.items_by_id[nid].body_rect()).boundingRect()
+    assert node.contains(proxy.sceneBoundingRect()), (node, proxy.sceneBoundingRect())
+    window.scene.close_editor()
+
+
 def test_widget_to_port_and_back(window):
     nid = add(window, "ImageCrop", 0, 0)
     item = window.scene.items_by_id[nid]
