@@ -21,7 +21,7 @@ from .run_view import RunMixin
 from .runner import RunController
 from .scene import GraphScene
 from .schema import Schema
-from .view import GraphView
+from .view import FIT_MIN_ZOOM, GraphView
 
 #: The window's size on a screen with room for it (logical pixels); smaller screens get less.
 DEFAULT_SIZE = (1400, 900)
@@ -294,6 +294,8 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         item = self.scene.items_by_id.get(nid)
         if item is not None:
             self.scene.select_ids([nid])
+            if self.view.zoom() < FIT_MIN_ZOOM:  # zoomed far out its inputs cannot be read
+                self.view.zoom_by(1.0 / self.view.zoom())
             self.view.centerOn(item)
             self.view.setFocus()
 
