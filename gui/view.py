@@ -20,6 +20,8 @@ MIN_ZOOM, MAX_ZOOM = 0.1, 4.0
 FIT_MIN_ZOOM = max(DETAIL_LOD, 0.7)
 FIT_MAX_ZOOM = 1.5
 GRID = 20
+#: the minimap shows only on a canvas this many times its size (smaller, it hid the graph)
+MINIMAP_ROOM = 3
 
 
 class Minimap(QWidget):
@@ -183,7 +185,7 @@ class GraphView(QGraphicsView):
         mm = self.minimap
         mm.move(self.width() - mm.width() - 10, self.height() - mm.height() - 10)
         vp = self.viewport().size()
-        room = vp.width() >= 3 * mm.width() and vp.height() >= 3 * mm.height()
+        room = vp.width() >= MINIMAP_ROOM * mm.width() and vp.height() >= MINIMAP_ROOM * mm.height()
         mm.setVisible(self.minimap_wanted and room)
 
     def toggle_minimap(self) -> None:

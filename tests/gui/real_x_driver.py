@@ -83,6 +83,11 @@ def main() -> int:
     out["screen"] = [avail.width(), avail.height(), window.screen().devicePixelRatio()]
     out["zoom"] = window.view.zoom()
     out["zoom_ok"] = window.view.zoom() >= FIT_MIN_ZOOM - 1e-6
+    mm = window.view.minimap  # it must not hide part of the graph just opened
+    mm_rect = mm.geometry().translated(-window.view.viewport().x(), -window.view.viewport().y())
+    out["minimap_hides_nodes"] = mm.isVisible() and any(
+        window.view.mapFromScene(item.sceneBoundingRect()).boundingRect().intersects(mm_rect)
+        for item in window.scene.items_by_id.values())
     if os.environ.get("NODEGEN_DRIVER_ONLY_OPEN"):
         print(json.dumps(out))
         window.runner.shutdown()

@@ -3,15 +3,17 @@ canvas is too small for it and comes back when there is room; M still hides and 
 
 from __future__ import annotations
 
+from nodegen.gui.view import MINIMAP_ROOM
+
 
 def test_minimap_gives_way_on_a_small_canvas(window, qtbot):
     mm = window.view.minimap
     assert mm.isVisible()
     window.resize(800, 550)
-    qtbot.waitUntil(lambda: window.view.viewport().width() < 3 * mm.width())
+    qtbot.waitUntil(lambda: window.view.viewport().width() < MINIMAP_ROOM * mm.width())
     assert not mm.isVisible()
     window.resize(1400, 900)
-    qtbot.waitUntil(lambda: window.view.viewport().width() >= 3 * mm.width())
+    qtbot.waitUntil(lambda: window.view.viewport().width() >= MINIMAP_ROOM * mm.width())
     assert mm.isVisible()
     window.actions_by_name["minimap"].trigger()
     assert not mm.isVisible()

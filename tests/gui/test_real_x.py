@@ -74,7 +74,7 @@ def test_user_run_in_a_real_window(x_display, tmp_path):
     # at 1.5x scaling (1920x1080 is 1280x720 logical pixels): the first window must fit the screen
     seen = _drive(x_display, graph, tmp_path / "shots", QT_SCALE_FACTOR="1.5")
     assert seen["screen"][2] == 1.5 and seen["screen"][0] <= 1280, seen
-    assert seen["fits_screen"] and seen["zoom_ok"], seen
+    assert seen["fits_screen"] and seen["zoom_ok"] and not seen["minimap_hides_nodes"], seen
     assert seen["combo_opened"] and seen["context_menu_opened"], seen
     assert not seen["drag_after_combo"] and not seen["drag_after_menu"] and not seen["popup_left"], seen
     assert abs(seen["moved_by"][0] - 120) <= 3 and abs(seen["moved_by"][1] - 72) <= 3, seen
