@@ -81,6 +81,19 @@ def test_multiline_text_commits_on_ctrl_enter(window, qtbot):
     assert window.doc.nodes[nid]["inputs"]["value"] == "a red\ncircle"
 
 
+def test_escape_keeps_a_typed_prompt(window, qtbot):
+    """Escape leaves a multi-line text (a prompt) with what was typed kept (it threw a long prompt
+    away); Ctrl+Z takes it back. In a one-line field Escape still cancels (below)."""
+    nid = add(window, "String", 0, 0)
+    click(window, widget_point(window, nid, "value"))
+    qtbot.keyClicks(window.scene.editor, "a lighthouse at dusk")
+    qtbot.keyClick(window.scene.editor, Qt.Key_Escape)
+    assert window.scene.editor is None
+    assert window.doc.nodes[nid]["inputs"]["value"] == "a lighthouse at dusk"
+    window.doc.undo_stack.undo()
+    assert "value" not in window.doc.nodes[nid]["inputs"]
+
+
 def test_escape_cancels_an_edit(window, qtbot):
     nid = add(window, "StringConcat", 0, 0)
     click(window, widget_point(window, nid, "a"))
