@@ -183,7 +183,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.cancel_action = a(m, "Cancel", self.cancel_run, None, "cancel")
         a(m, "Cancel all", self.cancel_all, None, "cancel_all")
         a(m, "Sweep\u2026", lambda: self.open_sweep_dialog(), "Ctrl+Alt+Return", "sweep")
-        a(m, "Validate", self.validate_graph, "Ctrl+Shift+Return", "validate")
+        a(m, "Validate", self.validate_and_report, "Ctrl+Shift+Return", "validate")
         a(m, "Refresh node list (model files, choices)", self.rescan_models, "R", "refresh", canvas=True)
         m = mb.addMenu("&Settings")
         a(m, "Model folders…", self.model_settings, None, "model_settings")

@@ -57,6 +57,18 @@ class RunMixin:
         self.problems.set_problems(p.problems + p.warnings)
         return p
 
+    def validate_and_report(self):
+        """The Validate button: check the graph and say what was found, either way."""
+        p = self.validate_graph()
+        if p.problems:
+            self.problems_dock.show()
+            self.problems_dock.raise_()
+            self.statusBar().showMessage(f"{len(p.problems)} problem(s): see the Problems panel", 10000)
+        else:
+            warn = f" ({len(p.warnings)} warning(s) in the Problems panel)" if p.warnings else ""
+            self.statusBar().showMessage(f"no problems found: the graph is ready to run{warn}", 8000)
+        return p
+
     def run_graph(self) -> bool:
         p = self.validate_graph()
         if p.problems:
