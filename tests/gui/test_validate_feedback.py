@@ -3,14 +3,14 @@ with problems it shows the Problems panel and says how many."""
 
 from __future__ import annotations
 
-from tests.gui.conftest import add
+from nodegen.gui import commands
 
 
 def test_validate_reports_either_way(window, chain_file):
     assert window.open_file(str(chain_file), ask=False)
     window.actions_by_name["validate"].trigger()
     assert "no problems" in window.statusBar().currentMessage()
-    add(window, "ImageInvert", 900, 0)  # its image input is not linked
+    window.doc.undo_stack.push(commands.disconnect(window.doc, "2", "image", None))  # now unlinked
     window.problems_dock.hide()
     window.actions_by_name["validate"].trigger()
     assert "1 problem" in window.statusBar().currentMessage()
