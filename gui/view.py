@@ -105,6 +105,9 @@ class GraphView(QGraphicsView):
         self.minimap_wanted = True
         self._place_minimap()
         scene.changed.connect(lambda _=None: self.minimap.update())
+        self._was_empty = not scene.items_by_id
+        for signal in (scene.doc.nodesAdded, scene.doc.nodesRemoved, scene.doc.reset):
+            signal.connect(self._emptiness_changed)
 
     # -- geometry ----------------------------------------------------------------------
     def zoom(self) -> float:
@@ -229,6 +232,14 @@ class GraphView(QGraphicsView):
             return ""
         return ("Double-click or press Tab to add a node\n"
                 "or drag one from the Nodes panel \u2022 Ctrl+O opens a workflow \u2022 F1: keys and mouse")
+
+    def _emptiness_changed(self, _=None) -> None:
+        """The first node came or the last went: the hint is drawn or wiped whole (only the new
+        node's area was repainted, leaving the hint half drawn)."""
+        empty = not self.scene().items_by_id
+        if empty != self._was_empty:
+            self._was_empty = empty
+            self.viewport().update()
 
     def drawForeground(self, painter, rect: QRectF) -> None:  # noqa: N802
         hint = self.empty_hint()
