@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QGraphicsItem, QGraphicsRectItem
 
 from nodegen.kernel.workflow import is_link
 
-from .node_paint import PAD, PORT_R, TITLE_H, NodePaintMixin
+from .node_paint import DETAIL_LOD, PAD, PORT_R, TITLE_H, NodePaintMixin
 from .widgets import SEED_CTRL_W, WidgetInteraction, format_value
 
 ROW_H = 22.0
@@ -290,8 +290,16 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
         self.setCursor(Qt.SizeFDiagCursor if h == ("resize",) else Qt.ArrowCursor)
         super().hoverMoveEvent(event)
 
+    def _widgets_drawn(self) -> bool:
+        """Are the widget rows readable at the view's zoom? Below DETAIL_LOD they are blank boxes,
+        and a press there moves the node instead of changing a value nobody can see."""
+        views = self.scene().views() if self.scene() is not None else []
+        return not views or views[0].transform().m11() >= DETAIL_LOD
+
     def mousePressEvent(self, event) -> None:  # noqa: N802
         h = self.hit(event.pos())
+        if h is not None and h[0] == "widget" and not self._widgets_drawn():
+            h = None
         if event.button() == Qt.LeftButton and h is not None and h[0] in ("widget", "resize"):
             if not self.isSelected():
                 self.scene().clearSelection()
