@@ -13,7 +13,8 @@ from PySide6.QtWidgets import QMenu
 from . import clipboard, commands
 from .defaults import new_node_inputs
 from .group_item import GroupItem
-from .node_item import NodeItem
+from .node_item import DEFAULT_W, ROW_H, NodeItem
+from .node_paint import TITLE_H
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 COLORS = {"Default": None, "Red": "#5c2b2b", "Brown": "#4d3b29", "Green": "#2b4d33", "Blue": "#2b3d5c",
@@ -40,8 +41,31 @@ class EditMixin:
         self.scene.select_ids([cmd.new_id])
         return cmd.new_id
 
+    def add_from_search(self, type_name: str, pos: QPointF, filt: dict | None = None) -> str | None:
+        """A node chosen in the quick search (double-click, Tab, a dropped wire): a node made for a
+        wire dragged out of an input goes left of the drop point with its output there (it feeds
+        that input); the view then scrolls so the new node is seen whole."""
+        info = self.schema.get(type_name)
+        if info is not None and filt and filt.get("side") == "in" and "produces" in filt:
+            names = [o["name"] for o in info.outputs]
+            out = self.schema.first_output_for(info, filt["produces"])
+            row = names.index(out) if out in names else 0
+            pos = QPointF(pos.x() - DEFAULT_W, pos.y() - (TITLE_H + 4 + row * ROW_H + ROW_H / 2))
+        nid = self.add_node(type_name, pos, filt)
+        item = self.scene.items_by_id.get(nid) if nid else None
+        if item is not None:
+            self.view.ensureVisible(item.sceneBoundingRect(), 20, 20)
+        return nid
+
     def add_node_at_center(self, type_name: str) -> str | None:
         return self.add_node(type_name, self.view.visible_scene_rect().center())
+
+    def add_from_palette(self, type_name: str) -> str | None:
+        """The palette's double-click / Enter: add at the centre; the keyboard goes to the canvas,
+        where the new node is selected (Delete removes it, Ctrl+D duplicates it...)."""
+        nid = self.add_node_at_center(type_name)
+        self.view.setFocus()
+        return nid
 
     def open_search(self, scene_pos: QPointF, filt: dict | None = None) -> None:
         self.scene.release_grab()

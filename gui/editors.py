@@ -18,7 +18,12 @@ class _KeyFilter(QObject):
     def eventFilter(self, obj, event) -> bool:  # noqa: N802
         if event.type() == QEvent.KeyPress:
             if event.key() == Qt.Key_Escape:
-                self.scene.close_editor()
+                # a one-line field: cancel; a multi-line text (a prompt): keep what was typed
+                # (Escape threw a long prompt away; Ctrl+Z undoes it like any edit)
+                if self.multiline:
+                    self.scene.commit_editor()
+                else:
+                    self.scene.close_editor()
                 return True
             if event.key() in (Qt.Key_Return, Qt.Key_Enter) and (
                     not self.multiline or event.modifiers() & Qt.ControlModifier):
@@ -46,7 +51,7 @@ class EditorMixin:
             w.setText(text)
             w.selectAll()
         w.setStyleSheet("background:#15161a; color:#f0f0f0; border:1px solid #64b5f6;")
-        w.resize(int(rect.width()), int(rect.height() if not multiline else max(rect.height(), 90)))
+        w.resize(int(rect.width()), int(rect.height()))  # inside the node (it ran over its edge)
         self._filter = _KeyFilter(self, multiline)
         w.installEventFilter(self._filter)
         proxy = self.addWidget(w)

@@ -78,6 +78,8 @@ class FileMixin:
         self.doc.undo_stack.cleanChanged.connect(lambda _: self.update_title())
         self.doc.undo_stack.indexChanged.connect(lambda _: self.update_title())
         self.doc.pathChanged.connect(self.update_title)
+        #: the ComfyUI file or PNG the open (unsaved) document was imported from
+        self.imported_from: Path | None = None
         geometry = self.settings.value("geometry")
         self.geometry_restored = geometry is not None and self.restoreGeometry(geometry)
 
@@ -87,8 +89,29 @@ class FileMixin:
 
         if not shiboken6.isValid(self.doc.undo_stack):
             return  # the window is being destroyed
-        name = self.doc.path.name if self.doc.path else "Untitled"
+        if self.doc.path:
+            name = self.doc.path.name
+        elif self.imported_from is not None:
+            name = f"{self.imported_from.name} (imported)"
+        else:
+            name = "Untitled"
         self.setWindowTitle(f"{name}{'*' if self.doc.modified else ''} \u2014 nodegen")
+
+    def document_name(self) -> str:
+        """The open graph's name for run labels: its file's, or the one it was imported from."""
+        source = self.doc.path or self.imported_from
+        return source.stem if source else "Untitled"
+
+    def suggested_save_path(self) -> str:
+        """Where Save first offers to write: the file itself, or beside an imported source with
+        its name (a ComfyUI ``x.json`` offers ``x.nodegen.json``, never itself)."""
+        if self.doc.path:
+            return str(self.doc.path)
+        src = self.imported_from
+        if src is None:
+            return self._last_dir()
+        name = f"{src.stem}.json" if src.suffix.lower() == ".png" else f"{src.stem}.nodegen.json"
+        return str(src.with_name(name))
 
     # -- asking ------------------------------------------------------------------------
     def ask_save_changes(self) -> str:
@@ -112,19 +135,22 @@ class FileMixin:
         return path
 
     def ask_save_path(self) -> str:
-        path, _ = QFileDialog.getSaveFileName(self, "Save workflow", self._last_dir(), "Workflows (*.json)")
+        path, _ = QFileDialog.getSaveFileName(self, "Save workflow", self.suggested_save_path(),
+                                              "Workflows (*.json)")
         if path and not path.lower().endswith(".json"):
             path += ".json"
         return path
 
     def _last_dir(self) -> str:
-        return str(self.doc.path.parent) if self.doc.path else str(Path.cwd())
+        source = self.doc.path or self.imported_from
+        return str(source.parent) if source else str(Path.cwd())
 
     # -- commands ----------------------------------------------------------------------
     def new_file(self) -> bool:
         if not self.confirm_discard():
             return False
         self.doc.new()
+        self.imported_from = None
         self.after_open()
         return True
 
@@ -142,6 +168,7 @@ class FileMixin:
         imported = (wf.metadata.get("import") or {}) if wf.path is None else {}
         if Path(path).suffix.lower() == ".png":
             wf.path = None  # never overwrite the image with JSON
+        self.imported_from = Path(path) if wf.path is None else None
         self.doc.set_workflow(wf)
         self.add_recent(path)
         # a ComfyUI workflow opens as a new document (Save asks where), not marked modified:
@@ -168,6 +195,8 @@ class FileMixin:
         except OSError as e:
             self.show_error("Cannot save", f"{path}: {e}")
             return False
+        self.imported_from = None
+        self.update_title()
         self.add_recent(str(path))
         self.clear_recovery()
         self.statusBar().showMessage(f"saved {path}", 5000)
@@ -246,6 +275,7 @@ class FileMixin:
         if not restore:
             return False
         wf.path = Path(payload["path"]) if payload.get("path") else None
+        self.imported_from = None
         self.doc.set_workflow(wf)
         self.doc.dirty = True
         self.after_open()

@@ -3,6 +3,7 @@ menus with their shortcuts, and the status bar (messages, run state, device and 
 
 from __future__ import annotations
 
+import shiboken6
 from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QPixmapCache
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QUndoView
@@ -20,7 +21,7 @@ from .run_view import RunMixin
 from .runner import RunController
 from .scene import GraphScene
 from .schema import Schema
-from .view import GraphView
+from .view import FIT_MIN_ZOOM, GraphView
 
 #: The window's size on a screen with room for it (logical pixels); smaller screens get less.
 DEFAULT_SIZE = (1400, 900)
@@ -60,6 +61,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.rebuild_recent_menu()
         self.update_title()
         self.update_run_label()
+        self.view.setFocus()  # the canvas takes the keys first
 
     # -- construction ------------------------------------------------------------------
     def _dock(self, title: str, widget, area, name: str) -> QDockWidget:
@@ -107,13 +109,20 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         for w in (self.run_label, self.zoom_label, self.device_status):
             sb.addPermanentWidget(w)
 
-    def _action(self, menu, text: str, slot, shortcut=None, name: str | None = None) -> QAction:
+    def _action(self, menu, text: str, slot, shortcut=None, name: str | None = None,
+                canvas: bool = False) -> QAction:
+        """A menu action; ``canvas``: its keys act only while the canvas has the focus (Delete in
+        the palette or the queue must not delete the selected nodes), the menu works anywhere."""
         act = QAction(text, self)
         if shortcut is not None:
             keys = shortcut if isinstance(shortcut, list) else [shortcut]
             act.setShortcuts([QKeySequence(k) for k in keys])
         act.triggered.connect(lambda _=False: slot())
-        act.setShortcutContext(Qt.WindowShortcut)
+        if canvas:
+            act.setShortcutContext(Qt.WidgetWithChildrenShortcut)
+            self.view.addAction(act)
+        else:
+            act.setShortcutContext(Qt.WindowShortcut)
         menu.addAction(act)
         self.actions_by_name[name or text] = act
         return act
@@ -139,32 +148,32 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         m.addAction(redo)
         self.actions_by_name.update(undo=undo, redo=redo)
         m.addSeparator()
-        a(m, "Cut", self.cut, QKeySequence.Cut, "cut")
-        a(m, "Copy", self.copy, QKeySequence.Copy, "copy")
-        a(m, "Paste", lambda: self.paste(), QKeySequence.Paste, "paste")
-        a(m, "Duplicate", self.duplicate, "Ctrl+D", "duplicate")
-        a(m, "Delete", self.delete_selected, [QKeySequence.Delete, "Backspace"], "delete")
+        a(m, "Cut", self.cut, QKeySequence.Cut, "cut", canvas=True)
+        a(m, "Copy", self.copy, QKeySequence.Copy, "copy", canvas=True)
+        a(m, "Paste", lambda: self.paste(), QKeySequence.Paste, "paste", canvas=True)
+        a(m, "Duplicate", self.duplicate, "Ctrl+D", "duplicate", canvas=True)
+        a(m, "Delete", self.delete_selected, [QKeySequence.Delete, "Backspace"], "delete", canvas=True)
         a(m, "Select all", lambda: [i.setSelected(True) for i in self.scene.items_by_id.values()],
-          QKeySequence.SelectAll, "select_all")
+          QKeySequence.SelectAll, "select_all", canvas=True)
         m.addSeparator()
-        a(m, "Add node\u2026", lambda: self.open_search(self.view.cursor_scene_pos()), "Ctrl+Space", "add_node")
-        a(m, "Rename", self.rename_selected, "F2", "rename")
-        a(m, "Bypass", lambda: self.toggle_mode("bypass"), "Ctrl+B", "bypass")
-        a(m, "Mute", lambda: self.toggle_mode("muted"), "Ctrl+M", "mute")
-        a(m, "Collapse / expand", self.toggle_collapse, "Alt+C", "collapse")
-        a(m, "Group selection", self.group_selection, "Ctrl+G", "group")
+        a(m, "Add node\u2026", lambda: self.open_search(self.view.cursor_scene_pos()), "Ctrl+Space", "add_node", canvas=True)
+        a(m, "Rename", self.rename_selected, "F2", "rename", canvas=True)
+        a(m, "Bypass", lambda: self.toggle_mode("bypass"), "Ctrl+B", "bypass", canvas=True)
+        a(m, "Mute", lambda: self.toggle_mode("muted"), "Ctrl+M", "mute", canvas=True)
+        a(m, "Collapse / expand", self.toggle_collapse, "Alt+C", "collapse", canvas=True)
+        a(m, "Group selection", self.group_selection, "Ctrl+G", "group", canvas=True)
         al = m.addMenu("Align")
-        a(al, "Left edges", lambda: self.align("left"), "Ctrl+Shift+Left", "align_left")
-        a(al, "Top edges", lambda: self.align("top"), "Ctrl+Shift+Up", "align_top")
-        a(al, "Distribute horizontally", lambda: self.align("hdist"), "Ctrl+Shift+H", "dist_h")
-        a(al, "Distribute vertically", lambda: self.align("vdist"), "Ctrl+Shift+V", "dist_v")
+        a(al, "Left edges", lambda: self.align("left"), "Ctrl+Shift+Left", "align_left", canvas=True)
+        a(al, "Top edges", lambda: self.align("top"), "Ctrl+Shift+Up", "align_top", canvas=True)
+        a(al, "Distribute horizontally", lambda: self.align("hdist"), "Ctrl+Shift+H", "dist_h", canvas=True)
+        a(al, "Distribute vertically", lambda: self.align("vdist"), "Ctrl+Shift+V", "dist_v", canvas=True)
         m = mb.addMenu("&View")
-        a(m, "Fit all", self.view.fit_all, "Home", "fit_all")
-        a(m, "Fit selection", self.view.fit_selection, "F", "fit_selection")
+        a(m, "Fit all", self.view.show_all, "Home", "fit_all", canvas=True)
+        a(m, "Fit selection", self.view.fit_selection, "F", "fit_selection", canvas=True)
         a(m, "Zoom in", lambda: self.view.zoom_by(1.25), QKeySequence.ZoomIn, "zoom_in")
         a(m, "Zoom out", lambda: self.view.zoom_by(1 / 1.25), QKeySequence.ZoomOut, "zoom_out")
         a(m, "Actual size", lambda: self.view.zoom_by(None), "Ctrl+0", "zoom_reset")
-        a(m, "Minimap", lambda: self.view.minimap.setVisible(not self.view.minimap.isVisible()), "M", "minimap")
+        a(m, "Minimap", self.view.toggle_minimap, "M", "minimap", canvas=True)
         m.addSeparator()
         for dock in (self.palette_dock, self.history_dock, self.viewer_dock, self.gallery_dock, self.queue_dock,
                      self.problems_dock):
@@ -174,8 +183,8 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.cancel_action = a(m, "Cancel", self.cancel_run, None, "cancel")
         a(m, "Cancel all", self.cancel_all, None, "cancel_all")
         a(m, "Sweep\u2026", lambda: self.open_sweep_dialog(), "Ctrl+Alt+Return", "sweep")
-        a(m, "Validate", self.validate_graph, "Ctrl+Shift+Return", "validate")
-        a(m, "Refresh node list (model files, choices)", self.rescan_models, "R", "refresh")
+        a(m, "Validate", self.validate_and_report, "Ctrl+Shift+Return", "validate")
+        a(m, "Refresh node list (model files, choices)", self.rescan_models, "R", "refresh", canvas=True)
         m = mb.addMenu("&Settings")
         a(m, "Model folders…", self.model_settings, None, "model_settings")
         a(m, "Rescan model folders", self.rescan_models, None, "rescan_models")
@@ -187,15 +196,32 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         for key in ("run", "cancel", "validate"):
             bar.addAction(self.actions_by_name[key])
         bar.addSeparator()
-        for key in ("undo", "redo", "fit_all"):
-            bar.addAction(self.actions_by_name[key])
+        for key in ("undo", "redo"):  # a steady "Undo" button; what it undoes is in its tooltip
+            bar.addAction(self._steady_proxy(self.actions_by_name[key], key.capitalize()))
+        bar.addAction(self.actions_by_name["fit_all"])
+        self.toolbar = bar
         self.actions_by_name["run"].setToolTip("Run the graph (Ctrl+Enter); runs queue up")
         self.actions_by_name["cancel"].setToolTip("Cancel the running job; queued ones go on "
                                                   "(Esc on the canvas)")
 
+    def _steady_proxy(self, act: QAction, text: str) -> QAction:
+        """A toolbar twin of ``act`` whose text stays ``text`` (the undo action's text grows with
+        each edit, "Undo Add CheckpointLoader", and pushed the buttons after it about)."""
+        proxy = QAction(text, self)
+        proxy.triggered.connect(act.trigger)
+
+        def follow() -> None:
+            if not (shiboken6.isValid(proxy) and shiboken6.isValid(act)):
+                return  # the window is being destroyed
+            proxy.setEnabled(act.isEnabled())
+            proxy.setToolTip(act.text())
+        act.changed.connect(follow)
+        follow()
+        return proxy
+
     def _connect(self) -> None:
-        self.palette.activated.connect(self.add_node_at_center)
-        self.search.chosen.connect(lambda t, p, f: self.add_node(t, p, f))
+        self.palette.activated.connect(self.add_from_palette)
+        self.search.chosen.connect(lambda t, p, f: self.add_from_search(t, p, f))
         self.view.nodeTypeDropped.connect(lambda t, p: self.add_node(t, p))
         self.view.filesDropped.connect(self.files_dropped)
         self.view.searchRequested.connect(lambda p: self.open_search(p))
@@ -237,6 +263,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.viewer_node = None
         self.view.request_fit()
         self.show_missing_models(notes)
+        self.view.setFocus()  # the keys go to the graph just opened
 
     # -- model folders -------------------------------------------------------------------
     def show_missing_models(self, notes: list[str] | None = None) -> list:
@@ -267,7 +294,10 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         item = self.scene.items_by_id.get(nid)
         if item is not None:
             self.scene.select_ids([nid])
+            if self.view.zoom() < FIT_MIN_ZOOM:  # zoomed far out its inputs cannot be read
+                self.view.zoom_by(1.0 / self.view.zoom())
             self.view.centerOn(item)
+            self.view.setFocus()
 
     def refresh_schema(self) -> None:
         """Re-read the node schema (dynamic choices such as model files and input images)."""
@@ -280,7 +310,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
     def shortcut_text(self) -> str:
         rows = [f"{act.text().replace('&', '')}: {', '.join(s.toString(QKeySequence.NativeText) for s in act.shortcuts())}"
                 for act in self.actions_by_name.values() if act.shortcuts()]
-        rows += ["Add node: double-click the canvas or Tab", "Pan: middle drag or Space + drag",
+        rows += ["Cancel the running job: Esc (on the canvas)", "Add node: double-click the canvas or Tab", "Pan: middle drag or Space + drag",
                  "Zoom: wheel (to the cursor)", "Select: click, Shift/Ctrl-click, drag a rubber band",
                  "Connect: drag from a port to a port; drop on empty canvas to search",
                  "Move / remove a wire: drag it off its input", "Reroute: double-click a wire",

@@ -8,14 +8,16 @@ Widgets are painted, not real Qt widgets (hundreds of nodes stay fast); interact
 
 from __future__ import annotations
 
+import json
+
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QPainterPath
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsRectItem
 
 from nodegen.kernel.workflow import is_link
 
-from .node_paint import PAD, PORT_R, TITLE_H, NodePaintMixin
-from .widgets import WidgetInteraction, format_value
+from .node_paint import DETAIL_LOD, PAD, PORT_R, TITLE_H, NodePaintMixin
+from .widgets import SEED_CTRL_W, WidgetInteraction, format_value
 
 ROW_H = 22.0
 DEFAULT_W = 240.0
@@ -221,8 +223,18 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
             self.canvas.node_geometry_changed(self)
         self.update()
 
+    def _run_key(self) -> str:
+        """What a run of this node depends on here: its inputs and mode (not its place or title)."""
+        n = self.node
+        return json.dumps([n.get("inputs"), n.get("mode")], sort_keys=True, default=str)
+
+    def run_state_stale(self) -> bool:
+        """A finished run's badge whose inputs have changed since (it no longer tells the truth)."""
+        return self.state not in (None, "running") and self._run_key() != getattr(self, "_state_key", None)
+
     def set_state(self, state: str | None, **info) -> None:
         self.state = state
+        self._state_key = self._run_key()
         for k, v in info.items():
             setattr(self, k, v)
         if state != "running":
@@ -265,6 +277,10 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
             spec = self.info.input(h[1]) if h[0] == "in" else self.info.output(h[1])
             desc = (spec or {}).get("description", "")
             self.setToolTip(f"{h[1]}: {self.port_type(h[0], h[1])}" + (f"<br>{desc}" if desc else ""))
+        elif h and h[0] == "widget" and (self.info.input(h[1]) or {}).get("widget") == "seed" \
+                and event.pos().x() >= self.widget_rect(h[1]).right() - SEED_CTRL_W:
+            self.setToolTip(f"what happens to {h[1]} after each run: fixed (kept), increment (+1) or "
+                            "randomize; click to change")
         elif h and h[0] == "widget":
             spec = self.info.input(h[1]) or {}
             self.setToolTip(f"{h[1]} = {format_value(spec, (self.node.get('inputs') or {}).get(h[1], spec.get('default')))}"
@@ -274,8 +290,16 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
         self.setCursor(Qt.SizeFDiagCursor if h == ("resize",) else Qt.ArrowCursor)
         super().hoverMoveEvent(event)
 
+    def _widgets_drawn(self) -> bool:
+        """Are the widget rows readable at the view's zoom? Below DETAIL_LOD they are blank boxes,
+        and a press there moves the node instead of changing a value nobody can see."""
+        views = self.scene().views() if self.scene() is not None else []
+        return not views or views[0].transform().m11() >= DETAIL_LOD
+
     def mousePressEvent(self, event) -> None:  # noqa: N802
         h = self.hit(event.pos())
+        if h is not None and h[0] == "widget" and not self._widgets_drawn():
+            h = None
         if event.button() == Qt.LeftButton and h is not None and h[0] in ("widget", "resize"):
             if not self.isSelected():
                 self.scene().clearSelection()

@@ -28,6 +28,15 @@ def running_label(progress, eta) -> str:
     return text
 
 
+def badge_rect(item, label: str) -> QRectF | None:
+    """Where a node's run badge sits: a dark pill at the right of its title bar, so the green,
+    blue or red text reads on any title colour."""
+    if not label:
+        return None
+    w = QFontMetricsF(item.FONT).horizontalAdvance(label) + 10
+    return QRectF(item._width - PAD - w + 4, 5, w, TITLE_H - 10)
+
+
 class NodePaintMixin:
     def paint(self, painter, option, widget=None) -> None:
         lod = option.levelOfDetailFromTransform(painter.worldTransform())
@@ -64,7 +73,7 @@ class NodePaintMixin:
         if self.info.missing:
             text = f"missing node type {self.info.type}"
         label, _ = self._status_label()
-        room = QFontMetricsF(self.FONT).horizontalAdvance(label) + 2 * PAD if label else 0.0
+        room = QFontMetricsF(self.FONT).horizontalAdvance(label) + 2 * PAD + 6 if label else 0.0
         title_rect = tr.adjusted(PAD, 0, -max(60.0 if label else PAD, room), 0)
         text = QFontMetricsF(self.TITLE_FONT).elidedText(text, Qt.ElideRight, title_rect.width())
         painter.drawText(title_rect, Qt.AlignVCenter | Qt.AlignLeft, text)
@@ -97,10 +106,14 @@ class NodePaintMixin:
 
     def _paint_status(self, painter, tr: QRectF) -> None:
         label, col = self._status_label()
-        if label:
+        rect = badge_rect(self, label)
+        if rect is not None:
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(theme.BADGE_BG)
+            painter.drawRoundedRect(rect, 4, 4)
             painter.setFont(self.FONT)
             painter.setPen(col)
-            painter.drawText(tr.adjusted(0, 0, -PAD, 0), Qt.AlignVCenter | Qt.AlignRight, label)
+            painter.drawText(rect, Qt.AlignCenter, label)
         if self.state == "running" and self.progress:
             step, total = self.progress
             frac = max(0.0, min(1.0, step / total)) if total else 0.0

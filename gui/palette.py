@@ -4,8 +4,8 @@ empty canvas, then filtered to the node types that fit the wire)."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QMimeData, QPointF, Qt, Signal
-from PySide6.QtGui import QDrag
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, Signal
+from PySide6.QtGui import QDrag, QGuiApplication
 from PySide6.QtWidgets import (
     QFrame,
     QLabel,
@@ -122,6 +122,8 @@ class QuickSearch(QFrame):
         self.hint = QLabel()
         self.hint.setStyleSheet("color:#9a9ca3; font-size:9pt;")
         self.list = QListWidget()
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.list.setTextElideMode(Qt.ElideMiddle)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(self.edit)
@@ -146,9 +148,19 @@ class QuickSearch(QFrame):
         self.hint.setVisible(bool(self.hint.text()))
         self.edit.clear()
         self.refresh("")
-        self.move(global_pos)
+        self.move(self._on_screen(global_pos))
         self.show()
         self.edit.setFocus()
+
+    def _on_screen(self, global_pos) -> QPoint:
+        """``global_pos``, moved so the whole popup lies on that screen (a wire dropped near the
+        bottom or right edge opened it partly off the screen)."""
+        screen = QGuiApplication.screenAt(global_pos) or self.screen() or QGuiApplication.primaryScreen()
+        area = screen.availableGeometry()
+        w, h = self.frameGeometry().width() + 4, self.frameGeometry().height() + 4
+        x = max(area.left(), min(global_pos.x(), area.x() + area.width() - w))
+        y = max(area.top(), min(global_pos.y(), area.y() + area.height() - h))
+        return QPoint(x, y)
 
     def refresh(self, text: str = "") -> None:
         self.list.clear()
@@ -160,6 +172,9 @@ class QuickSearch(QFrame):
             self.list.addItem(item)
         if self.list.count():
             self.list.setCurrentRow(0)
+        # wide enough for the entries ("CLIPMergeAdd - advanced/model_merging"), within reason
+        need = self.list.sizeHintForColumn(0) + 2 * self.list.frameWidth() + 28
+        self.resize(max(320, min(560, need)), self.height())
 
     def types(self) -> list[str]:
         return [self.list.item(i).data(TYPE_ROLE) for i in range(self.list.count())]

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QScrollArea,
+    QSizePolicy,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -63,7 +64,9 @@ class ImageViewer(QWidget):
         self.scroll.setWidgetResizable(True)
         self.scroll.setAlignment(Qt.AlignCenter)
         self.caption = QLabel()
-        bar = QHBoxLayout()
+        # the caption gives way to the buttons (one row of eight did not fit the dock)
+        self.caption.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        bar, row2 = QHBoxLayout(), QHBoxLayout()
         self.buttons = {}
         for key, text, fn in (("prev", "\u25c0", lambda: self.show_index(self.index - 1)),
                               ("next", "\u25b6", lambda: self.show_index(self.index + 1)),
@@ -75,13 +78,14 @@ class ImageViewer(QWidget):
             b.setText(text)
             b.setAutoRaise(True)
             b.clicked.connect(fn)
-            bar.addWidget(b)
+            (row2 if key in ("open", "copy") else bar).addWidget(b)
             self.buttons[key] = b
         bar.addStretch(1)
+        row2.insertWidget(0, self.caption, 1)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addLayout(bar)
-        lay.addWidget(self.caption)
+        lay.addLayout(row2)
         lay.addWidget(self.scroll)
         self.label.setWordWrap(True)
         self.setMinimumWidth(160)

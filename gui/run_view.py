@@ -57,6 +57,18 @@ class RunMixin:
         self.problems.set_problems(p.problems + p.warnings)
         return p
 
+    def validate_and_report(self):
+        """The Validate button: check the graph and say what was found, either way."""
+        p = self.validate_graph()
+        if p.problems:
+            self.problems_dock.show()
+            self.problems_dock.raise_()
+            self.statusBar().showMessage(f"{len(p.problems)} problem(s): see the Problems panel", 10000)
+        else:
+            warn = f" ({len(p.warnings)} warning(s) in the Problems panel)" if p.warnings else ""
+            self.statusBar().showMessage(f"no problems found: the graph is ready to run{warn}", 8000)
+        return p
+
     def run_graph(self) -> bool:
         p = self.validate_graph()
         if p.problems:
@@ -64,7 +76,7 @@ class RunMixin:
             self.problems_dock.raise_()
             self.statusBar().showMessage(f"not run: {len(p.problems)} problem(s); see the problems panel", 10000)
             return False
-        self.runner.submit(self.doc.data, label=self.doc.path.stem if self.doc.path else "Untitled")
+        self.runner.submit(self.doc.data, label=self.document_name())
         self.apply_seed_control()
         self.update_run_label()
         return True
@@ -161,9 +173,11 @@ class RunMixin:
         changes = []
         for nid, n in self.doc.nodes.items():
             ctrl = (n.get("ui") or {}).get("seed_control") or {}
+            item = self.scene.items_by_id.get(nid)
             for name, mode in ctrl.items():
-                value = (n.get("inputs") or {}).get(name)
-                if not isinstance(value, int) or mode == "fixed":
+                # a seed never typed is at its default (not in the inputs): it changes too
+                value = item.value_of(name) if item is not None else (n.get("inputs") or {}).get(name)
+                if not isinstance(value, int) or isinstance(value, bool) or mode == "fixed":
                     continue
                 new = random.randint(0, 2**32 - 1) if mode == "randomize" else (value + 1) % (SEED_MAX + 1)
                 changes.append((nid, name, new))

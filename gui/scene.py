@@ -135,6 +135,8 @@ class GraphScene(WiringMixin, PressMixin, EditorMixin, QGraphicsScene):
             self.edges_by_node.pop(nid, None)
 
     def _on_changed(self, nids: list) -> None:
+        stale = [nid for nid in nids if nid in self.items_by_id and self.items_by_id[nid].run_state_stale()]
+        self._clear_run_state_from(stale)
         for nid in nids:
             item = self.items_by_id.get(nid)
             if item is not None:
@@ -142,6 +144,19 @@ class GraphScene(WiringMixin, PressMixin, EditorMixin, QGraphicsScene):
         for nid in nids:
             self._rebuild_edges_into(nid)
             self.node_geometry_changed(self.items_by_id.get(nid))
+
+    def _clear_run_state_from(self, nids: list) -> None:
+        """Run badges of ``nids`` and everything downstream no longer hold (an input changed)."""
+        todo, seen = list(nids), set()
+        while todo:
+            nid = todo.pop()
+            if nid in seen or nid not in self.items_by_id:
+                continue
+            seen.add(nid)
+            item = self.items_by_id[nid]
+            if item.state != "running":
+                item.set_state(None, reason="", error="", seconds=None)
+            todo.extend(self.doc.consumers(nid))
 
     def _remove_edge(self, key) -> None:
         e = self.edges.pop(key, None)

@@ -24,6 +24,10 @@ CACHED = QColor("#42a5f5")
 BYPASS = QColor(156, 39, 176, 90)
 MUTED = QColor(30, 30, 30, 150)
 MISSING = QColor("#b71c1c")
+#: behind a node's run badge (time, cached, progress) in its coloured title bar
+BADGE_BG = QColor("#141518")
+#: hints in empty fields ("Search nodes...")
+PLACEHOLDER = QColor("#8b8e96")
 
 STYLE = """
 QWidget { font-size: 10pt; }
@@ -68,6 +72,7 @@ def apply_dark(app) -> None:
     p.setColor(QPalette.Highlight, QColor("#3d5a80"))
     p.setColor(QPalette.HighlightedText, QColor("#ffffff"))
     p.setColor(QPalette.Link, QColor("#64b5f6"))
+    p.setColor(QPalette.PlaceholderText, PLACEHOLDER)  # Qt's default is half-transparent black
     for role in (QPalette.Text, QPalette.ButtonText, QPalette.WindowText):
         p.setColor(QPalette.Disabled, role, QColor("#6d6f75"))
     app.setPalette(p)

@@ -20,6 +20,8 @@ MIN_ZOOM, MAX_ZOOM = 0.1, 4.0
 FIT_MIN_ZOOM = max(DETAIL_LOD, 0.7)
 FIT_MAX_ZOOM = 1.5
 GRID = 20
+#: the minimap shows only on a canvas this many times its size (smaller, it hid the graph)
+MINIMAP_ROOM = 3
 
 
 class Minimap(QWidget):
@@ -99,8 +101,13 @@ class GraphView(QGraphicsView):
         #: user zooms, pans or clicks (the window is shown, laid out, resized by the desktop)
         self._fit_pending = False
         self.minimap = Minimap(self)
+        #: the user's choice (M); the minimap also steps aside while the canvas is too small for it
+        self.minimap_wanted = True
         self._place_minimap()
         scene.changed.connect(lambda _=None: self.minimap.update())
+        self._was_empty = not scene.items_by_id
+        for signal in (scene.doc.nodesAdded, scene.doc.nodesRemoved, scene.doc.reset):
+            signal.connect(self._emptiness_changed)
 
     # -- geometry ----------------------------------------------------------------------
     def zoom(self) -> float:
@@ -131,15 +138,15 @@ class GraphView(QGraphicsView):
     def visible_scene_rect(self) -> QRectF:
         return self.mapToScene(self.viewport().rect()).boundingRect()
 
-    def fit_rect(self, rect: QRectF) -> None:
-        """Show ``rect`` as large as fits (at most FIT_MAX_ZOOM); never below FIT_MIN_ZOOM: then
+    def fit_rect(self, rect: QRectF, floor: float = FIT_MIN_ZOOM) -> None:
+        """Show ``rect`` as large as fits (at most FIT_MAX_ZOOM); never below ``floor``: then
         the rect's start (left/top) is shown, centred along the axes where it fits."""
         if rect.isNull() or rect.isEmpty():
             return
         rect = rect.adjusted(-40, -40, 40, 40)
         vp = self.viewport().rect()
         z = min(vp.width() / rect.width(), vp.height() / rect.height())
-        z = max(FIT_MIN_ZOOM, min(FIT_MAX_ZOOM, z))
+        z = max(floor, min(FIT_MAX_ZOOM, z))
         self.set_zoom(z)
         w, h = vp.width() / z, vp.height() / z
         cx = rect.center().x() if rect.width() <= w else rect.left() + w / 2
@@ -148,7 +155,14 @@ class GraphView(QGraphicsView):
         self.zoomChanged.emit(self.zoom())
 
     def fit_all(self) -> None:
+        """Fit the graph at a readable zoom (opening a file): a wide graph is shown from its start."""
         self.fit_rect(self.scene().nodes_rect())
+
+    def show_all(self) -> None:
+        """The user's "Fit all": every node in sight, zooming out below the readable zoom if the
+        graph needs it (it used to stop there and leave the rest of a wide graph out of view)."""
+        self._user_moved_view()
+        self.fit_rect(self.scene().nodes_rect(), floor=MIN_ZOOM)
 
     def request_fit(self) -> None:
         """Fit all now if the view is shown, and again whenever it is resized until the user
@@ -171,7 +185,15 @@ class GraphView(QGraphicsView):
         return self.mapToScene(p)
 
     def _place_minimap(self) -> None:
-        self.minimap.move(self.width() - self.minimap.width() - 10, self.height() - self.minimap.height() - 10)
+        mm = self.minimap
+        mm.move(self.width() - mm.width() - 10, self.height() - mm.height() - 10)
+        vp = self.viewport().size()
+        room = vp.width() >= MINIMAP_ROOM * mm.width() and vp.height() >= MINIMAP_ROOM * mm.height()
+        mm.setVisible(self.minimap_wanted and room)
+
+    def toggle_minimap(self) -> None:
+        self.minimap_wanted = not self.minimap_wanted
+        self._place_minimap()
 
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
@@ -203,6 +225,31 @@ class GraphView(QGraphicsView):
             lines += [QLineF(rect.left(), y0 + j * step, rect.right(), y0 + j * step) for j in range(ny)]
             painter.drawLines(lines)
         painter.setRenderHint(QPainter.Antialiasing, True)
+
+    def empty_hint(self) -> str:
+        """What an empty canvas says to a newcomer (nothing once there is a node)."""
+        if self.scene().items_by_id:
+            return ""
+        return ("Double-click or press Tab to add a node\n"
+                "or drag one from the Nodes panel \u2022 Ctrl+O opens a workflow \u2022 F1: keys and mouse")
+
+    def _emptiness_changed(self, _=None) -> None:
+        """The first node came or the last went: the hint is drawn or wiped whole (only the new
+        node's area was repainted, leaving the hint half drawn)."""
+        empty = not self.scene().items_by_id
+        if empty != self._was_empty:
+            self._was_empty = empty
+            self.viewport().update()
+
+    def drawForeground(self, painter, rect: QRectF) -> None:  # noqa: N802
+        hint = self.empty_hint()
+        if not hint:
+            return
+        painter.save()
+        painter.resetTransform()
+        painter.setPen(theme.PLACEHOLDER)
+        painter.drawText(self.viewport().rect(), Qt.AlignCenter, hint)
+        painter.restore()
 
     # -- input -------------------------------------------------------------------------
     def wheelEvent(self, event) -> None:  # noqa: N802
@@ -300,6 +347,7 @@ class GraphView(QGraphicsView):
     def dropEvent(self, event) -> None:  # noqa: N802
         md = event.mimeData()
         pos = self.mapToScene(event.position().toPoint())
+        self.setFocus()  # the drag began elsewhere (the palette): the keys now belong here
         if md.hasFormat(NODE_MIME):
             self.nodeTypeDropped.emit(bytes(md.data(NODE_MIME)).decode(), pos)
             event.acceptProposedAction()

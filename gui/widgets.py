@@ -15,7 +15,7 @@ from . import commands, theme
 from .node_paint import DETAIL_LOD
 
 ARROW_W = 14.0
-SEED_CTRL_W = 60.0
+SEED_CTRL_W = 76.0  # room for "randomize" with a margin at any zoom
 SEED_MODES = ("fixed", "increment", "randomize")
 SCRUB_PX = 6.0
 

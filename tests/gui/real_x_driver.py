@@ -83,6 +83,11 @@ def main() -> int:
     out["screen"] = [avail.width(), avail.height(), window.screen().devicePixelRatio()]
     out["zoom"] = window.view.zoom()
     out["zoom_ok"] = window.view.zoom() >= FIT_MIN_ZOOM - 1e-6
+    mm = window.view.minimap  # it must not hide part of the graph just opened
+    mm_rect = mm.geometry().translated(-window.view.viewport().x(), -window.view.viewport().y())
+    out["minimap_hides_nodes"] = mm.isVisible() and any(
+        window.view.mapFromScene(item.sceneBoundingRect()).boundingRect().intersects(mm_rect)
+        for item in window.scene.items_by_id.values())
     if os.environ.get("NODEGEN_DRIVER_ONLY_OPEN"):
         print(json.dumps(out))
         window.runner.shutdown()
@@ -137,6 +142,26 @@ def main() -> int:
     out["saved_pos"] = window.doc.nodes["2"]["ui"]["pos"]
     out["modified_after_save"] = window.doc.modified
     shot(app, shots, "5-saved")
+    # 6. the node still selected, a click in the node palette, Backspace and Delete there: the
+    #    palette's keys, not the canvas's (they deleted the selected nodes)
+    scene.select_ids(["2"])
+    tree = window.palette.tree
+    first = tree.topLevelItem(0)
+    r = tree.visualItemRect(first)
+    p = tree.viewport().mapToGlobal(r.center())
+    xdo(app, "mousemove", str(round(p.x() * dpr)), str(round(p.y() * dpr)), "click", "1")
+    wait_for(app, tree.hasFocus)
+    xdo(app, "key", "BackSpace", "key", "Delete")
+    pump(app, 0.2)
+    out["kept_after_palette_keys"] = "2" in window.doc.nodes
+    # 7. back on the canvas (a click on the node) Delete deletes it, Ctrl+Z brings it back
+    x, y = screen_of(prompt.mapToScene(QPointF(60, 12)))
+    xdo(app, "mousemove", str(x), str(y), "click", "1")
+    wait_for(app, view.hasFocus)
+    xdo(app, "key", "Delete")
+    out["deleted_on_canvas"] = wait_for(app, lambda: "2" not in window.doc.nodes)
+    xdo(app, "key", "ctrl+z")
+    out["undo_brings_back"] = wait_for(app, lambda: "2" in window.doc.nodes)
     print(json.dumps(out))
     window.runner.shutdown()
     window.doc.undo_stack.setClean()

@@ -56,6 +56,14 @@ def test_fit_all_and_fit_selection_and_minimap(window):
     vis = window.view.visible_scene_rect()
     for nid in (a, b):
         assert vis.contains(window.scene.items_by_id[nid].sceneBoundingRect())
+    # a graph too wide for the readable zoom: "Fit all" still shows all of it (it showed the start)
+    c = add(window, "ImageInvert", 6000, 0)
+    window.actions_by_name["fit_all"].trigger()
+    vis = window.view.visible_scene_rect()
+    for nid in (a, b, c):
+        assert vis.contains(window.scene.items_by_id[nid].sceneBoundingRect())
+    window.doc.undo_stack.undo()
+    window.actions_by_name["fit_all"].trigger()
     window.scene.select_ids([b])
     window.actions_by_name["fit_selection"].trigger()
     vis = window.view.visible_scene_rect()

@@ -1,7 +1,8 @@
 """A scripted user run under a real X server (issue 17): Xvfb + a window manager, the editor in a
 real window driven with xdotool (real popups, focus and mouse grabs, which offscreen Qt does not
 reproduce): open a combo, a context menu, drag a node, undo, drag again, save; the saved file is
-checked. ``NODEGEN_DRIVER_SHOTS=1`` keeps screenshots of each step. Skipped when Xvfb or xdotool is not installed (``apt-get install xvfb xdotool imagemagick
+checked; then Backspace and Delete in the node palette (they must not delete the selected node) and
+Delete on the canvas (it must). ``NODEGEN_DRIVER_SHOTS=1`` keeps screenshots of each step. Skipped when Xvfb or xdotool is not installed (``apt-get install xvfb xdotool imagemagick
 libxcb-cursor0 openbox``)."""
 
 from __future__ import annotations
@@ -73,12 +74,14 @@ def test_user_run_in_a_real_window(x_display, tmp_path):
     # at 1.5x scaling (1920x1080 is 1280x720 logical pixels): the first window must fit the screen
     seen = _drive(x_display, graph, tmp_path / "shots", QT_SCALE_FACTOR="1.5")
     assert seen["screen"][2] == 1.5 and seen["screen"][0] <= 1280, seen
-    assert seen["fits_screen"] and seen["zoom_ok"], seen
+    assert seen["fits_screen"] and seen["zoom_ok"] and not seen["minimap_hides_nodes"], seen
     assert seen["combo_opened"] and seen["context_menu_opened"], seen
     assert not seen["drag_after_combo"] and not seen["drag_after_menu"] and not seen["popup_left"], seen
     assert abs(seen["moved_by"][0] - 120) <= 3 and abs(seen["moved_by"][1] - 72) <= 3, seen
     assert seen["item_matches_doc"] and seen["undo_restores"], seen
     assert not seen["modified_after_save"]
+    # keys pressed in the node palette stay there; on the canvas they edit
+    assert seen["kept_after_palette_keys"] and seen["deleted_on_canvas"] and seen["undo_brings_back"], seen
     after = json.loads(graph.read_text())["nodes"]
     assert after["2"]["ui"]["pos"] == seen["saved_pos"] != before["2"]["ui"]["pos"]
     assert after["2"]["ui"]["pos"][1] == before["2"]["ui"]["pos"][1]  # moved sideways only

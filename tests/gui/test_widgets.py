@@ -81,6 +81,19 @@ def test_multiline_text_commits_on_ctrl_enter(window, qtbot):
     assert window.doc.nodes[nid]["inputs"]["value"] == "a red\ncircle"
 
 
+def test_escape_keeps_a_typed_prompt(window, qtbot):
+    """Escape leaves a multi-line text (a prompt) with what was typed kept (it threw a long prompt
+    away); Ctrl+Z takes it back. In a one-line field Escape still cancels (below)."""
+    nid = add(window, "String", 0, 0)
+    click(window, widget_point(window, nid, "value"))
+    qtbot.keyClicks(window.scene.editor, "a lighthouse at dusk")
+    qtbot.keyClick(window.scene.editor, Qt.Key_Escape)
+    assert window.scene.editor is None
+    assert window.doc.nodes[nid]["inputs"]["value"] == "a lighthouse at dusk"
+    window.doc.undo_stack.undo()
+    assert "value" not in window.doc.nodes[nid]["inputs"]
+
+
 def test_escape_cancels_an_edit(window, qtbot):
     nid = add(window, "StringConcat", 0, 0)
     click(window, widget_point(window, nid, "a"))
@@ -103,6 +116,55 @@ def test_seed_control_cycles_and_applies_after_run(window, red_png):
     assert window.doc.nodes[nid]["ui"]["seed_control"] == {"seed": "fixed"}
     window.apply_seed_control()
     assert window.doc.nodes[nid]["inputs"]["seed"] == 42
+
+
+def test_seed_control_changes_a_seed_left_at_its_default(window):
+    """A new sampler's seed was never typed (the node shows its default): "increment" and
+    "randomize" must still change it after a run (they did nothing, so every run came from the
+    cache)."""
+    nid = add(window, "Seed", 0, 0)
+    assert "seed" not in window.doc.nodes[nid]["inputs"]
+    default = window.scene.items_by_id[nid].value_of("seed")
+    click(window, widget_point(window, nid, "seed", "control"))  # increment
+    window.apply_seed_control()
+    assert window.doc.nodes[nid]["inputs"]["seed"] == default + 1
+    window.doc.undo_stack.undo()
+    click(window, widget_point(window, nid, "seed", "control"))  # randomize
+    seen = set()
+    for _ in range(3):
+        window.apply_seed_control()
+        seen.add(window.doc.nodes[nid]["inputs"]["seed"])
+    assert len(seen) > 1
+
+
+def test_seed_control_reads_whole_and_explains_itself(window):
+    """"randomize" filled its 60 px box edge to edge (cut at some zooms), and nothing told a
+    newcomer what clicking "fixed" does."""
+    from PySide6.QtGui import QFontMetricsF
+    from PySide6.QtWidgets import QGraphicsSceneHoverEvent
+
+    from nodegen.gui.widgets import SEED_CTRL_W, SEED_MODES
+
+    nid = add(window, "Seed", 0, 0)
+    item = window.scene.items_by_id[nid]
+    fm = QFontMetricsF(item.FONT)
+    assert all(fm.horizontalAdvance(m) + 16 <= SEED_CTRL_W for m in SEED_MODES)
+    ev = QGraphicsSceneHoverEvent()
+    ev.setPos(widget_point(window, nid, "seed", "control"))
+    item.hoverMoveEvent(ev)
+    assert "after each run" in item.toolTip()
+
+
+def test_text_editor_stays_inside_its_node(window):
+    nid = add(window, "CLIPTextEncode", 0, 0) if window.schema.get("CLIPTextEncode") else None
+    if nid is None:
+        return
+    click(window, widget_point(window, nid, "text"))
+    proxy = window.scene._editor_proxy
+    assert proxy is not None
+    node = window.scene.items_by_id[nid].mapToScene(window.scene.items_by_id[nid].body_rect()).boundingRect()
+    assert node.contains(proxy.sceneBoundingRect()), (node, proxy.sceneBoundingRect())
+    window.scene.close_editor()
 
 
 def test_widget_to_port_and_back(window):
