@@ -30,7 +30,10 @@ from nodegen.diffusion.samplers.euler import sample_euler
 from nodegen.diffusion.samplers.euler_ancestral import sample_euler_ancestral
 from nodegen.diffusion.samplers.euler_ancestral_cfg_pp import sample_euler_ancestral_cfg_pp
 from nodegen.diffusion.samplers.euler_cfg_pp import sample_euler_cfg_pp
+from nodegen.diffusion.samplers.gradient_estimation import sample_gradient_estimation
 from nodegen.diffusion.samplers.heun import sample_heun
+from nodegen.diffusion.samplers.heunpp2 import sample_heunpp2
+from nodegen.diffusion.samplers.ipndm import sample_ipndm, sample_ipndm_v
 from nodegen.diffusion.samplers.lcm import sample_lcm
 from nodegen.diffusion.samplers.lms import sample_lms
 from nodegen.diffusion.samplers.res_multistep import (
@@ -68,6 +71,10 @@ SAMPLERS: dict[str, Callable[..., Any]] = {
     "res_multistep_cfg_pp": sample_res_multistep_cfg_pp,
     "res_multistep_ancestral": sample_res_multistep_ancestral,
     "res_multistep_ancestral_cfg_pp": sample_res_multistep_ancestral_cfg_pp,
+    "ipndm": sample_ipndm,
+    "ipndm_v": sample_ipndm_v,
+    "heunpp2": sample_heunpp2,
+    "gradient_estimation": sample_gradient_estimation,
 }
 
 #: ComfyUI's "_gpu" variants draw their noise on the GPU there; ours is always drawn on the CPU

@@ -1,0 +1,221 @@
+"""The further samplers published ComfyUI workflows pick (ipndm, ipndm_v, heunpp2,
+gradient_estimation, ...), each against the published algorithm written out independently here
+(diffusers has none of them), plus one run through KSampler on the SD1 fixture."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nodegen.diffusion.samplers import SAMPLER_NAMES, SAMPLERS, STOCHASTIC
+from nodegen.diffusion.samplers.ipndm import variable_weights
+from nodegen.diffusion.schedules import karras_sigmas
+
+torch.set_num_threads(1)
+S2 = 0.25
+NEW = ["ipndm", "ipndm_v", "heunpp2", "gradient_estimation"]
+
+
+def gaussian(x, sigma, **kw):
+    sig = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+    return x * S2 / (S2 + sig**2)
+
+
+def _start(n=9, seed=0):
+    sig = karras_sigmas(n, 0.03, 14.6).double()
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * sig[0]
+    return x, sig
+
+
+def _eps(y, s):
+    return (y - gaussian(y, s.reshape(1))) / s
+
+
+def _ode_error(name, n):
+    x_t = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sig = karras_sigmas(n, 0.03, 14.6).double()[:-1]
+    out = SAMPLERS[name](gaussian, x_t * sig[0], sig)
+    exact = x_t * sig[0] * math.sqrt(S2 + sig[-1] ** 2) / math.sqrt(S2 + sig[0] ** 2)
+    return float((out - exact).abs().max() / exact.abs().max())
+
+
+def test_names_are_offered_and_deterministic():
+    assert set(NEW) <= set(SAMPLER_NAMES)
+    assert not set(NEW) & STOCHASTIC
+
+
+# -- iPNDM --------------------------------------------------------------------------------------
+
+def _ipndm_reference(x, sig, coeffs_of):
+    """Adams-Bashforth on dx/dsigma = eps, warming up from Euler; ``coeffs_of(i, order)``."""
+    y, olds = x, []
+    for i in range(len(sig) - 1):
+        e = _eps(y, sig[i])
+        order = min(4, i + 1)
+        if sig[i + 1] == 0:
+            y = y - sig[i] * e
+        else:
+            c = coeffs_of(i, order)
+            y = y + (sig[i + 1] - sig[i]) * (c[0] * e + sum(ck * o for ck, o in zip(c[1:], olds[::-1], strict=True)))
+        olds = (olds + [e])[-3:]
+    return y
+
+
+def test_ipndm_is_fourth_order_adams_bashforth():
+    fixed = {1: [1], 2: [1.5, -0.5], 3: [23 / 12, -4 / 3, 5 / 12], 4: [55 / 24, -59 / 24, 37 / 24, -3 / 8]}
+    x, sig = _start()
+    ref = _ipndm_reference(x, sig, lambda i, order: fixed[order])
+    assert torch.allclose(SAMPLERS["ipndm"](gaussian, x, sig), ref, atol=1e-10)
+
+
+def _ipndm_v_published(h):
+    """diff-sampler's ipndm_v weights (zju-pi, Apache 2), in its own notation."""
+    order = len(h)
+    if order == 1:
+        return [1.0]
+    hn, hn1 = h[0], h[1]
+    c = [(2 + hn / hn1) / 2, -(hn / hn1) / 2]
+    if order == 2:
+        return c
+    hn2 = h[2]
+    temp1 = (1 - hn / (3 * (hn + hn1)) * (hn * (hn + hn1)) / (hn1 * (hn1 + hn2))) / 2
+    if order == 3:
+        return [c[0] + temp1, c[1] - (1 + hn1 / hn2) * temp1, temp1 * hn1 / hn2]
+    hn3 = h[3]
+    temp2 = ((1 - hn / (3 * (hn + hn1))) / 2 + (1 - hn / (2 * (hn + hn1))) * hn / (6 * (hn + hn1 + hn2))) \
+        * (hn * (hn + hn1) * (hn + hn1 + hn2)) / (hn1 * (hn1 + hn2) * (hn1 + hn2 + hn3))
+    ratio = hn1 * (hn1 + hn2) / (hn2 * (hn2 + hn3))
+    return [c[0] + temp1 + temp2,
+            c[1] - (1 + hn1 / hn2) * temp1 - (1 + hn1 / hn2 + ratio) * temp2,
+            temp1 * hn1 / hn2 + (hn1 / hn2 + ratio * (1 + hn2 / hn3)) * temp2,
+            -temp2 * ratio * hn1 / hn2]
+
+
+def test_ipndm_v_follows_the_published_variable_step_weights():
+    x, sig = _start()
+    s = [float(v) for v in sig]
+
+    def coeffs(i, order):
+        return _ipndm_v_published([s[i + 1 - k] - s[i - k] for k in range(order)])
+
+    got = SAMPLERS["ipndm_v"](gaussian, x, sig)
+    assert torch.allclose(got, _ipndm_reference(x, sig, coeffs), atol=1e-10)
+    assert not torch.allclose(got, SAMPLERS["ipndm"](gaussian, x, sig), atol=1e-4)
+
+
+def test_ipndm_v_weights():
+    # even spacing: up to third order the constant-step Adams-Bashforth weights (ipndm_v == ipndm);
+    # the published fourth-order form is not AB4 there, and ComfyUI runs it as published
+    assert np.allclose(variable_weights([-1.0] * 3), [23 / 12, -16 / 12, 5 / 12])
+    assert np.allclose(variable_weights([-1.0] * 4), [57 / 24, -65 / 24, 43 / 24, -11 / 24])
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 10
+    even = torch.linspace(10, 0.5, 8, dtype=torch.float64)
+    assert torch.allclose(SAMPLERS["ipndm_v"](gaussian, x, even, max_order=3),
+                          SAMPLERS["ipndm"](gaussian, x, even, max_order=3), atol=1e-12)
+    # second order: the exact integral of the line through the last two slopes
+    h0, h1 = -0.7, -1.3
+    nodes = [0.0, -h1]  # sigma_i and sigma_i-1, measured from sigma_i
+    exact = []
+    for j in range(2):
+        basis = np.poly1d([1.0, -nodes[1 - j]]) / (nodes[j] - nodes[1 - j])
+        exact.append((basis.integ()(h0) - basis.integ()(0.0)) / h0)
+    assert np.allclose(variable_weights([h0, h1]), exact)
+    # up to third order the weights sum to 1 (they integrate a constant slope exactly); the
+    # published fourth-order form does only on even spacing
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        h = list(-rng.uniform(0.2, 2.0, 3))
+        assert math.isclose(sum(variable_weights(h)), 1.0, rel_tol=1e-12)
+        assert math.isclose(sum(variable_weights(h[:2])), 1.0, rel_tol=1e-12)
+
+
+def test_ipndm_v_is_high_order_on_uneven_steps():
+    e1, e2 = _ode_error("ipndm_v", 20), _ode_error("ipndm_v", 40)
+    assert math.log2(e1 / e2) >= 2.5, (e1, e2)
+
+
+# -- Heun++ and gradient estimation ----------------------------------------------------------------
+
+def _heunpp2_reference(x, sig):
+    y, n = x, len(sig) - 1
+    for i in range(n):
+        dt = sig[i + 1] - sig[i]
+        d = _eps(y, sig[i])
+        if i == n - 1:
+            y = y + d * dt
+        elif i == n - 2:
+            d2 = _eps(y + d * dt, sig[i + 1])
+            w = sig[i + 1] / (2 * sig[0])
+            y = y + ((1 - w) * d + w * d2) * dt
+        else:
+            y2 = y + d * dt
+            d2 = _eps(y2, sig[i + 1])
+            d3 = _eps(y2 + d2 * (sig[i + 2] - sig[i + 1]), sig[i + 2])
+            w2, w3 = sig[i + 1] / (3 * sig[0]), sig[i + 2] / (3 * sig[0])
+            y = y + ((1 - w2 - w3) * d + w2 * d2 + w3 * d3) * dt
+    return y
+
+
+def test_heunpp2_formula_and_evaluations():
+    x, sig = _start()
+    calls = []
+
+    def counted(y, s, **kw):
+        calls.append(float(s[0]))
+        return gaussian(y, s)
+
+    got = SAMPLERS["heunpp2"](counted, x, sig)
+    assert torch.allclose(got, _heunpp2_reference(x, sig), atol=1e-10)
+    n = len(sig) - 1
+    assert len(calls) == 3 * (n - 2) + 2 + 1
+
+
+def test_gradient_estimation_formula():
+    x, sig = _start()
+    y, old = x, None
+    for i in range(len(sig) - 1):
+        d = _eps(y, sig[i])
+        slope = d if old is None or sig[i + 1] == 0 else 2.5 * d - 1.5 * old
+        y = y + slope * (sig[i + 1] - sig[i])
+        old = d
+    assert torch.allclose(SAMPLERS["gradient_estimation"](gaussian, x, sig, ge_gamma=2.5), y, atol=1e-10)
+    # ge_gamma 1 is plain Euler
+    assert torch.allclose(SAMPLERS["gradient_estimation"](gaussian, x, sig, ge_gamma=1.0),
+                          SAMPLERS["euler"](gaussian, x, sig), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_final_step_lands_on_the_denoised(name):
+    x = torch.randn(1, 4, 4, 4, dtype=torch.float64)
+    sig = torch.tensor([2.0, 0.0], dtype=torch.float64)
+    assert torch.allclose(SAMPLERS[name](gaussian, x, sig), gaussian(x, sig[:1]))
+
+
+# -- through KSampler on the SD1 fixture ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sd1_parts(tmp_path_factory):
+    from nodegen.models.objects import DiffusionModel, TextEncoder
+    from tests.support.fixtures import fixture
+
+    sd1 = fixture("sd1", tmp_path_factory.mktemp("sd1"))
+    model = DiffusionModel.from_unet(sd1.unet, "sd1", "epsilon")
+    te = TextEncoder.from_components([sd1.tokenizer], [sd1.text_encoder], "sd1")
+    return model, te.encode("a cat"), te.encode("blurry")
+
+
+def test_new_samplers_run_in_ksampler(sd1_parts):
+    from nodegen.diffusion.sample import Steps, sample
+
+    model, pos, neg = sd1_parts
+    lat = {"samples": torch.zeros(1, 4, 8, 8)}
+    outs = {}
+    for name in NEW:
+        a = sample(model, pos, neg, lat, 3, Steps(4), 5.0, name).latent["samples"]
+        assert torch.isfinite(a).all(), name
+        outs[name] = a
+    assert torch.equal(outs["ipndm"], sample(model, pos, neg, lat, 3, Steps(4), 5.0, "ipndm").latent["samples"])
+    assert not torch.allclose(outs["ipndm"], outs["heunpp2"], atol=1e-4)
