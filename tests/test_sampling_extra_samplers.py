@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from nodegen.diffusion.samplers import SAMPLER_NAMES, SAMPLERS, STOCHASTIC
+from nodegen.diffusion.samplers.dpm_solver import fast_orders
 from nodegen.diffusion.samplers.ipndm import variable_weights
 from nodegen.diffusion.schedules import karras_sigmas
 
 torch.set_num_threads(1)
 S2 = 0.25
-NEW = ["ipndm", "ipndm_v", "heunpp2", "gradient_estimation"]
+NEW = ["ipndm", "ipndm_v", "heunpp2", "gradient_estimation", "dpm_fast", "dpm_adaptive"]
 
 
 def gaussian(x, sigma, **kw):
@@ -187,7 +188,114 @@ def test_gradient_estimation_formula():
                           SAMPLERS["euler"](gaussian, x, sig), atol=1e-12)
 
 
-@pytest.mark.parametrize("name", NEW)
+# -- DPM-Solver-fast and adaptive ----------------------------------------------------------------
+
+def _exact_at(x, sig_from, sig_to):
+    """The probability-flow ODE of the Gaussian toy model, solved exactly."""
+    return x * math.sqrt(S2 + sig_to**2) / math.sqrt(S2 + sig_from**2)
+
+
+def _dpm_solver_vp_reference(x_ve, sig_max, sig_min, orders):
+    """DPM-Solver-1/2/3 (arXiv:2206.00927, Algorithms 1 and 2 with r1 = 1/3, r2 = 2/3; steps
+    uniform in lambda) written in the paper's VP coordinates: x = alpha x0 + sigma eps with
+    alpha = 1 / sqrt(1 + s^2), sigma = s alpha for the VE noise level s, lambda = log(alpha / sigma)."""
+    def vp(s):
+        a = 1 / math.sqrt(1 + s * s)
+        return a, s * a
+
+    def eps_vp(x, lam):
+        s = math.exp(-lam)
+        a, _ = vp(s)
+        x_ve = x / a
+        return (x_ve - gaussian(x_ve, torch.tensor([s], dtype=x.dtype))) / s
+
+    def point(lam):  # alpha, sigma at lambda
+        return vp(math.exp(-lam))
+
+    lams = np.linspace(-math.log(sig_max), -math.log(sig_min), len(orders) + 1)
+    x = x_ve * vp(sig_max)[0]
+    for i, order in enumerate(orders):
+        ls, lt = float(lams[i]), float(lams[i + 1])
+        h = lt - ls
+        (a_s, _), (a_t, s_t) = point(ls), point(lt)
+        e0 = eps_vp(x, ls)
+        if order == 1:
+            x = a_t / a_s * x - s_t * math.expm1(h) * e0
+            continue
+        r1 = 0.5 if order == 2 else 1 / 3
+        l1 = ls + r1 * h
+        a1, s1 = point(l1)
+        u1 = a1 / a_s * x - s1 * math.expm1(r1 * h) * e0
+        e1 = eps_vp(u1, l1)
+        if order == 2:
+            x = a_t / a_s * x - s_t * math.expm1(h) * e0 - s_t / (2 * r1) * math.expm1(h) * (e1 - e0)
+            continue
+        r2 = 2 / 3
+        l2 = ls + r2 * h
+        a2, s2 = point(l2)
+        u2 = (a2 / a_s * x - s2 * math.expm1(r2 * h) * e0
+              - s2 * r2 / r1 * (math.expm1(r2 * h) / (r2 * h) - 1) * (e1 - e0))
+        e2 = eps_vp(u2, l2)
+        x = a_t / a_s * x - s_t * math.expm1(h) * e0 - s_t / r2 * (math.expm1(h) / h - 1) * (e2 - e0)
+    return x / vp(sig_min)[0]
+
+
+def test_dpm_fast_orders_use_every_evaluation():
+    assert fast_orders(9) == [3, 3, 2, 1] and fast_orders(10) == [3, 3, 3, 1] and fast_orders(11) == [3, 3, 3, 2]
+    assert all(sum(fast_orders(n)) == n for n in range(1, 40))
+
+
+@pytest.mark.parametrize("nfe", [8, 9, 10])
+def test_dpm_fast_equals_the_paper_algorithm(nfe):
+    x, _ = _start()
+    sig = karras_sigmas(nfe, 0.03, 14.6).double()  # only its ends matter: 14.6 down to 0.03
+    seen = []
+    got = SAMPLERS["dpm_fast"](gaussian, x, sig, callback=lambda info: seen.append(info["i"]))
+    assert seen == list(range(nfe))  # one report per model evaluation: progress counts the steps
+    ref = _dpm_solver_vp_reference(x, 14.6, 0.03, fast_orders(nfe))
+    assert torch.allclose(got, ref, atol=1e-9), float((got - ref).abs().max())
+    # it stops at the smallest nonzero sigma, close to the exact ODE solution there
+    exact = _exact_at(x, 14.6, 0.03)
+    assert float((got - exact).abs().max()) < 0.1 * float(exact.abs().max())
+
+
+def test_dpm_fast_is_high_order():
+    x, _ = _start()
+    exact = _exact_at(x, 14.6, 0.03)
+
+    def err(nfe):
+        out = SAMPLERS["dpm_fast"](gaussian, x, karras_sigmas(nfe, 0.03, 14.6).double())
+        return float((out - exact).abs().max())
+
+    e1, e2 = err(15), err(30)
+    assert math.log2(e1 / e2) >= 2.5, (e1, e2)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_dpm_adaptive_meets_its_tolerance(order):
+    x, sig = _start()
+    exact = _exact_at(x, 14.6, 0.03)
+    calls = {}
+
+    def run(rtol):
+        n = [0]
+
+        def counted(y, s, **kw):
+            n[0] += 1
+            return gaussian(y, s)
+
+        out = SAMPLERS["dpm_adaptive"](counted, x, sig, order=order, rtol=rtol, atol=1e-4)
+        calls[rtol] = n[0]
+        return float((out - exact).abs().max() / exact.abs().max())
+
+    loose, tight = run(0.05), run(0.001)
+    assert tight < 5e-3 and tight < loose
+    assert calls[0.001] > calls[0.05] and calls[0.05] % order == 0
+    with pytest.raises(ValueError, match="order must be 2 or 3"):
+        SAMPLERS["dpm_adaptive"](gaussian, x, sig, order=1)
+
+
+@pytest.mark.parametrize("name", NEW[:4])
 def test_final_step_lands_on_the_denoised(name):
     x = torch.randn(1, 4, 4, 4, dtype=torch.float64)
     sig = torch.tensor([2.0, 0.0], dtype=torch.float64)

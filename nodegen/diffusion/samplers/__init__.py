@@ -19,6 +19,7 @@ from nodegen.diffusion.samplers.ddpm import sample_ddpm
 from nodegen.diffusion.samplers.deis import sample_deis
 from nodegen.diffusion.samplers.dpm_2 import sample_dpm_2
 from nodegen.diffusion.samplers.dpm_2_ancestral import sample_dpm_2_ancestral
+from nodegen.diffusion.samplers.dpm_solver import sample_dpm_adaptive, sample_dpm_fast
 from nodegen.diffusion.samplers.dpmpp_2m import sample_dpmpp_2m
 from nodegen.diffusion.samplers.dpmpp_2m_cfg_pp import sample_dpmpp_2m_cfg_pp
 from nodegen.diffusion.samplers.dpmpp_2m_sde import sample_dpmpp_2m_sde
@@ -75,6 +76,8 @@ SAMPLERS: dict[str, Callable[..., Any]] = {
     "ipndm_v": sample_ipndm_v,
     "heunpp2": sample_heunpp2,
     "gradient_estimation": sample_gradient_estimation,
+    "dpm_fast": sample_dpm_fast,
+    "dpm_adaptive": sample_dpm_adaptive,
 }
 
 #: ComfyUI's "_gpu" variants draw their noise on the GPU there; ours is always drawn on the CPU
