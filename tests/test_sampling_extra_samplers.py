@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from nodegen.diffusion.noise import GeneratorNoiseSampler
 from nodegen.diffusion.samplers import SAMPLER_NAMES, SAMPLERS, STOCHASTIC
 from nodegen.diffusion.samplers.dpm_solver import fast_orders
 from nodegen.diffusion.samplers.ipndm import variable_weights
@@ -17,7 +18,7 @@ from nodegen.diffusion.schedules import karras_sigmas
 
 torch.set_num_threads(1)
 S2 = 0.25
-NEW = ["ipndm", "ipndm_v", "heunpp2", "gradient_estimation", "dpm_fast", "dpm_adaptive"]
+NEW = ["ipndm", "ipndm_v", "heunpp2", "gradient_estimation", "dpm_fast", "dpm_adaptive", "er_sde"]
 
 
 def gaussian(x, sigma, **kw):
@@ -43,9 +44,9 @@ def _ode_error(name, n):
     return float((out - exact).abs().max() / exact.abs().max())
 
 
-def test_names_are_offered_and_deterministic():
+def test_names_are_offered():
     assert set(NEW) <= set(SAMPLER_NAMES)
-    assert not set(NEW) & STOCHASTIC
+    assert set(NEW) & STOCHASTIC == {"er_sde"}
 
 
 # -- iPNDM --------------------------------------------------------------------------------------
@@ -295,6 +296,81 @@ def test_dpm_adaptive_meets_its_tolerance(order):
         SAMPLERS["dpm_adaptive"](gaussian, x, sig, order=1)
 
 
+# -- ER-SDE ----------------------------------------------------------------------------------------
+
+def _er_sde_reference(x, sig, noise, s_noise=1.0):
+    """ER-SDE-Solver-3 (arXiv:2309.06169, VE form: lambda = sigma) with the paper's ER-SDE-5 noise
+    scale phi(l) = l (e^(l^0.3) + 10); its integrals as 200-point left sums, in numpy."""
+    def phi(v):
+        return v * (math.exp(v**0.3) + 10)
+
+    lam = [float(v) for v in sig]
+    y, hist, d1_old = x, [], None
+    for i in range(len(lam) - 1):
+        den = gaussian(y, sig[i].reshape(1))
+        if lam[i + 1] == 0:
+            y = den
+            break
+        ls, lt = lam[i], lam[i + 1]
+        r = phi(lt) / phi(ls)
+        y = r * y + (1 - r) * den
+        grid = lt + np.arange(200) * (ls - lt) / 200
+        w = (ls - lt) / 200
+        if i >= 1:
+            d1 = (den - hist[-1]) / (ls - lam[i - 1])
+            s1 = sum(w / phi(g) for g in grid)
+            y = y + (lt - ls + s1 * phi(lt)) * d1
+            if i >= 2:
+                d2 = (d1 - d1_old) / ((ls - lam[i - 2]) / 2)
+                s2 = sum(w * (g - ls) / phi(g) for g in grid)
+                y = y + ((lt - ls) ** 2 / 2 + s2 * phi(lt)) * d2
+            d1_old = d1
+        y = y + noise(sig[i], sig[i + 1]) * s_noise * math.sqrt(max(lt**2 - ls**2 * r**2, 0.0))
+        hist.append(den)
+    return y
+
+
+def _noise(seed, shape):
+    return GeneratorNoiseSampler(torch.Generator().manual_seed(seed), shape, dtype=torch.float64)
+
+
+def test_er_sde_equals_the_paper_algorithm_with_the_same_noise():
+    x, sig = _start()
+    got = SAMPLERS["er_sde"](gaussian, x, sig, noise_sampler=_noise(3, x.shape))
+    ref = _er_sde_reference(x, sig, _noise(3, x.shape))
+    assert torch.allclose(got, ref, atol=1e-9), float((got - ref).abs().max())
+    # reproducible per seed, and the seed matters
+    assert torch.equal(SAMPLERS["er_sde"](gaussian, x, sig, extra_args={"seed": 5}),
+                       SAMPLERS["er_sde"](gaussian, x, sig, extra_args={"seed": 5}))
+    assert not torch.allclose(got, SAMPLERS["er_sde"](gaussian, x, sig, noise_sampler=_noise(4, x.shape)))
+
+
+def test_er_sde_quadrature_and_ode_mode():
+    from scipy.integrate import quad
+
+    from nodegen.diffusion.samplers.er_sde import _riemann, noise_scaler_for
+
+    phi = noise_scaler_for()
+    lo, hi = torch.tensor(0.6, dtype=torch.float64), torch.tensor(1.4, dtype=torch.float64)
+    exact = quad(lambda v: 1 / float(phi(torch.tensor(v))), 0.6, 1.4)[0]
+    assert math.isclose(float(_riemann(lambda v: 1 / phi(v), lo, hi)), exact, rel_tol=1e-2)
+    # ODE mode, one stage: phi(l) = l makes the step DDIM's, i.e. Euler in sigma
+    x, sig = _start()
+    assert torch.allclose(SAMPLERS["er_sde"](gaussian, x, sig, solver_type="ODE", max_stage=1),
+                          SAMPLERS["euler"](gaussian, x, sig), atol=1e-10)
+    with pytest.raises(ValueError, match="solver_type"):
+        SAMPLERS["er_sde"](gaussian, x, sig, solver_type="SDE")
+
+
+def test_er_sde_samples_the_distribution():
+    g = torch.Generator().manual_seed(0)
+    sig = karras_sigmas(30, 0.03, 14.6)
+    x_t = torch.randn(1, 4, 64, 64, generator=g) * math.sqrt(S2 + float(sig[0]) ** 2)
+    out = SAMPLERS["er_sde"](gaussian, x_t, sig, noise_sampler=GeneratorNoiseSampler(g, x_t.shape))
+    assert abs(float(out.std()) - math.sqrt(S2)) < 0.05 * math.sqrt(S2)
+    assert float(torch.corrcoef(torch.stack([out.flatten(), x_t.flatten()]))[0, 1]) < 0.9
+
+
 @pytest.mark.parametrize("name", NEW[:4])
 def test_final_step_lands_on_the_denoised(name):
     x = torch.randn(1, 4, 4, 4, dtype=torch.float64)
@@ -327,3 +403,20 @@ def test_new_samplers_run_in_ksampler(sd1_parts):
         outs[name] = a
     assert torch.equal(outs["ipndm"], sample(model, pos, neg, lat, 3, Steps(4), 5.0, "ipndm").latent["samples"])
     assert not torch.allclose(outs["ipndm"], outs["heunpp2"], atol=1e-4)
+
+
+def test_er_sde_flow_variant():
+    from nodegen.diffusion.samplers import get_sampler
+    from nodegen.diffusion.samplers.flow_variants import FLOW_VARIANTS
+
+    smp = FLOW_VARIANTS["er_sde"](get_sampler("er_sde", s_noise=0.5))
+    assert smp.options == {"s_noise": 0.5, "flow": True}
+    sig = torch.linspace(1.0, 0.0, 9, dtype=torch.float64)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    # in ODE mode with one stage the step is the flow Euler step (alpha = 1 - sigma), from 1 - 1e-4
+    got = SAMPLERS["er_sde"](gaussian, x, sig, flow=True, solver_type="ODE", max_stage=1)
+    start = sig.clone()
+    start[0] = 1 - 1e-4
+    assert torch.allclose(got, SAMPLERS["euler"](gaussian, x, start), atol=1e-10)
+    out = smp(gaussian, x, sig, extra_args={"seed": 1})
+    assert torch.isfinite(out).all()

@@ -27,6 +27,7 @@ from nodegen.diffusion.samplers.dpmpp_2s_ancestral import sample_dpmpp_2s_ancest
 from nodegen.diffusion.samplers.dpmpp_2s_ancestral_cfg_pp import sample_dpmpp_2s_ancestral_cfg_pp
 from nodegen.diffusion.samplers.dpmpp_3m_sde import sample_dpmpp_3m_sde
 from nodegen.diffusion.samplers.dpmpp_sde import sample_dpmpp_sde
+from nodegen.diffusion.samplers.er_sde import sample_er_sde
 from nodegen.diffusion.samplers.euler import sample_euler
 from nodegen.diffusion.samplers.euler_ancestral import sample_euler_ancestral
 from nodegen.diffusion.samplers.euler_ancestral_cfg_pp import sample_euler_ancestral_cfg_pp
@@ -78,6 +79,7 @@ SAMPLERS: dict[str, Callable[..., Any]] = {
     "gradient_estimation": sample_gradient_estimation,
     "dpm_fast": sample_dpm_fast,
     "dpm_adaptive": sample_dpm_adaptive,
+    "er_sde": sample_er_sde,
 }
 
 #: ComfyUI's "_gpu" variants draw their noise on the GPU there; ours is always drawn on the CPU
@@ -90,7 +92,7 @@ SAMPLER_NAMES: list[str] = list(SAMPLERS)
 #: Samplers that draw fresh noise while sampling (results depend on the seed's noise stream).
 STOCHASTIC = {"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde",
               "dpmpp_3m_sde", "lcm", "euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp", "ddpm",
-              "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", *ALIASES}
+              "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "er_sde", *ALIASES}
 
 #: SDE samplers whose step noise comes from a Brownian tree seeded by the sampling seed
 #: (k-diffusion / ComfyUI; see nodegen.diffusion.brownian), not from the seed's Gaussian stream.

@@ -79,4 +79,5 @@ def _variant(fn: Callable) -> Callable[[Sampler], Sampler]:
 FLOW_VARIANTS: dict[str, Callable[[Sampler], Sampler]] = {
     "euler_ancestral": _variant(sample_euler_ancestral_rf),
     "dpmpp_2m": _variant(sample_dpmpp_2m_flow),
+    "er_sde": lambda smp: Sampler(smp.name, smp.function, {**smp.options, "flow": True}),
 }
