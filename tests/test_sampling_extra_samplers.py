@@ -18,7 +18,8 @@ from nodegen.diffusion.schedules import karras_sigmas
 
 torch.set_num_threads(1)
 S2 = 0.25
-NEW = ["ipndm", "ipndm_v", "heunpp2", "gradient_estimation", "dpm_fast", "dpm_adaptive", "er_sde"]
+NEW = ["ipndm", "ipndm_v", "heunpp2", "gradient_estimation", "dpm_fast", "dpm_adaptive", "er_sde", "seeds_2",
+       "seeds_3"]
 
 
 def gaussian(x, sigma, **kw):
@@ -46,7 +47,7 @@ def _ode_error(name, n):
 
 def test_names_are_offered():
     assert set(NEW) <= set(SAMPLER_NAMES)
-    assert set(NEW) & STOCHASTIC == {"er_sde"}
+    assert set(NEW) & STOCHASTIC == {"er_sde", "seeds_2", "seeds_3"}
 
 
 # -- iPNDM --------------------------------------------------------------------------------------
@@ -371,6 +372,88 @@ def test_er_sde_samples_the_distribution():
     assert float(torch.corrcoef(torch.stack([out.flatten(), x_t.flatten()]))[0, 1]) < 0.9
 
 
+# -- SEEDS -----------------------------------------------------------------------------------------
+
+def _seeds_reference(x, sig, noise, stages, eta=1.0, s_noise=1.0):
+    """SEEDS (arXiv:2305.14267) as ComfyUI writes it, VE form (lambda = -log sigma, alpha = 1),
+    with its phi functions ei_1(h) = e^h - 1, ei_2(h) = (e^h - 1 - h) / h. ``stages``: "2" (phi_1,
+    r = 1/2), "2phi2" or "3"."""
+    def ei1(v):
+        return math.expm1(v)
+
+    def ei2(v):
+        return (math.expm1(v) - v) / v
+
+    y = x
+    for i in range(len(sig) - 1):
+        s, t = float(sig[i]), float(sig[i + 1])
+        den = gaussian(y, sig[i].reshape(1))
+        if t == 0:
+            y = den
+            continue
+        h = math.log(s) - math.log(t)
+        he = h * (1 + eta)
+        rs = [0.5] if stages != "3" else [1 / 3, 2 / 3]
+        pts = [s * math.exp(-c * h) for c in rs]
+        z = math.sqrt(-math.expm1(-2 * rs[0] * h * eta)) * noise(sig[i], torch.tensor(pts[0]))
+        y1 = pts[0] / s * math.exp(-rs[0] * h * eta) * y - ei1(-rs[0] * he) * den + z * pts[0] * s_noise
+        d1 = gaussian(y1, torch.tensor([pts[0]], dtype=y.dtype))
+        last_c, last_sigma, d_last = rs[0], pts[0], d1
+        if stages == "3":
+            a2 = rs[1] / rs[0] * ei2(-rs[1] * he)
+            a1 = ei1(-rs[1] * he) - a2
+            seg = (rs[0] - rs[1]) * h * eta
+            z = z * math.exp(seg) + math.sqrt(-math.expm1(2 * seg)) * noise(torch.tensor(pts[0]), torch.tensor(pts[1]))
+            y2 = pts[1] / s * math.exp(-rs[1] * h * eta) * y - (a1 * den + a2 * d1) + z * pts[1] * s_noise
+            d_last = gaussian(y2, torch.tensor([pts[1]], dtype=y.dtype))
+            last_c, last_sigma = rs[1], pts[1]
+        if stages == "2":
+            comb = -ei1(-he) * torch.lerp(den, d_last, 1 / (2 * rs[0]))
+        else:
+            b = ei2(-he) / last_c
+            comb = -((ei1(-he) - b) * den + b * d_last)
+        seg = (last_c - 1) * h * eta
+        z = z * math.exp(seg) + math.sqrt(-math.expm1(2 * seg)) * noise(torch.tensor(last_sigma), sig[i + 1])
+        y = t / s * math.exp(-h * eta) * y + comb + z * t * s_noise
+    return y
+
+
+@pytest.mark.parametrize("name, stages, opts", [("seeds_2", "2", {}), ("seeds_2", "2phi2", {"solver_type": "phi_2"}),
+                                                ("seeds_3", "3", {})])
+def test_seeds_equal_the_published_algorithm_with_the_same_noise(name, stages, opts):
+    x, sig = _start()
+    got = SAMPLERS[name](gaussian, x, sig, noise_sampler=_noise(3, x.shape), **opts)
+    ref = _seeds_reference(x, sig, _noise(3, x.shape), stages)
+    assert torch.allclose(got, ref, atol=1e-9), float((got - ref).abs().max())
+    assert torch.equal(SAMPLERS[name](gaussian, x, sig, extra_args={"seed": 5}, **opts),
+                       SAMPLERS[name](gaussian, x, sig, extra_args={"seed": 5}, **opts))
+    # eta 0: the deterministic exponential Runge-Kutta method
+    ode = SAMPLERS[name](gaussian, x, sig, eta=0.0, **opts)
+    assert torch.allclose(ode, _seeds_reference(x, sig, lambda a, b: 0.0, stages, eta=0.0), atol=1e-9)
+
+
+@pytest.mark.parametrize("name, order", [("seeds_2", 1.8), ("seeds_3", 2.2)])
+def test_seeds_deterministic_order(name, order):
+    x_t = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    errs = []
+    for n in (8, 16):
+        sig = karras_sigmas(n, 0.03, 14.6).double()[:-1]
+        out = SAMPLERS[name](gaussian, x_t * sig[0], sig, eta=0.0)
+        exact = _exact_at(x_t * sig[0], float(sig[0]), float(sig[-1]))
+        errs.append(float((out - exact).abs().max() / exact.abs().max()))
+    assert math.log2(errs[0] / errs[1]) >= order, errs
+
+
+@pytest.mark.parametrize("name", ["seeds_2", "seeds_3"])
+def test_seeds_sample_the_distribution(name):
+    g = torch.Generator().manual_seed(0)
+    sig = karras_sigmas(20, 0.03, 14.6)
+    x_t = torch.randn(1, 4, 64, 64, generator=g) * math.sqrt(S2 + float(sig[0]) ** 2)
+    out = SAMPLERS[name](gaussian, x_t, sig, noise_sampler=GeneratorNoiseSampler(g, x_t.shape))
+    assert abs(float(out.std()) - math.sqrt(S2)) < 0.05 * math.sqrt(S2)
+    assert float(torch.corrcoef(torch.stack([out.flatten(), x_t.flatten()]))[0, 1]) < 0.5
+
+
 @pytest.mark.parametrize("name", NEW[:4])
 def test_final_step_lands_on_the_denoised(name):
     x = torch.randn(1, 4, 4, 4, dtype=torch.float64)
@@ -420,3 +503,9 @@ def test_er_sde_flow_variant():
     assert torch.allclose(got, SAMPLERS["euler"](gaussian, x, start), atol=1e-10)
     out = smp(gaussian, x, sig, extra_args={"seed": 1})
     assert torch.isfinite(out).all()
+    for name in ("seeds_2", "seeds_3"):
+        flow = FLOW_VARIANTS[name](get_sampler(name))
+        assert flow.options == {"flow": True}
+        out = flow(gaussian, x, sig, extra_args={"seed": 1})
+        assert torch.isfinite(out).all() and not torch.allclose(out, SAMPLERS[name](gaussian, x, start,
+                                                                                     extra_args={"seed": 1}))

@@ -61,3 +61,21 @@ def ensure_noise_sampler(noise_sampler, x, extra_args):
     if noise_sampler is not None:
         return noise_sampler
     return default_noise_sampler(x, (extra_args or {}).get("seed"))
+
+
+def half_log_snr_fns(flow: bool = False):
+    """``(lambda_of_sigma, sigma_of_lambda)`` for the half log-SNR ``lambda = log(alpha / sigma)``:
+    ``alpha = 1`` for epsilon / v models, ``alpha = 1 - sigma`` for flow models (then
+    ``alpha = sigma e^lambda`` either way)."""
+    if flow:
+        return (lambda s: s.logit().neg()), (lambda lam: lam.neg().sigmoid())
+    return (lambda s: s.log().neg()), (lambda lam: lam.neg().exp())
+
+
+def offset_first_sigma(sigmas: torch.Tensor, flow: bool) -> torch.Tensor:
+    """Flow schedules start at sigma 1, where lambda is -inf: start at ``1 - 1e-4`` instead (as
+    ComfyUI does for an unshifted schedule)."""
+    if flow and len(sigmas) > 1 and sigmas[0] >= 1:
+        sigmas = sigmas.clone()
+        sigmas[0] = 1 - 1e-4
+    return sigmas

@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import torch
 
-from nodegen.diffusion.samplers._common import ensure_noise_sampler, report, s_in_like
+from nodegen.diffusion.samplers._common import ensure_noise_sampler, offset_first_sigma, report, s_in_like
 
 POINTS = 200
 SOLVER_TYPES = ("ER-SDE", "Reverse-time SDE", "ODE")
@@ -65,9 +65,7 @@ def sample_er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None
     if s_noise > 0:
         noise_sampler = ensure_noise_sampler(noise_sampler, x, extra_args)
     s_in = s_in_like(x)
-    if flow and len(sigmas) > 1 and sigmas[0] >= 1:
-        sigmas = sigmas.clone()
-        sigmas[0] = 1 - 1e-4
+    sigmas = offset_first_sigma(sigmas, flow)
     alphas = 1 - sigmas if flow else torch.ones_like(sigmas)
     lams = sigmas / alphas
     old_denoised = old_d1 = None

@@ -79,5 +79,7 @@ def _variant(fn: Callable) -> Callable[[Sampler], Sampler]:
 FLOW_VARIANTS: dict[str, Callable[[Sampler], Sampler]] = {
     "euler_ancestral": _variant(sample_euler_ancestral_rf),
     "dpmpp_2m": _variant(sample_dpmpp_2m_flow),
-    "er_sde": lambda smp: Sampler(smp.name, smp.function, {**smp.options, "flow": True}),
+    # these take the flow geometry (alpha = 1 - sigma) as an option
+    **{name: (lambda smp: Sampler(smp.name, smp.function, {**smp.options, "flow": True}))
+       for name in ("er_sde", "seeds_2", "seeds_3")},
 }
