@@ -19,7 +19,7 @@ from nodegen.diffusion.schedules import karras_sigmas
 torch.set_num_threads(1)
 S2 = 0.25
 NEW = ["ipndm", "ipndm_v", "heunpp2", "gradient_estimation", "dpm_fast", "dpm_adaptive", "er_sde", "seeds_2",
-       "seeds_3"]
+       "seeds_3", "sa_solver", "sa_solver_pece"]
 
 
 def gaussian(x, sigma, **kw):
@@ -47,7 +47,7 @@ def _ode_error(name, n):
 
 def test_names_are_offered():
     assert set(NEW) <= set(SAMPLER_NAMES)
-    assert set(NEW) & STOCHASTIC == {"er_sde", "seeds_2", "seeds_3"}
+    assert set(NEW) & STOCHASTIC == {"er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece"}
 
 
 # -- iPNDM --------------------------------------------------------------------------------------
@@ -454,6 +454,108 @@ def test_seeds_sample_the_distribution(name):
     assert float(torch.corrcoef(torch.stack([out.flatten(), x_t.flatten()]))[0, 1]) < 0.5
 
 
+# -- SA-Solver -------------------------------------------------------------------------------------
+
+def _sa_weights(lams, lam_s, lam_t, tau):
+    """The paper's b_j / alpha_t in closed form: the exponentially weighted moments
+    M_p = int c e^(c (l - t)) l^p dl obey M_p = t^p - s^p e^(-c h) - (p / c) M_(p-1); the Lagrange
+    integrals solve V^T b = M (V the Vandermonde matrix of the lambdas)."""
+    c, h = 1 + tau**2, lam_t - lam_s
+    moments = []
+    for p in range(len(lams)):
+        m = lam_t**p - lam_s**p * math.exp(-c * h)
+        if p:
+            m -= p / c * moments[-1]
+        moments.append(m)
+    return np.linalg.solve(np.vander(np.array(lams), len(lams), increasing=True).T, np.array(moments))
+
+
+def _sa_reference(x, sig, noise, eta, interval, pece, p_order=3, c_order=4):
+    lam = [-math.log(float(v)) if v > 0 else math.inf for v in sig]
+    n = len(sig) - 1
+    y_pred, tau, z, hist = x, 0.0, None, []
+    evals = 0
+    for i in range(n):
+        den = gaussian(y_pred, sig[i].reshape(1))
+        evals += 1
+        hist = (hist + [den])[-4:]
+        p = min(p_order, len(hist), n - 1 - i)
+        c = 0 if i == 0 or (sig[i + 1] == 0 and not pece) else min(c_order, len(hist), n - i)
+        if c == 0:
+            y = y_pred
+        else:
+            b = _sa_weights(lam[i - c + 1: i + 1], lam[i - 1], lam[i], tau)
+            y = float(sig[i] / sig[i - 1]) * math.exp(-(tau**2) * (lam[i] - lam[i - 1])) * y \
+                + sum(float(bj) * d for bj, d in zip(b, hist[-c:], strict=True))
+            if z is not None:
+                y = y + z
+            if pece:
+                den = gaussian(y, sig[i].reshape(1))
+                evals += 1
+                hist[-1] = den
+        if sig[i + 1] == 0:
+            y_pred = den
+            continue
+        tau = eta if interval[0] >= float(sig[i + 1]) >= interval[1] else 0.0
+        h = lam[i + 1] - lam[i]
+        b = _sa_weights(lam[i - p + 1: i + 1], lam[i], lam[i + 1], tau)
+        y_pred = float(sig[i + 1] / sig[i]) * math.exp(-(tau**2) * h) * y \
+            + sum(float(bj) * d for bj, d in zip(b, hist[-p:], strict=True))
+        z = None
+        if tau > 0:
+            z = noise(sig[i], sig[i + 1]) * float(sig[i + 1]) * math.sqrt(-math.expm1(-2 * tau**2 * h))
+            y_pred = y_pred + z
+    return y_pred, evals
+
+
+def test_sa_solver_weights_equal_the_closed_form():
+    from nodegen.diffusion.samplers.sa_solver import adams_coefficients
+
+    lams = [-2.1, -1.3, -0.4, 0.2]
+    for tau in (0.0, 1.0):
+        for k in (1, 2, 3, 4):
+            got = adams_coefficients(lams[-k:], 0.2, 0.9, tau)
+            assert np.allclose(got, _sa_weights(lams[-k:], 0.2, 0.9, tau), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name, pece", [("sa_solver", False), ("sa_solver_pece", True)])
+def test_sa_solver_equals_the_paper_algorithm_with_the_same_noise(name, pece):
+    x, sig = _start(10)
+    interval = (5.0, 0.3)
+    calls = []
+
+    def counted(y, s, **kw):
+        calls.append(1)
+        return gaussian(y, s)
+
+    got = SAMPLERS[name](counted, x, sig, noise_sampler=_noise(3, x.shape), tau_interval=interval)
+    ref, evals = _sa_reference(x, sig, _noise(3, x.shape), 1.0, interval, pece)
+    assert torch.allclose(got, ref, atol=1e-9), float((got - ref).abs().max())
+    assert len(calls) == evals and evals == (len(sig) - 1) * (2 if pece else 1) - 1 * pece
+    assert torch.equal(SAMPLERS[name](gaussian, x, sig, extra_args={"seed": 5}),
+                       SAMPLERS[name](gaussian, x, sig, extra_args={"seed": 5}))
+    # tau off everywhere: deterministic, the same as eta 0
+    assert torch.allclose(SAMPLERS[name](gaussian, x, sig, tau_interval=(100.0, 50.0), extra_args={"seed": 1}),
+                          SAMPLERS[name](gaussian, x, sig, eta=0.0), atol=1e-12)
+
+
+def test_sa_solver_deterministic_order_and_distribution():
+    x_t = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    errs = []
+    for n in (20, 40):
+        sig = karras_sigmas(n, 0.03, 14.6).double()[:-1]
+        out = SAMPLERS["sa_solver"](gaussian, x_t * sig[0], sig, eta=0.0)
+        exact = _exact_at(x_t * sig[0], float(sig[0]), float(sig[-1]))
+        errs.append(float((out - exact).abs().max() / exact.abs().max()))
+    assert math.log2(errs[0] / errs[1]) >= 3.0, errs  # predictor 3 + corrector 4
+    g = torch.Generator().manual_seed(0)
+    sig = karras_sigmas(20, 0.03, 14.6)
+    x = torch.randn(1, 4, 64, 64, generator=g) * math.sqrt(S2 + float(sig[0]) ** 2)
+    out = SAMPLERS["sa_solver"](gaussian, x, sig, noise_sampler=GeneratorNoiseSampler(g, x.shape))
+    assert abs(float(out.std()) - math.sqrt(S2)) < 0.05 * math.sqrt(S2)
+    assert float(torch.corrcoef(torch.stack([out.flatten(), x.flatten()]))[0, 1]) < 0.9
+
+
 @pytest.mark.parametrize("name", NEW[:4])
 def test_final_step_lands_on_the_denoised(name):
     x = torch.randn(1, 4, 4, 4, dtype=torch.float64)
@@ -509,3 +611,17 @@ def test_er_sde_flow_variant():
         out = flow(gaussian, x, sig, extra_args={"seed": 1})
         assert torch.isfinite(out).all() and not torch.allclose(out, SAMPLERS[name](gaussian, x, start,
                                                                                      extra_args={"seed": 1}))
+
+
+def test_sa_solver_takes_its_noise_interval_from_the_model(sd1_parts):
+    from nodegen.diffusion.denoiser import Denoiser
+    from nodegen.diffusion.samplers.sa_solver import _tau_function
+
+    model, pos, _ = sd1_parts
+    with model.use(None, None) as unet:
+        den = Denoiser(model, unet, pos, None, 1.0, latent_image=torch.zeros(1, 4, 8, 8))
+        hi, lo = den.percent_to_sigma(0.2), den.percent_to_sigma(0.8)
+        assert math.isclose(hi, float(den.ms.t_to_sigma(0.8 * 999)), rel_tol=1e-9) and hi > lo > 0
+        tau = _tau_function(den, 0.7, None)
+        assert tau(torch.tensor(hi * 1.01)) == 0.0 and tau(torch.tensor((hi * lo) ** 0.5)) == 0.7
+        assert tau(torch.tensor(lo * 0.99)) == 0.0

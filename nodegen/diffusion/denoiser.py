@@ -210,6 +210,10 @@ class Denoiser:
             return False
         return not (end is not None and sigma < self._percent_sigma(end))
 
+    def percent_to_sigma(self, percent: float) -> float:
+        """ComfyUI's ``percent_to_sigma`` for this model (samplers read it, e.g. sa_solver)."""
+        return self._percent_sigma(percent)
+
     def _percent_sigma(self, percent: float) -> float:
         if percent <= 0:
             return math.inf

@@ -16,7 +16,8 @@ SAMPLER_NAMES: list[str] = [
     "euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_2m_cfg_pp", "ddpm",
     "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
     "res_multistep_ancestral_cfg_pp", "ipndm", "ipndm_v", "heunpp2", "gradient_estimation",
-    "dpm_fast", "dpm_adaptive", "er_sde", "seeds_2", "seeds_3", "dpmpp_sde_gpu", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde_gpu",
+    "dpm_fast", "dpm_adaptive", "er_sde", "seeds_2", "seeds_3", "sa_solver",
+    "sa_solver_pece", "dpmpp_sde_gpu", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde_gpu",
 ]
 
 #: ``nodegen.diffusion.schedules.SCHEDULER_NAMES``.

@@ -44,6 +44,7 @@ from nodegen.diffusion.samplers.res_multistep import (
     sample_res_multistep_ancestral_cfg_pp,
     sample_res_multistep_cfg_pp,
 )
+from nodegen.diffusion.samplers.sa_solver import sample_sa_solver, sample_sa_solver_pece
 from nodegen.diffusion.samplers.seeds import sample_seeds_2, sample_seeds_3
 from nodegen.diffusion.samplers.uni_pc import sample_uni_pc, sample_uni_pc_bh2
 
@@ -83,6 +84,8 @@ SAMPLERS: dict[str, Callable[..., Any]] = {
     "er_sde": sample_er_sde,
     "seeds_2": sample_seeds_2,
     "seeds_3": sample_seeds_3,
+    "sa_solver": sample_sa_solver,
+    "sa_solver_pece": sample_sa_solver_pece,
 }
 
 #: ComfyUI's "_gpu" variants draw their noise on the GPU there; ours is always drawn on the CPU
@@ -96,7 +99,7 @@ SAMPLER_NAMES: list[str] = list(SAMPLERS)
 STOCHASTIC = {"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde",
               "dpmpp_3m_sde", "lcm", "euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp", "ddpm",
               "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "er_sde", "seeds_2", "seeds_3",
-              *ALIASES}
+              "sa_solver", "sa_solver_pece", *ALIASES}
 
 #: SDE samplers whose step noise comes from a Brownian tree seeded by the sampling seed
 #: (k-diffusion / ComfyUI; see nodegen.diffusion.brownian), not from the seed's Gaussian stream.

@@ -81,5 +81,5 @@ FLOW_VARIANTS: dict[str, Callable[[Sampler], Sampler]] = {
     "dpmpp_2m": _variant(sample_dpmpp_2m_flow),
     # these take the flow geometry (alpha = 1 - sigma) as an option
     **{name: (lambda smp: Sampler(smp.name, smp.function, {**smp.options, "flow": True}))
-       for name in ("er_sde", "seeds_2", "seeds_3")},
+       for name in ("er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece")},
 }
