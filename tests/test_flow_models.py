@@ -138,7 +138,7 @@ def test_flow_schedules(sd3, scheduler):
     assert float(s[0]) == pytest.approx(1.0) and float(s[-1]) == 0 and bool((s[1:] < s[:-1]).all())
 
 
-@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "heun", "dpmpp_2m"])
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "heun", "dpmpp_2m", "er_sde", "seeds_2", "sa_solver"])
 def test_samplers_on_flow_models(flux, sampler):
     model, te, _ = flux_components(flux)
     out = sample(model, te.encode("a cat"), None, {"samples": torch.zeros(1, 16, 8, 8)}, 5, Steps(4, "simple"), 1.0, sampler, device="cpu").latent["samples"]
