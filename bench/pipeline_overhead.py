@@ -99,7 +99,7 @@ class _Clock:
         fn(*args)
         thread = time.thread_time() - t
         return {"wall": time.perf_counter() - w, "process": time.process_time() - p, "thread": thread,
-                "outside_unet": thread - self.in_unet}
+                "unet": self.in_unet, "outside_unet": thread - self.in_unet}
 
 
 def _spread(values: list[float]) -> dict:
@@ -158,7 +158,7 @@ def time_sampling(ckpt: Path, size: int, steps: int, repeat: int) -> dict:
         for name, run in order if i % 2 == 0 else order[::-1]:
             runs[name].append(clock.measure(run, i, prompt))
     result: dict = {"pairs": repeat}
-    for key in ("wall", "process", "thread"):
+    for key in ("wall", "process", "thread", "unet"):
         ours = [r[key] for r in runs["nodegen"]]
         theirs = [r[key] for r in runs["diffusers"]]
         result[key] = {"nodegen_s": statistics.median(ours), "diffusers_s": statistics.median(theirs),
@@ -173,6 +173,9 @@ def _report_sampling(s: dict) -> None:
         print(f"sampling, {label}: nodegen {f['nodegen_s']:.3f} s, diffusers {f['diffusers_s']:.3f} s (medians); "
               f"ratio per pair: median {r['median']:.3f}, quartiles {r['q1']:.3f}-{r['q3']:.3f}, "
               f"range {r['min']:.3f}-{r['max']:.3f} ({s['pairs']} pairs)")
+    r = s["unet"]["ratio"]
+    print(f"thread CPU inside the shared UNet (the same computation on both sides; its spread is the "
+          f"machine's): ratio per pair: median {r['median']:.3f}, quartiles {r['q1']:.3f}-{r['q3']:.3f}")
     o = s["outside_unet"]
     print(f"thread CPU outside the UNet per image (text encoding, sampler, VAE decode, PNG, engine): "
           f"nodegen {o['nodegen'] * 1000:.1f} ms, diffusers {o['diffusers'] * 1000:.1f} ms (medians)")
