@@ -1,7 +1,8 @@
 """nodegen's txt2img graph versus diffusers' StableDiffusionPipeline on the same components.
 
 1. Sampling: the same single-file checkpoint is loaded once by each side (our CheckpointLoader,
-   cached by the engine; the pipeline built over the very modules our loader made), then each
+   cached by the engine; the pipeline built over the UNet and VAE our loader made, with
+   transformers' text encoder and tokenizer on the same weights), then each
    side generates REPEAT images with a new prompt and seed every time (so text encoding,
    sampling, decoding and writing a PNG all run; only the loader is cached). The two run in
    pairs within the one process, which goes first alternating. Reports, for process CPU time,
@@ -103,11 +104,22 @@ class _Clock:
 
 
 def _spread(values: list[float]) -> dict:
-    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
     return {"median": statistics.median(values), "q1": q[0], "q3": q[2], "min": min(values), "max": max(values)}
 
 
-def time_sampling(ckpt: Path, size: int, steps: int, repeat: int) -> dict:
+def _transformers_text_encoder(ours, cfg: Path):
+    """transformers' ``CLIPTextModel`` with our text encoder's weights (float32, as diffusers runs
+    it on the CPU): diffusers' side runs its own text stack, as a diffusers user would."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    te = CLIPTextModel(CLIPTextConfig.from_pretrained(cfg / "text_encoder"))
+    missing, unexpected = te.load_state_dict({k: v.float() for k, v in ours.state_dict().items()}, strict=False)
+    assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
+    return te.eval()
+
+
+def time_sampling(ckpt: Path, cfg: Path, size: int, steps: int, repeat: int) -> dict:
     """``repeat`` pairs of runs (nodegen, diffusers), adjacent in time, which goes first alternating;
     each run a new prompt and seed and ends in a PNG file on disk. Per pair the ratio nodegen /
     diffusers of each clock; the figure is the median of those ratios (a load change between
@@ -116,6 +128,7 @@ def time_sampling(ckpt: Path, size: int, steps: int, repeat: int) -> dict:
     import torch
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
+    from nodegen.models.clip_tokenizer import load_clip_tokenizer
     from nodegen.runtime.engine import Engine
 
     out_dir = Path(tempfile.mkdtemp())
@@ -129,10 +142,12 @@ def time_sampling(ckpt: Path, size: int, steps: int, repeat: int) -> dict:
     warm = min(steps, 2)  # first-call costs only (a 512 px step costs seconds)
     first = engine.run(graph, set={"Prompt.text": "warm up", "Sampler.seed": 99, "Sampler.steps": warm})
     assert first.ok, first.problems or first.failures
-    # the pipeline over the modules our loader built (same weights, same device, same dtype)
+    # the pipeline over the UNet and VAE our loader built (the same modules), with transformers'
+    # text encoder and tokenizer (nodegen's own CLIP stack is not transformers') on the same weights
     m, c, v = engine.models.load_checkpoint(str(ckpt))
     pipe = StableDiffusionPipeline(
-        vae=v.vae, text_encoder=c.encoders[0], tokenizer=c.tokenizers[0], unet=m.unet,
+        vae=v.vae, text_encoder=_transformers_text_encoder(c.encoders[0], cfg), tokenizer=load_clip_tokenizer(),
+        unet=m.unet,
         scheduler=DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                                               beta_schedule="scaled_linear", use_karras_sigmas=True),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -253,7 +268,7 @@ def main() -> None:
               f"{args.steps} steps dpmpp_2m karras, cfg 5; python {platform.python_version()}, "
               f"torch {torch.__version__}, 1 thread, {time.strftime('%Y-%m-%d')}")
         load = os.getloadavg()
-        s = time_sampling(ckpt, args.size, args.steps, args.repeat)
+        s = time_sampling(ckpt, cfg, args.size, args.steps, args.repeat)
         _report_sampling(s)
         print("load average before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}".format(*load, *os.getloadavg()))
         if args.no_loading:
