@@ -1,17 +1,20 @@
 """nodegen's txt2img graph versus diffusers' StableDiffusionPipeline on the same components.
 
 1. Sampling: the same single-file checkpoint is loaded once by each side (our CheckpointLoader,
-   cached by the engine; the pipeline built over the very modules our loader made), then each
+   cached by the engine; the pipeline built over the UNet and VAE our loader made, with
+   transformers' text encoder and tokenizer on the same weights), then each
    side generates REPEAT images with a new prompt and seed every time (so text encoding,
-   sampling and decoding all run; only the loader is cached). Reports the median wall time and
-   process CPU time of each and the ratios nodegen / diffusers (target <= 1.03); the two
-   alternate within the one process, and which goes first alternates too.
+   sampling, decoding and writing a PNG all run; only the loader is cached). The two run in
+   pairs within the one process, which goes first alternating. Reports, for process CPU time,
+   thread CPU time and wall time, the median of the per-pair ratios nodegen / diffusers (target
+   <= 1.03) with quartiles and range, and each side's thread CPU time outside the shared UNet.
 2. Loading: load time and peak RSS of ``nodegen.models.loader.load_checkpoint`` versus diffusers'
    ``StableDiffusionPipeline.from_single_file(path, config=<local folder>)``, each in a fresh
    process.
 
-    python bench/pipeline_overhead.py                 # small SD1-architecture model, 64x64
-    python bench/pipeline_overhead.py --full          # full-size SD1.5 architecture (random weights)
+    python bench/pipeline_overhead.py --no-loading --repeat 30         # small SD1 model, 64x64
+    python bench/pipeline_overhead.py --no-loading --full --steps 3 --repeat 3
+                                      # full-size SD1.5 architecture (random weights), 512x512
 
 One torch thread (bit-reproducible, and fair on a shared machine).
 """
@@ -74,58 +77,123 @@ def build_full(folder: Path) -> tuple[Path, Path]:
     return path, cfg
 
 
-def time_sampling(ckpt: Path, size: int, steps: int, repeat: int) -> dict:
+class _Clock:
+    """Wall, process CPU and thread CPU time of one run, and the thread CPU spent inside the UNet
+    (the one module both sides share; what lies outside it is what each side adds)."""
+
+    def __init__(self, unet) -> None:
+        self.in_unet = 0.0
+        forward = unet.forward
+
+        def timed_forward(*args, **kwargs):
+            t = time.thread_time()
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                self.in_unet += time.thread_time() - t
+
+        unet.forward = timed_forward
+
+    def measure(self, fn, *args) -> dict:
+        self.in_unet = 0.0
+        w, p, t = time.perf_counter(), time.process_time(), time.thread_time()
+        fn(*args)
+        thread = time.thread_time() - t
+        return {"wall": time.perf_counter() - w, "process": time.process_time() - p, "thread": thread,
+                "unet": self.in_unet, "outside_unet": thread - self.in_unet}
+
+
+def _spread(values: list[float]) -> dict:
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return {"median": statistics.median(values), "q1": q[0], "q3": q[2], "min": min(values), "max": max(values)}
+
+
+def _transformers_text_encoder(ours, cfg: Path):
+    """transformers' ``CLIPTextModel`` with our text encoder's weights (float32, as diffusers runs
+    it on the CPU): diffusers' side runs its own text stack, as a diffusers user would."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    te = CLIPTextModel(CLIPTextConfig.from_pretrained(cfg / "text_encoder"))
+    missing, unexpected = te.load_state_dict({k: v.float() for k, v in ours.state_dict().items()}, strict=False)
+    assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
+    return te.eval()
+
+
+def time_sampling(ckpt: Path, cfg: Path, size: int, steps: int, repeat: int) -> dict:
+    """``repeat`` pairs of runs (nodegen, diffusers), adjacent in time, which goes first alternating;
+    each run a new prompt and seed and ends in a PNG file on disk. Per pair the ratio nodegen /
+    diffusers of each clock; the figure is the median of those ratios (a load change between
+    pairs cancels out within a pair)."""
     import numpy as np
     import torch
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
+    from nodegen.models.clip_tokenizer import load_clip_tokenizer
     from nodegen.runtime.engine import Engine
 
+    out_dir = Path(tempfile.mkdtemp())
     graph = json.loads((ROOT / "graphs" / "txt2img.json").read_text())
-    engine = Engine(models=[], output_dir=tempfile.mkdtemp())
+    engine = Engine(models=[], output_dir=out_dir / "nodegen")
+    engine.env.temp_dir = str(out_dir / "temp")  # a fresh folder: the PNG counter scans it
     graph["nodes"]["1"]["inputs"]["ckpt_name"] = str(ckpt)
     graph["nodes"]["4"]["inputs"].update(width=size, height=size)
     graph["nodes"]["5"]["inputs"].update(steps=steps, cfg=5.0, sampler_name="dpmpp_2m", scheduler="karras")
     graph["nodes"]["7"] = {"type": "PreviewImage", "inputs": {"images": {"from": ["6", "image"]}}}
-    first = engine.run(graph, set={"Prompt.text": "warm up", "Sampler.seed": 99})
+    warm = min(steps, 2)  # first-call costs only (a 512 px step costs seconds)
+    first = engine.run(graph, set={"Prompt.text": "warm up", "Sampler.seed": 99, "Sampler.steps": warm})
     assert first.ok, first.problems or first.failures
-    # the pipeline over the modules our loader built (same weights, same device, same dtype)
-    loaded = engine.models.load_checkpoint(str(ckpt))
-    m, c, v = loaded
+    # the pipeline over the UNet and VAE our loader built (the same modules), with transformers'
+    # text encoder and tokenizer (nodegen's own CLIP stack is not transformers') on the same weights
+    m, c, v = engine.models.load_checkpoint(str(ckpt))
     pipe = StableDiffusionPipeline(
-        vae=v.vae, text_encoder=c.encoders[0], tokenizer=c.tokenizers[0], unet=m.unet,
+        vae=v.vae, text_encoder=_transformers_text_encoder(c.encoders[0], cfg), tokenizer=load_clip_tokenizer(),
+        unet=m.unet,
         scheduler=DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                                               beta_schedule="scaled_linear", use_karras_sigmas=True),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    pipe("warm up", num_inference_steps=steps, height=size, width=size, guidance_scale=5.0, output_type="np")
-    ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
+    pipe("warm up", num_inference_steps=warm, height=size, width=size, guidance_scale=5.0, output_type="np")
+    clock = _Clock(m.unet)
+    runs: dict[str, list[dict]] = {"nodegen": [], "diffusers": []}
 
     def run_ours(i: int, prompt: str) -> None:
-        t, c = time.perf_counter(), time.process_time()
         r = engine.run(graph, set={"Prompt.text": prompt, "Sampler.seed": i})
-        ours.append(time.perf_counter() - t)
-        ours_cpu.append(time.process_time() - c)
         assert r.ok and r.executed, r.failures
 
     def run_theirs(i: int, prompt: str) -> None:
-        t, c = time.perf_counter(), time.process_time()
         out = pipe(prompt, negative_prompt="", num_inference_steps=steps, height=size, width=size,
-                   guidance_scale=5.0, generator=torch.Generator("cpu").manual_seed(i), output_type="np")
-        theirs.append(time.perf_counter() - t)
-        theirs_cpu.append(time.process_time() - c)
-        assert np.isfinite(out.images).all()
+                   guidance_scale=5.0, generator=torch.Generator("cpu").manual_seed(i), output_type="pil")
+        image = out.images[0]
+        image.save(out_dir / f"diffusers_{i:05d}.png", compress_level=4)  # nodegen's PNG setting
+        assert np.asarray(image).std() > 0
 
-    for i in range(repeat):  # alternating, and which goes first alternates too
+    for i in range(repeat):
         prompt = f"{PROMPTS[i % len(PROMPTS)]} {i}"
-        for run in ((run_ours, run_theirs) if i % 2 == 0 else (run_theirs, run_ours)):
-            run(i, prompt)
-    a, b = statistics.median(ours), statistics.median(theirs)
-    ac, bc = statistics.median(ours_cpu), statistics.median(theirs_cpu)
-    return {"nodegen_s": a, "diffusers_s": b, "ratio": a / b,
-            "ratios": [x / y for x, y in zip(ours, theirs, strict=True)],
-            "nodegen_cpu_s": ac, "diffusers_cpu_s": bc, "ratio_cpu": ac / bc,
-            "ratios_cpu": [x / y for x, y in zip(ours_cpu, theirs_cpu, strict=True)]}
+        order = (("nodegen", run_ours), ("diffusers", run_theirs))
+        for name, run in order if i % 2 == 0 else order[::-1]:
+            runs[name].append(clock.measure(run, i, prompt))
+    result: dict = {"pairs": repeat}
+    for key in ("wall", "process", "thread", "unet"):
+        ours = [r[key] for r in runs["nodegen"]]
+        theirs = [r[key] for r in runs["diffusers"]]
+        result[key] = {"nodegen_s": statistics.median(ours), "diffusers_s": statistics.median(theirs),
+                       "ratio": _spread([a / b for a, b in zip(ours, theirs, strict=True)])}
+    result["outside_unet"] = {name: statistics.median(r["outside_unet"] for r in rs) for name, rs in runs.items()}
+    return result
+
+
+def _report_sampling(s: dict) -> None:
+    for key, label in (("process", "process CPU"), ("thread", "thread CPU"), ("wall", "wall")):
+        f, r = s[key], s[key]["ratio"]
+        print(f"sampling, {label}: nodegen {f['nodegen_s']:.3f} s, diffusers {f['diffusers_s']:.3f} s (medians); "
+              f"ratio per pair: median {r['median']:.3f}, quartiles {r['q1']:.3f}-{r['q3']:.3f}, "
+              f"range {r['min']:.3f}-{r['max']:.3f} ({s['pairs']} pairs)")
+    r = s["unet"]["ratio"]
+    print(f"thread CPU inside the shared UNet (the same computation on both sides; its spread is the "
+          f"machine's): ratio per pair: median {r['median']:.3f}, quartiles {r['q1']:.3f}-{r['q3']:.3f}")
+    o = s["outside_unet"]
+    print(f"thread CPU outside the UNet per image (text encoding, sampler, VAE decode, PNG, engine): "
+          f"nodegen {o['nodegen'] * 1000:.1f} ms, diffusers {o['diffusers'] * 1000:.1f} ms (medians)")
 
 
 _LOAD_PREAMBLE = """
@@ -188,22 +256,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--full", action="store_true", help="full-size SD1.5 architecture (random weights)")
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--size", type=int, default=None, help="image size (default 64; 512 with --full)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-loading", action="store_true", help="sampling only (bench/loading.py times loading)")
     args = ap.parse_args()
+    args.size = args.size or (512 if args.full else 64)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt, cfg = build_full(tmp) if args.full else build_small(tmp)
         print(f"{'full-size SD1.5' if args.full else 'small SD1'} architecture, {args.size}x{args.size}, "
               f"{args.steps} steps dpmpp_2m karras, cfg 5; python {platform.python_version()}, "
               f"torch {torch.__version__}, 1 thread, {time.strftime('%Y-%m-%d')}")
-        s = time_sampling(ckpt, args.size, args.steps, args.repeat)
-        print(f"sampling, wall: nodegen {s['nodegen_s']:.3f} s, diffusers {s['diffusers_s']:.3f} s, "
-              f"ratio {s['ratio']:.3f} (per run: {', '.join(f'{r:.3f}' for r in s['ratios'])})")
-        print(f"sampling, process CPU: nodegen {s['nodegen_cpu_s']:.3f} s, diffusers {s['diffusers_cpu_s']:.3f} s, "
-              f"ratio {s['ratio_cpu']:.3f} (per run: {', '.join(f'{r:.3f}' for r in s['ratios_cpu'])})")
-        print(f"load average {os.getloadavg()[0]:.1f}")
+        load = os.getloadavg()
+        s = time_sampling(ckpt, cfg, args.size, args.steps, args.repeat)
+        _report_sampling(s)
+        print("load average before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}".format(*load, *os.getloadavg()))
         if args.no_loading:
             return
         ld = time_loading(ckpt, cfg, 3 if not args.full else 2)

@@ -283,3 +283,26 @@ def test_bypassed_node_values_are_not_checked(ex):
     assert r.ok and r.ui["s"]["values"] == [3] and tn.RUNS["Slow"] == 0
     d["nodes"]["p"]["mode"] = "normal"
     assert [p.code for p in ex.run(d).problems] == ["out_of_range"]
+
+
+def test_context_wants_preview_only_while_someone_listens():
+    """Nodes build progress previews (a cost on every sampling step) only for a listener."""
+    from nodegen.kernel import types as T
+    from nodegen.kernel.node import Input, Output, node
+
+    seen: list[bool] = []
+
+    @node("PreviewProbe", category="test", output=True, inputs=[Input.int("value", 0)], outputs=[Output("value", T.INT)])
+    def probe(ctx, value):
+        seen.append(ctx.wants_preview)
+        return value
+
+    reg = tn.registry()
+    reg.register(probe)
+    ex = Executor(reg)
+    ex.run(doc({"p": {"type": "PreviewProbe", "inputs": {"value": 1}}}))
+    unsubscribe = ex.events.subscribe(lambda e: None)
+    ex.run(doc({"p": {"type": "PreviewProbe", "inputs": {"value": 2}}}))
+    unsubscribe()
+    ex.run(doc({"p": {"type": "PreviewProbe", "inputs": {"value": 3}}}))
+    assert seen == [False, True, False]

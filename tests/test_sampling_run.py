@@ -123,6 +123,16 @@ def test_progress_every_step_with_preview(parts):
     assert pv.shape == (1, 8, 8, 3) and pv.dtype == torch.float32 and 0 <= float(pv.min()) <= float(pv.max()) <= 1
 
 
+def test_no_preview_built_without_a_listener(parts):
+    model, pos, neg = parts
+    calls = []
+    ctx = make_ctx(calls)
+    ctx._listening = lambda: False  # the executor's event bus has no subscriber
+    sample(model, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=1, steps=3, cfg=4.0, sampler="euler",
+           scheduler="normal", ctx=ctx, device="cpu")
+    assert [(s, p) for s, _, p in calls] == [(1, None), (2, None), (3, None)]
+
+
 def test_cancel_inside_the_sampler(parts):
     model, pos, neg = parts
     calls = []

@@ -45,6 +45,19 @@ def test_sigma_t_roundtrip(ms):
     assert float(ms.sigma_to_t(100.0)) == 999.0 and float(ms.sigma_to_t(1e-4)) == 0.0
 
 
+def test_nearest_t_of_one_sigma_equals_the_tensor_path(ms):
+    """The per-step path (one Python float, by bisection) gives the tensor path's timestep for
+    table sigmas, log-midpoints between them (ties go to the lower index, as argmin), their
+    neighbouring doubles, random sigmas and values beyond both ends."""
+    mids = ((ms.log_sigmas[:-1] + ms.log_sigmas[1:]) / 2).exp()
+    near = [math.nextafter(float(m), d) for m in mids[::37] for d in (0.0, math.inf)]
+    rand = torch.exp(torch.empty(2000, dtype=torch.float64).uniform_(-5, 4, generator=torch.Generator().manual_seed(0)))
+    sigmas = [*ms.sigmas.tolist(), *mids.tolist(), *near, *rand.tolist(), 0.0, 1e-40, 1e6, 3]
+    batch = ms.nearest_t(torch.tensor(sigmas, dtype=torch.float64)).tolist()
+    one_by_one = [float(ms.nearest_t(s)) for s in sigmas]
+    assert one_by_one == batch
+
+
 def test_eps_and_v_conversion():
     ms_eps = ModelSampling(scaled_linear_alphas_cumprod(), "epsilon")
     ms_v = ModelSampling(scaled_linear_alphas_cumprod(), "v_prediction")

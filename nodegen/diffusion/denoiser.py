@@ -89,6 +89,7 @@ class Denoiser:
         self.sigmas: torch.Tensor | None = None
         self.ctx = ctx
         self.hooks = list((getattr(model, "options", None) or {}).get("denoise_hooks", ()))
+        self._weights: dict[tuple, torch.Tensor] = {}  # area weights, the same on every step
 
     # -- helpers -----------------------------------------------------------------------
     def progress_of(self, sigma: float) -> float:
@@ -194,7 +195,7 @@ class Denoiser:
                 outs[k] = denoised
         pos, neg = [], []
         for k, (is_neg, item, area) in enumerate(jobs):
-            weight = cfg_mod.area_weight(area, h, w, item.extras.get("strength", 1.0), device=x.device)
+            weight = self._area_weight(area, h, w, float(item.extras.get("strength", 1.0)), x.device)
             if item.extras.get("mask") is not None:
                 ah, aw, ay, ax = area
                 m = cfg_mod.latent_mask(item.extras["mask"], h, w).to(x.device)[:, None, ay: ay + ah, ax: ax + aw]
@@ -223,6 +224,13 @@ class Denoiser:
         flow = getattr(self.ms, "prediction_type", "") == "flow"
         axis = self.ms.num_timesteps if flow else self.ms.num_timesteps - 1
         return float(self.ms.t_to_sigma((1.0 - percent) * axis))
+
+    def _area_weight(self, area: tuple, h: int, w: int, strength: float, device) -> torch.Tensor:
+        key = (area, h, w, strength, device)
+        weight = self._weights.get(key)
+        if weight is None:
+            weight = self._weights[key] = cfg_mod.area_weight(area, h, w, strength, device=device)
+        return weight
 
     def _step_mask(self, sigma: float) -> torch.Tensor | None:
         """The noise mask for this step. With differential diffusion (Levin & Fried 2023; the

@@ -19,6 +19,8 @@ sigmas of the training table both are the same integer.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 import torch
 
 
@@ -34,6 +36,7 @@ class ModelSampling:
         self.alphas_cumprod = ac
         self.sigmas = ((1 - ac) / ac) ** 0.5  # increasing with t, float64
         self.log_sigmas = self.sigmas.log()
+        self._log_sigma_list = self.log_sigmas.tolist()  # for the per-step nearest_t of one sigma
         self.prediction_type = prediction_type
         self.discrete_timesteps = discrete_timesteps
 
@@ -70,9 +73,25 @@ class ModelSampling:
 
     def nearest_t(self, sigma: torch.Tensor | float) -> torch.Tensor:
         """Nearest training timestep of ``sigma`` in log-sigma (an integer-valued tensor)."""
+        if isinstance(sigma, float | int):
+            return torch.tensor(float(self._nearest_index(sigma)), dtype=torch.float64)
         s = torch.as_tensor(sigma, dtype=torch.float64).cpu()
         dists = s.clamp_min(1e-30).log() - self.log_sigmas[:, None]
         return dists.abs().argmin(dim=0).view(s.shape).to(torch.float64)
+
+    def _nearest_index(self, sigma: float) -> int:
+        """``nearest_t`` of one sigma by bisection (the sampler asks once per step): the same
+        log, distances and first-index tie rule as the tensor path, without a [T] temporary."""
+        x = float(torch.as_tensor(sigma, dtype=torch.float64).clamp_min(1e-30).log())
+        ls = self._log_sigma_list
+        i = bisect_left(ls, x)
+        if i == 0:
+            return 0
+        if i == len(ls):
+            i = len(ls) - 1
+        elif abs(x - ls[i - 1]) <= abs(x - ls[i]):
+            i -= 1
+        return bisect_left(ls, ls[i])  # the first of equal table entries, as argmin
 
     def timestep(self, sigma: torch.Tensor | float) -> torch.Tensor:
         """The timestep the UNet is called with for ``sigma`` (see the module docstring)."""
@@ -101,6 +120,8 @@ class ModelSampling:
 
     def denoised(self, x: torch.Tensor, sigma: torch.Tensor, model_output: torch.Tensor) -> torch.Tensor:
         sigma = _bcast(sigma, x)
+        if self.prediction_type == "epsilon":  # c_skip is 1: the same bits, two operations fewer
+            return x + (-sigma) * model_output
         c_skip, c_out = self.c_skip_out(sigma)
         return c_skip * x + c_out * model_output
 

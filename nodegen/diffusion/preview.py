@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 
 SD1_FACTORS = [
@@ -21,7 +23,9 @@ SDXL_FACTORS = [
 SDXL_BIAS = [0.1084, -0.0175, -0.0011]
 
 
+@cache
 def factors_for(family: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (read-only, shared) projection matrix [4, 3] and bias [3] of ``family``."""
     if family in ("sdxl", "sdxl_refiner"):
         return torch.tensor(SDXL_FACTORS), torch.tensor(SDXL_BIAS)
     return torch.tensor(SD1_FACTORS), torch.tensor(SD1_BIAS)

@@ -166,5 +166,6 @@ def _step_reporter(total: int, family: str, last_denoised: list, callback, ctx, 
         if callback is not None:
             callback(step, total, info)
         if ctx is not None:
-            ctx.progress(step, total, latent_preview(info["denoised"], family) if preview else None)
+            wanted = preview and getattr(ctx, "wants_preview", True)  # no listener: skip the preview
+            ctx.progress(step, total, latent_preview(info["denoised"], family) if wanted else None)
     return on_step

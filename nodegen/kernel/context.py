@@ -67,7 +67,8 @@ class RunContext:
 
     * ``device``: the compute device (``torch.device``), chosen by the engine.
     * ``progress(step, total, preview=None)``: report progress (and optionally a preview image,
-      IMAGE layout or a PIL image); it also checks for cancellation.
+      IMAGE layout or a PIL image); it also checks for cancellation. ``wants_preview`` says whether
+      a preview would reach anyone (build one only then: it costs time on every step).
     * ``check_cancelled()``: raise :class:`Cancelled` if the user cancelled.
     * ``models``: the model manager; ``paths``: the model folders.
     * ``output_dir`` / ``input_dir`` / ``temp_dir``: where outputs go, where input images live.
@@ -90,6 +91,14 @@ class RunContext:
     ui_data: dict[str, Any] = field(default_factory=dict)
     #: The engine environment (file resolution); None in bare executors.
     env: RunEnvironment | None = None
+    #: Whether anyone listens to progress now (the executor's event bus has subscribers); None:
+    #: assume so whenever there is a progress sink.
+    _listening: Callable[[], bool] | None = None
+
+    @property
+    def wants_preview(self) -> bool:
+        """True when a progress preview would reach a listener."""
+        return self._progress is not None and (self._listening is None or self._listening())
 
     def resolve_file(self, kind: str, name: str) -> Path:
         """The path of a file input (``kind`` "image" or a model folder kind); raises
