@@ -36,7 +36,6 @@ class ModelSampling:
         self.alphas_cumprod = ac
         self.sigmas = ((1 - ac) / ac) ** 0.5  # increasing with t, float64
         self.log_sigmas = self.sigmas.log()
-        self._log_sigma_list = self.log_sigmas.tolist()  # for the per-step nearest_t of one sigma
         self.prediction_type = prediction_type
         self.discrete_timesteps = discrete_timesteps
 
@@ -70,6 +69,16 @@ class ModelSampling:
         w = ((low - log_sigma) / (low - high)).clamp(0, 1)
         t = (1 - w) * low_idx + w * high_idx
         return t.view(s.shape)
+
+    @property
+    def log_sigmas(self) -> torch.Tensor:
+        return self._log_sigmas
+
+    @log_sigmas.setter
+    def log_sigmas(self, value: torch.Tensor) -> None:
+        # a subclass that replaces the table (DistilledModelSampling) keeps the list in step
+        self._log_sigmas = value
+        self._log_sigma_list = value.tolist()  # for the per-step nearest_t of one sigma
 
     def nearest_t(self, sigma: torch.Tensor | float) -> torch.Tensor:
         """Nearest training timestep of ``sigma`` in log-sigma (an integer-valued tensor)."""
