@@ -23,11 +23,12 @@ def check_node(nid: str, n: dict, defs: dict, nodes: dict, registry: NodeRegistr
                severity: str = "error") -> list[Problem]:
     """Every problem of node ``nid`` (``defs`` maps node ids to their NodeDef or None)."""
     nd = defs[nid]
-    title = node_title(n, nd)
     if nd is None:
-        return [Problem(nid, title, None, "unknown_type", _unknown_type_message(n, registry), severity)]
+        return [Problem(nid, node_title(n, nd), None, "unknown_type", _unknown_type_message(n, registry),
+                        severity)]
     found: list[tuple[str | None, str, str]] = []  # (input, code, message)
-    found += _check_version(n, nd)
+    if "type_version" in n:
+        found += _check_version(n, nd)
     inputs: dict = n.get("inputs", {}) or {}
     # A bypassed node does not run: only its links matter (its outputs pass inputs through).
     bypassed = n.get("mode") == "bypass"
@@ -41,6 +42,9 @@ def check_node(nid: str, n: dict, defs: dict, nodes: dict, registry: NodeRegistr
             found += [(name, code, msg) for code, msg in _check_literal(value, spec, env)]
     if not bypassed:
         found += _check_required(nd, inputs)
+    if not found:
+        return []
+    title = node_title(n, nd)  # only a node with problems needs its title
     return [Problem(nid, title, name, code, msg, severity) for name, code, msg in found]
 
 
