@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -212,7 +213,11 @@ def test_plugins_that_exit_hang_or_fail_are_named(tmp_path, monkeypatch):
     folder = tmp_path / "plugins"
     folder.mkdir()
     (folder / "exits.py").write_text("import sys\nsys.exit(3)\n")
-    (folder / "loops.py").write_text("while True:\n    pass\n")
+    # Hangs at import until the test lets it go (sleeping, so that the abandoned import thread
+    # neither holds the GIL nor outlives the test: a spinning one slowed every later test).
+    release = tmp_path / "release"
+    (folder / "loops.py").write_text(f"import os, time\nwhile not os.path.exists({str(release)!r}):\n"
+                                     f"    time.sleep(0.01)\n")
     (folder / "fails.py").write_text("raise ImportError('needs libfoo')\n")
     monkeypatch.setenv("NODEGEN_PLUGIN_TIMEOUT", "0.5")
     reg = NodeRegistry()
@@ -221,6 +226,11 @@ def test_plugins_that_exit_hang_or_fail_are_named(tmp_path, monkeypatch):
     assert "exits.py" in text and "sys.exit(3)" in text
     assert "loops.py" in text and "did not finish within 0.5 s" in text
     assert "fails.py" in text and "needs libfoo" in text
+    release.touch()
+    for t in threading.enumerate():
+        if t.name == "nodegen-plugin-import":
+            t.join(10)
+            assert not t.is_alive()
 
 
 def test_a_failed_plugin_is_named_in_validate(tmp_path, capsys, monkeypatch):
