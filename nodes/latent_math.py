@@ -14,6 +14,8 @@ from nodegen.kernel import types as T
 from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
 
+from .latent import resize
+
 torch = lazy_import("torch")
 _OUT = [Output("latent", T.LATENT)]
 
@@ -31,15 +33,7 @@ def _fit_size(s, like):
     if s.shape[2:] == like.shape[2:]:
         return s
     h, w = like.shape[2:]
-    old_h, old_w = s.shape[2:]
-    old_aspect, new_aspect = old_w / old_h, w / h
-    x = y = 0
-    if old_aspect > new_aspect:
-        x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
-    elif old_aspect < new_aspect:
-        y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
-    s = s[:, :, y: old_h - y, x: old_w - x]
-    return torch.nn.functional.interpolate(s, size=(h, w), mode="bilinear")
+    return resize(s, w, h, "bilinear", crop="center")
 
 
 def _fit(s, like):

@@ -52,6 +52,21 @@ def s_in_like(x: torch.Tensor) -> torch.Tensor:
     return x.new_ones([x.shape[0]])
 
 
+def churn(x: torch.Tensor, sigmas: torch.Tensor, i: int, s_churn: float, s_tmin: float, s_tmax: float,
+          s_noise: float, noise_sampler) -> tuple[torch.Tensor, torch.Tensor]:
+    """Karras et al.'s stochastic churn before step ``i`` (Algorithm 2): raise ``sigmas[i]`` to
+    ``sigma_hat = sigma (1 + gamma)`` by adding noise; ``gamma = 0`` (the default ``s_churn``) leaves
+    ``x`` as it is. Returns ``(x, sigma_hat)``. Shared by euler, heun, dpm_2 and heunpp2."""
+    sigma = sigmas[i]
+    n = len(sigmas) - 1
+    gamma = min(s_churn / n, 2**0.5 - 1) if s_tmin <= sigma <= s_tmax else 0.0
+    sigma_hat = sigma * (gamma + 1)
+    if gamma > 0:
+        eps = torch.randn_like(x) if noise_sampler is None else noise_sampler(sigma, sigmas[i + 1])
+        x = x + eps * s_noise * (sigma_hat**2 - sigma**2) ** 0.5
+    return x, sigma_hat
+
+
 def report(callback, x, i, sigma, sigma_hat, denoised) -> None:
     if callback is not None:
         callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})

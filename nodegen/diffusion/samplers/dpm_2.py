@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nodegen.diffusion.samplers._common import report, s_in_like, to_d
+from nodegen.diffusion.samplers._common import churn, report, s_in_like, to_d
 
 
 @torch.no_grad()
@@ -15,11 +15,7 @@ def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None,
     n = len(sigmas) - 1
     for i in range(n):
         sigma = sigmas[i]
-        gamma = min(s_churn / n, 2**0.5 - 1) if s_tmin <= sigma <= s_tmax else 0.0
-        sigma_hat = sigma * (gamma + 1)
-        if gamma > 0:
-            eps = torch.randn_like(x) if noise_sampler is None else noise_sampler(sigma, sigmas[i + 1])
-            x = x + eps * s_noise * (sigma_hat**2 - sigma**2) ** 0.5
+        x, sigma_hat = churn(x, sigmas, i, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
         denoised = model(x, sigma_hat * s_in, **extra_args)
         d = to_d(x, sigma_hat, denoised)
         report(callback, x, i, sigma, sigma_hat, denoised)
