@@ -12,6 +12,7 @@ import torch
 
 from nodegen.formats import comfy
 from nodegen.runtime.engine import Engine
+from tests.support.comfy_ui import ui_from_api
 
 torch.set_num_threads(1)
 
@@ -97,25 +98,7 @@ OUTPUTS = {"CheckpointLoaderSimple": ["MODEL", "CLIP", "VAE"], "LoadImageMask": 
 
 
 def _ui(api: dict) -> dict:
-    """The editor format of ``api``, as ComfyUI's front-end writes it (positional widget values)."""
-    nodes, links = [], []
-    for nid, n in api.items():
-        ct = n["class_type"]
-        values = {"upload": "image", "control": "fixed"}
-        wv = [values[w] if w in values else n["inputs"][w] for w in WIDGETS[ct]]
-        nodes.append({"id": int(nid), "type": ct, "mode": 0, "widgets_values": wv, "inputs": [],
-                      "outputs": [{"name": t, "type": t, "links": []} for t in OUTPUTS[ct]]})
-    by_id = {node["id"]: node for node in nodes}
-    for nid, n in api.items():
-        for name, v in n["inputs"].items():
-            if isinstance(v, list):
-                lid = len(links) + 1
-                src, dst = by_id[int(v[0])], by_id[int(nid)]
-                dst["inputs"].append({"name": name, "type": src["outputs"][v[1]]["type"], "link": lid})
-                src["outputs"][v[1]]["links"].append(lid)
-                links.append([lid, int(v[0]), v[1], int(nid), len(dst["inputs"]) - 1, src["outputs"][v[1]]["type"]])
-    return {"last_node_id": max(by_id), "last_link_id": len(links), "nodes": nodes, "links": links, "groups": [],
-            "version": 0.4}
+    return ui_from_api(api, WIDGETS, OUTPUTS)
 
 
 def _pixels(result) -> list:
