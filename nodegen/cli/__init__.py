@@ -46,15 +46,19 @@ def entry() -> int:
 
     setup_process()
     code = main()
-    if sys.argv[1:2] in ([], ["gui"]):
+    if _opens_editor(sys.argv[1:]):
         return code  # the editor: Qt's own orderly exit
     finish_process(code)
+
+
+def _opens_editor(argv: list[str]) -> bool:
+    return not argv or argv[0] == "gui"
 
 
 def main(argv: list[str] | None = None) -> int:
     """``nodegen`` with no command (or ``gui [GRAPH]``) opens the editor; otherwise a command runs."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] == "gui":
+    if _opens_editor(argv):
         from nodegen.gui.app import main as gui_main
 
         return gui_main(argv[1:])
