@@ -1,14 +1,18 @@
-"""The job server's overhead per cached job, this checkout against another one (say, main).
+"""The job server's overhead per job, this checkout against another one (say, main).
 
 Starts ``python main.py serve`` from both checkouts at once (one torch thread each) and sends
-them the same cached job (graphs/txt2img.json, the same values again) in turn, so that both see
-the same load on a shared machine. Each checkout is driven by its own ``nodegen.client``: this one
+them the same jobs in turn, so that both see the same load on a shared machine: a cached job
+(graphs/txt2img.json, the same values again) and, with ``--seed``, a seed-only job after each
+(a new seed: sampler, decode and save run). Each checkout is driven by its own ``nodegen.client``: this one
 through ``Client.wait``; a checkout whose server does not hold a status request (no long poll) is
 polled every millisecond, as ``bench/server_overhead.py`` did before. Reports, per checkout, the
 median round trip, the median overhead (round trip - time in nodes) and the server's CPU per job.
 
     git worktree add --detach /tmp/main-checkout main
-    python bench/server_compare.py /tmp/main-checkout [--jobs 60]
+    python bench/server_compare.py /tmp/main-checkout [--jobs 60] [--seed]
+
+``--env-this K=V`` / ``--env-other K=V`` set environment variables for one side's server only (to
+compare settings on one checkout: pass this checkout as the other).
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ def client_class(root: Path):
     return module.Client
 
 
-def start(root: Path, out: Path, inp: Path) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+def start(root: Path, out: Path, inp: Path, extra: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **extra}
     proc = subprocess.Popen([sys.executable, "main.py", "serve", "--port", "0", "--out", str(out), "--input",
                              str(inp), "--device", "cpu", "--threads", "1"], cwd=root, env=env,
                             stdout=subprocess.PIPE, text=True)
@@ -63,8 +67,8 @@ def long_polls(client) -> bool:
     return any(p.get("name") == "wait" for p in params)
 
 
-def one_job(client, doc: dict, polls: bool) -> dict:
-    job_id = client.submit(doc, set={"Sampler.seed": 0})
+def one_job(client, doc: dict, polls: bool, seed: int = 0) -> dict:
+    job_id = client.submit(doc, set={"Sampler.seed": seed})
     if polls:
         return client.wait(job_id, timeout=120)
     while (job := client.status(job_id))["status"] not in ("done", "failed", "cancelled"):
@@ -76,36 +80,51 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("other", type=Path, help="the other checkout (its main.py and nodegen/)")
     ap.add_argument("--jobs", type=int, default=60)
+    ap.add_argument("--seed", action="store_true", help="also a seed-only job after each cached one")
+    ap.add_argument("--env-this", action="append", default=[], metavar="K=V")
+    ap.add_argument("--env-other", action="append", default=[], metavar="K=V")
     args = ap.parse_args()
+    extra = {"this": dict(kv.split("=", 1) for kv in args.env_this),
+             "other": dict(kv.split("=", 1) for kv in args.env_other)}
+    kinds = {"cached": lambda i: 0, **({"seed-only": lambda i: 1000 + i} if args.seed else {})}
     roots = {"this": ROOT, "other": args.other.resolve()}
     doc = json.loads((ROOT / "graphs" / "txt2img.json").read_text())
-    rows: dict[str, list] = {k: [] for k in roots}
+    rows: dict[tuple[str, str], list] = {(k, kind): [] for k in roots for kind in kinds}
     cpu = dict.fromkeys(roots, 0.0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tiny_png(tmp / "in")
-        servers = {k: start(r, tmp / k, tmp / "in") for k, r in roots.items()}
+        servers = {k: start(r, tmp / k, tmp / "in", extra[k]) for k, r in roots.items()}
         try:
             clients = {k: client_class(roots[k])(url) for k, (_, url) in servers.items()}
             polls = {k: long_polls(c) for k, c in clients.items()}
             for k, c in clients.items():
                 one_job(c, doc, polls[k])  # load the model, fill the cache
-            for _ in range(args.jobs):
-                for k, c in clients.items():
-                    pid = servers[k][0].pid
-                    c0, t0 = cpu_s(pid), time.perf_counter()
-                    job = one_job(c, doc, polls[k])
-                    wall = time.perf_counter() - t0
-                    cpu[k] += cpu_s(pid) - c0
-                    rows[k].append((wall, wall - sum(job["timings"].values())))
+            for i in range(args.jobs):
+                for kind, seed in kinds.items():
+                    order = list(clients.items())  # who goes first alternates: neither always
+                    for k, c in (order if i % 2 else order[::-1]):  # follows the other's jobs
+                        pid = servers[k][0].pid
+                        c0, t0 = cpu_s(pid), time.perf_counter()
+                        job = one_job(c, doc, polls[k], seed(i))
+                        wall = time.perf_counter() - t0
+                        if kind == "cached":
+                            cpu[k] += cpu_s(pid) - c0
+                        rows[k, kind].append((wall, wall - sum(job["timings"].values())))
         finally:
             for proc, _ in servers.values():
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
-    result = {k: {"checkout": str(roots[k]), "long_poll": polls[k],
-                  "round_trip_ms": statistics.median(w for w, _ in v) * 1e3,
-                  "overhead_ms": statistics.median(o for _, o in v) * 1e3,
-                  "server_cpu_per_job_ms": cpu[k] / args.jobs * 1e3} for k, v in rows.items()}
+    result: dict = {k: {"checkout": str(roots[k]), "env": extra[k], "long_poll": polls[k],
+                        "server_cpu_per_cached_job_ms": cpu[k] / args.jobs * 1e3} for k in roots}
+    for (k, kind), v in rows.items():
+        result[k][kind] = {"round_trip_ms": statistics.median(w for w, _ in v) * 1e3,
+                           "overhead_ms": statistics.median(o for _, o in v) * 1e3}
+    if args.seed:  # paired: the same job, one right after the other
+        result["seed-only overhead, this - other (median of pairs, ms)"] = statistics.median(
+            (a[1] - b[1]) * 1e3 for a, b in zip(rows["this", "seed-only"], rows["other", "seed-only"], strict=True))
+    result["cached overhead, this - other (median of pairs, ms)"] = statistics.median(
+        (a[1] - b[1]) * 1e3 for a, b in zip(rows["this", "cached"], rows["other", "cached"], strict=True))
     result["load_average"] = os.getloadavg()[0]
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(json.dumps(result, indent=2))

@@ -305,4 +305,14 @@ def test_context_wants_preview_only_while_someone_listens():
     ex.run(doc({"p": {"type": "PreviewProbe", "inputs": {"value": 2}}}))
     unsubscribe()
     ex.run(doc({"p": {"type": "PreviewProbe", "inputs": {"value": 3}}}))
-    assert seen == [False, True, False]
+    # a listener that drops previews (the job server, a progress bar) does not ask for them ...
+    blind = ex.events.subscribe(lambda e: None, previews=False)
+    ex.run(doc({"p": {"type": "PreviewProbe", "inputs": {"value": 4}}}))
+    # ... while one that shows them still gets them, with the blind one beside it
+    shows = ex.events.subscribe(lambda e: None)
+    ex.run(doc({"p": {"type": "PreviewProbe", "inputs": {"value": 5}}}))
+    shows()
+    ex.run(doc({"p": {"type": "PreviewProbe", "inputs": {"value": 6}}}))
+    blind()
+    assert seen == [False, True, False, False, True, False]
+    assert not ex.events.active

@@ -190,6 +190,27 @@ def test_queued_jobs_can_be_cancelled(folders):
     assert_error(c.post("/jobs/nope/cancel"), 404, "job_id")
 
 
+def test_cancelling_a_queued_job_answers_its_long_polls_at_once(folders):
+    """A client waiting for a queued job hears of its cancel at once, not when its wait runs out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = create_app(ServerConfig(out_dir=str(folders / "out-cancel-wait"), input_dir=str(folders / "in")))
+    c = TestClient(app)  # no lifespan: the runner does not start, jobs stay queued
+    job_id = c.post("/jobs", json={"workflow": light_workflow()}).json()["id"]
+    waiters = app.state.nodegen.waiters
+    with ThreadPoolExecutor(1) as pool:
+        t0 = time.monotonic()
+        polled = pool.submit(lambda: c.get(f"/jobs/{job_id}", params={"wait": 30}).json())
+        while not waiters.waiting:  # the long poll is held
+            assert not polled.done(), polled.result()
+            time.sleep(0.01)
+        assert c.post(f"/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+        job = polled.result(timeout=10)
+    assert job["status"] == "cancelled" and time.monotonic() - t0 < 10
+    assert job == c.get(f"/jobs/{job_id}").json()
+    assert waiters.waiting == 0
+
+
 def _rss_mib() -> float | None:
     try:
         with open("/proc/self/status") as f:

@@ -84,3 +84,17 @@ def test_a_running_job_can_be_cancelled(client):
             pass
     job = wait_done(client, job_id)
     assert job["status"] == "cancelled" and job["files"] == []
+
+
+def test_the_server_does_not_make_previews_it_would_drop(client):
+    """Its events go out as JSON without images: the samplers skip their per-step previews."""
+    events = client.app.state.nodegen.engine.events
+    assert events.active and not events.wants_previews
+
+
+def test_a_long_poll_answers_the_job_as_recorded(client):
+    """The runner hands the finished job to the waiting requests: the same record a read gives."""
+    job_id = client.post("/jobs", json={"workflow": doc(), "set": {**FAST, "Sampler.seed": 23}}).json()["id"]
+    job = client.get(f"/jobs/{job_id}", params={"wait": 60}).json()
+    assert job["status"] == "done" and job["files"] and set(job["timings"]) >= {"5"}
+    assert job == client.get(f"/jobs/{job_id}").json()

@@ -53,7 +53,7 @@ def cmd_run(args) -> int:
         raise UsageError(str(e)) from e
     wf = load_workflow(engine, args.graph)
     apply_sets(engine, wf, args.set)
-    engine.subscribe(JsonProgress() if args.json else TerminalProgress())
+    engine.subscribe(JsonProgress() if args.json else TerminalProgress(), previews=False)
     cancel = CancelToken()
     box: dict = {}
 

@@ -91,8 +91,8 @@ class RunContext:
     ui_data: dict[str, Any] = field(default_factory=dict)
     #: The engine environment (file resolution); None in bare executors.
     env: RunEnvironment | None = None
-    #: Whether anyone listens to progress now (the executor's event bus has subscribers); None:
-    #: assume so whenever there is a progress sink.
+    #: Whether a progress preview would reach a listener now (the executor's event bus has a
+    #: subscriber that shows previews); None: assume so whenever there is a progress sink.
     _listening: Callable[[], bool] | None = None
 
     @property

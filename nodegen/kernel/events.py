@@ -55,18 +55,31 @@ Listener = Callable[[Event], None]
 class EventBus:
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        self._blind: list[Listener] = []  # listeners that said they drop previews
 
-    def subscribe(self, fn: Listener) -> Callable[[], None]:
+    def subscribe(self, fn: Listener, *, previews: bool = True) -> Callable[[], None]:
+        """Add a listener; returns the function that removes it. ``previews=False``: it drops the
+        preview images of ``node_progress`` events (a job server, a progress bar), so nodes need
+        not make them for it (:attr:`wants_previews`)."""
         self._listeners.append(fn)
+        if not previews:
+            self._blind.append(fn)
 
         def unsubscribe() -> None:
             if fn in self._listeners:
                 self._listeners.remove(fn)
+            if fn in self._blind:
+                self._blind.remove(fn)
         return unsubscribe
 
     @property
     def active(self) -> bool:
         return bool(self._listeners)
+
+    @property
+    def wants_previews(self) -> bool:
+        """Whether a progress preview would reach a listener that shows it."""
+        return len(self._listeners) > len(self._blind)
 
     def emit(self, event: Event) -> None:
         for fn in list(self._listeners):

@@ -298,11 +298,11 @@ class Executor:
             input_dir=getattr(env, "input_dir", "input"),
             temp_dir=getattr(env, "temp_dir", "temp"),
             workflow=run.doc, cancel=run.cancel, _progress=self._progress_fn(run.id), env=env,
-            _listening=self._listening,
+            _listening=self._wants_previews,
         )
 
-    def _listening(self) -> bool:
-        return self.events.active
+    def _wants_previews(self) -> bool:
+        return self.events.wants_previews
 
     def _finish(self, run: _Run, t0: float) -> RunResult:
         result = run.result

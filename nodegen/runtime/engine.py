@@ -142,8 +142,10 @@ class Engine:
                                       events=self.events)
         return self._executor
 
-    def subscribe(self, listener: Listener):
-        return self.events.subscribe(listener)
+    def subscribe(self, listener: Listener, *, previews: bool = True):
+        """Listen to run events; ``previews=False`` for a listener that drops progress previews
+        (the samplers then skip making them). Returns the function that unsubscribes."""
+        return self.events.subscribe(listener, previews=previews)
 
     # -- workflows -----------------------------------------------------------------------
     @staticmethod

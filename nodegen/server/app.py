@@ -100,8 +100,8 @@ class ServerState:
         self.runner = JobRunner(self.engine, self.queue, self.hub, self.out_dir, sync=config.fsync,
                                 finished=self._ended, prepare=lambda: _apply_threads(config.threads))
 
-    def _ended(self, job_id: str) -> None:
-        self.waiters.ended(job_id)
+    def _ended(self, job_id: str, job: dict | None = None) -> None:
+        self.waiters.ended(job_id, job)
         if not self.config.fsync:
             self.flusher.poke()
 
@@ -220,7 +220,6 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        state.waiters.bind(asyncio.get_running_loop())
         recovered = state.queue.recover(state.outputs_intact)
         if recovered["running"]:
             log.warning("re-queued %d job(s) interrupted by the last shutdown", recovered["running"])
@@ -291,18 +290,19 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     @app.get("/jobs/{job_id}", response_model=S.Job, responses=ERRORS, summary="One job's status")
     async def get_job(job_id: str, wait: float = Query(0, ge=0, le=300, description=(
             "seconds to wait for the job to end before answering (long poll); 0: answer at once"))):
+        # the records are the queue's, already in the schema's shape: answered as they are
         if wait <= 0:
-            return state.job_or_404(job_id)
+            return JSONResponse(state.job_or_404(job_id))
         ended = state.waiters.register(job_id)
         try:
             job = state.job_or_404(job_id)
             if job["status"] not in FINAL:
                 try:
-                    await asyncio.wait_for(ended, wait)
+                    recorded = await asyncio.wait_for(ended, wait)
                 except TimeoutError:
-                    pass
-                job = state.job_or_404(job_id)
-            return job
+                    recorded = None
+                job = recorded or state.job_or_404(job_id)
+            return JSONResponse(job)
         finally:
             state.waiters.forget(job_id, ended)
 
@@ -311,7 +311,9 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         state.job_or_404(job_id)
         status = state.queue.cancel_queued(job_id)
         if status == "running":
-            state.runner.cancel_running(job_id)
+            state.runner.cancel_running(job_id)  # the runner records its end
+        elif status == "cancelled":
+            state.waiters.ended(job_id)  # a queued job: its waiters answer now
         return {"id": job_id, "status": status}
 
     @app.get("/jobs/{job_id}/results", response_model=S.Results, responses=ERRORS,

@@ -84,36 +84,45 @@ class EventHub:
 
 class EndWaiters:
     """Requests waiting for a job to end (the long-poll ``GET /jobs/{id}?wait=S``), woken from the
-    runner thread through the server's event loop: no polling, no thread held per waiter."""
+    runner thread through their event loop: no polling, no thread held per waiter. The runner
+    hands over the job as recorded, so a woken request answers without reading it back."""
 
     def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
         self._futures: dict[str, list[asyncio.Future]] = {}
 
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def ended(self, job_id: str) -> None:
-        """A job's end is recorded (any thread)."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake, job_id)
-
-    def _wake(self, job_id: str) -> None:
-        for fut in self._futures.pop(job_id, []):
-            if not fut.done():
-                fut.set_result(None)
+    def ended(self, job_id: str, job: dict | None = None) -> None:
+        """A job's end is recorded (any thread); ``job``: its record (what the queue returns)."""
+        with self._lock:
+            waiting = self._futures.pop(job_id, [])
+        for fut in waiting:
+            loop = fut.get_loop()
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_resolve, fut, job)
 
     def register(self, job_id: str) -> asyncio.Future:
-        """Call on the event loop before reading the job's status, then await the future: an end
-        recorded after the read wakes it."""
+        """Call on the event loop before reading the job's status, then await the future (its
+        result: the job's record, or None): an end recorded after the read wakes it."""
         fut = asyncio.get_running_loop().create_future()
-        self._futures.setdefault(job_id, []).append(fut)
+        with self._lock:
+            self._futures.setdefault(job_id, []).append(fut)
         return fut
 
     def forget(self, job_id: str, fut: asyncio.Future) -> None:
-        waiting = self._futures.get(job_id)
-        if waiting and fut in waiting:
-            waiting.remove(fut)
-            if not waiting:
-                del self._futures[job_id]
+        with self._lock:
+            waiting = self._futures.get(job_id)
+            if waiting and fut in waiting:
+                waiting.remove(fut)
+                if not waiting:
+                    del self._futures[job_id]
+
+    @property
+    def waiting(self) -> int:
+        """How many requests wait (bounded by the open requests)."""
+        with self._lock:
+            return sum(len(v) for v in self._futures.values())
+
+
+def _resolve(fut: asyncio.Future, job: dict | None) -> None:
+    if not fut.done():
+        fut.set_result(job)

@@ -214,13 +214,16 @@ class JobQueue:
         return job
 
     def finish(self, job_id: str, status: str, outcome: dict | None, error: str | None = None,
-               events: list[dict] | None = None, synced: bool = False) -> None:
-        """Record how a job ended; ``synced``: its output folder is already on disk."""
+               events: list[dict] | None = None, synced: bool = False) -> dict | None:
+        """Record how a job ended; ``synced``: its output folder is already on disk. Returns the
+        job as :meth:`get` now would (None: no such job)."""
         with self._lock:
-            self._db.execute(
-                "UPDATE jobs SET status=?, finished=?, outcome=?, error=?, events=?, synced=? WHERE id=?",
+            row = self._db.execute(
+                "UPDATE jobs SET status=?, finished=?, outcome=?, error=?, events=?, synced=? WHERE id=? "
+                "RETURNING *",
                 (status, time.time(), json.dumps(outcome) if outcome is not None else None, error,
-                 json.dumps(events) if events is not None else None, int(synced), job_id))
+                 json.dumps(events) if events is not None else None, int(synced), job_id)).fetchone()
+        return self._row(row) if row else None
 
     def cancel_queued(self, job_id: str) -> str | None:
         """Cancel a job that has not started; returns the job's status afterwards (None: no job)."""

@@ -4,8 +4,8 @@ Models stay loaded and node outputs stay cached between jobs, so a job that only
 runs the sampler and what follows it. Each job writes into its own folder under the output folder
 (``OUT/jobs/<id>``), published atomically by :func:`nodegen.runtime.jobs.run_job`: fsynced
 before the job is marked done with ``sync=True`` (``serve --fsync``), otherwise made durable a
-little later by :class:`nodegen.server.flusher.OutputFlusher`. ``finished(job_id)`` is called once a
-job's end is recorded (the flusher and the waiting clients hear of it).
+little later by :class:`nodegen.server.flusher.OutputFlusher`. ``finished(job_id, job)`` is called once a
+job's end is recorded, with the job as recorded (the flusher and the waiting clients hear of it).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def job_folder(out_dir: str | Path, job_id: str) -> Path:
 
 class JobRunner:
     def __init__(self, engine: Any, queue: JobQueue, hub: EventHub, out_dir: str | Path, *,
-                 sync: bool = False, finished: Callable[[str], None] | None = None,
+                 sync: bool = False, finished: Callable[[str, dict | None], None] | None = None,
                  prepare: Callable[[], None] | None = None) -> None:
         self.engine = engine
         self._prepare = prepare
@@ -46,7 +46,7 @@ class JobRunner:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._job_id: str | None = None
-        engine.subscribe(self._on_event)
+        engine.subscribe(self._on_event, previews=False)  # events go out as JSON: no images
 
     # -- control -------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,7 +127,7 @@ class JobRunner:
             return  # shutting down: the job stays 'running' and is re-queued at the next start
         files = (result or {}).get("files", [])
         self.hub.publish(job_id, {"event": "outputs", "paths": files, "status": status})
-        self.queue.finish(job_id, status, result, error, self.hub.events(job_id), synced=self.sync)
+        job = self.queue.finish(job_id, status, result, error, self.hub.events(job_id), synced=self.sync)
         self.hub.finish(job_id)
         if self.finished is not None:
-            self.finished(job_id)
+            self.finished(job_id, job)
