@@ -184,3 +184,19 @@ def test_a_queue_made_by_an_older_version_gains_the_synced_column(tmp_path):
     queue.mark_synced([1])
     assert queue.unsynced() == [] and queue.get("old")["status"] == "done"
     queue.close()
+
+
+def test_finishing_a_job_returns_its_record_committed(tmp_path):
+    """``finish`` answers the job as ``get`` then reads it (what the long polls are woken with),
+    and the change is committed at once: another connection sees it."""
+    queue = JobQueue(tmp_path / "q.sqlite3")
+    job_id = queue.submit(light_workflow(), {"Save.filename_prefix": "r"})
+    assert queue.claim()["id"] == job_id
+    job = queue.finish(job_id, "done", {"files": ["r_00001.png"], "seconds": 0.5, "timings": {"1": 0.1}},
+                       events=[{"event": "outputs"}])
+    assert job == queue.get(job_id) and job["status"] == "done" and job["files"] == ["r_00001.png"]
+    with sqlite3.connect(tmp_path / "q.sqlite3") as other:
+        assert other.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()[0] == "done"
+        other.execute("UPDATE jobs SET attempts=attempts WHERE id=?", (job_id,))  # no write lock held
+    assert queue.finish("nope", "done", None) is None
+    queue.close()

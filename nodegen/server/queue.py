@@ -222,8 +222,8 @@ class JobQueue:
                 "UPDATE jobs SET status=?, finished=?, outcome=?, error=?, events=?, synced=? WHERE id=? "
                 "RETURNING *",
                 (status, time.time(), json.dumps(outcome) if outcome is not None else None, error,
-                 json.dumps(events) if events is not None else None, int(synced), job_id)).fetchone()
-        return self._row(row) if row else None
+                 json.dumps(events) if events is not None else None, int(synced), job_id)).fetchall()
+        return self._row(row[0]) if row else None  # fetched to the end: the statement is done, committed
 
     def cancel_queued(self, job_id: str) -> str | None:
         """Cancel a job that has not started; returns the job's status afterwards (None: no job)."""
