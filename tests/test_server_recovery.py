@@ -200,3 +200,21 @@ def test_finishing_a_job_returns_its_record_committed(tmp_path):
         other.execute("UPDATE jobs SET attempts=attempts WHERE id=?", (job_id,))  # no write lock held
     assert queue.finish("nope", "done", None) is None
     queue.close()
+
+
+def test_a_first_attempt_clears_what_is_in_its_staging_folder(root):
+    """A job claimed for the first time skips the search for a published folder, but a staging
+    folder found in its way is still emptied: nothing left there reaches the published folder."""
+    app = create_app(ServerConfig(out_dir=str(root / "out"), input_dir=str(root / "in")))
+    job_id = TestClient(app).post("/jobs", json={"workflow": light_workflow(),
+                                                 "set": {"Save.filename_prefix": "f"}}).json()["id"]
+    stray = root / "out" / "jobs" / f"{job_id}.partial"
+    stray.mkdir(parents=True)
+    (stray / "f_00001.png").write_bytes(b"not a png")
+    with TestClient(app) as c:  # the runner starts now
+        job = wait_done(c, job_id)
+    assert job["status"] == "done" and job["attempts"] == 1 and job["files"] == ["f_00001.png"]
+    folder = root / "out" / "jobs" / job_id
+    assert sorted(p.name for p in folder.iterdir()) == ["f_00001.png", "job.json"] and not stray.exists()
+    with Image.open(folder / "f_00001.png") as img:
+        img.load()

@@ -112,8 +112,10 @@ class JobRunner:
         self._job_id = job_id
         folder = job_folder(self.out_dir, job_id)
         try:
+            # claimed once: no earlier attempt can have published its folder
             outcome = run_job(self.engine, job["workflow"], folder, overrides=job["set"],
-                              targets=job["targets"], cancel=token, sync=self.sync)
+                              targets=job["targets"], cancel=token, sync=self.sync,
+                              first_attempt=job["attempts"] == 1)
             status = {"invalid": "failed"}.get(outcome.status, outcome.status)
             result, error = outcome.to_json(), outcome.error
         except Exception as e:  # noqa: BLE001 - recorded on the job, the server goes on
