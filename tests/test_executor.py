@@ -316,3 +316,41 @@ def test_context_wants_preview_only_while_someone_listens():
     blind()
     assert seen == [False, True, False, False, True, False]
     assert not ex.events.active
+
+
+def test_a_run_that_leaves_many_objects_is_followed_by_a_collection(monkeypatch):
+    """A model load leaves hundreds of thousands of objects for the cyclic GC: collected right
+    after that run, not promoted piecemeal (and slowly) during the runs that follow."""
+    import gc
+
+    from nodegen.kernel import executor as X
+    from nodegen.kernel import types as T
+    from nodegen.kernel.node import Input, Output, node
+
+    kept: list = []
+
+    @node("Hoard", category="test", output=True, inputs=[Input.int("count", 0)], outputs=[Output("value", T.INT)])
+    def hoard(ctx, count):
+        kept.extend({"i": i} for i in range(count))  # tracked objects that outlive the run
+        return count
+
+    reg = tn.registry()
+    reg.register(hoard)
+    ex = Executor(reg)
+    monkeypatch.setattr(X, "BIG_RUN_OBJECTS", 20_000)
+    collections: list[int] = []
+
+    def count(phase, info):
+        if phase == "stop":
+            collections.append(info["generation"])
+    gc.callbacks.append(count)
+    try:
+        ex.run(doc({"h": {"type": "Hoard", "inputs": {"count": 30_000}}}))
+        assert 2 in collections  # a full collection ended the big run
+        assert gc.get_count()[0] < 1_000
+        collections.clear()
+        ex.run(doc({"h": {"type": "Hoard", "inputs": {"count": 500}}}))
+        assert 2 not in collections  # a small run leaves the GC to its own schedule
+    finally:
+        gc.callbacks.remove(count)
+        assert gc.isenabled()
