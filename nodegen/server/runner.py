@@ -112,10 +112,12 @@ class JobRunner:
         self._job_id = job_id
         folder = job_folder(self.out_dir, job_id)
         try:
-            # claimed once: no earlier attempt can have published its folder
+            # Claimed once: no earlier attempt published its folder, short of a power loss that
+            # kept a folder but lost the claim. Without --fsync such a job runs again anyway;
+            # with it, done must mean done across a power loss: look for the folder to adopt.
             outcome = run_job(self.engine, job["workflow"], folder, overrides=job["set"],
                               targets=job["targets"], cancel=token, sync=self.sync,
-                              first_attempt=job["attempts"] == 1)
+                              first_attempt=job["attempts"] == 1 and not self.sync)
             status = {"invalid": "failed"}.get(outcome.status, outcome.status)
             result, error = outcome.to_json(), outcome.error
         except Exception as e:  # noqa: BLE001 - recorded on the job, the server goes on
