@@ -8,17 +8,19 @@ from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, Output, node
 
 #: ComfyUI's sampling names -> nodegen's prediction types
-PREDICTIONS = {"eps": "epsilon", "v_prediction": "v_prediction", "lcm": "lcm", "x0": "x0"}
+PREDICTIONS = {"eps": "epsilon", "v_prediction": "v_prediction", "lcm": "lcm", "x0": "x0",
+               "img_to_img": "img_to_img"}
 
 
 @node("ModelSamplingDiscrete", category="advanced/model",
-      description="Set what the model predicts (eps, v, LCM-distilled, x0) and optionally rescale its "
+      description="Set what the model predicts (eps, v, LCM-distilled, x0, img_to_img) and optionally rescale its "
                   "noise schedule to zero terminal SNR.",
       inputs=[Input.link("model", T.MODEL),
               Input.choice("sampling", list(PREDICTIONS), "eps",
                            description="eps: noise (most SD models); v_prediction: v models (SD2-768, some "
                                        "SDXL fine-tunes); lcm: latent consistency models and LoRAs; x0: the "
-                                       "model gives the clean image"),
+                                       "model gives the clean image; img_to_img: x0, and the model sees its "
+                                       "input unscaled (Lotus depth/normal models)"),
               Input.bool("zsnr", False, description="Rescale the schedule to zero terminal SNR (models trained "
                                                     "that way, usually with v_prediction)")],
       outputs=[Output("model", T.MODEL)], keywords=("lcm", "v-prediction", "zsnr", "vpred"))

@@ -125,6 +125,35 @@ def test_x0_and_zsnr():
         run("ModelSamplingDiscrete", model=flow, sampling="eps", zsnr=False)
 
 
+def test_img_to_img_feeds_the_sample_unscaled_and_takes_the_output_as_the_image(sd1):
+    """ComfyUI's ``img_to_img`` (IMG_TO_IMG: an x0 model whose input is not scaled by c_in): one
+    Euler step from sigma_max lands exactly on what the UNet returned for the raw noisy sample."""
+    model = DiffusionModel.from_unet(sd1.unet, "sd1")
+    i2i = run("ModelSamplingDiscrete", model=model, sampling="img_to_img", zsnr=False)["model"]
+    assert i2i.prediction_type == "img_to_img" and model.prediction_type == "epsilon"
+    seen: list[torch.Tensor] = []
+    hook = sd1.unet.register_forward_hook(lambda mod, args, kwargs, out: seen.append(args[0].clone()),
+                                          with_kwargs=True)
+    try:
+        pos, neg = _conds(sd1)
+        got = sample(i2i, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=3, steps=1, cfg=1.0,
+                     sampler="euler", scheduler="normal", device="cpu")["samples"]
+        x0_model = run("ModelSamplingDiscrete", model=model, sampling="x0", zsnr=False)["model"]
+        sample(x0_model, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=3, steps=1, cfg=1.0,
+               sampler="euler", scheduler="normal", device="cpu")
+    finally:
+        hook.remove()
+    raw, scaled = seen  # the same noisy sample: as it is for img_to_img, times c_in for x0
+    from nodegen.diffusion.sample import model_sampling_for
+
+    smax = model_sampling_for(model).sigma_max
+    assert torch.allclose(scaled, raw / (smax**2 + 1) ** 0.5, rtol=1e-5, atol=1e-6)
+    assert raw.abs().max() > 5  # sigma_max * noise: not scaled down
+    with torch.no_grad():
+        want = sd1.unet(raw, torch.tensor([999.0]), encoder_hidden_states=pos[0].embeds).sample
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_freeu_pair_is_diffusers_apply_freeu():
     from diffusers.utils.torch_utils import apply_freeu
 

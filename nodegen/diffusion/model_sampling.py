@@ -29,9 +29,9 @@ class ModelSampling:
 
     def __init__(self, alphas_cumprod: torch.Tensor, prediction_type: str = "epsilon",
                  discrete_timesteps: bool = True):
-        if prediction_type not in ("epsilon", "v_prediction", "x0", "lcm"):
+        if prediction_type not in ("epsilon", "v_prediction", "x0", "img_to_img", "lcm"):
             raise ValueError(f"unknown prediction_type {prediction_type!r}; use 'epsilon', 'v_prediction', "
-                             "'x0' or 'lcm'")
+                             "'x0', 'img_to_img' or 'lcm'")
         ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64).cpu()
         self.alphas_cumprod = ac
         self.sigmas = ((1 - ac) / ac) ** 0.5  # increasing with t, float64
@@ -114,15 +114,19 @@ class ModelSampling:
         return log_sigma.exp()
 
     # -- network in/out scalings -----------------------------------------------------------
-    @staticmethod
-    def c_in(sigma: torch.Tensor) -> torch.Tensor:
+    def c_in(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The input scaling; 1 for ``img_to_img`` models, which see the sample as it is
+        (ComfyUI's ``IMG_TO_IMG``: an x0 model fed its input unscaled, as Lotus' depth and normal
+        estimators are)."""
+        if self.prediction_type == "img_to_img":
+            return torch.ones_like(sigma)
         return 1.0 / (sigma**2 + 1.0) ** 0.5
 
     def c_skip_out(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``denoised = c_skip * x + c_out * model_output``."""
         if self.prediction_type in ("epsilon", "lcm"):
             return torch.ones_like(sigma), -sigma
-        if self.prediction_type == "x0":
+        if self.prediction_type in ("x0", "img_to_img"):
             return torch.zeros_like(sigma), torch.ones_like(sigma)
         # v-prediction (Salimans & Ho), sigma_data = 1
         return 1.0 / (sigma**2 + 1.0), -sigma / (sigma**2 + 1.0) ** 0.5
