@@ -151,6 +151,8 @@ def conditioning_set_area(ctx, conditioning, width, height, x, y, strength):
               Input.bool("noise_mask", True, description="Also keep the unmasked area (blend while sampling)")],
       outputs=[Output("positive", T.CONDITIONING), Output("negative", T.CONDITIONING), Output("latent", T.LATENT)])
 def inpaint_model_conditioning(ctx, positive, negative, vae, pixels, mask, noise_mask=True):
+    from nodegen.diffusion.latent_scale import encoded, encoded_extras
+
     from .vae import crop_to_multiple, inpaint_inputs
 
     _check_cond(positive, "positive")
@@ -161,10 +163,11 @@ def inpaint_model_conditioning(ctx, positive, negative, vae, pixels, mask, noise
     masked, m = inpaint_inputs(pixels, mask, 0)
     concat_latent = vae.encode(masked, device=device)
     orig, _, _ = crop_to_multiple(pixels[..., :3])
-    latent = {"samples": vae.encode(orig, device=device)}
+    # a VAE whose scale is only assumed: both latents record it, for the model to rescale them
+    latent = encoded(vae, {"samples": vae.encode(orig, device=device)})
     if noise_mask:
         latent["noise_mask"] = m
-    extras = {"concat_latent_image": concat_latent, "concat_mask": m}
+    extras = encoded_extras(vae, {"concat_latent_image": concat_latent, "concat_mask": m})
     pos = [c.copy(extras=dict(c.extras, **extras)) for c in positive]
     neg = [c.copy(extras=dict(c.extras, **extras)) for c in negative]
     return {"positive": pos, "negative": neg, "latent": latent}

@@ -170,3 +170,43 @@ def test_clip_guidance_decodes_at_the_model_family_scale(root):
     assert torch.equal(g_auto.decode(z, "sdxl"), g_xl.decode(z, "sdxl"))
     assert torch.equal(g_auto.decode(z, "sd1"), g_auto.decode(z))
     assert not torch.equal(g_auto.decode(z, "sd1"), g_xl.decode(z, "sd1"))  # explicit: never overridden
+
+
+def test_inpaint_model_conditioning_latents_reach_an_sdxl_model_at_its_scale(root):
+    """InpaintModelConditioning with the assumed-scale VAE: the LATENT and the masked-image latents
+    in the conditioning record the scale, and the denoiser's 9-channel input of an SDXL model is
+    then what the same VAE at the SDXL scale gives (ComfyUI scales them with the model's format)."""
+    from types import SimpleNamespace
+
+    from nodegen.diffusion.conditioning import CondItem
+    from nodegen.diffusion.denoiser import Denoiser
+    from nodegen.diffusion.model_sampling import ModelSampling
+    from nodegen.models.schedule import scaled_linear_alphas_cumprod
+
+    auto = load_vae(root / "vae" / VAE_FILE)
+    xl = load_vae(root / "vae" / VAE_FILE, scaling_factor=0.13025)
+    pixels = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 16:48, 16:48] = 1
+    cond = [CondItem(torch.zeros(1, 77, 8))]
+    nd = REG["InpaintModelConditioning"]
+
+    def inpaint(vae):
+        return nd.normalize_result(nd.run(None, positive=cond, negative=cond, vae=vae, pixels=pixels, mask=mask,
+                                          noise_mask=True))
+    got, want = inpaint(auto), inpaint(xl)
+    assert got["latent"]["vae_scale"] == 0.18215 and "vae_scale" not in want["latent"]
+    assert got["positive"][0].extras["concat_latent_scale"] == 0.18215
+    assert "concat_latent_scale" not in want["positive"][0].extras
+
+    def nine_channels(out, family):
+        model = SimpleNamespace(family=family, options={})
+        unet = SimpleNamespace(config=SimpleNamespace(in_channels=9))
+        d = Denoiser(model, unet, out["positive"], out["negative"], 1.0, latent_image=out["latent"]["samples"],
+                     model_sampling=ModelSampling(scaled_linear_alphas_cumprod()))
+        return d._concat(out["positive"][0], 1, 8, 8, (8, 8, 0, 0))
+    torch.testing.assert_close(nine_channels(got, "sdxl"), nine_channels(want, "sdxl"), rtol=1e-5, atol=1e-6)
+    # an SD1 model takes the assumed scale as it is: it is SD1's
+    torch.testing.assert_close(nine_channels(got, "sd1"), torch.cat([
+        nine_channels(want, "sd1")[:, :1], nine_channels(want, "sd1")[:, 1:] * (0.18215 / 0.13025)], 1),
+        rtol=1e-5, atol=1e-6)

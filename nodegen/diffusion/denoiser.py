@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from nodegen.diffusion import cfg as cfg_mod
 from nodegen.diffusion.flow_forward import FLOW_FAMILIES, run_flow
+from nodegen.diffusion.latent_scale import concat_in_model_scale
 from nodegen.diffusion.model_sampling import ModelSampling
 
 
@@ -113,7 +114,8 @@ class Denoiser:
             return None
         ex = item.extras
         mask = ex.get("concat_mask", self.noise_mask)
-        masked = ex.get("concat_latent_image", self.latent_image)
+        masked = ex.get("concat_latent_image")
+        masked = self.latent_image if masked is None else concat_in_model_scale(self.family, ex, masked)
         mask = (torch.ones(batch, 1, h, w) if mask is None else resize_mask(mask, h, w, batch, mode="nearest"))
         masked = masked.to(self.device, torch.float32)
         if masked.shape[0] != batch:

@@ -12,6 +12,11 @@ keys of the LATENT dict close that gap; the latent nodes copy the dict, so they 
   a sampler whose model is of a family with another scale rescales the latent once,
   ``z * family_scale / vae_scale``, before sampling (:func:`to_model_scale`).
 
+Inpainting models' masked-image latents travel in the conditioning instead (InpaintModelConditioning's
+``concat_latent_image``); :func:`encoded_extras` records the assumed scale beside them
+(``"concat_latent_scale"``) and the denoiser brings them to the model's family with
+:func:`concat_in_model_scale`, as ComfyUI scales them with the model's latent format.
+
 An explicit latent format (VAELoader's ``latent_format``) or file metadata is never overridden:
 such VAEs do not have ``scale_assumed``.
 """
@@ -28,6 +33,7 @@ log = logging.getLogger(__name__)
 
 FAMILY_KEY = "family"
 VAE_SCALE_KEY = "vae_scale"
+CONCAT_SCALE_KEY = "concat_latent_scale"
 
 
 def _family(model) -> str | None:
@@ -79,3 +85,21 @@ def encoded(vae, latent: dict) -> dict:
     if getattr(vae, "scale_assumed", False):
         return dict(latent, **{VAE_SCALE_KEY: float(vae.scaling_factor)})
     return latent
+
+
+def encoded_extras(vae, extras: dict) -> dict:
+    """Conditioning extras holding ``concat_latent_image`` encoded by ``vae``, with the scale it
+    assumed recorded when the VAE's was assumed."""
+    if getattr(vae, "scale_assumed", False):
+        return dict(extras, **{CONCAT_SCALE_KEY: float(vae.scaling_factor)})
+    return extras
+
+
+def concat_in_model_scale(family: str, extras: dict, latent: torch.Tensor) -> torch.Tensor:
+    """``latent`` (the extras' ``concat_latent_image``) in the scale of ``family``: rescaled when it
+    was encoded with an assumed scale that differs from the family's."""
+    recorded = extras.get(CONCAT_SCALE_KEY)
+    target = SCALING_FACTORS.get(family)
+    if recorded is None or target is None or float(recorded) == target:
+        return latent
+    return latent * (target / float(recorded))
