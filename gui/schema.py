@@ -109,13 +109,31 @@ class Schema:
 
 def fuzzy_score(text: str, info: NodeTypeInfo) -> float | None:
     """None when ``text`` does not match; higher is better. Substring matches beat in-order
-    letter matches ("ksam" finds KSampler, "imgscl" finds ImageScale)."""
-    q = text.strip().lower()
+    letter matches ("ksam" finds KSampler, "imgscl" finds ImageScale). Spaces, ``_`` and ``-``
+    do not count ("image scale" finds ImageScale, "load image" LoadImage); a query of several
+    words that is not found whole matches when each word is found ("scale image" finds ImageScale,
+    "vae decode tiled" VAEDecodeTiled), ranked a little lower."""
+    q = " ".join(text.lower().split())
     if not q:
         return 0.0
-    best: float | None = None
     fields = [(info.title.lower(), 3.0), (info.type.lower(), 3.0), (info.category.lower(), 1.0)]
     fields += [(k.lower(), 1.5) for k in info.keywords]
+    best = _best_field_score(_squeezed(q), [(_squeezed(h), w) for h, w in fields])
+    words = q.split()
+    if len(words) > 1:
+        each = [_best_field_score(_squeezed(w), [(_squeezed(h), wt) for h, wt in fields]) for w in words]
+        if all(s is not None for s in each):
+            together = 0.8 * sum(s for s in each if s is not None) / len(each)
+            best = together if best is None else max(best, together)
+    return best
+
+
+def _squeezed(text: str) -> str:
+    return text.replace(" ", "").replace("_", "").replace("-", "")
+
+
+def _best_field_score(q: str, fields: list[tuple[str, float]]) -> float | None:
+    best: float | None = None
     for hay, weight in fields:
         if hay.startswith(q):
             s = 100 * weight

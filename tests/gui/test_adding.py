@@ -73,6 +73,22 @@ def test_quick_search_on_double_click(window, qtbot):
     assert abs(pos[0] - 300) < 3 and abs(pos[1] - 200) < 3
 
 
+def test_quick_search_takes_words_as_people_type_them(window, qtbot):
+    """"image scale" (with the space), "scale image" and "load image" find the types whose names
+    run the words together; the palette filter does the same."""
+    window.view.setFocus()
+    QTest.mouseMove(window.view.viewport(), QPoint(200, 200))
+    for typed, want in (("image scale", "ImageScale"), ("scale image", "ImageScale"),
+                        ("load image", "LoadImage"), ("vae decode tiled", "VAEDecodeTiled")):
+        qtbot.keyClick(window.view, Qt.Key_Tab)
+        assert window.search.isVisible()
+        qtbot.keyClicks(window.search.edit, typed)
+        assert window.search.types()[0] == want, (typed, window.search.types()[:3])
+        qtbot.keyClick(window.search.edit, Qt.Key_Escape)
+    qtbot.keyClicks(window.palette.filter, "image invert")
+    assert window.palette.tree.topLevelItem(0).data(0, Qt.UserRole + 1) == "ImageInvert"
+
+
 def test_quick_search_on_tab(window, qtbot):
     window.view.setFocus()
     QTest.mouseMove(window.view.viewport(), QPoint(200, 200))
