@@ -81,18 +81,30 @@ class Schema:
                limit: int = 50) -> list[NodeTypeInfo]:
         """Fuzzy search by title/type/category/keywords. ``accepts``: only types with an input
         that takes an output of that type; ``produces``: only types with an output that feeds an
-        input of that type."""
+        input of that type. Among equal matches (every type, for an empty query) the types that
+        continue the wire most directly come first: for a dragged output, the output nodes that
+        take it as their one link (Save, Preview), then the nodes whose first link input it is."""
         scored = []
         for info in self.nodes.values():
-            if accepts is not None and self.first_input_for(info, accepts) is None:
-                continue
-            if produces is not None and self.first_output_for(info, produces) is None:
-                continue
+            fit = 0  # how directly the node continues the wire (for an empty query)
+            if accepts is not None:
+                name = self.first_input_for(info, accepts)
+                if name is None:
+                    continue
+                links = [i["name"] for i in info.inputs if i.get("widget") is None]
+                # a node that ends the branch with it (Save, Preview) first, then a node whose
+                # main input it is, then the rest
+                fit = 2 if info.is_output and links == [name] else 1 if links[:1] == [name] else 0
+            if produces is not None:
+                name = self.first_output_for(info, produces)
+                if name is None:
+                    continue
+                fit = 1 if [o["name"] for o in info.outputs][:1] == [name] else 0
             s = fuzzy_score(text, info)
             if s is not None:
-                scored.append((s, info.title.lower(), info))
-        scored.sort(key=lambda x: (-x[0], x[1]))
-        return [x[2] for x in scored[:limit]]
+                scored.append((s, fit, info.title.lower(), info))
+        scored.sort(key=lambda x: (-x[0], -x[1], x[2]))
+        return [x[3] for x in scored[:limit]]
 
     def first_input_for(self, info: NodeTypeInfo, src_type: str) -> str | None:
         for spec in info.inputs:

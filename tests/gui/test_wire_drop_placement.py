@@ -47,3 +47,16 @@ def test_node_dropped_near_the_edge_is_scrolled_into_view(window, qtbot):
     new = _choose(window, qtbot, "ImageInvert")
     assert window.doc.nodes[new]["ui"]["pos"] == [round(drop.x()), round(drop.y())]
     assert window.view.visible_scene_rect().contains(window.scene.items_by_id[new].sceneBoundingRect())
+
+
+def test_a_dropped_wire_offers_the_nodes_that_continue_it_first(window, qtbot):
+    """An IMAGE output dropped on empty canvas lists Preview and Save (they end the branch with
+    it) before the long alphabetical rest, so Enter alone previews the image."""
+    inv = add(window, "ImageInvert", 0, 0)
+    drag(window, port_point(window, inv, "out", "image"), QPointF(400, 40))
+    assert window.search.isVisible()
+    assert window.search.types()[:2] == ["PreviewImage", "SaveImage"]
+    qtbot.keyClick(window.search.edit, "\r")
+    new = max(window.doc.nodes, key=int)
+    assert window.doc.nodes[new]["type"] == "PreviewImage"
+    assert window.doc.nodes[new]["inputs"]["images"] == {"from": [inv, "image"]}
