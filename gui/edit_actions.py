@@ -130,6 +130,12 @@ class EditMixin:
         self.doc.undo_stack.push(cmd)
         ids = list(cmd.mapping.values())
         self.scene.select_ids(ids)
+        items = [self.scene.items_by_id[i] for i in ids if i in self.scene.items_by_id]
+        if items:  # pasted at the mouse near an edge: scrolled so the paste is seen (its top-left first)
+            rect = items[0].sceneBoundingRect()
+            for it in items[1:]:
+                rect = rect.united(it.sceneBoundingRect())
+            self.view.ensureVisible(rect, 20, 20)
         return ids
 
     def duplicate(self) -> list[str]:

@@ -179,3 +179,14 @@ def test_click_shift_click_ctrl_click_select(window):
     press(b)
     assert window.scene.selected_ids() == [b]
     assert window.doc.undo_stack.count() == 3  # clicking moved nothing
+
+
+def test_a_paste_near_the_edge_is_scrolled_into_view(window):
+    """Pasting with the mouse near the bottom edge puts the nodes there: the view follows them."""
+    a = add(window, "KSampler" if window.schema.get("KSampler") else "ImageCrop", 0, 0)
+    window.view.fit_rect(window.scene.items_by_id[a].sceneBoundingRect())
+    window.scene.select_ids([a])
+    window.copy()
+    vis = window.view.visible_scene_rect()
+    (new,) = window.paste(QPointF(vis.center().x(), vis.bottom() - 10))
+    assert window.view.visible_scene_rect().contains(window.scene.items_by_id[new].sceneBoundingRect())
