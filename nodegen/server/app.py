@@ -183,8 +183,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):
-        errors = [{"field": _field_of(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
-                  for e in exc.errors()]
+        errors = [{"field": "body" if e.get("type") == "json_invalid" else _field_of(tuple(e.get("loc", ()))),
+                   "message": e.get("msg", "invalid")} for e in exc.errors()]
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
         if any(e.get("type") == "json_invalid" for e in exc.errors()):
             first = {"field": "body", "message": "the body is not valid JSON"}
@@ -193,6 +193,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            # FastAPI's answer to a body json cannot read (nested deeper than Python recurses)
+            return JSONResponse({"error": "the body could not be read as JSON (nested too deeply?)",
+                                 "field": "body"}, status_code=400)
         return JSONResponse({"error": str(exc.detail), "field": None}, status_code=exc.status_code)
 
     @app.exception_handler(Exception)
