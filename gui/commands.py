@@ -233,10 +233,12 @@ def toggle_port(doc: Document, nid: str, input_name: str, default) -> SnapshotCo
                            [nid], mutate)
 
 
-def paste(doc: Document, fragment: dict, offset: tuple[float, float]) -> SnapshotCommand:
+def paste(doc: Document, fragment: dict, offset: tuple[float, float], *,
+          keep_links: bool = True) -> SnapshotCommand:
     """Insert the nodes (and groups) of a workflow fragment with fresh ids; links among pasted
-    nodes follow the new ids; links to nodes outside the fragment are kept when the fragment was
-    copied from this document and those nodes still exist."""
+    nodes follow the new ids; with ``keep_links``, links to nodes outside the fragment are kept
+    when the fragment was copied from this document and those nodes still exist (ComfyUI's
+    Ctrl+Shift+V; its Ctrl+V drops them)."""
     taken: set[str] = set()
     mapping: dict[str, str] = {}
     for old in fragment.get("nodes", {}):
@@ -244,7 +246,7 @@ def paste(doc: Document, fragment: dict, offset: tuple[float, float]) -> Snapsho
         mapping[old] = new
         taken.add(new)
     same_doc = (fragment.get("metadata") or {}).get("copied_from") == doc.token
-    existing = set(doc.nodes) if same_doc else set()  # ids mean other nodes in another document
+    existing = set(doc.nodes) if same_doc and keep_links else set()  # in another document ids mean other nodes
     groups = fragment.get("groups") or []
 
     def mutate(d: dict) -> None:

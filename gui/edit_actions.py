@@ -117,16 +117,19 @@ class EditMixin:
         if self.copy():
             self.doc.undo_stack.push(commands.delete_nodes(self.doc, self.selected(), "Cut"))
 
-    def paste(self, at: QPointF | None = None) -> list[str]:
+    def paste(self, at: QPointF | None = None, keep_links: bool = False) -> list[str]:
+        """Paste at ``at`` (default: the mouse). As in ComfyUI, the pasted nodes keep the links
+        among themselves; ``keep_links`` (Ctrl+Shift+V) also keeps their links from the nodes left
+        behind (cut then paste moves nodes with their inputs)."""
         frag = clipboard.from_clipboard()
         if not frag or not frag.get("nodes"):
             self.statusBar().showMessage("nothing to paste (the clipboard holds no workflow)", 5000)
             return []
-        return self._paste(frag, at or self.view.cursor_scene_pos())
+        return self._paste(frag, at or self.view.cursor_scene_pos(), keep_links)
 
-    def _paste(self, frag: dict, at: QPointF) -> list[str]:
+    def _paste(self, frag: dict, at: QPointF, keep_links: bool = True) -> list[str]:
         x0, y0 = clipboard.top_left(frag)
-        cmd = commands.paste(self.doc, frag, (at.x() - x0, at.y() - y0))
+        cmd = commands.paste(self.doc, frag, (at.x() - x0, at.y() - y0), keep_links=keep_links)
         self.doc.undo_stack.push(cmd)
         ids = list(cmd.mapping.values())
         self.scene.select_ids(ids)
@@ -237,6 +240,7 @@ class EditMixin:
         else:
             menu.addAction("Add node\u2026", lambda: self.open_search(scene_pos))
             menu.addAction("Paste", lambda: self.paste(scene_pos))
+            menu.addAction("Paste with input links", lambda: self.paste(scene_pos, keep_links=True))
             menu.addAction("Add group", self.group_selection)
         return menu
 

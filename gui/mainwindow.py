@@ -151,6 +151,8 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         a(m, "Cut", self.cut, QKeySequence.Cut, "cut", canvas=True)
         a(m, "Copy", self.copy, QKeySequence.Copy, "copy", canvas=True)
         a(m, "Paste", lambda: self.paste(), QKeySequence.Paste, "paste", canvas=True)
+        a(m, "Paste with input links", lambda: self.paste(keep_links=True), "Ctrl+Shift+V", "paste_links",
+          canvas=True)
         a(m, "Duplicate", self.duplicate, "Ctrl+D", "duplicate", canvas=True)
         a(m, "Delete", self.delete_selected, [QKeySequence.Delete, "Backspace"], "delete", canvas=True)
         a(m, "Select all", lambda: [i.setSelected(True) for i in self.scene.items_by_id.values()],
@@ -166,7 +168,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         a(al, "Left edges", lambda: self.align("left"), "Ctrl+Shift+Left", "align_left", canvas=True)
         a(al, "Top edges", lambda: self.align("top"), "Ctrl+Shift+Up", "align_top", canvas=True)
         a(al, "Distribute horizontally", lambda: self.align("hdist"), "Ctrl+Shift+H", "dist_h", canvas=True)
-        a(al, "Distribute vertically", lambda: self.align("vdist"), "Ctrl+Shift+V", "dist_v", canvas=True)
+        a(al, "Distribute vertically", lambda: self.align("vdist"), "Ctrl+Alt+V", "dist_v", canvas=True)
         m = mb.addMenu("&View")
         a(m, "Fit all", self.view.show_all, "Home", "fit_all", canvas=True)
         a(m, "Fit selection", self.view.fit_selection, "F", "fit_selection", canvas=True)

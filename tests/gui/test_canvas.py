@@ -8,6 +8,7 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QColor, QImage, QWheelEvent
 from PySide6.QtTest import QTest
 
+from gui import commands
 from tests.gui.conftest import add, drag, show_points
 
 
@@ -107,6 +108,24 @@ def test_shortcuts_copy_paste_duplicate_bypass(window):
     assert all(window.doc.nodes[n]["mode"] == "muted" for n in new)
     QTest.keyClick(window.view, Qt.Key_M, Qt.ControlModifier)
     assert all("mode" not in window.doc.nodes[n] for n in new)
+
+
+def test_ctrl_v_pastes_without_outside_links_and_ctrl_shift_v_with_them(window):
+    """ComfyUI's keys: Ctrl+V pastes the copies unconnected from the nodes left behind,
+    Ctrl+Shift+V keeps their input links."""
+    src = add(window, "LoadImage", 0, 0)
+    inv = add(window, "ImageInvert", 300, 0)
+    window.scene.push(commands.connect(window.doc, src, "image", inv, "image"))
+    window.scene.select_ids([inv])
+    window.view.setFocus()
+    QTest.keyClick(window.view, Qt.Key_C, Qt.ControlModifier)
+    QTest.keyClick(window.view, Qt.Key_V, Qt.ControlModifier)
+    (plain,) = window.scene.selected_ids()
+    assert plain != inv and "image" not in window.doc.nodes[plain]["inputs"]
+    QTest.keyClick(window.view, Qt.Key_V, Qt.ControlModifier | Qt.ShiftModifier)
+    (linked,) = window.scene.selected_ids()
+    assert window.doc.nodes[linked]["inputs"]["image"] == {"from": [src, "image"]}
+    assert len(window.doc.nodes) == 4
 
 
 def test_context_menu_offers_node_actions(window):

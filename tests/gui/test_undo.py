@@ -110,7 +110,10 @@ def test_cut_then_paste_restores_links_to_outside_nodes(window):
     window.scene.select_ids([b])
     window.cut()
     assert b not in window.doc.nodes
-    (nb,) = window.paste(QPointF(300, 0))
+    (plain,) = window.paste(QPointF(300, 0))  # Ctrl+V: as ComfyUI, without the outside links
+    assert "image" not in window.doc.nodes[plain]["inputs"]
+    window.doc.undo_stack.undo()
+    (nb,) = window.paste(QPointF(300, 0), keep_links=True)  # Ctrl+Shift+V: with them
     assert window.doc.nodes[nb]["inputs"]["image"] == {"from": [a, "image"]}
 
 
