@@ -143,6 +143,15 @@ def conditioning_set_area(ctx, conditioning, width, height, x, y, strength):
     return C.set_area(_check_cond(conditioning, "conditioning"), width, height, x, y, strength)
 
 
+@node("ConditioningSetAreaStrength", category="conditioning",
+      description="Set how strongly a conditioning counts where areas overlap (the weight ConditioningSetArea "
+                  "also sets).",
+      inputs=[Input.link("conditioning", T.CONDITIONING), Input.float("strength", 1.0, min=0.0, max=10.0, step=0.01)],
+      outputs=[Output("conditioning", T.CONDITIONING)])
+def conditioning_set_area_strength(ctx, conditioning, strength):
+    return [c.copy(extras=dict(c.extras, strength=float(strength))) for c in _check_cond(conditioning, "conditioning")]
+
+
 @node("InpaintModelConditioning", category="conditioning/inpaint",
       description="Inputs for inpainting models (9 channels): masked-image latents and mask go with "
                   "the conditioning; the latent holds the original image (and the mask to blend).",

@@ -44,3 +44,25 @@ def image_batch(ctx, image1, image2):
         h, w = image1.shape[1:3]
         image2 = resize(center_crop_to_aspect(image2, w, h), w, h, "bilinear")
     return torch.cat([image1, image2.to(image1)], dim=0)
+
+
+@node("EmptyImage", category="image", description="A batch of images of one colour (0xRRGGBB).",
+      inputs=[Input.int("width", 512, min=1, max=16384), Input.int("height", 512, min=1, max=16384),
+              Input.int("batch_size", 1, min=1, max=4096),
+              Input.int("color", 0, min=0, max=0xFFFFFF, description="The colour as 0xRRGGBB (0: black)")],
+      outputs=[Output("image", T.IMAGE)], keywords=("blank", "solid", "fill"))
+def empty_image(ctx, width, height, batch_size=1, color=0):
+    rgb = [((color >> shift) & 0xFF) / 0xFF for shift in (16, 8, 0)]
+    return torch.tensor(rgb, dtype=torch.float32).expand(batch_size, height, width, 3).contiguous()
+
+
+@node("ImageFromBatch", category="image/batch", description="Take images out of a batch.",
+      inputs=[Input.link("image", T.IMAGE), Input.int("batch_index", 0, min=0, max=4095),
+              Input.int("length", 1, min=1, max=4096)],
+      outputs=[Output("image", T.IMAGE)])
+def image_from_batch(ctx, image, batch_index, length):
+    check_image(image)
+    b = image.shape[0]
+    if batch_index >= b:
+        raise ValueError(f"input 'batch_index' is {batch_index} but the batch has only {b} image(s) (0..{b - 1})")
+    return image[batch_index : batch_index + min(length, b - batch_index)].clone()

@@ -93,6 +93,22 @@ def latent_upscale(ctx, samples, upscale_method, width, height, crop):
     return out
 
 
+@node("LatentCrop", category="latent/transform",
+      description="Cut a rectangle out of latents (pixels; rounded down to the latent's 8-pixel grid, "
+                  "at least 64 pixels kept, as ComfyUI).",
+      inputs=[Input.link("samples", T.LATENT), Input.int("width", 512, min=64, max=MAX_SIZE, step=8),
+              Input.int("height", 512, min=64, max=MAX_SIZE, step=8), Input.int("x", 0, min=0, max=MAX_SIZE, step=8),
+              Input.int("y", 0, min=0, max=MAX_SIZE, step=8)],
+      outputs=[Output("latent", T.LATENT)])
+def latent_crop(ctx, samples, width, height, x, y):
+    s = _samples(samples)
+    x, y = min(x // 8, s.shape[3] - 8), min(y // 8, s.shape[2] - 8)  # ComfyUI's 64-pixel minimum
+    x, y = max(x, 0), max(y, 0)
+    out = dict(samples)
+    out["samples"] = s[:, :, y : y + height // 8, x : x + width // 8]
+    return out  # a noise mask is kept whole, as ComfyUI keeps it
+
+
 @node("LatentUpscaleBy", category="latent", description="Scale latents by a factor.",
       inputs=[Input.link("samples", T.LATENT), Input.choice("upscale_method", UPSCALE_METHODS, "nearest-exact"),
               Input.float("scale_by", 1.5, min=0.01, max=8.0, step=0.01)],

@@ -81,3 +81,33 @@ def image_crop_to_mask(ctx, image, mask, padding):
     x0, y0 = max(0, box[0] - padding), max(0, box[1] - padding)
     x1, y1 = min(w, box[2] + padding), min(h, box[3] + padding)
     return {"image": image[:, y0:y1, x0:x1].clone(), "mask": m[:, y0:y1, x0:x1].clone(), "x": x0, "y": y0}
+
+
+@node("SolidMask", category="mask", description="A mask of one value everywhere.",
+      inputs=[Input.float("value", 1.0, min=0.0, max=1.0, step=0.01),
+              Input.int("width", 512, min=1, max=MAX), Input.int("height", 512, min=1, max=MAX)],
+      outputs=[Output("mask", T.MASK)], keywords=("fill", "constant"))
+def solid_mask(ctx, value, width, height):
+    return torch.full((1, height, width), float(value), dtype=torch.float32)
+
+
+@node("CropMask", category="mask", description="Cut a rectangle out of a mask (pixels).",
+      inputs=[Input.link("mask", T.MASK), Input.int("x", 0, min=0, max=MAX), Input.int("y", 0, min=0, max=MAX),
+              Input.int("width", 512, min=1, max=MAX), Input.int("height", 512, min=1, max=MAX)],
+      outputs=[Output("mask", T.MASK)])
+def crop_mask(ctx, mask, x, y, width, height):
+    if not torch.is_tensor(mask):
+        raise ValueError("input 'mask' must be a MASK")
+    m = mask.reshape(-1, mask.shape[-2], mask.shape[-1])
+    if x >= m.shape[-1] or y >= m.shape[-2]:
+        raise ValueError(f"the crop starts at ({x}, {y}), outside the {m.shape[-1]}x{m.shape[-2]} mask")
+    return m[:, y : y + height, x : x + width]
+
+
+@node("ThresholdMask", category="mask", description="1 where the mask is above a value, else 0.",
+      inputs=[Input.link("mask", T.MASK), Input.float("value", 0.5, min=0.0, max=1.0, step=0.01)],
+      outputs=[Output("mask", T.MASK)], keywords=("binary", "binarize"))
+def threshold_mask(ctx, mask, value):
+    if not torch.is_tensor(mask):
+        raise ValueError("input 'mask' must be a MASK")
+    return (mask > value).float()

@@ -149,6 +149,34 @@ def exponential_scheduler(ctx, steps, sigma_max, sigma_min):
     return exponential_sigmas(steps, sigma_min, sigma_max)
 
 
+@node("PolyexponentialScheduler", category="sampling/custom",
+      description="Noise levels falling in log-sigma as a power of the step (rho 1: exponential); "
+                  "k-diffusion's polyexponential schedule.",
+      inputs=[_steps(), Input.float("sigma_max", 14.614642, min=0.0, max=5000.0, step=0.01),
+              Input.float("sigma_min", 0.0291675, min=0.0, max=5000.0, step=0.01),
+              Input.float("rho", 1.0, min=0.0, max=100.0, step=0.01)],
+      outputs=[Output("sigmas", T.SIGMAS)])
+def polyexponential_scheduler(ctx, steps, sigma_max, sigma_min, rho):
+    from nodegen.diffusion.schedules import polyexponential_sigmas
+
+    _sigma_range_check(sigma_max, sigma_min)
+    return polyexponential_sigmas(steps, sigma_min, sigma_max, rho)
+
+
+@node("VPScheduler", category="sampling/custom",
+      description="The variance-preserving SDE's noise levels (Song et al. 2021; k-diffusion's get_sigmas_vp).",
+      inputs=[_steps(), Input.float("beta_d", 19.9, min=0.0, max=5000.0, step=0.01),
+              Input.float("beta_min", 0.1, min=0.0, max=5000.0, step=0.01),
+              Input.float("eps_s", 0.001, min=0.0, max=1.0, step=0.0001)],
+      outputs=[Output("sigmas", T.SIGMAS)])
+def vp_scheduler(ctx, steps, beta_d, beta_min, eps_s):
+    from nodegen.diffusion.schedules import vp_sigmas
+
+    if beta_d <= 0 and beta_min <= 0:
+        raise ValueError("inputs 'beta_d' and 'beta_min' cannot both be 0: every noise level would be 0")
+    return vp_sigmas(steps, beta_d, beta_min, eps_s)
+
+
 @node("SplitSigmas", category="sampling/custom",
       description="Split a schedule at a step: the first part ends where the second starts.",
       inputs=[Input.link("sigmas", T.SIGMAS), Input.int("step", 0, min=0, max=10000)],

@@ -58,6 +58,21 @@ def exponential_sigmas(steps: int, sigma_min: float, sigma_max: float) -> torch.
     return _append_zero(sigmas).float()
 
 
+def polyexponential_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
+    """k-diffusion's ``get_sigmas_polyexponential``: log-sigma falls as ``ramp ** rho`` (rho 1:
+    the exponential schedule)."""
+    ramp = torch.linspace(1, 0, steps, dtype=torch.float64) ** rho
+    sigmas = torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min))
+    return _append_zero(sigmas).float()
+
+
+def vp_sigmas(steps: int, beta_d: float = 19.9, beta_min: float = 0.1, eps_s: float = 1e-3) -> torch.Tensor:
+    """k-diffusion's ``get_sigmas_vp``: the continuous VP schedule of Song et al. (2021)."""
+    t = torch.linspace(1, eps_s, steps, dtype=torch.float64)
+    sigmas = torch.sqrt(torch.exp(beta_d * t**2 / 2 + beta_min * t) - 1)
+    return _append_zero(sigmas).float()
+
+
 def kl_optimal_sigmas(steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     adj = torch.linspace(0, 1, steps, dtype=torch.float64)
     sigmas = torch.tan(adj * math.atan(sigma_min) + (1 - adj) * math.atan(sigma_max))

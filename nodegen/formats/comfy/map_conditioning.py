@@ -12,6 +12,7 @@ MAPS = [
     nm("ConditioningConcat", "ConditioningConcat", "", "conditioning"),
     nm("ConditioningZeroOut", "ConditioningZeroOut", "", "conditioning"),
     nm("ConditioningSetArea", "ConditioningSetArea", "width height x y strength", "conditioning"),
+    nm("ConditioningSetAreaStrength", "ConditioningSetAreaStrength", "strength", "conditioning"),
     nm("ControlNetApply", "ControlNetApply", "strength", "conditioning"),
     # newer ComfyUI adds an optional ``vae`` link (for some ControlNet types): kept both ways
     nm("ControlNetApplyAdvanced", "ControlNetApplyAdvanced", "strength start_percent end_percent",

@@ -15,6 +15,11 @@ def _canny_to_comfy(value):
 
 MAPS = [
     nm("GrowMask", "GrowMask", "expand tapered_corners", "mask"),
+    nm("SolidMask", "SolidMask", "value width height", "mask"),
+    nm("CropMask", "CropMask", "x y width height", "mask"),
+    nm("ThresholdMask", "ThresholdMask", "value", "mask"),
+    nm("EmptyImage", "EmptyImage", "width height batch_size color", "image"),
+    nm("ImageFromBatch", "ImageFromBatch", "batch_index length", "image"),
     nm("FeatherMask", "FeatherMask", "left top right bottom", "mask"),
     nm("ImageColorToMask", "ImageColorToMask", "color", "mask"),
     nm("MaskComposite", "MaskComposite", "x y operation", "mask"),

@@ -15,6 +15,7 @@ MAPS = [
     nm("KarrasScheduler", "KarrasScheduler", "steps sigma_max sigma_min rho", "sigmas"),
     nm("EmptyLatentImage", "EmptyLatentImage", "width height batch_size", "latent"),
     nm("LatentUpscale", "LatentUpscale", "upscale_method width height crop", "latent"),
+    nm("LatentCrop", "LatentCrop", "width height x y", "latent"),
     nm("LatentUpscaleBy", "LatentUpscaleBy", "upscale_method scale_by", "latent"),
     nm("SetLatentNoiseMask", "SetLatentNoiseMask", "", "latent"),
     nm("VAEDecode", "VAEDecode", "", "image"),
@@ -24,6 +25,8 @@ MAPS = [
     nm("LatentFromBatch", "LatentFromBatch", "batch_index length", "latent"),
     nm("SplitSigmas", "SplitSigmas", "step", "high_sigmas low_sigmas"),
     nm("ExponentialScheduler", "ExponentialScheduler", "steps sigma_max sigma_min", "sigmas"),
+    nm("PolyexponentialScheduler", "PolyexponentialScheduler", "steps sigma_max sigma_min rho", "sigmas"),
+    nm("VPScheduler", "VPScheduler", "steps beta_d beta_min eps_s", "sigmas"),
     # ComfyUI's tiled VAE nodes gained video (temporal) widgets; images ignore them
     nm("VAEDecodeTiled", "VAEDecodeTiled", "tile_size overlap temporal_size temporal_overlap", "image",
        ignore=frozenset({"temporal_size", "temporal_overlap"}),

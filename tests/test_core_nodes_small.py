@@ -1,0 +1,119 @@
+"""Small core ComfyUI nodes: each against ComfyUI's own rule, transcribed here (nodes.py,
+nodes_mask.py, nodes_images.py, nodes_custom_sampler.py with k-diffusion's get_sigmas_*), and a
+ComfyUI API document that uses them all imports with every widget in its place."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nodegen.diffusion.conditioning import CondItem
+from nodegen.formats.comfy import import_comfy
+from nodegen.kernel.registry import default_registry
+
+REG = default_registry()
+
+
+def run(type_name: str, **inputs):
+    nd = REG[type_name]
+    return nd.normalize_result(nd.run(None, **inputs))
+
+
+def one(type_name: str, **inputs):
+    (value,) = run(type_name, **inputs).values()
+    return value
+
+
+def test_polyexponential_and_vp_schedules_are_k_diffusions():
+    n, smin, smax = 7, 0.0291675, 14.614642
+    for rho in (1.0, 0.5, 2.0):
+        ramp = torch.linspace(1, 0, n) ** rho
+        want = torch.exp(ramp * (math.log(smax) - math.log(smin)) + math.log(smin))
+        got = one("PolyexponentialScheduler", steps=n, sigma_max=smax, sigma_min=smin, rho=rho)
+        torch.testing.assert_close(got[:-1], want, rtol=1e-6, atol=0)
+        assert got[-1] == 0 and len(got) == n + 1
+    assert torch.allclose(one("PolyexponentialScheduler", steps=n, sigma_max=smax, sigma_min=smin, rho=1.0),
+                          one("ExponentialScheduler", steps=n, sigma_max=smax, sigma_min=smin), rtol=1e-6)
+    t = torch.linspace(1, 1e-3, n, dtype=torch.float64)
+    want = torch.sqrt(torch.exp(19.9 * t**2 / 2 + 0.1 * t) - 1).float()
+    got = one("VPScheduler", steps=n, beta_d=19.9, beta_min=0.1, eps_s=1e-3)
+    torch.testing.assert_close(got[:-1], want, rtol=1e-6, atol=0)  # in float64 (exp - 1 near 0)
+    t32 = torch.linspace(1, 1e-3, n)  # k-diffusion's float32: the same within its rounding
+    torch.testing.assert_close(got[:-1], torch.sqrt(torch.exp(19.9 * t32**2 / 2 + 0.1 * t32) - 1), rtol=1e-3, atol=1e-5)
+    assert got[-1] == 0 and bool((got[:-2] > got[1:-1]).all())
+    with pytest.raises(ValueError, match="sigma_max"):
+        one("PolyexponentialScheduler", steps=4, sigma_max=0.01, sigma_min=0.02, rho=1.0)
+
+
+def test_masks():
+    solid = one("SolidMask", value=0.25, width=5, height=3)
+    assert solid.shape == (1, 3, 5) and bool((solid == 0.25).all())
+    m = torch.rand(2, 10, 12, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(one("CropMask", mask=m, x=3, y=2, width=4, height=5), m[:, 2:7, 3:7])
+    assert torch.equal(one("CropMask", mask=m[0], x=10, y=8, width=50, height=50), m[:1, 8:, 10:])
+    with pytest.raises(ValueError, match="outside"):
+        one("CropMask", mask=m, x=12, y=0, width=4, height=4)
+    assert torch.equal(one("ThresholdMask", mask=m, value=0.5), (m > 0.5).float())
+
+
+def test_empty_image_and_image_from_batch():
+    img = one("EmptyImage", width=4, height=3, batch_size=2, color=0xFF8000)
+    assert img.shape == (2, 3, 4, 3)
+    # ComfyUI: each channel ((color >> shift) & 0xFF) / 0xFF
+    assert img[0, 0, 0].tolist() == pytest.approx([1.0, 128 / 255, 0.0])
+    batch = torch.rand(5, 2, 2, 3)
+    assert torch.equal(one("ImageFromBatch", image=batch, batch_index=1, length=2), batch[1:3])
+    assert torch.equal(one("ImageFromBatch", image=batch, batch_index=4, length=3), batch[4:])
+    with pytest.raises(ValueError, match="batch_index"):
+        one("ImageFromBatch", image=batch, batch_index=5, length=1)
+
+
+def test_latent_crop_follows_comfyui_rounding_and_minimum():
+    s = torch.randn(1, 4, 16, 24)
+    lat = {"samples": s, "noise_mask": torch.ones(1, 1, 128, 192)}
+
+    def comfy(width, height, x, y):  # nodes.py LatentCrop.crop
+        x, y = x // 8, y // 8
+        if x > s.shape[3] - 8:
+            x = s.shape[3] - 8
+        if y > s.shape[2] - 8:
+            y = s.shape[2] - 8
+        return s[:, :, y : height // 8 + y, x : width // 8 + x]
+    for args in ((64, 64, 0, 0), (96, 64, 40, 24), (512, 512, 1000, 1000), (64, 72, 8, 100)):
+        out = one("LatentCrop", samples=lat, width=args[0], height=args[1], x=args[2], y=args[3])
+        assert torch.equal(out["samples"], comfy(*args)), args
+        assert out["noise_mask"] is lat["noise_mask"]  # kept whole, as ComfyUI
+
+
+def test_conditioning_set_area_strength():
+    cond = [CondItem(torch.zeros(1, 77, 8), extras={"area": (64, 64, 0, 0)})]
+    (out,) = one("ConditioningSetAreaStrength", conditioning=cond, strength=0.4)
+    assert out.extras == {"area": (64, 64, 0, 0), "strength": 0.4} and cond[0].extras == {"area": (64, 64, 0, 0)}
+
+
+def test_a_comfyui_document_with_them_imports_with_every_widget_in_place():
+    api = {
+        "1": {"class_type": "PolyexponentialScheduler", "inputs": {"steps": 9, "sigma_max": 10.0, "sigma_min": 0.1, "rho": 0.7}},
+        "2": {"class_type": "VPScheduler", "inputs": {"steps": 8, "beta_d": 18.0, "beta_min": 0.2, "eps_s": 0.002}},
+        "3": {"class_type": "SolidMask", "inputs": {"value": 0.3, "width": 64, "height": 32}},
+        "4": {"class_type": "CropMask", "inputs": {"mask": ["3", 0], "x": 8, "y": 4, "width": 16, "height": 8}},
+        "5": {"class_type": "ThresholdMask", "inputs": {"mask": ["4", 0], "value": 0.2}},
+        "6": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 16, "batch_size": 3, "color": 255}},
+        "7": {"class_type": "ImageFromBatch", "inputs": {"image": ["6", 0], "batch_index": 1, "length": 2}},
+        "8": {"class_type": "LatentCrop", "inputs": {"samples": ["9", 0], "width": 64, "height": 64, "x": 8, "y": 16}},
+        "9": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
+        "10": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+    }
+    doc, warnings = import_comfy(api)
+    nodes = doc["nodes"]
+    assert {n["type"] for n in nodes.values()} >= {"PolyexponentialScheduler", "VPScheduler", "SolidMask", "CropMask",
+                                                   "ThresholdMask", "EmptyImage", "ImageFromBatch", "LatentCrop"}
+    by_type = {n["type"]: n["inputs"] for n in nodes.values()}
+    assert by_type["PolyexponentialScheduler"] == {"steps": 9, "sigma_max": 10.0, "sigma_min": 0.1, "rho": 0.7}
+    assert by_type["VPScheduler"] == {"steps": 8, "beta_d": 18.0, "beta_min": 0.2, "eps_s": 0.002}
+    assert {k: v for k, v in by_type["CropMask"].items() if k != "mask"} == {"x": 8, "y": 4, "width": 16, "height": 8}
+    assert by_type["EmptyImage"] == {"width": 32, "height": 16, "batch_size": 3, "color": 255}
+    assert {k: v for k, v in by_type["LatentCrop"].items() if k != "samples"} == {"width": 64, "height": 64, "x": 8, "y": 16}
+    assert not [w for w in warnings if "unknown" in w.lower() or "missing" in w.lower()], warnings
