@@ -143,6 +143,17 @@ def conditioning_set_area(ctx, conditioning, width, height, x, y, strength):
     return C.set_area(_check_cond(conditioning, "conditioning"), width, height, x, y, strength)
 
 
+@node("ConditioningSetAreaPercentage", category="conditioning",
+      description="Apply a conditioning only inside a rectangle given as fractions of the image (0-1).",
+      inputs=[Input.link("conditioning", T.CONDITIONING),
+              *(Input.float(name, default, min=0.0, max=1.0, step=0.01)
+                for name, default in (("width", 1.0), ("height", 1.0), ("x", 0.0), ("y", 0.0))),
+              Input.float("strength", 1.0, min=0.0, max=10.0, step=0.01)],
+      outputs=[Output("conditioning", T.CONDITIONING)], keywords=("area", "region", "percent"))
+def conditioning_set_area_percentage(ctx, conditioning, width, height, x, y, strength):
+    return C.set_area_fraction(_check_cond(conditioning, "conditioning"), width, height, x, y, strength)
+
+
 @node("ConditioningSetAreaStrength", category="conditioning",
       description="Set how strongly a conditioning counts where areas overlap (the weight ConditioningSetArea "
                   "also sets).",

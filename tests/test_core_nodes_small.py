@@ -117,3 +117,22 @@ def test_a_comfyui_document_with_them_imports_with_every_widget_in_place():
     assert by_type["EmptyImage"] == {"width": 32, "height": 16, "batch_size": 3, "color": 255}
     assert {k: v for k, v in by_type["LatentCrop"].items() if k != "samples"} == {"width": 64, "height": 64, "x": 8, "y": 16}
     assert not [w for w in warnings if "unknown" in w.lower() or "missing" in w.lower()], warnings
+
+
+def test_conditioning_set_area_percentage_rounds_to_latent_pixels_as_comfyui():
+    from nodegen.diffusion.cfg import area_of
+
+    cond = [CondItem(torch.zeros(1, 77, 8), extras={"area": (64, 64, 0, 0)})]
+    (item,) = one("ConditioningSetAreaPercentage", conditioning=cond, width=0.25, height=0.5, x=0.6, y=0.3,
+                  strength=0.8)
+    assert "area" not in item.extras and item.extras["strength"] == 0.8
+    h, w = 10, 16
+
+    def comfy(fh, fw, fy, fx):  # samplers.py get_area_and_mult, "percentage" areas
+        return (max(1, round(fh * h)), max(1, round(fw * w)), round(fy * h), round(fx * w))
+    assert area_of(item, h, w) == comfy(0.5, 0.25, 0.3, 0.6) == (5, 4, 3, 10)
+    (half,) = one("ConditioningSetAreaPercentage", conditioning=cond, width=0.5, height=0.5, x=0.25, y=0.25,
+                  strength=1.0)
+    (pixels,) = one("ConditioningSetArea", conditioning=cond, width=64, height=64, x=32, y=32, strength=1.0)
+    assert area_of(half, 16, 16) == area_of(pixels, 16, 16) == (8, 8, 4, 4)  # 128 px image: the same area
+    assert "area_fraction" not in pixels.extras

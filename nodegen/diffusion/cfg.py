@@ -17,11 +17,19 @@ import torch
 def area_of(item, h: int, w: int) -> tuple[int, int, int, int]:
     """``(height, width, y, x)`` in latent pixels; the full latent when the item has no area.
 
-    ``extras["area"]`` is ``(height, width, y, x)`` in image pixels (multiples of 8). With
-    ``extras["set_area_to_bounds"]`` the area is the bounding box of the item's mask (resized to the
-    latent), at least 8 latent pixels a side, as ComfyUI's ConditioningSetMask "mask bounds"."""
+    ``extras["area"]`` is ``(height, width, y, x)`` in image pixels (multiples of 8);
+    ``extras["area_fraction"]`` the same as fractions of the image (ComfyUI's "percentage" areas,
+    rounded to latent pixels as ComfyUI rounds them). With ``extras["set_area_to_bounds"]`` the
+    area is the bounding box of the item's mask (resized to the latent), at least 8 latent pixels
+    a side, as ComfyUI's ConditioningSetMask "mask bounds"."""
     if item.extras.get("set_area_to_bounds") and item.extras.get("mask") is not None:
         return mask_bounds(item.extras["mask"], h, w)
+    fraction = item.extras.get("area_fraction")
+    if fraction is not None:
+        fh, fw, fy, fx = (float(v) for v in fraction)
+        ah, aw, ay, ax = max(1, round(fh * h)), max(1, round(fw * w)), round(fy * h), round(fx * w)
+        ay, ax = min(ay, h - 1), min(ax, w - 1)
+        return (max(1, min(ah, h - ay)), max(1, min(aw, w - ax)), ay, ax)
     area = item.extras.get("area")
     if area is None:
         return (h, w, 0, 0)

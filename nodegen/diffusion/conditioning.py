@@ -66,8 +66,21 @@ def zero_out(cond: list[CondItem]) -> list[CondItem]:
 
 def set_area(cond: list[CondItem], width: int, height: int, x: int, y: int, strength: float) -> list[CondItem]:
     """Items restricted to a rectangle (image pixels; ``extras["area"] = (height, width, y, x)``)."""
-    return [it.copy(extras=dict(it.extras, area=(int(height), int(width), int(y), int(x)),
+    return [it.copy(extras=dict(_without(it.extras, "area_fraction"), area=(int(height), int(width), int(y), int(x)),
                                 strength=float(strength))) for it in cond]
+
+
+def set_area_fraction(cond: list[CondItem], width: float, height: float, x: float, y: float,
+                      strength: float) -> list[CondItem]:
+    """Items restricted to a rectangle given as fractions of the image
+    (``extras["area_fraction"] = (height, width, y, x)``; ComfyUI's percentage areas)."""
+    return [it.copy(extras=dict(_without(it.extras, "area"),
+                                area_fraction=(float(height), float(width), float(y), float(x)),
+                                strength=float(strength))) for it in cond]
+
+
+def _without(extras: dict, key: str) -> dict:
+    return {k: v for k, v in extras.items() if k != key}
 
 
 def average(to: list[CondItem], frm: list[CondItem], to_strength: float) -> list[CondItem]:

@@ -13,6 +13,7 @@ MAPS = [
     nm("ConditioningZeroOut", "ConditioningZeroOut", "", "conditioning"),
     nm("ConditioningSetArea", "ConditioningSetArea", "width height x y strength", "conditioning"),
     nm("ConditioningSetAreaStrength", "ConditioningSetAreaStrength", "strength", "conditioning"),
+    nm("ConditioningSetAreaPercentage", "ConditioningSetAreaPercentage", "width height x y strength", "conditioning"),
     nm("ControlNetApply", "ControlNetApply", "strength", "conditioning"),
     # newer ComfyUI adds an optional ``vae`` link (for some ControlNet types): kept both ways
     nm("ControlNetApplyAdvanced", "ControlNetApplyAdvanced", "strength start_percent end_percent",
