@@ -116,3 +116,28 @@ def image_pad_for_outpaint(ctx, image, left, top, right, bottom, feathering):
     check_image(image)
     canvas, mask = M.outpaint_pad(image, left, top, right, bottom, feathering)
     return {"image": canvas, "mask": mask}
+
+
+@node("SplitImageWithAlpha", category="image/alpha",
+      description="Split RGBA images into RGB and a mask (1 where transparent, as ComfyUI).",
+      inputs=[Input.link("image", T.IMAGE)],
+      outputs=[Output("image", T.IMAGE), Output("mask", T.MASK)], keywords=("alpha", "transparency", "rgba"))
+def split_image_with_alpha(ctx, image):
+    check_image(image)
+    alpha = image[..., 3] if image.shape[-1] > 3 else torch.ones_like(image[..., 0])
+    return {"image": image[..., :3].clone(), "mask": 1.0 - alpha}
+
+
+@node("JoinImageWithAlpha", category="image/alpha",
+      description="Give images an alpha channel from a mask (1 in the mask: transparent, as ComfyUI); the "
+                  "mask is resized to the images.",
+      inputs=[Input.link("image", T.IMAGE), Input.link("alpha", T.MASK)],
+      outputs=[Output("image", T.IMAGE)], keywords=("alpha", "transparency", "rgba", "cutout"))
+def join_image_with_alpha(ctx, image, alpha):
+    check_image(image)
+    if not torch.is_tensor(alpha):
+        raise ValueError("input 'alpha' must be a MASK")
+    m = alpha.float().reshape(-1, 1, alpha.shape[-2], alpha.shape[-1])
+    m = torch.nn.functional.interpolate(m, size=tuple(image.shape[1:3]), mode="bilinear")[:, 0]
+    n = min(image.shape[0], m.shape[0])
+    return torch.cat([image[:n, ..., :3], (1.0 - m[:n])[..., None].to(image.dtype)], dim=-1)

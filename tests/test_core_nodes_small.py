@@ -136,3 +136,19 @@ def test_conditioning_set_area_percentage_rounds_to_latent_pixels_as_comfyui():
     (pixels,) = one("ConditioningSetArea", conditioning=cond, width=64, height=64, x=32, y=32, strength=1.0)
     assert area_of(half, 16, 16) == area_of(pixels, 16, 16) == (8, 8, 4, 4)  # 128 px image: the same area
     assert "area_fraction" not in pixels.extras
+
+
+def test_split_and_join_image_with_alpha_are_comfyuis():
+    """comfy_extras/nodes_compositing.py: the mask is 1 - alpha; joining resizes it (bilinear)."""
+    g = torch.Generator().manual_seed(2)
+    rgba = torch.rand(2, 6, 8, 4, generator=g)
+    split = run("SplitImageWithAlpha", image=rgba)
+    assert torch.equal(split["image"], rgba[..., :3]) and torch.equal(split["mask"], 1.0 - rgba[..., 3])
+    rgb_only = run("SplitImageWithAlpha", image=rgba[..., :3])
+    assert torch.equal(rgb_only["mask"], torch.zeros(2, 6, 8))  # opaque
+    joined = one("JoinImageWithAlpha", image=split["image"], alpha=split["mask"])
+    torch.testing.assert_close(joined, rgba, rtol=0, atol=1e-6)  # a round trip
+    small = torch.rand(1, 3, 4, generator=g)
+    joined = one("JoinImageWithAlpha", image=rgba[..., :3], alpha=small)
+    want = 1.0 - torch.nn.functional.interpolate(small.reshape(-1, 1, 3, 4), size=(6, 8), mode="bilinear").squeeze(1)
+    assert joined.shape == (1, 6, 8, 4) and torch.equal(joined[..., 3], want)

@@ -31,6 +31,8 @@ MAPS = [
     nm("LatentCompositeMasked", "LatentCompositeMasked", "x y resize_source", "latent"),
     nm("ImageScaleToTotalPixels", "ImageScaleToTotalPixels", "upscale_method megapixels resolution_steps", "image"),
     nm("ImageBatch", "ImageBatch", "", "image"),
+    nm("SplitImageWithAlpha", "SplitImageWithAlpha", "", "image mask"),
+    nm("JoinImageWithAlpha", "JoinImageWithAlpha", "", "image"),
     nm("Canny", "CannyEdges", "low_threshold high_threshold", "image",
        to_ours={"low_threshold": _canny_to_ours, "high_threshold": _canny_to_ours},
        to_comfy={"low_threshold": _canny_to_comfy, "high_threshold": _canny_to_comfy}),
