@@ -57,6 +57,22 @@ def latent_subtract(ctx, samples1, samples2):
     return dict(samples1, samples=s1 - _fit(_samples(samples2, "samples2", "LatentSubtract"), s1))
 
 
+@node("LatentInterpolate", category="latent/advanced",
+      description="Blend two latents keeping their per-pixel magnitude: the channel vectors' directions and "
+                  "lengths are mixed separately (ratio 1: all samples1).",
+      inputs=[Input.link("samples1", T.LATENT), Input.link("samples2", T.LATENT),
+              Input.float("ratio", 1.0, min=0.0, max=1.0, step=0.01)], outputs=_OUT, keywords=("slerp", "mix"))
+def latent_interpolate(ctx, samples1, samples2, ratio):
+    # ComfyUI's rule, with the norms kept per item (its own broadcasting only works for one item)
+    s1 = _samples(samples1, "samples1", "LatentInterpolate")
+    s2 = _fit(_samples(samples2, "samples2", "LatentInterpolate"), s1)
+    m1 = torch.linalg.vector_norm(s1, dim=1, keepdim=True)
+    m2 = torch.linalg.vector_norm(s2, dim=1, keepdim=True)
+    t = torch.nan_to_num(s1 / m1) * ratio + torch.nan_to_num(s2 / m2) * (1.0 - ratio)
+    st = torch.nan_to_num(t / torch.linalg.vector_norm(t, dim=1, keepdim=True))
+    return dict(samples1, samples=st * (m1 * ratio + m2 * (1.0 - ratio)))
+
+
 @node("LatentMultiply", category="latent/advanced", description="Multiply a latent by a number.",
       inputs=[Input.link("samples", T.LATENT), Input.float("multiplier", 1.0, min=-10.0, max=10.0, step=0.01)],
       outputs=_OUT)

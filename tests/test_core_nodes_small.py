@@ -152,3 +152,22 @@ def test_split_and_join_image_with_alpha_are_comfyuis():
     joined = one("JoinImageWithAlpha", image=rgba[..., :3], alpha=small)
     want = 1.0 - torch.nn.functional.interpolate(small.reshape(-1, 1, 3, 4), size=(6, 8), mode="bilinear").squeeze(1)
     assert joined.shape == (1, 6, 8, 4) and torch.equal(joined[..., 3], want)
+
+
+def test_latent_interpolate_is_comfyuis_for_one_item_and_per_item_for_a_batch():
+    g = torch.Generator().manual_seed(3)
+    s1, s2 = torch.randn(1, 4, 6, 5, generator=g), torch.randn(1, 4, 6, 5, generator=g)
+
+    def comfy(s1, s2, ratio):  # nodes.py LatentInterpolate.op (one item: its broadcasting holds)
+        m1, m2 = torch.linalg.vector_norm(s1, dim=(1)), torch.linalg.vector_norm(s2, dim=(1))
+        t = torch.nan_to_num(s1 / m1) * ratio + torch.nan_to_num(s2 / m2) * (1.0 - ratio)
+        st = torch.nan_to_num(t / torch.linalg.vector_norm(t, dim=(1)))
+        return st * (m1 * ratio + m2 * (1.0 - ratio))
+    for ratio in (0.0, 0.3, 1.0):
+        out = one("LatentInterpolate", samples1={"samples": s1}, samples2={"samples": s2}, ratio=ratio)
+        torch.testing.assert_close(out["samples"], comfy(s1, s2, ratio), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(one("LatentInterpolate", samples1={"samples": s1}, samples2={"samples": s2},
+                                   ratio=1.0)["samples"], s1, rtol=1e-5, atol=1e-6)
+    batch1, batch2 = torch.cat([s1, s2]), torch.cat([s2, s1])
+    out = one("LatentInterpolate", samples1={"samples": batch1}, samples2={"samples": batch2}, ratio=0.3)["samples"]
+    torch.testing.assert_close(out[1:], comfy(s2, s1, 0.3), rtol=1e-6, atol=1e-6)  # each item on its own

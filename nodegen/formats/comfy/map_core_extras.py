@@ -17,6 +17,7 @@ MAPS = [
     nm("ImageFlip", "ImageFlip", "flip_method", "image"),
     nm("ImageRotate", "ImageRotate", "rotation", "image"),
     nm("LatentAdd", "LatentAdd", "", "latent"),
+    nm("LatentInterpolate", "LatentInterpolate", "ratio", "latent"),
     nm("LatentSubtract", "LatentSubtract", "", "latent"),
     nm("LatentMultiply", "LatentMultiply", "multiplier", "latent"),
     nm("LatentBatch", "LatentBatch", "", "latent"),
