@@ -8,17 +8,12 @@ import torch
 
 from nodegen.diffusion.conditioning import CondItem
 from nodegen.diffusion.denoiser import Denoiser
-from nodegen.kernel.registry import default_registry
 from nodegen.models.objects import DiffusionModel
 from tests.support.fixtures import fixture
+from tests.support.nodes import run
 
 torch.set_num_threads(1)
-REG = default_registry()
 
-
-def run(type_name: str, **inputs):
-    nd = REG[type_name]
-    return nd.normalize_result(nd.run(None, **inputs))
 
 
 @pytest.fixture(scope="module")

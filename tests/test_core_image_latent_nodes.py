@@ -7,15 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from nodegen.kernel.registry import default_registry
+from tests.support.nodes import run
 
 torch.set_num_threads(1)
-REG = default_registry()
 
-
-def run(type_name: str, **inputs):
-    nd = REG[type_name]
-    return nd.normalize_result(nd.run(None, **inputs))
 
 
 def _gauss(r: int, sigma: float) -> np.ndarray:

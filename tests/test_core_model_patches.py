@@ -15,18 +15,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodegen.kernel.registry import default_registry
 from nodegen.models.objects import DiffusionModel, TextEncoder
 from tests.support.fixtures import fixture
+from tests.support.nodes import run
 from tests.support.sampling import sample
 
 torch.set_num_threads(1)
-REG = default_registry()
 
-
-def run(type_name: str, **inputs):
-    nd = REG[type_name]
-    return nd.normalize_result(nd.run(None, **inputs))
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,7 @@ import torch
 
 from nodegen.diffusion.conditioning import CondItem
 from nodegen.formats.comfy import import_comfy
-from nodegen.kernel.registry import default_registry
-
-REG = default_registry()
-
-
-def run(type_name: str, **inputs):
-    nd = REG[type_name]
-    return nd.normalize_result(nd.run(None, **inputs))
+from tests.support.nodes import run
 
 
 def one(type_name: str, **inputs):

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nodegen.kernel.registry import default_registry
-
-REG = default_registry()
-
-
-def run(type_name: str, **inputs):
-    nd = REG[type_name]
-    return nd.normalize_result(nd.run(None, **inputs))
+from tests.support.nodes import run
 
 
 def test_per_sampler_nodes_carry_their_options():

@@ -8,15 +8,10 @@ import math
 import pytest
 import torch
 
-from nodegen.kernel.registry import default_registry
+from tests.support.nodes import run
 
-REG = default_registry()
 torch.set_num_threads(1)
 
-
-def run(type_name: str, **inputs):
-    nd = REG[type_name]
-    return nd.normalize_result(nd.run(None, **inputs))
 
 
 def _blob(h=12, w=14):

@@ -9,17 +9,12 @@ import pytest
 import torch
 
 from nodegen.kernel.context import CancelToken, RunContext
-from nodegen.kernel.registry import default_registry
 from nodegen.models.loader import load_single_file
 from nodegen.models.merge import ldm_names
+from tests.support.nodes import run
 
-REG = default_registry()
 torch.set_num_threads(1)
 
-
-def run(type_name: str, ctx=None, **inputs):
-    nd = REG[type_name]
-    return nd.normalize_result(nd.run(ctx, **inputs))
 
 
 @pytest.fixture(scope="module")
