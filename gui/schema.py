@@ -128,12 +128,12 @@ def fuzzy_score(text: str, info: NodeTypeInfo) -> float | None:
     q = " ".join(text.lower().split())
     if not q:
         return 0.0
-    fields = [(info.title.lower(), 3.0), (info.type.lower(), 3.0), (info.category.lower(), 1.0)]
-    fields += [(k.lower(), 1.5) for k in info.keywords]
-    best = _best_field_score(_squeezed(q), [(_squeezed(h), w) for h, w in fields])
+    fields = [(info.title, 3.0), (info.type, 3.0), (info.category, 1.0)] + [(k, 1.5) for k in info.keywords]
+    fields = [(_squeezed(text.lower()), weight) for text, weight in fields]
+    best = _best_field_score(_squeezed(q), fields)
     words = q.split()
     if len(words) > 1:
-        each = [_best_field_score(_squeezed(w), [(_squeezed(h), wt) for h, wt in fields]) for w in words]
+        each = [_best_field_score(_squeezed(w), fields) for w in words]
         if all(s is not None for s in each):
             together = 0.8 * sum(s for s in each if s is not None) / len(each)
             best = together if best is None else max(best, together)
