@@ -64,6 +64,10 @@ def test_a_job_runs_and_its_results_carry_provenance(client, folders):
     kinds = [e["event"] for e in events]
     assert kinds[0] == "run_started" and kinds[-2:] == ["run_finished", "outputs"]
     assert events[-1] == {"event": "outputs", "paths": ["first_00001.png"], "status": "done"}
+    # the queue keeps them: a server started later on the same folder replays the same events
+    later = TestClient(create_app(ServerConfig(out_dir=str(folders / "out"), input_dir=str(folders / "in"))))
+    replayed = later.get(f"/jobs/{job['id']}/events").text
+    assert [json.loads(line) for line in replayed.splitlines()] == events
     listed = client.get("/jobs", params={"status": "done"}).json()
     assert job["id"] in [j["id"] for j in listed["jobs"]] and listed["counts"]["done"] >= 1
 

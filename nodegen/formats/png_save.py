@@ -47,16 +47,20 @@ def split_prefix(folder: str | os.PathLike, prefix: str) -> tuple[Path, str]:
         prefix.encode("utf-8")
     except UnicodeEncodeError:
         raise OutputNameError("the file name prefix holds a lone surrogate, which cannot be a file name") from None
-    for part in Path(prefix).parts:
-        room = NAME_MAX - (_SUFFIX_ROOM if part == Path(prefix).name else 0)
+    parts = Path(prefix).parts
+    for part in parts:
+        room = NAME_MAX - (_SUFFIX_ROOM if part == parts[-1] else 0)
         if len(os.fsencode(part)) > room:
             raise OutputNameError(f"the file name prefix part {_show(part)} is {len(os.fsencode(part))} bytes; "
                                   f"a file name may have at most {room} here")
-    base = Path(folder).resolve()
-    target_dir = (base / prefix).parent.resolve()
-    if target_dir != base and base not in target_dir.parents:
+    base = os.path.realpath(folder)
+    head, stem = os.path.split(prefix)
+    if not head:  # a plain name: the folder itself (resolved once, the common case)
+        return Path(base), stem
+    target_dir = os.path.realpath(os.path.join(base, head))
+    if target_dir != base and not target_dir.startswith(base.rstrip(os.sep) + os.sep):
         raise OutputNameError(f"the file name prefix {_show(prefix)} leads outside the output folder {base}")
-    return target_dir, Path(prefix).name
+    return Path(target_dir), stem
 
 
 def check_target(folder: str | os.PathLike, prefix: str) -> str | None:
@@ -71,7 +75,7 @@ def check_target(folder: str | os.PathLike, prefix: str) -> str | None:
             break
         probe = probe.parent
     if not probe.is_dir():
-        what = "the output folder" if probe == Path(folder).resolve() else "a folder on the way"
+        what = "the output folder" if str(probe) == os.path.realpath(folder) else "a folder on the way"
         return f"cannot save in {target_dir}: {what} {probe} is a file, not a folder"
     if not os.access(probe, os.W_OK | os.X_OK):
         return f"cannot save in {target_dir}: the folder {probe} is not writable"

@@ -17,12 +17,12 @@ The engine constructs ``ModelManager()`` with no arguments.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,17 +34,17 @@ GiB = 1024**3
 
 def file_key(path: str | os.PathLike) -> tuple[str, int, int]:
     """(resolved path, size, mtime_ns) of a file or a diffusers folder (newest file inside)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    if p.is_dir():
+    p = os.path.realpath(path)
+    st = os.stat(p)
+    if stat.S_ISDIR(st.st_mode):
         size, mtime = 0, st.st_mtime_ns
         for root, _dirs, files in os.walk(p):
             for f in files:
                 s = os.stat(os.path.join(root, f))
                 size += s.st_size
                 mtime = max(mtime, s.st_mtime_ns)
-        return str(p), size, mtime
-    return str(p), st.st_size, st.st_mtime_ns
+        return p, size, mtime
+    return p, st.st_size, st.st_mtime_ns
 
 
 class ModelManager:

@@ -29,7 +29,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,12 @@ class JobOutcome:
     digests: dict[str, dict] = field(default_factory=dict)  # file -> {"size", "sha256"}
 
     def to_json(self) -> dict:
-        return asdict(self)
+        out = dict(self.__dict__)  # the fields are JSON values: a shallow copy of each container
+        for k in ("files", "problems"):
+            out[k] = list(out[k])
+        out["timings"] = dict(self.timings)
+        out["digests"] = {name: dict(d) for name, d in self.digests.items()}
+        return out
 
     @classmethod
     def from_json(cls, data: dict) -> JobOutcome:
@@ -187,11 +192,11 @@ def _run_into(engine, doc, staging: Path, overrides, targets, cancel, from_text)
         problems = [str(p) for p in result.problems]
         return JobOutcome("invalid", error="the workflow is invalid: " + "; ".join(problems), problems=problems)
     files = []
-    root = staging.resolve()
+    root = os.path.realpath(staging) + os.sep
     for p in result.paths:
-        rp = Path(p).resolve()
-        if rp.is_relative_to(root):
-            files.append(rp.relative_to(root).as_posix())
+        rp = os.path.realpath(p)
+        if rp.startswith(root):
+            files.append(Path(rp[len(root):]).as_posix())
     status = {"ok": "done"}.get(result.status, result.status)
     error = "\n".join(str(f) for f in result.failures) or None
     return JobOutcome(status, files, timings=dict(result.timings), executed=len(result.executed),

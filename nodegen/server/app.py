@@ -269,8 +269,9 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
               summary="Submit a workflow document")
     async def submit(body: S.JobRequest):
         # one hop to a worker thread (the checks and the fsync block); a plain ``def`` endpoint
-        # would take a second one to validate the response
-        return await run_in_threadpool(accept, body.workflow, body.set, body.targets)
+        # would take a second one to validate the response. The answer is JobAccepted's shape
+        # already: sent as it is (the response model documents it)
+        return JSONResponse(await run_in_threadpool(accept, body.workflow, body.set, body.targets), status_code=201)
 
     @app.post("/jobs/png", status_code=201, response_model=S.JobAccepted, responses=ERRORS,
               summary="Submit a PNG that embeds a workflow (raw body, Content-Type image/png)",
@@ -297,15 +298,11 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         # the records are the queue's, already in the schema's shape: answered as they are
         if wait <= 0:
             return JSONResponse(state.job_or_404(job_id))
-        ended = state.waiters.register(job_id)
+        ended = state.waiters.register(job_id, timeout=wait)
         try:
             job = state.job_or_404(job_id)
             if job["status"] not in FINAL:
-                try:
-                    recorded = await asyncio.wait_for(ended, wait)
-                except TimeoutError:
-                    recorded = None
-                job = recorded or state.job_or_404(job_id)
+                job = await ended or state.job_or_404(job_id)  # None: the wait is over
             return JSONResponse(job)
         finally:
             state.waiters.forget(job_id, ended)

@@ -100,10 +100,15 @@ class EndWaiters:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_resolve, fut, job)
 
-    def register(self, job_id: str) -> asyncio.Future:
+    def register(self, job_id: str, timeout: float | None = None) -> asyncio.Future:
         """Call on the event loop before reading the job's status, then await the future (its
-        result: the job's record, or None): an end recorded after the read wakes it."""
-        fut = asyncio.get_running_loop().create_future()
+        result: the job's record, or None; None also once ``timeout`` seconds have passed): an
+        end recorded after the read wakes it."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if timeout is not None:
+            timer = loop.call_later(timeout, _resolve, fut, None)
+            fut.add_done_callback(lambda _fut: timer.cancel())
         with self._lock:
             self._futures.setdefault(job_id, []).append(fut)
         return fut

@@ -39,6 +39,8 @@ from typing import Any
 from nodegen.kernel.atomic import sync_dir
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
+#: The columns a job's status is made of (:meth:`JobQueue._row`): not its workflow or events.
+_JOB = "id, status, overrides, targets, submitted, started, finished, attempts, outcome, error"
 FINAL = ("done", "failed", "cancelled")
 
 _SCHEMA = """
@@ -220,7 +222,7 @@ class JobQueue:
         with self._lock:
             row = self._db.execute(
                 "UPDATE jobs SET status=?, finished=?, outcome=?, error=?, events=?, synced=? WHERE id=? "
-                "RETURNING *",
+                "RETURNING " + _JOB,
                 (status, time.time(), json.dumps(outcome) if outcome is not None else None, error,
                  json.dumps(events) if events is not None else None, int(synced), job_id)).fetchall()
         return self._row(row[0]) if row else None  # fetched to the end: the statement is done, committed
@@ -236,7 +238,8 @@ class JobQueue:
     # -- reading ---------------------------------------------------------------------------
     def get(self, job_id: str, *, full: bool = False) -> dict | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+            row = self._db.execute(f"SELECT {_JOB}{', workflow' if full else ''} FROM jobs WHERE id=?",
+                                   (job_id,)).fetchone()
         return self._row(row, full=full) if row else None
 
     def events(self, job_id: str) -> list[dict] | None:
@@ -245,7 +248,7 @@ class JobQueue:
         return json.loads(row["events"]) if row and row["events"] else None
 
     def list(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[dict]:
-        sql = "SELECT * FROM jobs" + (" WHERE status=?" if status else "") + " ORDER BY seq LIMIT ? OFFSET ?"
+        sql = f"SELECT {_JOB} FROM jobs" + (" WHERE status=?" if status else "") + " ORDER BY seq LIMIT ? OFFSET ?"
         args: tuple = ((status,) if status else ()) + (limit, offset)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()

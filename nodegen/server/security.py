@@ -126,24 +126,25 @@ class PathRefused(ValueError):
         self.field = field_name
 
 
-def _inside(path: Path, roots: list[Path]) -> bool:
-    rp = path.resolve()
-    return any(rp == r or rp.is_relative_to(r) for r in roots)
+def _inside(path: str | os.PathLike, roots: list[str]) -> bool:
+    rp = os.path.realpath(path)
+    return any(rp == r or rp.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
-def _allowed_roots(env: Any, kind: str | None) -> list[Path]:
+def _allowed_roots(env: Any, kind: str | None) -> list[str]:
     if kind in (None, "image", "input"):
-        return [Path(env.input_dir).resolve()]
+        return [os.path.realpath(env.input_dir)]
     from nodegen.models.paths import builtin_models
 
-    roots = [p.resolve() for p in env.paths.folders(kind)]
-    return roots + [p.resolve() for p in builtin_models(kind).values()]
+    roots = [os.path.realpath(p) for p in env.paths.folders(kind)]
+    return roots + [os.path.realpath(p) for p in builtin_models(kind).values()]
 
 
 def check_file_names(doc: dict, registry: Any, env: Any, overridden: dict[tuple[str, str | None], str]) -> None:
     """Raise :class:`PathRefused` for a file input that names a path outside the configured
     folders. ``overridden`` maps ``(node id, input)`` to the ``set`` key that gave its value, so
     the error names the field the client sent."""
+    roots: dict[str | None, list[str]] = {}
     for nid, n in (doc.get("nodes") or {}).items():
         nd = registry.get(n.get("type"))
         if nd is None:
@@ -160,7 +161,9 @@ def check_file_names(doc: dict, registry: Any, env: Any, overridden: dict[tuple[
                 raise PathRefused(field_name, f"{where}: {value!r} must be a name inside the server's "
                                               f"folders (relative, without '..')")
             path = env.resolve_file(spec.file_kind, value)
-            if path is not None and not _inside(Path(path), _allowed_roots(env, spec.file_kind)):
+            if spec.file_kind not in roots:
+                roots[spec.file_kind] = _allowed_roots(env, spec.file_kind)
+            if path is not None and not _inside(path, roots[spec.file_kind]):
                 raise PathRefused(field_name, f"{where}: {value!r} is not inside the server's "
                                               f"{spec.file_kind or 'input'} folders")
 

@@ -46,9 +46,9 @@ def cache_dir() -> Path:
     return Path(base) / "nodegen"
 
 
-def _stat_key(path: Path) -> tuple[str, int, int]:
-    st = path.stat()
-    return str(path.resolve()), st.st_size, st.st_mtime_ns
+def _stat_key(path: str | os.PathLike) -> tuple[str, int, int]:
+    st = os.stat(path)
+    return os.path.realpath(path), st.st_size, st.st_mtime_ns
 
 
 class HashCache:
@@ -68,7 +68,7 @@ class HashCache:
         return entries if isinstance(entries, dict) else {}
 
     def get(self, path: str | os.PathLike) -> str | None:
-        key, size, mtime = _stat_key(Path(path))
+        key, size, mtime = _stat_key(path)
         with self._lock:
             if self._entries is None:
                 self._entries = self._read()
