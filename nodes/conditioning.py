@@ -163,9 +163,34 @@ def conditioning_set_area_strength(ctx, conditioning, strength):
     return [c.copy(extras=dict(c.extras, strength=float(strength))) for c in _check_cond(conditioning, "conditioning")]
 
 
+@node("InstructPixToPixConditioning", category="conditioning/instructpix2pix",
+      description="Give a model that takes an image beside its latent that image: Flux.1 Canny / Depth "
+                  "(the control image: a canny or depth map) and InstructPix2Pix models (the image to edit). "
+                  "Both conditionings carry its latents; the latent output is empty, of the image's size.",
+      inputs=[Input.link("positive", T.CONDITIONING), Input.link("negative", T.CONDITIONING),
+              Input.link("vae", T.VAE), Input.link("pixels", T.IMAGE)],
+      outputs=[Output("positive", T.CONDITIONING), Output("negative", T.CONDITIONING), Output("latent", T.LATENT)],
+      keywords=("flux canny", "flux depth", "control", "edit", "ip2p"))
+def instruct_pix_to_pix_conditioning(ctx, positive, negative, vae, pixels):
+    from nodegen.diffusion.latent_scale import encoded_extras
+
+    from .vae import crop_to_multiple
+
+    _check_cond(positive, "positive")
+    _check_cond(negative, "negative")
+    if not torch.is_tensor(pixels) or pixels.ndim != 4:
+        raise ValueError("input 'pixels' must be an IMAGE [batch, height, width, channels]")
+    px, _, _ = crop_to_multiple(pixels[..., :3])
+    concat_latent = vae.encode(px, device=getattr(ctx, "device", None))
+    extras = encoded_extras(vae, {"concat_latent_image": concat_latent})
+    pos = [c.copy(extras=dict(c.extras, **extras)) for c in positive]
+    neg = [c.copy(extras=dict(c.extras, **extras)) for c in negative]
+    return {"positive": pos, "negative": neg, "latent": {"samples": torch.zeros_like(concat_latent)}}
+
+
 @node("InpaintModelConditioning", category="conditioning/inpaint",
-      description="Inputs for inpainting models (9 channels): masked-image latents and mask go with "
-                  "the conditioning; the latent holds the original image (and the mask to blend).",
+      description="Inputs for inpainting models (SD 9 channels, Flux.1 Fill): masked-image latents and mask "
+                  "go with the conditioning; the latent holds the original image (and the mask to blend).",
       inputs=[Input.link("positive", T.CONDITIONING), Input.link("negative", T.CONDITIONING),
               Input.link("vae", T.VAE), Input.link("pixels", T.IMAGE), Input.link("mask", T.MASK),
               Input.bool("noise_mask", True, description="Also keep the unmasked area (blend while sampling)")],

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import math
 
+from nodegen.image.latent_resize import UPSCALE_METHODS, resize
 from nodegen.kernel import types as T
 from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
 
 torch = lazy_import("torch")
-F = lazy_import("torch.nn.functional")
 
-UPSCALE_METHODS = ["nearest-exact", "bilinear", "bicubic", "area", "bislerp"]
 MAX_SIZE = 16384
 
 
@@ -42,31 +41,6 @@ def empty_latent_image(ctx, width, height, batch_size):
     _multiple_of_8("width", width)
     _multiple_of_8("height", height)
     return {"samples": torch.zeros(batch_size, 4, height // 8, width // 8)}
-
-
-def resize(samples: torch.Tensor, width: int, height: int, method: str, crop: str = "disabled") -> torch.Tensor:
-    """Resize ``[B,C,h,w]`` to ``[B,C,height,width]`` (latent pixels); ``crop="center"`` first cuts
-    the input to the target aspect ratio."""
-    if method not in UPSCALE_METHODS:
-        raise ValueError(f"unknown upscale_method {method!r}; choose one of {', '.join(UPSCALE_METHODS)}")
-    s = samples
-    if crop == "center":
-        old_w, old_h = s.shape[3], s.shape[2]
-        old_aspect, new_aspect = old_w / old_h, width / height
-        x = y = 0
-        if old_aspect > new_aspect:
-            x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
-        elif old_aspect < new_aspect:
-            y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
-        s = s[:, :, y : old_h - y, x : old_w - x]
-    elif crop != "disabled":
-        raise ValueError(f"unknown crop {crop!r}; use 'disabled' or 'center'")
-    if method == "bislerp":
-        from nodegen.image.bislerp import bislerp
-
-        return bislerp(s, width, height)
-    kw = {"align_corners": False} if method in ("bilinear", "bicubic") else {}
-    return F.interpolate(s.float(), size=(height, width), mode=method, **kw).to(samples.dtype)
 
 
 @node("LatentUpscale", category="latent", description="Resize latents to a pixel size (hires fix).",

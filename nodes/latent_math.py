@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import math
 
+from nodegen.image.latent_resize import resize
 from nodegen.kernel import types as T
 from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
-
-from .latent import resize
 
 torch = lazy_import("torch")
 _OUT = [Output("latent", T.LATENT)]

@@ -115,9 +115,9 @@ def test_cfg_one_skips_the_negative(flux, sd3):
     calls = []
     real = denoiser.run_flow
 
-    def spy(family, transformer, x, sigma, ms, items, device, dtype):
+    def spy(family, transformer, x, sigma, ms, items, device, dtype, **kw):
         calls.append(len(items))
-        return real(family, transformer, x, sigma, ms, items, device, dtype)
+        return real(family, transformer, x, sigma, ms, items, device, dtype, **kw)
 
     model, te, _ = sd3_components(sd3)
     denoiser.run_flow = spy

@@ -114,15 +114,17 @@ def test_bf16_file_loads_upcast(sd1, tmp_path):
     assert all(got[k].dtype == torch.float32 and torch.equal(got[k], want[k]) for k in want)
 
 
-def test_instruct_pix2pix_is_refused_by_name(sd1, tmp_path):
+def test_instruct_pix2pix_checkpoint_loads_with_eight_input_channels(sd1, tmp_path):
+    """An InstructPix2Pix checkpoint (8 input channels: the latent and the image's) loads as one;
+    InstructPixToPixConditioning gives it the image (tests/test_oracle_img2img_inpaint.py)."""
     sd = dict(sd1.ldm_state_dict)
     w = sd[UNET + "input_blocks.0.0.weight"]
-    sd[UNET + "input_blocks.0.0.weight"] = torch.cat([w, w], dim=1)  # 8 input channels
+    sd[UNET + "input_blocks.0.0.weight"] = torch.cat([w, -w], dim=1)  # 8 input channels
     path = tmp_path / "instruct-pix2pix.safetensors"
     save_file(sd, str(path))
-    with pytest.raises(ModelKindError, match=r"instruct-pix2pix\.safetensors: this is an InstructPix2Pix model "
-                                             r"\(8 input channels\).*no InstructPix2Pix conditioning"):
-        load_checkpoint(path)
+    model, _clip, _vae = load_checkpoint(path)
+    assert model.in_channels == 8 and not model.is_inpaint
+    assert torch.equal(model.unet.conv_in.weight, torch.cat([w, -w], dim=1))
 
 
 def test_comfyui_sd2_v_pred_marker_and_override(tmp_path_factory, tmp_path, caplog):

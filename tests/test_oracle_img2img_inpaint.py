@@ -10,6 +10,9 @@
 * 9-channel inpainting model: the mask and masked-image latents given as conditioning extras
   (``concat_mask``, ``concat_latent_image``) on an empty latent == diffusers' inpaint pipeline at
   strength 1 (which starts from pure noise and does not blend).
+* InstructPix2Pix model (8 channels): InstructPixToPixConditioning's image latents (unscaled) in both
+  conditionings, 2-way CFG == diffusers' InstructPix2Pix pipeline with ``image_guidance_scale=1``
+  (its 3-way guidance ``uncond + g (text - image) + s (image - uncond)`` is then ``image + g (text - image)``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ def sd1(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sd1_inpaint(tmp_path_factory):
     return fixture("sd1_inpaint", tmp_path_factory.mktemp("sd1_inpaint"))
+
+
+@pytest.fixture(scope="session")
+def sd1_ip2p(tmp_path_factory):
+    return fixture("sd1_ip2p", tmp_path_factory.mktemp("sd1_ip2p"))
 
 
 def _setup(fx):
@@ -171,3 +179,29 @@ def test_inpaint_model_conditioning_node(sd1_inpaint):
     keep[2:6, 3:7] = False
     assert torch.allclose(res["samples"][..., keep], out["latent"]["samples"][..., keep], atol=1e-5)
     assert (res["samples"][..., ~keep] - out["latent"]["samples"][..., ~keep]).abs().max() > 0.1
+
+
+def test_instruct_pix2pix_model_matches_diffusers(sd1_ip2p):
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    from tests.support.nodes import run
+
+    fx = sd1_ip2p
+    model, vae, pos, neg = _setup(fx)
+    assert model.in_channels == 8
+    image = _image(4)
+    out = run("InstructPixToPixConditioning", positive=pos, negative=neg, vae=vae, pixels=image)
+    latents = out["positive"][0].extras["concat_latent_image"]
+    assert torch.equal(latents, vae.encode(image, device="cpu")) and not out["latent"]["samples"].any()
+    got = sample(model, out["positive"], out["negative"], out["latent"], seed=22, steps=6, cfg=6.0,
+                 sampler="dpmpp_2m", scheduler="karras", device="cpu")
+    ours = vae.decode(got["samples"], device="cpu").permute(0, 3, 1, 2)
+
+    pipe = StableDiffusionInstructPix2PixPipeline(**fx.pipeline().components)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = _scheduler(fx, "DPMSolverMultistepScheduler", use_karras_sigmas=True)
+    args = dict(image=latents / fx.vae.config.scaling_factor,  # 4 channels: used as the image's latents
+                prompt_embeds=pos[0].embeds, negative_prompt_embeds=neg[0].embeds, num_inference_steps=6,
+                guidance_scale=6.0, image_guidance_scale=1.0)
+    ref = pipe(**args, generator=torch.Generator().manual_seed(22), output_type="pt").images
+    assert (ours - ref).abs().max() <= 1e-3

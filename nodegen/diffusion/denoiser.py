@@ -41,6 +41,8 @@ from nodegen.diffusion import cfg as cfg_mod
 from nodegen.diffusion.flow_forward import FLOW_FAMILIES, run_flow
 from nodegen.diffusion.latent_scale import concat_in_model_scale
 from nodegen.diffusion.model_sampling import ModelSampling
+from nodegen.image.latent_resize import resize
+from nodegen.models.objects import SCALING_FACTORS
 
 
 def resize_mask(mask: torch.Tensor, h: int, w: int, batch: int, mode: str = "bilinear") -> torch.Tensor:
@@ -109,10 +111,13 @@ class Denoiser:
         return torch.tensor([vals], dtype=torch.float32)
 
     def _concat(self, item, batch: int, h: int, w: int, area) -> torch.Tensor | None:
-        """Extra input channels of 9-channel inpaint models: mask and masked-image latents."""
+        """Extra input channels: 9-channel inpaint models take the mask and masked-image latents;
+        8-channel InstructPix2Pix models the image's latents."""
         if self.in_channels <= 4:
             return None
         ex = item.extras
+        if self.in_channels == 8:
+            return self._ip2p_concat(ex, batch, h, w, area)
         mask = ex.get("concat_mask", self.noise_mask)
         masked = ex.get("concat_latent_image")
         masked = self.latent_image if masked is None else concat_in_model_scale(self.family, ex, masked)
@@ -126,6 +131,22 @@ class Denoiser:
         if out.shape[1] != extra:
             raise ValueError(f"the model takes {self.in_channels} input channels; inpaint inputs give {4 + out.shape[1]}")
         return out
+
+    def _ip2p_concat(self, ex: dict, batch: int, h: int, w: int, area) -> torch.Tensor:
+        """The image latents (InstructPixToPixConditioning's ``concat_latent_image``) as the
+        models were trained on them, unscaled (ComfyUI's IP2P and diffusers' pipeline give them so),
+        fitted to the latent's size and batch; zeros without an image."""
+        image = ex.get("concat_latent_image")
+        if image is None:
+            image = torch.zeros(batch, 4, h, w)
+        else:
+            image = concat_in_model_scale(self.family, ex, image) / SCALING_FACTORS.get(self.family, 1.0)
+            if tuple(image.shape[-2:]) != (h, w):
+                image = resize(image.float(), w, h, "bilinear", crop="center")
+            if image.shape[0] != batch:
+                image = image.repeat(math.ceil(batch / image.shape[0]), 1, 1, 1)[:batch]
+        ah, aw, ay, ax = area
+        return image.to(self.device, torch.float32)[:, :, ay : ay + ah, ax : ax + aw]
 
     # -- the call ------------------------------------------------------------------------
     @torch.no_grad()
@@ -253,7 +274,8 @@ class Denoiser:
 
     def _run_group(self, jobs, xs, sig_f, t, c_in, h, w, area) -> list[torch.Tensor]:
         if self.family in FLOW_FAMILIES:
-            return run_flow(self.family, self.unet, xs, sig_f, self.ms, [j[1] for j in jobs], self.device, self.dtype)
+            return run_flow(self.family, self.unet, xs, sig_f, self.ms, [j[1] for j in jobs], self.device, self.dtype,
+                            noise_mask=self.noise_mask)
         b = xs.shape[0]
         tokens = [j[1].embeds.shape[1] for j in jobs]
         lcm = 1

@@ -7,7 +7,8 @@ diffusers' StableDiffusion3Pipeline / FluxPipeline give it.
 * Flux: the latent is packed into 2x2 patches (``[B, h/2 * w/2, 4C]``) with image position ids
   (row, column) and zero text ids, ``timestep = sigma``, ``guidance`` (the CondItem's
   ``extras["guidance"]``, default 3.5) for guidance-distilled models; the output is unpacked.
-  Odd latent sizes are padded (replicate) to even and cropped back.
+  Odd latent sizes are padded (replicate) to even and cropped back. Models with more input
+  channels (Fill, Canny, Depth) get their extra channels from :mod:`nodegen.diffusion.flux_concat`.
 
 Items whose token counts differ are run in separate calls (repeating context tokens is not exact
 for joint attention).
@@ -15,8 +16,12 @@ for joint attention).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
+
+from nodegen.diffusion.flux_concat import flux_concat
 
 FLOW_FAMILIES = ("sd3", "flux")
 DEFAULT_FLUX_GUIDANCE = 3.5
@@ -72,16 +77,19 @@ def _call_sd3(transformer, x, sigma: float, ms, items, device, dtype) -> torch.T
                        pooled_projections=torch.cat(pooled), return_dict=False)[0]
 
 
-def _call_flux(transformer, x, sigma: float, ms, items, device, dtype) -> torch.Tensor:
+def _call_flux(transformer, x, sigma: float, ms, items, device, dtype, noise_mask=None) -> torch.Tensor:
     cfg = transformer.config
-    b, _, h0, w0 = x.shape
+    b, c, h0, w0 = x.shape
+    extra = int(cfg.in_channels) // 4 - c  # latent channels beside the latent's own (Fill, Canny, Depth)
+    if extra > 0:
+        x = torch.cat([torch.cat([x, flux_concat(it.extras, x, extra, noise_mask)], dim=1) for it in items])
     ph, pw = h0 % 2, w0 % 2
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
     h, w = x.shape[-2:]
     n = len(items)
     packed = pack(x.to(dtype))
-    x_in = torch.cat([packed] * n) if n > 1 else packed
+    x_in = torch.cat([packed] * n) if n > 1 and extra <= 0 else packed
     emb = torch.cat([_batched(it.embeds.to(device, dtype), b) for it in items])
     pooled = []
     for it in items:
@@ -99,13 +107,14 @@ def _call_flux(transformer, x, sigma: float, ms, items, device, dtype) -> torch.
     return unpack(out, h, w)[:, :, :h0, :w0]
 
 
-def run_flow(family: str, transformer, x: torch.Tensor, sigma: float, ms, items: list, device, dtype
-             ) -> list[torch.Tensor]:
-    """The model output (velocity) for each CondItem in ``items`` on the sample ``x``."""
+def run_flow(family: str, transformer, x: torch.Tensor, sigma: float, ms, items: list, device, dtype,
+             noise_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """The model output (velocity) for each CondItem in ``items`` on the sample ``x``;
+    ``noise_mask``: the latent's, for a Flux Fill model whose conditioning has no mask."""
     if any(it.extras.get("controls") for it in items):
         raise ValueError(f"ControlNet is not supported for {family} models yet (nodegen's ControlNets are "
                          "SD1/SD2/SDXL UNet ControlNets)")
-    call = _call_flux if family == "flux" else _call_sd3
+    call = functools.partial(_call_flux, noise_mask=noise_mask) if family == "flux" else _call_sd3
     outs: list[torch.Tensor | None] = [None] * len(items)
     groups: dict[tuple, list[int]] = {}
     for k, it in enumerate(items):

@@ -26,13 +26,11 @@ KIND_ADVICE = {
     "checkpoint": "use a checkpoint loader (CheckpointLoader)",
     "text_encoder": "it holds only a text encoder; load a full checkpoint instead",
     "unet": "it holds only a diffusion model; load it with the diffusion model loader (UNETLoader)",
-    "pix2pix": "nodegen has no InstructPix2Pix conditioning; use a text-to-image or inpainting checkpoint",
     "taesd": "nodegen does not load TAESD; use a full VAE file (VAELoader)",
     "diff_controlnet": "nodegen reads only full ControlNets; use the non-'diff' (fp16/fp32) release of it",
 }
 KIND_NAMES = {"lora": "a LoRA", "vae": "a VAE", "controlnet": "a ControlNet", "upscaler": "an upscale model",
               "checkpoint": "a checkpoint", "text_encoder": "a text encoder", "unet": "a UNet",
-              "pix2pix": "an InstructPix2Pix model (8 input channels)",
               "taesd": "a TAESD tiny autoencoder",
               "diff_controlnet": "a 'diff' ControlNet (weights stored as differences from a base model)",
               "unknown": "not a model file nodegen recognises"}
@@ -177,10 +175,8 @@ def detect(shapes: dict, values=None) -> Detected:
     if conv_in is not None:
         family = _family_from_text(keys, shapes) or _family_from_unet(
             shapes, UNET, UNET + "label_emb.0.0.weight", "input_blocks")
-        in_ch = int(conv_in[1])
-        if in_ch == 8:
-            return Detected("pix2pix", family=family, layout="ldm", details={"in_channels": in_ch})
-        if in_ch not in (4, 9):
+        in_ch = int(conv_in[1])  # 4; 9: an inpainting model; 8: an InstructPix2Pix model
+        if in_ch not in (4, 8, 9):
             return Detected("upscaler" if in_ch == 7 else "unknown", family=family, layout="ldm",
                             details={"in_channels": in_ch, "sample_keys": sample})
         inpaint = in_ch == 9

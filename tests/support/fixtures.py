@@ -110,7 +110,7 @@ def _build_sd1(root: Path, in_channels: int = 4) -> SimpleNamespace:
     ns.pipeline = lambda: StableDiffusionPipeline(
         vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=sched, safety_checker=None,
         feature_extractor=None, requires_safety_checker=False)
-    stem = "sd1" if in_channels == 4 else "sd1-inpaint"
+    stem = {4: "sd1", 8: "sd1-ip2p", 9: "sd1-inpaint"}[in_channels]
     ns.diffusers_dir = root / f"{stem}-diffusers"
     ns.pipeline().save_pretrained(str(ns.diffusers_dir))
     _save_single(ns, convert_pipeline_to_ldm(unet, vae, te, "sd1"), root, stem, ckpt=in_channels == 4)
@@ -246,11 +246,13 @@ def _build_sdxl_refiner(root: Path) -> SimpleNamespace:
 
 
 _BUILDERS = {"sd1": _build_sd1, "sd2": _build_sd2, "sdxl": _build_sdxl,
-             "sdxl_refiner": _build_sdxl_refiner, "sd1_inpaint": lambda root: _build_sd1(root, in_channels=9)}
+             "sdxl_refiner": _build_sdxl_refiner, "sd1_inpaint": lambda root: _build_sd1(root, in_channels=9),
+             "sd1_ip2p": lambda root: _build_sd1(root, in_channels=8)}
 
 
 def fixture(name: str, tmp=None) -> SimpleNamespace:
-    """The fixture ``name`` ("sd1", "sd2", "sdxl", "sdxl_refiner", "sd1_inpaint"), built on first use."""
+    """The fixture ``name`` ("sd1", "sd2", "sdxl", "sdxl_refiner", "sd1_inpaint", "sd1_ip2p"), built on
+    first use."""
     with _LOCK:
         if name not in _CACHE:
             torch.set_num_threads(1)

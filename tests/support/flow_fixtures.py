@@ -143,11 +143,12 @@ def _build_sd3(root: Path) -> SimpleNamespace:
     return ns
 
 
-def _flux_transformer(seed: int, guidance: bool):
+def _flux_transformer(seed: int, guidance: bool, in_channels: int = 64):
+    """The tiny Flux transformer; ``in_channels`` 128 / 384: a Canny-Depth / Fill model's input."""
     from diffusers import FluxTransformer2DModel
 
     torch.manual_seed(seed)
-    return FluxTransformer2DModel(patch_size=1, in_channels=64, out_channels=64, num_layers=1,
+    return FluxTransformer2DModel(patch_size=1, in_channels=in_channels, out_channels=64, num_layers=1,
                                   num_single_layers=2, attention_head_dim=128, num_attention_heads=1,
                                   joint_attention_dim=T5_WIDTH, pooled_projection_dim=64,
                                   guidance_embeds=guidance, axes_dims_rope=(16, 56, 56))

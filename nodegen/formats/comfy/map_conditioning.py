@@ -20,4 +20,5 @@ MAPS = [
        "positive negative"),
     nm("SetUnionControlNetType", "SetUnionControlNetType", "type", "control_net"),
     nm("InpaintModelConditioning", "InpaintModelConditioning", "noise_mask", "positive negative latent"),
+    nm("InstructPixToPixConditioning", "InstructPixToPixConditioning", "", "positive negative latent"),
 ]

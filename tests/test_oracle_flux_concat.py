@@ -1,0 +1,158 @@
+"""Oracle: Flux.1 models that take an image beside the latent == diffusers' pipelines for them, on
+tiny random-weight components (max abs pixel difference <= 1e-3, fp32 CPU):
+
+* Canny / Depth (128 input channels): InstructPixToPixConditioning's control image, against
+  FluxControlPipeline (handed the same control latents: its own encode samples the distribution);
+* Fill (384 input channels): InpaintModelConditioning's masked image and mask, against
+  FluxFillPipeline.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nodegen.diffusion.flow_forward import pack
+from nodegen.diffusion.flow_sampling import flux_mu
+from nodegen.diffusion.sample import Steps, sample
+from nodegen.models.flow_text import FlowTextEncoder
+from nodegen.models.objects import DiffusionModel, VAEModel
+from tests.support.fixtures import _randomize_
+from tests.support.flow_fixtures import _flux_transformer, fixture
+from tests.support.nodes import run
+
+torch.set_num_threads(1)
+TOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory):
+    return fixture("flux", tmp_path_factory.mktemp("flux"))
+
+
+def _model(in_channels: int, seed: int):
+    transformer = _flux_transformer(seed, guidance=True, in_channels=in_channels)
+    _randomize_(transformer, seed + 1)
+    transformer.eval()
+    model = DiffusionModel(transformer, "flux", "flow")
+    model.options["model_sampling"] = {"kind": "flux", "shift": flux_mu(64, 64), "multiplier": 1.0}
+    return transformer, model
+
+
+def _parts(fx):
+    te = FlowTextEncoder("flux", {"clip_l": (fx.tokenizer, fx.text_encoder), "t5": (fx.tokenizer_2, fx.text_encoder_2)})
+    return te, VAEModel.from_vae(fx.vae)
+
+
+def _pipe_parts(fx, transformer) -> dict:
+    return dict(transformer=transformer, scheduler=fx.scheduler, vae=fx.vae, text_encoder=fx.text_encoder,
+                tokenizer=fx.tokenizer, text_encoder_2=fx.text_encoder_2, tokenizer_2=fx.tokenizer_2)
+
+
+def _in_model_space(fx, lat: torch.Tensor) -> torch.Tensor:
+    return (lat - fx.vae.config.shift_factor) * fx.vae.config.scaling_factor
+
+
+def test_flux_canny_depth_equals_flux_control_pipeline(flux):
+    from diffusers import FluxControlPipeline
+
+    transformer, model = _model(128, 70)
+    te, vae = _parts(flux)
+    control = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(12))
+    out = run("InstructPixToPixConditioning", positive=te.encode("a house"), negative=te.encode(""),
+              vae=vae, pixels=control)
+    assert out["latent"]["samples"].shape == (1, 16, 8, 8) and not out["latent"]["samples"].any()
+    ours = sample(model, out["positive"], None, out["latent"], 8, Steps(3, "simple"), 1.0, "euler", device="cpu")
+    ours_img = vae.decode(ours.latent["samples"], device="cpu")
+    pipe = FluxControlPipeline(**_pipe_parts(flux, transformer))
+    pipe.set_progress_bar_config(disable=True)
+    control_latents = pack(_in_model_space(flux, vae.encode(control, device="cpu")))
+    theirs = pipe(prompt="a house", control_image=control_latents, height=64, width=64, num_inference_steps=3,
+                  guidance_scale=3.5, generator=torch.Generator().manual_seed(8), output_type="pt").images
+    assert float((ours_img - theirs.permute(0, 2, 3, 1)).abs().max()) <= TOL
+
+
+def test_a_canny_depth_model_without_a_control_image_sees_empty_latents(flux):
+    """Without InstructPixToPixConditioning, the control channels hold zero latents (moved into the
+    model's space), as ComfyUI gives them."""
+    from nodegen.diffusion.flux_concat import flux_concat
+
+    like = torch.randn(2, 16, 4, 6)
+    empty = flux_concat({}, like, 16)
+    assert empty.shape == (2, 16, 4, 6) and torch.allclose(empty, torch.full_like(empty, (0 - 0.1159) * 0.3611))
+    with pytest.raises(ValueError, match="takes 256 input channels"):
+        flux_concat({}, like, 48)
+
+
+def test_flux_fill_equals_flux_fill_pipeline(flux, monkeypatch):
+    """The pipeline greys out and encodes the masked image itself; its encode is made to take the
+    distribution's mode, as ours does, instead of a sample."""
+    import diffusers.pipelines.flux.pipeline_flux_fill as fill
+    from diffusers import FluxFillPipeline
+
+    monkeypatch.setattr(fill, "retrieve_latents", lambda enc, generator=None, sample_mode="sample": enc.latent_dist.mode())
+    transformer, model = _model(384, 72)
+    te, vae = _parts(flux)
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(13))
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 13:45, 6:37] = 1.0  # not on the 8-pixel grid: each latent pixel's 64 mask channels differ
+    out = run("InpaintModelConditioning", positive=te.encode("a window"), negative=te.encode(""), vae=vae,
+              pixels=image, mask=mask, noise_mask=False)
+    empty = {"samples": torch.zeros(1, 16, 8, 8)}
+    ours = sample(model, out["positive"], None, empty, 9, Steps(3, "simple"), 1.0, "euler", device="cpu")
+    ours_img = vae.decode(ours.latent["samples"], device="cpu")
+    pipe = FluxFillPipeline(**_pipe_parts(flux, transformer))
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(prompt="a window", image=image.permute(0, 3, 1, 2), mask_image=mask[:, None], height=64, width=64,
+                  num_inference_steps=3, guidance_scale=3.5, generator=torch.Generator().manual_seed(9),
+                  output_type="pt").images
+    assert float((ours_img - theirs.permute(0, 2, 3, 1)).abs().max()) <= TOL
+
+
+def test_comfyui_flux_canny_workflow_imports_and_runs(flux, tmp_path):
+    """ComfyUI's Flux Canny example (API format: UNETLoader, Canny, InstructPixToPixConditioning,
+    FluxGuidance, KSampler) runs on a 128-channel model file in BFL's layout."""
+    import json
+    import os
+
+    from PIL import Image
+
+    from nodegen.formats import open_any
+    from nodegen.runtime.engine import Engine
+    from tests.support.flow_convert import flux_to_original
+    from tests.support.flow_fixtures import _save
+
+    transformer, _ = _model(128, 74)
+    models = tmp_path / "models"
+    for sub in ("diffusion_models", "vae", "text_encoders"):
+        (models / sub).mkdir(parents=True)
+    _save(flux_to_original({k: v.contiguous() for k, v in transformer.state_dict().items()}),
+          models / "diffusion_models" / "flux1-canny-dev.safetensors")
+    os.symlink(flux.vae_file, models / "vae" / "ae.safetensors")
+    os.symlink(flux.clip_l, models / "text_encoders" / "clip_l.safetensors")
+    os.symlink(flux.t5xxl, models / "text_encoders" / "t5xxl_fp16.safetensors")
+    (tmp_path / "in").mkdir()
+    Image.effect_mandelbrot((64, 64), (-2, -1.5, 1, 1.5), 40).convert("RGB").save(tmp_path / "in" / "robot.png")
+    api = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-canny-dev.safetensors", "weight_dtype": "default"}},
+        "2": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
+                                                         "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a robot", "clip": ["2", 0]}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["2", 0]}},
+        "5": {"class_type": "FluxGuidance", "inputs": {"guidance": 30.0, "conditioning": ["3", 0]}},
+        "6": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
+        "7": {"class_type": "LoadImage", "inputs": {"image": "robot.png"}},
+        "8": {"class_type": "Canny", "inputs": {"low_threshold": 0.15, "high_threshold": 0.3, "image": ["7", 0]}},
+        "9": {"class_type": "InstructPixToPixConditioning",
+              "inputs": {"positive": ["5", 0], "negative": ["4", 0], "vae": ["6", 0], "pixels": ["8", 0]}},
+        "10": {"class_type": "KSampler", "inputs": {"seed": 3, "steps": 2, "cfg": 1.0, "sampler_name": "euler",
+                                                    "scheduler": "normal", "denoise": 1.0, "model": ["1", 0],
+                                                    "positive": ["9", 0], "negative": ["9", 1], "latent_image": ["9", 2]}},
+        "11": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": ["6", 0]}},
+        "12": {"class_type": "SaveImage", "inputs": {"filename_prefix": "canny", "images": ["11", 0]}},
+    }
+    (tmp_path / "canny.json").write_text(json.dumps(api))
+    engine = Engine(models=models, input_dir=tmp_path / "in", output_dir=tmp_path / "out", device="cpu")
+    result = engine.run(open_any(tmp_path / "canny.json"))
+    assert result.ok, (result.problems, [str(f) + getattr(f, "traceback", "") for f in result.failures])
+    assert result.images[0].size == (64, 64) and result.images[0].getextrema() != ((0, 0), (0, 0), (0, 0))
