@@ -164,3 +164,26 @@ def test_latent_interpolate_is_comfyuis_for_one_item_and_per_item_for_a_batch():
     batch1, batch2 = torch.cat([s1, s2]), torch.cat([s2, s1])
     out = one("LatentInterpolate", samples1={"samples": batch1}, samples2={"samples": batch2}, ratio=0.3)["samples"]
     torch.testing.assert_close(out[1:], comfy(s2, s1, 0.3), rtol=1e-6, atol=1e-6)  # each item on its own
+
+
+def test_comfyui_pag_and_instruct_pix2pix_nodes_import_from_the_editor_format():
+    ui = {"last_node_id": 3, "last_link_id": 2, "version": 0.4, "nodes": [
+        {"id": 1, "type": "CheckpointLoaderSimple", "widgets_values": ["ip2p.safetensors"],
+         "outputs": [{"name": "MODEL", "type": "MODEL", "links": [1]}, {"name": "CLIP", "type": "CLIP", "links": []},
+                     {"name": "VAE", "type": "VAE", "links": []}]},
+        {"id": 2, "type": "PerturbedAttentionGuidance", "widgets_values": [2.25],
+         "inputs": [{"name": "model", "type": "MODEL", "link": 1}],
+         "outputs": [{"name": "MODEL", "type": "MODEL", "links": []}]},
+        {"id": 3, "type": "InstructPixToPixConditioning", "widgets_values": [],
+         "inputs": [{"name": "positive", "type": "CONDITIONING", "link": None},
+                    {"name": "negative", "type": "CONDITIONING", "link": None},
+                    {"name": "vae", "type": "VAE", "link": None}, {"name": "pixels", "type": "IMAGE", "link": None}],
+         "outputs": [{"name": "positive", "type": "CONDITIONING", "links": []},
+                     {"name": "negative", "type": "CONDITIONING", "links": []},
+                     {"name": "latent", "type": "LATENT", "links": []}]}],
+        "links": [[1, 1, 0, 2, 0, "MODEL"]]}
+    doc, warnings = import_comfy(ui)
+    by_type = {n["type"]: n for n in doc["nodes"].values()}
+    assert by_type["PerturbedAttentionGuidance"]["inputs"] == {"scale": 2.25, "model": {"from": ["1", "model"]}}
+    assert "InstructPixToPixConditioning" in by_type and not by_type["InstructPixToPixConditioning"].get("missing")
+    assert not [w for w in warnings if "unknown" in w.lower()], warnings

@@ -193,3 +193,16 @@ def test_long_prompts_are_encoded_as_the_pipelines_do(sd3, flux):
         emb, pooled, _ = flux.pipeline().encode_prompt(LONG, LONG, device="cpu", max_sequence_length=512)
     ours = te.encode(LONG)[0]
     assert torch.equal(ours.embeds, emb) and torch.equal(ours.pooled, pooled)
+
+
+def test_perturbed_attention_guidance_leaves_flow_models_as_they_are(flux, caplog):
+    """Flow transformers have no UNet middle block: PAG perturbs nothing (as in ComfyUI) and says so."""
+    from tests.support.nodes import run
+
+    model, te, _ = flux_components(flux)
+    pag = run("PerturbedAttentionGuidance", model=model, scale=3.0)["model"]
+    args = (te.encode("a"), None, {"samples": torch.zeros(1, 16, 8, 8)}, 4, Steps(2, "simple"), 1.0, "euler")
+    with caplog.at_level("WARNING"):
+        assert torch.equal(sample(pag, *args, device="cpu").latent["samples"],
+                           sample(model, *args, device="cpu").latent["samples"])
+    assert "no UNet middle block" in caplog.text

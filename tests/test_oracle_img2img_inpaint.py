@@ -205,3 +205,31 @@ def test_instruct_pix2pix_model_matches_diffusers(sd1_ip2p):
                 guidance_scale=6.0, image_guidance_scale=1.0)
     ref = pipe(**args, generator=torch.Generator().manual_seed(22), output_type="pt").images
     assert (ours - ref).abs().max() <= 1e-3
+
+
+@pytest.mark.parametrize("cfg", [5.0, 1.0])
+def test_perturbed_attention_guidance_matches_diffusers(sd1, cfg):
+    """PerturbedAttentionGuidance == diffusers' StableDiffusionPAGPipeline with
+    ``pag_applied_layers=["mid"]`` (no adaptive scale): ``uncond + g (cond - uncond) + s (cond - perturbed)``;
+    at cfg 1 (no negative) ``cond + s (cond - perturbed)``."""
+    from diffusers import StableDiffusionPAGPipeline
+
+    from tests.support.nodes import run
+
+    model, vae, pos, neg = _setup(sd1)
+    pag = run("PerturbedAttentionGuidance", model=model, scale=2.5)["model"]
+    assert not model.options.get("denoise_hooks")  # the input MODEL is left as it was
+    got = sample(pag, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=23, steps=5, cfg=cfg,
+                 sampler="dpmpp_2m", scheduler="karras", device="cpu")
+    plain = sample(model, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=23, steps=5, cfg=cfg,
+                   sampler="dpmpp_2m", scheduler="karras", device="cpu")
+    assert (got["samples"] - plain["samples"]).abs().max() > 1e-2  # the guidance does something
+    assert all(type(p).__name__ != "IdentitySelfAttention" for p in model.unet.attn_processors.values())
+
+    pipe = StableDiffusionPAGPipeline(**sd1.pipeline().components, pag_applied_layers=["mid"])
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = _scheduler(sd1, "DPMSolverMultistepScheduler", use_karras_sigmas=True)
+    ref = pipe(prompt_embeds=pos[0].embeds, negative_prompt_embeds=neg[0].embeds, num_inference_steps=5,
+               guidance_scale=cfg, pag_scale=2.5, pag_adaptive_scale=0.0, height=64, width=64,
+               generator=torch.Generator().manual_seed(23), output_type="latent").images
+    assert (got["samples"] - ref).abs().max() <= 1e-4 * ref.abs().max()

@@ -24,7 +24,8 @@ Guidance options: ``model.options["rescale_cfg"]`` (a multiplier) rescales CFG o
 Hooks: ``model.options["denoise_hooks"]`` (a list; set on a clone of the MODEL) are called in
 order after guidance, before the inpainting blend, as ``hook(denoiser, x, sigma, denoised) ->
 denoised``. A hook may call :meth:`Denoiser.predict_positive` with gradients enabled (CLIP
-guidance does); it can check cancellation through ``denoiser.ctx``.
+guidance does) and read the step's ``last_cond`` / ``last_uncond`` predictions (Perturbed-Attention
+Guidance does); it can check cancellation through ``denoiser.ctx``.
 
 ControlNet progress: the fraction of the schedule done measured on the timestep axis,
 ``1 - t(sigma) / (T - 1)`` (ComfyUI's percent <-> sigma mapping), so it works for any sigmas.
@@ -87,6 +88,7 @@ class Denoiser:
         #: CFG++ samplers read the unconditional prediction of the last call (ComfyUI's
         #: ``uncond_denoised``); they set ``keep_uncond`` so it is computed even at cfg 1.
         self.keep_uncond = False
+        self.last_cond: torch.Tensor | None = None
         self.last_uncond: torch.Tensor | None = None
         #: The sampling run's whole schedule (set by the caller; differential diffusion reads it).
         self.sigmas: torch.Tensor | None = None
@@ -173,6 +175,7 @@ class Denoiser:
         cond = cfg_mod.combine(pos, x)
         uncond = cfg_mod.combine(neg, x) if with_negative else None
         out = self._guidance(cond, uncond, x, sig_f)
+        self.last_cond = cond
         self.last_uncond = uncond if uncond is not None else cond
         for hook in self.hooks:
             out = hook(self, x, sig_f, out)
@@ -191,11 +194,13 @@ class Denoiser:
 
         return rescaled_guidance(cond, uncond, self.cfg, x, sigma, float(multiplier))
 
-    def predict_positive(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    def predict_positive(self, x: torch.Tensor, sigma: float, *, active_only: bool = False) -> torch.Tensor:
         """The positive conditionings' combined denoised prediction (no CFG, no inpainting blend);
-        differentiable when called with gradients enabled."""
+        differentiable when called with gradients enabled. ``active_only``: only the conditionings
+        whose timestep range holds ``sigma`` (those the step's own prediction used)."""
         h, w = x.shape[-2:]
-        jobs = [(False, it, cfg_mod.area_of(it, h, w)) for it in self.positive]
+        jobs = [(False, it, cfg_mod.area_of(it, h, w)) for it in self.positive
+                if not active_only or self._active(it, float(sigma))]
         return cfg_mod.combine(self._predictions(x, float(sigma), jobs)[0], x)
 
     def _predictions(self, x: torch.Tensor, sig_f: float, jobs: list) -> tuple[list, list]:
