@@ -1,4 +1,4 @@
-"""ImageBlur and ImageSharpen (see :mod:`nodegen.image.filters`)."""
+"""ImageBlur, ImageSharpen (see :mod:`nodegen.image.filters`) and ImageQuantize (:mod:`nodegen.image.quantize`)."""
 
 from __future__ import annotations
 
@@ -38,3 +38,16 @@ def image_sharpen(ctx, image, sharpen_radius=1, sigma=1.0, alpha=1.0):
     if sharpen_radius >= min(image.shape[1:3]):
         raise ValueError(f"ImageSharpen: input 'sharpen_radius' ({sharpen_radius}) must be smaller than the image side")
     return sharpen(image, int(sharpen_radius), float(sigma), float(alpha))
+
+
+@node("ImageQuantize", category="image/postprocessing",
+      description="Reduce each image to a palette of its own colours (posterise), optionally dithered.",
+      inputs=[Input.link("image", T.IMAGE), Input.int("colors", 256, min=1, max=256, description="Palette size"),
+              Input.choice("dither", ["none", "floyd-steinberg", "bayer-2", "bayer-4", "bayer-8", "bayer-16"], "none")],
+      outputs=[Output("image", T.IMAGE)], keywords=("palette", "posterize", "dither", "colors"))
+def image_quantize(ctx, image, colors=256, dither="none"):
+    from nodegen.image.quantize import quantize
+
+    if getattr(image, "ndim", 0) != 4 or image.shape[-1] < 3:
+        raise ValueError("ImageQuantize: input 'image' must be an RGB or RGBA IMAGE [batch, height, width, channels]")
+    return quantize(image, int(colors), dither)

@@ -1,4 +1,5 @@
-"""Image helpers published workflows use: scale to a pixel count, and join two image batches."""
+"""Image helpers published workflows use: scale to a pixel count, join two image batches, read an
+image's size."""
 
 from __future__ import annotations
 
@@ -66,3 +67,12 @@ def image_from_batch(ctx, image, batch_index, length):
     if batch_index >= b:
         raise ValueError(f"input 'batch_index' is {batch_index} but the batch has only {b} image(s) (0..{b - 1})")
     return image[batch_index : batch_index + min(length, b - batch_index)].clone()
+
+
+@node("GetImageSize", category="image", description="An image batch's width, height and batch size.",
+      inputs=[Input.link("image", T.IMAGE)],
+      outputs=[Output("width", T.INT), Output("height", T.INT), Output("batch_size", T.INT)],
+      keywords=("dimensions", "resolution", "width", "height"))
+def get_image_size(ctx, image):
+    check_image(image)
+    return {"width": int(image.shape[2]), "height": int(image.shape[1]), "batch_size": int(image.shape[0])}

@@ -187,3 +187,78 @@ def test_comfyui_pag_and_instruct_pix2pix_nodes_import_from_the_editor_format():
     assert by_type["PerturbedAttentionGuidance"]["inputs"] == {"scale": 2.25, "model": {"from": ["1", "model"]}}
     assert "InstructPixToPixConditioning" in by_type and not by_type["InstructPixToPixConditioning"].get("missing")
     assert not [w for w in warnings if "unknown" in w.lower()], warnings
+
+
+def test_get_image_size():
+    assert run("GetImageSize", image=torch.rand(2, 10, 16, 3)) == {"width": 16, "height": 10, "batch_size": 2}
+
+
+def _stitch(image1, image2=None, direction="right", match_image_size=True, spacing_width=0, spacing_color="white"):
+    return one("ImageStitch", image1=image1, image2=image2, direction=direction, match_image_size=match_image_size,
+               spacing_width=spacing_width, spacing_color=spacing_color)
+
+
+def test_image_stitch_scales_the_second_image_to_the_first():
+    from nodes.image_ops import resize
+
+    a, b = torch.rand(1, 8, 8, 3), torch.rand(1, 4, 8, 3)
+    assert _stitch(a) is a  # nothing to join
+    out = _stitch(a, b, "right")
+    assert out.shape == (1, 8, 24, 3) and torch.equal(out[:, :, :8], a)
+    assert torch.equal(out[:, :, 8:], resize(b, 16, 8, "lanczos"))
+    left = _stitch(a, b, "left")
+    assert torch.equal(left[:, :, 16:], a) and torch.equal(left[:, :, :16], out[:, :, 8:])
+    down = _stitch(a, b, "down")  # to image1's width: 8 x 4
+    assert down.shape == (1, 12, 8, 3) and torch.equal(down[:, :8], a)
+
+
+def test_image_stitch_without_matching_pads_batches_channels_and_spaces():
+    a, b = torch.rand(1, 4, 6, 3), torch.rand(2, 2, 4, 3)
+    out = _stitch(a, b, "down", match_image_size=False, spacing_width=3)  # spacing 3 -> 4 (even)
+    assert out.shape == (2, 4 + 4 + 2, 6, 3)
+    assert torch.equal(out[1, :4], a[0])  # image1's batch grown by repeating its last image
+    assert torch.equal(out[:, 4:8], torch.ones(2, 4, 6, 3))  # white spacing
+    assert torch.equal(out[:, 8:, 1:5], b) and not out[:, 8:, [0, 5]].any()  # centred, black padding
+    rgba = torch.rand(1, 4, 4, 4)
+    up = _stitch(rgba, torch.rand(1, 4, 4, 3), "up", match_image_size=False, spacing_width=2, spacing_color="red")
+    assert up.shape == (1, 10, 4, 4) and torch.equal(up[:, :4, :, 3], torch.ones(1, 4, 4))  # opaque RGB image
+    assert torch.equal(up[0, 4:6, 0], torch.tensor([[1.0, 0, 0, 1]] * 2)) and torch.equal(up[:, 6:], rgba)
+
+
+def test_image_quantize_keeps_at_most_the_palette():
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 16, 16, 3, generator=g)
+    for dither in ("none", "floyd-steinberg", "bayer-2", "bayer-4", "bayer-8", "bayer-16"):
+        out = one("ImageQuantize", image=image, colors=4, dither=dither)
+        assert out.shape == image.shape
+        for item in out:
+            assert len(torch.unique(item.reshape(-1, 3), dim=0)) <= 4, dither
+    plain, diffused = (one("ImageQuantize", image=image, colors=4, dither=d) for d in ("none", "floyd-steinberg"))
+    assert not torch.equal(plain, diffused)
+    few = torch.tensor([0.0, 1.0, 0.0, 1.0])[torch.randint(0, 4, (1, 8, 8), generator=g)][..., None].repeat(1, 1, 1, 3)
+    assert torch.equal(one("ImageQuantize", image=few, colors=4, dither="none"), few)  # already within the palette
+    rgba = torch.cat([image[:1], torch.rand(1, 16, 16, 1, generator=g)], dim=-1)
+    assert torch.equal(one("ImageQuantize", image=rgba, colors=8, dither="none")[..., 3], rgba[..., 3])
+
+
+def test_comfyui_image_stitch_quantize_and_size_import_from_the_editor_format():
+    ui = {"last_node_id": 4, "last_link_id": 3, "version": 0.4, "nodes": [
+        {"id": 1, "type": "LoadImage", "widgets_values": ["a.png", "image"],
+         "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1, 2, 3]}, {"name": "MASK", "type": "MASK", "links": []}]},
+        {"id": 2, "type": "ImageStitch", "widgets_values": ["down", False, 8, "red"],
+         "inputs": [{"name": "image1", "type": "IMAGE", "link": 1}, {"name": "image2", "type": "IMAGE", "link": None}],
+         "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": []}]},
+        {"id": 3, "type": "ImageQuantize", "widgets_values": [16, "bayer-4"],
+         "inputs": [{"name": "image", "type": "IMAGE", "link": 2}], "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": []}]},
+        {"id": 4, "type": "GetImageSize", "widgets_values": [],
+         "inputs": [{"name": "image", "type": "IMAGE", "link": 3}],
+         "outputs": [{"name": "width", "type": "INT", "links": []}, {"name": "height", "type": "INT", "links": []},
+                     {"name": "batch_size", "type": "INT", "links": []}]}],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 1, 0, 3, 0, "IMAGE"], [3, 1, 0, 4, 0, "IMAGE"]]}
+    doc, warnings = import_comfy(ui)
+    by_type = {n["type"]: n["inputs"] for n in doc["nodes"].values()}
+    assert by_type["ImageStitch"] == {"direction": "down", "match_image_size": False, "spacing_width": 8,
+                                      "spacing_color": "red", "image1": {"from": ["1", "image"]}}
+    assert by_type["ImageQuantize"] == {"colors": 16, "dither": "bayer-4", "image": {"from": ["1", "image"]}}
+    assert by_type["GetImageSize"] == {"image": {"from": ["1", "image"]}}
+    assert not [w for w in warnings if "unknown" in w.lower()], warnings
