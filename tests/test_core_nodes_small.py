@@ -166,7 +166,7 @@ def test_latent_interpolate_is_comfyuis_for_one_item_and_per_item_for_a_batch():
     torch.testing.assert_close(out[1:], comfy(s2, s1, 0.3), rtol=1e-6, atol=1e-6)  # each item on its own
 
 
-def test_comfyui_pag_and_instruct_pix2pix_nodes_import_from_the_editor_format():
+def test_comfyui_pag_slg_and_instruct_pix2pix_nodes_import_from_the_editor_format():
     ui = {"last_node_id": 3, "last_link_id": 2, "version": 0.4, "nodes": [
         {"id": 1, "type": "CheckpointLoaderSimple", "widgets_values": ["ip2p.safetensors"],
          "outputs": [{"name": "MODEL", "type": "MODEL", "links": [1]}, {"name": "CLIP", "type": "CLIP", "links": []},
@@ -182,9 +182,14 @@ def test_comfyui_pag_and_instruct_pix2pix_nodes_import_from_the_editor_format():
                      {"name": "negative", "type": "CONDITIONING", "links": []},
                      {"name": "latent", "type": "LATENT", "links": []}]}],
         "links": [[1, 1, 0, 2, 0, "MODEL"]]}
+    ui["nodes"].append({"id": 4, "type": "SkipLayerGuidanceSD3", "widgets_values": ["7, 8, 9", 3.0, 0.01, 0.15],
+                        "inputs": [{"name": "model", "type": "MODEL", "link": None}],
+                        "outputs": [{"name": "MODEL", "type": "MODEL", "links": []}]})
     doc, warnings = import_comfy(ui)
     by_type = {n["type"]: n for n in doc["nodes"].values()}
     assert by_type["PerturbedAttentionGuidance"]["inputs"] == {"scale": 2.25, "model": {"from": ["1", "model"]}}
+    assert by_type["SkipLayerGuidanceSD3"]["inputs"] == {"layers": "7, 8, 9", "scale": 3.0, "start_percent": 0.01,
+                                                         "end_percent": 0.15}
     assert "InstructPixToPixConditioning" in by_type and not by_type["InstructPixToPixConditioning"].get("missing")
     assert not [w for w in warnings if "unknown" in w.lower()], warnings
 

@@ -206,3 +206,45 @@ def test_perturbed_attention_guidance_leaves_flow_models_as_they_are(flux, caplo
         assert torch.equal(sample(pag, *args, device="cpu").latent["samples"],
                            sample(model, *args, device="cpu").latent["samples"])
     assert "no UNet middle block" in caplog.text
+
+
+def test_skip_layer_guidance_dit_on_flux_skips_double_and_single_blocks(flux, caplog):
+    from tests.support.nodes import run
+
+    model, te, _ = flux_components(flux)
+    args = (te.encode("a"), None, {"samples": torch.zeros(1, 16, 8, 8)}, 4, Steps(2, "simple"), 1.0, "euler")
+    plain = sample(model, *args, device="cpu").latent["samples"]
+
+    def guided(double, single, rescaling=0.0):
+        m = run("SkipLayerGuidanceDiT", model=model, double_layers=double, single_layers=single, scale=3.0,
+                start_percent=0.0, end_percent=1.0, rescaling_scale=rescaling)["model"]
+        return sample(m, *args, device="cpu").latent["samples"]
+    single = guided("", "1")
+    assert not torch.allclose(single, plain, atol=1e-4) and not torch.allclose(guided("0", ""), single, atol=1e-4)
+    assert not torch.allclose(guided("", "1", rescaling=0.7), single, atol=1e-4)
+    with caplog.at_level("WARNING"):
+        assert torch.equal(guided("9, 10", "30"), plain)  # no such blocks in this model: nothing skipped
+    assert "none of the blocks" in caplog.text
+    assert all("forward" not in b.__dict__ for b in model.unet.single_transformer_blocks)
+
+
+def test_skip_layer_guidance_rule():
+    """``cfg + scale * (cond - skipped)``, rescaled by ``r * std(cond) / std(out) + 1 - r``, only
+    inside the sigma window; the layers are every run of digits, as ComfyUI reads them."""
+    from types import SimpleNamespace
+
+    from nodegen.diffusion.skip_layer_guidance import SkipLayerGuidance, layer_list
+
+    assert layer_list("7, 8,9 x12") == [7, 8, 9, 12] and layer_list("") == []
+    g = torch.Generator().manual_seed(0)
+    cond, skipped, cfg = (torch.randn(1, 4, 2, 2, generator=g) for _ in range(3))
+    block = torch.nn.Identity()
+    den = SimpleNamespace(unet=SimpleNamespace(transformer_blocks=[block]), last_cond=cond, family="sd3",
+                          percent_to_sigma=lambda p: 10.0 * (1 - p),
+                          predict_positive=lambda x, s, active_only: skipped)
+    hook = SkipLayerGuidance([0], [], 2.0, 0.2, 0.6, rescaling_scale=0.5)
+    out = cfg + 2.0 * (cond - skipped)
+    want = out * (0.5 * (cond.std() / out.std()) + 0.5)
+    torch.testing.assert_close(hook(den, None, 5.0, cfg), want)
+    assert hook(den, None, 8.5, cfg) is cfg and hook(den, None, 3.5, cfg) is cfg  # outside [4, 8]
+    assert "forward" not in block.__dict__

@@ -197,3 +197,50 @@ def test_inpaint_equals_diffusers(sd3, flux, family):
 
         theirs = unpack(theirs, 8, 8)
     assert _diff(ours, vae.decode(theirs / scale + shift, device="cpu")) <= TOL
+
+
+def _percent_for(ms, sigma: float) -> float:
+    """The schedule fraction whose sigma is ``sigma`` (ComfyUI's percent_to_sigma for flow models,
+    ``t_to_sigma((1 - p) * T)``, inverted by bisection)."""
+    lo, hi = 0.0, 1.0  # sigma falls as p grows
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if float(ms.t_to_sigma((1 - mid) * ms.num_timesteps)) > sigma:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+@pytest.mark.parametrize("window", ["every step", "steps 1 and 2"])
+def test_sd3_skip_layer_guidance_equals_diffusers(sd3, window):
+    """SkipLayerGuidanceSD3 == StableDiffusion3Pipeline's ``skip_guidance_layers``. diffusers' window
+    counts steps (``N * start < i < N * stop``), ComfyUI's sigmas: the percents are chosen to bracket
+    the same steps' sigmas."""
+    from nodegen.diffusion.sample import _sigmas, model_sampling_for
+    from tests.support.nodes import run
+
+    model, te, vae = sd3_components(sd3)
+    pos, neg = te.encode("a photo of a cat"), te.encode("blurry")
+    if window == "every step":
+        percents, fractions = (0.0, 1.0), (-0.01, 1.01)
+    else:
+        ms = model_sampling_for(model)
+        s = [float(v) for v in _sigmas(Steps(4, "normal"), ms)]
+        percents = (_percent_for(ms, (s[0] + s[1]) / 2), _percent_for(ms, (s[2] + s[3]) / 2))
+        fractions = (0.2, 0.7)  # i in {1, 2}
+    slg = run("SkipLayerGuidanceSD3", model=model, layers="1", scale=2.5, start_percent=percents[0],
+              end_percent=percents[1])["model"]
+    args = (pos, neg, {"samples": torch.zeros(1, 16, 8, 8)}, 7, Steps(4, "normal"), 5.0, "euler")
+    out = sample(slg, *args, device="cpu")
+    plain = sample(model, *args, device="cpu")
+    assert float((out.latent["samples"] - plain.latent["samples"]).abs().max()) > 1e-3
+    ours = vae.decode(out.latent["samples"], device="cpu")
+    pipe = sd3.pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(prompt="a photo of a cat", negative_prompt="blurry", num_inference_steps=4, guidance_scale=5.0,
+                  height=64, width=64, generator=torch.Generator().manual_seed(7), output_type="pt",
+                  skip_guidance_layers=[1], skip_layer_guidance_scale=2.5, skip_layer_guidance_start=fractions[0],
+                  skip_layer_guidance_stop=fractions[1]).images
+    assert _diff(ours, theirs) <= TOL
+    assert "forward" not in model.unet.transformer_blocks[1].__dict__  # the block is itself again
