@@ -182,12 +182,16 @@ def test_comfyui_pag_slg_and_instruct_pix2pix_nodes_import_from_the_editor_forma
                      {"name": "negative", "type": "CONDITIONING", "links": []},
                      {"name": "latent", "type": "LATENT", "links": []}]}],
         "links": [[1, 1, 0, 2, 0, "MODEL"]]}
+    ui["nodes"].append({"id": 5, "type": "HypernetworkLoader", "widgets_values": ["anime.pt", 0.8],
+                        "inputs": [{"name": "model", "type": "MODEL", "link": None}],
+                        "outputs": [{"name": "MODEL", "type": "MODEL", "links": []}]})
     ui["nodes"].append({"id": 4, "type": "SkipLayerGuidanceSD3", "widgets_values": ["7, 8, 9", 3.0, 0.01, 0.15],
                         "inputs": [{"name": "model", "type": "MODEL", "link": None}],
                         "outputs": [{"name": "MODEL", "type": "MODEL", "links": []}]})
     doc, warnings = import_comfy(ui)
     by_type = {n["type"]: n for n in doc["nodes"].values()}
     assert by_type["PerturbedAttentionGuidance"]["inputs"] == {"scale": 2.25, "model": {"from": ["1", "model"]}}
+    assert by_type["HypernetworkLoader"]["inputs"] == {"hypernetwork_name": "anime.pt", "strength": 0.8}
     assert by_type["SkipLayerGuidanceSD3"]["inputs"] == {"layers": "7, 8, 9", "scale": 3.0, "start_percent": 0.01,
                                                          "end_percent": 0.15}
     assert "InstructPixToPixConditioning" in by_type and not by_type["InstructPixToPixConditioning"].get("missing")

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 KINDS = ("checkpoints", "vae", "loras", "controlnet", "upscale_models", "style_models", "embeddings", "ipadapter",
-         "diffusion_models", "text_encoders", "clip", "clip_vision")
+         "diffusion_models", "text_encoders", "clip", "clip_vision", "hypernetworks")
 #: Folder names other tools use for the same kinds (ComfyUI, A1111), also searched in each root.
 ALIASES = {
     "checkpoints": ("Stable-diffusion",),
@@ -40,6 +40,7 @@ ALIASES = {
     "diffusion_models": ("unet",),
     "text_encoders": ("clip",),
     "clip_vision": ("CLIPVision", "clip_vision_models"),
+    "hypernetworks": ("hypernetwork",),
 }
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 

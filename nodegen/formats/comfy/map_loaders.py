@@ -11,6 +11,7 @@ MAPS = [
     nm("VAELoader", "VAELoader", "vae_name", "vae"),
     nm("LoraLoader", "LoraLoader", "lora_name strength_model strength_clip", "model clip"),
     nm("LoraLoaderModelOnly", "LoraLoaderModelOnly", "lora_name strength_model", "model"),
+    nm("HypernetworkLoader", "HypernetworkLoader", "hypernetwork_name strength", "model"),
     nm("CLIPSetLastLayer", "CLIPSetLastLayer", "stop_at_clip_layer", "clip"),
     nm("ControlNetLoader", "ControlNetLoader", "control_net_name", "control_net"),
     nm("UpscaleModelLoader", "UpscaleModelLoader", "model_name", "upscale_model"),
