@@ -1,6 +1,8 @@
 """Oracle: Flux.1 models that take an image beside the latent == diffusers' pipelines for them, on
 tiny random-weight components (max abs pixel difference <= 1e-3, fp32 CPU):
 
+* Kontext (ReferenceLatent): the reference's tokens after the latent's, against FluxKontextPipeline;
+
 * Canny / Depth (128 input channels): InstructPixToPixConditioning's control image, against
   FluxControlPipeline (handed the same control latents: its own encode samples the distribution);
 * Fill (384 input channels): InpaintModelConditioning's masked image and mask, against
@@ -14,6 +16,7 @@ import torch
 
 from nodegen.diffusion.flow_forward import pack
 from nodegen.diffusion.flow_sampling import flux_mu
+from nodegen.diffusion.flux_reference import reference_ids
 from nodegen.diffusion.sample import Steps, sample
 from nodegen.models.flow_text import FlowTextEncoder
 from nodegen.models.objects import DiffusionModel, VAEModel
@@ -156,3 +159,98 @@ def test_comfyui_flux_canny_workflow_imports_and_runs(flux, tmp_path):
     result = engine.run(open_any(tmp_path / "canny.json"))
     assert result.ok, (result.problems, [str(f) + getattr(f, "traceback", "") for f in result.failures])
     assert result.images[0].size == (64, 64) and result.images[0].getextrema() != ((0, 0), (0, 0), (0, 0))
+
+
+def test_flux_kontext_reference_equals_flux_kontext_pipeline(flux):
+    """ReferenceLatent on a Flux model == FluxKontextPipeline given the same image latents (a Kontext
+    model is a Flux dev model that learned to read the reference tokens: the fixture's weights do)."""
+    from diffusers import FluxKontextPipeline
+
+    te, vae = _parts(flux)
+    model = DiffusionModel(flux.transformer, "flux", "flow")
+    model.options["model_sampling"] = {"kind": "flux", "shift": flux_mu(64, 64), "multiplier": 1.0}
+    image = torch.rand(1, 48, 80, 3, generator=torch.Generator().manual_seed(14))  # another size than the output
+    ref = vae.encode(image, device="cpu")
+    pos = run("ReferenceLatent", conditioning=te.encode("make it red"), latent={"samples": ref})["conditioning"]
+    assert len(pos[0].extras["reference_latents"]) == 1
+    ours = sample(model, pos, None, {"samples": torch.zeros(1, 16, 8, 8)}, 10, Steps(3, "simple"), 1.0, "euler",
+                  device="cpu")
+    ours_img = vae.decode(ours.latent["samples"], device="cpu")
+    pipe = FluxKontextPipeline(**_pipe_parts(flux, flux.transformer))
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(prompt="make it red", image=_in_model_space(flux, ref), height=64, width=64, max_area=64 * 64,
+                  num_inference_steps=3, guidance_scale=3.5, generator=torch.Generator().manual_seed(10),
+                  output_type="pt").images
+    assert float((ours_img - theirs.permute(0, 2, 3, 1)).abs().max()) <= TOL
+    # the reference's positions (a small effect on this tiny model's images): the pipeline's own ids
+    want = FluxKontextPipeline._prepare_latent_image_ids(1, 6 // 2, 10 // 2, "cpu", torch.float32)
+    want[..., 0] = 1
+    assert torch.equal(reference_ids([ref], "offset", "cpu", torch.float32), want)
+    plain = sample(model, te.encode("make it red"), None, {"samples": torch.zeros(1, 16, 8, 8)}, 10, Steps(3, "simple"),
+                   1.0, "euler", device="cpu")
+    assert float((plain.latent["samples"] - ours.latent["samples"]).abs().max()) > 1e-3  # the reference is read
+
+
+def test_several_references_are_placed_as_comfyui_places_them():
+    a, b = torch.zeros(1, 16, 8, 12), torch.zeros(1, 16, 6, 4)
+    offset = reference_ids([a, b], "offset", "cpu", torch.float32)
+    # a at the origin (index 1); b below it (ComfyUI: beside only when below would be taller, 6 + 8 > 4 + 12)
+    assert offset.shape == (4 * 6 + 3 * 2, 3) and set(offset[:, 0].tolist()) == {1.0}
+    assert offset[:24, 1].max() == 3 and offset[:24, 2].max() == 5
+    assert offset[24:, 1].min() == 4 and offset[24:, 2].min() == 0  # h offset 8 latent px = 4 tokens
+    tall = reference_ids([torch.zeros(1, 16, 12, 4), b], "offset", "cpu", torch.float32)
+    assert tall[12:, 1].min() == 0 and tall[12:, 2].min() == 2  # beside: 6 + 12 > 4 + 4
+    index = reference_ids([a, b], "index", "cpu", torch.float32)
+    assert index[:24, 0].unique().tolist() == [1.0] and index[24:, 0].unique().tolist() == [2.0]
+    assert index[24:, 1].min() == 0 and index[24:, 2].min() == 0
+    with pytest.raises(ValueError, match="'uxo/uno' is not supported"):
+        reference_ids([a], "uxo/uno", "cpu", torch.float32)
+
+
+def test_flux_kontext_image_scale_picks_the_nearest_training_size():
+    wide = run("FluxKontextImageScale", image=torch.rand(1, 90, 160, 3))["image"]
+    assert wide.shape == (1, 752, 1392, 3)  # 16:9 -> 1392 x 752
+    assert run("FluxKontextImageScale", image=torch.rand(1, 50, 50, 3))["image"].shape == (1, 1024, 1024, 3)
+
+
+def test_comfyui_flux_kontext_workflow_imports_and_runs(flux, tmp_path):
+    """ComfyUI's Flux Kontext example's shape (API format): the input image encoded, given to
+    ReferenceLatent and used as the sampler's latent, ConditioningZeroOut as the negative."""
+    import json
+    import os
+
+    from PIL import Image
+
+    from nodegen.formats import open_any
+    from nodegen.runtime.engine import Engine
+
+    models = tmp_path / "models"
+    for sub, src, name in (("diffusion_models", flux.diffusion_model, "flux1-dev-kontext.safetensors"),
+                           ("vae", flux.vae_file, "ae.safetensors"), ("text_encoders", flux.clip_l, "clip_l.safetensors"),
+                           ("text_encoders", flux.t5xxl, "t5xxl_fp16.safetensors")):
+        (models / sub).mkdir(parents=True, exist_ok=True)
+        os.symlink(src, models / sub / name)
+    (tmp_path / "in").mkdir()
+    Image.effect_mandelbrot((64, 48), (-2, -1.5, 1, 1.5), 30).convert("RGB").save(tmp_path / "in" / "photo.png")
+    api = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev-kontext.safetensors", "weight_dtype": "default"}},
+        "2": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
+                                                         "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "make it night", "clip": ["2", 0]}},
+        "4": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
+        "5": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
+        "6": {"class_type": "VAEEncode", "inputs": {"pixels": ["5", 0], "vae": ["4", 0]}},
+        "7": {"class_type": "ReferenceLatent", "inputs": {"conditioning": ["3", 0], "latent": ["6", 0]}},
+        "8": {"class_type": "FluxGuidance", "inputs": {"guidance": 2.5, "conditioning": ["7", 0]}},
+        "9": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["3", 0]}},
+        "10": {"class_type": "KSampler", "inputs": {"seed": 4, "steps": 2, "cfg": 1.0, "sampler_name": "euler",
+                                                    "scheduler": "simple", "denoise": 1.0, "model": ["1", 0],
+                                                    "positive": ["8", 0], "negative": ["9", 0], "latent_image": ["6", 0]}},
+        "11": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": ["4", 0]}},
+        "12": {"class_type": "SaveImage", "inputs": {"filename_prefix": "kontext", "images": ["11", 0]}},
+    }
+    (tmp_path / "kontext.json").write_text(json.dumps(api))
+    engine = Engine(models=models, input_dir=tmp_path / "in", output_dir=tmp_path / "out", device="cpu")
+    result = engine.run(open_any(tmp_path / "kontext.json"))
+    assert result.ok, (result.problems, [str(f) + getattr(f, "traceback", "") for f in result.failures])
+    assert result.images[0].size == (64, 48) and result.images[0].getextrema() != ((0, 0), (0, 0), (0, 0))

@@ -8,9 +8,10 @@ diffusers' StableDiffusion3Pipeline / FluxPipeline give it.
   (row, column) and zero text ids, ``timestep = sigma``, ``guidance`` (the CondItem's
   ``extras["guidance"]``, default 3.5) for guidance-distilled models; the output is unpacked.
   Odd latent sizes are padded (replicate) to even and cropped back. Models with more input
-  channels (Fill, Canny, Depth) get their extra channels from :mod:`nodegen.diffusion.flux_concat`.
+  channels (Fill, Canny, Depth) get their extra channels from :mod:`nodegen.diffusion.flux_concat`;
+  Kontext's reference images come as extra tokens (:mod:`nodegen.diffusion.flux_reference`).
 
-Items whose token counts differ are run in separate calls (repeating context tokens is not exact
+Items whose token counts (or reference images) differ are run in separate calls (repeating context tokens is not exact
 for joint attention).
 """
 
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from nodegen.diffusion.flux_concat import flux_concat
+from nodegen.diffusion.flux_reference import reference_ids, reference_key, reference_tokens
 
 FLOW_FAMILIES = ("sd3", "flux")
 DEFAULT_FLUX_GUIDANCE = 3.5
@@ -101,10 +103,17 @@ def _call_flux(transformer, x, sigma: float, ms, items, device, dtype, noise_mas
         guidance = torch.tensor([v for v in g for _ in range(b)], dtype=torch.float32, device=device)
     t = torch.full((b * n,), float(ms.timestep(sigma)), dtype=dtype, device=device)
     txt_ids = torch.zeros(emb.shape[1], 3, device=device, dtype=dtype)
+    img_ids = image_ids(h, w, device, dtype)
+    tokens = x_in.shape[1]
+    refs = items[0].extras.get("reference_latents")
+    if refs:  # Kontext: the reference images' tokens after the latent's (same shapes in every item here)
+        method = items[0].extras.get("reference_latents_method", "offset")
+        extra = torch.cat([reference_tokens(it.extras["reference_latents"], b, pack, device, dtype) for it in items])
+        x_in = torch.cat([x_in, extra], dim=1)
+        img_ids = torch.cat([img_ids, reference_ids(refs, method, device, dtype)])
     out = transformer(hidden_states=x_in, timestep=t, guidance=guidance, pooled_projections=torch.cat(pooled),
-                      encoder_hidden_states=emb, txt_ids=txt_ids, img_ids=image_ids(h, w, device, dtype),
-                      return_dict=False)[0]
-    return unpack(out, h, w)[:, :, :h0, :w0]
+                      encoder_hidden_states=emb, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
+    return unpack(out[:, :tokens], h, w)[:, :, :h0, :w0]
 
 
 def run_flow(family: str, transformer, x: torch.Tensor, sigma: float, ms, items: list, device, dtype,
@@ -118,7 +127,7 @@ def run_flow(family: str, transformer, x: torch.Tensor, sigma: float, ms, items:
     outs: list[torch.Tensor | None] = [None] * len(items)
     groups: dict[tuple, list[int]] = {}
     for k, it in enumerate(items):
-        groups.setdefault(tuple(it.embeds.shape[1:]), []).append(k)
+        groups.setdefault((tuple(it.embeds.shape[1:]), reference_key(it.extras)), []).append(k)
     b = x.shape[0]
     for ks in groups.values():
         res = call(transformer, x, sigma, ms, [items[k] for k in ks], device, dtype)

@@ -4,6 +4,10 @@
 from nodegen.formats.comfy.node_map import nm
 
 MAPS = [
+    nm("ReferenceLatent", "ReferenceLatent", "", "conditioning"),
+    nm("FluxKontextImageScale", "FluxKontextImageScale", "", "image"),
+    nm("FluxKontextMultiReferenceLatentMethod", "FluxKontextMultiReferenceLatentMethod", "reference_latents_method",
+       "conditioning"),
     nm("UNETLoader", "UNETLoader", "unet_name weight_dtype", "model"),
     # newer ComfyUI versions add a "device" widget to the CLIP loaders (where to run them): ignored
     nm("CLIPLoader", "CLIPLoader", "clip_name type device", "clip", ignore=frozenset({"device"}),
