@@ -56,6 +56,34 @@ def _in_model_space(fx, lat: torch.Tensor) -> torch.Tensor:
     return (lat - fx.vae.config.shift_factor) * fx.vae.config.scaling_factor
 
 
+def _models(fx, tmp_path, diffusion_model, name: str | None = None):
+    """A models root as ComfyUI users lay it out, with an input folder beside it."""
+    import os
+
+    models = tmp_path / "models"
+    for sub, src, file in (("diffusion_models", diffusion_model, name or os.path.basename(diffusion_model)),
+                           ("vae", fx.vae_file, "ae.safetensors"), ("text_encoders", fx.clip_l, "clip_l.safetensors"),
+                           ("text_encoders", fx.t5xxl, "t5xxl_fp16.safetensors")):
+        (models / sub).mkdir(parents=True, exist_ok=True)
+        os.symlink(src, models / sub / file)
+    (tmp_path / "in").mkdir()
+    return models
+
+
+def _run_api(api: dict, models, tmp_path):
+    """Run a ComfyUI API-format document from a file, as a user opens one; it must succeed."""
+    import json
+
+    from nodegen.formats import open_any
+    from nodegen.runtime.engine import Engine
+
+    (tmp_path / "workflow.json").write_text(json.dumps(api))
+    engine = Engine(models=models, input_dir=tmp_path / "in", output_dir=tmp_path / "out", device="cpu")
+    result = engine.run(open_any(tmp_path / "workflow.json"))
+    assert result.ok, (result.problems, [str(f) + getattr(f, "traceback", "") for f in result.failures])
+    return result
+
+
 def test_flux_canny_depth_equals_flux_control_pipeline(flux):
     from diffusers import FluxControlPipeline
 
@@ -115,26 +143,15 @@ def test_flux_fill_equals_flux_fill_pipeline(flux, monkeypatch):
 def test_comfyui_flux_canny_workflow_imports_and_runs(flux, tmp_path):
     """ComfyUI's Flux Canny example (API format: UNETLoader, Canny, InstructPixToPixConditioning,
     FluxGuidance, KSampler) runs on a 128-channel model file in BFL's layout."""
-    import json
-    import os
-
     from PIL import Image
 
-    from nodegen.formats import open_any
-    from nodegen.runtime.engine import Engine
     from tests.support.flow_convert import flux_to_original
     from tests.support.flow_fixtures import _save
 
     transformer, _ = _model(128, 74)
-    models = tmp_path / "models"
-    for sub in ("diffusion_models", "vae", "text_encoders"):
-        (models / sub).mkdir(parents=True)
-    _save(flux_to_original({k: v.contiguous() for k, v in transformer.state_dict().items()}),
-          models / "diffusion_models" / "flux1-canny-dev.safetensors")
-    os.symlink(flux.vae_file, models / "vae" / "ae.safetensors")
-    os.symlink(flux.clip_l, models / "text_encoders" / "clip_l.safetensors")
-    os.symlink(flux.t5xxl, models / "text_encoders" / "t5xxl_fp16.safetensors")
-    (tmp_path / "in").mkdir()
+    canny = _save(flux_to_original({k: v.contiguous() for k, v in transformer.state_dict().items()}),
+                  tmp_path / "flux1-canny-dev.safetensors")
+    models = _models(flux, tmp_path, canny)
     Image.effect_mandelbrot((64, 64), (-2, -1.5, 1, 1.5), 40).convert("RGB").save(tmp_path / "in" / "robot.png")
     api = {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-canny-dev.safetensors", "weight_dtype": "default"}},
@@ -154,10 +171,7 @@ def test_comfyui_flux_canny_workflow_imports_and_runs(flux, tmp_path):
         "11": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": ["6", 0]}},
         "12": {"class_type": "SaveImage", "inputs": {"filename_prefix": "canny", "images": ["11", 0]}},
     }
-    (tmp_path / "canny.json").write_text(json.dumps(api))
-    engine = Engine(models=models, input_dir=tmp_path / "in", output_dir=tmp_path / "out", device="cpu")
-    result = engine.run(open_any(tmp_path / "canny.json"))
-    assert result.ok, (result.problems, [str(f) + getattr(f, "traceback", "") for f in result.failures])
+    result = _run_api(api, models, tmp_path)
     assert result.images[0].size == (64, 64) and result.images[0].getextrema() != ((0, 0), (0, 0), (0, 0))
 
 
@@ -216,21 +230,9 @@ def test_flux_kontext_image_scale_picks_the_nearest_training_size():
 def test_comfyui_flux_kontext_workflow_imports_and_runs(flux, tmp_path):
     """ComfyUI's Flux Kontext example's shape (API format): the input image encoded, given to
     ReferenceLatent and used as the sampler's latent, ConditioningZeroOut as the negative."""
-    import json
-    import os
-
     from PIL import Image
 
-    from nodegen.formats import open_any
-    from nodegen.runtime.engine import Engine
-
-    models = tmp_path / "models"
-    for sub, src, name in (("diffusion_models", flux.diffusion_model, "flux1-dev-kontext.safetensors"),
-                           ("vae", flux.vae_file, "ae.safetensors"), ("text_encoders", flux.clip_l, "clip_l.safetensors"),
-                           ("text_encoders", flux.t5xxl, "t5xxl_fp16.safetensors")):
-        (models / sub).mkdir(parents=True, exist_ok=True)
-        os.symlink(src, models / sub / name)
-    (tmp_path / "in").mkdir()
+    models = _models(flux, tmp_path, flux.diffusion_model, "flux1-dev-kontext.safetensors")
     Image.effect_mandelbrot((64, 48), (-2, -1.5, 1, 1.5), 30).convert("RGB").save(tmp_path / "in" / "photo.png")
     api = {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev-kontext.safetensors", "weight_dtype": "default"}},
@@ -249,8 +251,5 @@ def test_comfyui_flux_kontext_workflow_imports_and_runs(flux, tmp_path):
         "11": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": ["4", 0]}},
         "12": {"class_type": "SaveImage", "inputs": {"filename_prefix": "kontext", "images": ["11", 0]}},
     }
-    (tmp_path / "kontext.json").write_text(json.dumps(api))
-    engine = Engine(models=models, input_dir=tmp_path / "in", output_dir=tmp_path / "out", device="cpu")
-    result = engine.run(open_any(tmp_path / "kontext.json"))
-    assert result.ok, (result.problems, [str(f) + getattr(f, "traceback", "") for f in result.failures])
+    result = _run_api(api, models, tmp_path)
     assert result.images[0].size == (64, 48) and result.images[0].getextrema() != ((0, 0), (0, 0), (0, 0))
