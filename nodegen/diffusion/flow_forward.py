@@ -11,8 +11,8 @@ diffusers' StableDiffusion3Pipeline / FluxPipeline give it.
   channels (Fill, Canny, Depth) get their extra channels from :mod:`nodegen.diffusion.flux_concat`;
   Kontext's reference images come as extra tokens (:mod:`nodegen.diffusion.flux_reference`).
 
-Items whose token counts (or reference images) differ are run in separate calls (repeating context tokens is not exact
-for joint attention).
+Items whose token counts (or reference images) differ are run in separate calls (repeating context
+tokens is not exact for joint attention).
 """
 
 from __future__ import annotations
@@ -108,8 +108,9 @@ def _call_flux(transformer, x, sigma: float, ms, items, device, dtype, noise_mas
     refs = items[0].extras.get("reference_latents")
     if refs:  # Kontext: the reference images' tokens after the latent's (same shapes in every item here)
         method = items[0].extras.get("reference_latents_method", "offset")
-        extra = torch.cat([reference_tokens(it.extras["reference_latents"], b, pack, device, dtype) for it in items])
-        x_in = torch.cat([x_in, extra], dim=1)
+        ref_tokens = torch.cat([reference_tokens(it.extras["reference_latents"], b, pack, device, dtype)
+                                for it in items])
+        x_in = torch.cat([x_in, ref_tokens], dim=1)
         img_ids = torch.cat([img_ids, reference_ids(refs, method, device, dtype)])
     out = transformer(hidden_states=x_in, timestep=t, guidance=guidance, pooled_projections=torch.cat(pooled),
                       encoder_hidden_states=emb, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
