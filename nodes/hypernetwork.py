@@ -28,7 +28,7 @@ def hypernetwork_loader(ctx, model, hypernetwork_name, strength=1.0):
     path = resolve_model(ctx.paths, "hypernetworks", hypernetwork_name, "HypernetworkLoader", "hypernetwork_name")
     try:
         hn = load_hypernetwork(path)
-    except (ValueError, KeyError, RuntimeError) as e:
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RuntimeError) as e:  # a malformed file
         raise ValueError(f"HypernetworkLoader: hypernetwork_name {hypernetwork_name!r}: {e}") from e
     out = model.clone()
     out.options["hypernetworks"] = [*out.options.get("hypernetworks", ()), (hn, float(strength))]

@@ -53,6 +53,9 @@ def test_the_networks_are_read_as_comfyui_reads_them(tmp_path):
     torch.save({"activation_func": "relu"}, tmp_path / "d.pt")
     with pytest.raises(ValueError, match="no hypernetwork layers"):
         load_hypernetwork(tmp_path / "d.pt")
+    (tmp_path / "e.pt").write_bytes(b"not a pickle at all")
+    with pytest.raises(ValueError, match=r"e\.pt is not a readable hypernetwork file"):
+        load_hypernetwork(tmp_path / "e.pt")
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ Several hypernetworks apply in the order they were added.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,7 +71,10 @@ def _read(path: Path) -> dict:
             pair = sd.setdefault(dim, [{}, {}])
             pair[int(index)][name] = v
         return sd
-    sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as e:  # not a (safe) pickle
+        raise ValueError(f"{path} is not a readable hypernetwork file ({type(e).__name__}: {e})") from e
     if not isinstance(sd, dict):
         raise ValueError(f"{path} is not a hypernetwork (a dict of layers)")
     return sd
