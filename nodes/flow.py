@@ -230,6 +230,25 @@ def cfg_guider(ctx, model, positive, negative, cfg=8.0):
     return Guider(model, _cond(positive, "positive", "CFGGuider"), _cond(negative, "negative", "CFGGuider"), float(cfg))
 
 
+@node("DualCFGGuider", category="sampling/custom",
+      description="Guidance with two prompts and a negative: cond2 against the negative (cfg_cond2_negative), "
+                  "then towards cond1 away from cond2 (cfg_conds); nested: the second inside the first.",
+      inputs=[Input.link("model", T.MODEL), Input.link("cond1", T.CONDITIONING), Input.link("cond2", T.CONDITIONING),
+              Input.link("negative", T.CONDITIONING), Input.float("cfg_conds", 8.0, min=0.0, max=100.0, step=0.1),
+              Input.float("cfg_cond2_negative", 8.0, min=0.0, max=100.0, step=0.1),
+              Input.choice("style", ["regular", "nested"], "regular")],
+      outputs=[Output("guider", T.GUIDER)], keywords=("dual cfg", "guidance", "two prompts"))
+def dual_cfg_guider(ctx, model, cond1, cond2, negative, cfg_conds=8.0, cfg_cond2_negative=8.0, style="regular"):
+    from nodegen.diffusion.dual_cfg import DualCFG
+
+    first = _cond(cond1, "cond1", "DualCFGGuider")
+    guided = model.clone()
+    hook = DualCFG(first, cfg_conds, cfg_cond2_negative, nested=style == "nested")
+    guided.options["denoise_hooks"] = [*guided.options.get("denoise_hooks", ()), hook]
+    return Guider(guided, _cond(cond2, "cond2", "DualCFGGuider"), _cond(negative, "negative", "DualCFGGuider"),
+                  float(cfg_cond2_negative))
+
+
 @node("SamplerCustomAdvanced", category="sampling/custom",
       description="Sample with a NOISE, a GUIDER, a SAMPLER and SIGMAS.",
       inputs=[Input.link("noise", T.NOISE), Input.link("guider", T.GUIDER), Input.link("sampler", T.SAMPLER),
@@ -241,7 +260,7 @@ def sampler_custom_advanced(ctx, noise, guider, sampler, sigmas, latent_image):
     if not isinstance(noise, Noise):
         raise TypeError("SamplerCustomAdvanced: input 'noise' must be a NOISE (RandomNoise)")
     if not isinstance(guider, Guider):
-        raise TypeError("SamplerCustomAdvanced: input 'guider' must be a GUIDER (BasicGuider, CFGGuider)")
+        raise TypeError("SamplerCustomAdvanced: input 'guider' must be a GUIDER (BasicGuider, CFGGuider, DualCFGGuider)")
     if not isinstance(latent_image, dict) or "samples" not in latent_image:
         raise TypeError("SamplerCustomAdvanced: input 'latent_image' must be a LATENT")
     sig = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1)

@@ -198,8 +198,13 @@ class Denoiser:
         """The positive conditionings' combined denoised prediction (no CFG, no inpainting blend);
         differentiable when called with gradients enabled. ``active_only``: only the conditionings
         whose timestep range holds ``sigma`` (those the step's own prediction used)."""
+        return self.predict(self.positive, x, sigma, active_only=active_only)
+
+    def predict(self, items: list, x: torch.Tensor, sigma: float, *, active_only: bool = False) -> torch.Tensor:
+        """The combined denoised prediction of the conditioning ``items`` (any: a hook may bring its
+        own), as :meth:`predict_positive`."""
         h, w = x.shape[-2:]
-        jobs = [(False, it, cfg_mod.area_of(it, h, w)) for it in self.positive
+        jobs = [(False, it, cfg_mod.area_of(it, h, w)) for it in items
                 if not active_only or self._active(it, float(sigma))]
         return cfg_mod.combine(self._predictions(x, float(sigma), jobs)[0], x)
 

@@ -25,6 +25,7 @@ MAPS = [
     nm("DisableNoise", "DisableNoise", "", "noise"),
     nm("BasicGuider", "BasicGuider", "", "guider"),
     nm("CFGGuider", "CFGGuider", "cfg", "guider"),
+    nm("DualCFGGuider", "DualCFGGuider", "cfg_conds cfg_cond2_negative style", "guider"),
     nm("SamplerCustomAdvanced", "SamplerCustomAdvanced", "", "output denoised_output"),
     nm("BetaSamplingScheduler", "BetaSamplingScheduler", "steps alpha beta", "sigmas"),
 ]
