@@ -1,4 +1,5 @@
-"""ImageBlur, ImageSharpen (see :mod:`nodegen.image.filters`) and ImageQuantize (:mod:`nodegen.image.quantize`)."""
+"""ImageBlur, ImageSharpen (see :mod:`nodegen.image.filters`), ImageQuantize (:mod:`nodegen.image.quantize`)
+and ImageAddNoise."""
 
 from __future__ import annotations
 
@@ -51,3 +52,17 @@ def image_quantize(ctx, image, colors=256, dither="none"):
     if getattr(image, "ndim", 0) != 4 or image.shape[-1] < 3:
         raise ValueError("ImageQuantize: input 'image' must be an RGB or RGBA IMAGE [batch, height, width, channels]")
     return quantize(image, int(colors), dither)
+
+
+@node("ImageAddNoise", category="image",
+      description="Add seeded Gaussian noise to images (clipped to 0..1), the numbers ComfyUI draws on the CPU.",
+      inputs=[Input.link("image", T.IMAGE), Input.seed("seed"),
+              Input.float("strength", 0.5, min=0.0, max=1.0, step=0.01)],
+      outputs=[Output("image", T.IMAGE)], keywords=("noise", "grain"))
+def image_add_noise(ctx, image, seed, strength=0.5):
+    import torch
+
+    if getattr(image, "ndim", 0) != 4:
+        raise ValueError("ImageAddNoise: input 'image' must be an IMAGE [batch, height, width, channels]")
+    noise = torch.randn(image.size(), generator=torch.Generator().manual_seed(int(seed)), device="cpu").to(image)
+    return torch.clip(image + float(strength) * noise, 0.0, 1.0)

@@ -264,10 +264,52 @@ def test_comfyui_image_stitch_quantize_and_size_import_from_the_editor_format():
          "outputs": [{"name": "width", "type": "INT", "links": []}, {"name": "height", "type": "INT", "links": []},
                      {"name": "batch_size", "type": "INT", "links": []}]}],
         "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 1, 0, 3, 0, "IMAGE"], [3, 1, 0, 4, 0, "IMAGE"]]}
+    ui["nodes"].append({"id": 5, "type": "ImageAddNoise", "widgets_values": [77, "randomize", 0.3],
+                        "inputs": [{"name": "image", "type": "IMAGE", "link": None}],
+                        "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": []}]})
+    ui["nodes"].append({"id": 6, "type": "ResizeAndPadImage", "widgets_values": [640, 480, "black", "lanczos"],
+                        "inputs": [{"name": "image", "type": "IMAGE", "link": None}],
+                        "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": []}]})
     doc, warnings = import_comfy(ui)
     by_type = {n["type"]: n["inputs"] for n in doc["nodes"].values()}
+    assert by_type["ImageAddNoise"] == {"seed": 77, "strength": 0.3}
+    assert by_type["ResizeAndPadImage"] == {"target_width": 640, "target_height": 480, "padding_color": "black",
+                                            "interpolation": "lanczos"}
     assert by_type["ImageStitch"] == {"direction": "down", "match_image_size": False, "spacing_width": 8,
                                       "spacing_color": "red", "image1": {"from": ["1", "image"]}}
     assert by_type["ImageQuantize"] == {"colors": 16, "dither": "bayer-4", "image": {"from": ["1", "image"]}}
     assert by_type["GetImageSize"] == {"image": {"from": ["1", "image"]}}
     assert not [w for w in warnings if "unknown" in w.lower()], warnings
+
+
+def test_image_scale_to_max_dimension():
+    from nodes.image_ops import resize
+
+    tall = torch.rand(1, 40, 30, 3)
+    out = one("ImageScaleToMaxDimension", image=tall, upscale_method="area", largest_size=20)
+    assert out.shape == (1, 20, 15, 3) and torch.equal(out, resize(tall, 15, 20, "area"))
+    assert one("ImageScaleToMaxDimension", image=torch.rand(1, 30, 45, 3), upscale_method="bilinear",
+               largest_size=12).shape == (1, 8, 12, 3)
+    assert one("ImageScaleToMaxDimension", image=torch.rand(2, 9, 9, 3), upscale_method="nearest-exact",
+               largest_size=4).shape == (2, 4, 4, 3)
+
+
+def test_resize_and_pad_image():
+    from nodes.image_ops import resize
+
+    wide = torch.rand(1, 10, 40, 3)
+    out = one("ResizeAndPadImage", image=wide, target_width=20, target_height=20, padding_color="black",
+              interpolation="bilinear")
+    assert out.shape == (1, 20, 20, 3)  # scaled to 20 x 5, centred: rows 7..11
+    assert torch.equal(out[:, 7:12], resize(wide, 20, 5, "bilinear")) and not out[:, :7].any() and not out[:, 12:].any()
+    white = one("ResizeAndPadImage", image=torch.rand(1, 30, 10, 3), target_width=16, target_height=12,
+                padding_color="white", interpolation="area")
+    assert white.shape == (1, 12, 16, 3) and torch.equal(white[:, :, :6], torch.ones(1, 12, 6, 3))  # 4 wide, x 6..9
+
+
+def test_image_add_noise_is_comfyuis_seeded_cpu_noise():
+    image = torch.full((1, 4, 4, 3), 0.5)
+    out = one("ImageAddNoise", image=image, seed=3, strength=0.2)
+    want = torch.clip(image + 0.2 * torch.randn(image.size(), generator=torch.manual_seed(3)), 0.0, 1.0)
+    assert torch.equal(out, want)
+    assert torch.equal(one("ImageAddNoise", image=image, seed=3, strength=0.0), image)
