@@ -188,8 +188,15 @@ def test_comfyui_pag_slg_and_instruct_pix2pix_nodes_import_from_the_editor_forma
     ui["nodes"].append({"id": 4, "type": "SkipLayerGuidanceSD3", "widgets_values": ["7, 8, 9", 3.0, 0.01, 0.15],
                         "inputs": [{"name": "model", "type": "MODEL", "link": None}],
                         "outputs": [{"name": "MODEL", "type": "MODEL", "links": []}]})
+    ui["nodes"].append({"id": 6, "type": "PatchModelAddDownscale",
+                        "widgets_values": [3, 2.0, 0.0, 0.35, True, "bicubic", "bislerp"],
+                        "inputs": [{"name": "model", "type": "MODEL", "link": None}],
+                        "outputs": [{"name": "MODEL", "type": "MODEL", "links": []}]})
     doc, warnings = import_comfy(ui)
     by_type = {n["type"]: n for n in doc["nodes"].values()}
+    assert by_type["PatchModelAddDownscale"]["inputs"] == {
+        "block_number": 3, "downscale_factor": 2.0, "start_percent": 0.0, "end_percent": 0.35,
+        "downscale_after_skip": True, "downscale_method": "bicubic", "upscale_method": "bislerp"}
     assert by_type["PerturbedAttentionGuidance"]["inputs"] == {"scale": 2.25, "model": {"from": ["1", "model"]}}
     assert by_type["HypernetworkLoader"]["inputs"] == {"hypernetwork_name": "anime.pt", "strength": 0.8}
     assert by_type["SkipLayerGuidanceSD3"]["inputs"] == {"layers": "7, 8, 9", "scale": 3.0, "start_percent": 0.01,

@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from nodegen.diffusion import cfg as cfg_mod
 from nodegen.diffusion.flow_forward import FLOW_FAMILIES, run_flow
 from nodegen.diffusion.latent_scale import concat_in_model_scale
-from nodegen.diffusion.model_sampling import ModelSampling
+from nodegen.diffusion.model_sampling import ModelSampling, percent_to_sigma
+from nodegen.diffusion.step_context import current_sigma
 from nodegen.image.latent_resize import resize
 from nodegen.models.objects import SCALING_FACTORS
 
@@ -156,6 +157,13 @@ class Denoiser:
         self.calls += 1
         sig = sigma.reshape(-1)[0] if torch.is_tensor(sigma) and sigma.ndim else torch.as_tensor(sigma)
         sig_f = float(sig)
+        token = current_sigma.set(sig_f)  # for model patches that act in a window of the schedule
+        try:
+            return self._denoise(x, sig_f)
+        finally:
+            current_sigma.reset(token)
+
+    def _denoise(self, x: torch.Tensor, sig_f: float) -> torch.Tensor:
         step_mask = self._step_mask(sig_f)
         if step_mask is not None:
             m = step_mask.to(x.dtype)
@@ -249,14 +257,7 @@ class Denoiser:
         return self._percent_sigma(percent)
 
     def _percent_sigma(self, percent: float) -> float:
-        if percent <= 0:
-            return math.inf
-        if percent >= 1:
-            return 0.0
-        # discrete models: timestep (1 - p) * (T - 1); flow models: time 1 - p (table units t * T)
-        flow = getattr(self.ms, "prediction_type", "") == "flow"
-        axis = self.ms.num_timesteps if flow else self.ms.num_timesteps - 1
-        return float(self.ms.t_to_sigma((1.0 - percent) * axis))
+        return percent_to_sigma(self.ms, percent)
 
     def _area_weight(self, area: tuple, h: int, w: int, strength: float, device) -> torch.Tensor:
         key = (area, h, w, strength, device)

@@ -19,6 +19,7 @@ sigmas of the training table both are the same integer.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 
 import torch
@@ -239,3 +240,16 @@ def _bcast(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if sigma.ndim == 0:
         return sigma
     return sigma.reshape(sigma.shape[0], *([1] * (x.ndim - 1)))
+
+
+def percent_to_sigma(ms, percent: float) -> float:
+    """ComfyUI's ``percent_to_sigma``: the sigma at a fraction of the schedule (0: before it
+    starts, infinity; 1: its end, 0). Discrete models: timestep ``(1 - p) * (T - 1)``; flow
+    models: time ``1 - p`` (table units ``t * T``)."""
+    if percent <= 0:
+        return math.inf
+    if percent >= 1:
+        return 0.0
+    flow = getattr(ms, "prediction_type", "") == "flow"
+    axis = ms.num_timesteps if flow else ms.num_timesteps - 1
+    return float(ms.t_to_sigma((1.0 - percent) * axis))

@@ -1,6 +1,6 @@
 """ComfyUI's everyday core nodes for model sampling, guidance, FreeU, conditioning ranges and
 masks, and image / latent transforms (nodes.py, comfy_extras/nodes_model_advanced.py,
-nodes_freelunch.py, nodes_pag.py, nodes_slg.py, nodes_post_processing.py, nodes_images.py, nodes_latent.py)."""
+nodes_freelunch.py, nodes_pag.py, nodes_slg.py, nodes_model_downscale.py, nodes_post_processing.py, nodes_images.py, nodes_latent.py)."""
 
 from nodegen.formats.comfy.node_map import nm
 
@@ -10,6 +10,8 @@ MAPS = [
     nm("FreeU", "FreeU", "b1 b2 s1 s2", "model"),
     nm("FreeU_V2", "FreeU_V2", "b1 b2 s1 s2", "model"),
     nm("PerturbedAttentionGuidance", "PerturbedAttentionGuidance", "scale", "model"),
+    nm("PatchModelAddDownscale", "PatchModelAddDownscale", "block_number downscale_factor start_percent end_percent "
+       "downscale_after_skip downscale_method upscale_method", "model"),
     nm("SkipLayerGuidanceSD3", "SkipLayerGuidanceSD3", "layers scale start_percent end_percent", "model"),
     nm("SkipLayerGuidanceDiT", "SkipLayerGuidanceDiT",
        "double_layers single_layers scale start_percent end_percent rescaling_scale", "model"),

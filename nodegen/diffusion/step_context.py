@@ -1,0 +1,9 @@
+"""The sigma of the step being denoised, for model patches that act only in part of the schedule
+(ComfyUI hands its patches ``transformer_options["sigmas"]`` for the same purpose): the denoiser
+sets it around each prediction; a patch inside the UNet reads it. None outside a denoiser call."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+current_sigma: ContextVar[float | None] = ContextVar("nodegen_current_sigma", default=None)
