@@ -241,11 +241,8 @@ def cfg_guider(ctx, model, positive, negative, cfg=8.0):
 def dual_cfg_guider(ctx, model, cond1, cond2, negative, cfg_conds=8.0, cfg_cond2_negative=8.0, style="regular"):
     from nodegen.diffusion.dual_cfg import DualCFG
 
-    first = _cond(cond1, "cond1", "DualCFGGuider")
-    guided = model.clone()
-    hook = DualCFG(first, cfg_conds, cfg_cond2_negative, nested=style == "nested")
-    guided.options["denoise_hooks"] = [*guided.options.get("denoise_hooks", ()), hook]
-    return Guider(guided, _cond(cond2, "cond2", "DualCFGGuider"), _cond(negative, "negative", "DualCFGGuider"),
+    hook = DualCFG(_cond(cond1, "cond1", "DualCFGGuider"), cfg_conds, cfg_cond2_negative, nested=style == "nested")
+    return Guider(model.with_denoise_hook(hook), _cond(cond2, "cond2", "DualCFGGuider"), _cond(negative, "negative", "DualCFGGuider"),
                   float(cfg_cond2_negative))
 
 

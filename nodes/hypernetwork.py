@@ -7,8 +7,6 @@ from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, Output, node
 from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
 
-FLOW_FAMILIES = ("sd3", "flux")
-
 
 @node("HypernetworkLoader", category="loaders",
       description="Add a hypernetwork (A1111 .pt) to an SD1/SD2/SDXL model: small networks on every "
@@ -23,7 +21,7 @@ FLOW_FAMILIES = ("sd3", "flux")
 def hypernetwork_loader(ctx, model, hypernetwork_name, strength=1.0):
     from nodegen.models.hypernetwork import load_hypernetwork
 
-    if getattr(model, "family", None) in FLOW_FAMILIES:
+    if getattr(model, "prediction_type", None) == "flow":
         raise ValueError(f"HypernetworkLoader: hypernetworks are for SD1/SD2/SDXL UNet models, not {model.family}")
     path = resolve_model(ctx.paths, "hypernetworks", hypernetwork_name, "HypernetworkLoader", "hypernetwork_name")
     try:

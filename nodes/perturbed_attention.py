@@ -18,6 +18,4 @@ from nodegen.kernel.node import Input, Output, node
 def perturbed_attention_guidance(ctx, model, scale=3.0):
     from nodegen.diffusion.perturbed_attention import PerturbedAttentionGuidance
 
-    out = model.clone()
-    out.options["denoise_hooks"] = [*out.options.get("denoise_hooks", ()), PerturbedAttentionGuidance(scale)]
-    return out
+    return model.with_denoise_hook(PerturbedAttentionGuidance(scale))

@@ -18,6 +18,12 @@ def _steps(default=20):
     return Input.int("steps", default, min=1, max=10000, description="Number of sampling steps")
 
 
+def _sigma_range():
+    """The highest and lowest noise level of a schedule (defaults: SD1's)."""
+    return [Input.float("sigma_max", 14.614642, min=0.0, max=5000.0, step=0.01),
+            Input.float("sigma_min", 0.0291675, min=0.0, max=5000.0, step=0.01)]
+
+
 def _cfg():
     return Input.float("cfg", 8.0, min=0.0, max=100.0, step=0.1,
                        description="Classifier-free guidance scale (1 = no negative prompt)")
@@ -127,8 +133,7 @@ def _sigma_range_check(sigma_max, sigma_min):
 
 
 @node("KarrasScheduler", category="sampling/custom", description="Karras et al. (2022) noise levels.",
-      inputs=[_steps(), Input.float("sigma_max", 14.614642, min=0.0, max=5000.0, step=0.01),
-              Input.float("sigma_min", 0.0291675, min=0.0, max=5000.0, step=0.01),
+      inputs=[_steps(), *_sigma_range(),
               Input.float("rho", 7.0, min=0.0, max=100.0, step=0.01)],
       outputs=[Output("sigmas", T.SIGMAS)])
 def karras_scheduler(ctx, steps, sigma_max, sigma_min, rho):
@@ -139,8 +144,7 @@ def karras_scheduler(ctx, steps, sigma_max, sigma_min, rho):
 
 
 @node("ExponentialScheduler", category="sampling/custom", description="Noise levels evenly spaced in log-sigma.",
-      inputs=[_steps(), Input.float("sigma_max", 14.614642, min=0.0, max=5000.0, step=0.01),
-              Input.float("sigma_min", 0.0291675, min=0.0, max=5000.0, step=0.01)],
+      inputs=[_steps(), *_sigma_range()],
       outputs=[Output("sigmas", T.SIGMAS)])
 def exponential_scheduler(ctx, steps, sigma_max, sigma_min):
     from nodegen.diffusion.schedules import exponential_sigmas
@@ -152,8 +156,7 @@ def exponential_scheduler(ctx, steps, sigma_max, sigma_min):
 @node("PolyexponentialScheduler", category="sampling/custom",
       description="Noise levels falling in log-sigma as a power of the step (rho 1: exponential); "
                   "k-diffusion's polyexponential schedule.",
-      inputs=[_steps(), Input.float("sigma_max", 14.614642, min=0.0, max=5000.0, step=0.01),
-              Input.float("sigma_min", 0.0291675, min=0.0, max=5000.0, step=0.01),
+      inputs=[_steps(), *_sigma_range(),
               Input.float("rho", 1.0, min=0.0, max=100.0, step=0.01)],
       outputs=[Output("sigmas", T.SIGMAS)])
 def polyexponential_scheduler(ctx, steps, sigma_max, sigma_min, rho):

@@ -15,10 +15,8 @@ _WINDOW = [Input.float("scale", 3.0, min=0.0, max=10.0, step=0.1, description="0
 def _guided(model, double: str, single: str, scale, start_percent, end_percent, rescaling_scale=0.0):
     from nodegen.diffusion.skip_layer_guidance import SkipLayerGuidance, layer_list
 
-    out = model.clone()
-    hook = SkipLayerGuidance(layer_list(double), layer_list(single), scale, start_percent, end_percent, rescaling_scale)
-    out.options["denoise_hooks"] = [*out.options.get("denoise_hooks", ()), hook]
-    return out
+    return model.with_denoise_hook(SkipLayerGuidance(layer_list(double), layer_list(single), scale, start_percent,
+                                                      end_percent, rescaling_scale))
 
 
 @node("SkipLayerGuidanceSD3", category="advanced/guidance",

@@ -176,6 +176,4 @@ def image_target(clip: ClipModel, images: torch.Tensor, device=None) -> torch.Te
 
 def guided_model(model, guidance: ClipGuidance):
     """A clone of MODEL whose denoiser runs ``guidance`` after every prediction."""
-    m = model.clone()
-    m.options["denoise_hooks"] = [*m.options.get("denoise_hooks", ()), guidance]
-    return m
+    return model.with_denoise_hook(guidance)

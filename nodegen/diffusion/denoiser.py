@@ -43,6 +43,7 @@ from nodegen.diffusion.flow_forward import FLOW_FAMILIES, run_flow
 from nodegen.diffusion.latent_scale import concat_in_model_scale
 from nodegen.diffusion.model_sampling import ModelSampling, percent_to_sigma
 from nodegen.diffusion.step_context import current_sigma
+from nodegen.image.composite import repeat_to_batch
 from nodegen.image.latent_resize import resize
 from nodegen.models.objects import SCALING_FACTORS
 
@@ -56,10 +57,7 @@ def resize_mask(mask: torch.Tensor, h: int, w: int, batch: int, mode: str = "bil
         m = m[:, None]
     if m.shape[-2:] != (h, w):
         m = F.interpolate(m, size=(h, w), mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
-    if m.shape[0] != batch:
-        reps = math.ceil(batch / m.shape[0])
-        m = m.repeat(reps, 1, 1, 1)[:batch]
-    return m
+    return repeat_to_batch(m, batch)
 
 
 class Denoiser:
@@ -126,8 +124,7 @@ class Denoiser:
         masked = self.latent_image if masked is None else concat_in_model_scale(self.family, ex, masked)
         mask = (torch.ones(batch, 1, h, w) if mask is None else resize_mask(mask, h, w, batch, mode="nearest"))
         masked = masked.to(self.device, torch.float32)
-        if masked.shape[0] != batch:
-            masked = masked.repeat(math.ceil(batch / masked.shape[0]), 1, 1, 1)[:batch]
+        masked = repeat_to_batch(masked, batch)
         ah, aw, ay, ax = area
         out = torch.cat([mask.to(self.device), masked], dim=1)[:, :, ay : ay + ah, ax : ax + aw]
         extra = self.in_channels - 4
@@ -146,8 +143,7 @@ class Denoiser:
             image = concat_in_model_scale(self.family, ex, image) / SCALING_FACTORS.get(self.family, 1.0)
             if tuple(image.shape[-2:]) != (h, w):
                 image = resize(image.float(), w, h, "bilinear", crop="center")
-            if image.shape[0] != batch:
-                image = image.repeat(math.ceil(batch / image.shape[0]), 1, 1, 1)[:batch]
+            image = repeat_to_batch(image, batch)
         ah, aw, ay, ax = area
         return image.to(self.device, torch.float32)[:, :, ay : ay + ah, ax : ax + aw]
 

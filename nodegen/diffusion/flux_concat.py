@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from nodegen.diffusion.latent_formats import latent_in
+from nodegen.image.composite import repeat_to_batch
 from nodegen.image.latent_resize import resize
 
 #: Latent channels of a Flux.1 latent and of the mask part of a Fill model's input (8x8 pixels).
@@ -35,7 +36,7 @@ def flux_concat(extras: dict, like: torch.Tensor, channels: int, noise_mask: tor
                          f"{LATENT_CHANNELS * 8} (Canny / Depth) and {(2 * LATENT_CHANNELS + MASK_CHANNELS) * 4} (Fill)")
     image = extras.get("concat_latent_image")
     image = torch.zeros_like(like) if image is None else image.to(like.device, torch.float32)
-    image = latent_in("flux", _batched(_resized(image, h, w), b))
+    image = latent_in("flux", repeat_to_batch(_resized(image, h, w), b))
     if channels == LATENT_CHANNELS:
         return image
     mask = extras.get("concat_mask", noise_mask)
@@ -45,18 +46,9 @@ def flux_concat(extras: dict, like: torch.Tensor, channels: int, noise_mask: tor
     mask = mask.reshape(-1, 1, *mask.shape[-2:]) if mask.ndim != 4 else mask.mean(dim=1, keepdim=True)
     mask = _resized(mask, h * 8, w * 8)
     mask = mask.view(mask.shape[0], h, 8, w, 8).permute(0, 2, 4, 1, 3).reshape(mask.shape[0], MASK_CHANNELS, h, w)
-    return torch.cat([image, _batched(mask, b)], dim=1)
+    return torch.cat([image, repeat_to_batch(mask, b)], dim=1)
 
 
 def _resized(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """``t`` at ``h x w``: as it is when it fits, else ComfyUI's bilinear, centre-cropped resize."""
     return t if tuple(t.shape[-2:]) == (h, w) else resize(t, w, h, "bilinear", crop="center")
-
-
-def _batched(t: torch.Tensor, b: int) -> torch.Tensor:
-    """``t`` with ``b`` items: repeated in turn when it has fewer, the first ``b`` when more (as
-    ComfyUI's ``resize_to_batch_size`` for whole multiples)."""
-    if t.shape[0] == b:
-        return t
-    reps = -(-b // t.shape[0])
-    return t.repeat(reps, *([1] * (t.ndim - 1)))[:b]

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from nodegen.diffusion.latent_formats import latent_in
+from nodegen.image.composite import repeat_to_batch
 
 METHODS = ("offset", "index", "uxo/uno")
 
@@ -62,7 +63,5 @@ def reference_tokens(refs: list[torch.Tensor], b: int, pack, device, dtype) -> t
         ph, pw = r.shape[-2] % 2, r.shape[-1] % 2
         if ph or pw:
             r = F.pad(r, (0, pw, 0, ph), mode="replicate")
-        if r.shape[0] != b:
-            r = r.repeat(-(-b // r.shape[0]), 1, 1, 1)[:b]
-        out.append(pack(r.to(dtype)))
+        out.append(pack(repeat_to_batch(r, b).to(dtype)))
     return torch.cat(out, dim=1)

@@ -101,6 +101,13 @@ class DiffusionModel(_Patchable):
         c.options = dict(self.options)
         return c
 
+    def with_denoise_hook(self, hook: Any) -> DiffusionModel:
+        """A clone whose denoiser runs ``hook`` after guidance, after the hooks it already has
+        (see :mod:`nodegen.diffusion.denoiser`)."""
+        c = self.clone()
+        c.options["denoise_hooks"] = [*c.options.get("denoise_hooks", ()), hook]
+        return c
+
     @contextmanager
     def use(self, device: str | torch.device | None = None,
             dtype: torch.dtype | None = None) -> Iterator[torch.nn.Module]:
