@@ -11,6 +11,7 @@ median round trip, the median overhead (round trip - time in nodes) and the serv
     git worktree add --detach /tmp/main-checkout main
     python bench/server_compare.py /tmp/main-checkout [--jobs 60] [--seed]
 
+``--run this|other|both``: that side submits and waits in one request (``Client.run``).
 ``--env-this K=V`` / ``--env-other K=V`` set environment variables for one side's server only (to
 compare settings on one checkout: pass this checkout as the other).
 """
@@ -67,7 +68,9 @@ def long_polls(client) -> bool:
     return any(p.get("name") == "wait" for p in params)
 
 
-def one_job(client, doc: dict, polls: bool, seed: int = 0) -> dict:
+def one_job(client, doc: dict, polls: bool, seed: int = 0, one_request: bool = False) -> dict:
+    if one_request:
+        return client.run(doc, set={"Sampler.seed": seed}, timeout=120)
     job_id = client.submit(doc, set={"Sampler.seed": seed})
     if polls:
         return client.wait(job_id, timeout=120)
@@ -83,6 +86,9 @@ def main() -> None:
     ap.add_argument("--seed", action="store_true", help="also a seed-only job after each cached one")
     ap.add_argument("--env-this", action="append", default=[], metavar="K=V")
     ap.add_argument("--env-other", action="append", default=[], metavar="K=V")
+    ap.add_argument("--run", choices=("this", "other", "both"), default=None,
+                    help="which side submits and waits in one request (Client.run) instead of "
+                         "Client.submit then Client.wait (pass this checkout as the other to compare the two)")
     args = ap.parse_args()
     extra = {"this": dict(kv.split("=", 1) for kv in args.env_this),
              "other": dict(kv.split("=", 1) for kv in args.env_other)}
@@ -106,7 +112,7 @@ def main() -> None:
                     for k, c in (order if i % 2 else order[::-1]):  # follows the other's jobs
                         pid = servers[k][0].pid
                         c0, t0 = cpu_s(pid), time.perf_counter()
-                        job = one_job(c, doc, polls[k], seed(i))
+                        job = one_job(c, doc, polls[k], seed(i), args.run in (k, "both"))
                         wall = time.perf_counter() - t0
                         if kind == "cached":
                             cpu[k] += cpu_s(pid) - c0
@@ -116,6 +122,7 @@ def main() -> None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
     result: dict = {k: {"checkout": str(roots[k]), "env": extra[k], "long_poll": polls[k],
+                        "one_request": args.run in (k, "both"),
                         "server_cpu_per_cached_job_ms": cpu[k] / args.jobs * 1e3} for k in roots}
     for (k, kind), v in rows.items():
         result[k][kind] = {"round_trip_ms": statistics.median(w for w, _ in v) * 1e3,

@@ -3,11 +3,13 @@
 Starts ``python main.py serve`` in a subprocess (one torch thread) and talks to it over HTTP with
 ``nodegen.client.Client``, the way a script would:
 
-1. Overhead per job with the demo model (graphs/txt2img.json): submit -> done as the client sees it
-   (``Client.wait``: a long poll the server answers when the job ends), minus the time the
-   engine spent in nodes. Two kinds of job:
-   *cached* (the same values again: only SaveImage runs) and *seed-only* (a new seed: sampler,
-   decode and save run). Median of REPEAT jobs each. Target: under 5 ms.
+1. Overhead per job with the demo model (graphs/txt2img.json): submit -> done as the client sees it,
+   minus the time the engine spent in nodes, two ways: ``Client.submit`` then ``Client.wait`` (a
+   long poll the server answers when the job ends) and ``Client.run`` (submit and wait in one
+   request, ``POST /jobs?wait=S``). Two kinds of job, each right after a sampling job (as in a
+   mixed queue): *cached* (the same values again: only SaveImage runs) and *seed-only* (a new
+   seed: sampler, decode and save run); then cached jobs one after another. Median of REPEAT
+   jobs each. Target: under 5 ms.
 2. Flood: 1,000 light jobs (a tiny image, inverted and saved) submitted at once by 8 client
    threads (their acceptances share fsyncs); all must be
    accepted, run and recorded; the server's resident memory after the first 100 and after all.
@@ -58,9 +60,9 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def timed_job(c: Client, doc: dict, values: dict) -> tuple[float, dict]:
+def timed_job(c: Client, doc: dict, values: dict, one_request: bool = False) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    job = c.wait(c.submit(doc, set=values), timeout=120)
+    job = c.run(doc, set=values, timeout=120) if one_request else c.wait(c.submit(doc, set=values), timeout=120)
     wall = time.perf_counter() - t0
     assert job["status"] == "done", job
     return wall, job
@@ -77,15 +79,20 @@ def cpu_s(pid: int) -> float:
 def overhead(c: Client, repeat: int, pid: int) -> dict:
     doc = json.loads((ROOT / "graphs" / "txt2img.json").read_text())
     timed_job(c, doc, {"Sampler.seed": 0})  # load the model, fill the cache
-    rows: dict[str, list] = {"cached": [], "seed-only": []}
-    for i in range(repeat):
-        wall, job = timed_job(c, doc, {"Sampler.seed": 0})
-        rows["cached"].append((wall, sum(job["timings"].values()), 0.0))
-        wall, job = timed_job(c, doc, {"Sampler.seed": 1000 + i})
-        rows["seed-only"].append((wall, sum(job["timings"].values()), job["timings"].get("5", 0.0)))
+    rows: dict[str, list] = {}
+    for i in range(repeat):  # each kind right after a sampling job, as in a mixed queue
+        for how, one in (("submit+wait", False), ("run", True)):
+            wall, job = timed_job(c, doc, {"Sampler.seed": 0}, one)
+            rows.setdefault(f"cached, {how}", []).append((wall, sum(job["timings"].values()), 0.0))
+            wall, job = timed_job(c, doc, {"Sampler.seed": 1000 + 2 * i + one}, one)
+            rows.setdefault(f"seed-only, {how}", []).append(
+                (wall, sum(job["timings"].values()), job["timings"].get("5", 0.0)))
     cpu0, nodes, n = cpu_s(pid), 0.0, max(repeat * 5, 100)
-    for _ in range(n):  # the server's CPU per cached job, outside the nodes
-        nodes += sum(timed_job(c, doc, {"Sampler.seed": 0})[1]["timings"].values())
+    for i in range(n):  # cached jobs one after another; the server's CPU per job outside the nodes
+        how, one = ("submit+wait", False) if i % 2 else ("run", True)
+        wall, job = timed_job(c, doc, {"Sampler.seed": 0}, one)
+        nodes += sum(job["timings"].values())
+        rows.setdefault(f"cached in a row, {how}", []).append((wall, sum(job["timings"].values()), 0.0))
     out: dict = {"server_cpu_per_cached_job_ms": (cpu_s(pid) - cpu0) / n * 1e3,
                  "of_which_nodes_ms": nodes / n * 1e3}
     for kind, samples in rows.items():

@@ -7,6 +7,7 @@ importing it imports neither torch nor the engine (PIL is imported by :meth:`Cli
     c = Client("http://127.0.0.1:8765", token=None)
     job = c.submit("graphs/txt2img.json", set={"Sampler.seed": 7})
     c.wait(job)["status"]        # "done"
+    c.run("graphs/txt2img.json", set={"Sampler.seed": 8})  # submit and wait in one request
     c.images(job)[0].save("seed7.png")
     for ev in c.events(job): ...  # the objects 'run --json' prints
 
@@ -53,17 +54,36 @@ class Client:
     def submit(self, workflow: Any, set: dict | None = None, targets: list | None = None) -> str:  # noqa: A002
         """Queue a job; ``workflow`` is a path (.json, or a PNG that embeds one) or a document dict.
         Returns the job id."""
+        return self._submit(workflow, set, targets)["id"]
+
+    def run(self, workflow: Any, set: dict | None = None, targets: list | None = None,  # noqa: A002
+            timeout: float | None = None) -> dict:
+        """Submit a job and wait until it ends, in one request while it lasts under a long poll
+        (``POST /jobs?wait=S``; then :meth:`wait`): ``submit`` then ``wait`` without the second
+        round trip. Returns the job's status (``status``, ``files``, ``timings``, ...); raises
+        TimeoutError after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ask = LONG_POLL if timeout is None else min(LONG_POLL, timeout)
+        job = self._submit(workflow, set, targets, wait=ask)
+        if job["status"] in FINAL:
+            return job
+        return self.wait(job["id"], None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def _submit(self, workflow: Any, set: dict | None, targets: list | None,  # noqa: A002
+                wait: float = 0.0) -> dict:
+        held = {"wait": f"{wait:.3f}"} if wait > 0 else {}
+        timeout = self.timeout + wait
         if isinstance(workflow, (str, os.PathLike)):
             with open(workflow, "rb") as f:
                 data = f.read()
             if data.startswith(PNG_MAGIC):
-                query = {}
+                query = dict(held)
                 if set:
                     query["set"] = json.dumps(set)
                 if targets:
                     query["targets"] = json.dumps(list(targets))
                 path = "/jobs/png" + ("?" + urllib.parse.urlencode(query) if query else "")
-                return self._request("POST", path, data, "image/png")["id"]
+                return self._request("POST", path, data, "image/png", timeout)
             try:
                 workflow = json.loads(data.decode("utf-8-sig"))
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -73,7 +93,8 @@ class Client:
             body["set"] = set
         if targets:
             body["targets"] = list(targets)
-        return self._json("POST", "/jobs", body)["id"]
+        return self._json("POST", "/jobs" + ("?" + urllib.parse.urlencode(held) if held else ""), body,
+                          timeout=timeout)
 
     def status(self, job_id: str) -> dict:
         """The job: ``status`` (queued, running, done, failed, cancelled), ``files``, ``error``, ..."""

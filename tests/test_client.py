@@ -55,6 +55,30 @@ def test_submit_wait_images_events(url, tmp_path):
     assert c.cancel(job)["status"] == "done"  # a finished job stays as it was
 
 
+def test_run_submits_and_waits(url, tmp_path):
+    c = Client(url, token="tok")
+    job = c.run(light_workflow(), set={"Save.filename_prefix": "ran"}, timeout=30)
+    assert job["status"] == "done" and job["files"] == ["ran_00001.png"]
+    assert c.status(job["id"]) == job
+    png = tmp_path / "ran.png"
+    png.write_bytes(c.files(job["id"])[0][1])
+    assert c.run(png, set={"Save.filename_prefix": "ranpng"}, timeout=30)["files"] == ["ranpng_00001.png"]
+    with pytest.raises(ClientError) as info:
+        c.run(light_workflow(), set={"Source.nope": 1})
+    assert info.value.status == 422 and info.value.field == "set.Source.nope"
+    # longer than one held request: run goes on waiting with long polls, and times out as wait does
+    slow = slow_workflow(size=1024)
+    with pytest.raises(TimeoutError):
+        c.run(slow, timeout=0.05)
+    import nodegen.client as client_module
+
+    held, client_module.LONG_POLL = client_module.LONG_POLL, 0.05
+    try:
+        assert c.run(slow, timeout=60)["status"] == "done"
+    finally:
+        client_module.LONG_POLL = held
+
+
 def test_errors_name_the_field(url):
     c = Client(url, token="tok")
     with pytest.raises(ClientError) as info:

@@ -198,6 +198,39 @@ def test_queued_jobs_can_be_cancelled(folders):
     assert_error(c.post("/jobs/nope/cancel"), 404, "job_id")
 
 
+def test_submit_and_wait_in_one_request(client, folders):
+    """``POST /jobs?wait=S`` answers 201 once the job has ended, with the job as GET shows it."""
+    r = client.post("/jobs", params={"wait": 30}, json={"workflow": light_workflow(),
+                                                        "set": {"Save.filename_prefix": "held"}})
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["status"] == "done" and job["files"] == ["held_00001.png"] and "3" in job["timings"]
+    assert job == client.get(f"/jobs/{job['id']}").json()
+    # a PNG that embeds a workflow, the same way
+    png = (folders / "out" / "jobs" / job["id"] / "held_00001.png").read_bytes()
+    r = client.post("/jobs/png", content=png, headers={"Content-Type": "image/png"},
+                    params={"wait": 30, "set": json.dumps({"Save.filename_prefix": "heldpng"})})
+    assert r.status_code == 201 and r.json()["files"] == ["heldpng_00001.png"], r.text
+    # a refused job leaves no waiter behind, and names the field as without wait
+    assert_error(client.post("/jobs", params={"wait": 30}, json={"workflow": light_workflow(),
+                                                                 "set": {"Source.nope": 1}}), 422, "set.Source.nope")
+    assert_error(client.post("/jobs", params={"wait": -1}, json={"workflow": light_workflow()}), 422, "wait")
+    assert client.app.state.nodegen.waiters.waiting == 0
+
+
+def test_submit_and_wait_answers_when_the_wait_runs_out(folders):
+    app = create_app(ServerConfig(out_dir=str(folders / "out-held"), input_dir=str(folders / "in")))
+    c = TestClient(app)  # no lifespan: the runner does not start, jobs stay queued
+    t0 = time.monotonic()
+    r = c.post("/jobs", params={"wait": 0.3}, json={"workflow": light_workflow()})
+    assert r.status_code == 201 and r.json()["status"] == "queued", r.text
+    assert time.monotonic() - t0 >= 0.25  # held until its time ran out
+    assert r.json() == c.get(f"/jobs/{r.json()['id']}").json()  # the whole job, as GET shows it
+    assert app.state.nodegen.waiters.waiting == 0
+    assert set(c.get("/openapi.json").json()["paths"]["/jobs"]["post"]["responses"]["201"]["content"]
+               ["application/json"]["schema"]["anyOf"][1]["$ref"].split("/")[-1:]) == {"Job"}
+
+
 def test_cancelling_a_queued_job_answers_its_long_polls_at_once(folders):
     """A client waiting for a queued job hears of its cancel at once, not when its wait runs out."""
     from concurrent.futures import ThreadPoolExecutor

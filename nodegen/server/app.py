@@ -3,7 +3,8 @@
 Endpoints (the OpenAPI page is ``/docs``):
 
 * ``POST /jobs`` (JSON ``{workflow, set?, targets?}``) and ``POST /jobs/png`` (a PNG that embeds a
-  workflow; ``set`` and ``targets`` as query parameters holding JSON): submit; 201 ``{id, status}``.
+  workflow; ``set`` and ``targets`` as query parameters holding JSON): submit; 201 ``{id, status}``,
+  or with ``?wait=S`` the job as ``GET /jobs/{id}`` shows it once it has ended (or after S seconds).
 * ``GET /jobs?status=`` list; ``GET /jobs/{id}`` one job (``?wait=S``: answer when the job ends,
   or after S seconds, whichever comes first); ``POST /jobs/{id}/cancel``.
 * ``GET /jobs/{id}/results``: the files with their provenance; ``GET /jobs/{id}/files/{name}``: a file.
@@ -23,7 +24,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from nodegen.runtime.jobs import JobInputError, prepare_workflow, read_record
 from nodegen.server import schemas as S
 from nodegen.server.flusher import OutputFlusher
 from nodegen.server.hub import EndWaiters, EventHub
-from nodegen.server.queue import FINAL, STATUSES, JobQueue
+from nodegen.server.queue import FINAL, STATUSES, JobQueue, new_job_id
 from nodegen.server.runner import JobRunner, job_folder
 from nodegen.server.security import (
     MAX_BODY,
@@ -52,6 +53,11 @@ from nodegen.server.security import (
 )
 
 log = logging.getLogger("nodegen.server")
+
+#: ``POST /jobs?wait=S``: submit, then answer when the job ends (or after S seconds).
+WAIT_TO_END = Query(0, ge=0, le=300, description=(
+    "seconds to wait for the job to end before answering with the job as GET /jobs/{id} shows it "
+    "(submit and wait in one request); 0: answer at once with {id, status}"))
 
 ERRORS: dict[int | str, dict[str, Any]] = {400: {"model": S.ErrorBody}, 401: {"model": S.ErrorBody}, 403: {"model": S.ErrorBody},
           404: {"model": S.ErrorBody}, 413: {"model": S.ErrorBody}, 422: {"model": S.ErrorBody}}
@@ -247,13 +253,13 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     if config.token:
         app.add_middleware(TokenMiddleware, token=config.token)
 
-    def accept(workflow: Any, overrides: dict | None, targets: list | None) -> dict:
+    def accept(workflow: Any, overrides: dict | None, targets: list | None, job_id: str | None = None) -> dict:
         doc = state.check_job(workflow, overrides, targets)
         # the runner may start the job while its acceptance is being fsynced (see JobQueue.submit)
-        job_id = state.queue.submit(doc, overrides, targets, committed=state.runner.notify)
+        job_id = state.queue.submit(doc, overrides, targets, committed=state.runner.notify, job_id=job_id)
         return {"id": job_id, "status": "queued"}
 
-    def accept_png(data: bytes, overrides: dict | None, targets: list | None) -> dict:
+    def accept_png(data: bytes, overrides: dict | None, targets: list | None, job_id: str | None = None) -> dict:
         from nodegen.formats.png import PngWorkflowError, read_workflow
 
         with tempfile.TemporaryDirectory(prefix="nodegen-upload-") as tmp:
@@ -263,29 +269,46 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
                 doc = read_workflow(path)
             except PngWorkflowError as e:
                 raise ApiError(422, str(e).replace(str(path), "the uploaded PNG"), "body") from e
-        return accept(doc, overrides, targets)
+        return accept(doc, overrides, targets, job_id)
 
-    @app.post("/jobs", status_code=201, response_model=S.JobAccepted, responses=ERRORS,
+    async def answer(submit_job: Callable[[str | None], dict], wait: float) -> JSONResponse:
+        """Run ``submit_job`` (the checks, the queue insert and its fsync block) in a worker thread
+        and answer 201: at once with ``{id, status}``, or with ``wait`` > 0 once the job has ended
+        (or ``wait`` seconds have passed) with the job as ``GET /jobs/{id}`` shows it: submit and
+        wait in one request. The waiter is registered under the job's id before the job exists,
+        so an end that comes before the acceptance's fsync returns is not missed."""
+        if wait <= 0:
+            return JSONResponse(await run_in_threadpool(submit_job, None), status_code=201)
+        job_id = new_job_id()
+        ended = state.waiters.register(job_id, timeout=wait)
+        try:
+            await run_in_threadpool(submit_job, job_id)
+            return JSONResponse(await ended or state.job_or_404(job_id), status_code=201)
+        finally:
+            state.waiters.forget(job_id, ended)
+
+    @app.post("/jobs", status_code=201, response_model=S.JobAccepted | S.Job, responses=ERRORS,
               summary="Submit a workflow document")
-    async def submit(body: S.JobRequest):
-        # one hop to a worker thread (the checks and the fsync block); a plain ``def`` endpoint
-        # would take a second one to validate the response. The answer is JobAccepted's shape
-        # already: sent as it is (the response model documents it)
-        return JSONResponse(await run_in_threadpool(accept, body.workflow, body.set, body.targets), status_code=201)
+    async def submit(body: S.JobRequest, wait: float = WAIT_TO_END):
+        # one hop to a worker thread; a plain ``def`` endpoint would take a second one to
+        # validate the response. The answers are the response models' shapes already: sent as
+        # they are (the models document them)
+        return await answer(lambda job_id: accept(body.workflow, body.set, body.targets, job_id), wait)
 
-    @app.post("/jobs/png", status_code=201, response_model=S.JobAccepted, responses=ERRORS,
+    @app.post("/jobs/png", status_code=201, response_model=S.JobAccepted | S.Job, responses=ERRORS,
               summary="Submit a PNG that embeds a workflow (raw body, Content-Type image/png)",
               openapi_extra={"requestBody": {"required": True, "content": {
                   "image/png": {"schema": {"type": "string", "format": "binary"}}}}})
     async def submit_png(request: Request,
                          set: str | None = Query(None, description='JSON: {"NODE.INPUT": value}'),  # noqa: A002
-                         targets: str | None = Query(None, description="JSON list of node ids or titles")):
+                         targets: str | None = Query(None, description="JSON list of node ids or titles"),
+                         wait: float = WAIT_TO_END):
         data = await request.body()
         if not data.startswith(b"\x89PNG\r\n\x1a\n"):
             raise ApiError(422, "the body is not a PNG file", "body")
         overrides = _json_query(set, "set", dict)
         target_list = _json_query(targets, "targets", list)
-        return await asyncio.to_thread(accept_png, data, overrides, target_list)
+        return await answer(lambda job_id: accept_png(data, overrides, target_list, job_id), wait)
 
     @app.get("/jobs", response_model=S.JobList, responses=ERRORS, summary="List jobs")
     def list_jobs(status: S.Status | None = None, limit: int = Query(100, ge=1, le=1000),

@@ -65,6 +65,10 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, seq);
 _UNSYNCED_INDEX = "CREATE INDEX IF NOT EXISTS jobs_unsynced ON jobs(synced, status)"
 
 
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
 class JobQueue:
     """Thread-safe; one connection guarded by a lock (SQLite serialises writers anyway)."""
 
@@ -147,10 +151,12 @@ class JobQueue:
 
     # -- writing ---------------------------------------------------------------------------
     def submit(self, workflow: dict, overrides: dict | None = None, targets: list | None = None,
-               committed: Callable[[], None] | None = None) -> str:
+               committed: Callable[[], None] | None = None, job_id: str | None = None) -> str:
         """Add a job; returns its id once the job is on disk. ``committed`` is called as soon as
-        the job is visible to :meth:`claim` (safe against a killed process), before the fsync."""
-        job_id = uuid.uuid4().hex[:16]
+        the job is visible to :meth:`claim` (safe against a killed process), before the fsync.
+        ``job_id``: one made by :func:`new_job_id` beforehand (to wait for the job's end before
+        it can start); a new one by default."""
+        job_id = job_id or new_job_id()
         row = (job_id, "queued", json.dumps(workflow), json.dumps(overrides or {}),
                json.dumps(targets) if targets else None, time.time())
         with self._lock:
