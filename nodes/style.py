@@ -37,7 +37,7 @@ def latent_style_adain(ctx, content, style, strength=1.0):
                          description="VGG-19 weights (features.N.weight ...) in style_models; 'auto': "
                                      "your VGG-19 file (a name with vgg19 in it) when there is one, "
                                      "else the built-in nodegen-demo-vgg")],
-      outputs=[Output("style_model", T.STYLE_MODEL)],
+      outputs=[Output("style_model", T.VGG)],
       fingerprint=fingerprint_for("style_models", "model_name"), keywords=("vgg", "style"))
 def vgg_loader(ctx, model_name):
     from nodegen.style.vgg import load_vgg19
@@ -47,7 +47,7 @@ def vgg_loader(ctx, model_name):
 
 @node("NeuralStyleTransfer", category="style",
       description="Repaint the content image in the style of another (Gatys et al. optimisation).",
-      inputs=[Input.link("style_model", T.STYLE_MODEL), Input.link("content", T.IMAGE),
+      inputs=[Input.link("style_model", T.VGG), Input.link("content", T.IMAGE),
               Input.link("style", T.IMAGE),
               Input.float("content_weight", 1.0, min=0.0, max=1e6, step=0.1),
               Input.float("style_weight", 1e4, min=0.0, max=1e9, step=10.0),

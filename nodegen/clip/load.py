@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from nodegen.clip import layout
+from nodegen.clip import layout, siglip
 from nodegen.clip.model import ClipModel
 from nodegen.clip.vision import ClipVision
 from nodegen.compat import torchvision as torchvision_fix
@@ -102,14 +102,28 @@ def _vision(sd: dict, cfg: dict, source: str, manager: ModelManager | None) -> C
 
 
 def load_clip_vision(path: str | os.PathLike, *, manager: ModelManager | None = None) -> ClipVision:
-    """CLIP_VISION of a CLIP-vision file, or the image tower of a full CLIP."""
+    """CLIP_VISION of a CLIP-vision file, the image tower of a full CLIP, or a SigLIP image tower."""
     torchvision_fix.apply()
     sd, config = read_tensors(path)
-    sd = layout.to_transformers(sd)
+    sd = layout.to_transformers(siglip.with_tower_prefix(sd))
+    if siglip.is_siglip(sd):
+        return _siglip(sd, config, str(path), manager)
     vision, _ = _tower_configs(sd, config)
     if vision is None:
         raise ValueError(f"{path} holds no CLIP image tower (no patch embedding); is it a text encoder?")
     return _vision(sd, vision, str(path), manager)
+
+
+def _siglip(sd: dict, config: dict | None, source: str, manager: ModelManager | None) -> ClipVision:
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    cfg = SiglipVisionConfig(**siglip.siglip_config(sd, config))
+    with torch.device("meta"):
+        nested = any(k.startswith("vision_model.") for k in SiglipVisionModel(cfg).state_dict())
+    if not nested:  # transformers 5 keeps the tower's modules at the top level
+        sd = {k[len("vision_model."):]: v for k, v in sd.items() if k.startswith("vision_model.")}
+    module = _build(SiglipVisionModel, cfg, sd, ("vision_model.",) if nested else ("",), "SigLIP image tower", source)
+    return siglip.SiglipVision(module, source=source, manager=manager)
 
 
 def load_clip(path: str | os.PathLike, *, manager: ModelManager | None = None) -> ClipModel:

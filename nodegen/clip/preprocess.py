@@ -21,10 +21,10 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 CROPS = ("center", "none")
 
 
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(MEAN, dtype=x.dtype, device=x.device)[:, None, None]
-    std = torch.tensor(STD, dtype=x.dtype, device=x.device)[:, None, None]
-    return (x - mean) / std
+def normalise(x: torch.Tensor, mean: tuple = MEAN, std: tuple = STD) -> torch.Tensor:
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device)[:, None, None]
+    s = torch.tensor(std, dtype=x.dtype, device=x.device)[:, None, None]
+    return (x - m) / s
 
 
 def resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -33,8 +33,10 @@ def resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return F.interpolate(x, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
 
 
-def pixels_bchw(x: torch.Tensor, size: int, crop: str = "center") -> torch.Tensor:
-    """``[B,3,H,W]`` in [0, 1] -> normalised ``[B,3,size,size]``."""
+def pixels_bchw(x: torch.Tensor, size: int, crop: str = "center", mean: tuple = MEAN,
+                std: tuple = STD) -> torch.Tensor:
+    """``[B,3,H,W]`` in [0, 1] -> normalised ``[B,3,size,size]`` (``mean``/``std``: the tower's
+    statistics, CLIP's by default)."""
     if crop not in CROPS:
         raise ValueError(f"crop must be one of {', '.join(CROPS)}, not {crop!r}")
     h, w = x.shape[-2:]
@@ -46,11 +48,12 @@ def pixels_bchw(x: torch.Tensor, size: int, crop: str = "center") -> torch.Tenso
         x = x[..., top : top + size, left : left + size]
     else:
         x = resize(x, size, size)
-    return normalise(x.clamp(0, 1))
+    return normalise(x.clamp(0, 1), mean, std)
 
 
-def pixels(image: torch.Tensor, size: int, crop: str = "center") -> torch.Tensor:
+def pixels(image: torch.Tensor, size: int, crop: str = "center", mean: tuple = MEAN,
+           std: tuple = STD) -> torch.Tensor:
     """IMAGE ``[B,H,W,C]`` in [0, 1] -> normalised ``[B,3,size,size]`` (an alpha channel is dropped)."""
     if image.ndim != 4:
         raise ValueError(f"expected an IMAGE batch [B,H,W,C], got shape {tuple(image.shape)}")
-    return pixels_bchw(image[..., :3].permute(0, 3, 1, 2).float(), size, crop)
+    return pixels_bchw(image[..., :3].permute(0, 3, 1, 2).float(), size, crop, mean, std)

@@ -1,4 +1,4 @@
-"""VGG-19 feature extractor for style transfer (STYLE_MODEL), from a user weights file in
+"""VGG-19 feature extractor for style transfer (the VGG type), from a user weights file in
 torchvision's VGG-19 state-dict layout (``features.N.weight`` / ``features.N.bias``; the
 ``classifier.*`` part is ignored). Widths are read from the tensors, so a file holding only the
 first blocks, or a narrow test network with the same layer structure, also loads.

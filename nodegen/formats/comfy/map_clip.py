@@ -1,8 +1,11 @@
-"""ComfyUI CLIP-vision nodes -> ours (the image-encoder half of IP-Adapter workflows)."""
+"""ComfyUI CLIP-vision and style-model nodes -> ours (the image-encoder half of IP-Adapter and
+Flux.1 Redux workflows)."""
 
 from nodegen.formats.comfy.node_map import nm
 
 MAPS = [
     nm("CLIPVisionLoader", "CLIPVisionLoader", "clip_name", "clip_vision"),
     nm("CLIPVisionEncode", "CLIPVisionEncode", "crop", "clip_vision_output"),
+    nm("StyleModelLoader", "StyleModelLoader", "style_model_name", "style_model"),
+    nm("StyleModelApply", "StyleModelApply", "strength strength_type", "conditioning"),
 ]
