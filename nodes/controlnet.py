@@ -12,7 +12,7 @@ from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
 
 @node("ControlNetLoader", category="controlnet",
       description="Load a ControlNet (SD1.x, SD2.x or SDXL; single file or diffusers folder), a union "
-                  "ControlNet (ControlNet++ / promax) or a T2I-Adapter.",
+                  "ControlNet (ControlNet++ / promax), a T2I-Adapter or a Flux.1 ControlNet (diffusers layout).",
       inputs=[Input.file("control_net_name", "controlnet", choices=choices_for("controlnet"),
                          description="ControlNet file or folder in the controlnet models folder")],
       outputs=[Output("control_net", T.CONTROL_NET)],
@@ -34,6 +34,13 @@ def check_text_width(control, embeds) -> None:
         return
     from nodegen.models.controlnet import CONTEXT_DIMS, FAMILY_NAMES, ControlNetError
 
+    if getattr(control, "kind", "") == "flux_controlnet":
+        want = int(net.config.joint_attention_dim)
+        if int(embeds.shape[-1]) != want:
+            raise ControlNetError(f"ControlNet {control.control_net.name!r} is a Flux.1 ControlNet (text "
+                                  f"embeddings {want} wide), but this conditioning is {int(embeds.shape[-1])} "
+                                  "wide: it is not a Flux text encoding")
+        return
     dim = net.config.cross_attention_dim
     want = int(dim[0] if isinstance(dim, (list, tuple)) else dim)
     got = int(embeds.shape[-1])
@@ -86,8 +93,8 @@ def controlnet_apply(ctx, conditioning, control_net, image, strength=1.0):
               Input.float("end_percent", 1.0, min=0.0, max=1.0, step=0.001,
                           description="Fraction of the schedule where the control ends"),
               Input.link("vae", T.VAE, optional=True,
-                         description="ComfyUI's optional VAE link (used by some ControlNet types); "
-                                     "SD1.x/SDXL ControlNets take the control image as pixels")],
+                         description="The VAE that encodes the control image for Flux.1 ControlNets "
+                                     "(InstantX, Shakker); SD1.x/SDXL ControlNets take the image as pixels")],
       outputs=[Output("positive", T.CONDITIONING), Output("negative", T.CONDITIONING)],
       keywords=("controlnet",))
 def controlnet_apply_advanced(ctx, positive, negative, control_net, image, strength=1.0,
@@ -97,7 +104,13 @@ def controlnet_apply_advanced(ctx, positive, negative, control_net, image, stren
                          f"exceed end_percent ({end_percent})")
     if strength == 0:
         return positive, negative
-    control = control_net.control(image, strength, start_percent, end_percent)
+    if getattr(control_net, "family", None) == "flux":  # Flux ControlNets encode the image with the VAE
+        try:
+            control = control_net.control(image, strength, start_percent, end_percent, vae=vae)
+        except ValueError as e:
+            raise ValueError(f"ControlNetApplyAdvanced: vae: {e}") from e
+    else:
+        control = control_net.control(image, strength, start_percent, end_percent)
     return with_control(positive, control), with_control(negative, control)
 
 

@@ -282,7 +282,7 @@ class Denoiser:
     def _run_group(self, jobs, xs, sig_f, t, c_in, h, w, area) -> list[torch.Tensor]:
         if self.family in FLOW_FAMILIES:
             return run_flow(self.family, self.unet, xs, sig_f, self.ms, [j[1] for j in jobs], self.device, self.dtype,
-                            noise_mask=self.noise_mask)
+                            noise_mask=self.noise_mask, progress=self.progress_of(sig_f))
         b = xs.shape[0]
         tokens = [j[1].embeds.shape[1] for j in jobs]
         lcm = 1

@@ -9,7 +9,9 @@ diffusers' StableDiffusion3Pipeline / FluxPipeline give it.
   ``extras["guidance"]``, default 3.5) for guidance-distilled models; the output is unpacked.
   Odd latent sizes are padded (replicate) to even and cropped back. Models with more input
   channels (Fill, Canny, Depth) get their extra channels from :mod:`nodegen.diffusion.flux_concat`;
-  Kontext's reference images come as extra tokens (:mod:`nodegen.diffusion.flux_reference`).
+  Kontext's reference images come as extra tokens (:mod:`nodegen.diffusion.flux_reference`);
+  ControlNets' residuals (:mod:`nodegen.models.flux_controlnet`) are passed as diffusers'
+  FluxControlNetPipeline passes them.
 
 Items whose token counts (or reference images) differ are run in separate calls (repeating context
 tokens is not exact for joint attention).
@@ -79,7 +81,8 @@ def _call_sd3(transformer, x, sigma: float, ms, items, device, dtype) -> torch.T
                        pooled_projections=torch.cat(pooled), return_dict=False)[0]
 
 
-def _call_flux(transformer, x, sigma: float, ms, items, device, dtype, noise_mask=None) -> torch.Tensor:
+def _call_flux(transformer, x, sigma: float, ms, items, device, dtype, noise_mask=None,
+               progress: float = 0.0) -> torch.Tensor:
     cfg = transformer.config
     b, c, h0, w0 = x.shape
     extra = int(cfg.in_channels) // 4 - c  # latent channels beside the latent's own (Fill, Canny, Depth)
@@ -97,41 +100,78 @@ def _call_flux(transformer, x, sigma: float, ms, items, device, dtype, noise_mas
     for it in items:
         p = it.pooled if it.pooled is not None else torch.zeros(1, int(cfg.pooled_projection_dim))
         pooled.append(_batched(p.to(device, dtype), b))
-    guidance = None
-    if getattr(cfg, "guidance_embeds", False):
-        g = [float(it.extras.get("guidance", DEFAULT_FLUX_GUIDANCE)) for it in items]
-        guidance = torch.tensor([v for v in g for _ in range(b)], dtype=torch.float32, device=device)
+    g = [float(it.extras.get("guidance", DEFAULT_FLUX_GUIDANCE)) for it in items]
+    g_tensor = torch.tensor([v for v in g for _ in range(b)], dtype=torch.float32, device=device)
+    guidance = g_tensor if getattr(cfg, "guidance_embeds", False) else None
     t = torch.full((b * n,), float(ms.timestep(sigma)), dtype=dtype, device=device)
     txt_ids = torch.zeros(emb.shape[1], 3, device=device, dtype=dtype)
     img_ids = image_ids(h, w, device, dtype)
     tokens = x_in.shape[1]
+    pooled_in = torch.cat(pooled)
+    controls = [c for c in items[0].extras.get("controls") or () if c.active(progress)]
+    control_kwargs = {}
+    if controls:
+        if extra > 0:
+            raise ValueError("ControlNets are not applied to Flux models that take an image beside the latent "
+                             "(Fill, Canny, Depth): they are controlled through their own conditioning")
+        control_kwargs = _control_residuals(controls, x_in, h, w, timestep=t, guidance=g_tensor,
+                                            pooled_projections=pooled_in, encoder_hidden_states=emb,
+                                            txt_ids=txt_ids, img_ids=img_ids)
     refs = items[0].extras.get("reference_latents")
     if refs:  # Kontext: the reference images' tokens after the latent's (same shapes in every item here)
+        if controls:
+            raise ValueError("a Flux ControlNet and Kontext reference images cannot be combined in one sampling")
         method = items[0].extras.get("reference_latents_method", "offset")
         ref_tokens = torch.cat([reference_tokens(it.extras["reference_latents"], b, pack, device, dtype)
                                 for it in items])
         x_in = torch.cat([x_in, ref_tokens], dim=1)
         img_ids = torch.cat([img_ids, reference_ids(refs, method, device, dtype)])
-    out = transformer(hidden_states=x_in, timestep=t, guidance=guidance, pooled_projections=torch.cat(pooled),
-                      encoder_hidden_states=emb, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
+    out = transformer(hidden_states=x_in, timestep=t, guidance=guidance, pooled_projections=pooled_in,
+                      encoder_hidden_states=emb, txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
+                      **control_kwargs)[0]
     return unpack(out[:, :tokens], h, w)[:, :, :h0, :w0]
 
 
+def _control_residuals(controls: list, hidden: torch.Tensor, h: int, w: int, **inputs) -> dict:
+    """The transformer's ControlNet arguments: each active control's residuals, summed (diffusers'
+    FluxMultiControlNetModel); XLabs' models repeat their blocks over the transformer's."""
+    double = single = None
+    for control in controls:
+        d, s = control.residuals(hidden, h, w, pack, **dict(inputs))
+        double = list(d) if double is None else [a + c for a, c in zip(double, d, strict=True)]
+        if s is not None and len(s):
+            single = list(s) if single is None else [a + c for a, c in zip(single, s, strict=True)]
+    return {"controlnet_block_samples": double, "controlnet_single_block_samples": single,
+            "controlnet_blocks_repeat": any(c.control_net.takes_pixels for c in controls)}
+
+
 def run_flow(family: str, transformer, x: torch.Tensor, sigma: float, ms, items: list, device, dtype,
-             noise_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+             noise_mask: torch.Tensor | None = None, progress: float = 0.0) -> list[torch.Tensor]:
     """The model output (velocity) for each CondItem in ``items`` on the sample ``x``;
-    ``noise_mask``: the latent's, for a Flux Fill model whose conditioning has no mask."""
-    if any(it.extras.get("controls") for it in items):
-        raise ValueError(f"ControlNet is not supported for {family} models yet (nodegen's ControlNets are "
-                         "SD1/SD2/SDXL UNet ControlNets)")
-    call = functools.partial(_call_flux, noise_mask=noise_mask) if family == "flux" else _call_sd3
+    ``noise_mask``: the latent's, for a Flux Fill model whose conditioning has no mask;
+    ``progress``: the step's fraction of the schedule (ControlNets' start..end)."""
+    _check_controls(family, items)
+    call = functools.partial(_call_flux, noise_mask=noise_mask, progress=progress) if family == "flux" else _call_sd3
     outs: list[torch.Tensor | None] = [None] * len(items)
     groups: dict[tuple, list[int]] = {}
     for k, it in enumerate(items):
-        groups.setdefault((tuple(it.embeds.shape[1:]), reference_key(it.extras)), []).append(k)
+        controls = tuple(id(c) for c in it.extras.get("controls") or ())
+        groups.setdefault((tuple(it.embeds.shape[1:]), reference_key(it.extras), controls), []).append(k)
     b = x.shape[0]
     for ks in groups.values():
         res = call(transformer, x, sigma, ms, [items[k] for k in ks], device, dtype)
         for j, k in enumerate(ks):
             outs[k] = res[j * b : (j + 1) * b]
     return outs  # type: ignore[return-value]
+
+
+def _check_controls(family: str, items: list) -> None:
+    for it in items:
+        for control in it.extras.get("controls") or ():
+            kind = getattr(control, "kind", "controlnet")
+            if kind == "flux_controlnet" and family == "flux":
+                continue
+            what = "a Flux.1 ControlNet" if kind == "flux_controlnet" else "an SD1/SD2/SDXL ControlNet or T2I-Adapter"
+            name = getattr(getattr(control, "control_net", None), "name", "")
+            raise ValueError(f"ControlNet {name!r} is {what}; it cannot control this {family} model "
+                             f"(nodegen applies Flux.1 ControlNets to Flux models; SD3 ControlNets are not supported yet)")

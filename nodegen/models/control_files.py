@@ -1,5 +1,5 @@
-"""What ControlNetLoader loads: a ControlNet, a union ControlNet (ControlNet++ / promax) or a
-T2I-Adapter, recognised by the file's tensors (or a diffusers folder's config), as ComfyUI's
+"""What ControlNetLoader loads: a ControlNet, a union ControlNet (ControlNet++ / promax), a
+T2I-Adapter or a Flux.1 ControlNet, recognised by the file's tensors (or a diffusers folder's config), as ComfyUI's
 loader does."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from nodegen.models import controlnet as cn
+from nodegen.models import flux_controlnet as flux_cn
 from nodegen.models import t2i_adapter as t2i
 from nodegen.models import union_controlnet as union
 
@@ -19,12 +20,16 @@ def load_control(path: str | os.PathLike, manager=None):
         cfg = p / "config.json"
         if cfg.is_file() and json.loads(cfg.read_text(encoding="utf-8")).get("_class_name") == "T2IAdapter":
             return t2i.load_t2i_adapter(p, manager)
+        if flux_cn.is_flux_controlnet_folder(p):
+            return flux_cn.load_flux_controlnet(p, manager=manager)
         return cn.load_folder(p, manager)
     if not p.is_file():
         raise FileNotFoundError(f"ControlNet file not found: {p}")
     sd = cn._read(p)
     if t2i.is_t2i_adapter(sd):
         return t2i.load_t2i_adapter(p, manager, state_dict=sd)
+    if flux_cn.is_flux_controlnet(sd):
+        return flux_cn.load_flux_controlnet(p, sd, manager)
     if union.is_union(sd):
         return union.load_union(p, sd, manager)
     return cn.load_single_file(p, manager)

@@ -1,0 +1,180 @@
+"""Flux.1 ControlNets in diffusers' layout (InstantX's and Shakker-Labs' releases, and XLabs' models
+as diffusers converts them), loaded offline and applied as diffusers' FluxControlNetPipeline and
+ComfyUI apply them.
+
+A ControlNet here is diffusers' ``FluxControlNetModel``: a few double and single transformer blocks
+that take the noisy latent plus the control image and return one residual per block, which the
+Flux transformer adds to its own blocks' outputs (``controlnet_block_samples``,
+``controlnet_single_block_samples``), scaled by the strength, inside the control's start..end
+part of the schedule. The control image is VAE-encoded into the model's latent space and packed
+like the latent (InstantX, Shakker; ComfyUI's ControlNetApplyAdvanced takes the VAE for it); a
+model with an ``input_hint_block`` (XLabs) takes the pixels in [-1, 1] instead. The image is
+resized to the latent's size in pixels first, centre-cropped (ComfyUI's ``common_upscale``).
+
+The configuration comes from the tensors (blocks, widths, text width, pooled width, guidance, the
+hint block); heads are Flux's 128 channels; a folder's ``config.json`` is used as it is.
+Union models (``controlnet_mode_embedder``: InstantX / Shakker union) are refused with a clear
+message for now.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from nodegen.diffusion.latent_formats import latent_in
+from nodegen.image.latent_resize import resize
+from nodegen.models.objects import use_module
+
+#: Keys only a diffusers-layout Flux ControlNet has.
+MARKERS = ("controlnet_x_embedder.weight", "controlnet_blocks.0.weight", "transformer_blocks.0.attn.to_q.weight")
+HEAD_DIM = 128
+
+
+class FluxControlNetError(ValueError):
+    pass
+
+
+def is_flux_controlnet(sd: dict) -> bool:
+    return all(k in sd for k in MARKERS) and "context_embedder.weight" in sd
+
+
+def _count(sd: dict, prefix: str) -> int:
+    pat = re.compile(re.escape(prefix) + r"\.(\d+)\.")
+    idx = {int(m.group(1)) for k in sd if (m := pat.match(k))}
+    return max(idx) + 1 if idx else 0
+
+
+def config_from_state(sd: dict[str, torch.Tensor]) -> dict:
+    """``FluxControlNetModel`` arguments for a diffusers-layout state dict."""
+    inner, in_channels = sd["x_embedder.weight"].shape
+    cfg = dict(patch_size=1, in_channels=int(in_channels), num_layers=_count(sd, "transformer_blocks"),
+               num_single_layers=_count(sd, "single_transformer_blocks"), attention_head_dim=HEAD_DIM,
+               num_attention_heads=max(1, int(inner) // HEAD_DIM),
+               joint_attention_dim=int(sd["context_embedder.weight"].shape[1]),
+               pooled_projection_dim=int(sd["time_text_embed.text_embedder.linear_1.weight"].shape[1]),
+               guidance_embeds="time_text_embed.guidance_embedder.linear_1.weight" in sd,
+               axes_dims_rope=[16, 56, 56])
+    if "controlnet_mode_embedder.weight" in sd:
+        cfg["num_mode"] = int(sd["controlnet_mode_embedder.weight"].shape[0])
+    if "input_hint_block.conv_in.weight" in sd:
+        cfg["conditioning_embedding_channels"] = int(sd["input_hint_block.conv_out.weight"].shape[0])
+    return cfg
+
+
+class FluxControlNet:
+    """CONTROL_NET: a Flux.1 ControlNet (diffusers ``FluxControlNetModel``)."""
+
+    family = "flux"
+
+    def __init__(self, net: torch.nn.Module, source: str = "", manager=None) -> None:
+        self.net = net.eval().requires_grad_(False)
+        self.source = source
+        self.manager = manager
+        if getattr(net, "union", False):
+            raise FluxControlNetError(f"{self.name} is a union Flux ControlNet (InstantX / Shakker union: "
+                                      "controlnet_mode_embedder); nodegen applies single-type Flux ControlNets only")
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(str(self.source).rstrip("/")) or "in-memory Flux ControlNet"
+
+    @property
+    def takes_pixels(self) -> bool:
+        """True for XLabs' models (their own hint encoder); else the control image is VAE-encoded."""
+        return self.net.input_hint_block is not None
+
+    def control(self, image: torch.Tensor, strength: float = 1.0, start: float = 0.0, end: float = 1.0,
+                vae=None) -> FluxControl:
+        return FluxControl(self, image, strength, start, end, vae)
+
+    def __repr__(self) -> str:
+        c = self.net.config
+        return f"FluxControlNet({c.num_layers}+{c.num_single_layers} blocks, {self.name})"
+
+
+class FluxControl:
+    """One applied Flux ControlNet: the control image, strength, active range, and the VAE that
+    encodes the image (not needed by XLabs' models)."""
+
+    kind = "flux_controlnet"
+
+    def __init__(self, control_net: FluxControlNet, image: torch.Tensor, strength: float, start: float,
+                 end: float, vae=None) -> None:
+        if image.dim() != 4 or image.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"ControlNet image must be an IMAGE [B,H,W,C], got {tuple(image.shape)}")
+        if not 0.0 <= start <= end <= 1.0:
+            raise ValueError(f"ControlNet range must satisfy 0 <= start_percent ({start}) <= end_percent ({end}) <= 1")
+        if vae is None and not control_net.takes_pixels:
+            raise ValueError(f"the Flux ControlNet {control_net.name!r} takes its control image as latents: "
+                             "connect the model's VAE to ControlNetApplyAdvanced's 'vae' input")
+        self.control_net, self.image, self.vae = control_net, image, vae
+        self.strength, self.start, self.end = float(strength), float(start), float(end)
+        self._cond: dict[tuple, torch.Tensor] = {}
+
+    def active(self, progress: float) -> bool:
+        return self.start <= progress <= self.end and self.strength != 0.0
+
+    def cond(self, batch: int, h: int, w: int, device, dtype, pack) -> torch.Tensor:
+        """The control input for a latent of ``h x w`` (padded to even): packed latents
+        ``[batch, h/2 * w/2, 64]``, or pixels ``[batch, 3, 8h, 8w]`` in [-1, 1] for a hint block."""
+        key = (batch, h, w, str(device), dtype)
+        if key not in self._cond:
+            img = self.image[..., :3] if self.image.shape[-1] >= 3 else self.image.expand(-1, -1, -1, 3)
+            px = resize(img.permute(0, 3, 1, 2).float(), w * 8, h * 8, "nearest-exact", crop="center")
+            if self.control_net.takes_pixels:
+                c = px * 2.0 - 1.0
+            else:
+                z = self.vae.encode(px.permute(0, 2, 3, 1), device=device)
+                c = pack(latent_in("flux", z.float()))
+            reps = -(-batch // c.shape[0])
+            self._cond = {key: c.repeat(reps, *([1] * (c.ndim - 1)))[:batch].to(device, dtype)}
+        return self._cond[key]
+
+    def residuals(self, hidden: torch.Tensor, h: int, w: int, pack, **inputs):
+        """(double-block residuals, single-block residuals) for the packed latent ``hidden``."""
+        net_cfg = self.control_net.net.config
+        with use_module(self.control_net.manager, self.control_net.net, hidden.device, hidden.dtype) as net:
+            guidance = inputs.pop("guidance")
+            if net_cfg.guidance_embeds and guidance is None:
+                guidance = torch.full((hidden.shape[0],), 3.5, device=hidden.device)
+            cond = self.cond(hidden.shape[0], h, w, hidden.device, hidden.dtype, pack)
+            return net(hidden_states=hidden, controlnet_cond=cond, conditioning_scale=self.strength,
+                       guidance=guidance if net_cfg.guidance_embeds else None, return_dict=False, **inputs)
+
+    def __repr__(self) -> str:
+        return f"FluxControl({self.control_net.name}, strength={self.strength}, range={self.start}..{self.end})"
+
+
+def load_flux_controlnet(path: str | os.PathLike, sd: dict | None = None, manager=None) -> FluxControlNet:
+    """A diffusers-layout Flux ControlNet file (``sd``: its tensors, already read) or folder."""
+    from diffusers import FluxControlNetModel
+
+    p = Path(path)
+    if p.is_dir():
+        try:
+            net = FluxControlNetModel.from_pretrained(str(p), local_files_only=True, torch_dtype=torch.float32)
+        except Exception as e:  # noqa: BLE001 - name the folder
+            raise FluxControlNetError(f"{p}: cannot load the Flux ControlNet: {type(e).__name__}: {e}") from e
+        return FluxControlNet(net, str(p), manager)
+    cfg = config_from_state(sd)
+    if cfg.get("num_mode"):
+        raise FluxControlNetError(f"{p.name} is a union Flux ControlNet (InstantX / Shakker union: "
+                                  "controlnet_mode_embedder); nodegen applies single-type Flux ControlNets only")
+    with torch.device("meta"):
+        net = FluxControlNetModel(**cfg)
+    missing, unexpected = set(net.state_dict()) - set(sd), set(sd) - set(net.state_dict())
+    if missing or unexpected:
+        raise FluxControlNetError(f"{p}: the tensors do not fit the Flux ControlNet derived from them "
+                                  f"(missing {sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]})")
+    net.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True, assign=True)
+    return FluxControlNet(net, str(p), manager)
+
+
+def is_flux_controlnet_folder(path: Path) -> bool:
+    cfg = path / "config.json"
+    return cfg.is_file() and json.loads(cfg.read_text(encoding="utf-8")).get("_class_name") == "FluxControlNetModel"

@@ -1,0 +1,186 @@
+"""Flux.1 ControlNets (diffusers layout: InstantX, Shakker) == diffusers' FluxControlNetPipeline on
+tiny random-weight components (max abs pixel difference <= 1e-3, fp32 CPU); ComfyUI's Flux
+ControlNet workflow (ControlNetLoader, ControlNetApplyAdvanced with the VAE) imports and runs; what
+cannot work is refused naming the node and input."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from nodegen.diffusion.conditioning import CondItem
+from nodegen.diffusion.flow_sampling import flux_mu
+from nodegen.diffusion.sample import Steps, sample
+from nodegen.models.control_files import load_control
+from nodegen.models.flow_text import FlowTextEncoder
+from nodegen.models.flux_controlnet import FluxControlNet
+from nodegen.models.objects import DiffusionModel, VAEModel
+from tests.support.fixtures import _randomize_
+from tests.support.flow_fixtures import T5_WIDTH, _save, fixture
+from tests.support.nodes import run
+
+torch.set_num_threads(1)
+TOL = 1e-3
+CTX = SimpleNamespace(device="cpu", models=None)
+
+
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory):
+    return fixture("flux", tmp_path_factory.mktemp("flux"))
+
+
+def _controlnet(seed: int = 90, **extra):
+    from diffusers import FluxControlNetModel
+
+    torch.manual_seed(seed)
+    net = FluxControlNetModel(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=128,
+                              num_attention_heads=1, joint_attention_dim=T5_WIDTH, pooled_projection_dim=64,
+                              guidance_embeds=True, axes_dims_rope=(16, 56, 56), **extra)
+    _randomize_(net, seed + 1)  # the zero-initialised control blocks too: residuals that matter
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def controlnet_file(tmp_path_factory):
+    net = _controlnet()
+    path = _save({k: v.contiguous() for k, v in net.state_dict().items()},
+                 tmp_path_factory.mktemp("cn") / "flux-controlnet-canny.safetensors")
+    return net, path
+
+
+def _parts(fx):
+    te = FlowTextEncoder("flux", {"clip_l": (fx.tokenizer, fx.text_encoder), "t5": (fx.tokenizer_2, fx.text_encoder_2)})
+    model = DiffusionModel(fx.transformer, "flux", "flow")
+    model.options["model_sampling"] = {"kind": "flux", "shift": flux_mu(64, 64), "multiplier": 1.0}
+    return model, te, VAEModel.from_vae(fx.vae)
+
+
+def test_a_diffusers_layout_file_loads_with_its_configuration(controlnet_file):
+    net, path = controlnet_file
+    loaded = load_control(path)
+    assert isinstance(loaded, FluxControlNet) and not loaded.takes_pixels
+    cfg = loaded.net.config
+    assert (cfg.num_layers, cfg.num_single_layers, cfg.joint_attention_dim, cfg.guidance_embeds) == (1, 1, T5_WIDTH, True)
+    for k, v in net.state_dict().items():
+        assert torch.equal(loaded.net.state_dict()[k], v), k
+
+
+def test_flux_controlnet_equals_flux_controlnet_pipeline(flux, controlnet_file, monkeypatch):
+    """The pipeline encodes the control image itself; its encode is made to take the distribution's
+    mode, as ours does (ComfyUI's too), instead of a sample."""
+    import diffusers.pipelines.flux.pipeline_flux_controlnet as fcp
+    from diffusers import FluxControlNetPipeline
+
+    monkeypatch.setattr(fcp, "retrieve_latents", lambda enc, generator=None, sample_mode="sample": enc.latent_dist.mode())
+    net, path = controlnet_file
+    model, te, vae = _parts(flux)
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(21))
+    pos, neg = te.encode("a house"), te.encode("")
+    out = run("ControlNetApplyAdvanced", CTX, positive=[c.copy(extras={"guidance": 3.5}) for c in pos], negative=neg,
+              control_net=load_control(path), image=image, strength=0.7, start_percent=0.0, end_percent=1.0, vae=vae)
+    ours = sample(model, out["positive"], None, {"samples": torch.zeros(1, 16, 8, 8)}, 4, Steps(3, "simple"), 1.0,
+                  "euler", device="cpu")
+    ours_img = vae.decode(ours.latent["samples"], device="cpu")
+    pipe = FluxControlNetPipeline(transformer=flux.transformer, scheduler=flux.scheduler, vae=flux.vae,
+                                  text_encoder=flux.text_encoder, tokenizer=flux.tokenizer,
+                                  text_encoder_2=flux.text_encoder_2, tokenizer_2=flux.tokenizer_2, controlnet=net)
+    pipe.set_progress_bar_config(disable=True)
+    # a tensor control image goes to the pipeline's VAE as it is: already in [-1, 1]
+    theirs = pipe(prompt="a house", control_image=image.permute(0, 3, 1, 2) * 2 - 1, controlnet_conditioning_scale=0.7,
+                  height=64, width=64, num_inference_steps=3, guidance_scale=3.5,
+                  generator=torch.Generator().manual_seed(4), output_type="pt").images
+    assert float((ours_img - theirs.permute(0, 2, 3, 1)).abs().max()) <= TOL
+    # the control matters: without it the image differs
+    plain = sample(model, [c.copy(extras={"guidance": 3.5}) for c in pos], None, {"samples": torch.zeros(1, 16, 8, 8)},
+                   4, Steps(3, "simple"), 1.0, "euler", device="cpu")
+    assert float((vae.decode(plain.latent["samples"], device="cpu") - ours_img).abs().max()) > 1e-2
+
+
+def test_outside_its_range_a_control_changes_nothing(flux, controlnet_file):
+    _, path = controlnet_file
+    model, te, vae = _parts(flux)
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(22))
+    pos = [c.copy(extras={"guidance": 3.5}) for c in te.encode("a tree")]
+    late = run("ControlNetApplyAdvanced", CTX, positive=pos, negative=pos, control_net=load_control(path), image=image,
+               strength=1.0, start_percent=0.99, end_percent=1.0, vae=vae)["positive"]
+    empty = {"samples": torch.zeros(1, 16, 8, 8)}
+    a = sample(model, late, None, empty, 6, Steps(2, "simple"), 1.0, "euler", device="cpu").latent["samples"]
+    b = sample(model, pos, None, empty, 6, Steps(2, "simple"), 1.0, "euler", device="cpu").latent["samples"]
+    assert torch.equal(a, b)
+
+
+def test_what_cannot_work_is_refused(flux, controlnet_file, tmp_path):
+    from nodegen.models.flux_controlnet import FluxControlNetError
+    from tests.support.fixtures import fixture as sd_fixture
+
+    _, path = controlnet_file
+    model, te, vae = _parts(flux)
+    image = torch.rand(1, 64, 64, 3)
+    pos = te.encode("x")
+    with pytest.raises(ValueError, match="ControlNetApplyAdvanced: vae: .*connect the model's VAE"):
+        run("ControlNetApplyAdvanced", CTX, positive=pos, negative=pos, control_net=load_control(path), image=image)
+    with pytest.raises(ValueError, match="is a Flux.1 ControlNet .* not a Flux text encoding"):
+        run("ControlNetApplyAdvanced", CTX, positive=[CondItem(torch.zeros(1, 77, 768))], negative=pos,
+            control_net=load_control(path), image=image, vae=vae)
+    union = _save({k: v.contiguous() for k, v in _controlnet(92, num_mode=3).state_dict().items()},
+                  tmp_path / "flux-union.safetensors")
+    with pytest.raises(FluxControlNetError, match="union Flux ControlNet"):
+        load_control(union)
+    from nodegen.models.controlnet import ControlNetError, ControlNetModel
+    from tests.support.controlnet_fixtures import build_controlnet
+
+    sd1_cn = ControlNetModel(build_controlnet(sd_fixture("sd1").unet), "sd1", "control_sd15_canny.safetensors")
+    with pytest.raises(ControlNetError, match="made for SD1"):
+        run("ControlNetApply", CTX, conditioning=pos, control_net=sd1_cn, image=image)
+    smuggled = [pos[0].copy(extras={"controls": [sd1_cn.control(image)]})]  # past the node's check
+    with pytest.raises(ValueError, match="is an SD1/SD2/SDXL ControlNet .* cannot control this flux model"):
+        sample(model, smuggled, None, {"samples": torch.zeros(1, 16, 8, 8)}, 1, Steps(1, "simple"), 1.0, "euler",
+               device="cpu")
+
+
+def test_comfyui_flux_controlnet_workflow_imports_and_runs(flux, controlnet_file, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from nodegen.formats import open_any
+    from nodegen.runtime.engine import Engine
+
+    _, path = controlnet_file
+    models = tmp_path / "models"
+    for sub, src, name in (("diffusion_models", flux.diffusion_model, "flux1-dev.safetensors"),
+                           ("vae", flux.vae_file, "ae.safetensors"), ("text_encoders", flux.clip_l, "clip_l.safetensors"),
+                           ("text_encoders", flux.t5xxl, "t5xxl_fp16.safetensors"),
+                           ("controlnet", path, "FLUX.1-dev-Controlnet-Canny.safetensors")):
+        (models / sub).mkdir(parents=True, exist_ok=True)
+        os.symlink(src, models / sub / name)
+    (tmp_path / "in").mkdir()
+    Image.effect_mandelbrot((64, 64), (-2, -1.5, 1, 1.5), 40).convert("RGB").save(tmp_path / "in" / "edges.png")
+    api = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"}},
+        "2": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
+                                                         "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a castle", "clip": ["2", 0]}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["2", 0]}},
+        "5": {"class_type": "FluxGuidance", "inputs": {"guidance": 3.5, "conditioning": ["3", 0]}},
+        "6": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
+        "7": {"class_type": "LoadImage", "inputs": {"image": "edges.png"}},
+        "8": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "FLUX.1-dev-Controlnet-Canny.safetensors"}},
+        "9": {"class_type": "ControlNetApplyAdvanced",
+              "inputs": {"strength": 0.6, "start_percent": 0.0, "end_percent": 0.8, "positive": ["5", 0],
+                         "negative": ["4", 0], "control_net": ["8", 0], "image": ["7", 0], "vae": ["6", 0]}},
+        "10": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "11": {"class_type": "KSampler", "inputs": {"seed": 3, "steps": 2, "cfg": 1.0, "sampler_name": "euler",
+                                                    "scheduler": "simple", "denoise": 1.0, "model": ["1", 0],
+                                                    "positive": ["9", 0], "negative": ["9", 1], "latent_image": ["10", 0]}},
+        "12": {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["6", 0]}},
+        "13": {"class_type": "SaveImage", "inputs": {"filename_prefix": "cn", "images": ["12", 0]}},
+    }
+    (tmp_path / "workflow.json").write_text(json.dumps(api))
+    engine = Engine(models=models, input_dir=tmp_path / "in", output_dir=tmp_path / "out", device="cpu")
+    result = engine.run(open_any(tmp_path / "workflow.json"))
+    assert result.ok, (result.problems, [str(f) for f in result.failures])
+    assert result.images[0].size == (64, 64)
