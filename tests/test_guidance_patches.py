@@ -149,10 +149,10 @@ def sd1(tmp_path_factory):
                            pos=te.encode("a red house"), neg=te.encode("blurry"))
 
 
-def _sample(sd1, model, cfg=6.0, sigmas=None, steps=4, seed=3):
+def _sample(sd1, model, cfg=6.0, sigmas=None, steps=4, seed=3, sampler="euler"):
     kw = dict(sigmas=sigmas) if sigmas is not None else dict(steps=steps, scheduler="normal")
     return sample(model, sd1.pos, sd1.neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=seed, cfg=cfg,
-                  sampler="euler", device="cpu", **kw)["samples"]
+                  sampler=sampler, device="cpu", **kw)["samples"]
 
 
 def test_apg_sampling_run_equals_diffusers(sd1):
@@ -188,13 +188,15 @@ def test_apg_momentum_starts_afresh_each_run(sd1):
 
 def test_the_three_chained_follow_comfyui(sd1):
     """APG then CFGZeroStar then CFGNorm: the post-CFG patches see APG's positive prediction, as in
-    ComfyUI; at cfg 1 CFGZeroStar changes nothing and APG / CFGNorm still act."""
+    ComfyUI; at cfg 1 CFGZeroStar changes nothing and APG / CFGNorm still act; a CFG++ sampler at
+    cfg 1 runs the negative (ComfyUI's disable_cfg1_optimization), and APG uses it."""
     model = run("APG", model=sd1.model, eta=0.5, norm_threshold=4.0, momentum=-0.5)["model"]
     model = run("CFGZeroStar", model=model)["model"]
     model = run("CFGNorm", model=model, strength=0.95)["model"]
-    for cfg in (5.0, 1.0):
+    for cfg, sampler in ((5.0, "euler"), (1.0, "euler"), (1.0, "euler_cfg_pp")):
         comfy = as_comfy(sd1.model, [comfy_apg(0.5, 4.0, -0.5)], [comfy_zero_star, comfy_cfg_norm(0.95)])
-        torch.testing.assert_close(_sample(sd1, model, cfg=cfg), _sample(sd1, comfy, cfg=cfg), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(_sample(sd1, model, cfg=cfg, sampler=sampler),
+                                   _sample(sd1, comfy, cfg=cfg, sampler=sampler), rtol=1e-4, atol=1e-4)
     zero_star = run("CFGZeroStar", model=sd1.model)["model"]
     assert torch.equal(_sample(sd1, zero_star, cfg=1.0), _sample(sd1, sd1.model, cfg=1.0))
     assert (_sample(sd1, zero_star) - _sample(sd1, sd1.model)).abs().max() > 1e-3
