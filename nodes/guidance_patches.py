@@ -30,7 +30,7 @@ def apg(ctx, model, eta=1.0, norm_threshold=5.0, momentum=0.0):
 
 @node("CFGZeroStar", category="advanced/guidance",
       description="CFG-Zero*: scales the negative prediction by its best fit to the positive one before CFG "
-                  "(made for flow models: SD3, Flux, Wan; no extra model calls).",
+                  "(made for flow models such as SD3 and Flux; works on any; no extra model calls).",
       inputs=[Input.link("model", T.MODEL)],
       outputs=[Output("model", T.MODEL)], keywords=("cfg zero star", "cfg-zero*", "guidance"))
 def cfg_zero_star(ctx, model):
