@@ -21,11 +21,19 @@ negative, diffusers' defaults).
 Guidance options: ``model.options["rescale_cfg"]`` (a multiplier) rescales CFG on v
 (:mod:`nodegen.diffusion.rescale_cfg`).
 
+Pre-CFG hooks: ``model.options["pre_cfg_hooks"]`` (a list; ComfyUI's sampler_pre_cfg_function)
+are called in order before guidance as ``hook(denoiser, x, sigma, cond, uncond) -> (cond, uncond)``
+on the denoised predictions (``uncond`` is None where the negative was skipped); what they return is
+what CFG, the hooks and ``last_cond`` / ``last_uncond`` see (Adaptive Projected Guidance).
+``denoiser.run_state`` is a dict for state a hook keeps through one sampling run (a new Denoiser
+is made per run).
+
 Hooks: ``model.options["denoise_hooks"]`` (a list; set on a clone of the MODEL) are called in
 order after guidance, before the inpainting blend, as ``hook(denoiser, x, sigma, denoised) ->
 denoised``. A hook may call :meth:`Denoiser.predict_positive` with gradients enabled (CLIP
 guidance does) and read the step's ``last_cond`` / ``last_uncond`` predictions (Perturbed-Attention
-Guidance does); it can check cancellation through ``denoiser.ctx``.
+Guidance does; ``ran_uncond`` says whether the step made an unconditional prediction, else
+``last_uncond`` is ``last_cond``); it can check cancellation through ``denoiser.ctx``.
 
 ControlNet progress: the fraction of the schedule done measured on the timestep axis,
 ``1 - t(sigma) / (T - 1)`` (ComfyUI's percent <-> sigma mapping), so it works for any sigmas.
@@ -89,10 +97,14 @@ class Denoiser:
         self.keep_uncond = False
         self.last_cond: torch.Tensor | None = None
         self.last_uncond: torch.Tensor | None = None
+        self.ran_uncond = False
+        #: State that hooks keep through this sampling run (APG's momentum), keyed by the hook.
+        self.run_state: dict = {}
         #: The sampling run's whole schedule (set by the caller; differential diffusion reads it).
         self.sigmas: torch.Tensor | None = None
         self.ctx = ctx
         self.hooks = list((getattr(model, "options", None) or {}).get("denoise_hooks", ()))
+        self.pre_cfg_hooks = list((getattr(model, "options", None) or {}).get("pre_cfg_hooks", ()))
         self._weights: dict[tuple, torch.Tensor] = {}  # area weights, the same on every step
 
     # -- helpers -----------------------------------------------------------------------
@@ -178,9 +190,12 @@ class Denoiser:
         pos, neg = self._predictions(x, sig_f, jobs)
         cond = cfg_mod.combine(pos, x)
         uncond = cfg_mod.combine(neg, x) if with_negative else None
+        for pre in self.pre_cfg_hooks:
+            cond, uncond = pre(self, x, sig_f, cond, uncond)
         out = self._guidance(cond, uncond, x, sig_f)
         self.last_cond = cond
         self.last_uncond = uncond if uncond is not None else cond
+        self.ran_uncond = uncond is not None
         for hook in self.hooks:
             out = hook(self, x, sig_f, out)
         if step_mask is not None:

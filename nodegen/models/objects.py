@@ -108,6 +108,13 @@ class DiffusionModel(_Patchable):
         c.options["denoise_hooks"] = [*c.options.get("denoise_hooks", ()), hook]
         return c
 
+    def with_pre_cfg_hook(self, hook: Any) -> DiffusionModel:
+        """A clone whose denoiser runs ``hook`` on the two predictions before guidance, after the
+        pre-CFG hooks it already has (see :mod:`nodegen.diffusion.denoiser`)."""
+        c = self.clone()
+        c.options["pre_cfg_hooks"] = [*c.options.get("pre_cfg_hooks", ()), hook]
+        return c
+
     @contextmanager
     def use(self, device: str | torch.device | None = None,
             dtype: torch.dtype | None = None) -> Iterator[torch.nn.Module]:

@@ -1,6 +1,6 @@
 """ComfyUI's everyday core nodes for model sampling, guidance, FreeU, conditioning ranges and
 masks, and image / latent transforms (nodes.py, comfy_extras/nodes_model_advanced.py,
-nodes_freelunch.py, nodes_pag.py, nodes_slg.py, nodes_model_downscale.py, nodes_post_processing.py, nodes_images.py, nodes_latent.py)."""
+nodes_freelunch.py, nodes_pag.py, nodes_slg.py, nodes_apg.py, nodes_cfg.py, nodes_model_downscale.py, nodes_post_processing.py, nodes_images.py, nodes_latent.py)."""
 
 from nodegen.formats.comfy.node_map import nm
 
@@ -15,6 +15,9 @@ MAPS = [
     nm("SkipLayerGuidanceSD3", "SkipLayerGuidanceSD3", "layers scale start_percent end_percent", "model"),
     nm("SkipLayerGuidanceDiT", "SkipLayerGuidanceDiT",
        "double_layers single_layers scale start_percent end_percent rescaling_scale", "model"),
+    nm("APG", "APG", "eta norm_threshold momentum", "model"),
+    nm("CFGZeroStar", "CFGZeroStar", "", "model"),
+    nm("CFGNorm", "CFGNorm", "strength", "model"),
     nm("ConditioningSetTimestepRange", "ConditioningSetTimestepRange", "start end", "conditioning"),
     nm("ConditioningAverage", "ConditioningAverage", "conditioning_to_strength", "conditioning"),
     nm("ConditioningSetMask", "ConditioningSetMask", "strength set_cond_area", "conditioning"),
