@@ -30,6 +30,7 @@ def model_sampling_discrete(ctx, model, sampling="eps", zsnr=False):
                          "ModelSamplingSD3 / ModelSamplingFlux for it")
     out = model.clone()
     out.prediction_type = PREDICTIONS[sampling]
+    out.options.pop("continuous_sampling", None)  # discrete again after ModelSamplingContinuousEDM / V
     if zsnr:
         from nodegen.diffusion.model_sampling import zero_terminal_snr
 

@@ -5,6 +5,8 @@ Map of the package (sampling side):
 * :mod:`.model_sampling` - sigma <-> timestep from ``alphas_cumprod``; eps / v-prediction to
   denoised; the starting-noise rule (``noise * sqrt(1 + sigma^2)`` at the model's top sigma, else
   ``noise * sigma``, as ComfyUI).
+* :mod:`.continuous_sampling` - the same for continuous-time models (EDM, continuous V, Cosmos
+  rflow; ModelSamplingContinuousEDM / ModelSamplingContinuousV), a sigma range instead of a table.
 * :mod:`.schedules` - ``get_sigmas(name, model_sampling, steps, denoise)`` (normal, karras,
   exponential, sgm_uniform, simple, ddim_uniform, beta, kl_optimal), split helpers.
 * :mod:`.samplers` - one file per algorithm (k-diffusion signature), ``SAMPLERS``, ``Sampler``.
@@ -29,6 +31,8 @@ DPMSolverMultistep, ``sde-dpmsolver++``        dpmpp_2m_sde (handed our Brownian
 DPMSolverSDE, ``noise_sampler_seed=seed``      dpmpp_sde (Brownian tree, batch of 1)
 UniPCMultistep (order 3, bh2), linspace        uni_pc_bh2, sgm_uniform
 DDIM, leading + steps_offset 1 + alpha_to_one  ddim, ddim_uniform
+EDMEuler (karras), ModelSamplingContinuousEDM  euler, karras (test_model_sampling_continuous)
+EDMDPMSolverMultistep, Playground v2.5 VAE     dpmpp_2m, karras (edm_playground_v2.5)
 img2img ``strength=s``, N steps                steps = int(N*s), denoise = steps / N
 =============================================  ==========================================
 

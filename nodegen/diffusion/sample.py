@@ -16,9 +16,10 @@ from typing import Any
 import torch
 
 from nodegen.diffusion.brownian import brownian_noise_sampler_for
+from nodegen.diffusion.continuous_sampling import ContinuousModelSampling
 from nodegen.diffusion.denoiser import Denoiser
 from nodegen.diffusion.flow_sampling import FlowModelSampling, flow_sampling_for
-from nodegen.diffusion.latent_formats import LATENT_CHANNELS, latent_in, latent_out
+from nodegen.diffusion.latent_formats import LATENT_CHANNELS, format_of, latent_in, latent_out
 from nodegen.diffusion.model_sampling import ModelSampling, discrete_sampling
 from nodegen.diffusion.noise import GeneratorNoiseSampler, prepare_noise
 from nodegen.diffusion.preview import latent_preview
@@ -27,10 +28,12 @@ from nodegen.diffusion.samplers.flow_variants import FLOW_VARIANTS
 from nodegen.diffusion.schedules import advanced_range, get_sigmas
 
 
-def model_sampling_for(model) -> ModelSampling | FlowModelSampling:
+def model_sampling_for(model) -> ModelSampling | FlowModelSampling | ContinuousModelSampling:
     opts = getattr(model, "options", {}) or {}
     if getattr(model, "prediction_type", None) == "flow":
         return flow_sampling_for(model)
+    if opts.get("continuous_sampling") is not None:  # set by ModelSamplingContinuousEDM / ...V
+        return ContinuousModelSampling(**opts["continuous_sampling"])
     return discrete_sampling(model.alphas_cumprod, getattr(model, "prediction_type", "epsilon"),
                              discrete_timesteps=opts.get("discrete_timesteps", True))
 
@@ -89,6 +92,7 @@ def sample(model, positive: list, negative: list | None, latent: dict, seed: int
     samples = _checked_samples(latent)
     check_latent_channels(model, samples)
     family = getattr(model, "family", "sd1")
+    fmt = format_of(model)
     ms = model_sampling_for(model)
     sigmas = _sigmas(schedule, ms)
     if len(sigmas) < 2:
@@ -102,7 +106,7 @@ def sample(model, positive: list, negative: list | None, latent: dict, seed: int
     with model.use(device, dtype) as unet:
         dev = _module_device(unet)
         dt = getattr(unet, "_nodegen_compute_dtype", None) or _module_dtype(unet)  # fp8 storage computes wider
-        lat = latent_in(family, samples.to(dev, torch.float32))
+        lat = latent_in(fmt, samples.to(dev, torch.float32))
         noise_d = noise.to(dev)
         x = ms.noise_scaling(float(sigmas[0]), noise_d, lat) if add_noise else lat.clone()
         den = Denoiser(model, unet, positive, negative, cfg, latent_image=lat, noise=noise_d,
@@ -116,8 +120,8 @@ def sample(model, positive: list, negative: list | None, latent: dict, seed: int
             ctx.check_cancelled()
         result = smp(den, x, sigmas.to(dev), extra_args={"seed": seed}, callback=on_step,
                      noise_sampler=noise_sampler)
-    out = dict(latent, samples=latent_out(family, result.float()))
-    return Sampled(out, dict(out, samples=latent_out(family, (last_denoised[0] if last_denoised else result).float())))
+    out = dict(latent, samples=latent_out(fmt, result.float()))
+    return Sampled(out, dict(out, samples=latent_out(fmt, (last_denoised[0] if last_denoised else result).float())))
 
 
 def check_latent_channels(model, samples: torch.Tensor) -> None:

@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 
 FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner", "sd3", "flux")
 #: "flow": rectified-flow velocity (SD3, Flux; see nodegen.diffusion.flow_sampling); "x0", "img_to_img" and "lcm"
-#: are set by ModelSamplingDiscrete (see nodegen.diffusion.model_sampling)
-PREDICTIONS = ("epsilon", "v_prediction", "flow", "x0", "img_to_img", "lcm")
+#: are set by ModelSamplingDiscrete (see nodegen.diffusion.model_sampling); "edm" and "cosmos_rflow" by
+#: ModelSamplingContinuousEDM (see nodegen.diffusion.continuous_sampling)
+PREDICTIONS = ("epsilon", "v_prediction", "flow", "x0", "img_to_img", "lcm", "edm", "cosmos_rflow")
 #: Latent scaling factors of the families' VAEs.
 SCALING_FACTORS = {"sd1": 0.18215, "sd2": 0.18215, "sdxl": 0.13025, "sdxl_refiner": 0.13025}
 

@@ -6,6 +6,8 @@ from nodegen.formats.comfy.node_map import nm
 
 MAPS = [
     nm("ModelSamplingDiscrete", "ModelSamplingDiscrete", "sampling zsnr", "model"),
+    nm("ModelSamplingContinuousEDM", "ModelSamplingContinuousEDM", "sampling sigma_max sigma_min", "model"),
+    nm("ModelSamplingContinuousV", "ModelSamplingContinuousV", "sampling sigma_max sigma_min", "model"),
     nm("RescaleCFG", "RescaleCFG", "multiplier", "model"),
     nm("FreeU", "FreeU", "b1 b2 s1 s2", "model"),
     nm("FreeU_V2", "FreeU_V2", "b1 b2 s1 s2", "model"),
