@@ -115,6 +115,16 @@ def test_webp_provenance_reads_back_and_the_file_reruns(engine, tmp_path):
     Image.new("RGB", (4, 4)).save(plain)
     with pytest.raises(png.PngWorkflowError, match="plain.webp: this WEBP holds no workflow"):
         open_any(plain)
+    data = open(path, "rb").read()
+    cut = tmp_path / "cut.webp"
+    cut.write_bytes(data[:-20])  # the EXIF chunk comes last
+    with pytest.raises(png.PngWorkflowError, match="cut.webp: the WEBP is truncated"):
+        open_any(cut)
+    exif_at = data.index(b"EXIF") + 8
+    damaged = tmp_path / "damaged.webp"
+    damaged.write_bytes(data[:exif_at] + b"\xff" * (len(data) - exif_at))
+    with pytest.raises(png.PngWorkflowError, match="damaged.webp: "):
+        open_any(damaged)
 
 
 def test_never_overwrites_and_shares_the_png_counter(engine, tmp_path):
