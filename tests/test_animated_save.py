@@ -239,3 +239,22 @@ def test_node_refuses_an_empty_batch(engine):
     with pytest.raises(ValueError, match="input 'images' holds no frames"):
         nd.run(None, images=torch.zeros(0, 4, 4, 3), filename_prefix="x", fps=6.0, lossless=True, quality=80,
                method="default")
+
+
+def test_cli_runs_an_animated_webp_and_info_describes_it(tmp_path, capsys):
+    from main import main
+
+    graph = tmp_path / "g.json"
+    graph.write_text(json.dumps(_doc(**{"3": ("SaveAnimatedWEBP", {"filename_prefix": "cli", "fps": 6.0})})))
+    assert main(["run", str(graph), "--out", str(tmp_path / "o1"), "--device", "cpu"]) == 0
+    [made] = list((tmp_path / "o1").glob("*.webp"))
+    assert main(["run", str(made), "--out", str(tmp_path / "o2"), "--device", "cpu"]) == 0
+    [again] = list((tmp_path / "o2").glob("*.webp"))
+    assert _frames(again) == _frames(made)
+    capsys.readouterr()
+    assert main(["info", str(made), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "WEBP image with a nodegen workflow"
+    assert info["values"]["frames"] == 3 and info["outputs"] == ["3"]
+    assert main(["info", str(made)]) == 0
+    assert "values used for this image (saved by node 3, 3 frames):" in capsys.readouterr().out
