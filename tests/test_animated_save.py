@@ -258,3 +258,24 @@ def test_cli_runs_an_animated_webp_and_info_describes_it(tmp_path, capsys):
     assert info["values"]["frames"] == 3 and info["outputs"] == ["3"]
     assert main(["info", str(made)]) == 0
     assert "values used for this image (saved by node 3, 3 frames):" in capsys.readouterr().out
+
+
+def test_an_animation_that_cannot_be_saved_is_kept_and_the_error_says_where(engine, monkeypatch):
+    import errno
+
+    from nodegen.formats import png_save
+
+    real, calls = png_save.save_exclusive, []
+
+    def disk_full_once(write, folder, prefix, suffix, digits=5):
+        calls.append(folder)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder))
+        return real(write, folder, prefix, suffix, digits)
+
+    monkeypatch.setattr(png_save, "save_exclusive", disk_full_once)
+    result = engine.run(_doc(**{"3": ("SaveAnimatedWEBP", {"filename_prefix": "full", "fps": 6.0})}))
+    (failure,) = result.failures
+    assert "cannot save the animation in" in failure.error and "No space left on device" in failure.error
+    kept = failure.error.split("the animation was kept as ")[1].split()[0]
+    assert kept.endswith("unsaved/nodegen_00001.webp") and webp.read_values(kept)["frames"] == 3
