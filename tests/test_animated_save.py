@@ -20,9 +20,15 @@ from tests.support.comfy_ui import ui_from_api
 W, H = 24, 16
 
 
+def _engine(tmp_path, out: str = "out") -> Engine:
+    engine = Engine(models=tmp_path / "models", output_dir=tmp_path / out, input_dir=tmp_path / "in", device="cpu")
+    engine.env.temp_dir = str(tmp_path / "temp")  # a failed save is kept here (not in the shared /tmp/nodegen)
+    return engine
+
+
 @pytest.fixture
 def engine(tmp_path):
-    return Engine(models=tmp_path / "models", output_dir=tmp_path / "out", input_dir=tmp_path / "in", device="cpu")
+    return _engine(tmp_path)
 
 
 def _doc(**saves: dict) -> dict:
@@ -108,8 +114,7 @@ def test_webp_provenance_reads_back_and_the_file_reruns(engine, tmp_path):
     wf = open_any(path)
     assert wf.data["metadata"]["name"] == "café ☕" and wf.data["nodes"]["2"]["inputs"]["seed"] == 3
     assert not is_native(path)  # the editor never saves JSON over the image
-    again = Engine(models=tmp_path / "models", output_dir=tmp_path / "again", device="cpu")
-    (copy,) = _ok(again.run(wf)).paths
+    (copy,) = _ok(_engine(tmp_path, "again").run(wf)).paths
     assert _frames(copy) == _frames(path)
     plain = tmp_path / "plain.webp"
     Image.new("RGB", (4, 4)).save(plain)
@@ -135,7 +140,7 @@ def test_never_overwrites_and_shares_the_png_counter(engine, tmp_path):
     png_doc = _doc(**{"3": ("SaveAnimatedPNG", {"filename_prefix": "anim", "fps": 6.0})})
     first = _ok(engine.run(webp_doc)).paths[0]
     before = open(first, "rb").read()
-    second = _ok(Engine(models=tmp_path / "models", output_dir=out, device="cpu").run(webp_doc)).paths[0]
+    second = _ok(_engine(tmp_path).run(webp_doc)).paths[0]  # a new engine: no cache
     assert (first.rsplit("/", 1)[1], second.rsplit("/", 1)[1]) == ("anim_00001.webp", "anim_00002.webp")
     assert open(first, "rb").read() == before
     assert _ok(engine.run(png_doc)).paths[0].endswith("anim_00005.png")  # after SaveImage's 00004
@@ -278,4 +283,4 @@ def test_an_animation_that_cannot_be_saved_is_kept_and_the_error_says_where(engi
     (failure,) = result.failures
     assert "cannot save the animation in" in failure.error and "No space left on device" in failure.error
     kept = failure.error.split("the animation was kept as ")[1].split()[0]
-    assert kept.endswith("unsaved/nodegen_00001.webp") and webp.read_values(kept)["frames"] == 3
+    assert kept == str(engine.env.temp_dir) + "/unsaved/nodegen_00001.webp" and webp.read_values(kept)["frames"] == 3
