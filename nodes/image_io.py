@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from nodegen.image.convert import check_image, image_to_pils, pil_alpha_mask, pil_to_image
@@ -129,16 +130,21 @@ def _save_or_keep(ctx, pil, folder: str, prefix: str, info) -> Path:
     """Save one image; when that fails, keep it in the temporary folder and say where."""
     from nodegen.formats.png_save import save_png_exclusive
 
+    return save_or_keep(ctx, lambda f, p: save_png_exclusive(pil, f, p, info), folder, prefix)
+
+
+def save_or_keep(ctx, save: Callable[[str, str], Path], folder: str, prefix: str, what: str = "image") -> Path:
+    """``save(folder, prefix)``; when that fails, ``save`` into the temporary folder and say where."""
     try:
-        return save_png_exclusive(pil, folder, prefix, info)
+        return save(folder, prefix)
     except (OSError, ValueError) as e:
         reason = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
         rescue = os.path.join(ctx.temp_dir, "unsaved")
         try:
-            kept = save_png_exclusive(pil, rescue, "nodegen", info)
+            kept = save(rescue, "nodegen")
         except (OSError, ValueError) as e2:
-            raise OSError(f"cannot save the image in {folder} ({reason}), nor keep it in {rescue} ({e2})") from e
-        raise OSError(f"cannot save the image in {folder} as {prefix!r} ({reason}); the image was kept "
+            raise OSError(f"cannot save the {what} in {folder} ({reason}), nor keep it in {rescue} ({e2})") from e
+        raise OSError(f"cannot save the {what} in {folder} as {prefix!r} ({reason}); the {what} was kept "
                       f"as {kept}") from e
 
 

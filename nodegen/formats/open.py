@@ -1,7 +1,7 @@
 """One entry point for every file a workflow comes in: :func:`open_any`.
 
 It detects nodegen workflow JSON, ComfyUI workflows (the editor format and the API prompt) and PNG
-images that embed either, and returns a :class:`~nodegen.kernel.workflow.Workflow`. The kernel's
+and WEBP images that embed either, and returns a :class:`~nodegen.kernel.workflow.Workflow`. The kernel's
 workflow module reads only nodegen's own format; conversions live here, in the formats layer.
 """
 
@@ -41,7 +41,7 @@ def document_from_data(data: Any, path: str | None = None) -> dict:
 
 
 def read_data(path: str | os.PathLike) -> Any:
-    """The decoded workflow data a file holds: a PNG's embedded workflow, or the JSON itself."""
+    """The decoded workflow data a file holds: a PNG's or WEBP's embedded workflow, or the JSON itself."""
     path = Path(path)
     raw = read_bytes(path)
     if raw[:8] == PNG_MAGIC:
@@ -49,6 +49,13 @@ def read_data(path: str | os.PathLike) -> Any:
 
         try:
             return png.read_workflow_bytes(raw, str(path))
+        except jsondoc.JsonDocError as e:
+            raise WorkflowError(f"the embedded workflow: {e}", path=str(path)) from e
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        from nodegen.formats import webp
+
+        try:
+            return webp.read_workflow_bytes(raw, str(path))
         except jsondoc.JsonDocError as e:
             raise WorkflowError(f"the embedded workflow: {e}", path=str(path)) from e
     try:
@@ -70,9 +77,9 @@ def open_any(source: Any) -> Workflow:
 
 
 def is_native(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a nodegen workflow JSON file (not a PNG, not a ComfyUI file)."""
+    """True when ``path`` is a nodegen workflow JSON file (not a PNG or WEBP, not a ComfyUI file)."""
     try:
         data = read_data(path)
     except WorkflowError:
         return False
-    return isinstance(data, dict) and data.get("format") == FORMAT and Path(path).suffix.lower() != ".png"
+    return isinstance(data, dict) and data.get("format") == FORMAT and Path(path).suffix.lower() not in (".png", ".webp")

@@ -50,14 +50,17 @@ def png_text_bytes(data: bytes, path: str | os.PathLike = "PNG") -> dict[str, st
 
 def read_workflow(path: str | os.PathLike) -> dict:
     """The workflow embedded in a PNG (a nodegen one, or a ComfyUI one converted on the fly)."""
-    return _workflow_from_text(png_text(path), path)
+    return workflow_from_text(png_text(path), path)
 
 
 def read_workflow_bytes(data: bytes, path: str | os.PathLike = "PNG") -> dict:
-    return _workflow_from_text(png_text_bytes(data, path), path)
+    return workflow_from_text(png_text_bytes(data, path), path)
 
 
-def _workflow_from_text(text: dict[str, str], path: str | os.PathLike) -> dict:
+def workflow_from_text(text: dict[str, str], path: str | os.PathLike, kind: str = "PNG",
+                       where: str = "text chunk") -> dict:
+    """The workflow in an image's embedded texts by key (a PNG's text chunks, a WEBP's EXIF texts):
+    nodegen's own, else a ComfyUI one converted on the fly."""
     from nodegen.kernel.jsondoc import JsonDocError, loads
 
     if WORKFLOW_KEY in text:
@@ -71,7 +74,7 @@ def _workflow_from_text(text: dict[str, str], path: str | os.PathLike) -> dict:
         except ImportError as e:
             raise PngWorkflowError(f"{path}: holds a ComfyUI workflow, and the importer is missing") from e
         return import_png_text(text, source=str(path))
-    raise PngWorkflowError(f"{path}: this PNG holds no workflow (no '{WORKFLOW_KEY}' text chunk)")
+    raise PngWorkflowError(f"{path}: this {kind} holds no workflow (no '{WORKFLOW_KEY}' {where})")
 
 
 def read_values(path: str | os.PathLike) -> dict | None:
@@ -161,16 +164,26 @@ def _with_models(workflow: dict, models: list[dict]) -> dict:
     return {**workflow, "models": kept + entries}
 
 
+def provenance_texts(workflow: dict | None, values: dict | None, *, ascii_only: bool = False) -> dict[str, str]:
+    """The provenance texts to embed, by key (``nodegen-workflow``, ``nodegen-values``); the
+    workflow's ``models`` section gets the hashed entries of ``values``. ``ascii_only`` escapes
+    every non-ASCII character (for EXIF, whose text fields are ASCII)."""
+    if workflow is not None and values and values.get("models"):
+        workflow = _with_models(workflow, values["models"])
+    texts = {}
+    if workflow is not None:
+        texts[WORKFLOW_KEY] = json.dumps(workflow, ensure_ascii=ascii_only)
+    if values is not None:
+        texts[VALUES_KEY] = json.dumps(values, ensure_ascii=ascii_only, default=str)
+    return texts
+
+
 def pnginfo(workflow: dict | None, values: dict | None, extra: dict[str, Any] | None = None):
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
-    if workflow is not None and values and values.get("models"):
-        workflow = _with_models(workflow, values["models"])
-    if workflow is not None:
-        info.add_itxt(WORKFLOW_KEY, json.dumps(workflow, ensure_ascii=False), zip=True)
-    if values is not None:
-        info.add_itxt(VALUES_KEY, json.dumps(values, ensure_ascii=False, default=str), zip=True)
+    for key, text in provenance_texts(workflow, values).items():
+        info.add_itxt(key, text, zip=True)
     for k, v in (extra or {}).items():
         info.add_itxt(k, v if isinstance(v, str) else json.dumps(v, default=str))
     return info

@@ -7,7 +7,8 @@
   right-to-left overrides) with ``_``, so a file name shows what it is.
 * :func:`save_png_exclusive` writes ``folder/prefix_00001.png`` with the next free counter through
   a temporary file and a hard link (:func:`nodegen.kernel.atomic.write_new_file`): never
-  overwrites, and a PNG under its final name is always complete.
+  overwrites, and a PNG under its final name is always complete. :func:`save_exclusive` does the
+  same for any file type (animated WEBP and PNG).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import itertools
 import os
 import re
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 #: Longest file name part (bytes) on common file systems.
 NAME_MAX = 255
-#: Room kept for ``_NNNNN.png`` and for the temporary file's decorations.
+#: Room kept for ``_NNNNN.png`` (or ``.webp``) and for the temporary file's decorations.
 _SUFFIX_ROOM = 16
-_COUNTER = re.compile(r"_([0-9]+)\.png$")
 
 
 class OutputNameError(ValueError):
@@ -82,8 +84,9 @@ def check_target(folder: str | os.PathLike, prefix: str) -> str | None:
     return None
 
 
-def next_counter(folder: Path, stem: str) -> int:
-    """One more than the highest ``stem_NNNNN.png`` counter in ``folder`` (ASCII digits only)."""
+def next_counter(folder: Path, stem: str, suffix: str = ".png") -> int:
+    """One more than the highest ``stem_NNNNN.png`` (``suffix``) counter in ``folder`` (ASCII digits only)."""
+    pattern = re.compile(r"_([0-9]+)" + re.escape(suffix))
     counter = 1
     try:
         names = [e.name for e in os.scandir(folder)]
@@ -91,7 +94,7 @@ def next_counter(folder: Path, stem: str) -> int:
         return counter
     for name in names:
         if name.startswith(stem + "_"):
-            m = _COUNTER.fullmatch(name[len(stem):])
+            m = pattern.fullmatch(name[len(stem):])
             if m is not None:
                 counter = max(counter, int(m.group(1)) + 1)
     return counter
@@ -100,13 +103,21 @@ def next_counter(folder: Path, stem: str) -> int:
 def save_png_exclusive(img, folder: str | os.PathLike, prefix: str, info=None, digits: int = 5) -> Path:
     """Save ``img`` as ``folder/prefix_00001.png`` with the next free counter; never overwrites,
     never leaves a partial PNG. ``prefix`` may contain sub-folders but must stay inside ``folder``."""
+    return save_exclusive(lambda f: img.save(f, format="PNG", pnginfo=info, compress_level=4),
+                          folder, prefix, ".png", digits)
+
+
+def save_exclusive(write: Callable[[BinaryIO], object], folder: str | os.PathLike, prefix: str,
+                   suffix: str, digits: int = 5) -> Path:
+    """Write a new file ``folder/prefix_00001<suffix>`` with the next free counter through ``write(f)``;
+    never overwrites, never leaves a partial file (see :func:`save_png_exclusive`)."""
     from nodegen.kernel.atomic import write_new_file
 
     target_dir, stem = split_prefix(folder, prefix)
     target_dir.mkdir(parents=True, exist_ok=True)
-    start = next_counter(target_dir, stem)
-    names = (target_dir / f"{stem}_{n:0{digits}d}.png" for n in itertools.count(start))
-    return write_new_file(names, lambda f: img.save(f, format="PNG", pnginfo=info, compress_level=4))
+    start = next_counter(target_dir, stem, suffix)
+    names = (target_dir / f"{stem}_{n:0{digits}d}{suffix}" for n in itertools.count(start))
+    return write_new_file(names, write)
 
 
 def _show(text: str, limit: int = 60) -> str:

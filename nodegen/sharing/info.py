@@ -20,19 +20,20 @@ def _read(path: Path) -> tuple[str, dict, dict | None]:
 
     raw = read_bytes(path)  # a regular file of bounded size (/dev/zero or a FIFO would never end)
     values = None
-    if raw[:8] == PNG_MAGIC:
-        from nodegen.formats import png
+    if raw[:8] == PNG_MAGIC or raw[:4] + raw[8:12] == b"RIFFWEBP":
+        from nodegen.formats import png, webp
 
-        text = png.png_text_bytes(raw, path)
+        fmt, where, reader = ("PNG", "chunks", png) if raw[:8] == PNG_MAGIC else ("WEBP", "EXIF texts", webp)
+        text = png.png_text_bytes(raw, path) if reader is png else webp.webp_text_bytes(raw, path)
         if png.WORKFLOW_KEY in text:
-            kind = "PNG image with a nodegen workflow"
+            kind = f"{fmt} image with a nodegen workflow"
         elif "workflow" in text or "prompt" in text:
             chunks = [k for k in ("workflow", "prompt") if k in text]
-            kind = f"PNG image with a ComfyUI workflow ({' and '.join(chunks)} chunks)"
+            kind = f"{fmt} image with a ComfyUI workflow ({' and '.join(chunks)} {where})"
         else:
-            raise WorkflowError("this PNG holds no workflow", path=str(path))
-        values = png.read_values(path)
-        data = png.read_workflow_bytes(raw, path)
+            raise WorkflowError(f"this {fmt} holds no workflow", path=str(path))
+        values = reader.read_values(path)
+        data = reader.read_workflow_bytes(raw, path)
     else:
         try:
             data = loads(raw)
@@ -100,6 +101,8 @@ def describe(path: str, registry: Any, env: Any) -> dict:
     if values:
         info["values"] = {"node_id": values.get("node_id"), "batch_index": values.get("batch_index"),
                           "inputs": values.get("inputs", {})}
+        if "frames" in values:  # an animation: the whole batch
+            info["values"]["frames"] = values["frames"]
     return info
 
 
@@ -128,7 +131,8 @@ def format_text(info: dict) -> str:
                      f"node {', '.join(m['nodes'])}){where}")
     if info.get("values"):
         v = info["values"]
-        lines.append(f"  values used for this image (saved by node {v['node_id']}, image {v['batch_index']}):")
+        which = f"{v['frames']} frames" if "frames" in v else f"image {v['batch_index']}"
+        lines.append(f"  values used for this image (saved by node {v['node_id']}, {which}):")
         for nid, ins in v["inputs"].items():
             shown = ", ".join(f"{k}={_short(x)}" for k, x in ins.items())
             lines.append(f"    node {nid}: {shown}")

@@ -1,4 +1,4 @@
-"""ComfyUI image nodes: load, save, preview, scale, model upscale."""
+"""ComfyUI image nodes: load, save (animations too), preview, scale, model upscale."""
 
 from nodegen.formats.comfy.node_map import nm
 
@@ -8,6 +8,8 @@ MAPS = [
     nm("LoadImageMask", "LoadImageMask", "image channel -", "mask"),
     nm("SaveImage", "SaveImage", "filename_prefix", ""),
     nm("PreviewImage", "PreviewImage", "", ""),
+    nm("SaveAnimatedWEBP", "SaveAnimatedWEBP", "filename_prefix fps lossless quality method", ""),
+    nm("SaveAnimatedPNG", "SaveAnimatedPNG", "filename_prefix fps compress_level", ""),
     # our ImageScale v2 calls ComfyUI's ``upscale_method`` ``method`` (v1 used ComfyUI's name)
     nm("ImageScale", "ImageScale", "upscale_method width height crop", "image",
        rename={"upscale_method": "method"}, version=2),
