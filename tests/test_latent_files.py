@@ -21,11 +21,13 @@ from safetensors.torch import save_file
 from nodegen.diffusion.latent_formats import LATENT_FORMATS
 from nodegen.diffusion.latent_scale import to_model_scale
 from nodegen.formats import open_any
+from nodegen.formats.comfy import import_comfy
 from nodegen.kernel.context import CancelToken, RunContext
 from nodegen.kernel.registry import default_registry
 from nodegen.models.objects import SCALING_FACTORS
 from nodegen.runtime.engine import Engine
 from nodegen.server.security import PathRefused, check_file_names
+from tests.support.comfy_ui import ui_from_api
 from tests.support.nodes import run
 
 torch.set_num_threads(1)
@@ -228,6 +230,13 @@ def test_a_comfyui_api_workflow_with_both_nodes_imports_and_runs(engine, tmp_pat
     assert {n["type"] for n in wf.nodes.values()} == {"LoadLatent", "LatentUpscaleBy", "SaveLatent"}
     (choice_input,) = engine.schema()["nodes"]["LoadLatent"]["inputs"]
     assert choice_input["choices"] == ["latents/from_comfy.latent"]  # the files shown in the editor
+    # the editor (UI) format of the same workflow imports to the same nodes
+    ui = ui_from_api(api, {"LoadLatent": ["latent"], "LatentUpscaleBy": ["upscale_method", "scale_by"],
+                           "SaveLatent": ["filename_prefix"]},
+                     {"LoadLatent": ["LATENT"], "LatentUpscaleBy": ["LATENT"], "SaveLatent": []})
+    ui_doc, _notes = import_comfy(ui)
+    assert {k: (n["type"], n["inputs"]) for k, n in ui_doc["nodes"].items()} == {
+        k: (n["type"], n["inputs"]) for k, n in wf.nodes.items()}
     result = engine.run(wf)
     assert result.ok, (result.problems, [str(f) for f in result.failures])
     out = tmp_path / "out" / "latents" / "ComfyUI_00001_.latent"
