@@ -72,7 +72,8 @@ def to_model_scale(model, latent: dict) -> dict:
 
 def decode_scale(vae, latent: dict) -> float:
     """The scale to decode ``latent`` with: the family's scale when the VAE's own was assumed
-    and the latent records a 4-channel family (else the recorded ``vae_scale``, else the VAE's)."""
+    and the latent records a 4-channel family; else the recorded ``vae_scale`` (the scale the
+    samples are in, whichever VAE decodes them); else the VAE's."""
     if not getattr(vae, "scale_assumed", False):
         return float(latent[VAE_SCALE_KEY]) if VAE_SCALE_KEY in latent else vae.scaling_factor
     family = latent.get(FAMILY_KEY)
