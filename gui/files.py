@@ -16,7 +16,7 @@ from nodegen.kernel.workflow import Workflow, WorkflowError, atomic_write_text
 
 MAX_RECENT = 10
 AUTOSAVE_MS = 30_000
-FILTER = "Workflows (*.json *.png);;All files (*)"
+FILTER = "Workflows (*.json *.png *.webp);;All files (*)"
 
 
 def state_dir() -> Path:
@@ -33,23 +33,26 @@ def load_any(path: str | Path) -> Workflow:
     from nodegen.formats import is_native, open_any
 
     wf = open_any(path)
-    if Path(path).suffix.lower() != ".png" and not is_native(path):
+    if Path(path).suffix.lower() not in (".png", ".webp") and not is_native(path):
         wf.path = None
     return wf
 
 
 def is_workflow_file(path: str) -> bool:
-    """A ``.json`` file, or a PNG with an embedded workflow (nodegen or ComfyUI)."""
+    """A ``.json`` file, or a PNG or (animated) WEBP with an embedded workflow (nodegen or ComfyUI)."""
+    from nodegen.formats.webp import webp_text
+
     p = Path(path)
     if p.suffix.lower() == ".json":
         return True
-    if p.suffix.lower() == ".png":
-        try:
-            text = png_text(p)
-        except ValueError:
-            return False
-        return WORKFLOW_KEY in text or "workflow" in text or "prompt" in text
-    return False
+    read = {".png": png_text, ".webp": webp_text}.get(p.suffix.lower())
+    if read is None:
+        return False
+    try:
+        text = read(p)
+    except (ValueError, OSError):
+        return False
+    return WORKFLOW_KEY in text or "workflow" in text or "prompt" in text
 
 
 def _owner_alive(path: Path) -> bool:
@@ -110,7 +113,7 @@ class FileMixin:
         src = self.imported_from
         if src is None:
             return self._last_dir()
-        name = f"{src.stem}.json" if src.suffix.lower() == ".png" else f"{src.stem}.nodegen.json"
+        name = f"{src.stem}.json" if src.suffix.lower() in (".png", ".webp") else f"{src.stem}.nodegen.json"
         return str(src.with_name(name))
 
     # -- asking ------------------------------------------------------------------------
@@ -166,7 +169,7 @@ class FileMixin:
             self.show_error("Cannot open the workflow", str(e))
             return False
         imported = (wf.metadata.get("import") or {}) if wf.path is None else {}
-        if Path(path).suffix.lower() == ".png":
+        if Path(path).suffix.lower() in (".png", ".webp"):
             wf.path = None  # never overwrite the image with JSON
         self.imported_from = Path(path) if wf.path is None else None
         self.doc.set_workflow(wf)

@@ -104,7 +104,7 @@ def test_sdxl_img2img_with_an_auto_vae_file_equals_latent_format_sdxl(runs):
     res = runs["tiny-sdxl.safetensors"]
     enc = res.output("enc_auto", "latent")
     assert enc["vae_scale"] == 0.18215  # the scale it assumed, recorded
-    assert "vae_scale" not in res.output("enc_explicit", "latent")
+    assert res.output("enc_explicit", "latent")["vae_scale"] == 0.13025  # the explicit scale, recorded
     assert "vae_scale" not in res.output("i2i_auto", "latent")  # rescaled once, then in the model's scale
     torch.testing.assert_close(res.output("i2i_auto", "latent")["samples"],
                                res.output("i2i_explicit", "latent")["samples"], atol=1e-4, rtol=1e-4)
@@ -195,7 +195,7 @@ def test_inpaint_model_conditioning_latents_reach_an_sdxl_model_at_its_scale(roo
         return nd.normalize_result(nd.run(None, positive=cond, negative=cond, vae=vae, pixels=pixels, mask=mask,
                                           noise_mask=True))
     got, want = inpaint(auto), inpaint(xl)
-    assert got["latent"]["vae_scale"] == 0.18215 and "vae_scale" not in want["latent"]
+    assert got["latent"]["vae_scale"] == 0.18215 and want["latent"]["vae_scale"] == 0.13025
     assert got["positive"][0].extras["concat_latent_scale"] == 0.18215
     assert "concat_latent_scale" not in want["positive"][0].extras
 

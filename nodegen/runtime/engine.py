@@ -73,7 +73,8 @@ class Environment:
 
     def describe_files(self, kind: str | None) -> str:
         if kind in (None, "image", "input"):
-            return image_paths.describe(self.image_folders(), self.allow_any_path)
+            what = "input files" if kind == "input" else "images"
+            return image_paths.describe(self.image_folders(), self.allow_any_path, what)
         return self.paths.describe(kind)
 
     def describe_missing(self, kind: str | None, name: str) -> str:

@@ -1,4 +1,4 @@
-"""Which image files a workflow may read (LoadImage, LoadImageMask): the path policy.
+"""Which input files a workflow may read (LoadImage, LoadImageMask, LoadLatent): the path policy.
 
 By default an image name is looked up only in the input folder, the workflow's own folder and the
 extra image folders of the config file (``"image_paths": [...]``); an absolute or ``../`` path is
@@ -62,11 +62,11 @@ def resolve_image(name: str, folders: list[Path], allow_any_path: bool) -> Path 
     return None
 
 
-def describe(folders: list[Path], allow_any_path: bool) -> str:
+def describe(folders: list[Path], allow_any_path: bool, what: str = "images") -> str:
     where = ", ".join(str(f) for f in folders) or "(no folder)"
     if allow_any_path:
         return f"looked in {where} and the working directory"
-    return (f"images are read only from {where} (the input folder, the workflow's folder and the "
+    return (f"{what} are read only from {where} (the input folder, the workflow's folder and the "
             f"config file's 'image_paths'); other paths need --allow-any-path")
 
 

@@ -343,7 +343,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     @app.get("/jobs/{job_id}/results", response_model=S.Results, responses=ERRORS,
              summary="The job's files and their provenance")
     def results(job_id: str, request: Request):
-        from nodegen.formats.png import PngWorkflowError, read_values
+        from nodegen.formats import png, webp
 
         job = state.job_or_404(job_id)
         folder = job_folder(state.out_dir, job_id)
@@ -351,10 +351,11 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         for name in job["files"]:
             path = safe_child(folder, name)
             values = None
-            if path is not None and path.suffix.lower() == ".png":
+            read = None if path is None else {".png": png.read_values, ".webp": webp.read_values}.get(path.suffix.lower())
+            if read is not None:
                 try:
-                    values = read_values(path)
-                except PngWorkflowError:
+                    values = read(path)
+                except (png.PngWorkflowError, ValueError, OSError):
                     values = None
             url = str(request.url_for("job_file", job_id=job_id, name=name))
             files.append({"name": name, "url": url, "values": values})

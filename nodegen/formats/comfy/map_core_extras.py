@@ -1,6 +1,8 @@
 """ComfyUI's everyday core nodes for model sampling, guidance, FreeU, conditioning ranges and
 masks, and image / latent transforms (nodes.py, comfy_extras/nodes_model_advanced.py,
-nodes_freelunch.py, nodes_pag.py, nodes_slg.py, nodes_apg.py, nodes_cfg.py, nodes_model_downscale.py, nodes_post_processing.py, nodes_images.py, nodes_latent.py)."""
+nodes_freelunch.py, nodes_pag.py, nodes_slg.py, nodes_apg.py, nodes_cfg.py, nodes_model_downscale.py,
+nodes_post_processing.py, nodes_images.py, nodes_latent.py) and the .latent files (nodes.py's SaveLatent,
+LoadLatent)."""
 
 from nodegen.formats.comfy.node_map import nm
 
@@ -41,4 +43,6 @@ MAPS = [
     nm("LatentFlip", "LatentFlip", "flip_method", "latent"),
     nm("LatentRotate", "LatentRotate", "rotation", "latent"),
     nm("LatentBatchSeedBehavior", "LatentBatchSeedBehavior", "seed_behavior", "latent"),
+    nm("SaveLatent", "SaveLatent", "filename_prefix"),
+    nm("LoadLatent", "LoadLatent", "latent", "latent"),
 ]

@@ -1,0 +1,100 @@
+"""ComfyUI's ``.latent`` files (its SaveLatent / LoadLatent nodes): a safetensors file.
+
+* ``latent_tensor``: the latent batch in ComfyUI's convention: the VAE's raw latents (the model
+  applies its family's scale and shift itself), ``[B, C, h, w]`` float32.
+* ``latent_format_version_0``: an empty tensor marking that convention. Files written before it
+  existed hold SD1-scaled latents (raw x 0.18215); ComfyUI, and :func:`read_latent`, multiply
+  those by ``1 / 0.18215``.
+* safetensors metadata (text): ComfyUI writes ``prompt`` (its API format) and the editor's
+  ``workflow``; nodegen writes its workflow and the values used (the keys of :mod:`nodegen.formats.png`)
+  and, where the workflow exports, ComfyUI's ``prompt``.
+
+:func:`write_latent_exclusive` names files as ComfyUI does, ``folder/prefix_00001_.latent`` with the
+next free counter, and never overwrites one (:func:`nodegen.kernel.atomic.write_new_file`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nodegen.formats.png_save import split_prefix
+
+if TYPE_CHECKING:
+    import torch
+
+TENSOR_KEY = "latent_tensor"
+VERSION_KEY = "latent_format_version_0"
+#: What files without :data:`VERSION_KEY` were multiplied by (SD1's scale).
+OLD_FORMAT_SCALE = 0.18215
+EXTENSION = ".latent"
+_COUNTER = re.compile(r"_([0-9]+)_\.latent$")
+
+
+class LatentFileError(ValueError):
+    """A file that is not a readable ``.latent`` file (the message names it)."""
+
+
+def next_counter(folder: Path, stem: str) -> int:
+    """One more than the highest ``stem_NNNNN_.latent`` counter in ``folder``."""
+    counter = 1
+    try:
+        names = [e.name for e in os.scandir(folder)]
+    except OSError:
+        return counter
+    for name in names:
+        if name.startswith(stem + "_"):
+            m = _COUNTER.fullmatch(name[len(stem):])
+            if m is not None:
+                counter = max(counter, int(m.group(1)) + 1)
+    return counter
+
+
+def latent_bytes(raw: torch.Tensor, metadata: dict[str, str] | None = None) -> bytes:
+    """The bytes of a ``.latent`` file holding ``raw`` (ComfyUI's convention) in the current format."""
+    import torch
+    from safetensors.torch import save
+
+    tensors = {TENSOR_KEY: raw.detach().to("cpu").contiguous(), VERSION_KEY: torch.tensor([])}
+    return save(tensors, metadata=metadata or None)
+
+
+def write_latent_exclusive(raw: torch.Tensor, folder: str | os.PathLike, prefix: str,
+                           metadata: dict[str, str] | None = None, digits: int = 5) -> Path:
+    """Write ``raw`` as ``folder/prefix_00001_.latent`` with the next free counter; never
+    overwrites, never leaves a partial file. ``prefix`` may contain sub-folders but must stay
+    inside ``folder`` (:class:`nodegen.formats.png_save.OutputNameError` otherwise)."""
+    from nodegen.kernel.atomic import write_new_file
+
+    data = latent_bytes(raw, metadata)
+    target_dir, stem = split_prefix(folder, prefix)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    start = next_counter(target_dir, stem)
+    names = (target_dir / f"{stem}_{n:0{digits}d}_{EXTENSION}" for n in itertools.count(start))
+    return write_new_file(names, lambda f: f.write(data))
+
+
+def read_latent(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, str]]:
+    """The latents of a ``.latent`` file in ComfyUI's convention (float32; an old-format file's
+    values times ``1 / 0.18215``, exactly as ComfyUI's LoadLatent computes them) and its metadata."""
+    from safetensors import SafetensorError, safe_open
+
+    from nodegen.kernel.files import check_regular_file
+
+    check_regular_file(path, "latent file")
+    try:
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+            keys = set(f.keys())
+            if TENSOR_KEY not in keys:
+                found = ", ".join(sorted(keys)[:8]) or "no tensors"
+                raise LatentFileError(f"{os.fspath(path)!r} is not a latent file: it holds no "
+                                      f"'{TENSOR_KEY}' tensor (found {found})")
+            tensor = f.get_tensor(TENSOR_KEY)
+            metadata = dict(f.metadata() or {})
+    except SafetensorError as e:
+        raise LatentFileError(f"{os.fspath(path)!r} is not a latent file (a safetensors file): {e}") from e
+    multiplier = 1.0 if VERSION_KEY in keys else 1.0 / OLD_FORMAT_SCALE
+    return tensor.float() * multiplier, metadata
