@@ -83,7 +83,8 @@ class Schema:
         that takes an output of that type; ``produces``: only types with an output that feeds an
         input of that type. Among equal matches (every type, for an empty query) the types that
         continue the wire most directly come first: for a dragged output, the output nodes that
-        take it as their one link (Save, Preview), then the nodes whose first link input it is."""
+        take it as their one link (Save, Preview; those with fewer settings first), then the nodes
+        whose first link input it is."""
         scored = []
         for info in self.nodes.values():
             fit = 0  # how directly the node continues the wire (for an empty query)
@@ -102,9 +103,12 @@ class Schema:
                 fit = 1 if [o["name"] for o in info.outputs][:1] == [name] else 0
             s = fuzzy_score(text, info)
             if s is not None:
-                scored.append((s, fit, info.title.lower(), info))
-        scored.sort(key=lambda x: (-x[0], -x[1], x[2]))
-        return [x[3] for x in scored[:limit]]
+                # among the nodes that end the branch, the plainest first (Save before an
+                # animated save with its frame rate and quality)
+                settings = sum(1 for i in info.inputs if i.get("widget") is not None) if fit == 2 else 0
+                scored.append((s, fit, settings, info.title.lower(), info))
+        scored.sort(key=lambda x: (-x[0], -x[1], x[2], x[3]))
+        return [x[4] for x in scored[:limit]]
 
     def first_input_for(self, info: NodeTypeInfo, src_type: str) -> str | None:
         for spec in info.inputs:
