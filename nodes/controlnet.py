@@ -115,8 +115,9 @@ def controlnet_apply_advanced(ctx, positive, negative, control_net, image, stren
 
 
 @node("SetUnionControlNetType", category="controlnet",
-      description="Tell a union ControlNet (ControlNet++ / promax) which kind of control image it gets "
-                  "('auto': no type, as with no SetUnionControlNetType; run as ComfyUI runs it).",
+      description="Tell a union ControlNet (SDXL ControlNet++ / promax, Flux InstantX / Shakker union) which "
+                  "kind of control image it gets, numbered as ComfyUI numbers them ('auto': no type, as with "
+                  "no SetUnionControlNetType; run as ComfyUI runs it).",
       inputs=[Input.link("control_net", T.CONTROL_NET),
               Input.choice("type", ["auto", "openpose", "depth", "hed/pidi/scribble/ted",
                                     "canny/lineart/anime_lineart/mlsd", "normal", "segment", "tile", "repaint"],

@@ -113,7 +113,6 @@ def test_outside_its_range_a_control_changes_nothing(flux, controlnet_file):
 
 
 def test_what_cannot_work_is_refused(flux, controlnet_file, tmp_path):
-    from nodegen.models.flux_controlnet import FluxControlNetError
     from tests.support.fixtures import fixture as sd_fixture
 
     _, path = controlnet_file
@@ -125,10 +124,13 @@ def test_what_cannot_work_is_refused(flux, controlnet_file, tmp_path):
     with pytest.raises(ValueError, match="is a Flux.1 ControlNet .* not a Flux text encoding"):
         run("ControlNetApplyAdvanced", CTX, positive=[CondItem(torch.zeros(1, 77, 768))], negative=pos,
             control_net=load_control(path), image=image, vae=vae)
-    union = _save({k: v.contiguous() for k, v in _controlnet(92, num_mode=3).state_dict().items()},
-                  tmp_path / "flux-union.safetensors")
-    with pytest.raises(FluxControlNetError, match="union Flux ControlNet"):
-        load_control(union)
+    with pytest.raises(ValueError, match="not a union ControlNet"):
+        run("SetUnionControlNetType", CTX, control_net=load_control(path), type="depth")
+    union = load_control(_save({k: v.contiguous() for k, v in _controlnet(92, num_mode=3).state_dict().items()},
+                               tmp_path / "flux-union.safetensors"))
+    tile = run("SetUnionControlNetType", CTX, control_net=union, type="tile")["control_net"]  # ComfyUI's number 6
+    with pytest.raises(ValueError, match="has 3 modes; type 'tile' is ComfyUI's number 6"):
+        tile.mode()
     from nodegen.models.controlnet import ControlNetError, ControlNetModel
     from tests.support.controlnet_fixtures import build_controlnet
 
@@ -139,6 +141,61 @@ def test_what_cannot_work_is_refused(flux, controlnet_file, tmp_path):
     with pytest.raises(ValueError, match="is an SD1/SD2/SDXL ControlNet .* cannot control this flux model"):
         sample(model, smuggled, None, {"samples": torch.zeros(1, 16, 8, 8)}, 1, Steps(1, "simple"), 1.0, "euler",
                device="cpu")
+
+
+def test_a_union_model_with_a_type_equals_the_pipeline_with_that_mode(flux, monkeypatch, tmp_path):
+    """SetUnionControlNetType's choice goes in as ComfyUI's type number ("depth": 1), as
+    FluxControlNetPipeline's control_mode."""
+    import diffusers.pipelines.flux.pipeline_flux_controlnet as fcp
+    from diffusers import FluxControlNetPipeline
+
+    monkeypatch.setattr(fcp, "retrieve_latents", lambda enc, generator=None, sample_mode="sample": enc.latent_dist.mode())
+    net = _controlnet(93, num_mode=10)
+    union = load_control(_save({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "union-pro.safetensors"))
+    model, te, vae = _parts(flux)
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(23))
+    depth = run("SetUnionControlNetType", CTX, control_net=union, type="depth")["control_net"]
+    pos = [c.copy(extras={"guidance": 3.5}) for c in te.encode("a street")]
+    out = run("ControlNetApplyAdvanced", CTX, positive=pos, negative=pos, control_net=depth, image=image, strength=0.8,
+              vae=vae)
+    ours = sample(model, out["positive"], None, {"samples": torch.zeros(1, 16, 8, 8)}, 5, Steps(2, "simple"), 1.0,
+                  "euler", device="cpu")
+    pipe = FluxControlNetPipeline(transformer=flux.transformer, scheduler=flux.scheduler, vae=flux.vae,
+                                  text_encoder=flux.text_encoder, tokenizer=flux.tokenizer,
+                                  text_encoder_2=flux.text_encoder_2, tokenizer_2=flux.tokenizer_2, controlnet=net)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(prompt="a street", control_image=image.permute(0, 3, 1, 2) * 2 - 1, control_mode=1,
+                  controlnet_conditioning_scale=0.8, height=64, width=64, num_inference_steps=2, guidance_scale=3.5,
+                  generator=torch.Generator().manual_seed(5), output_type="pt").images
+    assert float((vae.decode(ours.latent["samples"], device="cpu") - theirs.permute(0, 2, 3, 1)).abs().max()) <= TOL
+
+
+def test_a_union_model_without_a_type_adds_no_mode_token(flux, tmp_path):
+    """ComfyUI's "auto" (no SetUnionControlNetType): the residuals are those of the same weights
+    without a mode embedder, and differ from any mode's."""
+    from nodegen.diffusion.flow_forward import pack
+
+    union_net = _controlnet(94, num_mode=4)
+    plain_net = _controlnet(95)
+    plain_net.load_state_dict({k: v for k, v in union_net.state_dict().items() if "mode_embedder" not in k})
+    _, te, vae = _parts(flux)
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(24))
+    text = te.encode("a car")[0]
+    hidden = torch.randn(1, 16, 64, generator=torch.Generator().manual_seed(25))
+    inputs = dict(timestep=torch.tensor([0.5]), guidance=torch.tensor([3.5]), pooled_projections=text.pooled,
+                  encoder_hidden_states=text.embeds, txt_ids=torch.zeros(text.embeds.shape[1], 3),
+                  img_ids=torch.zeros(16, 3))
+
+    def residuals(control_net):
+        with torch.no_grad():
+            return control_net.control(image, 1.0, 0.0, 1.0, vae=vae).residuals(hidden, 8, 8, pack, **dict(inputs))
+
+    auto = residuals(FluxControlNet(union_net))
+    plain = residuals(FluxControlNet(plain_net))
+    typed = residuals(FluxControlNet(union_net).with_type("openpose"))
+    assert all(torch.equal(a, b) for a, b in zip(auto[0], plain[0], strict=True))
+    assert not torch.allclose(auto[0][0], typed[0][0])
+    assert union_net.union  # the switch is restored after the call
 
 
 def test_comfyui_flux_controlnet_workflow_imports_and_runs(flux, controlnet_file, tmp_path):

@@ -13,8 +13,12 @@ resized to the latent's size in pixels first, centre-cropped (ComfyUI's ``common
 
 The configuration comes from the tensors (blocks, widths, text width, pooled width, guidance, the
 hint block); heads are Flux's 128 channels; a folder's ``config.json`` is used as it is.
-Union models (``controlnet_mode_embedder``: InstantX / Shakker union) are refused with a clear
-message for now.
+
+Union models (``controlnet_mode_embedder``: InstantX's and Shakker-Labs' union releases) run as
+ComfyUI runs them: SetUnionControlNetType's choice is passed as ComfyUI's type number (its list,
+shared with SDXL's union ControlNets), whose mode embedding goes before the text tokens; with no
+type set (``auto``) no mode token is added at all. (The union models' own mode numbers differ
+from ComfyUI's list; published ComfyUI workflows were made with ComfyUI's numbering.)
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -71,13 +76,35 @@ class FluxControlNet:
 
     family = "flux"
 
-    def __init__(self, net: torch.nn.Module, source: str = "", manager=None) -> None:
+    def __init__(self, net: torch.nn.Module, source: str = "", manager=None, control_type: str | None = None) -> None:
         self.net = net.eval().requires_grad_(False)
         self.source = source
         self.manager = manager
-        if getattr(net, "union", False):
-            raise FluxControlNetError(f"{self.name} is a union Flux ControlNet (InstantX / Shakker union: "
-                                      "controlnet_mode_embedder); nodegen applies single-type Flux ControlNets only")
+        #: a union model's type (SetUnionControlNetType; None: no mode token, as ComfyUI's "auto")
+        self.control_type = control_type
+
+    @property
+    def is_union(self) -> bool:
+        return bool(getattr(self.net, "union", False))
+
+    def with_type(self, control_type: str | None) -> FluxControlNet:
+        """SetUnionControlNetType's hook: the same weights with ``control_type`` (ComfyUI's name)."""
+        if not self.is_union:
+            raise ValueError(f"input 'control_net' is not a union ControlNet ({self!r}); only union models "
+                             "take a control type")
+        return FluxControlNet(self.net, self.source, self.manager, control_type)
+
+    def mode(self) -> int | None:
+        """ComfyUI's type number for :attr:`control_type` (None: no mode token)."""
+        from nodegen.models.union_controlnet import UNION_TYPES
+
+        if self.control_type is None:
+            return None
+        idx = UNION_TYPES[self.control_type]
+        if idx >= int(self.net.controlnet_mode_embedder.num_embeddings):
+            raise ValueError(f"the union Flux ControlNet {self.name!r} has {self.net.controlnet_mode_embedder.num_embeddings} "
+                             f"modes; type {self.control_type!r} is ComfyUI's number {idx}")
+        return idx
 
     @property
     def name(self) -> str:
@@ -94,7 +121,8 @@ class FluxControlNet:
 
     def __repr__(self) -> str:
         c = self.net.config
-        return f"FluxControlNet({c.num_layers}+{c.num_single_layers} blocks, {self.name})"
+        union = f", union type {self.control_type or 'auto'}" if self.is_union else ""
+        return f"FluxControlNet({c.num_layers}+{c.num_single_layers} blocks{union}, {self.name})"
 
 
 class FluxControl:
@@ -143,11 +171,27 @@ class FluxControl:
             if net_cfg.guidance_embeds and guidance is None:
                 guidance = torch.full((hidden.shape[0],), 3.5, device=hidden.device)
             cond = self.cond(hidden.shape[0], h, w, hidden.device, hidden.dtype, pack)
-            return net(hidden_states=hidden, controlnet_cond=cond, conditioning_scale=self.strength,
-                       guidance=guidance if net_cfg.guidance_embeds else None, return_dict=False, **inputs)
+            mode = self.control_net.mode() if self.control_net.is_union else None
+            mode_t = None if mode is None else torch.full((hidden.shape[0], 1), mode, device=hidden.device)
+            with _mode_token(net, mode is not None):
+                return net(hidden_states=hidden, controlnet_cond=cond, controlnet_mode=mode_t,
+                           conditioning_scale=self.strength, guidance=guidance if net_cfg.guidance_embeds else None,
+                           return_dict=False, **inputs)
 
     def __repr__(self) -> str:
         return f"FluxControl({self.control_net.name}, strength={self.strength}, range={self.start}..{self.end})"
+
+
+@contextmanager
+def _mode_token(net: torch.nn.Module, on: bool):
+    """A union model runs without its mode token when no type is set (ComfyUI's "auto"); diffusers'
+    model always wants one, so its union switch is off for the call."""
+    union = getattr(net, "union", False)
+    net.union = union and on
+    try:
+        yield
+    finally:
+        net.union = union
 
 
 def load_flux_controlnet(path: str | os.PathLike, sd: dict | None = None, manager=None) -> FluxControlNet:
@@ -162,9 +206,6 @@ def load_flux_controlnet(path: str | os.PathLike, sd: dict | None = None, manage
             raise FluxControlNetError(f"{p}: cannot load the Flux ControlNet: {type(e).__name__}: {e}") from e
         return FluxControlNet(net, str(p), manager)
     cfg = config_from_state(sd)
-    if cfg.get("num_mode"):
-        raise FluxControlNetError(f"{p.name} is a union Flux ControlNet (InstantX / Shakker union: "
-                                  "controlnet_mode_embedder); nodegen applies single-type Flux ControlNets only")
     with torch.device("meta"):
         net = FluxControlNetModel(**cfg)
     missing, unexpected = set(net.state_dict()) - set(sd), set(sd) - set(net.state_dict())
