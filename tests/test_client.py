@@ -69,7 +69,7 @@ def test_run_submits_and_waits(url, tmp_path):
     # longer than one held request: run goes on waiting with long polls, and times out as wait does
     slow = slow_workflow(size=1024)
     with pytest.raises(TimeoutError):
-        c.run(slow, timeout=0.05)
+        c.run(slow, timeout=0.001)
     import nodegen.client as client_module
 
     held, client_module.LONG_POLL = client_module.LONG_POLL, 0.05

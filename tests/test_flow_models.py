@@ -172,7 +172,7 @@ def test_four_channel_latents_are_refused(flux):
 def test_controlnet_on_a_flow_model_is_a_clear_error(sd3):
     model, te, _ = sd3_components(sd3)
     pos = [c.copy(extras={"controls": [object()]}) for c in te.encode("a")]
-    with pytest.raises(ValueError, match="ControlNet is not supported for sd3"):
+    with pytest.raises(ValueError, match="cannot control this sd3 model"):
         sample(model, pos, None, {"samples": torch.zeros(1, 16, 8, 8)}, 0, Steps(1, "normal"), 1.0, "euler",
                device="cpu")
 
