@@ -146,13 +146,16 @@ class Denoiser:
 
     def _ip2p_concat(self, ex: dict, batch: int, h: int, w: int, area) -> torch.Tensor:
         """The image latents (InstructPixToPixConditioning's ``concat_latent_image``) as the
-        models were trained on them, unscaled (ComfyUI's IP2P and diffusers' pipeline give them so),
-        fitted to the latent's size and batch; zeros without an image."""
+        models were trained on them: unscaled (ComfyUI's IP2P and diffusers' pipeline give them so),
+        or in the model's scale for CosXL edit (a checkpoint with ComfyUI's ``edm_vpred`` marker;
+        diffusers' ``is_cosxl_edit``), fitted to the latent's size and batch; zeros without an image."""
         image = ex.get("concat_latent_image")
         if image is None:
             image = torch.zeros(batch, 4, h, w)
         else:
-            image = concat_in_model_scale(self.family, ex, image) / SCALING_FACTORS.get(self.family, 1.0)
+            image = concat_in_model_scale(self.family, ex, image)
+            if not (getattr(self.model, "options", None) or {}).get("ip2p_image_scaled"):
+                image = image / SCALING_FACTORS.get(self.family, 1.0)
             if tuple(image.shape[-2:]) != (h, w):
                 image = resize(image.float(), w, h, "bilinear", crop="center")
             image = repeat_to_batch(image, batch)

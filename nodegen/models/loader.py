@@ -107,6 +107,30 @@ def _raw_reads(sd):
             sd.dtype = cast
 
 
+#: Markers ComfyUI's checkpoints carry for continuous-time SDXL models (CosXL, Playground v2.5).
+CONTINUOUS_KEYS = ("edm_vpred.sigma_max", "edm_vpred.sigma_min", "edm_mean", "edm_std")
+
+
+def continuous_markers(sd: dict) -> dict:
+    """The model options a checkpoint's continuous-time markers ask for, as ComfyUI reads them
+    (supported_models.SDXL.model_type): ``edm_mean`` / ``edm_std`` (Playground v2.5: EDM, sigma_data
+    0.5, sigmas 0.002..80, its latent normalisation); ``edm_vpred.sigma_max`` (CosXL: EDM timing with
+    v-prediction, sigma_data 1, the file's sigma range; an InstructPix2Pix model of that kind, CosXL
+    edit, takes its image latents in the model's scale). None of them: no options."""
+    if "edm_mean" in sd and "edm_std" in sd:
+        return {"continuous_sampling": {"timing": "edm", "prediction_type": "edm", "sigma_min": 0.002,
+                                        "sigma_max": 80.0, "sigma_data": 0.5},
+                "latent_format": "sdxl_playground_2_5"}
+    if "edm_vpred.sigma_max" in sd:
+        low = sd.get("edm_vpred.sigma_min")
+        return {"continuous_sampling": {"timing": "edm", "prediction_type": "v_prediction",
+                                        "sigma_min": float(low.float().item()) if low is not None else 0.002,
+                                        "sigma_max": float(sd["edm_vpred.sigma_max"].float().item()),
+                                        "sigma_data": 1.0},
+                "ip2p_image_scaled": True}
+    return {}
+
+
 def load_single_file(path: str | os.PathLike, prediction: str = "auto", manager: ModelManager | None = None,
                      *, state_dict: dict | None = None):
     torchvision_fix.apply()
@@ -145,6 +169,11 @@ def load_single_file(path: str | os.PathLike, prediction: str = "auto", manager:
     unet = _build(UNet2DConditionModel, ucfg, _cast(unet_sd, dtype, device), "UNet", path, device)
     del unet_sd, unet_src
     model = DiffusionModel(unet, family, pred, source=str(path), manager=manager)
+    if prediction == "auto":
+        model.options.update(continuous_markers(sd))
+    for key in CONTINUOUS_KEYS:
+        if key in sd:
+            sd.pop(key)
 
     if not det.details.get("has_vae", True):
         from nodegen.models.missing_vae import MissingVAE
