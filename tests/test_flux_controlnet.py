@@ -198,6 +198,56 @@ def test_a_union_model_without_a_type_adds_no_mode_token(flux, tmp_path):
     assert union_net.union  # the switch is restored after the call
 
 
+def _to_xlabs(net) -> dict:
+    """A hint-block FluxControlNetModel's tensors in XLabs' own layout (as their files hold them)."""
+    from nodegen.models.flux_controlnet import XLABS_HINT
+    from tests.support.flow_convert import flux_to_original
+
+    sd = {k: v.contiguous() for k, v in net.state_dict().items()}
+    width = sd["x_embedder.weight"].shape[0]
+    dummy = {f"norm_out.linear.{k}": torch.zeros(2 * width, *([width] if k == "weight" else [])) for k in ("weight", "bias")}
+    out = {k: v for k, v in flux_to_original({**sd, **dummy}).items() if not k.startswith("final_layer.")}
+    for kind in ("weight", "bias"):
+        out[f"pos_embed_input.{kind}"] = sd[f"controlnet_x_embedder.{kind}"]
+        for i, name in XLABS_HINT.items():
+            out[f"input_hint_block.{i}.{kind}"] = sd[f"input_hint_block.{name}.{kind}"]
+    out.update({k: v for k, v in sd.items() if k.startswith("controlnet_blocks.")})
+    return out
+
+
+def test_an_xlabs_file_equals_the_pipeline_with_its_diffusers_form(flux, tmp_path):
+    """XLabs' layout (BFL block names, pos_embed_input, an 8-convolution hint encoder): converted on
+    load; the control image goes in as pixels in [-1, 1], no VAE; the blocks repeat over the
+    transformer's (diffusers' controlnet_blocks_repeat)."""
+    from diffusers import FluxControlNetModel, FluxControlNetPipeline
+
+    torch.manual_seed(96)
+    net = FluxControlNetModel(patch_size=2, in_channels=64, num_layers=1, num_single_layers=0, attention_head_dim=128,
+                              num_attention_heads=1, joint_attention_dim=T5_WIDTH, pooled_projection_dim=64,
+                              guidance_embeds=True, axes_dims_rope=(16, 56, 56), conditioning_embedding_channels=16)
+    _randomize_(net, 97)
+    net.eval()
+    loaded = load_control(_save(_to_xlabs(net), tmp_path / "flux-canny-controlnet-v3.safetensors"))
+    assert isinstance(loaded, FluxControlNet) and loaded.takes_pixels
+    for k, v in net.state_dict().items():
+        assert torch.equal(loaded.net.state_dict()[k], v), k
+    model, te, vae = _parts(flux)
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(26))
+    pos = [c.copy(extras={"guidance": 3.5}) for c in te.encode("a bridge")]
+    out = run("ControlNetApplyAdvanced", CTX, positive=pos, negative=pos, control_net=loaded, image=image,
+              strength=0.9)  # no VAE needed
+    ours = sample(model, out["positive"], None, {"samples": torch.zeros(1, 16, 8, 8)}, 6, Steps(2, "simple"), 1.0,
+                  "euler", device="cpu")
+    pipe = FluxControlNetPipeline(transformer=flux.transformer, scheduler=flux.scheduler, vae=flux.vae,
+                                  text_encoder=flux.text_encoder, tokenizer=flux.tokenizer,
+                                  text_encoder_2=flux.text_encoder_2, tokenizer_2=flux.tokenizer_2, controlnet=net)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(prompt="a bridge", control_image=image.permute(0, 3, 1, 2) * 2 - 1, controlnet_conditioning_scale=0.9,
+                  height=64, width=64, num_inference_steps=2, guidance_scale=3.5,
+                  generator=torch.Generator().manual_seed(6), output_type="pt").images
+    assert float((vae.decode(ours.latent["samples"], device="cpu") - theirs.permute(0, 2, 3, 1)).abs().max()) <= TOL
+
+
 def test_comfyui_flux_controlnet_workflow_imports_and_runs(flux, controlnet_file, tmp_path):
     import json
 

@@ -12,7 +12,10 @@ model with an ``input_hint_block`` (XLabs) takes the pixels in [-1, 1] instead. 
 resized to the latent's size in pixels first, centre-cropped (ComfyUI's ``common_upscale``).
 
 The configuration comes from the tensors (blocks, widths, text width, pooled width, guidance, the
-hint block); heads are Flux's 128 channels; a folder's ``config.json`` is used as it is.
+hint block); heads are Flux's 128 channels; a folder's ``config.json`` is used as it is. XLabs'
+own files (``flux-canny-controlnet-v3.safetensors``: Black Forest Labs' block names,
+``pos_embed_input``, an ``input_hint_block`` of eight convolutions) are converted to that layout
+(:func:`xlabs_to_diffusers`).
 
 Union models (``controlnet_mode_embedder``: InstantX's and Shakker-Labs' union releases) run as
 ComfyUI runs them: SetUnionControlNetType's choice is passed as ComfyUI's type number (its list,
@@ -44,8 +47,36 @@ class FluxControlNetError(ValueError):
     pass
 
 
+#: XLabs' hint encoder (a Sequential: convolutions at 0, 2, ..., 14) -> diffusers' ControlNetConditioningEmbedding
+XLABS_HINT = {0: "conv_in", 2: "blocks.0", 4: "blocks.1", 6: "blocks.2", 8: "blocks.3", 10: "blocks.4",
+              12: "blocks.5", 14: "conv_out"}
+
+
 def is_flux_controlnet(sd: dict) -> bool:
-    return all(k in sd for k in MARKERS) and "context_embedder.weight" in sd
+    return (all(k in sd for k in MARKERS) and "context_embedder.weight" in sd) or is_xlabs(sd)
+
+
+def is_xlabs(sd: dict) -> bool:
+    """XLabs' Flux ControlNet layout (Black Forest Labs' block names)."""
+    return "pos_embed_input.weight" in sd and "double_blocks.0.img_attn.qkv.weight" in sd
+
+
+def xlabs_to_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An XLabs Flux ControlNet state dict in diffusers' ``FluxControlNetModel`` keys."""
+    from nodegen.models.flux_convert import flux_to_diffusers
+
+    rest = dict(sd)
+    out: dict[str, torch.Tensor] = {}
+    for kind in ("weight", "bias"):
+        out[f"controlnet_x_embedder.{kind}"] = rest.pop(f"pos_embed_input.{kind}")
+        for i, name in XLABS_HINT.items():
+            out[f"input_hint_block.{name}.{kind}"] = rest.pop(f"input_hint_block.{i}.{kind}")
+    for k in [k for k in rest if k.startswith("controlnet_blocks.")]:
+        out[k] = rest.pop(k)
+    out.update(flux_to_diffusers(rest))
+    if rest:
+        raise FluxControlNetError(f"unexpected tensors in an XLabs Flux ControlNet: {sorted(rest)[:4]}")
+    return out
 
 
 def _count(sd: dict, prefix: str) -> int:
@@ -57,7 +88,8 @@ def _count(sd: dict, prefix: str) -> int:
 def config_from_state(sd: dict[str, torch.Tensor]) -> dict:
     """``FluxControlNetModel`` arguments for a diffusers-layout state dict."""
     inner, in_channels = sd["x_embedder.weight"].shape
-    cfg = dict(patch_size=1, in_channels=int(in_channels), num_layers=_count(sd, "transformer_blocks"),
+    hint = "input_hint_block.conv_in.weight" in sd
+    cfg = dict(patch_size=2 if hint else 1, in_channels=int(in_channels), num_layers=_count(sd, "transformer_blocks"),
                num_single_layers=_count(sd, "single_transformer_blocks"), attention_head_dim=HEAD_DIM,
                num_attention_heads=max(1, int(inner) // HEAD_DIM),
                joint_attention_dim=int(sd["context_embedder.weight"].shape[1]),
@@ -66,7 +98,7 @@ def config_from_state(sd: dict[str, torch.Tensor]) -> dict:
                axes_dims_rope=[16, 56, 56])
     if "controlnet_mode_embedder.weight" in sd:
         cfg["num_mode"] = int(sd["controlnet_mode_embedder.weight"].shape[0])
-    if "input_hint_block.conv_in.weight" in sd:
+    if hint:  # XLabs: the hint's 2x2 patches make the tokens (patch size 2)
         cfg["conditioning_embedding_channels"] = int(sd["input_hint_block.conv_out.weight"].shape[0])
     return cfg
 
@@ -205,6 +237,11 @@ def load_flux_controlnet(path: str | os.PathLike, sd: dict | None = None, manage
         except Exception as e:  # noqa: BLE001 - name the folder
             raise FluxControlNetError(f"{p}: cannot load the Flux ControlNet: {type(e).__name__}: {e}") from e
         return FluxControlNet(net, str(p), manager)
+    if is_xlabs(sd):
+        try:
+            sd = xlabs_to_diffusers(sd)
+        except KeyError as e:
+            raise FluxControlNetError(f"{p}: an XLabs Flux ControlNet without {e.args[0]!r}") from e
     cfg = config_from_state(sd)
     with torch.device("meta"):
         net = FluxControlNetModel(**cfg)

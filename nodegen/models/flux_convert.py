@@ -45,7 +45,8 @@ def flux_to_diffusers(sd: dict[str, torch.Tensor], prefix: str = "") -> dict[str
             if has(f"{src}.{kind}"):
                 out[f"{dst}.{kind}"] = get(f"{src}.{kind}")
     for kind in ("weight", "bias"):
-        out[f"norm_out.linear.{kind}"] = _swap(get(f"final_layer.adaLN_modulation.1.{kind}"))
+        if has(f"final_layer.adaLN_modulation.1.{kind}"):  # (a ControlNet in this layout has none)
+            out[f"norm_out.linear.{kind}"] = _swap(get(f"final_layer.adaLN_modulation.1.{kind}"))
     for i in _blocks(sd, prefix + "double_blocks."):
         s, d = f"double_blocks.{i}.", f"transformer_blocks.{i}."
         for kind in ("weight", "bias"):
