@@ -125,6 +125,34 @@ def test_sd3_controlnet_equals_sd3_controlnet_pipeline(sd3, controlnets, kind, m
     assert float((vae.decode(plain.latent["samples"], device="cpu") - ours_img).abs().max()) > 1e-2
 
 
+def test_two_controlnets_equal_the_multi_controlnet_pipeline(sd3, controlnets, tmp_path, monkeypatch):
+    """Two ControlNets applied one after the other add up as diffusers' SD3MultiControlNetModel adds them."""
+    from diffusers import StableDiffusion3ControlNetPipeline
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    monkeypatch.setattr(DiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mode())
+    first, first_path = controlnets["instantx"]
+    second = _controlnet("instantx", 80)
+    second_path = _save(_state(second), tmp_path / "sd3-controlnet-depth.safetensors")
+    model, te, vae = _parts(sd3)
+    images = [torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(s)) for s in (33, 34)]
+    pos, neg = te.encode("a bridge"), te.encode("")
+    for path, image, strength in ((first_path, images[0], 0.6), (second_path, images[1], 0.9)):
+        out = run("ControlNetApplyAdvanced", CTX, positive=pos, negative=neg, control_net=load_control(path),
+                  image=image, strength=strength, vae=vae)
+        pos, neg = out["positive"], out["negative"]
+    ours = sample(model, pos, neg, {"samples": torch.zeros(1, 16, 8, 8)}, 5, Steps(2, "normal"), 4.0, "euler",
+                  device="cpu")
+    parts = {k: getattr(sd3, k) for k in ("transformer", "scheduler", "vae", "text_encoder", "tokenizer",
+                                          "text_encoder_2", "tokenizer_2", "text_encoder_3", "tokenizer_3")}
+    pipe = StableDiffusion3ControlNetPipeline(**parts, controlnet=[first, second])
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(prompt="a bridge", control_image=[i.permute(0, 3, 1, 2) * 2 - 1 for i in images],
+                  controlnet_conditioning_scale=[0.6, 0.9], height=64, width=64, num_inference_steps=2,
+                  guidance_scale=4.0, generator=torch.Generator().manual_seed(5), output_type="pt").images
+    assert float((vae.decode(ours.latent["samples"], device="cpu") - theirs.permute(0, 2, 3, 1)).abs().max()) <= TOL
+
+
 def test_outside_its_range_a_control_changes_nothing_and_controls_add_up(sd3, controlnets):
     model, te, vae = _parts(sd3)
     image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(32))
