@@ -12,7 +12,8 @@ from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
 
 @node("ControlNetLoader", category="controlnet",
       description="Load a ControlNet (SD1.x, SD2.x or SDXL; single file or diffusers folder), a union "
-                  "ControlNet (ControlNet++ / promax), a T2I-Adapter or a Flux.1 ControlNet (diffusers layout).",
+                  "ControlNet (ControlNet++ / promax), a T2I-Adapter, a Flux.1 ControlNet or an SD3 / SD 3.5 "
+                  "ControlNet (diffusers layout).",
       inputs=[Input.file("control_net_name", "controlnet", choices=choices_for("controlnet"),
                          description="ControlNet file or folder in the controlnet models folder")],
       outputs=[Output("control_net", T.CONTROL_NET)],
@@ -26,7 +27,7 @@ def controlnet_loader(ctx, control_net_name):
     return load_control(path, manager=manager if hasattr(manager, "use") else None)
 
 
-def check_text_width(control, embeds) -> None:
+def check_text_width(control, embeds, pooled=None) -> None:
     """A ControlNet made for another family (another text-embedding width) is refused when it is
     applied, naming the file and both families. (Pooled SDXL extras are checked when sampling.)"""
     net = getattr(getattr(control, "control_net", None), "net", None)
@@ -34,12 +35,20 @@ def check_text_width(control, embeds) -> None:
         return
     from nodegen.models.controlnet import CONTEXT_DIMS, FAMILY_NAMES, ControlNetError
 
+    if getattr(control, "kind", "") == "sd3_controlnet":  # SD3 text and pooled widths
+        control.control_net.check_conditioning(embeds, pooled)
+        return
     if getattr(control, "kind", "") == "flux_controlnet":
         want = int(net.config.joint_attention_dim)
         if int(embeds.shape[-1]) != want:
             raise ControlNetError(f"ControlNet {control.control_net.name!r} is a Flux.1 ControlNet (text "
                                   f"embeddings {want} wide), but this conditioning is {int(embeds.shape[-1])} "
                                   "wide: it is not a Flux text encoding")
+        want = int(net.config.pooled_projection_dim)
+        if pooled is not None and int(pooled.shape[-1]) != want:
+            raise ControlNetError(f"ControlNet {control.control_net.name!r} is a Flux.1 ControlNet (pooled text "
+                                  f"embedding {want} wide), but this conditioning's pooled embedding is "
+                                  f"{int(pooled.shape[-1])} wide: it is not a Flux text encoding")
         return
     dim = net.config.cross_attention_dim
     want = int(dim[0] if isinstance(dim, (list, tuple)) else dim)
@@ -61,7 +70,7 @@ def with_control(conditioning: list, control) -> list:
         raise TypeError(f"expected CONDITIONING (a list of CondItem), got {type(conditioning).__name__}")
     out = []
     for item in conditioning:  # another family's ControlNet is refused now, not inside the sampler
-        check_text_width(control, getattr(item, "embeds", None))
+        check_text_width(control, getattr(item, "embeds", None), getattr(item, "pooled", None))
     for item in conditioning:
         controls = list(item.extras.get("controls") or [])
         controls.append(control)
@@ -94,7 +103,8 @@ def controlnet_apply(ctx, conditioning, control_net, image, strength=1.0):
                           description="Fraction of the schedule where the control ends"),
               Input.link("vae", T.VAE, optional=True,
                          description="The VAE that encodes the control image for Flux.1 ControlNets "
-                                     "(InstantX, Shakker); SD1.x/SDXL ControlNets take the image as pixels")],
+                                     "(InstantX, Shakker) and SD3 / SD 3.5 ControlNets; SD1.x/SDXL "
+                                     "ControlNets take the image as pixels")],
       outputs=[Output("positive", T.CONDITIONING), Output("negative", T.CONDITIONING)],
       keywords=("controlnet",))
 def controlnet_apply_advanced(ctx, positive, negative, control_net, image, strength=1.0,
@@ -104,14 +114,24 @@ def controlnet_apply_advanced(ctx, positive, negative, control_net, image, stren
                          f"exceed end_percent ({end_percent})")
     if strength == 0:
         return positive, negative
-    if getattr(control_net, "family", None) == "flux":  # Flux ControlNets encode the image with the VAE
+    if getattr(control_net, "family", None) in ("flux", "sd3"):  # these encode the image with the VAE
         try:
             control = control_net.control(image, strength, start_percent, end_percent, vae=vae)
         except ValueError as e:
             raise ValueError(f"ControlNetApplyAdvanced: vae: {e}") from e
     else:
         control = control_net.control(image, strength, start_percent, end_percent)
-    return with_control(positive, control), with_control(negative, control)
+    return _with_control_named(positive, control, "positive"), _with_control_named(negative, control, "negative")
+
+
+def _with_control_named(conditioning: list, control, input_name: str) -> list:
+    """:func:`with_control`, a refusal naming ControlNetApplyAdvanced and its input."""
+    from nodegen.models.controlnet import ControlNetError
+
+    try:
+        return with_control(conditioning, control)
+    except ControlNetError as e:
+        raise ControlNetError(f"ControlNetApplyAdvanced: {input_name}: {e}") from e
 
 
 @node("SetUnionControlNetType", category="controlnet",

@@ -11,7 +11,8 @@ diffusers' StableDiffusion3Pipeline / FluxPipeline give it.
   channels (Fill, Canny, Depth) get their extra channels from :mod:`nodegen.diffusion.flux_concat`;
   Kontext's reference images come as extra tokens (:mod:`nodegen.diffusion.flux_reference`);
   ControlNets' residuals (:mod:`nodegen.models.flux_controlnet`) are passed as diffusers'
-  FluxControlNetPipeline passes them.
+  FluxControlNetPipeline passes them; SD3 ControlNets' (:mod:`nodegen.models.sd3_controlnet`) as
+  StableDiffusion3ControlNetPipeline passes them (``block_controlnet_hidden_states``).
 
 Items whose token counts (or reference images) differ are run in separate calls (repeating context
 tokens is not exact for joint attention).
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 
 from nodegen.diffusion.flux_concat import flux_concat
 from nodegen.diffusion.flux_reference import reference_ids, reference_key, reference_tokens
+from nodegen.models.sd3_controlnet import per_block
 
 FLOW_FAMILIES = ("sd3", "flux")
 DEFAULT_FLUX_GUIDANCE = 3.5
@@ -65,7 +67,7 @@ def image_ids(h: int, w: int, device, dtype) -> torch.Tensor:
     return ids.reshape(-1, 3).to(device, dtype)
 
 
-def _call_sd3(transformer, x, sigma: float, ms, items, device, dtype) -> torch.Tensor:
+def _call_sd3(transformer, x, sigma: float, ms, items, device, dtype, progress: float = 0.0) -> torch.Tensor:
     cfg = transformer.config
     b = x.shape[0]
     n = len(items)
@@ -77,8 +79,14 @@ def _call_sd3(transformer, x, sigma: float, ms, items, device, dtype) -> torch.T
         pooled.append(_batched(p.to(device, dtype), b))
     x_in = torch.cat([x.to(dtype)] * n) if n > 1 else x.to(dtype)
     t = torch.full((b * n,), float(ms.timestep(sigma)), dtype=dtype, device=device)
-    return transformer(hidden_states=x_in, timestep=t, encoder_hidden_states=emb,
-                       pooled_projections=torch.cat(pooled), return_dict=False)[0]
+    pooled_in = torch.cat(pooled)
+    controls = [c for c in items[0].extras.get("controls") or () if c.active(progress)]
+    residuals = None
+    for control in controls:  # SD3 ControlNets' residuals, summed (diffusers' SD3MultiControlNetModel)
+        r = per_block(control.residuals(transformer, x_in, t, emb, pooled_in), len(transformer.transformer_blocks))
+        residuals = r if residuals is None else [a + c for a, c in zip(residuals, r, strict=True)]
+    return transformer(hidden_states=x_in, timestep=t, encoder_hidden_states=emb, pooled_projections=pooled_in,
+                       block_controlnet_hidden_states=residuals, return_dict=False)[0]
 
 
 def _call_flux(transformer, x, sigma: float, ms, items, device, dtype, noise_mask=None,
@@ -151,7 +159,10 @@ def run_flow(family: str, transformer, x: torch.Tensor, sigma: float, ms, items:
     ``noise_mask``: the latent's, for a Flux Fill model whose conditioning has no mask;
     ``progress``: the step's fraction of the schedule (ControlNets' start..end)."""
     _check_controls(family, items)
-    call = functools.partial(_call_flux, noise_mask=noise_mask, progress=progress) if family == "flux" else _call_sd3
+    if family == "flux":
+        call = functools.partial(_call_flux, noise_mask=noise_mask, progress=progress)
+    else:
+        call = functools.partial(_call_sd3, progress=progress)
     outs: list[torch.Tensor | None] = [None] * len(items)
     groups: dict[tuple, list[int]] = {}
     for k, it in enumerate(items):
@@ -169,9 +180,11 @@ def _check_controls(family: str, items: list) -> None:
     for it in items:
         for control in it.extras.get("controls") or ():
             kind = getattr(control, "kind", "controlnet")
-            if kind == "flux_controlnet" and family == "flux":
+            if (kind, family) in (("flux_controlnet", "flux"), ("sd3_controlnet", "sd3")):
                 continue
-            what = "a Flux.1 ControlNet" if kind == "flux_controlnet" else "an SD1/SD2/SDXL ControlNet or T2I-Adapter"
+            what = {"flux_controlnet": "a Flux.1 ControlNet", "sd3_controlnet": "an SD3 / SD 3.5 ControlNet"}.get(
+                kind, "an SD1/SD2/SDXL ControlNet or T2I-Adapter")
             name = getattr(getattr(control, "control_net", None), "name", "")
             raise ValueError(f"ControlNet {name!r} is {what}; it cannot control this {family} model "
-                             f"(nodegen applies Flux.1 ControlNets to Flux models; SD3 ControlNets are not supported yet)")
+                             f"(nodegen applies Flux.1 ControlNets to Flux models and SD3 ControlNets to "
+                             "SD3 / SD 3.5 models)")
