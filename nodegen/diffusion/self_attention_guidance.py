@@ -157,9 +157,10 @@ def recorded_layer(unet):
 
 @contextmanager
 def installed(unet, guidances: list | None) -> Iterator[None]:
-    """Within the block, ``unet``'s middle self-attention keeps its maps (when ``guidances``, the
-    MODEL's ``self_attention_guidance`` option, is non-empty); the processor is restored after."""
-    layer = recorded_layer(unet) if guidances else None
+    """Within the block, ``unet``'s middle self-attention keeps its maps (when one of ``guidances``,
+    the MODEL's ``self_attention_guidance`` option, acts: scale not 0); the processor is restored
+    after."""
+    layer = recorded_layer(unet) if any(g.scale != 0 for g in guidances or ()) else None
     if layer is None:
         yield
         return
