@@ -243,9 +243,9 @@ def sd1(tmp_path_factory):
                            pos=te.encode("a photo of a cat"), neg=te.encode("blurry, ugly"))
 
 
-def _sample(sd1, model, *, cfg=5.0, sampler="euler", scheduler="normal", steps=4, seed=3):
-    return sample(model, sd1.pos, sd1.neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=seed, steps=steps, cfg=cfg,
-                  sampler=sampler, scheduler=scheduler, device="cpu")["samples"]
+def _sample(sd1, model, *, cfg=5.0, sampler="euler", scheduler="normal", steps=4, seed=3, batch=1):
+    return sample(model, sd1.pos, sd1.neg, {"samples": torch.zeros(batch, 4, 8, 8)}, seed=seed, steps=steps,
+                  cfg=cfg, sampler=sampler, scheduler=scheduler, device="cpu")["samples"]
 
 
 def test_sampling_run_equals_diffusers_sag_pipeline(sd1):
@@ -274,15 +274,41 @@ def test_sampling_run_equals_diffusers_sag_pipeline(sd1):
     assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
-@pytest.mark.parametrize(("cfg", "sampler", "scale", "blur_sigma"),
-                         [(5.0, "euler", 0.5, 2.0), (7.0, "dpmpp_2m", -1.0, 4.5), (1.0, "euler", 1.5, 2.0)])
-def test_sampling_run_equals_comfyuis_rule(sd1, cfg, sampler, scale, blur_sigma):
-    """ComfyUI's blur_sigma, k-diffusion samplers, and cfg 1 (still blurring the unconditional prediction)."""
+@pytest.mark.parametrize(("cfg", "sampler", "scale", "blur_sigma", "batch"),
+                         [(5.0, "euler", 0.5, 2.0, 1), (7.0, "dpmpp_2m", -1.0, 4.5, 2), (1.0, "euler", 1.5, 2.0, 1)])
+def test_sampling_run_equals_comfyuis_rule(sd1, cfg, sampler, scale, blur_sigma, batch):
+    """ComfyUI's blur_sigma, k-diffusion samplers, a batch, and cfg 1 (still blurring the
+    unconditional prediction)."""
     sag = run("SelfAttentionGuidance", model=sd1.model, scale=scale, blur_sigma=blur_sigma)["model"]
-    got = _sample(sd1, sag, cfg=cfg, sampler=sampler)
-    want = _sample(sd1, as_comfy(sd1.model, scale, blur_sigma), cfg=cfg, sampler=sampler)
-    assert (got - _sample(sd1, sd1.model, cfg=cfg, sampler=sampler)).abs().max() > 1e-2
+    got = _sample(sd1, sag, cfg=cfg, sampler=sampler, batch=batch)
+    want = _sample(sd1, as_comfy(sd1.model, scale, blur_sigma), cfg=cfg, sampler=sampler, batch=batch)
+    assert (got - _sample(sd1, sd1.model, cfg=cfg, sampler=sampler, batch=batch)).abs().max() > 1e-2
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_sdxl_unet_on_an_odd_latent_follows_comfyuis_rule():
+    """An SDXL-shaped UNet (two transformer blocks in the middle: the first one's map is used) on a
+    13x9 latent (ComfyUI's rounded-up middle grid, 7x5)."""
+    from diffusers import UNet2DConditionModel
+
+    from nodegen.diffusion.conditioning import CondItem
+
+    torch.manual_seed(21)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(64, 128),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=64, transformer_layers_per_block=(1, 2), attention_head_dim=(1, 2),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=32 + 6 * 8, norm_num_groups=32).eval()
+    assert len(unet.mid_block.attentions[0].transformer_blocks) == 2
+    g = torch.Generator().manual_seed(4)
+    pos, neg = ([CondItem(torch.randn(1, 77, 64, generator=g), torch.randn(1, 32, generator=g))] for _ in range(2))
+    model = DiffusionModel.from_unet(unet, "sdxl", "epsilon")
+    sag = run("SelfAttentionGuidance", model=model, scale=0.6, blur_sigma=2.0)["model"]
+    runs = [sample(m, pos, neg, {"samples": torch.zeros(1, 4, 13, 9)}, seed=5, steps=3, cfg=6.0, device="cpu")
+            ["samples"] for m in (sag, as_comfy(model, 0.6, 2.0), model)]
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-4, atol=1e-4)
+    assert (runs[0] - runs[2]).abs().max() > 1e-2
 
 
 def test_scale_zero_changes_nothing_and_later_runs_are_as_a_fresh_model(sd1):
