@@ -33,7 +33,9 @@ order after guidance, before the inpainting blend, as ``hook(denoiser, x, sigma,
 denoised``. A hook may call :meth:`Denoiser.predict_positive` with gradients enabled (CLIP
 guidance does) and read the step's ``last_cond`` / ``last_uncond`` predictions (Perturbed-Attention
 Guidance does; ``ran_uncond`` says whether the step made an unconditional prediction, else
-``last_uncond`` is ``last_cond``); it can check cancellation through ``denoiser.ctx``.
+``last_uncond`` is ``last_cond``); it can check cancellation through ``denoiser.ctx``. Around each UNet call
+``step_context.batch_layout`` says which chunks of its batch are negative (Self-Attention Guidance
+keeps the unconditional chunk's attention map).
 
 ControlNet progress: the fraction of the schedule done measured on the timestep axis,
 ``1 - t(sigma) / (T - 1)`` (ComfyUI's percent <-> sigma mapping), so it works for any sigmas.
@@ -50,7 +52,7 @@ from nodegen.diffusion import cfg as cfg_mod
 from nodegen.diffusion.flow_forward import FLOW_FAMILIES, run_flow
 from nodegen.diffusion.latent_scale import concat_in_model_scale
 from nodegen.diffusion.model_sampling import ModelSampling, percent_to_sigma
-from nodegen.diffusion.step_context import current_sigma
+from nodegen.diffusion.step_context import batch_layout, current_sigma
 from nodegen.image.composite import repeat_to_batch
 from nodegen.image.latent_resize import resize
 from nodegen.models.objects import SCALING_FACTORS
@@ -244,7 +246,11 @@ class Denoiser:
         for area, ks in groups.items():
             ah, aw, ay, ax = area
             xs = x[:, :, ay : ay + ah, ax : ax + aw]
-            preds = self._run_group([jobs[k] for k in ks], xs, sig_f, t, c_in, h, w, area)
+            layout = batch_layout.set(tuple(jobs[k][0] for k in ks))  # which chunks are negative
+            try:
+                preds = self._run_group([jobs[k] for k in ks], xs, sig_f, t, c_in, h, w, area)
+            finally:
+                batch_layout.reset(layout)
             for k, p in zip(ks, preds, strict=True):
                 denoised = self.ms.denoised(xs, sigma_vec, p.float())
                 outs[k] = denoised

@@ -120,14 +120,15 @@ class DiffusionModel(_Patchable):
     def use(self, device: str | torch.device | None = None,
             dtype: torch.dtype | None = None) -> Iterator[torch.nn.Module]:
         """The UNet on ``device`` (default: the manager's) in ``dtype`` with the patches applied."""
-        from nodegen.diffusion import deep_shrink, freeu
+        from nodegen.diffusion import deep_shrink, freeu, self_attention_guidance
         from nodegen.models import hypernetwork
         from nodegen.models.ip_adapter import installed
 
         with use_module(self.manager, self.unet, device, dtype) as unet, patched(unet, self.patches) as u, \
                 installed(u, self.options.get("ip_adapters") or []), freeu.installed(u, self.options.get("freeu")), \
                 hypernetwork.installed(u, self.options.get("hypernetworks")), \
-                deep_shrink.installed(u, self.options.get("deep_shrink")):
+                deep_shrink.installed(u, self.options.get("deep_shrink")), \
+                self_attention_guidance.installed(u, self.options.get("self_attention_guidance")):
             yield u
 
     def __repr__(self) -> str:

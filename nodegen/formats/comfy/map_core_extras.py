@@ -14,6 +14,7 @@ MAPS = [
     nm("FreeU", "FreeU", "b1 b2 s1 s2", "model"),
     nm("FreeU_V2", "FreeU_V2", "b1 b2 s1 s2", "model"),
     nm("PerturbedAttentionGuidance", "PerturbedAttentionGuidance", "scale", "model"),
+    nm("SelfAttentionGuidance", "SelfAttentionGuidance", "scale blur_sigma", "model"),
     nm("PatchModelAddDownscale", "PatchModelAddDownscale", "block_number downscale_factor start_percent end_percent "
        "downscale_after_skip downscale_method upscale_method", "model"),
     nm("SkipLayerGuidanceSD3", "SkipLayerGuidanceSD3", "layers scale start_percent end_percent", "model"),
