@@ -112,7 +112,7 @@ CONTINUOUS_KEYS = ("edm_vpred.sigma_max", "edm_vpred.sigma_min", "edm_mean", "ed
 
 
 def continuous_markers(sd: dict) -> dict:
-    """The model options a checkpoint's continuous-time markers ask for, as ComfyUI reads them
+    """The model options an SDXL checkpoint's continuous-time markers ask for, as ComfyUI reads them
     (supported_models.SDXL.model_type): ``edm_mean`` / ``edm_std`` (Playground v2.5: EDM, sigma_data
     0.5, sigmas 0.002..80, its latent normalisation); ``edm_vpred.sigma_max`` (CosXL: EDM timing with
     v-prediction, sigma_data 1, the file's sigma range; an InstructPix2Pix model of that kind, CosXL
@@ -169,11 +169,12 @@ def load_single_file(path: str | os.PathLike, prediction: str = "auto", manager:
     unet = _build(UNet2DConditionModel, ucfg, _cast(unet_sd, dtype, device), "UNet", path, device)
     del unet_sd, unet_src
     model = DiffusionModel(unet, family, pred, source=str(path), manager=manager)
-    if prediction == "auto":
-        model.options.update(continuous_markers(sd))
-    for key in CONTINUOUS_KEYS:
-        if key in sd:
-            sd.pop(key)
+    if family == "sdxl":  # ComfyUI reads these markers on SDXL checkpoints only
+        if prediction == "auto":
+            model.options.update(continuous_markers(sd))
+        for key in CONTINUOUS_KEYS:
+            if key in sd:
+                sd.pop(key)
 
     if not det.details.get("has_vae", True):
         from nodegen.models.missing_vae import MissingVAE
