@@ -1,0 +1,112 @@
+"""RepeatImageBatch and DiffusersLoader against ComfyUI's rules (transcribed here): RepeatImageBatch
+is ``image.repeat((amount, 1, 1, 1))`` (comfy_extras/nodes_images.py); DiffusersLoader lists the
+folders holding model_index.json under the models' ``diffusers`` folders and loads MODEL, CLIP and
+VAE from one (nodes.py, comfy/diffusers_load.py). A ComfyUI API document using them and
+ImageMorphology ("Morphology") imports and runs."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from nodegen.formats.comfy import import_comfy
+from nodegen.runtime.engine import Engine
+from tests.support.nodes import run
+
+torch.set_num_threads(1)
+
+
+def test_repeat_image_batch_tiles_the_whole_batch():
+    batch = torch.rand(2, 3, 4, 3, generator=torch.Generator().manual_seed(0))
+    out = run("RepeatImageBatch", image=batch, amount=3)["image"]
+    assert out.shape == (6, 3, 4, 3)
+    assert torch.equal(out, batch.repeat((3, 1, 1, 1)))  # ComfyUI's rule
+    assert torch.equal(out[2], batch[0]) and torch.equal(out[5], batch[1])  # a, b, a, b, a, b
+    assert torch.equal(run("RepeatImageBatch", image=batch, amount=1)["image"], batch)
+    with pytest.raises(ValueError, match=r"RepeatImageBatch: input 'amount'"):
+        run("RepeatImageBatch", image=batch, amount=0)
+    with pytest.raises(ValueError, match=r"RepeatImageBatch: input 'image'"):
+        run("RepeatImageBatch", image=torch.rand(1, 4, 4), amount=2)  # a MASK
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from tests.support.fixtures import fixture
+
+    sd1 = fixture("sd1", tmp_path_factory.mktemp("sd1"))
+    root = tmp_path_factory.mktemp("models")
+    (root / "diffusers" / "sd1").mkdir(parents=True)
+    (root / "checkpoints").mkdir()
+    shutil.copytree(sd1.diffusers_dir, root / "diffusers" / "sd1" / "tiny-sd1")
+    shutil.copy(sd1.single_file, root / "diffusers" / "loose.safetensors")  # a file, not a model folder
+    shutil.copy(sd1.single_file, root / "checkpoints" / "tiny-sd1.safetensors")
+    return root
+
+
+def test_diffusers_loader_lists_only_model_folders(models):
+    engine = Engine(models=models, device="cpu")
+    spec = engine.registry["DiffusersLoader"].input("model_path")
+    assert spec.choice_list(engine.env) == ["sd1/tiny-sd1"]
+
+
+def _api(model_path: str) -> dict:
+    return {
+        "1": {"class_type": "DiffusersLoader", "inputs": {"model_path": model_path}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a photo of a cat"}},
+        "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "4": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["1", 2]}},
+        "5": {"class_type": "RepeatImageBatch", "inputs": {"image": ["4", 0], "amount": 2}},
+        "6": {"class_type": "Morphology", "inputs": {"image": ["5", 0], "operation": "gradient", "kernel_size": 4}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
+        "8": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd1.safetensors"}},
+        "9": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["8", 1], "text": "a photo of a cat"}},
+    }
+
+
+def test_a_comfyui_api_document_with_them_imports_and_runs(models, tmp_path):
+    from nodegen.image.morphology import morphology
+
+    doc, warnings = import_comfy(_api("sd1/tiny-sd1"))
+    assert not [w for w in warnings if "unknown" in w.lower() or "missing" in w.lower()], warnings
+    ids = {n["type"]: nid for nid, n in doc["nodes"].items()}
+    nodes = doc["nodes"]
+    assert nodes[ids["DiffusersLoader"]]["inputs"] == {"model_path": "sd1/tiny-sd1"}
+    assert {k: v for k, v in nodes[ids["ImageMorphology"]]["inputs"].items() if k != "image"} == \
+        {"operation": "gradient", "kernel_size": 4}
+    assert nodes[ids["RepeatImageBatch"]]["inputs"]["amount"] == 2
+    engine = Engine(models=models, output_dir=tmp_path, device="cpu")
+    res = engine.run(doc, targets=list(nodes))
+    assert res.ok, res.failures
+    model, clip, vae = (res.output(ids["DiffusersLoader"], k) for k in ("model", "clip", "vae"))
+    assert (model.family, clip.family, vae.latent_channels) == ("sd1", "sd1", 4)
+    # the same weights as the single file of the same model (CheckpointLoaderSimple)
+    conds = [res.output(nid, "conditioning")[0].embeds for nid, n in nodes.items() if n["type"] == "CLIPTextEncode"]
+    assert len(conds) == 2 and torch.equal(conds[0], conds[1])
+    decoded = res.output(ids["VAEDecode"], "image")
+    got = res.output(ids["ImageMorphology"], "image")
+    want = morphology(decoded.repeat(2, 1, 1, 1).movedim(-1, 1), "gradient", 4).movedim(1, -1)
+    assert got.shape == (2, 64, 64, 3) and torch.equal(got, want)
+
+
+def test_diffusers_loader_errors_name_the_node_input_and_folder(models, tmp_path):
+    engine = Engine(models=models, output_dir=tmp_path, device="cpu")
+    wf = {"format": "nodegen-workflow", "version": 1,
+          "nodes": {"1": {"type": "DiffusersLoader", "inputs": {"model_path": "nope"}}}}
+    res = engine.run(wf, targets=["1"])
+    text = " ".join(str(p) for p in res.problems) + " ".join(str(f) for f in res.failures)
+    assert not res.ok and "model_path" in text and "nope" in text and str(models / "diffusers") in text
+    wf["nodes"]["1"]["inputs"]["model_path"] = "loose.safetensors"
+    res = engine.run(wf, targets=["1"])
+    text = " ".join(str(f) for f in res.failures)
+    assert not res.ok and "DiffusersLoader: model_path 'loose.safetensors' is a file" in text
+    assert "CheckpointLoader" in text
+    with pytest.raises(ValueError, match=r"DiffusersLoader: model_path 'nope' was not found among the diffusers"):
+        run("DiffusersLoader", ctx=engine_context(engine), model_path="nope")
+
+
+def engine_context(engine: Engine):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(paths=engine.env.paths, models=engine.models)
