@@ -1,8 +1,8 @@
 """RepeatImageBatch and DiffusersLoader against ComfyUI's rules (transcribed here): RepeatImageBatch
 is ``image.repeat((amount, 1, 1, 1))`` (comfy_extras/nodes_images.py); DiffusersLoader lists the
 folders holding model_index.json under the models' ``diffusers`` folders and loads MODEL, CLIP and
-VAE from one (nodes.py, comfy/diffusers_load.py). A ComfyUI API document using them and
-ImageMorphology ("Morphology") imports and runs."""
+VAE from one (nodes.py, comfy/diffusers_load.py). A ComfyUI API document using them,
+ImageMorphology ("Morphology") and PorterDuffImageComposite imports and runs."""
 
 from __future__ import annotations
 
@@ -62,11 +62,16 @@ def _api(model_path: str) -> dict:
         "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
         "8": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd1.safetensors"}},
         "9": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["8", 1], "text": "a photo of a cat"}},
+        "10": {"class_type": "SolidMask", "inputs": {"value": 0.25, "width": 64, "height": 64}},
+        "11": {"class_type": "PorterDuffImageComposite", "inputs": {"source": ["6", 0], "source_alpha": ["10", 0],
+                                                                    "destination": ["4", 0],
+                                                                    "destination_alpha": ["10", 0], "mode": "XOR"}},
     }
 
 
 def test_a_comfyui_api_document_with_them_imports_and_runs(models, tmp_path):
     from nodegen.image.morphology import morphology
+    from nodegen.image.porter_duff import porter_duff
 
     doc, warnings = import_comfy(_api("sd1/tiny-sd1"))
     assert not [w for w in warnings if "unknown" in w.lower() or "missing" in w.lower()], warnings
@@ -88,6 +93,11 @@ def test_a_comfyui_api_document_with_them_imports_and_runs(models, tmp_path):
     got = res.output(ids["ImageMorphology"], "image")
     want = morphology(decoded.repeat(2, 1, 1, 1).movedim(-1, 1), "gradient", 4).movedim(1, -1)
     assert got.shape == (2, 64, 64, 3) and torch.equal(got, want)
+    assert nodes[ids["PorterDuffImageComposite"]]["inputs"]["mode"] == "XOR"
+    quarter = torch.full((1, 64, 64, 1), 0.25)
+    image, mask = porter_duff(got[0], quarter[0], decoded[0], quarter[0], "XOR")  # one item: the shortest input
+    assert torch.equal(res.output(ids["PorterDuffImageComposite"], "image"), image[None])
+    assert torch.equal(res.output(ids["PorterDuffImageComposite"], "mask"), mask[None, ..., 0])
 
 
 def test_diffusers_loader_errors_name_the_node_input_and_folder(models, tmp_path):
