@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 
-from nodegen.formats.comfy import import_comfy
+from nodegen.formats.comfy import export_api, import_comfy
 from nodegen.runtime.engine import Engine
 from tests.support.nodes import run
 
@@ -81,6 +81,7 @@ def test_a_comfyui_api_document_with_them_imports_and_runs(models, tmp_path):
     assert {k: v for k, v in nodes[ids["ImageMorphology"]]["inputs"].items() if k != "image"} == \
         {"operation": "gradient", "kernel_size": 4}
     assert nodes[ids["RepeatImageBatch"]]["inputs"]["amount"] == 2
+    assert export_api(doc) == _api("sd1/tiny-sd1")  # and back to ComfyUI's classes ("Morphology")
     engine = Engine(models=models, output_dir=tmp_path, device="cpu")
     res = engine.run(doc, targets=list(nodes))
     assert res.ok, res.failures
