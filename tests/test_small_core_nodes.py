@@ -1,8 +1,9 @@
-"""RepeatImageBatch and DiffusersLoader against ComfyUI's rules (transcribed here): RepeatImageBatch
+"""RepeatImageBatch, the YUV nodes and DiffusersLoader against ComfyUI's rules (transcribed here): RepeatImageBatch
 is ``image.repeat((amount, 1, 1, 1))`` (comfy_extras/nodes_images.py); DiffusersLoader lists the
 folders holding model_index.json under the models' ``diffusers`` folders and loads MODEL, CLIP and
 VAE from one (nodes.py, comfy/diffusers_load.py). A ComfyUI API document using them,
-ImageMorphology ("Morphology") and PorterDuffImageComposite imports and runs."""
+ImageMorphology ("Morphology"), PorterDuffImageComposite and the YUV nodes imports and runs. ImageRGBToYUV /
+ImageYUVToRGB follow kornia.color's YCbCr (comfy_extras/nodes_morphology.py calls it)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,33 @@ def test_repeat_image_batch_tiles_the_whole_batch():
         run("RepeatImageBatch", image=batch, amount=0)
     with pytest.raises(ValueError, match=r"RepeatImageBatch: input 'image'"):
         run("RepeatImageBatch", image=torch.rand(1, 4, 4), amount=2)  # a MASK
+
+
+def test_rgb_to_yuv_and_back_are_kornias_ycbcr():
+    # kornia.color.rgb_to_ycbcr / ycbcr_to_rgb (0.9), transcribed; ComfyUI's nodes give each plane as
+    # a grey RGB image and average each plane's channels on the way back
+    image = torch.rand(2, 5, 6, 4, generator=torch.Generator().manual_seed(3))  # RGBA: alpha is dropped
+    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    want = {"Y": y, "U": (b - y) * 0.564 + 0.5, "V": (r - y) * 0.713 + 0.5}
+    planes = run("ImageRGBToYUV", image=image)
+    for name in "YUV":
+        assert planes[name].shape == (2, 5, 6, 3)
+        assert torch.equal(planes[name], want[name][..., None].expand(2, 5, 6, 3)), name
+    back = run("ImageYUVToRGB", **planes)["image"]
+    y, cb, cr = (planes[n][..., :3].mean(-1) for n in "YUV")  # ComfyUI: torch.mean(Y[..., :3], dim=-1)
+    cb, cr = cb - 0.5, cr - 0.5
+    rgb = torch.stack([y + 1.4025245442 * cr, y - 0.7144034731 * cr - 0.3443401356 * cb,
+                       y + 1.7730496454 * cb], -1).clamp(0, 1)
+    assert torch.equal(back, rgb)
+    torch.testing.assert_close(back, image[..., :3], rtol=0, atol=1e-6)  # the exact inverse: lossless
+    # pure red, by hand: Y 0.299, U 0.564 * -0.299 + 0.5, V 0.713 * 0.701 + 0.5
+    red = run("ImageRGBToYUV", image=torch.tensor([1.0, 0.0, 0.0]).view(1, 1, 1, 3))
+    assert [red[n][0, 0, 0, 0].item() for n in "YUV"] == pytest.approx([0.299, 0.331364, 0.999813], abs=1e-6)
+    with pytest.raises(ValueError, match=r"ImageYUVToRGB: inputs 'Y', 'U' and 'V'"):
+        run("ImageYUVToRGB", Y=planes["Y"], U=planes["U"][:1], V=planes["V"])
+    with pytest.raises(ValueError, match=r"ImageRGBToYUV: input 'image'"):
+        run("ImageRGBToYUV", image=torch.rand(1, 4, 4))  # a MASK
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +91,8 @@ def _api(model_path: str) -> dict:
         "8": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd1.safetensors"}},
         "9": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["8", 1], "text": "a photo of a cat"}},
         "10": {"class_type": "SolidMask", "inputs": {"value": 0.25, "width": 64, "height": 64}},
+        "12": {"class_type": "ImageRGBToYUV", "inputs": {"image": ["4", 0]}},
+        "13": {"class_type": "ImageYUVToRGB", "inputs": {"Y": ["12", 0], "U": ["12", 1], "V": ["12", 2]}},
         "11": {"class_type": "PorterDuffImageComposite", "inputs": {"source": ["6", 0], "source_alpha": ["10", 0],
                                                                     "destination": ["4", 0],
                                                                     "destination_alpha": ["10", 0], "mode": "XOR"}},
@@ -99,6 +129,7 @@ def test_a_comfyui_api_document_with_them_imports_and_runs(models, tmp_path):
     image, mask = porter_duff(got[0], quarter[0], decoded[0], quarter[0], "XOR")  # one item: the shortest input
     assert torch.equal(res.output(ids["PorterDuffImageComposite"], "image"), image[None])
     assert torch.equal(res.output(ids["PorterDuffImageComposite"], "mask"), mask[None, ..., 0])
+    torch.testing.assert_close(res.output(ids["ImageYUVToRGB"], "image"), decoded, rtol=0, atol=1e-6)
 
 
 def test_diffusers_loader_errors_name_the_node_input_and_folder(models, tmp_path):
