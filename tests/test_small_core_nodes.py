@@ -69,6 +69,8 @@ def models(tmp_path_factory):
     (root / "checkpoints").mkdir()
     shutil.copytree(sd1.diffusers_dir, root / "diffusers" / "sd1" / "tiny-sd1")
     shutil.copy(sd1.single_file, root / "diffusers" / "loose.safetensors")  # a file, not a model folder
+    (root / "diffusers" / "unet-only").mkdir()
+    shutil.copy(sd1.diffusers_dir / "unet" / "config.json", root / "diffusers" / "unet-only")  # one part's folder
     shutil.copy(sd1.single_file, root / "checkpoints" / "tiny-sd1.safetensors")
     return root
 
@@ -144,6 +146,10 @@ def test_diffusers_loader_errors_name_the_node_input_and_folder(models, tmp_path
     text = " ".join(str(f) for f in res.failures)
     assert not res.ok and "DiffusersLoader: model_path 'loose.safetensors' is a file" in text
     assert "CheckpointLoader" in text
+    wf["nodes"]["1"]["inputs"]["model_path"] = "unet-only"
+    res = engine.run(wf, targets=["1"])
+    assert "DiffusersLoader: model_path 'unet-only' is a folder without model_index.json" in \
+        " ".join(str(f) for f in res.failures)
     with pytest.raises(ValueError, match=r"DiffusersLoader: model_path 'nope' was not found among the diffusers"):
         run("DiffusersLoader", ctx=engine_context(engine), model_path="nope")
 
