@@ -1,4 +1,4 @@
-"""Loader nodes: checkpoints (MODEL, CLIP, VAE), VAEs, LoRAs, and CLIP skip.
+"""Loader nodes: checkpoints (MODEL, CLIP, VAE), diffusers model folders, VAEs, LoRAs, and CLIP skip.
 
 Files are resolved by name in the model folders (``ctx.paths``) and loaded through the model
 manager (``ctx.models``), which keeps them across runs keyed by path + size + mtime.
@@ -37,6 +37,40 @@ def checkpoint_loader(ctx, ckpt_name, prediction="auto"):
     path = resolve_model(ctx.paths, "checkpoints", ckpt_name, "CheckpointLoader", "ckpt_name")
     prefetch(path)  # the hash saved images record, computed while the model loads and samples
     model, clip, vae = _manager(ctx).load_checkpoint(path, prediction=prediction)
+    return {"model": model, "clip": clip, "vae": vae}
+
+
+def _diffusers_folders(env: Any = None) -> list[str]:
+    """The model folders (holding model_index.json) under the ``diffusers`` folders, as ComfyUI's
+    DiffusersLoader lists them; loose files there are left out."""
+    from nodegen.models.paths import ModelPaths
+
+    paths = getattr(env, "paths", None) or ModelPaths()
+    found = []
+    for name in paths.list("diffusers"):
+        try:
+            p = paths.resolve("diffusers", name)
+        except ValueError:
+            continue
+        if p is not None and p.is_dir():
+            found.append(name)
+    return found
+
+
+@node("DiffusersLoader", category="advanced/loaders/deprecated",
+      description="Load a diffusers-format model folder (model_index.json) from the diffusers folder.",
+      inputs=[Input.file("model_path", "diffusers", choices=_diffusers_folders,
+                         description="Model folder in the diffusers folder")],
+      outputs=[Output("model", T.MODEL), Output("clip", T.CLIP), Output("vae", T.VAE)],
+      fingerprint=fingerprint_for("diffusers", "model_path"),
+      keywords=("model", "diffusers", "folder", "load"))
+def diffusers_loader(ctx, model_path):
+    path = resolve_model(ctx.paths, "diffusers", model_path, "DiffusersLoader", "model_path")
+    if not (path / "model_index.json").is_file():
+        what = "a file" if path.is_file() else "a folder without model_index.json"
+        raise ValueError(f"DiffusersLoader: model_path {model_path!r} is {what} ({path}), not a diffusers model "
+                         f"folder; single files load with CheckpointLoader (ComfyUI's CheckpointLoaderSimple)")
+    model, clip, vae = _manager(ctx).load_checkpoint(path)
     return {"model": model, "clip": clip, "vae": vae}
 
 

@@ -19,6 +19,11 @@ MAPS = [
     nm("ImageInvert", "ImageInvert", "", "image"),
     nm("ImageBlend", "ImageBlend", "blend_factor blend_mode", "image"),
     nm("ImageCrop", "ImageCrop", "width height x y", "image"),
+    nm("RepeatImageBatch", "RepeatImageBatch", "amount", "image"),
+    # comfy_extras/nodes_morphology.py: class "Morphology", shown in ComfyUI as "ImageMorphology"
+    nm("Morphology", "ImageMorphology", "operation kernel_size", "image"),
+    nm("ImageRGBToYUV", "ImageRGBToYUV", "", "Y U V"),
+    nm("ImageYUVToRGB", "ImageYUVToRGB", "", "image"),
     nm("InvertMask", "InvertMask", "", "mask"),
     nm("MaskToImage", "MaskToImage", "", "image"),
     nm("ImageToMask", "ImageToMask", "channel", "mask"),

@@ -8,6 +8,8 @@ MAPS = [
     # so the config file is not used (a note says so, with what it may have carried)
     nm("CheckpointLoader", "CheckpointLoader", "config_name ckpt_name", "model clip vae",
        ignore=frozenset({"config_name"}), export=False),
+    # ComfyUI's deprecated loader of a diffusers folder (under models/diffusers)
+    nm("DiffusersLoader", "DiffusersLoader", "model_path", "model clip vae"),
     nm("VAELoader", "VAELoader", "vae_name", "vae"),
     nm("LoraLoader", "LoraLoader", "lora_name strength_model strength_clip", "model clip"),
     nm("LoraLoaderModelOnly", "LoraLoaderModelOnly", "lora_name strength_model", "model"),

@@ -33,6 +33,7 @@ MAPS = [
     nm("ImageBatch", "ImageBatch", "", "image"),
     nm("SplitImageWithAlpha", "SplitImageWithAlpha", "", "image mask"),
     nm("JoinImageWithAlpha", "JoinImageWithAlpha", "", "image"),
+    nm("PorterDuffImageComposite", "PorterDuffImageComposite", "mode", "image mask"),
     nm("Canny", "CannyEdges", "low_threshold high_threshold", "image",
        to_ours={"low_threshold": _canny_to_ours, "high_threshold": _canny_to_ours},
        to_comfy={"low_threshold": _canny_to_comfy, "high_threshold": _canny_to_comfy}),
