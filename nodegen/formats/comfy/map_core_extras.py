@@ -1,6 +1,6 @@
 """ComfyUI's everyday core nodes for model sampling, guidance, FreeU, conditioning ranges and
 masks, and image / latent transforms (nodes.py, comfy_extras/nodes_model_advanced.py,
-nodes_freelunch.py, nodes_pag.py, nodes_slg.py, nodes_apg.py, nodes_cfg.py, nodes_model_downscale.py,
+nodes_freelunch.py, nodes_pag.py, nodes_sag.py, nodes_slg.py, nodes_apg.py, nodes_cfg.py, nodes_model_downscale.py,
 nodes_post_processing.py, nodes_images.py, nodes_latent.py) and the .latent files (nodes.py's SaveLatent,
 LoadLatent)."""
 
