@@ -2,11 +2,13 @@
 image prompts (see :mod:`nodegen.models.redux`). A SigLIP image tower (CLIPVisionLoader) encodes
 the image, the style model turns its last hidden state into tokens of the text encoder's width,
 and StyleModelApply appends them to every entry of the conditioning, as ComfyUI does: the tokens of
-a batch of images go one after another into one sequence, and ``multiply`` scales them by
-``strength``."""
+a batch of images go one after another into one sequence; ``multiply`` scales them by
+``strength``, ``attn_bias`` adds ``log(strength)`` to the attention paid to them
+(:mod:`nodegen.diffusion.attention_bias`)."""
 
 from __future__ import annotations
 
+from nodegen.diffusion.attention_bias import with_range
 from nodegen.kernel import types as T
 from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
@@ -45,14 +47,11 @@ def style_model_loader(ctx, style_model_name):
               Input.link("clip_vision_output", T.CLIP_VISION_OUTPUT),
               Input.float("strength", 1.0, min=0.0, max=10.0, step=0.001),
               Input.choice("strength_type", STRENGTH_TYPES, "multiply",
-                           description="multiply: scale the image tokens by strength; attn_bias: "
-                                       "supported at strength 1 (no bias)")],
+                           description="multiply: scale the image tokens by strength; attn_bias: weight "
+                                       "the attention to them by strength (Flux)")],
       outputs=[Output("conditioning", T.CONDITIONING)],
       keywords=("redux", "style model", "image prompt", "flux"))
 def style_model_apply(ctx, conditioning, style_model, clip_vision_output, strength=1.0, strength_type="multiply"):
-    if strength_type == "attn_bias" and strength != 1.0:
-        raise ValueError("StyleModelApply: strength_type 'attn_bias' with a strength other than 1 needs an "
-                         "attention bias nodegen's Flux models do not take yet; use 'multiply'")
     try:
         tokens = style_model.tokens(clip_vision_output.last_hidden_state, getattr(ctx, "device", None))
     except ValueError as e:
@@ -66,5 +65,8 @@ def style_model_apply(ctx, conditioning, style_model, clip_vision_output, streng
             raise ValueError(f"StyleModelApply: conditioning is {item.embeds.shape[-1]} wide but the style "
                              f"model makes {tokens.shape[-1]}-wide tokens (a Flux text encoding is needed)")
         add = tokens.to(item.embeds).expand(item.embeds.shape[0], -1, -1)
-        out.append(item.copy(embeds=torch.cat((item.embeds, add), dim=1)))
+        extras = item.extras
+        if strength_type == "attn_bias" and strength != 1.0:  # as ComfyUI: a bias only when it changes something
+            extras = with_range(extras, item.embeds.shape[1], tokens.shape[1], strength)
+        out.append(item.copy(embeds=torch.cat((item.embeds, add), dim=1), extras=extras))
     return out

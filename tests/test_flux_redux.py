@@ -150,6 +150,72 @@ def test_strength_and_a_batch_of_images_follow_comfyui(flux, redux):
     torch.testing.assert_close(same[0].embeds[0, n:], tokens.flatten(0, 1), atol=1e-6, rtol=0)
 
 
+def _comfy_mask(steps: list[tuple[int, int, float]], n_img: int) -> torch.Tensor:
+    """ComfyUI's StyleModelApply mask, transcribed: each application grows the mask by its n tokens,
+    copies the old quadrants and puts log(strength) in the new columns of the old rows (the image
+    part, 1x1 at first in ComfyUI and stretched to the image tokens by the model, is n_img here)."""
+    mask = None
+    n_txt = steps[0][0]
+    for _, n, bias in steps:
+        if mask is None:
+            mask = torch.zeros(n_txt + n_img, n_txt + n_img)
+        new = torch.zeros(n_txt + n + n_img, n_txt + n + n_img)
+        new[:n_txt, :n_txt] = mask[:n_txt, :n_txt]
+        new[:n_txt, n_txt + n:] = mask[:n_txt, n_txt:]
+        new[n_txt + n:, :n_txt] = mask[n_txt:, :n_txt]
+        new[n_txt + n:, n_txt + n:] = mask[n_txt:, n_txt:]
+        new[:n_txt, n_txt:n_txt + n] = bias
+        new[n_txt + n:, n_txt:n_txt + n] = bias
+        mask, n_txt = new, n_txt + n
+    return mask
+
+
+def test_attn_bias_masks_as_comfyui_builds_them():
+    from nodegen.diffusion.attention_bias import bias_mask, with_range
+
+    extras = with_range({}, 5, 3, 0.5)
+    extras = with_range(extras, 8, 2, 0.25)  # a second image prompt after the first
+    ours = bias_mask(extras["attention_bias"], 10, 4)[0, 0]
+    import math
+
+    theirs = _comfy_mask([(5, 3, math.log(0.5)), (8, 2, math.log(0.25))], 4)
+    torch.testing.assert_close(ours, theirs, atol=0, rtol=0)
+    assert with_range({}, 0, 1, 0.0)["attention_bias"][0][2] == float("-inf")
+
+
+def test_attn_bias_weights_the_attention_to_the_image_tokens(flux, redux):
+    """Strength 0 hides the image tokens from every other token: the model's output equals the one
+    for the text alone; other strengths differ from it and from multiply."""
+    from nodegen.diffusion.flow_forward import run_flow
+
+    _, _, files, _ = redux
+    model, te, _ = _flux_parts(flux)
+    text = [c.copy(extras={"guidance": 3.5}) for c in te.encode("a dog")]
+    vision = load_clip_vision(files["siglip"]).encode(_tensor(_image(5)))
+    style = load_style_model(files["redux"])
+
+    def apply(strength, kind):
+        return run("StyleModelApply", CTX, conditioning=text, style_model=style, clip_vision_output=vision,
+                   strength=strength, strength_type=kind)["conditioning"]
+
+    x = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(2))
+    ms = SimpleNamespace(timestep=lambda s: s)
+
+    def velocity(cond):
+        with torch.no_grad():
+            return run_flow("flux", flux.transformer, x, 0.7, ms, cond, "cpu", torch.float32)[0]
+
+    hidden = apply(0.0, "attn_bias")
+    assert hidden[0].extras["attention_bias"] == ((text[0].embeds.shape[1], 16, float("-inf")),)
+    torch.testing.assert_close(velocity(hidden), velocity(text), atol=1e-5, rtol=0)
+    half = velocity(apply(0.5, "attn_bias"))
+    assert float((half - velocity(text)).abs().max()) > 1e-3
+    assert float((half - velocity(apply(0.5, "multiply"))).abs().max()) > 1e-3
+    assert "attention_bias" not in apply(1.0, "attn_bias")[0].extras  # log(1) = 0: no mask, as ComfyUI
+    with pytest.raises(ValueError, match="attn_bias needs a Flux model; this is sd3"):
+        run_flow("sd3", None, x, 0.7, ms, hidden, "cpu", torch.float32)
+
+
 def test_bad_inputs_are_refused_naming_node_and_input(flux, redux, tmp_path):
     from nodegen.diffusion.conditioning import CondItem
 
@@ -157,9 +223,6 @@ def test_bad_inputs_are_refused_naming_node_and_input(flux, redux, tmp_path):
     _, te, _ = _flux_parts(flux)
     tower, style = load_clip_vision(files["siglip"]), load_style_model(files["redux"])
     vision = tower.encode(_tensor(_image()))
-    with pytest.raises(ValueError, match="StyleModelApply: strength_type 'attn_bias'"):
-        run("StyleModelApply", CTX, conditioning=te.encode("x"), style_model=style, clip_vision_output=vision,
-            strength=0.5, strength_type="attn_bias")
     sd1_text = [CondItem(torch.zeros(1, 77, 768))]  # a CLIP-L text encoding, as SD1 makes
     with pytest.raises(ValueError, match="StyleModelApply: conditioning is 768 wide"):
         run("StyleModelApply", CTX, conditioning=sd1_text, style_model=style, clip_vision_output=vision)

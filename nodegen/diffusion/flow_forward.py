@@ -25,6 +25,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from nodegen.diffusion import attention_bias
 from nodegen.diffusion.flux_concat import flux_concat
 from nodegen.diffusion.flux_reference import reference_ids, reference_key, reference_tokens
 from nodegen.models.sd3_controlnet import per_block
@@ -134,6 +135,10 @@ def _call_flux(transformer, x, sigma: float, ms, items, device, dtype, noise_mas
                                 for it in items])
         x_in = torch.cat([x_in, ref_tokens], dim=1)
         img_ids = torch.cat([img_ids, reference_ids(refs, method, device, dtype)])
+    ranges = items[0].extras.get(attention_bias.KEY)
+    if ranges:  # StyleModelApply's attn_bias (same ranges in every item here)
+        mask = attention_bias.bias_mask(ranges, emb.shape[1], x_in.shape[1], device, dtype)
+        control_kwargs["joint_attention_kwargs"] = {"attention_mask": mask}
     out = transformer(hidden_states=x_in, timestep=t, guidance=guidance, pooled_projections=pooled_in,
                       encoder_hidden_states=emb, txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
                       **control_kwargs)[0]
@@ -159,6 +164,9 @@ def run_flow(family: str, transformer, x: torch.Tensor, sigma: float, ms, items:
     ``noise_mask``: the latent's, for a Flux Fill model whose conditioning has no mask;
     ``progress``: the step's fraction of the schedule (ControlNets' start..end)."""
     _check_controls(family, items)
+    if family != "flux" and any(it.extras.get(attention_bias.KEY) for it in items):
+        raise ValueError(f"StyleModelApply's attn_bias needs a Flux model; this is {family}: use strength_type "
+                         "'multiply'")
     if family == "flux":
         call = functools.partial(_call_flux, noise_mask=noise_mask, progress=progress)
     else:
@@ -167,7 +175,8 @@ def run_flow(family: str, transformer, x: torch.Tensor, sigma: float, ms, items:
     groups: dict[tuple, list[int]] = {}
     for k, it in enumerate(items):
         controls = tuple(id(c) for c in it.extras.get("controls") or ())
-        groups.setdefault((tuple(it.embeds.shape[1:]), reference_key(it.extras), controls), []).append(k)
+        key = (tuple(it.embeds.shape[1:]), reference_key(it.extras), controls, it.extras.get(attention_bias.KEY))
+        groups.setdefault(key, []).append(k)
     b = x.shape[0]
     for ks in groups.values():
         res = call(transformer, x, sigma, ms, [items[k] for k in ks], device, dtype)
