@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -32,15 +31,9 @@ def _resolve_image(ctx_or_env, name: str) -> Path:
 
 
 def _file_sha256(inputs: dict, env) -> str:
-    from nodegen.kernel.files import check_regular_file
+    from nodegen.kernel.files import regular_file_sha256
 
-    path = _resolve_image(env, inputs.get("image"))
-    check_regular_file(path, "image file")
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return regular_file_sha256(_resolve_image(env, inputs.get("image")), "image file")
 
 
 #: Most pixels a loaded image may have (decompression bombs); NODEGEN_MAX_IMAGE_PIXELS overrides.

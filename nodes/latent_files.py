@@ -11,7 +11,6 @@ latents are raw in both programs) and a decode node decodes them as they are.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -53,15 +52,9 @@ def _latent_path(env, name: str) -> Path:
 
 
 def _file_sha256(inputs: dict, env) -> str:
-    from nodegen.kernel.files import check_regular_file
+    from nodegen.kernel.files import regular_file_sha256
 
-    path = _latent_path(env, inputs.get("latent"))
-    check_regular_file(path, "latent file")
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return regular_file_sha256(_latent_path(env, inputs.get("latent")), "latent file")
 
 
 @node("LoadLatent", category="latent",

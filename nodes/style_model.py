@@ -8,7 +8,6 @@ a batch of images go one after another into one sequence; ``multiply`` scales th
 
 from __future__ import annotations
 
-from nodegen.diffusion.attention_bias import with_range
 from nodegen.kernel import types as T
 from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
@@ -67,6 +66,8 @@ def style_model_apply(ctx, conditioning, style_model, clip_vision_output, streng
         add = tokens.to(item.embeds).expand(item.embeds.shape[0], -1, -1)
         extras = item.extras
         if strength_type == "attn_bias" and strength != 1.0:  # as ComfyUI: a bias only when it changes something
+            from nodegen.diffusion.attention_bias import with_range
+
             extras = with_range(extras, item.embeds.shape[1], tokens.shape[1], strength)
         out.append(item.copy(embeds=torch.cat((item.embeds, add), dim=1), extras=extras))
     return out

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nodegen.formats.png_save import split_prefix
+from nodegen.formats.png_save import next_counter, split_prefix
 
 if TYPE_CHECKING:
     import torch
@@ -31,26 +30,10 @@ VERSION_KEY = "latent_format_version_0"
 #: What files without :data:`VERSION_KEY` were multiplied by (SD1's scale).
 OLD_FORMAT_SCALE = 0.18215
 EXTENSION = ".latent"
-_COUNTER = re.compile(r"_([0-9]+)_\.latent$")
 
 
 class LatentFileError(ValueError):
     """A file that is not a readable ``.latent`` file (the message names it)."""
-
-
-def next_counter(folder: Path, stem: str) -> int:
-    """One more than the highest ``stem_NNNNN_.latent`` counter in ``folder``."""
-    counter = 1
-    try:
-        names = [e.name for e in os.scandir(folder)]
-    except OSError:
-        return counter
-    for name in names:
-        if name.startswith(stem + "_"):
-            m = _COUNTER.fullmatch(name[len(stem):])
-            if m is not None:
-                counter = max(counter, int(m.group(1)) + 1)
-    return counter
 
 
 def latent_bytes(raw: torch.Tensor, metadata: dict[str, str] | None = None) -> bytes:
@@ -72,7 +55,7 @@ def write_latent_exclusive(raw: torch.Tensor, folder: str | os.PathLike, prefix:
     data = latent_bytes(raw, metadata)
     target_dir, stem = split_prefix(folder, prefix)
     target_dir.mkdir(parents=True, exist_ok=True)
-    start = next_counter(target_dir, stem)
+    start = next_counter(target_dir, stem, "_.latent")  # ComfyUI's stem_00001_.latent
     names = (target_dir / f"{stem}_{n:0{digits}d}_{EXTENSION}" for n in itertools.count(start))
     return write_new_file(names, lambda f: f.write(data))
 

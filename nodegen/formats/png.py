@@ -78,13 +78,18 @@ def workflow_from_text(text: dict[str, str], path: str | os.PathLike, kind: str 
 
 
 def read_values(path: str | os.PathLike) -> dict | None:
-    text = png_text(path)
+    return values_from_text(png_text(path), path, "chunk", PngWorkflowError)
+
+
+def values_from_text(text: dict[str, str], path, where: str = "chunk",
+                     error: type[ValueError] = PngWorkflowError) -> dict | None:
+    """The ``nodegen-values`` record among a file's texts (None when it has none)."""
     if VALUES_KEY not in text:
         return None
     try:
         values = json.loads(text[VALUES_KEY])
     except json.JSONDecodeError as e:
-        raise PngWorkflowError(f"{path}: the '{VALUES_KEY}' chunk is not valid JSON: {e}") from e
+        raise error(f"{path}: the '{VALUES_KEY}' {where} is not valid JSON: {e}") from e
     return values if isinstance(values, dict) else None
 
 

@@ -12,11 +12,10 @@ a single pixel, as the PNG reader does.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 
-from nodegen.formats.png import VALUES_KEY, PngWorkflowError, workflow_from_text
+from nodegen.formats.png import PngWorkflowError, values_from_text, workflow_from_text
 
 #: The first EXIF field used; each further text takes the field below (as ComfyUI does).
 FIRST_TAG = 0x010F
@@ -107,11 +106,4 @@ def read_workflow(path: str | os.PathLike) -> dict:
 
 def read_values(path: str | os.PathLike) -> dict | None:
     """The ``nodegen-values`` record of a WEBP saved by nodegen (None when it has none)."""
-    text = webp_text(path)
-    if VALUES_KEY not in text:
-        return None
-    try:
-        values = json.loads(text[VALUES_KEY])
-    except json.JSONDecodeError as e:
-        raise WebpWorkflowError(f"{path}: the '{VALUES_KEY}' EXIF text is not valid JSON: {e}") from e
-    return values if isinstance(values, dict) else None
+    return values_from_text(webp_text(path), path, "EXIF text", WebpWorkflowError)

@@ -55,3 +55,16 @@ def read_bounded(path: str | os.PathLike, limit: int, what: str = "file") -> byt
     if len(data) > limit:
         raise ValueError(f"{what} {os.fspath(path)!r} is more than the limit of {limit} bytes")
     return data
+
+
+def regular_file_sha256(path: str | os.PathLike, what: str = "file") -> str:
+    """SHA-256 (hex) of a regular file, read in 1 MiB chunks (a FIFO or device is refused first:
+    it would never end); what file-input nodes fingerprint their files by."""
+    import hashlib
+
+    check_regular_file(path, what)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -36,6 +36,7 @@ import torch
 
 from nodegen.diffusion.latent_formats import latent_in
 from nodegen.image.latent_resize import resize
+from nodegen.models.module_build import exactly_built, pretrained_folder
 from nodegen.models.objects import use_module
 
 #: Keys only a diffusers-layout Flux ControlNet has.
@@ -232,24 +233,14 @@ def load_flux_controlnet(path: str | os.PathLike, sd: dict | None = None, manage
 
     p = Path(path)
     if p.is_dir():
-        try:
-            net = FluxControlNetModel.from_pretrained(str(p), local_files_only=True, torch_dtype=torch.float32)
-        except Exception as e:  # noqa: BLE001 - name the folder
-            raise FluxControlNetError(f"{p}: cannot load the Flux ControlNet: {type(e).__name__}: {e}") from e
-        return FluxControlNet(net, str(p), manager)
+        return FluxControlNet(pretrained_folder(FluxControlNetModel, p, FluxControlNetError, "Flux ControlNet"),
+                              str(p), manager)
     if is_xlabs(sd):
         try:
             sd = xlabs_to_diffusers(sd)
         except KeyError as e:
             raise FluxControlNetError(f"{p}: an XLabs Flux ControlNet without {e.args[0]!r}") from e
-    cfg = config_from_state(sd)
-    with torch.device("meta"):
-        net = FluxControlNetModel(**cfg)
-    missing, unexpected = set(net.state_dict()) - set(sd), set(sd) - set(net.state_dict())
-    if missing or unexpected:
-        raise FluxControlNetError(f"{p}: the tensors do not fit the Flux ControlNet derived from them "
-                                  f"(missing {sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]})")
-    net.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True, assign=True)
+    net = exactly_built(FluxControlNetModel, config_from_state(sd), sd, FluxControlNetError, "Flux ControlNet", p)
     return FluxControlNet(net, str(p), manager)
 
 

@@ -70,3 +70,24 @@ def _build(cls, config, state: dict, what: str, path, device: torch.device | Non
     if device is not None and device.type != "cpu":
         module.to(device)  # the buffers not in the file (the weights are there already)
     return module.eval().requires_grad_(False)
+
+
+def pretrained_folder(cls, folder, error: type[Exception], what: str) -> torch.nn.Module:
+    """A diffusers model class's folder, offline and in float32; ``error`` names the folder."""
+    try:
+        return cls.from_pretrained(str(folder), local_files_only=True, torch_dtype=torch.float32)
+    except Exception as e:  # noqa: BLE001 - name the folder
+        raise error(f"{folder}: cannot load the {what}: {type(e).__name__}: {e}") from e
+
+
+def exactly_built(cls, config: dict, tensors: dict, error: type[Exception], what: str, path) -> torch.nn.Module:
+    """``cls(**config)`` holding exactly ``tensors`` (float32; meta-device build, no random init):
+    a tensor missing or left over is an ``error`` naming both."""
+    with torch.device("meta"):
+        net = cls(**config)
+    missing, unexpected = set(net.state_dict()) - set(tensors), set(tensors) - set(net.state_dict())
+    if missing or unexpected:
+        raise error(f"{path}: the tensors do not fit the {what} derived from them "
+                    f"(missing {sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]})")
+    net.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True, assign=True)
+    return net

@@ -40,6 +40,7 @@ import torch
 from nodegen.diffusion.latent_formats import LATENT_FORMATS
 from nodegen.image.latent_resize import resize
 from nodegen.models.controlnet import ControlNetError
+from nodegen.models.module_build import exactly_built, pretrained_folder
 from nodegen.models.objects import use_module
 
 #: Keys every diffusers-layout SD3 ControlNet has (both kinds).
@@ -220,11 +221,8 @@ def load_sd3_controlnet(path: str | os.PathLike, sd: dict | None = None, manager
 
     p = Path(path)
     if p.is_dir():
-        try:
-            net = SD3ControlNetModel.from_pretrained(str(p), local_files_only=True, torch_dtype=torch.float32)
-        except Exception as e:  # noqa: BLE001 - name the folder
-            raise SD3ControlNetError(f"{p}: cannot load the SD3 ControlNet: {type(e).__name__}: {e}") from e
-        return SD3ControlNet(net, str(p), manager)
+        return SD3ControlNet(pretrained_folder(SD3ControlNetModel, p, SD3ControlNetError, "SD3 ControlNet"),
+                             str(p), manager)
     if is_stability_sd35_controlnet(sd):
         raise SD3ControlNetError(
             f"{p.name} is an SD 3.5 ControlNet in Stability's own layout (original MMDiT key names), which nodegen "
@@ -235,16 +233,10 @@ def load_sd3_controlnet(path: str | os.PathLike, sd: dict | None = None, manager
         raise SD3ControlNetError(f"{p.name} is an SD3 inpainting ControlNet ({cfg['extra_conditioning_channels']} "
                                  "extra conditioning channel(s) for the mask); nodegen applies SD3 ControlNets "
                                  "without a mask only")
-    with torch.device("meta"):
-        net = SD3ControlNetModel(**cfg)
-    tensors = {k: v.float() for k, v in sd.items()}
+    tensors = dict(sd)
     if cfg["use_pos_embed"] and "pos_embed.pos_embed" not in tensors:  # a file without the position table
         tensors["pos_embed.pos_embed"] = _position_table(cfg)
-    missing, unexpected = set(net.state_dict()) - set(tensors), set(tensors) - set(net.state_dict())
-    if missing or unexpected:
-        raise SD3ControlNetError(f"{p}: the tensors do not fit the SD3 ControlNet derived from them "
-                                 f"(missing {sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]})")
-    net.load_state_dict(tensors, strict=True, assign=True)
+    net = exactly_built(SD3ControlNetModel, cfg, tensors, SD3ControlNetError, "SD3 ControlNet", p)
     return SD3ControlNet(net, str(p), manager)
 
 
