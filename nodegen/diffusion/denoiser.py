@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from nodegen.diffusion import cfg as cfg_mod
+from nodegen.diffusion import unclip
 from nodegen.diffusion.flow_forward import FLOW_FAMILIES, run_flow
 from nodegen.diffusion.latent_scale import concat_in_model_scale
 from nodegen.diffusion.model_sampling import ModelSampling, percent_to_sigma
@@ -105,6 +106,8 @@ class Denoiser:
         #: The sampling run's whole schedule (set by the caller; differential diffusion reads it).
         self.sigmas: torch.Tensor | None = None
         self.ctx = ctx
+        #: The sampling run's seed (unCLIP draws its embedding noise from it, as ComfyUI).
+        self.seed = 0
         self.hooks = list((getattr(model, "options", None) or {}).get("denoise_hooks", ()))
         self.pre_cfg_hooks = list((getattr(model, "options", None) or {}).get("pre_cfg_hooks", ()))
         self._weights: dict[tuple, torch.Tensor] = {}  # area weights, the same on every step
@@ -342,6 +345,9 @@ class Denoiser:
         kwargs = {}
         if sdxl:
             kwargs["added_cond_kwargs"] = {"text_embeds": torch.cat(pooled), "time_ids": torch.cat(time_ids)}
+        labels = unclip.class_labels(self.model, [j[1] for j in jobs], b, self.seed, self.device, self.dtype)
+        if labels is not None:  # SD 2.1 unCLIP: the image embedding as class label
+            kwargs["class_labels"] = labels
         timestep = torch.tensor(float(t), dtype=torch.float32, device=self.device)
         res = self._control_residuals(jobs, x_in, timestep, embeds, kwargs.get("added_cond_kwargs"), sig_f, b)
         if res is not None:
