@@ -86,7 +86,9 @@ class NoiseAugmentor:
 def unclip_adm(entries: list[dict], augmentor: NoiseAugmentor, seed: int,
                merge: float = MERGE_NOISE_AUGMENTATION) -> torch.Tensor:
     """The class label ``[1, 2 * dim]`` of a conditioning's unCLIP ``entries`` (dicts with
-    ``clip_vision_output``, ``strength``, ``noise_augmentation``), as ComfyUI's ``unclip_adm``."""
+    ``clip_vision_output``, ``strength``, ``noise_augmentation``), as ComfyUI's ``unclip_adm``;
+    ``seed`` is the sampler's (the noise comes from ``seed - 10``)."""
+    seed = int(seed) - 10
     outs = []
     for entry in entries:
         for row in entry["clip_vision_output"].image_embeds:
