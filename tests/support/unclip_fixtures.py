@@ -43,9 +43,16 @@ def _noise_schedule_buffers(mean: torch.Tensor, std: torch.Tensor) -> dict[str, 
 
 def _build(root: Path) -> SimpleNamespace:
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
-    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
+        StableUnCLIPImageNormalizer,
+    )
     from safetensors.torch import save_file
-    from transformers import CLIPImageProcessor, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextModel,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
 
     from nodegen.models.clip_tokenizer import load_clip_tokenizer
     from nodegen.models.ldm_export import convert_pipeline_to_ldm, open_clip_to_ldm
