@@ -262,3 +262,29 @@ def test_an_embedding_of_the_wrong_width_is_refused(loaded):
     pos = _apply(text.encode("x"), _Out(torch.zeros(1, EMBED + 8)))
     with pytest.raises(ValueError, match="unCLIPConditioning: input 'clip_vision_output' holds 40-wide"):
         sample(model, pos, None, {"samples": torch.zeros(1, 4, 8, 8)}, seed=1, steps=1, cfg=1.0, device="cpu")
+
+
+def test_sdxl_revision_replaces_the_pooled_output(tmp_path_factory):
+    """On SDXL, ComfyUI's unCLIPConditioning ("revision") replaces the pooled text output by the
+    noise-augmented image embedding times the strength (sdxl_pooled): the same run as the
+    conditioning with that pooled output put in by hand."""
+    from nodegen.models.objects import DiffusionModel, TextEncoder
+    from tests.support.fixtures import fixture
+
+    sx = fixture("sdxl", tmp_path_factory.mktemp("sdxl"))
+    model = DiffusionModel.from_unet(sx.unet, "sdxl", "epsilon")
+    te = TextEncoder.from_components([sx.tokenizer, sx.tokenizer_2], [sx.text_encoder, sx.text_encoder_2], "sdxl")
+    pos, neg = te.encode("a photo of a cat"), te.encode("")
+    width = pos[0].pooled.shape[-1]
+    emb = torch.randn(1, width, generator=torch.Generator().manual_seed(8))
+    expected = 0.7 * U.NoiseAugmentor.standard(width)(emb, round(999 * 0.2), SEED - 10)[:, :width]
+    lat = {"samples": torch.zeros(1, 4, 8, 8)}
+
+    def run(p):
+        return sample(model, p, neg, lat, seed=SEED, steps=3, cfg=5.0, sampler="euler", device="cpu")["samples"]
+
+    revision = run(_apply(pos, _Out(emb), strength=0.7, noise_augmentation=0.2))
+    assert torch.equal(revision, run([pos[0].copy(pooled=expected)]))
+    assert (revision - run(pos)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="unCLIPConditioning: input 'clip_vision_output' holds"):
+        run(_apply(pos, _Out(torch.zeros(1, width + 1))))

@@ -323,12 +323,13 @@ class Denoiser:
                 e = e.repeat(1, lcm // e.shape[1], 1)
             embeds.append(e.expand(b, -1, -1) if e.shape[0] == 1 else e)
             if sdxl:
-                p = item.pooled
+                cfg_u = self.unet.config
+                dim = int(getattr(cfg_u, "projection_class_embeddings_input_dim", 0) or 0)
+                n_ids = 5 if self.family == "sdxl_refiner" else 6
+                per_id = int(getattr(cfg_u, "addition_time_embed_dim", 256) or 256)
+                p = unclip.sdxl_pooled(item.extras, self.seed, max(dim - n_ids * per_id, 1))  # revision
+                p = item.pooled if p is None else p
                 if p is None:
-                    cfg_u = self.unet.config
-                    dim = int(getattr(cfg_u, "projection_class_embeddings_input_dim", 0) or 0)
-                    n_ids = 5 if self.family == "sdxl_refiner" else 6
-                    per_id = int(getattr(cfg_u, "addition_time_embed_dim", 256) or 256)
                     p = torch.zeros(1, max(dim - n_ids * per_id, 1))
                 p = p.to(self.device, self.dtype)
                 pooled.append(p.expand(b, -1) if p.shape[0] == 1 else p)

@@ -114,6 +114,8 @@ def class_labels(model, items: list, batch: int, seed: int, device, dtype) -> to
     entries the model cannot take."""
     augmentor = augmentor_of(model)
     if augmentor is None:
+        if getattr(model, "family", None) in SDXL_FAMILIES:
+            return None  # their image prompts go in as the pooled output: sdxl_pooled
         if any(it.extras.get(EXTRAS_KEY) for it in items):
             raise ValueError(f"unCLIPConditioning: input 'clip_vision_output' needs an unCLIP model "
                              f"(sd21-unclip-h / -l loaded with unCLIPCheckpointLoader or CheckpointLoaderSimple); "
@@ -122,12 +124,30 @@ def class_labels(model, items: list, batch: int, seed: int, device, dtype) -> to
     labels = []
     for item in items:
         entries = item.extras.get(EXTRAS_KEY) or []
-        for entry in entries:
-            width = int(entry["clip_vision_output"].image_embeds.shape[-1])
-            if width != augmentor.dim:
-                raise ValueError(f"unCLIPConditioning: input 'clip_vision_output' holds {width}-wide image "
-                                 f"embeddings, but this unCLIP model takes {augmentor.dim}-wide ones (use the "
-                                 "checkpoint's own CLIP vision from unCLIPCheckpointLoader)")
+        _check_widths(entries, augmentor.dim, "this unCLIP model")
         adm = unclip_adm(entries, augmentor, seed) if entries else torch.zeros(1, 2 * augmentor.dim)
         labels.append(adm.expand(batch, -1))
     return torch.cat(labels).to(device, dtype)
+
+
+def _check_widths(entries: list[dict], dim: int, what: str) -> None:
+    for entry in entries:
+        width = int(entry["clip_vision_output"].image_embeds.shape[-1])
+        if width != dim:
+            raise ValueError(f"unCLIPConditioning: input 'clip_vision_output' holds {width}-wide image embeddings, "
+                             f"but {what} takes {dim}-wide ones (use the matching CLIP vision: an unCLIP "
+                             "checkpoint's own from unCLIPCheckpointLoader; CLIP-G for SDXL)")
+
+
+SDXL_FAMILIES = ("sdxl", "sdxl_refiner")
+
+
+def sdxl_pooled(extras: dict, seed: int, width: int) -> torch.Tensor | None:
+    """SDXL "revision": a conditioning's unCLIP entries replace its pooled text output (``[1, width]``),
+    as ComfyUI's ``sdxl_pooled``: the noise-augmented image embedding (data mean 0, std 1) times the
+    strength, without the level embedding. None when ``extras`` has no unCLIP entries."""
+    entries = extras.get(EXTRAS_KEY)
+    if not entries:
+        return None
+    _check_widths(entries, width, "this SDXL model's pooled input")
+    return unclip_adm(entries, NoiseAugmentor.standard(width), seed)[:, :width]
