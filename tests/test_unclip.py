@@ -65,6 +65,10 @@ def test_the_checkpoint_loads_as_unclip(fx, loaded, caplog):
     with caplog.at_level("WARNING"):
         load_single_file(fx.single_file)
     assert "ignored" not in caplog.text  # embedder.* and noise_augmentor.* are known, not left over
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # an unknown tensor among them is still reported
+        load_single_file(fx.single_file, state_dict=dict(fx.state_dict, **{"embedder.model.extra": torch.ones(2)}))
+    assert "1 tensors are not part of the checkpoint" in caplog.text and "embedder.model.extra" in caplog.text
 
 
 def test_noise_augmentation_equals_diffusers(fx):
@@ -288,3 +292,40 @@ def test_sdxl_revision_replaces_the_pooled_output(tmp_path_factory):
     assert (revision - run(pos)).abs().max() > 1e-3
     with pytest.raises(ValueError, match="unCLIPConditioning: input 'clip_vision_output' holds"):
         run(_apply(pos, _Out(torch.zeros(1, width + 1))))
+
+
+UI_WIDGETS = {"unCLIPCheckpointLoader": ["ckpt_name"], "LoadImage": ["image", "upload"],
+              "CLIPVisionEncode": [],  # ComfyUI's unCLIP example predates the crop widget
+              "CLIPTextEncode": ["text"], "unCLIPConditioning": ["strength", "noise_augmentation"],
+              "EmptyLatentImage": ["width", "height", "batch_size"],
+              "KSampler": ["seed", "control", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
+              "VAEDecode": [], "SaveImage": ["filename_prefix"]}
+UI_OUTPUTS = {"unCLIPCheckpointLoader": ["MODEL", "CLIP", "VAE", "CLIP_VISION"], "LoadImage": ["IMAGE", "MASK"],
+              "CLIPVisionEncode": ["CLIP_VISION_OUTPUT"], "CLIPTextEncode": ["CONDITIONING"],
+              "unCLIPConditioning": ["CONDITIONING"], "EmptyLatentImage": ["LATENT"], "KSampler": ["LATENT"],
+              "VAEDecode": ["IMAGE"], "SaveImage": []}
+
+
+def test_the_editor_format_workflow_is_the_same_run(engine, tmp_path):
+    import numpy as np
+
+    from tests.support.comfy_ui import ui_from_api
+
+    api = _run(engine, _workflow(), tmp_path)
+    path = tmp_path / "unclip.json"
+    path.write_text(json.dumps(ui_from_api(_workflow(), UI_WIDGETS, UI_OUTPUTS)), encoding="utf-8")
+    from nodegen.formats import open_any
+
+    ui = engine.run(open_any(path))
+    assert ui.ok, (ui.problems, [str(f) for f in ui.failures])
+    assert np.array_equal(np.asarray(ui.images[0]), np.asarray(api.images[0]))
+
+
+def test_a_pickled_ckpt_loads_too(fx, loaded, tmp_path):
+    """Stability released the unCLIP models as ``.ckpt`` pickles (``{"state_dict": ...}``)."""
+    path = tmp_path / "sd21-unclip-h.ckpt"
+    torch.save({"state_dict": fx.state_dict, "global_step": 1}, str(path))
+    model, _, _ = load_single_file(path)
+    assert model.unet.config.class_embed_type == "projection" and U.augmentor_of(model) is not None
+    image = _image()
+    assert torch.equal(load_unclip_vision(path).encode(image).image_embeds, loaded[3].encode(image).image_embeds)

@@ -9,7 +9,9 @@ Per call it
 3. runs negative and positive CondItems batched into as few UNet calls as possible, negative
    first (diffusers' ``[uncond, cond]`` order, so a plain txt2img run is the same computation);
    embeddings of different token lengths are repeated to a common length (exact: attention over
-   repeated keys is unchanged); SDXL gets ``added_cond_kwargs``; ControlNet residuals come from
+   repeated keys is unchanged); SDXL gets ``added_cond_kwargs``; SD 2.1 unCLIP models get
+   ``class_labels`` (and SDXL's pooled output gives way to an image embedding: "revision") from the
+   items' unCLIP entries (:mod:`nodegen.diffusion.unclip`); ControlNet residuals come from
    ``extras["controls"]``;
 4. converts eps / v to denoised, combines several CondItems by weight and area, applies CFG.
 

@@ -4,8 +4,8 @@ components (the oracle).
 
 The file holds: the UNet with a class-label projection (``label_emb.0.*``, input 2 x the image
 embedding width), the SD2 OpenCLIP text encoder (with its unused 24th-style extra layer and
-projection), the VAE, the CLIP image tower under ``embedder.model.visual.*`` (open_clip layout) plus a
-leftover of the text half (``embedder.model.ln_final.*``, as the real files have), the noise
+projection), the VAE, the CLIP image tower under ``embedder.model.visual.*`` (open_clip layout) plus what the
+real files keep of the text half (``embedder.model.token_embedding``, ``ln_final``, ...), the noise
 schedule buffers of ``noise_augmentor.*`` and non-trivial ``noise_augmentor.data_mean`` / ``data_std``
 (diffusers' ``image_normalizer``), so the normalisation is exercised.
 """
@@ -93,8 +93,8 @@ def _build(root: Path) -> SimpleNamespace:
     sd = convert_pipeline_to_ldm(unet, vae, te, "sd2", extra_text_layer=extra_layer)
     sd["cond_stage_model.model.text_projection"] = torch.randn(64, 64, generator=g)
     oc = to_open_clip(clip)
-    sd.update({"embedder.model." + k: v for k, v in oc.items() if k.startswith("visual.")})
-    sd.update({"embedder.model." + k: v for k, v in oc.items() if k.startswith("ln_final.")})
+    # the image embedder is open_clip's CLIP without the text transformer (the original code deletes it)
+    sd.update({"embedder.model." + k: v for k, v in oc.items() if not k.startswith("transformer.")})
     sd.update(_noise_schedule_buffers(mean, std))
     sd = {k: v.contiguous() for k, v in sd.items()}
     path = root / "tiny-sd21-unclip-h.safetensors"
