@@ -41,12 +41,11 @@ def unclip_checkpoint_loader(ctx, ckpt_name):
     path = resolve_model(ctx.paths, "checkpoints", ckpt_name, NODE, "ckpt_name")
     prefetch(path)
     mgr = _manager(ctx)
-    model, clip, vae = mgr.load_checkpoint(path)
-    if augmentor_of(model) is None:
-        raise ValueError(f"{NODE}: ckpt_name {ckpt_name!r}: {path} is a {model.family} checkpoint without "
-                         "unCLIP image conditioning (no class-label embedding in its UNet); load it with "
-                         "CheckpointLoaderSimple")
     try:
+        model, clip, vae = mgr.load_checkpoint(path)
+        if augmentor_of(model) is None:
+            raise ValueError(f"{path} is a {model.family} checkpoint without unCLIP image conditioning (no "
+                             "class-label embedding in its UNet); load it with CheckpointLoaderSimple")
         vision = mgr.cached(("unclip_vision", *file_key(path)), lambda: load_unclip_vision(path, manager=mgr))
     except ValueError as e:
         raise ValueError(f"{NODE}: ckpt_name {ckpt_name!r}: {e}") from e

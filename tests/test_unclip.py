@@ -176,6 +176,7 @@ def engine(fx, tmp_path_factory):
     import shutil
 
     from PIL import Image
+    from safetensors.torch import save_file
 
     from nodegen.runtime.engine import Engine
 
@@ -183,6 +184,8 @@ def engine(fx, tmp_path_factory):
     (root / "checkpoints").mkdir()
     shutil.copy(fx.single_file, root / "checkpoints" / "sd21-unclip-h.safetensors")
     _plain_sd2(fx, root / "checkpoints" / "tiny-sd2.safetensors")
+    save_file({"lora_unet_down_blocks_0.lora_down.weight": torch.zeros(4, 4)},
+              str(root / "checkpoints" / "a-lora.safetensors"))
     inp = tmp_path_factory.mktemp("input")
     arr = (torch.rand(48, 48, 3, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8).numpy()
     Image.fromarray(arr).save(inp / "photo.png")
@@ -252,6 +255,15 @@ def test_a_plain_checkpoint_in_the_unclip_loader_is_refused(engine, tmp_path):
     assert not res.ok
     text = " ".join(str(f) for f in res.failures)
     assert "unCLIPCheckpointLoader" in text and "ckpt_name" in text and "tiny-sd2.safetensors" in text
+
+
+def test_a_file_that_is_no_checkpoint_is_refused_naming_the_node(engine, tmp_path):
+    wf = _workflow()
+    wf["1"]["inputs"]["ckpt_name"] = "a-lora.safetensors"
+    res = _run(engine, wf, tmp_path)
+    assert not res.ok
+    text = " ".join(str(f) for f in res.failures)
+    assert "unCLIPCheckpointLoader: ckpt_name 'a-lora.safetensors'" in text and "LoRA" in text
 
 
 def test_unclip_conditioning_on_a_plain_model_is_refused(engine, tmp_path):
