@@ -9,7 +9,9 @@ Per call it
 3. runs negative and positive CondItems batched into as few UNet calls as possible, negative
    first (diffusers' ``[uncond, cond]`` order, so a plain txt2img run is the same computation);
    embeddings of different token lengths are repeated to a common length (exact: attention over
-   repeated keys is unchanged); SDXL gets ``added_cond_kwargs``; ControlNet residuals come from
+   repeated keys is unchanged); SDXL gets ``added_cond_kwargs``; SD 2.1 unCLIP models get
+   ``class_labels`` (and SDXL's pooled output gives way to an image embedding: "revision") from the
+   items' unCLIP entries (:mod:`nodegen.diffusion.unclip`); ControlNet residuals come from
    ``extras["controls"]``;
 4. converts eps / v to denoised, combines several CondItems by weight and area, applies CFG.
 
@@ -49,6 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from nodegen.diffusion import cfg as cfg_mod
+from nodegen.diffusion import unclip
 from nodegen.diffusion.flow_forward import FLOW_FAMILIES, run_flow
 from nodegen.diffusion.latent_scale import concat_in_model_scale
 from nodegen.diffusion.model_sampling import ModelSampling, percent_to_sigma
@@ -105,6 +108,8 @@ class Denoiser:
         #: The sampling run's whole schedule (set by the caller; differential diffusion reads it).
         self.sigmas: torch.Tensor | None = None
         self.ctx = ctx
+        #: The sampling run's seed (unCLIP draws its embedding noise from it, as ComfyUI).
+        self.seed = 0
         self.hooks = list((getattr(model, "options", None) or {}).get("denoise_hooks", ()))
         self.pre_cfg_hooks = list((getattr(model, "options", None) or {}).get("pre_cfg_hooks", ()))
         self._weights: dict[tuple, torch.Tensor] = {}  # area weights, the same on every step
@@ -320,12 +325,13 @@ class Denoiser:
                 e = e.repeat(1, lcm // e.shape[1], 1)
             embeds.append(e.expand(b, -1, -1) if e.shape[0] == 1 else e)
             if sdxl:
-                p = item.pooled
+                cfg_u = self.unet.config
+                dim = int(getattr(cfg_u, "projection_class_embeddings_input_dim", 0) or 0)
+                n_ids = 5 if self.family == "sdxl_refiner" else 6
+                per_id = int(getattr(cfg_u, "addition_time_embed_dim", 256) or 256)
+                p = unclip.sdxl_pooled(item.extras, self.seed, max(dim - n_ids * per_id, 1))  # revision
+                p = item.pooled if p is None else p
                 if p is None:
-                    cfg_u = self.unet.config
-                    dim = int(getattr(cfg_u, "projection_class_embeddings_input_dim", 0) or 0)
-                    n_ids = 5 if self.family == "sdxl_refiner" else 6
-                    per_id = int(getattr(cfg_u, "addition_time_embed_dim", 256) or 256)
                     p = torch.zeros(1, max(dim - n_ids * per_id, 1))
                 p = p.to(self.device, self.dtype)
                 pooled.append(p.expand(b, -1) if p.shape[0] == 1 else p)
@@ -342,6 +348,9 @@ class Denoiser:
         kwargs = {}
         if sdxl:
             kwargs["added_cond_kwargs"] = {"text_embeds": torch.cat(pooled), "time_ids": torch.cat(time_ids)}
+        labels = unclip.class_labels(self.model, [j[1] for j in jobs], b, self.seed, self.device, self.dtype)
+        if labels is not None:  # SD 2.1 unCLIP: the image embedding as class label
+            kwargs["class_labels"] = labels
         timestep = torch.tensor(float(t), dtype=torch.float32, device=self.device)
         res = self._control_residuals(jobs, x_in, timestep, embeds, kwargs.get("added_cond_kwargs"), sig_f, b)
         if res is not None:

@@ -112,6 +112,7 @@ def sample(model, positive: list, negative: list | None, latent: dict, seed: int
         den = Denoiser(model, unet, positive, negative, cfg, latent_image=lat, noise=noise_d,
                        noise_mask=latent.get("noise_mask"), device=dev, dtype=dt, model_sampling=ms, ctx=ctx)
         den.sigmas = sigmas  # the whole schedule (differential diffusion reads it)
+        den.seed = int(seed) if isinstance(seed, int) else 0
         noise_sampler = _noise_sampler(smp, x, sigmas, seed, latent, gen, samples.shape, dev)
         last_denoised: list[torch.Tensor] = []
         on_step = _step_reporter(len(sigmas) - 1, family, last_denoised,

@@ -19,7 +19,8 @@ import torch
 
 from nodegen.compat import lean_imports
 from nodegen.compat import torchvision as torchvision_fix
-from nodegen.models import configs
+from nodegen.diffusion import unclip as unclip_labels
+from nodegen.models import configs, unclip
 from nodegen.models.detect import Detected, ModelKindError, detect, require
 from nodegen.models.files import check_scaling_factor, load_state_dict, open_state_dict, shapes_of
 from nodegen.models.module_build import _build, _cast, _target_device, _target_dtype, realign_
@@ -163,12 +164,18 @@ def load_single_file(path: str | os.PathLike, prediction: str = "auto", manager:
     text = TextEncoder([t() for t in _tokenizers(family)], encoders, family, source=str(path), manager=manager)
 
     ucfg = configs.unet_config(shapes, family, det.inpaint, pred, pooled_dim=pooled_dim)
+    augmentor = None
+    if unclip.is_unclip(shapes, family):  # SD 2.1 unCLIP: an image embedding as class label
+        ucfg = unclip.unet_config(ucfg, shapes)
+        augmentor = unclip.take_noise_augmentor(sd, shapes)
     unet_src = _take(sd, configs.UNET)
     unet_sd = sfu.convert_ldm_unet_checkpoint(unet_src, ucfg)
     warn_unused(path, dropped(unet_src, unet_sd), "UNet")
     unet = _build(UNet2DConditionModel, ucfg, _cast(unet_sd, dtype, device), "UNet", path, device)
     del unet_sd, unet_src
     model = DiffusionModel(unet, family, pred, source=str(path), manager=manager)
+    if augmentor is not None:
+        model.options[unclip_labels.MODEL_OPTION] = augmentor
     if family == "sdxl":  # ComfyUI reads these markers on SDXL checkpoints only
         if prediction == "auto":
             model.options.update(continuous_markers(sd))

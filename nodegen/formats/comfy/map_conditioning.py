@@ -21,4 +21,5 @@ MAPS = [
     nm("SetUnionControlNetType", "SetUnionControlNetType", "type", "control_net"),
     nm("InpaintModelConditioning", "InpaintModelConditioning", "noise_mask", "positive negative latent"),
     nm("InstructPixToPixConditioning", "InstructPixToPixConditioning", "", "positive negative latent"),
+    nm("unCLIPConditioning", "unCLIPConditioning", "strength noise_augmentation", "conditioning"),
 ]

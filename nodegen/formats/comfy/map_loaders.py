@@ -17,4 +17,5 @@ MAPS = [
     nm("CLIPSetLastLayer", "CLIPSetLastLayer", "stop_at_clip_layer", "clip"),
     nm("ControlNetLoader", "ControlNetLoader", "control_net_name", "control_net"),
     nm("UpscaleModelLoader", "UpscaleModelLoader", "model_name", "upscale_model"),
+    nm("unCLIPCheckpointLoader", "unCLIPCheckpointLoader", "ckpt_name", "model clip vae clip_vision"),
 ]
