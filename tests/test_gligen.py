@@ -131,8 +131,13 @@ def _diffusers(setup, cfg, pos, neg, comfy_negative=True):
 
 
 def test_box_coordinates_and_the_file_layout(setup):
-    from nodegen.models.gligen import (gligen_from_state_dict, load_gligen, normalised_boxes, pixel_box,
-                                       spatial_transformers)
+    from nodegen.models.gligen import (
+        gligen_from_state_dict,
+        load_gligen,
+        normalised_boxes,
+        pixel_box,
+        spatial_transformers,
+    )
 
     sd1, gated, root = setup
     g = load_gligen(root / "gligen" / "gligen_sd14_textbox_pruned.safetensors")
@@ -169,16 +174,17 @@ def test_phrase_embedding_is_the_pooled_text_output(setup):
 @pytest.mark.parametrize("cfg", [1.0, 6.0])
 def test_sampling_matches_diffusers_gligen_pipeline(setup, cfg):
     te, pos, neg = _grounded(setup)
+    before, _ = _ours(setup, cfg, te.encode("a photo of a cat and a ball"), neg)
     latent, ours = _ours(setup, cfg, pos, neg)
     ref_latent, ref = _diffusers(setup, cfg, pos, neg)
     assert (latent - ref_latent).abs().max() <= 1e-4 * ref_latent.abs().max(), "latents differ"
     assert (ours - ref).abs().max() <= TOL
     plain_latent, _ = _ours(setup, cfg, te.encode("a photo of a cat and a ball"), neg)
     assert (plain_latent - latent).abs().max() > 1e-2  # the boxes matter
+    assert torch.equal(plain_latent, before)  # and are gone after the run
     if cfg > 1:  # ComfyUI grounds the negative too; diffusers' own rule (masked) gives another image
         masked, _ = _diffusers(setup, cfg, pos, neg, comfy_negative=False)
         assert (masked - latent).abs().max() > 1e-3
-    # the fusers are gone after the run: a plain run equals one on the fresh fixture
     assert not any(hasattr(m, "fuser") for m in setup[0].unet.modules())
     assert not hasattr(setup[0].unet, "position_net")
 
