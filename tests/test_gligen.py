@@ -151,8 +151,30 @@ def test_box_coordinates_and_the_file_layout(setup):
     torch.testing.assert_close(normalised_boxes([box], 8, 8), torch.tensor([[0.25, 0.125, 0.75, 0.75]]))
     prefixed = {"model.diffusion_model." + k: v for k, v in load_state(root).items()}
     assert len(gligen_from_state_dict(prefixed).fusers) == 4
+    broken = {k: v for k, v in load_state(root).items() if k != "middle_block.1.transformer_blocks.0.fuser.alpha_attn"}
+    with pytest.raises(ValueError, match="fuser middle_block.1.transformer_blocks.0 is not a GLIGEN.*alpha_attn"):
+        gligen_from_state_dict(broken, "x.pt")
     with pytest.raises(ValueError, match="not a GLIGEN text-box model"):
         gligen_from_state_dict({k: v for k, v in load_state(root).items() if "position_net" not in k}, "x.pt")
+
+
+def test_fusers_take_the_unet_blocks_heads(setup):
+    from diffusers.models.attention import GatedSelfAttentionDense
+
+    from nodegen.models.gligen import load_gligen
+
+    root = setup[2]
+    g = load_gligen(root / "gligen" / "gligen_sd14_textbox_pruned.safetensors")
+    fuser = g.fusers_with_heads([2, 8, 8, 8])[0]
+    want = GatedSelfAttentionDense(32, 64, 2, 16)
+    want.load_state_dict(fuser.state_dict())
+    gen = torch.Generator().manual_seed(1)
+    x, objs = torch.randn(2, 16, 32, generator=gen), torch.randn(2, 30, 64, generator=gen)
+    with torch.no_grad():
+        assert fuser.attn.heads == 2
+        torch.testing.assert_close(fuser(x, objs), want(x, objs))
+        eight = g.fusers_with_heads([8, 8, 8, 8])[0](x, objs)
+    assert (eight - want(x, objs)).abs().max() > 1e-4  # the heads matter
 
 
 def load_state(root):

@@ -96,10 +96,12 @@ def gligen_from_state_dict(sd: dict[str, torch.Tensor], source: str = "") -> Gli
         raise ValueError(f"{source or 'this file'} is not a GLIGEN text-box model (no fuser / position_net weights)")
     in_dim, out_dim = position["null_positive_feature"].shape[0], position["linears.4.weight"].shape[0]
     net = GLIGENTextBoundingboxProjection(positive_len=in_dim, out_dim=out_dim, feature_type="text-only")
-    try:
-        net.load_state_dict({k: v.float() for k, v in position.items()}, strict=True)
+    try:  # tensors GLIGEN does not use are left out, as ComfyUI does (strict=False); none may lack
+        missing, _ = net.load_state_dict({k: v.float() for k, v in position.items()}, strict=False)
     except RuntimeError as e:
         raise ValueError(f"{source}: the position net does not match GLIGEN's text-box layout ({e})") from e
+    if missing:
+        raise ValueError(f"{source}: the position net lacks {', '.join(missing)}")
     fusers = []
     for name, fsd in fuser_sds:
         if fsd.get("linear.weight") is None or fsd["linear.weight"].shape[1] != out_dim:
@@ -129,11 +131,12 @@ def _fuser_state_dicts(sd: dict, source: str) -> list[tuple[str, dict[str, torch
 
 
 def _comfy_heads(fsd: dict) -> int:
-    """ComfyUI's heads for a fuser: 8 for SD1 (768-wide tokens), else 64 channels per head."""
+    """ComfyUI's heads for a fuser: 8 for SD1 (768-wide tokens), else 64 channels per head (8, or
+    1, where that does not divide). Installing sets the heads of the UNet's block instead."""
     query_dim, key_dim = fsd["linear.weight"].shape
-    if key_dim == 768 or query_dim % 64:
-        return 8 if query_dim % 8 == 0 else 1
-    return query_dim // 64
+    if key_dim != 768 and query_dim % 64 == 0:
+        return query_dim // 64
+    return 8 if query_dim % 8 == 0 else 1
 
 
 def _fuser(fsd: dict, heads: int) -> torch.nn.Module:
@@ -141,7 +144,9 @@ def _fuser(fsd: dict, heads: int) -> torch.nn.Module:
 
     query_dim, key_dim = fsd["linear.weight"].shape
     fuser = GatedSelfAttentionDense(query_dim, key_dim, heads, query_dim // heads)
-    fuser.load_state_dict(fsd, strict=True)
+    missing, _ = fuser.load_state_dict(fsd, strict=False)  # extra tensors ignored, as ComfyUI does
+    if missing:
+        raise KeyError(f"missing {', '.join(missing)}")
     return fuser.eval().requires_grad_(False)
 
 
