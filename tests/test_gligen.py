@@ -101,7 +101,10 @@ def _ours(setup, cfg, pos, neg):
     return out, VAEModel.from_vae(sd1.vae).decode(out, device="cpu").permute(0, 3, 1, 2)
 
 
-def _diffusers(setup, cfg, pos, neg, comfy_negative=True):
+def _diffusers(setup, cfg, pos, neg, negative="grounded"):
+    """diffusers' GLIGEN pipeline; its negative: "grounded" with the positive's boxes (ComfyUI's
+    rule), "masked" (diffusers' own: null box tokens) or "plain" (no fuser: a negative ComfyUI
+    leaves without boxes, one with an area)."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionGLIGENPipeline
 
     sd1, gated, _ = setup
@@ -112,17 +115,27 @@ def _diffusers(setup, cfg, pos, neg, comfy_negative=True):
     pipe.set_progress_bar_config(disable=True)
     forward = gated.forward
 
-    def comfy_rule(*args, cross_attention_kwargs=None, **kw):  # the negative grounded with the positive's boxes
+    def grounded(*args, cross_attention_kwargs=None, **kw):
         masks = cross_attention_kwargs["gligen"]["masks"]
         grounding = dict(cross_attention_kwargs["gligen"], masks=masks[-1:].expand_as(masks))
         return forward(*args, cross_attention_kwargs={**cross_attention_kwargs, "gligen": grounding}, **kw)
+
+    def plain(sample, t, encoder_hidden_states=None, cross_attention_kwargs=None, **kw):
+        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+        n = sample.shape[0] // 2
+        grounding = {k: v[n:] for k, v in cross_attention_kwargs["gligen"].items()}
+        uncond = sd1.unet(sample[:n], t, encoder_hidden_states=encoder_hidden_states[:n], **kw).sample
+        cond = forward(sample[n:], t, encoder_hidden_states=encoder_hidden_states[n:],
+                       cross_attention_kwargs={"gligen": grounding}, **kw).sample
+        return UNet2DConditionOutput(sample=torch.cat([uncond, cond]))
 
     boxes = [[x / 64, y / 64, (x + w) / 64, (y + h) / 64] for _, w, h, x, y in PHRASES]
     args = dict(prompt_embeds=pos[0].embeds, negative_prompt_embeds=neg[0].embeds, num_inference_steps=STEPS,
                 guidance_scale=cfg, height=64, width=64, gligen_phrases=[p[0] for p in PHRASES],
                 gligen_boxes=boxes, gligen_scheduled_sampling_beta=1.0)
-    if comfy_negative and cfg > 1:
-        gated.forward = comfy_rule
+    if cfg > 1 and negative != "masked":
+        gated.forward = grounded if negative == "grounded" else plain
     try:
         return [pipe(**args, generator=torch.Generator().manual_seed(42), output_type=t).images
                 for t in ("latent", "pt")]
@@ -205,10 +218,25 @@ def test_sampling_matches_diffusers_gligen_pipeline(setup, cfg):
     assert (plain_latent - latent).abs().max() > 1e-2  # the boxes matter
     assert torch.equal(plain_latent, before)  # and are gone after the run
     if cfg > 1:  # ComfyUI grounds the negative too; diffusers' own rule (masked) gives another image
-        masked, _ = _diffusers(setup, cfg, pos, neg, comfy_negative=False)
+        masked, _ = _diffusers(setup, cfg, pos, neg, negative="masked")
         assert (masked - latent).abs().max() > 1e-3
     assert not any(hasattr(m, "fuser") for m in setup[0].unet.modules())
     assert not hasattr(setup[0].unet, "position_net")
+
+
+def test_a_negative_with_an_area_stays_ungrounded(setup):
+    """ComfyUI grounds only negatives without an area: here the negative (a full-size area, so the
+    same prediction) runs without the fusers in the same UNet batch as the grounded positive."""
+    from nodegen.diffusion.conditioning import set_area
+
+    te, pos, neg = _grounded(setup)
+    framed = set_area(neg, 64, 64, 0, 0, 1.0)
+    latent, ours = _ours(setup, 6.0, pos, framed)
+    ref_latent, ref = _diffusers(setup, 6.0, pos, neg, negative="plain")
+    assert (latent - ref_latent).abs().max() <= 1e-4 * ref_latent.abs().max()
+    assert (ours - ref).abs().max() <= TOL
+    grounded, _ = _ours(setup, 6.0, pos, neg)
+    assert (grounded - latent).abs().max() > 1e-3
 
 
 def test_errors_name_node_and_input(setup, tmp_path):
