@@ -262,6 +262,11 @@ def test_errors_name_node_and_input(setup, tmp_path):
               text="a dog", x=64, y=0)["conditioning"]
     with pytest.raises(ValueError, match=r"GLIGENTextBoxApply: the box for 'a dog' at x=64, y=0 lies outside"):
         _ours(setup, 1.0, far, neg)
+    from nodegen.diffusion.dual_cfg import DualCFG
+
+    dual = DiffusionModel.from_unet(sd1.unet, "sd1", "epsilon").with_denoise_hook(DualCFG(pos, 2.0, 5.0))
+    with pytest.raises(ValueError, match="GLIGENTextBoxApply: boxes on a conditioning that is not the sampler's"):
+        sample(dual, te.encode("x"), neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=1, steps=1, device="cpu")
     with pytest.raises(ValueError, match="GLIGENTextBoxApply: input 'x' must be a multiple of 8"):
         run("GLIGENTextBoxApply", ctx, conditioning_to=pos, clip=te, gligen_textbox_model=gligen, text="a", x=3)
     assert not any(hasattr(m, "fuser") for m in sd1.unet.modules())

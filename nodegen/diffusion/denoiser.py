@@ -361,7 +361,7 @@ class Denoiser:
             added = kwargs.setdefault("added_cond_kwargs", {})
             added["image_embeds"] = ip_adapter.image_embeds(ip_apps, [j[0] for j in jobs], b, self.device,
                                                             self.dtype)
-        grounding = gligen.unet_inputs([j[1] for j in jobs], b, xs.shape[-2], xs.shape[-1], self.device, self.dtype)
+        grounding = gligen.unet_inputs(self.unet, [j[1] for j in jobs], b, xs.shape[-2], xs.shape[-1], self.device, self.dtype)
         if grounding is not None:  # GLIGEN boxes (the fusers are installed for the run: nodegen.models.gligen)
             kwargs["cross_attention_kwargs"] = {"gligen": grounding}
         out = self.unet(x_in, timestep, encoder_hidden_states=emb, return_dict=False, **kwargs)[0]

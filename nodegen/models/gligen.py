@@ -241,8 +241,9 @@ class _Grounding(NamedTuple):
 class _PositionNet(torch.nn.Module):
     """Stands in as ``unet.position_net``: box tokens for the batch, and which chunks take them."""
 
-    def __init__(self, net: torch.nn.Module) -> None:
+    def __init__(self, gligen: Gligen, net: torch.nn.Module) -> None:
         super().__init__()
+        self.gligen = gligen
         self.net = net
 
     def forward(self, boxes, masks, positive_embeddings, active) -> _Grounding:
@@ -264,13 +265,17 @@ class _Fuser(torch.nn.Module):
         return torch.where(grounding.active.to(x.device)[:, None, None], out, x)
 
 
-def unet_inputs(items: list, batch: int, h: int, w: int, device, dtype) -> dict | None:
+def unet_inputs(unet: torch.nn.Module, items: list, batch: int, h: int, w: int, device, dtype) -> dict | None:
     """The UNet's ``cross_attention_kwargs["gligen"]`` for a batch of conditioning ``items`` (one
     chunk of ``batch`` each) on a ``h x w`` latent; None when none has boxes."""
     entries = [it.extras.get("gligen") for it in items]
     models = [e[1] for e in entries if e]
     if not models:
         return None
+    net = getattr(unet, "_modules", {}).get("position_net")
+    if not isinstance(net, _PositionNet) or any(m is not net.gligen for m in models):
+        raise ValueError("GLIGENTextBoxApply: boxes on a conditioning that is not the sampler's positive or "
+                         "negative (e.g. a guider's extra conditioning); give the boxes to the positive")
     width = models[0].text_width
     per_chunk = [position_inputs(e[2] if e else [], h, w, width) for e in entries]
     stacked = {k: torch.stack([p[k] for p in per_chunk]).repeat_interleave(batch, dim=0).to(device, dtype)
@@ -303,7 +308,7 @@ def installed(unet: torch.nn.Module, items: list) -> Iterator[None]:
             saved.append((block, "fuser", block._modules.get("fuser")))
             block.fuser = wrapped
     saved.append((unet, "position_net", unet._modules.get("position_net")))
-    unet.position_net = _PositionNet(gligen.position_net.to(param.device, param.dtype))
+    unet.position_net = _PositionNet(gligen, gligen.position_net.to(param.device, param.dtype))
     try:
         yield
     finally:
