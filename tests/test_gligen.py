@@ -204,6 +204,12 @@ def test_phrase_embedding_is_the_pooled_text_output(setup):
     boxes = pos[0].extras["gligen"][2]
     assert [b.text for b in boxes] == ["a cat", "a red ball"]
     torch.testing.assert_close(torch.stack([b.embedding for b in boxes]), want, rtol=1e-5, atol=1e-5)
+    # the checkpoint's own text encoder gives it too, from the last layer whatever the CLIP skip (as ComfyUI)
+    from nodegen.models.gligen import phrase_embedding
+    from nodegen.models.manager import ModelManager
+
+    clip = ModelManager(device="cpu").load_checkpoint(sd1.single_file)[1].set_layer(-2)
+    torch.testing.assert_close(phrase_embedding(clip, "a red ball"), want[1], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("cfg", [1.0, 6.0])

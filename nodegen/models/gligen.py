@@ -157,7 +157,7 @@ def phrase_embedding(clip: Any, text: str, device=None, embeddings=None) -> torc
     at the first EOS token, without the text projection (ComfyUI's ``return_pooled="unprojected"``;
     diffusers' ``pooler_output``), of the prompt's first 77-token chunk; ``embedding:name`` words are
     resolved by ``embeddings`` (an ``EmbeddingLookup``). ``[dim]``, float32 CPU."""
-    from nodegen.models.clip_encode import injected, make_chunks, tokenize_with_embeddings
+    from nodegen.models.clip_encode import _slot_vectors, injected, make_chunks, tokenize_with_embeddings
     from nodegen.models.embeddings import ENCODER_KEYS
 
     tok = clip.tokenizers[0]
@@ -167,8 +167,7 @@ def phrase_embedding(clip: Any, text: str, device=None, embeddings=None) -> torc
     key = ENCODER_KEYS.get(clip.family, (None,))[0]
     with torch.no_grad(), clip.use(device) as encs:
         enc = encs[0]
-        width = int(enc.config.hidden_size)
-        vectors = {(0, 1 + i): emb.for_encoder(key, width)[k] for i, (emb, k) in slots.items() if i < first.shape[1] - 2}
+        vectors = {at: v for at, v in _slot_vectors(slots, key, int(enc.config.hidden_size)).items() if at[0] == 0}
         with injected(enc, vectors):
             hidden = enc(input_ids=first.to(next(enc.parameters()).device)).last_hidden_state
     eos = int((first[0] == tok.eos_token_id).nonzero()[0, 0])
