@@ -39,6 +39,9 @@ Guidance does; ``ran_uncond`` says whether the step made an unconditional predic
 ``step_context.batch_layout`` says which chunks of its batch are negative (Self-Attention Guidance
 keeps the unconditional chunk's attention map).
 
+GLIGEN: CondItems with ``extras["gligen"]`` (GLIGENTextBoxApply) pass their boxes to the fusers
+installed for the run (:mod:`nodegen.models.gligen`); a negative without boxes takes the positive's.
+
 ControlNet progress: the fraction of the schedule done measured on the timestep axis,
 ``1 - t(sigma) / (T - 1)`` (ComfyUI's percent <-> sigma mapping), so it works for any sigmas.
 """
@@ -58,6 +61,7 @@ from nodegen.diffusion.model_sampling import ModelSampling, percent_to_sigma
 from nodegen.diffusion.step_context import batch_layout, current_sigma
 from nodegen.image.composite import repeat_to_batch
 from nodegen.image.latent_resize import resize
+from nodegen.models import gligen
 from nodegen.models.objects import SCALING_FACTORS
 
 
@@ -85,7 +89,7 @@ class Denoiser:
         self.family = getattr(model, "family", "sd1")
         self.ms = model_sampling or ModelSampling.from_model(model)
         self.positive = list(positive)
-        self.negative = list(negative or [])
+        self.negative = gligen.ground_negative(self.positive, list(negative or []))  # ComfyUI's rule
         self.cfg = float(cfg)
         self.device = torch.device(device) if device is not None else latent_image.device
         self.dtype = dtype
@@ -366,6 +370,9 @@ class Denoiser:
             added = kwargs.setdefault("added_cond_kwargs", {})
             added["image_embeds"] = ip_adapter.image_embeds(ip_apps, [j[0] for j in jobs], b, self.device,
                                                             self.dtype)
+        grounding = gligen.unet_inputs(self.unet, [j[1] for j in jobs], b, xs.shape[-2], xs.shape[-1], self.device, self.dtype)
+        if grounding is not None:  # GLIGEN boxes (the fusers are installed for the run: nodegen.models.gligen)
+            kwargs["cross_attention_kwargs"] = {"gligen": grounding}
         out = self.unet(x_in, timestep, encoder_hidden_states=emb, return_dict=False, **kwargs)[0]
         return list(out.chunk(n)) if n > 1 else [out]
 

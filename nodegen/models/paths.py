@@ -3,8 +3,8 @@
 A models root holds one folder per kind (``checkpoints/``, ``vae/``, ``loras/``, ``controlnet/``,
 ``upscale_models/``, ``style_models/``, ``embeddings/``, ``ipadapter/``, ``diffusion_models/`` (or
 ComfyUI's older ``unet/``) and ``text_encoders/`` (or ``clip/``) for SD3 / Flux files, ``clip/``
-(full CLIPs for scoring and guidance), ``clip_vision/`` (CLIP image towers) and ``diffusers/``
-(diffusers-format model folders, ComfyUI's DiffusersLoader)). Roots come
+(full CLIPs for scoring and guidance), ``clip_vision/`` (CLIP image towers), ``diffusers/``
+(diffusers-format model folders, ComfyUI's DiffusersLoader) and ``gligen/`` (GLIGEN box models)). Roots come
 from, in order: ``--models DIR`` (given to
 :class:`ModelPaths`), the ``NODEGEN_MODELS`` environment variable (several separated by
 ``os.pathsep``), and the config file (``NODEGEN_CONFIG`` or ``~/.config/nodegen/config.json``)::
@@ -29,7 +29,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 KINDS = ("checkpoints", "vae", "loras", "controlnet", "upscale_models", "style_models", "embeddings", "ipadapter",
-         "diffusion_models", "text_encoders", "clip", "clip_vision", "hypernetworks", "diffusers")
+         "diffusion_models", "text_encoders", "clip", "clip_vision", "hypernetworks", "diffusers",
+         "gligen")
 #: Folder names other tools use for the same kinds (ComfyUI, A1111), also searched in each root.
 ALIASES = {
     "checkpoints": ("Stable-diffusion",),

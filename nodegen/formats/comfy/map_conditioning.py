@@ -12,6 +12,7 @@ MAPS = [
     nm("ConditioningConcat", "ConditioningConcat", "", "conditioning"),
     nm("ConditioningZeroOut", "ConditioningZeroOut", "", "conditioning"),
     nm("ConditioningSetArea", "ConditioningSetArea", "width height x y strength", "conditioning"),
+    nm("GLIGENTextBoxApply", "GLIGENTextBoxApply", "text width height x y", "conditioning"),
     nm("ConditioningSetAreaStrength", "ConditioningSetAreaStrength", "strength", "conditioning"),
     nm("ConditioningSetAreaPercentage", "ConditioningSetAreaPercentage", "width height x y strength", "conditioning"),
     nm("ControlNetApply", "ControlNetApply", "strength", "conditioning"),

@@ -14,6 +14,7 @@ MAPS = [
     nm("LoraLoader", "LoraLoader", "lora_name strength_model strength_clip", "model clip"),
     nm("LoraLoaderModelOnly", "LoraLoaderModelOnly", "lora_name strength_model", "model"),
     nm("HypernetworkLoader", "HypernetworkLoader", "hypernetwork_name strength", "model"),
+    nm("GLIGENLoader", "GLIGENLoader", "gligen_name", "gligen"),
     nm("CLIPSetLastLayer", "CLIPSetLastLayer", "stop_at_clip_layer", "clip"),
     nm("ControlNetLoader", "ControlNetLoader", "control_net_name", "control_net"),
     nm("UpscaleModelLoader", "UpscaleModelLoader", "model_name", "upscale_model"),
