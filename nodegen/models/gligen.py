@@ -219,7 +219,8 @@ def ground_negative(positive: list, negative: list) -> list:
     """ComfyUI's ``apply_empty_x_to_equal_area(positive, negative, 'gligen', ...)``: unless a
     negative item (without an area) already has boxes, the k-th positive item with boxes and no
     area gives its boxes to the (k mod n)-th negative item without area and boxes."""
-    grounded = [it.extras["gligen"] for it in positive if not _has_area(it.extras) and it.extras.get("gligen")]
+    grounded = [it.extras["gligen"] for it in positive
+                if getattr(it, "extras", None) and not _has_area(it.extras) and it.extras.get("gligen")]
     if not grounded:
         return negative
     plain = [i for i, it in enumerate(negative) if not _has_area(it.extras) and not it.extras.get("gligen")]
