@@ -29,6 +29,7 @@ from nodegen.diffusion import attention_bias
 from nodegen.diffusion.flux_concat import flux_concat
 from nodegen.diffusion.flux_reference import reference_ids, reference_key, reference_tokens
 from nodegen.models.sd3_controlnet import per_block
+from nodegen.models.sd35_stability_controlnet import last_block_residual
 
 FLOW_FAMILIES = ("sd3", "flux")
 DEFAULT_FLUX_GUIDANCE = 3.5
@@ -82,12 +83,15 @@ def _call_sd3(transformer, x, sigma: float, ms, items, device, dtype, progress: 
     t = torch.full((b * n,), float(ms.timestep(sigma)), dtype=dtype, device=device)
     pooled_in = torch.cat(pooled)
     controls = [c for c in items[0].extras.get("controls") or () if c.active(progress)]
-    residuals = None
+    residuals = last = None
     for control in controls:  # SD3 ControlNets' residuals, summed (diffusers' SD3MultiControlNetModel)
         r = per_block(control.residuals(transformer, x_in, t, emb, pooled_in), len(transformer.transformer_blocks))
         residuals = r if residuals is None else [a + c for a, c in zip(residuals, r, strict=True)]
-    return transformer(hidden_states=x_in, timestep=t, encoder_hidden_states=emb, pooled_projections=pooled_in,
-                       block_controlnet_hidden_states=residuals, return_dict=False)[0]
+        if control.adds_to_last_block:  # Stability-layout SD 3.5 files, as ComfyUI runs them
+            last = r[-1] if last is None else last + r[-1]
+    with last_block_residual(transformer, last):
+        return transformer(hidden_states=x_in, timestep=t, encoder_hidden_states=emb, pooled_projections=pooled_in,
+                           block_controlnet_hidden_states=residuals, return_dict=False)[0]
 
 
 def _call_flux(transformer, x, sigma: float, ms, items, device, dtype, noise_mask=None,

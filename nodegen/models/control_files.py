@@ -1,6 +1,6 @@
 """What ControlNetLoader loads: a ControlNet, a union ControlNet (ControlNet++ / promax), a
-T2I-Adapter, a Flux.1 ControlNet or an SD3 / SD 3.5 ControlNet, recognised by the file's tensors (or a diffusers folder's config), as ComfyUI's
-loader does."""
+T2I-Adapter, a Flux.1 ControlNet or an SD3 / SD 3.5 ControlNet (diffusers layout or Stability's
+own), recognised by the file's tensors (or a diffusers folder's config), as ComfyUI's loader does."""
 
 from __future__ import annotations
 

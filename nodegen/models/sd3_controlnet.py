@@ -21,10 +21,11 @@ Two kinds, told apart by the tensors, as the pipeline tells them apart by the co
 The configuration comes from the tensors (blocks, widths, text and pooled widths, position-embedding
 size, extra conditioning channels, qk-norm, dual-attention blocks); heads are MMDiT's 64 channels;
 a folder's ``config.json`` is used as it is. Stability's own SD 3.5 ControlNet files
-(``sd3.5_large_controlnet_*.safetensors``, original key names) and inpainting ControlNets (extra
-conditioning channels for the mask) are refused with a clear message: the installed diffusers has
-no single-file converter for the former (only a script in its source repository), and the latter
-need the inpainting pipeline's masked control image.
+(``sd3.5_large_controlnet_*.safetensors``, original key names) are converted to diffusers' layout
+and run as ComfyUI runs them (:mod:`nodegen.models.sd35_stability_controlnet`: the control image
+changed by the file's control type, ComfyUI's positions, residuals spread over every block).
+Inpainting ControlNets (extra conditioning channels for the mask) are refused with a clear
+message: they need the inpainting pipeline's masked control image.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import torch
 
 from nodegen.diffusion.latent_formats import LATENT_FORMATS
 from nodegen.image.latent_resize import resize
+from nodegen.models import sd35_stability_controlnet as stability
 from nodegen.models.controlnet import ControlNetError
 from nodegen.models.module_build import exactly_built, pretrained_folder
 from nodegen.models.objects import use_module
@@ -104,10 +106,13 @@ class SD3ControlNet:
 
     family = "sd3"
 
-    def __init__(self, net: torch.nn.Module, source: str = "", manager=None) -> None:
+    def __init__(self, net: torch.nn.Module, source: str = "", manager=None, stability_layout: bool = False,
+                 control_type: str | None = None) -> None:
         self.net = net.eval().requires_grad_(False)
         self.source = source
         self.manager = manager
+        #: a Stability-layout SD 3.5 file, run as ComfyUI runs those; its control type ("canny", ...)
+        self.stability_layout, self.control_type = stability_layout, control_type
         extra = int(net.config.extra_conditioning_channels or 0)
         if extra:
             raise SD3ControlNetError(f"{self.name} is an SD3 inpainting ControlNet ({extra} extra conditioning "
@@ -143,7 +148,8 @@ class SD3ControlNet:
         return SD3Control(self, image, strength, start, end, vae)
 
     def __repr__(self) -> str:
-        kind = "InstantX" if self.reads_text else "SD 3.5"
+        kind = "InstantX" if self.reads_text else "SD 3.5" + (f" {self.control_type or ''}, Stability's layout"
+                                                             if self.stability_layout else "")
         return f"SD3ControlNet({kind}, {self.net.config.num_layers} blocks, {self.name})"
 
 
@@ -166,16 +172,24 @@ class SD3Control:
         self.strength, self.start, self.end = float(strength), float(start), float(end)
         self._cond: dict[tuple, torch.Tensor] = {}
 
+    @property
+    def adds_to_last_block(self) -> bool:
+        """ComfyUI's rule for Stability-layout files: the main model's last block gets a residual too."""
+        return self.control_net.stability_layout
+
     def active(self, progress: float) -> bool:
         return self.start <= progress <= self.end and self.strength != 0.0
 
     def cond(self, batch: int, h: int, w: int, device, dtype) -> torch.Tensor:
         """The control latent ``[batch, 16, h, w]`` for a latent of ``h x w``: the image resized to
-        ``8h x 8w``, VAE-encoded, scaled (and shifted for SD 3.5 ControlNets) as the pipeline does."""
+        ``8h x 8w``, VAE-encoded, scaled (and shifted for SD 3.5 ControlNets) as the pipeline does;
+        for a Stability-layout file the image is first changed by its control type, as ComfyUI does."""
         key = (batch, h, w, str(device), dtype)
         if key not in self._cond:
             img = self.image[..., :3] if self.image.shape[-1] >= 3 else self.image.expand(-1, -1, -1, 3)
             px = resize(img.permute(0, 3, 1, 2).float(), w * 8, h * 8, "nearest-exact", crop="center")
+            if self.control_net.stability_layout:
+                px = stability.preprocess(px, self.control_net.control_type)
             z = self.vae.encode(px.permute(0, 2, 3, 1), device=device).float()
             scale, shift = LATENT_FORMATS["sd3"]
             if self.control_net.net.config.force_zeros_for_pooled_projection:
@@ -187,7 +201,8 @@ class SD3Control:
 
     def residuals(self, transformer, x: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
                   pooled_projections: torch.Tensor) -> list[torch.Tensor]:
-        """The block residuals (scaled by the strength) for the latent batch ``x`` ``[B, C, h, w]``."""
+        """The block residuals (scaled by the strength) for the latent batch ``x`` ``[B, C, h, w]``; for a
+        Stability-layout file one per transformer block, spread as ComfyUI spreads them."""
         cn = self.control_net
         inner = int(transformer.config.num_attention_heads) * int(transformer.config.attention_head_dim)
         if int(cn.net.inner_dim) != inner:
@@ -195,14 +210,18 @@ class SD3Control:
                              "wide: load a ControlNet made for this model (SD3 medium, SD 3.5 medium or large)")
         cfg = cn.net.config
         with use_module(cn.manager, cn.net, x.device, x.dtype) as net:
-            # SD 3.5 large ControlNets share the transformer's patch embedding (diffusers'
-            # _get_pos_embed_from_transformer)
-            hidden = x if net.pos_embed is not None else transformer.pos_embed(x)
+            if net.pos_embed is not None:
+                hidden = x
+            elif cn.stability_layout:  # ComfyUI: the main model's x_embedder plus positions for this size
+                hidden = stability.embed_latent(transformer, x)
+            else:  # SD 3.5 large ControlNets share the transformer's patch embedding (diffusers'
+                hidden = transformer.pos_embed(x)  # _get_pos_embed_from_transformer)
             pooled = torch.zeros_like(pooled_projections) if cfg.force_zeros_for_pooled_projection else pooled_projections
             cond = self.cond(x.shape[0], x.shape[-2], x.shape[-1], x.device, x.dtype)
-            return list(net(hidden_states=hidden, controlnet_cond=cond, conditioning_scale=self.strength,
-                            encoder_hidden_states=encoder_hidden_states if cn.reads_text else None,
-                            pooled_projections=pooled, timestep=timestep, return_dict=False)[0])
+            out = list(net(hidden_states=hidden, controlnet_cond=cond, conditioning_scale=self.strength,
+                           encoder_hidden_states=encoder_hidden_states if cn.reads_text else None,
+                           pooled_projections=pooled, timestep=timestep, return_dict=False)[0])
+        return stability.spread(out, len(transformer.transformer_blocks)) if cn.stability_layout else out
 
     def __repr__(self) -> str:
         return f"SD3Control({self.control_net.name}, strength={self.strength}, range={self.start}..{self.end})"
@@ -223,11 +242,14 @@ def load_sd3_controlnet(path: str | os.PathLike, sd: dict | None = None, manager
     if p.is_dir():
         return SD3ControlNet(pretrained_folder(SD3ControlNetModel, p, SD3ControlNetError, "SD3 ControlNet"),
                              str(p), manager)
-    if is_stability_sd35_controlnet(sd):
-        raise SD3ControlNetError(
-            f"{p.name} is an SD 3.5 ControlNet in Stability's own layout (original MMDiT key names), which nodegen "
-            "does not load: convert it to diffusers' layout first (scripts/convert_sd3_controlnet_to_diffusers.py "
-            "in diffusers' source repository) and load the converted folder")
+    stability_layout = is_stability_sd35_controlnet(sd)
+    kind = None
+    if stability_layout:
+        kind = stability.control_type(sd)
+        try:
+            sd = stability.to_diffusers(sd, p.name)
+        except stability.StabilityControlNetError as e:
+            raise SD3ControlNetError(str(e)) from e
     cfg = config_from_state(sd)
     if cfg["extra_conditioning_channels"]:
         raise SD3ControlNetError(f"{p.name} is an SD3 inpainting ControlNet ({cfg['extra_conditioning_channels']} "
@@ -237,7 +259,7 @@ def load_sd3_controlnet(path: str | os.PathLike, sd: dict | None = None, manager
     if cfg["use_pos_embed"] and "pos_embed.pos_embed" not in tensors:  # a file without the position table
         tensors["pos_embed.pos_embed"] = _position_table(cfg)
     net = exactly_built(SD3ControlNetModel, cfg, tensors, SD3ControlNetError, "SD3 ControlNet", p)
-    return SD3ControlNet(net, str(p), manager)
+    return SD3ControlNet(net, str(p), manager, stability_layout, kind)
 
 
 def _position_table(cfg: dict) -> torch.Tensor:
