@@ -87,6 +87,7 @@ def files(tmp_path_factory):
     out = {"net": net}
     for kind, number in (*TYPES.items(), ("untyped", None)):
         out[kind] = _save(to_stability(state, number), root / f"sd3.5_large_controlnet_{kind}.safetensors")
+    out["half"] = _save(to_stability(state, 1), root / "sd3.5_large_controlnet_canny_fp16.safetensors", torch.float16)
     return SimpleNamespace(**out)
 
 
@@ -109,6 +110,10 @@ def test_stability_files_load_with_the_diffusers_models_tensors_and_their_contro
         assert set(got) == set(files.net.state_dict())
         for k, v in files.net.state_dict().items():
             assert torch.equal(got[k], v), k
+    half = load_control(files.half)  # a half-precision file: the same tensors, rounded
+    assert half.control_type == "canny"
+    for k, v in files.net.state_dict().items():
+        assert torch.equal(half.net.state_dict()[k], v.half().float()), k
 
 
 def comfy_positions(width: int, h: int, w: int) -> torch.Tensor:

@@ -139,10 +139,9 @@ def _sincos(dim: int, pos: torch.Tensor) -> torch.Tensor:
 def embed_latent(transformer, x: torch.Tensor) -> torch.Tensor:
     """The noisy latent ``[B, C, H, W]`` as the ControlNet's tokens ``[B, H/p * W/p, width]``: the
     main model's patch projection plus :func:`positions` for this size."""
-    proj = transformer.pos_embed.proj
-    p = int(proj.kernel_size[0])
-    tokens = proj(x).flatten(2).transpose(1, 2)
-    h, w = (x.shape[-2] + 1) // p, (x.shape[-1] + 1) // p
+    patches = transformer.pos_embed.proj(x)
+    h, w = patches.shape[-2:]  # ComfyUI's (size + 1) // patch for the even sizes SD3 latents have
+    tokens = patches.flatten(2).transpose(1, 2)
     return tokens + positions(tokens.shape[-1], h, w, x.device).to(tokens.dtype)
 
 

@@ -148,8 +148,9 @@ class SD3ControlNet:
         return SD3Control(self, image, strength, start, end, vae)
 
     def __repr__(self) -> str:
-        kind = "InstantX" if self.reads_text else "SD 3.5" + (f" {self.control_type or ''}, Stability's layout"
-                                                             if self.stability_layout else "")
+        kind = "InstantX" if self.reads_text else "SD 3.5"
+        if self.stability_layout:
+            kind += f" {self.control_type or 'untyped'}, Stability's layout"
         return f"SD3ControlNet({kind}, {self.net.config.num_layers} blocks, {self.name})"
 
 
