@@ -26,6 +26,7 @@ from nodegen.diffusion.preview import latent_preview
 from nodegen.diffusion.samplers import Sampler, get_sampler
 from nodegen.diffusion.samplers.flow_variants import FLOW_VARIANTS
 from nodegen.diffusion.schedules import advanced_range, get_sigmas
+from nodegen.diffusion.step_context import patch_generator, setting
 from nodegen.models import gligen
 
 
@@ -104,7 +105,9 @@ def sample(model, positive: list, negative: list | None, latent: dict, seed: int
     noise, gen = prepare_noise(samples, seed, latent.get("batch_index"))  # always drawn: the step noise continues after it
     if not add_noise:
         noise = torch.zeros_like(noise)
-    with model.use(device, dtype) as unet, gligen.installed(unet, [*positive, *(negative or [])]):
+    patch_gen = torch.Generator().set_state(gen.get_state())  # ComfyUI's global generator after the noise
+    with setting(patch_generator, patch_gen), model.use(device, dtype) as unet, \
+            gligen.installed(unet, [*positive, *(negative or [])]):
         dev = _module_device(unet)
         dt = getattr(unet, "_nodegen_compute_dtype", None) or _module_dtype(unet)  # fp8 storage computes wider
         lat = latent_in(fmt, samples.to(dev, torch.float32))

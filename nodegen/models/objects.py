@@ -120,7 +120,7 @@ class DiffusionModel(_Patchable):
     def use(self, device: str | torch.device | None = None,
             dtype: torch.dtype | None = None) -> Iterator[torch.nn.Module]:
         """The UNet on ``device`` (default: the manager's) in ``dtype`` with the patches applied."""
-        from nodegen.diffusion import deep_shrink, freeu, self_attention_guidance
+        from nodegen.diffusion import deep_shrink, freeu, self_attention_guidance, self_attention_patches
         from nodegen.models import hypernetwork
         from nodegen.models.ip_adapter import installed
 
@@ -128,7 +128,8 @@ class DiffusionModel(_Patchable):
                 installed(u, self.options.get("ip_adapters") or []), freeu.installed(u, self.options.get("freeu")), \
                 hypernetwork.installed(u, self.options.get("hypernetworks")), \
                 deep_shrink.installed(u, self.options.get("deep_shrink")), \
-                self_attention_guidance.installed(u, self.options.get("self_attention_guidance")):
+                self_attention_guidance.installed(u, self.options.get("self_attention_guidance")), \
+                self_attention_patches.installed(u, self.options.get("self_attention_patches")):
             yield u
 
     def __repr__(self) -> str:

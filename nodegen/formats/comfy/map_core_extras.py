@@ -1,6 +1,6 @@
 """ComfyUI's everyday core nodes for model sampling, guidance, FreeU, conditioning ranges and
 masks, and image / latent transforms (nodes.py, comfy_extras/nodes_model_advanced.py,
-nodes_freelunch.py, nodes_pag.py, nodes_sag.py, nodes_slg.py, nodes_apg.py, nodes_cfg.py, nodes_model_downscale.py,
+nodes_freelunch.py, nodes_pag.py, nodes_sag.py, nodes_slg.py, nodes_apg.py, nodes_cfg.py, nodes_model_downscale.py, nodes_tomesd.py, nodes_hypertile.py,
 nodes_post_processing.py, nodes_images.py, nodes_latent.py) and the .latent files (nodes.py's SaveLatent,
 LoadLatent)."""
 
@@ -17,6 +17,8 @@ MAPS = [
     nm("SelfAttentionGuidance", "SelfAttentionGuidance", "scale blur_sigma", "model"),
     nm("PatchModelAddDownscale", "PatchModelAddDownscale", "block_number downscale_factor start_percent end_percent "
        "downscale_after_skip downscale_method upscale_method", "model"),
+    nm("TomePatchModel", "TomePatchModel", "ratio", "model"),
+    nm("HyperTile", "HyperTile", "tile_size swap_size max_depth scale_depth", "model"),
     nm("SkipLayerGuidanceSD3", "SkipLayerGuidanceSD3", "layers scale start_percent end_percent", "model"),
     nm("SkipLayerGuidanceDiT", "SkipLayerGuidanceDiT",
        "double_layers single_layers scale start_percent end_percent rescaling_scale", "model"),
