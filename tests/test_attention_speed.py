@@ -287,3 +287,24 @@ def test_comfyui_api_workflow_with_both_patches_runs(sd1, tmp_path):
     assert all(r.ok for r in runs), [r.problems for r in runs]
     before, patched, after = ([list(im.getdata()) for im in r.images] for r in runs)
     assert patched != before and after == before
+
+
+def test_on_sdxl_tome_changes_nothing_and_hypertile_acts_one_level_down(tmp_path):
+    """SDXL has no attention at the latent's own resolution: ComfyUI's ToMe and a depth-0 HyperTile
+    leave it alone; HyperTile with max_depth 1 tiles the second level."""
+    unet = fixture("sdxl", tmp_path).unet
+    model = DiffusionModel.from_unet(unet, "sdxl", "epsilon")
+    g = torch.Generator().manual_seed(0)
+    x, ctx = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 4, 192, generator=g)
+    added = {"text_embeds": torch.randn(1, 128, generator=g), "time_ids": torch.randn(1, 6, generator=g)}
+
+    def out(m):
+        with torch.no_grad(), m.use("cpu") as u:
+            return u(x, 500, ctx, added_cond_kwargs=added).sample
+
+    plain = out(model)
+    tome = run("TomePatchModel", model=model, ratio=0.9)["model"]
+    shallow = run("HyperTile", model=model, tile_size=32, swap_size=2, max_depth=0, scale_depth=False)["model"]
+    deep = run("HyperTile", model=model, tile_size=32, swap_size=2, max_depth=1, scale_depth=False)["model"]
+    assert torch.equal(out(tome), plain) and torch.equal(out(shallow), plain)
+    assert (out(deep) - plain).abs().max() > 1e-4
