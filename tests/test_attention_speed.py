@@ -308,3 +308,16 @@ def test_on_sdxl_tome_changes_nothing_and_hypertile_acts_one_level_down(tmp_path
     deep = run("HyperTile", model=model, tile_size=32, swap_size=2, max_depth=1, scale_depth=False)["model"]
     assert torch.equal(out(tome), plain) and torch.equal(out(shallow), plain)
     assert (out(deep) - plain).abs().max() > 1e-4
+
+
+def test_combines_with_self_attention_guidance(sd1):
+    """SAG keeps the middle block's attention map over the patched processors (a HyperTile reaching the
+    middle block, and ToMe), and everything is restored after."""
+    before = [layer.processor for layer in self_attentions(sd1.model.unet)]
+    sag = run("SelfAttentionGuidance", model=sd1.model, scale=0.5, blur_sigma=2.0)["model"]
+    tiled = run("HyperTile", model=run("TomePatchModel", model=sd1.model, ratio=0.5)["model"], tile_size=32,
+                swap_size=2, max_depth=1, scale_depth=False)["model"]
+    both = run("SelfAttentionGuidance", model=tiled, scale=0.5, blur_sigma=2.0)["model"]
+    got, alone = _sample(sd1, both, 16, 16), _sample(sd1, sag, 16, 16)
+    assert torch.isfinite(got).all() and (got - alone).abs().max() > 1e-3
+    assert [layer.processor for layer in self_attentions(sd1.model.unet)] == before

@@ -128,8 +128,8 @@ class DiffusionModel(_Patchable):
                 installed(u, self.options.get("ip_adapters") or []), freeu.installed(u, self.options.get("freeu")), \
                 hypernetwork.installed(u, self.options.get("hypernetworks")), \
                 deep_shrink.installed(u, self.options.get("deep_shrink")), \
-                self_attention_guidance.installed(u, self.options.get("self_attention_guidance")), \
-                self_attention_patches.installed(u, self.options.get("self_attention_patches")):
+                self_attention_patches.installed(u, self.options.get("self_attention_patches")), \
+                self_attention_guidance.installed(u, self.options.get("self_attention_guidance")):
             yield u
 
     def __repr__(self) -> str:
