@@ -15,7 +15,10 @@ ComfyUI's variant, which nodegen follows:
   sources; the ``int(tokens * ratio)`` sources most similar (cosine) to their best destination are
   averaged into it.
 
-``ratio`` 0 changes nothing and draws nothing.
+``ratio`` 0 changes nothing and draws nothing. The destinations are drawn on the CPU, so a seed
+gives the same image on every device: ComfyUI's on the CPU (on a GPU ComfyUI draws them from the
+GPU's generator instead). ``merge`` and ``unmerge`` equal ``tomesd``'s
+``bipartite_soft_matching_random2d`` given the same generator (checked bit for bit).
 """
 
 from __future__ import annotations
@@ -113,6 +116,7 @@ class TokenMerging:
         w, h = int(math.ceil(w0 / downsample)), int(math.ceil(h0 / downsample))
         return bipartite_soft_matching(q, w, h, 2, 2, int(q.shape[1] * self.ratio), generator)
 
-    def before(self, q, kv, latent_hw, generator):
+    def before(self, q: torch.Tensor, kv: torch.Tensor, latent_hw: tuple[int, int],
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, Fn | None]:
         merge, unmerge = self.functions(q, latent_hw, generator)
         return (q, kv, None) if merge is _same else (merge(q), kv, unmerge)
