@@ -92,7 +92,7 @@ def installed(unet, patches: list | None) -> Iterator[None]:
     hook = unet.register_forward_pre_hook(run.see_input, with_kwargs=True)
     try:
         for layer, processor in zip(layers, saved, strict=True):
-            layer.set_processor(PatchedSelfAttention(processor, list(patches), run))
+            layer.set_processor(PatchedSelfAttention(processor, list(patches or ()), run))
         yield
     finally:
         hook.remove()
