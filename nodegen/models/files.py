@@ -36,6 +36,14 @@ def check_model_file(path: str | os.PathLike) -> Path:
     return path
 
 
+def _is_gguf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
 def _is_safetensors(path: Path) -> bool:
     if path.suffix.lower() in SAFETENSORS:
         return True
@@ -61,8 +69,12 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """All tensors of a file, on the CPU, in the file's dtypes."""
+    """All tensors of a file, on the CPU, in the file's dtypes (GGUF: quantized ones as float32)."""
     path = check_model_file(path)
+    if _is_gguf(path):
+        from nodegen.models.gguf_file import GGUFStateDict
+
+        return dict(GGUFStateDict(path))
     if _is_safetensors(path):
         from safetensors.torch import load_file
 
@@ -243,15 +255,19 @@ class LazyStateDict(Mapping):
 
 
 def open_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None):
-    """A mapping of a file's tensors: lazy for safetensors, loaded (memory-mapped where
-    possible) for pickled files."""
+    """A mapping of a file's tensors: lazy for safetensors and GGUF (:mod:`nodegen.models.gguf_file`),
+    loaded (memory-mapped where possible) for pickled files."""
     path = check_model_file(path)
+    if _is_gguf(path):
+        from nodegen.models.gguf_file import GGUFStateDict
+
+        return GGUFStateDict(path, dtype)
     if _is_safetensors(path):
         return LazyStateDict(path, dtype)
     return load_state_dict(path)
 
 
 def shapes_of(sd) -> dict[str, tuple[int, ...]]:
-    if isinstance(sd, LazyStateDict):
+    if isinstance(sd, LazyStateDict) or callable(getattr(sd, "shapes", None)):
         return sd.shapes()
     return {k: tuple(v.shape) for k, v in sd.items()}

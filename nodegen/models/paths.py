@@ -148,16 +148,17 @@ class ModelPaths:
                 out.append(p)
         return out
 
-    def list(self, kind: str) -> list[str]:
-        """Model names for ``kind``: paths relative to their folder (``sub/dir/file.safetensors``),
-        then the built-in models, de-duplicated, sorted within each group."""
+    def list(self, kind: str, extensions: tuple[str, ...] = MODEL_EXTENSIONS) -> list[str]:
+        """Model names for ``kind``: paths relative to their folder (``sub/dir/file.safetensors``,
+        files ending in one of ``extensions``), then the built-in models, de-duplicated, sorted
+        within each group."""
         names: list[str] = []
         seen: set[str] = set()
         for folder in self.folders(kind):
             found = []
             for dirpath, dirnames, filenames in walk(folder):
                 for fn in filenames:
-                    if fn.lower().endswith(MODEL_EXTENSIONS):
+                    if fn.lower().endswith(extensions):
                         rel = os.path.relpath(os.path.join(dirpath, fn), folder).replace(os.sep, "/")
                         found.append(rel)
                 # diffusers-format folders count as one model

@@ -17,11 +17,12 @@ def _paths_of(env: Any):
     return paths
 
 
-def choices_for(kind: str):
-    """A ``choices`` callable for ``Input.file``: the model names found for ``kind``."""
+def choices_for(kind: str, extensions: tuple[str, ...] | None = None):
+    """A ``choices`` callable for ``Input.file``: the model names found for ``kind`` (files ending in
+    one of ``extensions``; default: the usual model files)."""
 
     def choices(env: Any = None) -> list[str]:
-        return _paths_of(env).list(kind)
+        return _paths_of(env).list(kind) if extensions is None else _paths_of(env).list(kind, extensions)
 
     return choices
 

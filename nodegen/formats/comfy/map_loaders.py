@@ -18,5 +18,13 @@ MAPS = [
     nm("CLIPSetLastLayer", "CLIPSetLastLayer", "stop_at_clip_layer", "clip"),
     nm("ControlNetLoader", "ControlNetLoader", "control_net_name", "control_net"),
     nm("UpscaleModelLoader", "UpscaleModelLoader", "model_name", "upscale_model"),
+    # city96's ComfyUI-GGUF custom nodes (nodes/gguf_loaders.py); the advanced UNet loader's dequant /
+    # patch dtype options have no counterpart (weights are dequantized once, at load)
+    nm("UnetLoaderGGUF", "UnetLoaderGGUF", "unet_name", "model"),
+    nm("UnetLoaderGGUFAdvanced", "UnetLoaderGGUF", "unet_name dequant_dtype patch_dtype patch_on_device", "model",
+       ignore=frozenset({"dequant_dtype", "patch_dtype", "patch_on_device"}), export=False),
+    nm("CLIPLoaderGGUF", "CLIPLoaderGGUF", "clip_name type", "clip"),
+    nm("DualCLIPLoaderGGUF", "DualCLIPLoaderGGUF", "clip_name1 clip_name2 type", "clip"),
+    nm("TripleCLIPLoaderGGUF", "TripleCLIPLoaderGGUF", "clip_name1 clip_name2 clip_name3", "clip"),
     nm("unCLIPCheckpointLoader", "unCLIPCheckpointLoader", "ckpt_name", "model clip vae clip_vision"),
 ]
