@@ -159,8 +159,10 @@ def test_k_quants_match_diffusers_dequantizers(tmp_path, qtype):
 def test_unet_loader_gguf_loads_the_same_model_as_unet_loader(ctx):
     from nodegen.nodes import flow as fl
 
-    assert gl.unet_loader_gguf.inputs[0].choices(ctx) == ["flux1-dev-F16.gguf", "flux1-dev-Q4_0.gguf",
-                                                           "flux1-dev-Q8_0.gguf"]
+    listed = [n for n in gl.unet_loader_gguf.inputs[0].choices(ctx) if n.startswith("flux1-dev")]
+    assert listed == ["flux1-dev-F16.gguf", "flux1-dev-Q4_0.gguf", "flux1-dev-Q8_0.gguf"]  # GGUF files only
+    assert "t5-v1_1-xxl-encoder-F16.gguf" in gl.dual_clip_loader_gguf.inputs[0].choices(ctx)
+    assert "clip_l.safetensors" in gl.dual_clip_loader_gguf.inputs[0].choices(ctx)
     ref = run(fl.unet_loader, ctx, unet_name="flux1-dev-fp16.safetensors")["model"]
     got = run(gl.unet_loader_gguf, ctx, unet_name="flux1-dev-F16.gguf")["model"]
     assert got.family == "flux" and got.unet.config.guidance_embeds
@@ -243,3 +245,20 @@ def test_bad_files_fail_naming_node_input_and_file(ctx, files):
     os.symlink(dm / "wan.gguf", te / "wan.gguf")
     _fails(gl.dual_clip_loader_gguf, ctx, r"DualCLIPLoaderGGUF: clip_name2 'wan.gguf' .*architecture 'wan'",
            clip_name1="clip_l.safetensors", clip_name2="wan.gguf", type="flux")
+
+
+def test_sd1_unet_gguf_loads_as_unet_loader_loads_it(ctx, files, tmp_path):
+    """An SD1 UNet in GGUF (LDM keys without ``model.diffusion_model.``, as city96's converter writes
+    them) gives the same UNet as the same weights in fp16 safetensors through UNETLoader."""
+    from nodegen.nodes import flow as fl
+    from tests.support.fixtures import fixture as sd_fixture
+
+    prefix = "model.diffusion_model."
+    unet = {k[len(prefix):]: v for k, v in sd_fixture("sd1").ldm_state_dict.items() if k.startswith(prefix)}
+    write_gguf(files / "diffusion_models" / "sd1-unet-F16.gguf", unet, "sd1")
+    save_file({k: v.half().contiguous() for k, v in unet.items()}, files / "diffusion_models" / "sd1-unet.safetensors")
+    got = run(gl.unet_loader_gguf, ctx, unet_name="sd1-unet-F16.gguf")["model"]
+    ref = run(fl.unet_loader, ctx, unet_name="sd1-unet.safetensors")["model"]
+    assert got.family == ref.family == "sd1"
+    want = ref.unet.state_dict()
+    assert {k: torch.equal(v, want[k]) for k, v in got.unet.state_dict().items()} == dict.fromkeys(want, True)

@@ -44,6 +44,16 @@ def _is_gguf(path: Path) -> bool:
         return False
 
 
+def _gguf_state_dict(path: Path, dtype: torch.dtype | None = None):
+    """A GGUF file's lazy mapping (:mod:`nodegen.models.gguf_file`: imported when a GGUF file is read)."""
+    from nodegen.models.gguf_file import GGUFError, GGUFStateDict
+
+    try:
+        return GGUFStateDict(path, dtype)
+    except GGUFError as e:
+        raise ModelFileError(str(e)) from e
+
+
 def _is_safetensors(path: Path) -> bool:
     if path.suffix.lower() in SAFETENSORS:
         return True
@@ -72,9 +82,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """All tensors of a file, on the CPU, in the file's dtypes (GGUF: quantized ones as float32)."""
     path = check_model_file(path)
     if _is_gguf(path):
-        from nodegen.models.gguf_file import GGUFStateDict
-
-        return dict(GGUFStateDict(path))
+        return dict(_gguf_state_dict(path))
     if _is_safetensors(path):
         from safetensors.torch import load_file
 
@@ -259,9 +267,7 @@ def open_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None):
     loaded (memory-mapped where possible) for pickled files."""
     path = check_model_file(path)
     if _is_gguf(path):
-        from nodegen.models.gguf_file import GGUFStateDict
-
-        return GGUFStateDict(path, dtype)
+        return _gguf_state_dict(path, dtype)
     if _is_safetensors(path):
         return LazyStateDict(path, dtype)
     return load_state_dict(path)

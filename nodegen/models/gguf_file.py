@@ -31,8 +31,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nodegen.models.files import ModelFileError, check_model_file
-
 GGUF_MAGIC = b"GGUF"
 #: ``general.architecture`` values of diffusion models (city96's IMG_ARCH_LIST) and of text encoders
 IMAGE_ARCHS = frozenset({"flux", "sd1", "sdxl", "sd3", "aura", "hidream", "cosmos", "ltxv", "hyvid", "wan",
@@ -50,8 +48,9 @@ T5_NAMES = {"enc.": "encoder.", ".blk.": ".block.", "token_embd": "shared", "out
             "ffn_gate": "layer.1.DenseReluDense.wi_0", "ffn_norm": "layer.1.layer_norm"}
 
 
-class GGUFError(ModelFileError):
-    """A GGUF file nodegen cannot read (not a GGUF, an unsupported quantization type)."""
+class GGUFError(ValueError):
+    """A GGUF file nodegen cannot read (not a GGUF, an unsupported quantization type); the safetensors
+    loaders' :func:`nodegen.models.files.open_state_dict` raises it as a ``ModelFileError``."""
 
 
 def is_gguf(path: str | os.PathLike) -> bool:
@@ -136,6 +135,8 @@ def _orig_shape(reader, name: str) -> tuple[int, ...] | None:
 def _open_reader(path: Path):
     import gguf
 
+    if not path.is_file():
+        raise GGUFError(f"{path}: no such model file")
     if not is_gguf(path):
         raise GGUFError(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
     try:
@@ -151,7 +152,7 @@ class GGUFStateDict(Mapping):
     when set; quantized tensors become float32 without it) as each is read."""
 
     def __init__(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
-        self.path = check_model_file(path)
+        self.path = Path(path)
         self.dtype = dtype
         reader = _open_reader(self.path)
         self.arch = _string_field(reader, "general.architecture")
@@ -218,4 +219,4 @@ class GGUFStateDict(Mapping):
 
 def read_arch(path: str | os.PathLike) -> str | None:
     """The file's ``general.architecture`` (None when it has none: stable-diffusion.cpp's files)."""
-    return _string_field(_open_reader(check_model_file(path)), "general.architecture")
+    return _string_field(_open_reader(Path(path)), "general.architecture")
