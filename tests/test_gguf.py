@@ -242,6 +242,9 @@ def test_bad_files_fail_naming_node_input_and_file(ctx, files):
            r"as Q8_1, a quantization type nodegen cannot dequantize", unet_name="q81.gguf")
     with pytest.raises(GGUFError, match="not a GGUF file"):
         GGUFStateDict(dm / "not-gguf.gguf")
+    (dm / "truncated.gguf").write_bytes((dm / "flux1-dev-F16.gguf").read_bytes()[:200])
+    _fails(gl.unet_loader_gguf, ctx, r"UnetLoaderGGUF: unet_name 'truncated.gguf': .*truncated.gguf: not a readable "
+           r"GGUF file", unet_name="truncated.gguf")
     os.symlink(dm / "wan.gguf", te / "wan.gguf")
     _fails(gl.dual_clip_loader_gguf, ctx, r"DualCLIPLoaderGGUF: clip_name2 'wan.gguf' .*architecture 'wan'",
            clip_name1="clip_l.safetensors", clip_name2="wan.gguf", type="flux")
