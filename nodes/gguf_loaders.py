@@ -37,7 +37,7 @@ def _gguf_arch(path: Path, node_type: str, input_name: str, name: str) -> str | 
 
 
 @node("UnetLoaderGGUF", category="loaders",
-      description="Load a diffusion model from a GGUF file (Flux.1, SD3 / SD 3.5; quantized or not).",
+      description="Load a diffusion model from a GGUF file (Flux.1, SD3 / SD 3.5, SD1 / SDXL; quantized or not).",
       inputs=[Input.file("unet_name", "diffusion_models", choices=choices_for("diffusion_models", GGUF),
                          description="GGUF diffusion model in the diffusion_models (or unet) folder")],
       outputs=[Output("model", T.MODEL)], fingerprint=fingerprint_for("diffusion_models", "unet_name"),

@@ -265,3 +265,21 @@ def test_sd1_unet_gguf_loads_as_unet_loader_loads_it(ctx, files, tmp_path):
     assert got.family == ref.family == "sd1"
     want = ref.unet.state_dict()
     assert {k: torch.equal(v, want[k]) for k, v in got.unet.state_dict().items()} == dict.fromkeys(want, True)
+
+
+def test_sd3_gguf_loads_as_unet_loader_loads_it(ctx, files):
+    """SD3's MMDiT in GGUF (original keys, Q8_0) is the same model as its safetensors file, within Q8_0's error."""
+    from safetensors.torch import load_file
+
+    from nodegen.nodes import flow as fl
+
+    sd = load_file(str(fixture("sd3").diffusion_model))
+    write_gguf(files / "diffusion_models" / "sd3-Q8_0.gguf", sd, "sd3", Q.Q8_0)
+    save_file({k: v.contiguous() for k, v in sd.items()}, files / "diffusion_models" / "sd3.safetensors")
+    got = run(gl.unet_loader_gguf, ctx, unet_name="sd3-Q8_0.gguf")["model"]
+    ref = run(fl.unet_loader, ctx, unet_name="sd3.safetensors")["model"]
+    assert got.family == ref.family == "sd3" and type(got.unet) is type(ref.unet)
+    want = ref.unet.state_dict()
+    assert set(got.unet.state_dict()) == set(want)
+    for k, v in got.unet.state_dict().items():
+        _close(v, want[k], 0.01)
