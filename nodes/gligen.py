@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, Output, node
-from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
+from nodegen.models.resolve import choices_for, fingerprint_for, load_model_file
 
 MAX_SIZE = 16384
 #: Text encoder families GLIGEN text-box models exist for.
@@ -23,18 +23,9 @@ GLIGEN_FAMILIES = ("sd1",)
       fingerprint=fingerprint_for("gligen", "gligen_name"),
       keywords=("gligen", "box", "layout", "grounding", "region"))
 def gligen_loader(ctx, gligen_name):
-    from nodegen.models.files import ModelFileError
     from nodegen.models.gligen import load_gligen
-    from nodegen.models.manager import file_key
 
-    path = resolve_model(ctx.paths, "gligen", gligen_name, "GLIGENLoader", "gligen_name")
-    mgr = getattr(ctx, "models", None)
-    try:
-        if mgr is None:
-            return load_gligen(path)
-        return mgr.cached(("gligen", *file_key(path)), lambda: load_gligen(path))
-    except (ValueError, ModelFileError, RuntimeError, OSError, KeyError) as e:
-        raise ValueError(f"GLIGENLoader: gligen_name {gligen_name!r}: {e}") from e
+    return load_model_file(ctx, "gligen", gligen_name, "GLIGENLoader", "gligen_name", lambda path, _mgr: load_gligen(path))
 
 
 @node("GLIGENTextBoxApply", category="conditioning/gligen",

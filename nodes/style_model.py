@@ -11,7 +11,7 @@ from __future__ import annotations
 from nodegen.kernel import types as T
 from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
-from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
+from nodegen.models.resolve import choices_for, fingerprint_for, load_model_file
 
 torch = lazy_import("torch")
 
@@ -26,17 +26,10 @@ STRENGTH_TYPES = ["multiply", "attn_bias"]
       fingerprint=fingerprint_for("style_models", "style_model_name"),
       keywords=("redux", "style model", "image prompt", "flux"))
 def style_model_loader(ctx, style_model_name):
-    from nodegen.models.manager import file_key
     from nodegen.models.redux import load_style_model
 
-    path = resolve_model(ctx.paths, "style_models", style_model_name, "StyleModelLoader", "style_model_name")
-    mgr = getattr(ctx, "models", None)
-    try:
-        if mgr is None:
-            return load_style_model(path)
-        return mgr.cached(("style_model", *file_key(path)), lambda: load_style_model(path, manager=mgr))
-    except (ValueError, RuntimeError, OSError) as e:
-        raise ValueError(f"StyleModelLoader: style_model_name {style_model_name!r}: {e}") from e
+    return load_model_file(ctx, "style_models", style_model_name, "StyleModelLoader", "style_model_name",
+                           lambda path, mgr: load_style_model(path, manager=mgr))
 
 
 @node("StyleModelApply", category="conditioning/style_model",

@@ -53,3 +53,20 @@ def fingerprint_for(kind: str, input_name: str):
         return file_key(p)
 
     return fingerprint
+
+
+def load_model_file(ctx: Any, kind: str, name: str, node: str, input_name: str, load,
+                    errors: tuple[type[BaseException], ...] = (ValueError, RuntimeError, OSError, KeyError)) -> Any:
+    """The ``kind`` model ``name`` loaded by ``load(path, manager)``, once per version of the file
+    (the run's model manager keeps it between runs; without one it is loaded each time); a file that
+    cannot be read is a ValueError naming the node, the input and the name."""
+    from nodegen.models.manager import file_key
+
+    path = resolve_model(ctx.paths, kind, name, node, input_name)
+    mgr = getattr(ctx, "models", None)
+    try:
+        if mgr is None:
+            return load(path, None)
+        return mgr.cached((kind, *file_key(path)), lambda: load(path, mgr))
+    except errors as e:
+        raise ValueError(f"{node}: {input_name} {name!r}: {e}") from e
