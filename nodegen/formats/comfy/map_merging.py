@@ -24,3 +24,17 @@ def _per_block(comfy: str, inputs: int, middle: int, outputs: int):
 
 
 MAPS += [_per_block("ModelMergeSD1", 12, 3, 12), _per_block("ModelMergeSDXL", 9, 3, 9)]
+
+
+def _flow_blocks(comfy: str, head: str, name: str, count: int, tail: str):
+    """ComfyUI's ModelMergeFlux1 / SD3_2B / SD35_Large: one widget per original block prefix."""
+    prefixes = head.split() + [f"{name}.{i}." for i in range(count)] + tail.split()
+    return nm(comfy, comfy, " ".join(prefixes), "model",
+              rename={p: p.rstrip(".").replace(".", "_") for p in prefixes})
+
+
+_SD3_HEAD = "pos_embed. x_embedder. context_embedder. y_embedder. t_embedder."
+MAPS += [_flow_blocks("ModelMergeFlux1", "img_in. time_in. guidance_in vector_in. txt_in.", "double_blocks", 19,
+                      " ".join(f"single_blocks.{i}." for i in range(38)) + " final_layer."),
+         _flow_blocks("ModelMergeSD3_2B", _SD3_HEAD, "joint_blocks", 24, "final_layer."),
+         _flow_blocks("ModelMergeSD35_Large", _SD3_HEAD, "joint_blocks", 38, "final_layer.")]
