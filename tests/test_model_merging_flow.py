@@ -173,3 +173,17 @@ def test_comfyui_flux_merge_workflow_imports_and_runs(flux, tmp_path):
     assert img["all_b"].shape == (64, 64, 3)
     assert np.abs(img["all_b"] - img["plain_b"]).max() <= 1  # ratio 0 everywhere is model2
     assert np.abs(img["mixed"] - img["plain_b"]).mean() > 1  # a partial merge changes the image
+
+
+def test_widget_order_is_comfyuis():
+    from nodegen.formats.comfy.mapping import for_comfy
+    from nodegen.kernel.registry import default_registry
+    from nodegen.models.merge_blocks_flow import SD35_LARGE_BLOCKS
+
+    for comfy, blocks, count in (("ModelMergeFlux1", FLUX_BLOCKS, 63), ("ModelMergeSD3_2B", SD3_2B_BLOCKS, 30),
+                                 ("ModelMergeSD35_Large", SD35_LARGE_BLOCKS, 44)):
+        m = for_comfy(comfy)
+        assert list(m.widgets) == blocks and len(blocks) == count
+        assert [i.name for i in default_registry()[comfy].inputs][2:] == [m.our_input(w) for w in blocks]
+    assert FLUX_BLOCKS[:6] == ["img_in.", "time_in.", "guidance_in", "vector_in.", "txt_in.", "double_blocks.0."]
+    assert FLUX_BLOCKS[24:26] == ["single_blocks.0.", "single_blocks.1."] and FLUX_BLOCKS[-1] == "final_layer."
