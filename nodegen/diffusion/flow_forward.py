@@ -94,11 +94,18 @@ def _call_sd3(transformer, x, sigma: float, ms, items, device, dtype, progress: 
                            block_controlnet_hidden_states=residuals, return_dict=False)[0]
 
 
+def _input_width(transformer) -> int:
+    """The packed features the Flux transformer takes: its input layer's, which a control LoRA
+    widens for its MODEL's runs (:mod:`nodegen.models.flux_control_lora`), else the config's."""
+    weight = getattr(getattr(transformer, "x_embedder", None), "weight", None)
+    return int(weight.shape[1]) if isinstance(weight, torch.Tensor) and weight.ndim == 2 else int(transformer.config.in_channels)
+
+
 def _call_flux(transformer, x, sigma: float, ms, items, device, dtype, noise_mask=None,
                progress: float = 0.0) -> torch.Tensor:
     cfg = transformer.config
     b, c, h0, w0 = x.shape
-    extra = int(cfg.in_channels) // 4 - c  # latent channels beside the latent's own (Fill, Canny, Depth)
+    extra = _input_width(transformer) // 4 - c  # latent channels beside the latent's own (Fill, Canny, Depth)
     if extra > 0:
         x = torch.cat([torch.cat([x, flux_concat(it.extras, x, extra, noise_mask)], dim=1) for it in items])
     ph, pw = h0 % 2, w0 % 2

@@ -125,6 +125,10 @@ def _metadata_alphas(path: Path) -> dict:
 
 def parse_lora(sd: dict[str, torch.Tensor], path: str = "<memory>", metadata: dict | None = None) -> LoraFile:
     """Group a LoRA state dict into :class:`LoraLayer` entries."""
+    from nodegen.models.flux_control_lora import is_control_lora, parse_control_lora
+
+    if is_control_lora(sd):  # BFL's Flux Canny / Depth LoRAs: they also widen the input layer
+        return parse_control_lora(sd, path)
     out = LoraFile(path)
     unknown = []
     if any(k.startswith(tuple(_KOHYA_PREFIX)) for k in sd):
@@ -282,6 +286,11 @@ def lora_patch_dicts(lora: LoraFile, unet: torch.nn.Module | None = None,
     param_tables: dict[tuple[str, str], dict[str, str]] = {}
     flow_family = getattr(unet, "_nodegen_flow_family", None) if unet is not None else None
     flow_table = None
+    if flow_family == "flux" and lora.layout == "bfl_control":
+        from nodegen.models.flux_control_lora import control_patches
+
+        unet_patches, unmatched = control_patches(lora, unet)
+        return unet_patches, clip_patches, unmatched
     if flow_family is not None:
         from nodegen.models.flow_lora import transformer_table
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from nodegen.models.patching import delta_value
+from nodegen.models.patching import patched_weight
 
 #: Text-encoder entries that are not weights to merge (ComfyUI skips them too).
 _CLIP_SKIP = (".position_ids", ".logit_scale")
@@ -49,12 +49,7 @@ def _param(obj, key: str) -> torch.nn.Parameter:
 def effective_weight(obj, key: str, device: torch.device) -> torch.Tensor:
     """Weight ``key`` of ``obj`` with its patches applied, float32 on ``device``."""
     base = _param(obj, key).data.to(device)
-    w = base.float()
-    for patch_dict, strength in obj.patches:
-        delta = patch_dict.get(key)
-        if delta is not None and strength != 0:
-            w = w + delta_value(delta, base) * float(strength)
-    return w
+    return patched_weight(base, [(pd[key], float(s)) for pd, s in obj.patches if key in pd and s != 0])
 
 
 def check_compatible(a, b, what: str) -> list[str]:

@@ -8,10 +8,16 @@ the delta for that weight (computed in float32 on the weight's device; LoRA uses
 
 :func:`patched` applies a patch set to a module for the duration of a ``with`` block and puts
 the original tensors back afterwards, so clones that share the base weights stay independent.
+
+Two kinds of delta go beyond ``W + delta`` (Flux control LoRAs: :mod:`nodegen.models.flux_control_lora`):
+a callable with ``widened_shape`` is larger than its weight, which is zero-padded to that shape
+first (and every other delta for it zero-padded alike, as diffusers pads LoRAs for a widened
+layer); one with ``replaces = True`` gives the weight's new value, whatever the strength.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,12 +31,38 @@ PatchList = list[tuple[dict[str, Delta], float]]
 def delta_value(delta: Delta, weight: torch.Tensor) -> torch.Tensor:
     d = delta(weight) if callable(delta) else delta
     d = d.to(device=weight.device, dtype=torch.float32)
-    if d.shape != weight.shape:
-        if d.numel() == weight.numel():
-            d = d.reshape(weight.shape)
+    want = tuple(getattr(delta, "widened_shape", None) or weight.shape)
+    if tuple(d.shape) != want:
+        if d.numel() == math.prod(want):
+            d = d.reshape(want)
         else:
             raise ValueError(f"patch of shape {tuple(d.shape)} does not fit weight {tuple(weight.shape)}")
     return d
+
+
+def _padded(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``t`` zero-padded at the end of each dimension to ``shape``."""
+    if tuple(t.shape) == shape:
+        return t
+    out = t.new_zeros(shape)
+    out[tuple(slice(0, n) for n in t.shape)] = t
+    return out
+
+
+def _widest(weight: torch.Tensor, deltas: list[tuple[Delta, float]]) -> tuple[int, ...]:
+    shapes = [tuple(s) for d, _ in deltas if (s := getattr(d, "widened_shape", None)) is not None]
+    shapes = [s for s in shapes if len(s) == weight.ndim]
+    return tuple(max(dims) for dims in zip(weight.shape, *shapes, strict=True))
+
+
+def patched_weight(weight: torch.Tensor, deltas: list[tuple[Delta, float]]) -> torch.Tensor:
+    """``weight`` (float32) with ``(delta, strength)`` pairs applied."""
+    shape = _widest(weight, deltas)
+    total = _padded(weight.float(), shape)
+    for delta, strength in deltas:
+        d = _padded(delta_value(delta, weight), shape)
+        total = d if getattr(delta, "replaces", False) else total + d * strength
+    return total
 
 
 def _strip(name: str, prefix: str | None) -> str | None:
@@ -66,9 +98,7 @@ def patched(module: torch.nn.Module, patches: PatchList, prefix: str | None = No
             # one weight at a time: at most one patched weight is in flight besides the originals
             for name, deltas in by_param.items():
                 p = params[name]
-                total = p.data.float()
-                for delta, strength in deltas:
-                    total = total + delta_value(delta, p.data) * strength
+                total = patched_weight(p.data, deltas)
                 backup[name] = p.data
                 p.data = total.to(held(p.data))
         yield module
