@@ -35,6 +35,16 @@ _COMFY_SPELLING = ((".diff_b", ".lora_B.bias"), ("_norm.set_weight", "_norm.scal
 
 
 @dataclass
+class LoraPair:
+    """A LoRA layer's ``lora_A`` (down) and ``lora_B`` (up) weights; the file has no alphas: scale 1."""
+    component: str
+    module: str
+    down: torch.Tensor
+    up: torch.Tensor
+    scale: float = 1.0
+
+
+@dataclass
 class LoraBias:
     """The up layer's bias of a LoRA layer (``lora_B.bias``): added to the module's bias."""
     component: str
@@ -72,34 +82,33 @@ def bfl_spelling(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def parse_control_lora(sd: dict[str, torch.Tensor], path: str):
-    """The file's layers: LoRA pairs, up-layer biases and norm weights (a LoraFile)."""
-    from nodegen.models.lora import LoraFile, LoraLayer
-
+def parse_control_lora(sd: dict[str, torch.Tensor]) -> tuple[list, list[str]]:
+    """``(layers, unknown keys)``: the file's LoRA pairs, up-layer biases and norm weights."""
     sd = bfl_spelling(sd)
-    out = LoraFile(path, layout="bfl_control")
+    layers: list = []
+    unknown: list[str] = []
     for key, value in sd.items():
         if key.endswith(".lora_A.weight"):
             module = key[: -len(".lora_A.weight")]
             up = sd.get(module + ".lora_B.weight")
             if up is None:
-                out.unknown.append(key)
+                unknown.append(key)
                 continue
-            out.layers.append(LoraLayer("unet", module, value, up))
+            layers.append(LoraPair("unet", module, value, up))
         elif key.endswith(".lora_B.bias"):
-            out.layers.append(LoraBias("unet", key[: -len(".lora_B.bias")], value))
+            layers.append(LoraBias("unet", key[: -len(".lora_B.bias")], value))
         elif key.endswith("_norm.scale"):
-            out.layers.append(NormWeight("unet", key[: -len(".scale")], value))
+            layers.append(NormWeight("unet", key[: -len(".scale")], value))
         elif not key.endswith(".lora_B.weight"):
-            out.unknown.append(key)
-    return out
+            unknown.append(key)
+    return layers, unknown
 
 
 @dataclass
 class _Rows:
     """Rows ``start:end`` of a LoRA layer's delta (halves swapped for the final modulation, as the
     checkpoint converter swaps them), at the LoRA's own width when it is wider than the weight."""
-    layer: object
+    layer: LoraPair
     start: int
     end: int | None
     swap: bool
@@ -157,8 +166,6 @@ def _norm_param(module: str) -> str | None:
 
 def control_patches(lora, transformer: torch.nn.Module) -> tuple[dict, list[str]]:
     """``(patch_dict, unmatched)`` for a Flux transformer (diffusers parameter names)."""
-    from nodegen.models.lora import LoraLayer
-
     table = transformer_table(transformer, "flux")
     params = dict(transformer.named_parameters())
     patches: dict = {}
@@ -179,7 +186,7 @@ def control_patches(lora, transformer: torch.nn.Module) -> tuple[dict, list[str]
             unmatched.append(layer.module)
             continue
         for name, start, end, swap in targets:
-            if isinstance(layer, LoraLayer):
+            if isinstance(layer, LoraPair):
                 patches[name] = _rows_delta(lora.path, layer, params[name], start, end, swap)
             else:
                 bias = name[: -len(".weight")] + ".bias"
@@ -190,7 +197,7 @@ def control_patches(lora, transformer: torch.nn.Module) -> tuple[dict, list[str]
     return patches, unmatched
 
 
-def _rows_delta(path: str, layer, weight: torch.Tensor, start: int, end: int | None, swap: bool) -> _Rows:
+def _rows_delta(path: str, layer: LoraPair, weight: torch.Tensor, start: int, end: int | None, swap: bool) -> _Rows:
     """The LoRA delta for ``weight``; wider than it (the input layer) when the LoRA takes more
     input features, never narrower."""
     features = int(layer.down.flatten(1).shape[1])

@@ -6,6 +6,8 @@ Formats read:
   ``lora_te_`` / ``lora_te1_`` (first text encoder), ``lora_te2_`` (SDXL's second). UNet module
   names may be diffusers' (SD1 kohya) or the original LDM ones (SDXL kohya:
   ``input_blocks_4_1_...``); both are matched.
+* Black Forest Labs' Flux.1 Canny / Depth LoRAs (which also widen the input layer and carry
+  biases and norm weights): see :mod:`nodegen.models.flux_control_lora`;
 * LyCORIS types in kohya names (LoHa, LoKr, LoCon with a Tucker core) and DoRA's ``dora_scale``:
   see :mod:`nodegen.models.lycoris`;
 * diffusers / PEFT: ``unet.<module>.lora_A.weight`` / ``lora_B.weight``, ``text_encoder.``,
@@ -128,7 +130,8 @@ def parse_lora(sd: dict[str, torch.Tensor], path: str = "<memory>", metadata: di
     from nodegen.models.flux_control_lora import is_control_lora, parse_control_lora
 
     if is_control_lora(sd):  # BFL's Flux Canny / Depth LoRAs: they also widen the input layer
-        return parse_control_lora(sd, path)
+        layers, unknown = parse_control_lora(sd)
+        return LoraFile(path, layers, "bfl_control", sorted(unknown))
     out = LoraFile(path)
     unknown = []
     if any(k.startswith(tuple(_KOHYA_PREFIX)) for k in sd):
