@@ -210,6 +210,49 @@ def test_a_control_lora_for_a_wider_model_is_refused(flux, tmp_path):
         apply_lora(base, None, read_lora(path), 1.0, 0.0)
 
 
+def test_with_another_flux_lora_on_the_input_layer(flux, lora_file):
+    """A plain Flux LoRA on ``x_embedder`` (64 input features) beside the control LoRA: its delta
+    is zero-padded to the widened layer (diffusers pads its lora_A), in either order."""
+    from nodegen.models.lora import parse_lora
+    from nodegen.models.merge import effective_weight
+
+    g = torch.Generator().manual_seed(3)
+    down, up = torch.randn(RANK, 64, generator=g) * 0.1, torch.randn(128, RANK, generator=g) * 0.1
+    plain = parse_lora({"transformer.x_embedder.lora_A.weight": down, "transformer.x_embedder.lora_B.weight": up})
+    control = control_lora(flux)
+    want = torch.cat([flux.transformer.x_embedder.weight.detach(), torch.zeros(128, 64)], dim=1)
+    want = want + control["img_in.lora_B.weight"] @ control["img_in.lora_A.weight"]
+    want[:, :64] += 0.5 * up @ down
+    base, te, vae = flux_components(flux)
+    for first, second in (((read_lora(lora_file), 1.0), (plain, 0.5)), ((plain, 0.5), (read_lora(lora_file), 1.0))):
+        model, _ = apply_lora(base, None, first[0], first[1], 0.0)
+        model, _ = apply_lora(model, None, second[0], second[1], 0.0)
+        assert torch.allclose(effective_weight(model, "x_embedder.weight", torch.device("cpu")), want, atol=1e-6)
+    image = _ours(flux, model, te, vae, torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(12)))
+    assert image.shape == (1, 64, 64, 3) and flux.transformer.x_embedder.weight.shape == (128, 64)
+
+
+def test_on_flux_schnell_the_guidance_layers_are_skipped(flux, lora_file, caplog):
+    """Flux schnell has no guidance embedder: those layers are named in a warning, the rest apply."""
+    from nodegen.models.objects import DiffusionModel
+
+    schnell = DiffusionModel(flux.transformer_schnell, "flux", "flow")
+    model, _ = apply_lora(schnell, None, read_lora(lora_file), 1.0, 0.0)
+    assert "x_embedder.weight" in model.patches[0][0]
+    assert not any("guidance" in k for k in model.patches[0][0])
+    assert "LoRA layers did not fit" in caplog.text and "guidance_in" in caplog.text
+
+
+def test_a_control_lora_for_another_width_is_refused(flux, tmp_path):
+    sd = control_lora(flux)
+    sd["txt_in.lora_B.weight"] = torch.zeros(256, RANK)
+    path = _save(sd, tmp_path / "wide-control-lora.safetensors")
+    base, _, _ = flux_components(flux)
+    with pytest.raises(ValueError, match=r"wide-control-lora.safetensors: its layer txt_in changes 256 rows of a "
+                                         r"weight of shape \[128, 192\]"):
+        apply_lora(base, None, read_lora(path), 1.0, 0.0)
+
+
 def test_comfyui_flux_canny_lora_workflow_imports_and_runs(flux, lora_file, tmp_path):
     """ComfyUI's Flux Canny LoRA example's shape (API format): UNETLoader + LoraLoaderModelOnly,
     Canny, InstructPixToPixConditioning, FluxGuidance, KSampler."""

@@ -186,7 +186,9 @@ def control_patches(lora, transformer: torch.nn.Module) -> tuple[dict, list[str]
             unmatched.append(layer.module)
             continue
         for name, start, end, swap in targets:
-            if isinstance(layer, LoraPair):
+            if name not in params:  # e.g. guidance_in on a model without guidance (schnell)
+                unmatched.append(layer.module)
+            elif isinstance(layer, LoraPair):
                 patches[name] = _rows_delta(lora.path, layer, params[name], start, end, swap)
             else:
                 bias = name[: -len(".weight")] + ".bias"
@@ -201,7 +203,11 @@ def _rows_delta(path: str, layer: LoraPair, weight: torch.Tensor, start: int, en
     """The LoRA delta for ``weight``; wider than it (the input layer) when the LoRA takes more
     input features, never narrower."""
     features = int(layer.down.flatten(1).shape[1])
-    if weight.ndim != 2 or features == weight.shape[1]:
+    rows = len(range(int(layer.up.shape[0]))[start:end])
+    if weight.ndim < 2 or rows != weight.shape[0]:
+        raise ValueError(f"{path}: its layer {layer.module} changes {rows} rows of a weight of shape "
+                         f"{list(weight.shape)}: is it for another Flux model?")
+    if weight.ndim > 2 or features == weight.shape[1]:
         return _Rows(layer, start, end, swap)
     if features < weight.shape[1]:
         raise ValueError(f"{path}: its layer {layer.module} takes {features} input features, the model's "
