@@ -253,6 +253,18 @@ def test_a_control_lora_for_another_width_is_refused(flux, tmp_path):
         apply_lora(base, None, read_lora(path), 1.0, 0.0)
 
 
+def test_a_control_lora_on_another_model_family_is_refused(lora_file):
+    from diffusers import UNet2DConditionModel
+
+    from nodegen.models.objects import DiffusionModel
+
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=32)
+    with pytest.raises(ValueError, match=r"flux1-canny-dev-lora.safetensors: this is a Flux.1 control LoRA"):
+        apply_lora(DiffusionModel(unet, "sd1"), None, read_lora(lora_file), 1.0, 0.0)
+
+
 def test_comfyui_flux_canny_lora_workflow_imports_and_runs(flux, lora_file, tmp_path):
     """ComfyUI's Flux Canny LoRA example's shape (API format): UNETLoader + LoraLoaderModelOnly,
     Canny, InstructPixToPixConditioning, FluxGuidance, KSampler."""

@@ -131,6 +131,11 @@ def parse_lora(sd: dict[str, torch.Tensor], path: str = "<memory>", metadata: di
 
     if is_control_lora(sd):  # BFL's Flux Canny / Depth LoRAs: they also widen the input layer
         layers, unknown = parse_control_lora(sd)
+        if unknown:
+            import logging
+
+            logging.getLogger(__name__).warning("%s: %d tensors are not LoRA weights nodegen reads and were "
+                                                "ignored (e.g. %s)", path, len(unknown), ", ".join(sorted(unknown)[:3]))
         return LoraFile(path, layers, "bfl_control", sorted(unknown))
     out = LoraFile(path)
     unknown = []
@@ -289,9 +294,12 @@ def lora_patch_dicts(lora: LoraFile, unet: torch.nn.Module | None = None,
     param_tables: dict[tuple[str, str], dict[str, str]] = {}
     flow_family = getattr(unet, "_nodegen_flow_family", None) if unet is not None else None
     flow_table = None
-    if flow_family == "flux" and lora.layout == "bfl_control":
+    if lora.layout == "bfl_control" and unet is not None:
         from nodegen.models.flux_control_lora import control_patches
 
+        if flow_family != "flux":
+            raise ValueError(f"{lora.path}: this is a Flux.1 control LoRA (Canny / Depth): it needs a Flux.1 "
+                             "model (flux1-dev), and this model is another kind")
         unet_patches, unmatched = control_patches(lora, unet)
         return unet_patches, clip_patches, unmatched
     if flow_family is not None:
