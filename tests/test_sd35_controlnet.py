@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 from types import SimpleNamespace
 
 import pytest
@@ -216,44 +215,18 @@ def test_the_control_image_is_changed_by_the_files_type_as_comfyui_changes_it(sd
 
 
 def test_comfyui_sd35_controlnet_workflow_imports_and_runs(sd3, files, tmp_path):
-    from PIL import Image
-
     from nodegen.formats import open_any
-    from nodegen.runtime.engine import Engine
+    from tests.support.comfy_controlnet import run_sd3_controlnet_workflow, sd3_controlnet_api
 
-    models = tmp_path / "models"
-    for sub, src, name in (("checkpoints", sd3.single_file, "sd3.5_large_incl_clips.safetensors"),
-                           ("controlnet", files.canny, "sd3.5_large_controlnet_canny.safetensors")):
-        (models / sub).mkdir(parents=True, exist_ok=True)
-        os.symlink(src, models / sub / name)
-    (tmp_path / "in").mkdir()
-    Image.effect_mandelbrot((64, 64), (-2, -1.5, 1, 1.5), 40).convert("RGB").save(tmp_path / "in" / "edges.png")
-    api = {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd3.5_large_incl_clips.safetensors"}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a castle", "clip": ["1", 1]}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-        "4": {"class_type": "LoadImage", "inputs": {"image": "edges.png"}},
-        "5": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "sd3.5_large_controlnet_canny.safetensors"}},
-        "6": {"class_type": "ControlNetApplyAdvanced",
-              "inputs": {"strength": 0.6, "start_percent": 0.0, "end_percent": 0.8, "positive": ["2", 0],
-                         "negative": ["3", 0], "control_net": ["5", 0], "image": ["4", 0], "vae": ["1", 2]}},
-        "7": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "8": {"class_type": "KSampler", "inputs": {"seed": 3, "steps": 2, "cfg": 4.0, "sampler_name": "euler",
-                                                   "scheduler": "normal", "denoise": 1.0, "model": ["1", 0],
-                                                   "positive": ["6", 0], "negative": ["6", 1], "latent_image": ["7", 0]}},
-        "9": {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["1", 2]}},
-        "10": {"class_type": "SaveImage", "inputs": {"filename_prefix": "cn", "images": ["9", 0]}},
-    }
-    (tmp_path / "workflow.json").write_text(json.dumps(api))
-    engine = Engine(models=models, input_dir=tmp_path / "in", output_dir=tmp_path / "out", device="cpu")
-    result = engine.run(open_any(tmp_path / "workflow.json"))
+    result, models, engine = run_sd3_controlnet_workflow(tmp_path, sd3.single_file, "sd3.5_large_incl_clips.safetensors",
+                                                         files.canny, "sd3.5_large_controlnet_canny.safetensors")
     assert result.ok, (result.problems, [str(f) for f in result.failures])
     assert result.images[0].size == (64, 64)
 
     # a file of the kind nodegen does not apply (a square pooled-text embedder, ComfyUI's double_y_emb)
     square = {k: v.detach() for k, v in _controlnet(91, pooled=128).state_dict().items()}
     _save(to_stability(square, 1), models / "controlnet" / "sd3.5_8b_controlnet.safetensors")
-    api["5"]["inputs"]["control_net_name"] = "sd3.5_8b_controlnet.safetensors"
+    api = sd3_controlnet_api("sd3.5_large_incl_clips.safetensors", "sd3.5_8b_controlnet.safetensors")
     (tmp_path / "workflow.json").write_text(json.dumps(api))
     result = engine.run(open_any(tmp_path / "workflow.json"))
     message = " ".join(str(f) for f in result.failures)

@@ -7,7 +7,6 @@ refused naming the node and input (or the file)."""
 from __future__ import annotations
 
 import copy
-import os
 from types import SimpleNamespace
 
 import pytest
@@ -228,38 +227,9 @@ def test_what_cannot_work_is_refused(sd3, controlnets, tmp_path):
 
 
 def test_comfyui_sd3_controlnet_workflow_imports_and_runs(sd3, controlnets, tmp_path):
-    import json
+    from tests.support.comfy_controlnet import run_sd3_controlnet_workflow
 
-    from PIL import Image
-
-    from nodegen.formats import open_any
-    from nodegen.runtime.engine import Engine
-
-    models = tmp_path / "models"
-    for sub, src, name in (("checkpoints", sd3.single_file, "sd3_medium_incl_clips_t5xxlfp16.safetensors"),
-                           ("controlnet", controlnets["instantx"][1], "SD3-Controlnet-Canny.safetensors")):
-        (models / sub).mkdir(parents=True, exist_ok=True)
-        os.symlink(src, models / sub / name)
-    (tmp_path / "in").mkdir()
-    Image.effect_mandelbrot((64, 64), (-2, -1.5, 1, 1.5), 40).convert("RGB").save(tmp_path / "in" / "edges.png")
-    api = {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd3_medium_incl_clips_t5xxlfp16.safetensors"}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a castle", "clip": ["1", 1]}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-        "4": {"class_type": "LoadImage", "inputs": {"image": "edges.png"}},
-        "5": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "SD3-Controlnet-Canny.safetensors"}},
-        "6": {"class_type": "ControlNetApplyAdvanced",
-              "inputs": {"strength": 0.6, "start_percent": 0.0, "end_percent": 0.8, "positive": ["2", 0],
-                         "negative": ["3", 0], "control_net": ["5", 0], "image": ["4", 0], "vae": ["1", 2]}},
-        "7": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "8": {"class_type": "KSampler", "inputs": {"seed": 3, "steps": 2, "cfg": 4.0, "sampler_name": "euler",
-                                                   "scheduler": "normal", "denoise": 1.0, "model": ["1", 0],
-                                                   "positive": ["6", 0], "negative": ["6", 1], "latent_image": ["7", 0]}},
-        "9": {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["1", 2]}},
-        "10": {"class_type": "SaveImage", "inputs": {"filename_prefix": "cn", "images": ["9", 0]}},
-    }
-    (tmp_path / "workflow.json").write_text(json.dumps(api))
-    engine = Engine(models=models, input_dir=tmp_path / "in", output_dir=tmp_path / "out", device="cpu")
-    result = engine.run(open_any(tmp_path / "workflow.json"))
+    result, _, _ = run_sd3_controlnet_workflow(tmp_path, sd3.single_file, "sd3_medium_incl_clips_t5xxlfp16.safetensors",
+                                               controlnets["instantx"][1], "SD3-Controlnet-Canny.safetensors")
     assert result.ok, (result.problems, [str(f) for f in result.failures])
     assert result.images[0].size == (64, 64)
