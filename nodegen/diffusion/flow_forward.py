@@ -98,7 +98,11 @@ def _input_width(transformer) -> int:
     """The packed features the Flux transformer takes: its input layer's, which a control LoRA
     widens for its MODEL's runs (:mod:`nodegen.models.flux_control_lora`), else the config's."""
     weight = getattr(getattr(transformer, "x_embedder", None), "weight", None)
-    return int(weight.shape[1]) if isinstance(weight, torch.Tensor) and weight.ndim == 2 else int(transformer.config.in_channels)
+    if not (isinstance(weight, torch.Tensor) and weight.ndim == 2):
+        return int(transformer.config.in_channels)
+    from nodegen.models.gguf_linear import logical_shape  # GGUF blocks: the shape of their values
+
+    return int(logical_shape(weight)[1])
 
 
 def _call_flux(transformer, x, sigma: float, ms, items, device, dtype, noise_mask=None,

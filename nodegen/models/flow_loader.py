@@ -8,6 +8,8 @@ as they are read: no random init, no second copy. Weights are cast
 to the manager's compute dtype (fp32 on the CPU), except fp8 storage (an fp8 file with
 ``weight_dtype="default"``, or ``weight_dtype="fp8_e4m3fn"``/``"fp8_e5m2"``): the transformer's linear
 weights then stay fp8 and are upcast layer by layer for compute (:mod:`nodegen.models.fp8`).
+Quantized GGUF diffusion models keep their Linear weights quantized the same way, dequantized layer
+by layer (:mod:`nodegen.models.gguf_linear`).
 """
 
 from __future__ import annotations
@@ -78,9 +80,13 @@ def build_transformer(family: str, sd: dict, path, dtype: torch.dtype, storage: 
             from nodegen.models.flux_convert import flux_to_diffusers
 
             sd = flux_to_diffusers(sd)
-    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    shapes = {k: tuple(getattr(v, "quant_shape", v.shape)) for k, v in sd.items()}  # GGUF blocks: their values'
     cls, cfg = ((SD3Transformer2DModel, flow_configs.sd3_config(shapes)) if family == "sd3"
                 else (FluxTransformer2DModel, flow_configs.flux_config(shapes)))
+    if storage is None and any(getattr(v, "quant_type", None) is not None for v in sd.values()):
+        from nodegen.models.gguf_linear import build_quantized
+
+        return build_quantized(cls, cfg, sd, dtype, f"{family} transformer", path)
     if storage is None:
         return _build(cls, cfg, _cast(sd, dtype), f"{family} transformer", path)
     from accelerate import init_empty_weights
@@ -113,6 +119,8 @@ def load_diffusion_model(path: str | os.PathLike, weight_dtype: str = "default",
     if det.layout == "diffusers":
         prefix = "transformer." if det.details["prefix"].startswith("transformer.") else ""
     sd, storage = open_weights(path, weight_dtype, dtype, prefix)
+    if storage is None and hasattr(sd, "keep_quantized"):
+        sd.keep_quantized = True  # a GGUF file: quantized Linear weights stay quantized (gguf_linear)
     # the dict is handed over (not kept here): the converter pops each tensor as it converts it
     transformer = build_transformer(det.family, _take(sd, prefix), path, dtype, storage, det.layout)
     return DiffusionModel(transformer, det.family, "flow", source=str(path), manager=manager)

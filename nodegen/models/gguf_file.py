@@ -6,9 +6,10 @@
   holds the finished modules plus one tensor.
 * Dequantizing: F32 / F16 / BF16 / F64 and integer tensors as stored; quantized blocks (Q4_0, Q4_1,
   Q5_0, Q5_1, Q8_0, the K-quants Q2_K..Q6_K, the IQ and TQ types: whatever ``gguf.quants.dequantize``
-  covers) to float32, then to ``dtype``. Weights are dequantized once, at load, to the compute dtype:
-  a GGUF model takes the memory of the same model in that dtype once loaded (the file's size is not
-  the size in memory).
+  covers) to float32, then to ``dtype``. With ``keep_quantized`` (the diffusion model loader sets it),
+  2-D tensors of the types diffusers' torch dequantizers cover come back as their raw blocks
+  (:mod:`nodegen.models.gguf_linear`): the loader keeps the Linear weights among them quantized and
+  dequantizes the rest.
 * Shapes: GGUF stores dimensions innermost first (reversed), or the original shape in the
   ``comfy.gguf.orig_shape.<name>`` field (city96's converter writes it for tensors it reshaped).
 * Key names: diffusion models keep their original (BFL / SD3 / LDM) keys, with any
@@ -151,9 +152,11 @@ class GGUFStateDict(Mapping):
     """The tensors of a GGUF file under their nodegen key names, dequantized (and cast to ``dtype``,
     when set; quantized tensors become float32 without it) as each is read."""
 
-    def __init__(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, dtype: torch.dtype | None = None,
+                 keep_quantized: bool = False) -> None:
         self.path = Path(path)
         self.dtype = dtype
+        self.keep_quantized = keep_quantized
         reader = _open_reader(self.path)
         self.arch = _string_field(reader, "general.architecture")
         tensors = list(reader.tensors)
@@ -190,10 +193,23 @@ class GGUFStateDict(Mapping):
     def __getitem__(self, key: str) -> torch.Tensor:
         t, shape = self._tensors[key]
         try:
+            if self.keep_quantized and self._stays_quantized(t, shape):
+                from nodegen.models.gguf_linear import quantized
+
+                return quantized(torch.from_numpy(np.array(t.data, copy=True)), t.tensor_type, shape)
             return dequantize(t.data, t.tensor_type, shape, self.dtype)
         except (ValueError, RuntimeError) as e:
             raise GGUFError(f"{self.path}: tensor {t.name!r} ({t.tensor_type.name}) does not fit its shape "
                             f"{list(shape)}: {e}") from e
+
+    @staticmethod
+    def _stays_quantized(t, shape: tuple[int, ...]) -> bool:
+        """A 2-D tensor stored in its own shape (not reshaped by the converter) of a type diffusers
+        dequantizes in torch."""
+        from nodegen.models.gguf_linear import keeps_quantized
+
+        stored = tuple(int(v) for v in reversed(t.shape.tolist()))
+        return len(shape) == 2 and stored == shape and keeps_quantized(t.tensor_type)
 
     def pop(self, key: str, *default):
         if key not in self._tensors:

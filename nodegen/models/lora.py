@@ -361,11 +361,13 @@ def lora_family(lora: LoraFile) -> str:
 def _refuse_other_architecture(lora: LoraFile, model, unet, encoders: dict) -> None:
     """A LoRA whose layer names fit but whose shapes do not is for another architecture: refuse it
     now, naming the file and both architectures (not a raw shape error inside the sampler)."""
+    from nodegen.models.gguf_linear import logical_shape  # GGUF blocks: the shape of their values
+
     shapes: dict[str, dict[str, tuple]] = {}
     if unet is not None:
-        shapes["unet"] = {n: tuple(p.shape) for n, p in unet.named_parameters()}
+        shapes["unet"] = {n: logical_shape(p) for n, p in unet.named_parameters()}
     for comp, enc in encoders.items():
-        shapes[comp] = {n: tuple(p.shape) for n, p in enc.named_parameters()}
+        shapes[comp] = {n: logical_shape(p) for n, p in enc.named_parameters()}
     tables: dict[str, dict[str, str]] = {}
     for layer in lora.layers:
         if layer.component not in shapes:

@@ -9,6 +9,10 @@ the delta for that weight (computed in float32 on the weight's device; LoRA uses
 :func:`patched` applies a patch set to a module for the duration of a ``with`` block and puts
 the original tensors back afterwards, so clones that share the base weights stay independent.
 
+A weight kept quantized (GGUF blocks: :mod:`nodegen.models.gguf_linear`) is not replaced: its
+deltas are handed to its layer (``forward_patches``), which applies them to the weight it
+dequantizes for each call; one that a delta widens is dequantized, patched and held for the block.
+
 Two kinds of delta go beyond ``W + delta`` (Flux control LoRAs: :mod:`nodegen.models.flux_control_lora`):
 a callable with ``widened_shape`` is larger than its weight, which is zero-padded to that shape
 first (and every other delta for it zero-padded alike, as diffusers pads LoRAs for a widened
@@ -90,6 +94,7 @@ def patched(module: torch.nn.Module, patches: PatchList, prefix: str | None = No
                 raise KeyError(f"patch targets unknown weight {name!r} of {type(module).__name__}")
             by_param.setdefault(name, []).append((delta, float(strength)))
     backup: dict[str, torch.Tensor] = {}
+    deferred: list[torch.Tensor] = []
     # the module may hold patched weights wider than it stores them (text encoders kept in half
     # precision on the CPU compute in float32: nodegen.models.clip_text_model)
     held = getattr(module, "patch_dtype", lambda w: w.dtype)
@@ -98,10 +103,28 @@ def patched(module: torch.nn.Module, patches: PatchList, prefix: str | None = No
             # one weight at a time: at most one patched weight is in flight besides the originals
             for name, deltas in by_param.items():
                 p = params[name]
+                if _quantized(p):
+                    if not any(getattr(d, "widened_shape", None) for d, _ in deltas):
+                        p.forward_patches = deltas
+                        deferred.append(p)
+                        continue
+                    from nodegen.models.gguf_linear import dequantized
+
+                    total = patched_weight(dequantized(p), deltas)
+                    backup[name] = p.data
+                    p.data = total.to(getattr(module, "_nodegen_compute_dtype", None) or torch.float32)
+                    continue
                 total = patched_weight(p.data, deltas)
                 backup[name] = p.data
                 p.data = total.to(held(p.data))
         yield module
     finally:
+        for p in deferred:
+            p.forward_patches = None
         for name, data in backup.items():
             params[name].data = data
+
+
+def _quantized(p: torch.Tensor) -> bool:
+    """A weight held as GGUF blocks (:mod:`nodegen.models.gguf_linear`)."""
+    return getattr(p, "quant_type", None) is not None and p.dtype == torch.uint8

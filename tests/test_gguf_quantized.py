@@ -1,0 +1,107 @@
+"""Quantized GGUF diffusion models keep their Linear weights as GGUF blocks (:mod:`nodegen.models.gguf_linear`)
+and dequantize them per layer per call: the tiny Flux transformer from Q8_0 and Q4_0 files holds a
+fraction of float32's parameter bytes, and computes (one forward, a sampling run, with a LoRA) exactly
+what the same file dequantized at load computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nodegen.diffusion.flow_sampling import flux_mu
+from nodegen.diffusion.sample import Steps, sample
+from nodegen.models import flow_loader
+from nodegen.models.gguf_file import GGUFStateDict
+from nodegen.models.gguf_linear import dequantized, is_quantized, logical_shape, parameter_bytes
+from nodegen.models.lora import apply_lora, parse_lora
+from nodegen.models.objects import DiffusionModel
+from nodegen.models.patching import patched
+from tests.support.flow_fixtures import fixture
+from tests.test_flow_lora import flux_lora
+from tests.test_gguf import Q, write_gguf
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ggufq")
+    bfl = fixture("flux").original_transformer
+    return {"Q8_0": write_gguf(root / "flux-Q8_0.gguf", bfl, "flux", Q.Q8_0),
+            "Q4_0": write_gguf(root / "flux-Q4_0.gguf", {"model.diffusion_model." + k: v for k, v in bfl.items()},
+                               None, Q.Q4_0)}
+
+
+def _models(path) -> tuple[DiffusionModel, torch.nn.Module]:
+    """(the loader's model: quantized Linear weights, the transformer built from the file dequantized at load)."""
+    quant = flow_loader.load_diffusion_model(path)
+    sd = dict(GGUFStateDict(path, torch.float32))
+    sd = {k.removeprefix("model.diffusion_model."): v for k, v in sd.items()}
+    return quant, flow_loader.build_transformer("flux", sd, path, torch.float32)
+
+
+def _inputs(t: torch.nn.Module) -> dict:
+    g = torch.Generator().manual_seed(0)
+    n = 16
+    ids = torch.stack(torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij"), -1).reshape(n, 2)
+    return dict(hidden_states=torch.randn(1, n, t.config.in_channels, generator=g),
+                encoder_hidden_states=torch.randn(1, 5, t.config.joint_attention_dim, generator=g),
+                pooled_projections=torch.randn(1, t.config.pooled_projection_dim, generator=g),
+                timestep=torch.tensor([0.7]), guidance=torch.tensor([3.5]),
+                img_ids=torch.cat([torch.zeros(n, 1), ids.float()], 1), txt_ids=torch.zeros(5, 3), return_dict=False)
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0"])
+def test_quantized_linears_stay_blocks_and_compute_as_dequantized(files, qtype):
+    model, ref = _models(files[qtype])
+    t = model.unet
+    linears = [m for m in t.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(is_quantized(m.weight) and m.weight.dtype == torch.uint8 for m in linears)
+    # the same values as the at-load model, bit for bit; biases and norms dequantized (float32)
+    want = ref.state_dict()
+    for k, v in t.state_dict().items():
+        assert torch.equal(dequantized(v), want[k]), k
+        assert logical_shape(v) == tuple(want[k].shape)
+    q_bytes, f_bytes = parameter_bytes(t), parameter_bytes(ref)
+    print(f"\n{qtype}: parameter bytes {q_bytes} (quantized) vs {f_bytes} (float32 at load)")
+    assert q_bytes < {"Q8_0": 0.35, "Q4_0": 0.2}[qtype] * f_bytes
+    with torch.no_grad():
+        got, exp = t(**_inputs(t))[0], ref(**_inputs(ref))[0]
+    torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-6)
+
+
+def _sampled(model: DiffusionModel, lora: dict | None = None) -> torch.Tensor:
+    from tests.test_oracle_flow import flux_components
+
+    _, te, _ = flux_components(fixture("flux"))
+    if lora is not None:
+        model, _ = apply_lora(model, None, parse_lora(lora), 1.0, 1.0)
+    model.options["model_sampling"] = {"kind": "flux", "shift": flux_mu(64, 64), "multiplier": 1.0}
+    out = sample(model, te.encode("a cat"), None, {"samples": torch.zeros(1, 16, 8, 8)}, 4, Steps(2, "simple"),
+                 1.0, "euler", device="cpu")
+    return out.latent["samples"]
+
+
+def test_sampling_and_lora_equal_the_dequantized_model(files):
+    model, ref_t = _models(files["Q4_0"])
+    ref = DiffusionModel(ref_t, "flux", "flow")
+    torch.testing.assert_close(_sampled(model), _sampled(ref), rtol=1e-5, atol=1e-5)
+    lora = flux_lora("kohya")  # hits the fused qkv and linear2 (split / whole quantized weights)
+    with_lora = _sampled(model, lora)
+    torch.testing.assert_close(with_lora, _sampled(ref, lora), rtol=1e-5, atol=1e-5)
+    assert float((with_lora - _sampled(model)).abs().max()) > 1e-3  # the LoRA changes the result
+    # the stored blocks never change; after the run no patch is left on them
+    assert all(getattr(p, "forward_patches", None) is None for p in model.unet.parameters())
+
+
+def test_patched_quantized_weight_applies_deltas_in_forward_only(files):
+    model, ref = _models(files["Q8_0"])
+    t = model.unet
+    name = "transformer_blocks.0.attn.to_q.weight"
+    w = dict(t.named_parameters())[name]
+    before = w.clone()
+    delta = torch.randn(logical_shape(w), generator=torch.Generator().manual_seed(1)) * 0.1
+    with torch.no_grad(), patched(t, [({name: delta}, 0.5)]), patched(ref, [({name: delta}, 0.5)]):
+        assert torch.equal(w, before) and w.forward_patches
+        torch.testing.assert_close(t(**_inputs(t))[0], ref(**_inputs(ref))[0], rtol=1e-5, atol=1e-6)
+    assert w.forward_patches is None and torch.equal(w, before)
