@@ -105,3 +105,38 @@ def test_patched_quantized_weight_applies_deltas_in_forward_only(files):
         assert torch.equal(w, before) and w.forward_patches
         torch.testing.assert_close(t(**_inputs(t))[0], ref(**_inputs(ref))[0], rtol=1e-5, atol=1e-6)
     assert w.forward_patches is None and torch.equal(w, before)
+
+
+def test_flux_control_lora_widens_a_quantized_input_layer_as_the_dequantized_one(files):
+    """A control LoRA (Canny / Depth) widens ``x_embedder``: that weight is dequantized, patched and
+    held for the run; the image equals the at-load model's and the blocks are left as they were."""
+    from nodegen.models.lora import read_lora
+    from tests.support.flow_fixtures import _save
+    from tests.test_flux_control_lora import _ours, control_lora
+    from tests.test_oracle_flow import flux_components
+
+    fx = fixture("flux")
+    _, te, vae = flux_components(fx)
+    lora_path = _save(control_lora(fx), files["Q8_0"].parent / "flux1-canny-dev-lora.safetensors")
+    model, ref_t = _models(files["Q8_0"])
+    blocks = model.unet.x_embedder.weight.clone()
+    control = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(12))
+    images = []
+    for m in (model, DiffusionModel(ref_t, "flux", "flow")):
+        controlled, _ = apply_lora(m, None, read_lora(lora_path), 1.0, 0.0)
+        images.append(_ours(fx, controlled, te, vae, control))
+    torch.testing.assert_close(images[0], images[1], rtol=1e-5, atol=1e-5)
+    w = model.unet.x_embedder.weight
+    assert is_quantized(w) and torch.equal(w, blocks) and logical_shape(w) == (128, 64)
+
+
+def test_merging_quantized_models_equals_merging_the_dequantized_ones(files):
+    """ModelMergeSimple of a Q8_0 and a Q4_0 model (different blocks, same values' shapes) samples as
+    the merge of the same models dequantized at load."""
+    from nodegen.models.merge import merge_simple
+
+    (q8, r8), (q4, r4) = _models(files["Q8_0"]), _models(files["Q4_0"])
+    refs = [DiffusionModel(t, "flux", "flow") for t in (r8, r4)]
+    got, want = _sampled(merge_simple(q8, q4, 0.5)), _sampled(merge_simple(*refs, 0.5))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert float((got - _sampled(q8)).abs().max()) > 1e-4

@@ -202,14 +202,17 @@ def control_patches(lora, transformer: torch.nn.Module) -> tuple[dict, list[str]
 def _rows_delta(path: str, layer: LoraPair, weight: torch.Tensor, start: int, end: int | None, swap: bool) -> _Rows:
     """The LoRA delta for ``weight``; wider than it (the input layer) when the LoRA takes more
     input features, never narrower."""
+    from nodegen.models.gguf_linear import logical_shape  # GGUF blocks: the shape of their values
+
+    shape = logical_shape(weight)
     features = int(layer.down.flatten(1).shape[1])
     rows = len(range(int(layer.up.shape[0]))[start:end])
-    if weight.ndim < 2 or rows != weight.shape[0]:
+    if len(shape) < 2 or rows != shape[0]:
         raise ValueError(f"{path}: its layer {layer.module} changes {rows} rows of a weight of shape "
-                         f"{list(weight.shape)}: is it for another Flux model?")
-    if weight.ndim > 2 or features == weight.shape[1]:
+                         f"{list(shape)}: is it for another Flux model?")
+    if len(shape) > 2 or features == shape[1]:
         return _Rows(layer, start, end, swap)
-    if features < weight.shape[1]:
+    if features < shape[1]:
         raise ValueError(f"{path}: its layer {layer.module} takes {features} input features, the model's "
-                         f"{weight.shape[1]}: is it for another Flux model?")
-    return _Rows(layer, start, end, swap, (int(weight.shape[0]), features))
+                         f"{shape[1]}: is it for another Flux model?")
+    return _Rows(layer, start, end, swap, (int(shape[0]), features))

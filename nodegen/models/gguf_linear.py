@@ -88,6 +88,8 @@ def _forward(layer: torch.nn.Linear):
             w = dequantized(w)
             if deltas:
                 w = patched_weight(w, deltas)
+        elif hasattr(w, "as_tensor"):  # patched and held as values for a block: a plain tensor (no
+            w = w.as_tensor()          # GGUFParameter wrapping of everything computed from it)
         return F.linear(x, w.to(x.dtype), None if layer.bias is None else layer.bias.to(x.dtype))
     return forward
 
@@ -131,6 +133,7 @@ def build_quantized(cls, config: dict, sd: dict, dtype: torch.dtype, what: str, 
         setattr(layer, name, v)
         layer.forward = _forward(layer)
     module._nodegen_compute_dtype = dtype
+    module.dequantize_weight = dequantized  # for patches that widen a weight (nodegen.models.patching)
     module._nodegen_keep_dtype = True  # the model manager moves it without casting (as fp8 storage)
     return module.eval().requires_grad_(False)
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 
+from nodegen.models.gguf_linear import dequantized, logical_shape
 from nodegen.models.patching import patched_weight
 
 #: Text-encoder entries that are not weights to merge (ComfyUI skips them too).
@@ -48,7 +49,7 @@ def _param(obj, key: str) -> torch.nn.Parameter:
 
 def effective_weight(obj, key: str, device: torch.device) -> torch.Tensor:
     """Weight ``key`` of ``obj`` with its patches applied, float32 on ``device``."""
-    base = _param(obj, key).data.to(device)
+    base = dequantized(_param(obj, key).data).to(device)  # GGUF blocks: their values
     return patched_weight(base, [(pd[key], float(s)) for pd, s in obj.patches if key in pd and s != 0])
 
 
@@ -61,9 +62,9 @@ def check_compatible(a, b, what: str) -> list[str]:
     if missing:
         raise ValueError(f"cannot merge these {what}s: their weights differ (e.g. {missing[0]!r} is only in one)")
     for k, p in wa.items():
-        if tuple(p.shape) != tuple(wb[k].shape):
-            raise ValueError(f"cannot merge these {what}s: weight {k!r} is {tuple(p.shape)} in the first "
-                             f"and {tuple(wb[k].shape)} in the second")
+        if logical_shape(p) != logical_shape(wb[k]):
+            raise ValueError(f"cannot merge these {what}s: weight {k!r} is {logical_shape(p)} in the first "
+                             f"and {logical_shape(wb[k])} in the second")
     return list(wa)
 
 

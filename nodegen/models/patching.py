@@ -11,7 +11,8 @@ the original tensors back afterwards, so clones that share the base weights stay
 
 A weight kept quantized (GGUF blocks: :mod:`nodegen.models.gguf_linear`) is not replaced: its
 deltas are handed to its layer (``forward_patches``), which applies them to the weight it
-dequantizes for each call; one that a delta widens is dequantized, patched and held for the block.
+dequantizes for each call; one that a delta widens is dequantized (the module's ``dequantize_weight``),
+patched and held for the block.
 
 Two kinds of delta go beyond ``W + delta`` (Flux control LoRAs: :mod:`nodegen.models.flux_control_lora`):
 a callable with ``widened_shape`` is larger than its weight, which is zero-padded to that shape
@@ -108,9 +109,7 @@ def patched(module: torch.nn.Module, patches: PatchList, prefix: str | None = No
                         p.forward_patches = deltas
                         deferred.append(p)
                         continue
-                    from nodegen.models.gguf_linear import dequantized
-
-                    total = patched_weight(dequantized(p), deltas)
+                    total = patched_weight(module.dequantize_weight(p), deltas)
                     backup[name] = p.data
                     p.data = total.to(getattr(module, "_nodegen_compute_dtype", None) or torch.float32)
                     continue
