@@ -1,8 +1,10 @@
 """GGUF loaders, as city96's ComfyUI-GGUF custom nodes name them: a diffusion model (Flux.1, SD3 /
 SD 3.5, SD1 / SDXL UNets) and T5 text encoders from ``.gguf`` files (quantized Q8_0, Q4_K, ...), the
 CLIP loaders also taking the usual safetensors files beside them (a GGUF T5 with a safetensors
-CLIP-L is the common Flux pairing). Weights are dequantized once, at load, to the compute dtype
-(:mod:`nodegen.models.gguf_file`); the models are then the same as UNETLoader's and
+CLIP-L is the common Flux pairing). A Flux / SD3 model keeps its quantized Linear weights as GGUF
+blocks and dequantizes them one layer at a time, per call (:mod:`nodegen.models.gguf_linear`);
+everything else (SD1 / SDXL UNets, T5 encoders, biases and norms) is dequantized once, at load, to
+the compute dtype (:mod:`nodegen.models.gguf_file`). The models then compute as UNETLoader's and
 DualCLIPLoader's.
 """
 

@@ -1,6 +1,6 @@
 """GGUF files (city96's ComfyUI-GGUF nodes): the tiny Flux transformer and T5 written with the ``gguf``
 package's GGUFWriter (F16, Q8_0, Q4_0, raw K-quant blocks), read back exactly (F16) or within the
-quantization error; K-quants checked against diffusers' own (torch) dequantizers; the nodes load the
+quantization error (quantized Flux / SD3 Linear weights stay blocks: tests/test_gguf_quantized.py); K-quants checked against diffusers' own (torch) dequantizers; the nodes load the
 same models as the safetensors loaders, and a ComfyUI API workflow with UnetLoaderGGUF +
 DualCLIPLoaderGGUF gives the same image as its UNETLoader + DualCLIPLoader twin; bad files fail
 naming the node, the input and the file."""

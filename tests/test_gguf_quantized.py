@@ -140,3 +140,24 @@ def test_merging_quantized_models_equals_merging_the_dequantized_ones(files):
     got, want = _sampled(merge_simple(q8, q4, 0.5)), _sampled(merge_simple(*refs, 0.5))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert float((got - _sampled(q8)).abs().max()) > 1e-4
+
+
+def test_sd3_q8_0_keeps_its_linears_quantized_and_computes_as_dequantized(tmp_path):
+    """SD3's conversion (qkv chunks, the scale/shift swap) is row-wise: exact on the blocks too."""
+    from safetensors.torch import load_file
+
+    path = write_gguf(tmp_path / "sd3-Q8_0.gguf", load_file(str(fixture("sd3").diffusion_model)), "sd3", Q.Q8_0)
+    quant = flow_loader.load_diffusion_model(path).unet
+    ref = flow_loader.build_transformer("sd3", dict(GGUFStateDict(path, torch.float32)), path, torch.float32)
+    kept = [m for m in quant.modules() if isinstance(m, torch.nn.Linear) and is_quantized(m.weight)]
+    assert len(kept) > 10 and parameter_bytes(quant) < 0.5 * parameter_bytes(ref)
+    want = ref.state_dict()
+    assert all(torch.equal(dequantized(v), want[k]) for k, v in quant.state_dict().items())
+    c = quant.config
+    g = torch.Generator().manual_seed(0)
+    inputs = dict(hidden_states=torch.randn(1, c.in_channels, 8, 8, generator=g),
+                  encoder_hidden_states=torch.randn(1, 5, c.joint_attention_dim, generator=g),
+                  pooled_projections=torch.randn(1, c.pooled_projection_dim, generator=g),
+                  timestep=torch.tensor([500.0]), return_dict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(quant(**inputs)[0], ref(**inputs)[0], rtol=1e-5, atol=1e-6)
