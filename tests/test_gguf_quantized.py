@@ -105,6 +105,15 @@ def test_patched_quantized_weight_applies_deltas_in_forward_only(files):
         assert torch.equal(w, before) and w.forward_patches
         torch.testing.assert_close(t(**_inputs(t))[0], ref(**_inputs(ref))[0], rtol=1e-5, atol=1e-6)
     assert w.forward_patches is None and torch.equal(w, before)
+    # nested blocks add up, and each end restores what was there before it
+    other = {name: delta.flip(0)}
+    with torch.no_grad(), patched(t, [({name: delta}, 0.5)]):
+        with patched(t, [(other, 1.0)]):
+            assert len(w.forward_patches) == 2
+            with patched(ref, [({name: delta}, 0.5), (other, 1.0)]):
+                torch.testing.assert_close(t(**_inputs(t))[0], ref(**_inputs(ref))[0], rtol=1e-5, atol=1e-6)
+        assert len(w.forward_patches) == 1
+    assert w.forward_patches is None
 
 
 def test_flux_control_lora_widens_a_quantized_input_layer_as_the_dequantized_one(files):

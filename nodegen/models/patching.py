@@ -95,7 +95,7 @@ def patched(module: torch.nn.Module, patches: PatchList, prefix: str | None = No
                 raise KeyError(f"patch targets unknown weight {name!r} of {type(module).__name__}")
             by_param.setdefault(name, []).append((delta, float(strength)))
     backup: dict[str, torch.Tensor] = {}
-    deferred: list[torch.Tensor] = []
+    deferred: list[tuple[torch.Tensor, list | None]] = []
     # the module may hold patched weights wider than it stores them (text encoders kept in half
     # precision on the CPU compute in float32: nodegen.models.clip_text_model)
     held = getattr(module, "patch_dtype", lambda w: w.dtype)
@@ -105,11 +105,12 @@ def patched(module: torch.nn.Module, patches: PatchList, prefix: str | None = No
             for name, deltas in by_param.items():
                 p = params[name]
                 if _quantized(p):
+                    outer = getattr(p, "forward_patches", None) or []  # a patched() around this one
                     if not any(getattr(d, "widened_shape", None) for d, _ in deltas):
-                        p.forward_patches = deltas
-                        deferred.append(p)
+                        deferred.append((p, getattr(p, "forward_patches", None)))
+                        p.forward_patches = outer + deltas
                         continue
-                    total = patched_weight(module.dequantize_weight(p), deltas)
+                    total = patched_weight(module.dequantize_weight(p), outer + deltas)
                     backup[name] = p.data
                     p.data = total.to(getattr(module, "_nodegen_compute_dtype", None) or torch.float32)
                     continue
@@ -118,8 +119,8 @@ def patched(module: torch.nn.Module, patches: PatchList, prefix: str | None = No
                 p.data = total.to(held(p.data))
         yield module
     finally:
-        for p in deferred:
-            p.forward_patches = None
+        for p, before in reversed(deferred):
+            p.forward_patches = before
         for name, data in backup.items():
             params[name].data = data
 
