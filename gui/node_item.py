@@ -8,6 +8,7 @@ Widgets are painted, not real Qt widgets (hundreds of nodes stay fast); interact
 
 from __future__ import annotations
 
+import html
 import json
 
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt
@@ -48,6 +49,7 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
         self.seconds: float | None = None
         self.reason: str = ""
         self.error: str = ""
+        self.shown_text: list[str] = []  # text the node's last run shows (its ui "text")
         self.problems: list[str] = []
         self.bad_inputs: set[str] = set()  # inputs named by a problem (drawn with a red frame)
         self.images: list = []            # QImage list (outputs or previews)
@@ -263,6 +265,8 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
             lines.append(f"ran because: {self.reason}")
         if self.error:
             lines.append(f"<span style='color:#ef5350'>{self.error}</span>")
+        for text in self.shown_text:
+            lines.append(f"<pre>{html.escape(text)}</pre>")
         return "<br>".join(lines)
 
     # -- events ------------------------------------------------------------------------

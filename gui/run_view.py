@@ -212,10 +212,11 @@ class RunMixin:
                 item.set_preview(data["preview"])
             item.update()
         elif kind == "node_cached":
-            item.set_state("cached", reason="cached: its inputs did not change")
+            item.set_state("cached", reason="cached: its inputs did not change", shown_text=data.get("text") or [])
             self._show_images(item, data)
         elif kind == "node_finished":
-            item.set_state("done", seconds=data.get("seconds"), reason=data.get("reason", item.reason))
+            item.set_state("done", seconds=data.get("seconds"), reason=data.get("reason", item.reason),
+                           shown_text=data.get("text") or [])
             self._show_images(item, data)
         elif kind == "node_failed":
             item.set_state("failed", error=data.get("error", ""))

@@ -69,6 +69,7 @@ def _convert(kind: str, data: dict) -> dict:
     if ui:
         out["images"] = [pil_to_qimage(p) for p in ui.get("images", []) if hasattr(p, "convert")]
         out["paths"] = list(ui.get("paths", []))
+        out["text"] = [str(t) for t in ui.get("text", [])]  # e.g. PreviewAny's value, CLIPScore's summary
     return out
 
 
