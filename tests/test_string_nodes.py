@@ -228,3 +228,23 @@ def test_a_bad_literal_pattern_fails_validation_naming_node_and_input(engine):
     doc, _ = import_comfy(api)
     (p,) = engine.validate(doc).problems
     assert (p.node_id, p.input) == ("1", "regex_pattern") and "not a valid regular expression" in p.message
+
+
+def test_editor_format_widgets_land_in_place():
+    nodes = [{"id": 1, "type": "RegexExtract", "mode": 0,
+              "widgets_values": ["a1 b2", r"(\w)(\d)", "All Groups", False, True, False, 2]},
+             {"id": 2, "type": "StringCompare", "mode": 0, "widgets_values": ["ab", "A", "Starts With", False]},
+             {"id": 3, "type": "PreviewAny", "mode": 0, "widgets_values": [None, None, False],  # its preview widgets
+              "inputs": [{"name": "source", "type": "*", "link": 1}]},
+             {"id": 4, "type": "PreviewAny", "mode": 0, "widgets_values": ["old text"],
+              "inputs": [{"name": "source", "type": "*", "link": 2}]}]
+    ui = {"last_node_id": 4, "last_link_id": 2, "nodes": nodes, "groups": [], "version": 0.4,
+          "links": [[1, 1, 0, 3, 0, "STRING"], [2, 2, 0, 4, 0, "BOOLEAN"]]}
+    doc, notes = import_comfy(ui)
+    assert notes == []
+    n = doc["nodes"]
+    assert n["1"]["inputs"] == {"string": "a1 b2", "regex_pattern": r"(\w)(\d)", "mode": "All Groups",
+                                "case_insensitive": False, "multiline": True, "dotall": False, "group_index": 2}
+    assert n["2"]["inputs"] == {"string_a": "ab", "string_b": "A", "mode": "Starts With", "case_sensitive": False}
+    assert n["3"]["inputs"] == {"source": {"from": ["1", "text"]}}
+    assert n["4"]["inputs"] == {"source": {"from": ["2", "result"]}}

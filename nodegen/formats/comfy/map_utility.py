@@ -28,5 +28,5 @@ MAPS = [
        "string regex_pattern mode case_insensitive multiline dotall group_index", "text"),
     nm("RegexReplace", "RegexReplace",
        "string regex_pattern replace case_insensitive multiline dotall count", "text"),
-    nm("PreviewAny", "PreviewAny", "", "text"),
+    nm("PreviewAny", "PreviewAny", "- - -", "text"),  # the editor's preview widgets and Markdown toggle
 ]
