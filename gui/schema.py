@@ -103,12 +103,19 @@ class Schema:
                 fit = 1 if [o["name"] for o in info.outputs][:1] == [name] else 0
             s = fuzzy_score(text, info)
             if s is not None:
-                # among the nodes that end the branch, the plainest first (Save before an
-                # animated save with its frame rate and quality)
-                settings = sum(1 for i in info.inputs if i.get("widget") is not None) if fit == 2 else 0
+                # among the nodes that end the branch, those made for the wire's type before those
+                # that take anything, then the plainest (Save before an animated save)
+                settings = (self._takes_anything(info, accepts), sum(1 for i in info.inputs if i.get("widget") is not None)) \
+                    if fit == 2 else (0, 0)
                 scored.append((s, fit, settings, info.title.lower(), info))
         scored.sort(key=lambda x: (-x[0], -x[1], x[2], x[3]))
         return [x[4] for x in scored[:limit]]
+
+    def _takes_anything(self, info: NodeTypeInfo, src_type: str) -> int:
+        """1 when the input a ``src_type`` wire would go to is a wildcard (a preview of anything)."""
+        name = self.first_input_for(info, src_type)
+        spec = next((i for i in info.inputs if i["name"] == name), {})
+        return int(spec.get("type") == "*" and src_type != "*")
 
     def first_input_for(self, info: NodeTypeInfo, src_type: str) -> str | None:
         for spec in info.inputs:
