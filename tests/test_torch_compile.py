@@ -34,12 +34,18 @@ def sd1(tmp_path_factory):
                            pos=te.encode("a photo of a cat"), neg=te.encode("blurry"))
 
 
+class Graphs(list):
+    fail = False  # set: the next compile (or recompile) fails
+
+
 @pytest.fixture
 def graphs(monkeypatch):
     """The FX graphs dynamo hands to the backend the node's "inductor" is mapped onto."""
-    captured: list = []
+    captured = Graphs()
 
     def counting(gm, example_inputs):
+        if captured.fail:
+            raise RuntimeError("simulated compile failure")
         captured.append(gm)
         return gm.forward
 
@@ -50,12 +56,12 @@ def graphs(monkeypatch):
     torch_compile._CACHE.clear()
 
 
-def _sample(sd1, model, seed=3):
-    return sample(model, sd1.pos, sd1.neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=seed, steps=2, cfg=5.0,
-                  device="cpu")["samples"]
+def _sample(sd1, model, seed=3, size=8, steps=2):
+    return sample(model, sd1.pos, sd1.neg, {"samples": torch.zeros(1, 4, size, size)}, seed=seed, steps=steps,
+                  cfg=5.0, device="cpu")["samples"]
 
 
-def test_compiled_model_samples_as_the_original_and_compiles_once(sd1, graphs, monkeypatch):
+def test_compiled_model_samples_as_the_original_and_compiles_once(sd1, graphs, monkeypatch, caplog):
     made = []
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda *a, **kw: made.append(kw) or real_compile(*a, **kw))
@@ -79,6 +85,16 @@ def test_compiled_model_samples_as_the_original_and_compiles_once(sd1, graphs, m
     assert len(graphs) == n_graphs  # torch's compiled graphs reused too (no recompile)
     torch.testing.assert_close(second, _sample(sd1, sd1.model, seed=4), rtol=1e-4, atol=1e-5)
     assert len(graphs) == n_graphs  # the original MODEL again ran uncompiled
+
+    # a later recompile that fails (here: a new latent size) falls back too
+    graphs.fail = True
+    with torch._dynamo.config.patch(automatic_dynamic_shapes=False), \
+            caplog.at_level(logging.WARNING, logger="nodegen.models.compile"):  # a static recompile: faster
+        third = _sample(sd1, patched, size=16, steps=1)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "nodegen.models.compile"]
+    assert len(warnings) == 1 and "simulated compile failure" in warnings[0], warnings
+    assert fn.state == "failed"
+    torch.testing.assert_close(third, _sample(sd1, sd1.model, size=16, steps=1), rtol=1e-5, atol=1e-6)
 
 
 def test_failing_compile_warns_and_runs_uncompiled(sd1, graphs, monkeypatch, caplog):

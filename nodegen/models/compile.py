@@ -7,9 +7,9 @@ uncompiled. The compiled forward is made once per (module, backend) and kept whi
 so later runs reuse torch's compiled graphs (torch recompiles by itself where its guards fail, e.g.
 when other patches swap attention processors).
 
-Unlike ComfyUI, a compile that fails at the first call (inductor without a working C++ compiler,
-an unsupported operation) does not fail the run: a warning naming TorchCompileModel and the backend
-is logged and the module runs uncompiled from then on.
+Unlike ComfyUI, a compile that fails (at the first call: inductor without a working C++ compiler,
+an unsupported operation; later: a recompile torch's compile errors stop) does not fail the run: a
+warning naming TorchCompileModel and the backend is logged and the module runs uncompiled from then on.
 """
 
 from __future__ import annotations
@@ -37,20 +37,27 @@ class CompiledForward:
     def __init__(self, module: torch.nn.Module, backend: str) -> None:
         self.backend = backend
         self.eager: Callable[..., Any] = type(module).forward
-        self.compiled: Callable[..., Any] = torch.compile(self.eager, backend=TORCH_BACKENDS.get(backend, backend))
         self.state = "untried"  # then "compiled" or "failed"
+        try:  # torch.compile itself refuses where dynamo is unsupported (some Python versions)
+            self.compiled: Callable[..., Any] = torch.compile(self.eager, backend=TORCH_BACKENDS.get(backend, backend))
+        except Exception as e:  # noqa: BLE001 - say why, run uncompiled
+            self._fail(e, module)
+
+    def _fail(self, e: BaseException, module: torch.nn.Module) -> None:
+        self.state = "failed"
+        log.warning("TorchCompileModel: torch.compile with backend %r failed (%s); running %s uncompiled",
+                    self.backend, _cause(e), type(module).__name__)
 
     def __call__(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        if self.state == "compiled":
-            return self.compiled(module, *args, **kwargs)
         if self.state == "failed":
             return self.eager(module, *args, **kwargs)
+        # the first call: any error (whatever the backend raises); later ones: torch's compile errors
+        # (a recompile, when guards fail, can fail too)
+        failures = Exception if self.state == "untried" else torch._dynamo.exc.TorchDynamoException
         try:
             out = self.compiled(module, *args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - any compile failure: run uncompiled, say why
-            self.state = "failed"
-            log.warning("TorchCompileModel: torch.compile with backend %r failed (%s); running %s uncompiled",
-                        self.backend, _cause(e), type(module).__name__)
+        except failures as e:
+            self._fail(e, module)
             return self.eager(module, *args, **kwargs)
         self.state = "compiled"
         return out
