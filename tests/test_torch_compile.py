@@ -115,6 +115,8 @@ def test_failing_compile_warns_and_runs_uncompiled(sd1, graphs, monkeypatch, cap
 def test_unknown_backend_names_node_and_input(sd1):
     with pytest.raises(ValueError, match="TorchCompileModel.*backend"):
         torch_compile.compiled_forward(sd1.fx.unet, "tvm")
+    with pytest.raises(ValueError, match="TorchCompileModel.*'backend'"):
+        run("TorchCompileModel", model=sd1.model, backend="tvm")
 
 
 def test_comfy_api_workflow_with_torch_compile_imports_and_runs(sd1, graphs, tmp_path):
