@@ -10,6 +10,8 @@ when other patches swap attention processors).
 Unlike ComfyUI, a compile that fails (at the first call: inductor without a working C++ compiler,
 an unsupported operation; later: a recompile torch's compile errors stop) does not fail the run: a
 warning naming TorchCompileModel and the backend is logged and the module runs uncompiled from then on.
+"cudagraphs" on a CPU does not fail: torch skips the CUDA graphs (with its own warning) and runs the
+captured graphs.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import torch
 log = logging.getLogger(__name__)
 
 BACKENDS = ("inductor", "cudagraphs")
-#: torch backend used for a node backend name; tests map the node's names onto torch's fast "eager"
-#: backend here (compiling a real model with inductor takes minutes on a CPU).
+#: torch backend (a name or a backend callable) used for a node backend name; tests map the node's
+#: names here onto one running dynamo's graphs as captured, like torch's "eager" (compiling a real
+#: model with inductor takes minutes on a CPU).
 TORCH_BACKENDS: dict[str, Any] = {}
 
 
