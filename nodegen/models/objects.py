@@ -121,6 +121,7 @@ class DiffusionModel(_Patchable):
             dtype: torch.dtype | None = None) -> Iterator[torch.nn.Module]:
         """The UNet on ``device`` (default: the manager's) in ``dtype`` with the patches applied."""
         from nodegen.diffusion import deep_shrink, freeu, self_attention_guidance, self_attention_patches
+        from nodegen.models import compile as torch_compile
         from nodegen.models import hypernetwork
         from nodegen.models.ip_adapter import installed
 
@@ -129,7 +130,8 @@ class DiffusionModel(_Patchable):
                 hypernetwork.installed(u, self.options.get("hypernetworks")), \
                 deep_shrink.installed(u, self.options.get("deep_shrink")), \
                 self_attention_patches.installed(u, self.options.get("self_attention_patches")), \
-                self_attention_guidance.installed(u, self.options.get("self_attention_guidance")):
+                self_attention_guidance.installed(u, self.options.get("self_attention_guidance")), \
+                torch_compile.installed(u, self.options.get("torch_compile")):
             yield u
 
     def __repr__(self) -> str:

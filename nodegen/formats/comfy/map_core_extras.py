@@ -1,6 +1,6 @@
 """ComfyUI's everyday core nodes for model sampling, guidance, FreeU, conditioning ranges and
 masks, and image / latent transforms (nodes.py, comfy_extras/nodes_model_advanced.py,
-nodes_freelunch.py, nodes_pag.py, nodes_sag.py, nodes_slg.py, nodes_apg.py, nodes_cfg.py, nodes_model_downscale.py, nodes_tomesd.py, nodes_hypertile.py,
+nodes_freelunch.py, nodes_pag.py, nodes_sag.py, nodes_slg.py, nodes_apg.py, nodes_cfg.py, nodes_model_downscale.py, nodes_tomesd.py, nodes_hypertile.py, nodes_torch_compile.py,
 nodes_post_processing.py, nodes_images.py, nodes_latent.py) and the .latent files (nodes.py's SaveLatent,
 LoadLatent)."""
 
@@ -25,6 +25,7 @@ MAPS = [
     nm("APG", "APG", "eta norm_threshold momentum", "model"),
     nm("CFGZeroStar", "CFGZeroStar", "", "model"),
     nm("CFGNorm", "CFGNorm", "strength", "model"),
+    nm("TorchCompileModel", "TorchCompileModel", "backend", "model"),
     nm("ConditioningSetTimestepRange", "ConditioningSetTimestepRange", "start end", "conditioning"),
     nm("ConditioningAverage", "ConditioningAverage", "conditioning_to_strength", "conditioning"),
     nm("ConditioningSetMask", "ConditioningSetMask", "strength set_cond_area", "conditioning"),
