@@ -22,10 +22,11 @@ from nodegen.diffusion.flow_forward import pack
 from nodegen.diffusion.flow_sampling import flux_mu
 from nodegen.diffusion.sample import Steps, sample
 from nodegen.models.lora import apply_lora, read_lora
+from tests.support.comfy_run import flux_models, run_api
 from tests.support.flow_fixtures import _save, fixture
 from tests.support.nodes import run
 from tests.test_oracle_flow import flux_components
-from tests.test_oracle_flux_concat import _in_model_space, _models, _pipe_parts, _run_api
+from tests.test_oracle_flux_concat import _in_model_space, _pipe_parts
 
 torch.set_num_threads(1)
 TOL = 1e-3
@@ -272,7 +273,7 @@ def test_comfyui_flux_canny_lora_workflow_imports_and_runs(flux, lora_file, tmp_
 
     from PIL import Image
 
-    models = _models(flux, tmp_path, flux.diffusion_model, "flux1-dev.safetensors")
+    models = flux_models(flux, tmp_path, name="flux1-dev.safetensors")
     (models / "loras").mkdir()
     os.symlink(lora_file, models / "loras" / "flux1-canny-dev-lora.safetensors")
     Image.effect_mandelbrot((64, 64), (-2, -1.5, 1, 1.5), 40).convert("RGB").save(tmp_path / "in" / "robot.png")
@@ -296,5 +297,5 @@ def test_comfyui_flux_canny_lora_workflow_imports_and_runs(flux, lora_file, tmp_
         "12": {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["7", 0]}},
         "13": {"class_type": "SaveImage", "inputs": {"filename_prefix": "canny_lora", "images": ["12", 0]}},
     }
-    result = _run_api(api, models, tmp_path)
+    result = run_api(api, models, tmp_path)
     assert result.images[0].size == (64, 64) and result.images[0].getextrema() != ((0, 0), (0, 0), (0, 0))

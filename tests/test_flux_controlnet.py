@@ -5,7 +5,6 @@ cannot work is refused naming the node and input."""
 
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
 
 import pytest
@@ -18,6 +17,7 @@ from nodegen.models.control_files import load_control
 from nodegen.models.flow_text import FlowTextEncoder
 from nodegen.models.flux_controlnet import FluxControlNet
 from nodegen.models.objects import DiffusionModel, VAEModel
+from tests.support.comfy_run import flux_models, run_api
 from tests.support.fixtures import _randomize_
 from tests.support.flow_fixtures import T5_WIDTH, _save, fixture
 from tests.support.nodes import run
@@ -249,22 +249,11 @@ def test_an_xlabs_file_equals_the_pipeline_with_its_diffusers_form(flux, tmp_pat
 
 
 def test_comfyui_flux_controlnet_workflow_imports_and_runs(flux, controlnet_file, tmp_path):
-    import json
-
     from PIL import Image
 
-    from nodegen.formats import open_any
-    from nodegen.runtime.engine import Engine
-
     _, path = controlnet_file
-    models = tmp_path / "models"
-    for sub, src, name in (("diffusion_models", flux.diffusion_model, "flux1-dev.safetensors"),
-                           ("vae", flux.vae_file, "ae.safetensors"), ("text_encoders", flux.clip_l, "clip_l.safetensors"),
-                           ("text_encoders", flux.t5xxl, "t5xxl_fp16.safetensors"),
-                           ("controlnet", path, "FLUX.1-dev-Controlnet-Canny.safetensors")):
-        (models / sub).mkdir(parents=True, exist_ok=True)
-        os.symlink(src, models / sub / name)
-    (tmp_path / "in").mkdir()
+    models = flux_models(flux, tmp_path, name="flux1-dev.safetensors",
+                         extra=[("controlnet", path, "FLUX.1-dev-Controlnet-Canny.safetensors")])
     Image.effect_mandelbrot((64, 64), (-2, -1.5, 1, 1.5), 40).convert("RGB").save(tmp_path / "in" / "edges.png")
     api = {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"}},
@@ -286,8 +275,5 @@ def test_comfyui_flux_controlnet_workflow_imports_and_runs(flux, controlnet_file
         "12": {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["6", 0]}},
         "13": {"class_type": "SaveImage", "inputs": {"filename_prefix": "cn", "images": ["12", 0]}},
     }
-    (tmp_path / "workflow.json").write_text(json.dumps(api))
-    engine = Engine(models=models, input_dir=tmp_path / "in", output_dir=tmp_path / "out", device="cpu")
-    result = engine.run(open_any(tmp_path / "workflow.json"))
-    assert result.ok, (result.problems, [str(f) for f in result.failures])
+    result = run_api(api, models, tmp_path)
     assert result.images[0].size == (64, 64)

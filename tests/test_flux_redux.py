@@ -6,7 +6,6 @@ with the node and input named."""
 
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +18,7 @@ from nodegen.clip.siglip import SiglipVision
 from nodegen.diffusion.flow_sampling import flux_mu
 from nodegen.diffusion.sample import Steps, sample
 from nodegen.models.redux import load_style_model
+from tests.support.comfy_run import flux_models, run_api
 from tests.support.fixtures import _randomize_
 from tests.support.flow_fixtures import T5_WIDTH, _save, fixture
 from tests.support.nodes import run
@@ -240,21 +240,10 @@ def test_bad_inputs_are_refused_naming_node_and_input(flux, redux, tmp_path):
 def test_comfyui_redux_workflow_imports_and_runs(flux, redux, tmp_path):
     """ComfyUI's Flux Redux example (API format): CLIPVisionLoader (SigLIP), CLIPVisionEncode,
     StyleModelLoader, StyleModelApply into FluxGuidance and the sampler."""
-    import json
-
-    from nodegen.formats import open_any
-    from nodegen.runtime.engine import Engine
-
     _, _, files, _ = redux
-    models = tmp_path / "models"
-    for sub, src, name in (("diffusion_models", flux.diffusion_model, "flux1-dev.safetensors"),
-                           ("vae", flux.vae_file, "ae.safetensors"), ("text_encoders", flux.clip_l, "clip_l.safetensors"),
-                           ("text_encoders", flux.t5xxl, "t5xxl_fp16.safetensors"),
-                           ("clip_vision", files["siglip"], "sigclip_vision_patch14_384.safetensors"),
-                           ("style_models", files["redux"], "flux1-redux-dev.safetensors")):
-        (models / sub).mkdir(parents=True, exist_ok=True)
-        os.symlink(src, models / sub / name)
-    (tmp_path / "in").mkdir()
+    models = flux_models(flux, tmp_path, name="flux1-dev.safetensors",
+                         extra=[("clip_vision", files["siglip"], "sigclip_vision_patch14_384.safetensors"),
+                                ("style_models", files["redux"], "flux1-redux-dev.safetensors")])
     _image(4).save(tmp_path / "in" / "style.png")
     api = {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"}},
@@ -277,8 +266,5 @@ def test_comfyui_redux_workflow_imports_and_runs(flux, redux, tmp_path):
         "13": {"class_type": "VAEDecode", "inputs": {"samples": ["12", 0], "vae": ["11", 0]}},
         "14": {"class_type": "SaveImage", "inputs": {"filename_prefix": "redux", "images": ["13", 0]}},
     }
-    (tmp_path / "workflow.json").write_text(json.dumps(api))
-    engine = Engine(models=models, input_dir=tmp_path / "in", output_dir=tmp_path / "out", device="cpu")
-    result = engine.run(open_any(tmp_path / "workflow.json"))
-    assert result.ok, (result.problems, [str(f) for f in result.failures])
+    result = run_api(api, models, tmp_path)
     assert result.images[0].size == (64, 64)

@@ -20,6 +20,7 @@ from nodegen.diffusion.flux_reference import reference_ids
 from nodegen.diffusion.sample import Steps, sample
 from nodegen.models.flow_text import FlowTextEncoder
 from nodegen.models.objects import DiffusionModel, VAEModel
+from tests.support.comfy_run import flux_models, run_api
 from tests.support.fixtures import _randomize_
 from tests.support.flow_fixtures import _flux_transformer, fixture
 from tests.support.nodes import run
@@ -54,34 +55,6 @@ def _pipe_parts(fx, transformer) -> dict:
 
 def _in_model_space(fx, lat: torch.Tensor) -> torch.Tensor:
     return (lat - fx.vae.config.shift_factor) * fx.vae.config.scaling_factor
-
-
-def _models(fx, tmp_path, diffusion_model, name: str | None = None):
-    """A models root as ComfyUI users lay it out, with an input folder beside it."""
-    import os
-
-    models = tmp_path / "models"
-    for sub, src, file in (("diffusion_models", diffusion_model, name or os.path.basename(diffusion_model)),
-                           ("vae", fx.vae_file, "ae.safetensors"), ("text_encoders", fx.clip_l, "clip_l.safetensors"),
-                           ("text_encoders", fx.t5xxl, "t5xxl_fp16.safetensors")):
-        (models / sub).mkdir(parents=True, exist_ok=True)
-        os.symlink(src, models / sub / file)
-    (tmp_path / "in").mkdir()
-    return models
-
-
-def _run_api(api: dict, models, tmp_path):
-    """Run a ComfyUI API-format document from a file, as a user opens one; it must succeed."""
-    import json
-
-    from nodegen.formats import open_any
-    from nodegen.runtime.engine import Engine
-
-    (tmp_path / "workflow.json").write_text(json.dumps(api))
-    engine = Engine(models=models, input_dir=tmp_path / "in", output_dir=tmp_path / "out", device="cpu")
-    result = engine.run(open_any(tmp_path / "workflow.json"))
-    assert result.ok, (result.problems, [str(f) + getattr(f, "traceback", "") for f in result.failures])
-    return result
 
 
 def test_flux_canny_depth_equals_flux_control_pipeline(flux):
@@ -151,7 +124,7 @@ def test_comfyui_flux_canny_workflow_imports_and_runs(flux, tmp_path):
     transformer, _ = _model(128, 74)
     canny = _save(flux_to_original({k: v.contiguous() for k, v in transformer.state_dict().items()}),
                   tmp_path / "flux1-canny-dev.safetensors")
-    models = _models(flux, tmp_path, canny)
+    models = flux_models(flux, tmp_path, canny)
     Image.effect_mandelbrot((64, 64), (-2, -1.5, 1, 1.5), 40).convert("RGB").save(tmp_path / "in" / "robot.png")
     api = {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-canny-dev.safetensors", "weight_dtype": "default"}},
@@ -171,7 +144,7 @@ def test_comfyui_flux_canny_workflow_imports_and_runs(flux, tmp_path):
         "11": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": ["6", 0]}},
         "12": {"class_type": "SaveImage", "inputs": {"filename_prefix": "canny", "images": ["11", 0]}},
     }
-    result = _run_api(api, models, tmp_path)
+    result = run_api(api, models, tmp_path)
     assert result.images[0].size == (64, 64) and result.images[0].getextrema() != ((0, 0), (0, 0), (0, 0))
 
 
@@ -232,7 +205,7 @@ def test_comfyui_flux_kontext_workflow_imports_and_runs(flux, tmp_path):
     ReferenceLatent and used as the sampler's latent, ConditioningZeroOut as the negative."""
     from PIL import Image
 
-    models = _models(flux, tmp_path, flux.diffusion_model, "flux1-dev-kontext.safetensors")
+    models = flux_models(flux, tmp_path, name="flux1-dev-kontext.safetensors")
     Image.effect_mandelbrot((64, 48), (-2, -1.5, 1, 1.5), 30).convert("RGB").save(tmp_path / "in" / "photo.png")
     api = {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev-kontext.safetensors", "weight_dtype": "default"}},
@@ -251,5 +224,5 @@ def test_comfyui_flux_kontext_workflow_imports_and_runs(flux, tmp_path):
         "11": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": ["4", 0]}},
         "12": {"class_type": "SaveImage", "inputs": {"filename_prefix": "kontext", "images": ["11", 0]}},
     }
-    result = _run_api(api, models, tmp_path)
+    result = run_api(api, models, tmp_path)
     assert result.images[0].size == (64, 48) and result.images[0].getextrema() != ((0, 0), (0, 0), (0, 0))

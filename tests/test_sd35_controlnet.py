@@ -9,7 +9,6 @@ refused naming the node, input and file."""
 from __future__ import annotations
 
 import copy
-import json
 import math
 from types import SimpleNamespace
 
@@ -215,11 +214,11 @@ def test_the_control_image_is_changed_by_the_files_type_as_comfyui_changes_it(sd
 
 
 def test_comfyui_sd35_controlnet_workflow_imports_and_runs(sd3, files, tmp_path):
-    from nodegen.formats import open_any
     from tests.support.comfy_controlnet import run_sd3_controlnet_workflow, sd3_controlnet_api
+    from tests.support.comfy_run import run_api
 
-    result, models, engine = run_sd3_controlnet_workflow(tmp_path, sd3.single_file, "sd3.5_large_incl_clips.safetensors",
-                                                         files.canny, "sd3.5_large_controlnet_canny.safetensors")
+    result, models = run_sd3_controlnet_workflow(tmp_path, sd3.single_file, "sd3.5_large_incl_clips.safetensors",
+                                                 files.canny, "sd3.5_large_controlnet_canny.safetensors")
     assert result.ok, (result.problems, [str(f) for f in result.failures])
     assert result.images[0].size == (64, 64)
 
@@ -227,8 +226,7 @@ def test_comfyui_sd35_controlnet_workflow_imports_and_runs(sd3, files, tmp_path)
     square = {k: v.detach() for k, v in _controlnet(91, pooled=128).state_dict().items()}
     _save(to_stability(square, 1), models / "controlnet" / "sd3.5_8b_controlnet.safetensors")
     api = sd3_controlnet_api("sd3.5_large_incl_clips.safetensors", "sd3.5_8b_controlnet.safetensors")
-    (tmp_path / "workflow.json").write_text(json.dumps(api))
-    result = engine.run(open_any(tmp_path / "workflow.json"))
+    result = run_api(api, models, tmp_path, check=False)
     message = " ".join(str(f) for f in result.failures)
     assert not result.ok and "ControlNetLoader" in message and "control_net_name" in message
     assert "sd3.5_8b_controlnet.safetensors is an SD 3.5 ControlNet in Stability's layout whose pooled-text " \

@@ -229,7 +229,7 @@ def test_what_cannot_work_is_refused(sd3, controlnets, tmp_path):
 def test_comfyui_sd3_controlnet_workflow_imports_and_runs(sd3, controlnets, tmp_path):
     from tests.support.comfy_controlnet import run_sd3_controlnet_workflow
 
-    result, _, _ = run_sd3_controlnet_workflow(tmp_path, sd3.single_file, "sd3_medium_incl_clips_t5xxlfp16.safetensors",
-                                               controlnets["instantx"][1], "SD3-Controlnet-Canny.safetensors")
+    result, _ = run_sd3_controlnet_workflow(tmp_path, sd3.single_file, "sd3_medium_incl_clips_t5xxlfp16.safetensors",
+                                            controlnets["instantx"][1], "SD3-Controlnet-Canny.safetensors")
     assert result.ok, (result.problems, [str(f) for f in result.failures])
     assert result.images[0].size == (64, 64)

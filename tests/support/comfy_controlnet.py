@@ -4,29 +4,22 @@ out as ComfyUI users lay it out; the SD3 ControlNet tests of both file layouts s
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 
 def run_sd3_controlnet_workflow(tmp_path: Path, checkpoint: Path, ckpt_name: str, controlnet: Path,
                                 cn_name: str):
-    """Run the workflow with these files (linked under their published names); returns the result."""
+    """Run the workflow with these files (linked under their published names); returns the result
+    and the models folder."""
     from PIL import Image
 
-    from nodegen.formats import open_any
-    from nodegen.runtime.engine import Engine
+    from tests.support.comfy_run import models_folder, run_api
 
-    models = tmp_path / "models"
-    for sub, src, name in (("checkpoints", checkpoint, ckpt_name), ("controlnet", controlnet, cn_name)):
-        (models / sub).mkdir(parents=True, exist_ok=True)
-        os.symlink(src, models / sub / name)
-    (tmp_path / "in").mkdir()
+    models = models_folder(tmp_path, [("checkpoints", checkpoint, ckpt_name), ("controlnet", controlnet, cn_name)])
     Image.effect_mandelbrot((64, 64), (-2, -1.5, 1, 1.5), 40).convert("RGB").save(tmp_path / "in" / "edges.png")
     api = sd3_controlnet_api(ckpt_name, cn_name)
-    (tmp_path / "workflow.json").write_text(json.dumps(api))
-    engine = Engine(models=models, input_dir=tmp_path / "in", output_dir=tmp_path / "out", device="cpu")
-    return engine.run(open_any(tmp_path / "workflow.json")), models, engine
+    result = run_api(api, models, tmp_path, check=False)
+    return result, models
 
 
 def sd3_controlnet_api(ckpt_name: str, cn_name: str) -> dict:
