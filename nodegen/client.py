@@ -49,6 +49,7 @@ class Client:
         self.token = token
         self.timeout = timeout
         self._local = threading.local()  # one kept-alive connection per thread
+        self._through_proxy: bool | None = None  # found at the first request (see _direct)
 
     # -- the contract ----------------------------------------------------------------------
     def submit(self, workflow: Any, set: dict | None = None, targets: list | None = None) -> str:  # noqa: A002
@@ -217,12 +218,15 @@ class Client:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _direct(self) -> bool:
-        """Whether requests go straight to the server (no proxy configured for it)."""
-        parts = urllib.parse.urlsplit(self.url)
-        if parts.scheme not in ("http", "https"):
-            return False
-        proxies = urllib.request.getproxies()
-        return parts.scheme not in proxies or bool(urllib.request.proxy_bypass(parts.hostname or ""))
+        """Whether requests go straight to the server (no proxy configured for it). The proxy
+        settings (environment variables) are read at the client's first request: reading them
+        costs about as much as the server's own work on a cached job."""
+        if self._through_proxy is None:
+            parts = urllib.parse.urlsplit(self.url)
+            proxies = urllib.request.getproxies()
+            self._through_proxy = parts.scheme not in ("http", "https") or (
+                parts.scheme in proxies and not urllib.request.proxy_bypass(parts.hostname or ""))
+        return not self._through_proxy
 
     @property
     def _prefix(self) -> str:

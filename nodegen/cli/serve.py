@@ -48,7 +48,9 @@ def cmd_serve(args) -> int:
     app = create_app(ServerConfig(out_dir=args.out, models=args.models, input_dir=args.input_dir,
                                   device=args.device, token=args.token, max_body=args.max_body or MAX_BODY,
                                   threads=args.threads, fsync=args.fsync))
+    # no access log (at level warning it printed nothing, but still built each line's fields)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                           access_log=False,
                                            ws="websockets-sansio" if _has_sansio() else "auto"))
     threading.Thread(target=_announce, args=(server, args), daemon=True).start()
     server.run()

@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from nodegen import __version__
 from nodegen.runtime.jobs import JobInputError, prepare_workflow, read_record
 from nodegen.server import schemas as S
+from nodegen.server.fast_submit import SubmitFastPath
 from nodegen.server.flusher import OutputFlusher
 from nodegen.server.hub import EndWaiters, EventHub
 from nodegen.server.queue import FINAL, STATUSES, JobQueue, new_job_id
@@ -175,6 +176,11 @@ class ServerState:
             time.sleep(min(poll, 0.1))
 
 
+def refusal(exc: ApiError) -> JSONResponse:
+    """The answer to a refused request: ``{"error", "field", ...}`` with the error's status."""
+    return JSONResponse({"error": str(exc), "field": exc.field, **exc.extra}, status_code=exc.status)
+
+
 def _field_of(loc: tuple) -> str:
     parts = [str(x) for x in loc]
     if parts and parts[0] in ("body", "query", "path", "header") and len(parts) > 1:
@@ -185,7 +191,7 @@ def _field_of(loc: tuple) -> str:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError):
-        return JSONResponse({"error": str(exc), "field": exc.field, **exc.extra}, status_code=exc.status)
+        return refusal(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):
@@ -249,9 +255,6 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
                   description="Runs nodegen workflows as jobs: a durable queue, one warm engine.")
     app.state.nodegen = state
     _install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, limit=config.max_body)
-    if config.token:
-        app.add_middleware(TokenMiddleware, token=config.token)
 
     def accept(workflow: Any, overrides: dict | None, targets: list | None, job_id: str | None = None) -> dict:
         doc = state.check_job(workflow, overrides, targets)
@@ -287,13 +290,23 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         finally:
             state.waiters.forget(job_id, ended)
 
+    async def submit_request(body: S.JobRequest, wait: float) -> JSONResponse:
+        return await answer(lambda job_id: accept(body.workflow, body.set, body.targets, job_id), wait)
+
+    # innermost first: the token and the size limit apply to the fast path too
+    app.add_middleware(SubmitFastPath, model=S.JobRequest, submit=submit_request, refused=ApiError,
+                       refusal=refusal)
+    app.add_middleware(BodyLimitMiddleware, limit=config.max_body)
+    if config.token:
+        app.add_middleware(TokenMiddleware, token=config.token)
+
     @app.post("/jobs", status_code=201, response_model=S.JobAccepted | S.Job, responses=ERRORS,
               summary="Submit a workflow document")
     async def submit(body: S.JobRequest, wait: float = WAIT_TO_END):
-        # one hop to a worker thread; a plain ``def`` endpoint would take a second one to
-        # validate the response. The answers are the response models' shapes already: sent as
-        # they are (the models document them)
-        return await answer(lambda job_id: accept(body.workflow, body.set, body.targets, job_id), wait)
+        # Most submits never get here: SubmitFastPath answers the valid ones with submit_request
+        # before FastAPI's routing (this route documents them, and answers the rest). One hop to a
+        # worker thread; the answers are the response models' shapes already: sent as they are
+        return await submit_request(body, wait)
 
     @app.post("/jobs/png", status_code=201, response_model=S.JobAccepted | S.Job, responses=ERRORS,
               summary="Submit a PNG that embeds a workflow (raw body, Content-Type image/png)",
