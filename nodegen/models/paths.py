@@ -35,7 +35,7 @@ KINDS = ("checkpoints", "vae", "loras", "controlnet", "upscale_models", "style_m
 ALIASES = {
     "checkpoints": ("Stable-diffusion",),
     "loras": ("Lora", "lora"),
-    "controlnet": ("ControlNet",),
+    "controlnet": ("ControlNet", "t2i_adapter"),
     "upscale_models": ("ESRGAN", "RealESRGAN"),
     "vae": ("VAE",),
     "ipadapter": ("ip_adapter", "IP-Adapter"),
