@@ -1,5 +1,5 @@
 """One call of an SD3 / SD 3.5 (MMDiT) or Flux.1 transformer for the denoiser, with the same inputs
-diffusers' StableDiffusion3Pipeline / FluxPipeline give it.
+diffusers' StableDiffusion3Pipeline / FluxPipeline give it (Chroma: :mod:`nodegen.diffusion.chroma_forward`).
 
 * SD3: ``transformer(x, timestep=sigma * 1000, encoder_hidden_states, pooled_projections)``. The
   text embeddings are zero-padded on the feature axis to the transformer's ``joint_attention_dim``
@@ -31,7 +31,7 @@ from nodegen.diffusion.flux_reference import reference_ids, reference_key, refer
 from nodegen.models.sd3_controlnet import per_block
 from nodegen.models.sd35_stability_controlnet import last_block_residual
 
-FLOW_FAMILIES = ("sd3", "flux")
+FLOW_FAMILIES = ("sd3", "flux", "chroma")
 DEFAULT_FLUX_GUIDANCE = 3.5
 
 
@@ -184,6 +184,10 @@ def run_flow(family: str, transformer, x: torch.Tensor, sigma: float, ms, items:
                          "'multiply'")
     if family == "flux":
         call = functools.partial(_call_flux, noise_mask=noise_mask, progress=progress)
+    elif family == "chroma":
+        from nodegen.diffusion.chroma_forward import call_chroma
+
+        call = call_chroma
     else:
         call = functools.partial(_call_sd3, progress=progress)
     outs: list[torch.Tensor | None] = [None] * len(items)

@@ -1,6 +1,6 @@
-"""Loading SD3 / SD 3.5 and Flux.1: diffusion models alone (UNETLoader), text encoders from one,
-two or three files (CLIPLoader / DualCLIPLoader / TripleCLIPLoader), all-in-one single files and
-diffusers folders (CheckpointLoader), 16-channel VAEs.
+"""Loading SD3 / SD 3.5, Flux.1 and Chroma: diffusion models alone (UNETLoader), text encoders from
+one, two or three files (CLIPLoader / DualCLIPLoader / TripleCLIPLoader), all-in-one single files and
+diffusers folders (CheckpointLoader; SD3 and Flux), 16-channel VAEs.
 
 Modules are built on the meta device and given the file's tensors (``load_state_dict(assign=True)``),
 read one at a time (:class:`nodegen.models.files.LazyStateDict`: plain reads, no memory map) and cast
@@ -69,20 +69,26 @@ def build_transformer(family: str, sd: dict, path, dtype: torch.dtype, storage: 
                       layout: str = "original"):
     """The diffusers transformer of ``family`` from its tensors (bare keys, original or diffusers layout)."""
     torchvision_fix.apply()
-    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+    from diffusers import ChromaTransformer2DModel, FluxTransformer2DModel, SD3Transformer2DModel
 
     if layout == "original":
         if family == "sd3":
             from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoint_to_diffusers
 
             sd = convert_sd3_transformer_checkpoint_to_diffusers(sd)  # pops from sd: no second copy
+        elif family == "chroma":
+            from nodegen.models.chroma_convert import chroma_to_diffusers
+
+            sd = chroma_to_diffusers(sd)
         else:
             from nodegen.models.flux_convert import flux_to_diffusers
 
             sd = flux_to_diffusers(sd)
     shapes = {k: tuple(getattr(v, "quant_shape", v.shape)) for k, v in sd.items()}  # GGUF blocks: their values'
-    cls, cfg = ((SD3Transformer2DModel, flow_configs.sd3_config(shapes)) if family == "sd3"
-                else (FluxTransformer2DModel, flow_configs.flux_config(shapes)))
+    cls, cfg = {"sd3": (SD3Transformer2DModel, flow_configs.sd3_config),
+                "chroma": (ChromaTransformer2DModel, flow_configs.chroma_config)}.get(
+                    family, (FluxTransformer2DModel, flow_configs.flux_config))
+    cfg = cfg(shapes)
     if storage is None and any(getattr(v, "quant_type", None) is not None for v in sd.values()):
         from nodegen.models.gguf_linear import build_quantized
 
@@ -101,7 +107,7 @@ def build_transformer(family: str, sd: dict, path, dtype: torch.dtype, storage: 
 
 def load_diffusion_model(path: str | os.PathLike, weight_dtype: str = "default",
                          manager: ModelManager | None = None) -> DiffusionModel:
-    """MODEL from a file holding an SD3 / Flux transformer (alone or inside a checkpoint)."""
+    """MODEL from a file holding an SD3 / Flux / Chroma transformer (alone or inside a checkpoint)."""
     path = Path(path)
     dtype = _target_dtype(manager)
     det = detect(shapes_of(open_state_dict(path)))
@@ -112,9 +118,9 @@ def load_diffusion_model(path: str | os.PathLike, weight_dtype: str = "default",
         from nodegen.models.unet_loader import load_unet_only
 
         return load_unet_only(path, manager=manager)
-    if det.family not in ("sd3", "flux"):
-        raise ModelKindError(f"{path}: this is {det.describe()}; the diffusion model loader takes SD3 / SD 3.5 "
-                             "and Flux.1 diffusion models (load SD1/SD2/SDXL with CheckpointLoader)")
+    if det.family not in ("sd3", "flux", "chroma"):
+        raise ModelKindError(f"{path}: this is {det.describe()}; the diffusion model loader takes SD3 / SD 3.5, "
+                             "Flux.1 and Chroma diffusion models (load SD1/SD2/SDXL with CheckpointLoader)")
     prefix = det.details["prefix"]
     if det.layout == "diffusers":
         prefix = "transformer." if det.details["prefix"].startswith("transformer.") else ""
@@ -206,7 +212,8 @@ def _roles_for(files: list[tuple[Path, dict]], family: str) -> list[str]:
 def load_text_encoders(paths: list[str | os.PathLike], family: str = "auto",
                        manager: ModelManager | None = None) -> FlowTextEncoder:
     """CLIP from separate text-encoder files (transformers key layout, as ComfyUI's
-    ``models/text_encoders``). ``family`` "auto": SD3 when a CLIP-G (or three files) is given, else Flux."""
+    ``models/text_encoders``). ``family`` "auto": SD3 when a CLIP-G (or three files) is given, else Flux;
+    "chroma": one T5-XXL file (:class:`nodegen.models.chroma_text.ChromaTextEncoder`)."""
     torchvision_fix.apply()
     dtype = _target_dtype(manager)
     files = [(Path(p), open_state_dict(p)) for p in paths]
@@ -225,8 +232,13 @@ def load_text_encoders(paths: list[str | os.PathLike], family: str = "auto",
         enc = (_t5_module(dict(sd), dtype, p) if role == "t5"
                else _clip_module(dict(sd), role, dtype, p, projection=fam == "sd3"))
         parts[role] = (_tokenizer(role), enc)
+    cls = FlowTextEncoder
+    if fam == "chroma":
+        from nodegen.models.chroma_text import ChromaTextEncoder
+
+        cls = ChromaTextEncoder
     try:
-        return FlowTextEncoder(fam, parts, source=";".join(str(p) for p in paths), manager=manager)
+        return cls(fam, parts, source=";".join(str(p) for p in paths), manager=manager)
     except ValueError as e:
         raise ModelKindError(f"{', '.join(str(p) for p in paths)}: {e}") from e
 

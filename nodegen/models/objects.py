@@ -27,7 +27,7 @@ from nodegen.models.schedule import scaled_linear_alphas_cumprod
 if TYPE_CHECKING:
     from nodegen.models.manager import ModelManager
 
-FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner", "sd3", "flux")
+FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner", "sd3", "flux", "chroma")
 #: "flow": rectified-flow velocity (SD3, Flux; see nodegen.diffusion.flow_sampling); "x0", "img_to_img" and "lcm"
 #: are set by ModelSamplingDiscrete (see nodegen.diffusion.model_sampling); "edm" and "cosmos_rflow" by
 #: ModelSamplingContinuousEDM (see nodegen.diffusion.continuous_sampling)

@@ -1,0 +1,182 @@
+"""Chroma (lodestones' Flux.1-schnell derivative: T5-XXL alone, an approximator for the blocks'
+modulation): files in ComfyUI's layout are detected and converted, ComfyUI's Chroma workflow (UNETLoader,
+CLIPLoader type "chroma", T5TokenizerOptions, CLIPTextEncode with a negative, EmptySD3LatentImage,
+KSampler) imports in both formats and runs over a ComfyUI-style models folder, and its image equals
+diffusers' ChromaPipeline on the same tiny random-weight components and seed (max abs pixel difference
+<= 1e-3, fp32 CPU, as the Flux oracle tests).
+
+The pipeline runs at ``max_sequence_length`` = the prompts' token count (with the pad token
+T5TokenizerOptions adds): its T5 then masks that pad as nodegen does, and its transformer mask hides
+nothing, as ComfyUI's Chroma sees every token. It is given the schedule of KSampler's "simple"
+scheduler: ComfyUI takes those sigmas from the model's 10,000-entry table (before the shift: t = 1,
+0.6667, 0.3334 for 3 steps, where the pipeline's own are 1, 2/3, 1/3); the pipeline shifts them as
+ComfyUI's ModelSamplingFlux does (mu = 1.15), so both sample at the same sigmas.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nodegen.formats import comfy
+from nodegen.models.detect import detect
+from nodegen.models.files import open_state_dict, shapes_of
+from tests.support.chroma_fixtures import fixture
+from tests.support.comfy_run import models_folder, run_api
+from tests.support.comfy_ui import ui_from_api
+
+torch.set_num_threads(1)
+TOL = 1e-3
+PROMPT, NEGATIVE = "a red fox in the snow", "blurry, low quality, watermark"
+
+
+@pytest.fixture(scope="module")
+def chroma(tmp_path_factory):
+    return fixture(tmp_path_factory.mktemp("chroma"))
+
+
+def _models(fx, tmp_path):
+    return models_folder(tmp_path, [("diffusion_models", fx.diffusion_model, "Chroma1-HD.safetensors"),
+                                    ("diffusion_models", fx.diffusion_model_diffusers, "chroma-diffusers.safetensors"),
+                                    ("text_encoders", fx.t5xxl, "t5xxl_fp16.safetensors"),
+                                    ("vae", fx.vae_file, "ae.safetensors")])
+
+
+def _api(unet: str = "Chroma1-HD.safetensors", min_padding: int = 1) -> dict:
+    """ComfyUI's Chroma example workflow's shape (API format), at 64 px and 3 steps."""
+    def n(ct, **inputs):
+        return {"class_type": ct, "inputs": inputs}
+
+    return {
+        "1": n("UNETLoader", unet_name=unet, weight_dtype="default"),
+        "2": n("CLIPLoader", clip_name="t5xxl_fp16.safetensors", type="chroma", device="default"),
+        "3": n("T5TokenizerOptions", min_padding=min_padding, min_length=0, clip=["2", 0]),
+        "4": n("CLIPTextEncode", text=PROMPT, clip=["3", 0]),
+        "5": n("CLIPTextEncode", text=NEGATIVE, clip=["3", 0]),
+        "6": n("EmptySD3LatentImage", width=64, height=64, batch_size=1),
+        "7": n("KSampler", seed=11, steps=3, cfg=4.0, sampler_name="euler", scheduler="simple", denoise=1.0,
+               model=["1", 0], positive=["4", 0], negative=["5", 0], latent_image=["6", 0]),
+        "8": n("VAELoader", vae_name="ae.safetensors"),
+        "9": n("VAEDecode", samples=["7", 0], vae=["8", 0]),
+        "10": n("SaveImage", filename_prefix="chroma", images=["9", 0]),
+    }
+
+
+#: ComfyUI's widget order (nodes.py, comfy_extras/nodes_cond.py, nodes_sd3.py), typed here, not read from the tables
+WIDGETS = {"UNETLoader": ["unet_name", "weight_dtype"], "CLIPLoader": ["clip_name", "type", "device"],
+           "T5TokenizerOptions": ["min_padding", "min_length"], "CLIPTextEncode": ["text"],
+           "EmptySD3LatentImage": ["width", "height", "batch_size"],
+           "KSampler": ["seed", "control", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
+           "VAELoader": ["vae_name"], "VAEDecode": [], "SaveImage": ["filename_prefix"]}
+OUTPUTS = {"UNETLoader": ["MODEL"], "CLIPLoader": ["CLIP"], "T5TokenizerOptions": ["CLIP"],
+           "CLIPTextEncode": ["CONDITIONING"], "EmptySD3LatentImage": ["LATENT"], "KSampler": ["LATENT"],
+           "VAELoader": ["VAE"], "VAEDecode": ["IMAGE"], "SaveImage": []}
+
+
+def _simple_schedule(steps: int, table: int = 10000) -> list[float]:
+    """ComfyUI's "simple" scheduler before the shift: every ``table / steps``-th entry of the table
+    ``t = i / table``, from the top."""
+    return [(table - int(i * table / steps)) / table for i in range(steps)]
+
+
+def _pipeline_image(fx, pads: int) -> torch.Tensor:
+    """ChromaPipeline's image for PROMPT / NEGATIVE with ``pads`` pad tokens after each prompt's EOS."""
+    lengths = {len(fx.tokenizer(t).input_ids) for t in (PROMPT, NEGATIVE)}
+    assert len(lengths) == 1, "the prompts must have as many tokens (one max_sequence_length for both)"
+    pipe = fx.pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=3, sigmas=_simple_schedule(3),
+               guidance_scale=4.0, height=64, width=64, max_sequence_length=lengths.pop() + pads,
+               generator=torch.Generator().manual_seed(11), output_type="pt")
+    return out.images.permute(0, 2, 3, 1)
+
+
+def test_chroma_files_are_detected_and_converted_to_diffusers_keys(chroma):
+    from nodegen.models.chroma_convert import chroma_to_diffusers
+
+    det = detect(shapes_of(open_state_dict(chroma.diffusion_model)))
+    assert (det.kind, det.family, det.layout) == ("unet", "chroma", "original")
+    det = detect(shapes_of(open_state_dict(chroma.diffusion_model_diffusers)))
+    assert (det.kind, det.family, det.layout) == ("unet", "chroma", "diffusers")
+    original = dict(chroma.original_transformer)
+    assert "distilled_guidance_layer.norms.0.scale" in original and not any("_mod." in k for k in original)
+    converted = chroma_to_diffusers(original)
+    want = chroma.transformer.state_dict()
+    assert original == {} and set(converted) == set(want)
+    assert all(torch.equal(converted[k], want[k]) for k in want)
+
+
+def test_comfyui_chroma_workflow_imports_in_both_formats_and_equals_chroma_pipeline(chroma, tmp_path):
+    api = _api()
+    doc, notes = comfy.import_comfy(api)
+    assert notes == []
+    assert doc["nodes"]["2"]["inputs"]["type"] == "chroma"
+    assert doc["nodes"]["3"]["inputs"] == {"min_padding": 1, "min_length": 0, "clip": {"from": ["2", "clip"]}}
+    ui = ui_from_api(api, WIDGETS, OUTPUTS)
+    ui_doc, ui_notes = comfy.import_comfy(ui)
+    assert ui_notes == [] and {k: n["inputs"] for k, n in ui_doc["nodes"].items()} == {
+        k: n["inputs"] for k, n in doc["nodes"].items()}
+    result = run_api(ui, _models(chroma, tmp_path), tmp_path, targets=["9", "10"])  # the UI file, as a user opens it
+    ours = result.output("9")
+    assert ours.shape == (1, 64, 64, 3)
+    assert float((ours - _pipeline_image(chroma, pads=1)).abs().max()) <= TOL
+    assert result.images[0].size == (64, 64)
+
+
+@pytest.mark.parametrize("unet", ["Chroma1-HD.safetensors", "chroma-diffusers.safetensors"])
+def test_chroma_without_padding_equals_chroma_pipeline(chroma, tmp_path, unet):
+    """No T5TokenizerOptions (min_padding 0, ComfyUI's Chroma default): the prompts end at their EOS;
+    a transformer file in diffusers' key layout gives the same image."""
+    result = run_api(_api(unet, min_padding=0), _models(chroma, tmp_path), tmp_path, targets=["9"])
+    assert float((result.output("9") - _pipeline_image(chroma, pads=0)).abs().max()) <= TOL
+
+
+def test_chroma_tokens_follow_comfyui_padding_and_weights_change_the_encoding(chroma):
+    from nodegen.models.chroma_text import ChromaTextEncoder, chroma_tokens
+
+    tok = chroma.tokenizer
+    ids, _, n_real = chroma_tokens(tok, "a fox", min_padding=1)
+    assert ids == tok("a fox").input_ids + [tok.pad_token_id] and n_real == len(ids) - 1
+    ids, _, _ = chroma_tokens(tok, "a fox", min_padding=1, min_length=10)
+    assert len(ids) == 10 and ids[n_real:] == [tok.pad_token_id] * (10 - n_real)
+    te = ChromaTextEncoder("chroma", {"t5": (tok, chroma.text_encoder)})
+    n = len(tok("a red fox").input_ids)
+    plain, weighted = te.encode("a red fox")[0].embeds, te.encode("(a red fox:1.5)")[0].embeds
+    assert plain.shape == weighted.shape == (1, n, 192)
+    assert not torch.equal(plain[:, :-1], weighted[:, :-1]) and torch.equal(plain[:, -1], weighted[:, -1])  # EOS: 1.0
+    assert te.with_tokenizer_options(2, 0).encode("a red fox")[0].embeds.shape[1] == n + 2
+
+
+def test_t5_tokenizer_options_refuses_other_text_encoders():
+    from nodegen.models.flow_loader import MissingTextEncoder
+    from tests.support.nodes import run
+
+    with pytest.raises(ValueError, match="T5TokenizerOptions: input 'clip' is a flux text encoder"):
+        run("T5TokenizerOptions", clip=MissingTextEncoder("flux", "flux1-dev.safetensors"), min_padding=1,
+            min_length=0)
+
+
+def _failure(result) -> str:
+    assert not result.ok
+    return " ".join(str(f) for f in result.failures)
+
+
+def test_wrong_files_and_wrong_encoders_are_refused_naming_node_input_and_file(chroma, tmp_path):
+    models = _models(chroma, tmp_path)
+    api = _api(unet="t5xxl_fp16.safetensors")
+    (models / "diffusion_models" / "t5xxl_fp16.safetensors").symlink_to(chroma.t5xxl)
+    msg = _failure(run_api(api, models, tmp_path, check=False))
+    assert "UNETLoader: unet_name 't5xxl_fp16.safetensors'" in msg and "t5xxl_fp16.safetensors: this is" in msg
+
+    api = _api()
+    api["2"]["inputs"]["clip_name"] = "Chroma1-HD.safetensors"
+    (models / "text_encoders" / "Chroma1-HD.safetensors").symlink_to(chroma.diffusion_model)
+    msg = _failure(run_api(api, models, tmp_path, check=False))
+    assert "CLIPLoader: clip_name 'Chroma1-HD.safetensors'" in msg and "(chroma), not a CLIP or T5" in msg
+
+    api = _api()
+    api["3"] = {"class_type": "FluxGuidance", "inputs": {"guidance": 3.5, "conditioning": ["4", 0]}}
+    api["4"]["inputs"]["clip"] = api["5"]["inputs"]["clip"] = ["2", 0]
+    api["7"]["inputs"]["positive"] = ["3", 0]
+    msg = _failure(run_api(api, models, tmp_path, check=False))
+    assert "distilled guidance 0" in msg and "FluxGuidance" in msg
