@@ -1,7 +1,7 @@
 """One call of a Chroma transformer (diffusers' ``ChromaTransformer2DModel``) for the denoiser, with
 the inputs diffusers' ChromaPipeline gives it: the latent packed into 2x2 patches as Flux's (image
 position ids, zero text ids), ``timestep = sigma``, the T5 tokens of the conditioning. The items of
-one call have the same token count (:func:`nodegen.diffusion.flow_forward.run_flow` groups them), so
+one call have the same token count (``nodegen.diffusion.flow_forward.run_flow`` groups them), so
 no attention mask is needed: every token given is seen, as ComfyUI runs Chroma.
 
 Chroma has no pooled text input; its approximator takes a distilled-guidance value that diffusers
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nodegen.diffusion.flow_forward import image_ids, pack, unpack
+from nodegen.diffusion.latent_patches import image_ids, pack, unpack
 
 
 def _check_items(items: list) -> None:
