@@ -180,3 +180,27 @@ def test_wrong_files_and_wrong_encoders_are_refused_naming_node_input_and_file(c
     api["7"]["inputs"]["positive"] = ["3", 0]
     msg = _failure(run_api(api, models, tmp_path, check=False))
     assert "distilled guidance 0" in msg and "FluxGuidance" in msg
+
+
+def test_fp8_chroma_file_stays_fp8_and_equals_its_upcast_weights(chroma, tmp_path):
+    """An fp8 (e4m3fn) Chroma file keeps its linear weights fp8 and computes layer by layer in fp32:
+    the same latents as those weights upcast at load."""
+    from nodegen.diffusion.sample import Steps, sample
+    from nodegen.models.chroma_text import ChromaTextEncoder
+    from nodegen.models.flow_loader import load_diffusion_model
+    from nodegen.models.manager import ModelManager
+    from tests.support.flow_fixtures import _save
+
+    path = _save(chroma.original_transformer, tmp_path / "chroma-fp8_e4m3fn.safetensors", torch.float8_e4m3fn)
+    mgr = ModelManager(device="cpu")
+    fp8 = load_diffusion_model(path, manager=mgr)
+    linear = [m.weight for m in fp8.unet.modules() if isinstance(m, torch.nn.Linear)]
+    assert fp8.family == "chroma" and linear and all(w.dtype == torch.float8_e4m3fn for w in linear)
+    ref = load_diffusion_model(chroma.diffusion_model, manager=mgr)
+    with torch.no_grad():
+        for (_, p), (_, q) in zip(ref.unet.named_parameters(), fp8.unet.named_parameters(), strict=True):
+            p.data = q.data.float()
+    cond = ChromaTextEncoder("chroma", {"t5": (chroma.tokenizer, chroma.text_encoder)}).encode("a cat")
+    a, b = (sample(m, cond, None, {"samples": torch.zeros(1, 16, 8, 8)}, 1, Steps(2, "simple"), 1.0, "euler",
+                   device="cpu").latent["samples"] for m in (fp8, ref))
+    assert float((a - b).abs().max()) < 1e-5
