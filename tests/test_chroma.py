@@ -79,12 +79,13 @@ def _simple_schedule(steps: int, table: int = 10000) -> list[float]:
     return [(table - int(i * table / steps)) / table for i in range(steps)]
 
 
-def _pipeline_image(fx, pads: int) -> torch.Tensor:
+def _pipeline_image(fx, pads: int, pipe=None) -> torch.Tensor:
     """ChromaPipeline's image for PROMPT / NEGATIVE with ``pads`` pad tokens after each prompt's EOS."""
     lengths = {len(fx.tokenizer(t).input_ids) for t in (PROMPT, NEGATIVE)}
     assert len(lengths) == 1, "the prompts must have as many tokens (one max_sequence_length for both)"
-    pipe = fx.pipeline()
-    pipe.set_progress_bar_config(disable=True)
+    if pipe is None:
+        pipe = fx.pipeline()
+        pipe.set_progress_bar_config(disable=True)
     out = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=3, sigmas=_simple_schedule(3),
                guidance_scale=4.0, height=64, width=64, max_sequence_length=lengths.pop() + pads,
                generator=torch.Generator().manual_seed(11), output_type="pt")
@@ -204,3 +205,60 @@ def test_fp8_chroma_file_stays_fp8_and_equals_its_upcast_weights(chroma, tmp_pat
     a, b = (sample(m, cond, None, {"samples": torch.zeros(1, 16, 8, 8)}, 1, Steps(2, "simple"), 1.0, "euler",
                    device="cpu").latent["samples"] for m in (fp8, ref))
     assert float((a - b).abs().max()) < 1e-5
+
+
+def _pair(g, out_f: int, in_f: int, rank: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(rank, in_f, generator=g) * 0.3, torch.randn(out_f, rank, generator=g) * 0.3
+
+
+def _lora_image(fx, lora: dict | None, ours: bool = True) -> torch.Tensor:
+    from nodegen.diffusion.sample import Steps, sample
+    from nodegen.models.chroma_text import ChromaTextEncoder
+    from nodegen.models.lora import apply_lora, parse_lora
+    from nodegen.models.objects import DiffusionModel, VAEModel
+
+    if not ours:
+        pipe = fx.pipeline()
+        pipe.set_progress_bar_config(disable=True)
+        pipe.load_lora_weights({k: v.clone() for k, v in lora.items()})
+        try:
+            return _pipeline_image(fx, pads=0, pipe=pipe)
+        finally:
+            pipe.unload_lora_weights()
+    model = DiffusionModel(fx.transformer, "chroma", "flow")
+    te = ChromaTextEncoder("chroma", {"t5": (fx.tokenizer, fx.text_encoder)})
+    if lora is not None:
+        model, te = apply_lora(model, te, parse_lora(lora), 1.0, 1.0)
+    out = sample(model, te.encode(PROMPT), te.encode(NEGATIVE), {"samples": torch.zeros(1, 16, 8, 8)}, 11,
+                 Steps(3, "simple"), 4.0, "euler", device="cpu")
+    return VAEModel.from_vae(fx.vae).decode(out.latent["samples"], device="cpu")
+
+
+def test_chroma_lora_equals_chroma_pipeline_and_its_original_spelling(chroma):
+    """A LoRA in diffusers' spelling equals ChromaPipeline's ``load_lora_weights``; the same LoRA in the
+    original (ComfyUI / kohya) spelling, on the fused ``img_attn.qkv`` and ``linear1``, equals it."""
+    g = torch.Generator().manual_seed(5)
+    h, mlp = 128, 512
+    d1, u1 = _pair(g, 3 * h + mlp, h)
+    d2, u2 = _pair(g, 3 * h, h)
+    comfy_keys = {"diffusion_model.single_blocks.0.linear1.lora_A.weight": d1,
+                  "diffusion_model.single_blocks.0.linear1.lora_B.weight": u1,
+                  "diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight": d2,
+                  "diffusion_model.double_blocks.0.img_attn.qkv.lora_B.weight": u2}
+    kohya = {"lora_unet_single_blocks_0_linear1.lora_down.weight": d1, "lora_unet_single_blocks_0_linear1.lora_up.weight": u1,
+             "lora_unet_single_blocks_0_linear1.alpha": torch.tensor(4.0),  # alpha = rank: scale 1
+             "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": d2,
+             "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": u2}
+    split = {}
+    for j, p in enumerate("qkv"):
+        split[f"transformer.single_transformer_blocks.0.attn.to_{p}.lora_A.weight"] = d1
+        split[f"transformer.single_transformer_blocks.0.attn.to_{p}.lora_B.weight"] = u1[j * h:(j + 1) * h]
+        split[f"transformer.transformer_blocks.0.attn.to_{p}.lora_A.weight"] = d2
+        split[f"transformer.transformer_blocks.0.attn.to_{p}.lora_B.weight"] = u2[j * h:(j + 1) * h]
+    split["transformer.single_transformer_blocks.0.proj_mlp.lora_A.weight"] = d1
+    split["transformer.single_transformer_blocks.0.proj_mlp.lora_B.weight"] = u1[3 * h:]
+    base, ours = _lora_image(chroma, None), _lora_image(chroma, split)
+    assert float((ours - base).abs().max()) > 1e-2, "the LoRA changes the image"
+    assert float((ours - _lora_image(chroma, split, ours=False)).abs().max()) <= TOL
+    for original in (comfy_keys, kohya):
+        assert float((_lora_image(chroma, original) - ours).abs().max()) <= 1e-5

@@ -67,7 +67,7 @@ class DiffusionModel(_Patchable):
         _check(prediction_type, PREDICTIONS, "prediction type")
         self.unet = unet
         self.family = family
-        if family in ("sd3", "flux"):  # LoRA key tables (nodegen.models.flow_lora)
+        if family in ("sd3", "flux", "chroma"):  # LoRA key tables (nodegen.models.flow_lora)
             unet._nodegen_flow_family = family
         self.prediction_type = prediction_type
         self.alphas_cumprod = (scaled_linear_alphas_cumprod() if alphas_cumprod is None
