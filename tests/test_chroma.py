@@ -262,3 +262,15 @@ def test_chroma_lora_equals_chroma_pipeline_and_its_original_spelling(chroma):
     assert float((ours - _lora_image(chroma, split, ours=False)).abs().max()) <= TOL
     for original in (comfy_keys, kohya):
         assert float((_lora_image(chroma, original) - ours).abs().max()) <= 1e-5
+
+
+def test_a_chroma_file_without_the_latent_model_tensors_is_refused_clearly(chroma, tmp_path):
+    from nodegen.models.detect import ModelKindError
+    from nodegen.models.flow_loader import load_diffusion_model
+    from tests.support.flow_fixtures import _save
+
+    sd = {k: v for k, v in chroma.original_transformer.items() if not k.startswith("img_in.")}
+    path = _save(sd, tmp_path / "Chroma1-Radiance.safetensors")
+    with pytest.raises(ModelKindError, match=r"Chroma1-Radiance.safetensors: this Chroma file lacks the tensor "
+                                             r"'img_in.weight'"):
+        load_diffusion_model(path)

@@ -79,7 +79,11 @@ def build_transformer(family: str, sd: dict, path, dtype: torch.dtype, storage: 
         elif family == "chroma":
             from nodegen.models.chroma_convert import chroma_to_diffusers
 
-            sd = chroma_to_diffusers(sd)
+            try:
+                sd = chroma_to_diffusers(sd)
+            except KeyError as e:  # e.g. Chroma Radiance (pixel space: no img_in), which nodegen does not run
+                raise ModelKindError(f"{path}: this Chroma file lacks the tensor {e.args[0]!r} of Chroma's latent "
+                                     "models (nodegen runs Chroma / Chroma1-HD, not Chroma Radiance)") from e
         else:
             from nodegen.models.flux_convert import flux_to_diffusers
 
