@@ -274,3 +274,30 @@ def test_a_chroma_file_without_the_latent_model_tensors_is_refused_clearly(chrom
     with pytest.raises(ModelKindError, match=r"Chroma1-Radiance.safetensors: this Chroma file lacks the tensor "
                                              r"'img_in.weight'"):
         load_diffusion_model(path)
+
+
+def test_all_in_one_chroma_checkpoint_loads_with_checkpoint_loader(chroma, tmp_path):
+    """A single file holding the transformer (``model.diffusion_model.``), the VAE and T5
+    (``text_encoders.t5xxl.transformer.``), as ComfyUI's CheckpointLoaderSimple reads Chroma ones:
+    the same image as the separate files; the bare diffusion model is refused there, naming its loaders."""
+    from safetensors.torch import load_file
+
+    from tests.support.flow_fixtures import _save
+
+    aio = {**{"model.diffusion_model." + k: v for k, v in chroma.original_transformer.items()},
+           **{"first_stage_model." + k: v for k, v in load_file(str(chroma.vae_file)).items()},
+           **{"text_encoders.t5xxl.transformer." + k: v for k, v in load_file(str(chroma.t5xxl)).items()}}
+    models = _models(chroma, tmp_path)
+    (models / "checkpoints").mkdir()
+    _save(aio, models / "checkpoints" / "chroma-aio.safetensors")
+    (models / "checkpoints" / "Chroma1-HD.safetensors").symlink_to(chroma.diffusion_model)
+    api = _api(min_padding=0)
+    api["1"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "chroma-aio.safetensors"}}
+    del api["2"], api["8"]  # CLIPLoader, VAELoader
+    api["3"]["inputs"]["clip"] = ["1", 1]
+    api["9"]["inputs"]["vae"] = ["1", 2]
+    result = run_api(api, models, tmp_path, targets=["9"])
+    assert float((result.output("9") - _pipeline_image(chroma, pads=0)).abs().max()) <= TOL
+    api["1"]["inputs"]["ckpt_name"] = "Chroma1-HD.safetensors"
+    msg = _failure(run_api(api, models, tmp_path, check=False, targets=["9"]))
+    assert "Chroma1-HD.safetensors: this is a Chroma diffusion model without a VAE" in msg and "UNETLoader" in msg

@@ -259,7 +259,8 @@ class MissingTextEncoder:
 
     def _fail(self, *a, **k):
         raise ValueError(f"{self.source} holds no text encoders: load them with TripleCLIPLoader "
-                         f"(SD3: clip_l, clip_g, t5xxl) or DualCLIPLoader (Flux: clip_l, t5xxl)")
+                         f"(SD3: clip_l, clip_g, t5xxl), DualCLIPLoader (Flux: clip_l, t5xxl) or CLIPLoader "
+                         f"(Chroma: t5xxl, type 'chroma')")
 
     encode = encode_parts = set_layer = _fail
     #: nothing for a LoRA to patch (LoraLoader passes it through)
@@ -284,7 +285,7 @@ def load_vae16(sd: dict, path, dtype) -> VAEModel:
 
 
 def load_flow_single_file(path: Path, det: Detected, manager: ModelManager | None = None):
-    """``(MODEL, CLIP, VAE)`` of an all-in-one SD3 / Flux checkpoint."""
+    """``(MODEL, CLIP, VAE)`` of an all-in-one SD3 / Flux / Chroma checkpoint."""
     dtype = _target_dtype(manager)
     sd, storage = open_weights(path, "default", dtype, det.details["prefix"])
     transformer = build_transformer(det.family, _take(sd, det.details["prefix"]), path, dtype, storage)
@@ -299,8 +300,13 @@ def load_flow_single_file(path: Path, det: Detected, manager: ModelManager | Non
         parts[role] = (_tokenizer(role), _t5_module(t, dtype, path) if role == "t5"
                        else _clip_module(t, role, dtype, path, projection=det.family == "sd3"))
     if parts:
+        cls = FlowTextEncoder
+        if det.family == "chroma":
+            from nodegen.models.chroma_text import ChromaTextEncoder
+
+            cls = ChromaTextEncoder
         try:
-            clip = FlowTextEncoder(det.family, parts, source=str(path), manager=manager)
+            clip = cls(det.family, parts, source=str(path), manager=manager)
         except ValueError as e:
             raise ModelKindError(f"{path}: {e}") from e
     else:
