@@ -301,3 +301,17 @@ def test_all_in_one_chroma_checkpoint_loads_with_checkpoint_loader(chroma, tmp_p
     api["1"]["inputs"]["ckpt_name"] = "Chroma1-HD.safetensors"
     msg = _failure(run_api(api, models, tmp_path, check=False, targets=["9"]))
     assert "Chroma1-HD.safetensors: this is a Chroma diffusion model without a VAE" in msg and "UNETLoader" in msg
+
+
+def test_chroma_diffusers_folder_loads_with_checkpoint_loader(chroma, tmp_path):
+    """A ChromaPipeline ``save_pretrained`` folder (transformer, T5 and its tokenizer, VAE)."""
+    from nodegen.diffusion.sample import Steps, sample
+    from nodegen.models.loader import load_checkpoint
+
+    folder = tmp_path / "Chroma1-HD-diffusers"
+    chroma.pipeline().save_pretrained(str(folder))
+    model, te, vae = load_checkpoint(folder)
+    assert (model.family, type(te).__name__) == ("chroma", "ChromaTextEncoder")
+    out = sample(model, te.encode(PROMPT), te.encode(NEGATIVE), {"samples": torch.zeros(1, 16, 8, 8)}, 11,
+                 Steps(3, "simple"), 4.0, "euler", device="cpu")
+    assert float((vae.decode(out.latent["samples"], device="cpu") - _pipeline_image(chroma, pads=0)).abs().max()) <= TOL

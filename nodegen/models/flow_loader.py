@@ -320,7 +320,8 @@ def load_flow_single_file(path: Path, det: Detected, manager: ModelManager | Non
 
 
 FOLDER_FAMILIES = {"StableDiffusion3Pipeline": "sd3", "StableDiffusion3Img2ImgPipeline": "sd3",
-                   "FluxPipeline": "flux", "FluxImg2ImgPipeline": "flux"}
+                   "FluxPipeline": "flux", "FluxImg2ImgPipeline": "flux", "ChromaPipeline": "chroma",
+                   "ChromaImg2ImgPipeline": "chroma"}
 
 
 def folder_family(folder: Path) -> str | None:
@@ -329,9 +330,14 @@ def folder_family(folder: Path) -> str | None:
 
 
 def load_flow_folder(folder: Path, manager: ModelManager | None = None):
-    """``(MODEL, CLIP, VAE)`` of a StableDiffusion3Pipeline / FluxPipeline diffusers folder."""
+    """``(MODEL, CLIP, VAE)`` of a StableDiffusion3Pipeline / FluxPipeline / ChromaPipeline diffusers folder."""
     torchvision_fix.apply()
-    from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
+    from diffusers import (
+        AutoencoderKL,
+        ChromaTransformer2DModel,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+    )
     from transformers import T5EncoderModel
 
     from nodegen.models.clip_text_load import load_folder as load_text_folder
@@ -340,11 +346,11 @@ def load_flow_folder(folder: Path, manager: ModelManager | None = None):
     index = json.loads((folder / "model_index.json").read_text("utf-8"))
     dtype = _target_dtype(manager)
     kw = dict(local_files_only=True, torch_dtype=dtype)
-    cls = SD3Transformer2DModel if family == "sd3" else FluxTransformer2DModel
+    cls = {"sd3": SD3Transformer2DModel, "chroma": ChromaTransformer2DModel}.get(family, FluxTransformer2DModel)
     transformer = realign_(cls.from_pretrained(folder, subfolder="transformer", **kw)).eval().requires_grad_(False)
     vae = realign_(AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)).eval().requires_grad_(False)
     comps = {"sd3": (("clip_l", "", True), ("clip_g", "_2", True), ("t5", "_3", None)),
-             "flux": (("clip_l", "", False), ("t5", "_2", None))}[family]
+             "flux": (("clip_l", "", False), ("t5", "_2", None)), "chroma": (("t5", "", None),)}[family]
     parts = {}
     for role, suffix, projection in comps:
         entry = index.get("text_encoder" + suffix)
@@ -355,8 +361,13 @@ def load_flow_folder(folder: Path, manager: ModelManager | None = None):
                else load_text_folder(sub, projection, dtype))
         parts[role] = (_folder_tokenizer(folder, "tokenizer" + suffix, role), enc)
     src = str(folder)
+    text_cls = FlowTextEncoder
+    if family == "chroma":
+        from nodegen.models.chroma_text import ChromaTextEncoder
+
+        text_cls = ChromaTextEncoder
     return (DiffusionModel(transformer, family, "flow", source=src, manager=manager),
-            FlowTextEncoder(family, parts, source=src, manager=manager),
+            text_cls(family, parts, source=src, manager=manager),
             VAEModel(vae, source=src, manager=manager))
 
 
