@@ -315,3 +315,29 @@ def test_chroma_diffusers_folder_loads_with_checkpoint_loader(chroma, tmp_path):
     out = sample(model, te.encode(PROMPT), te.encode(NEGATIVE), {"samples": torch.zeros(1, 16, 8, 8)}, 11,
                  Steps(3, "simple"), 4.0, "euler", device="cpu")
     assert float((vae.decode(out.latent["samples"], device="cpu") - _pipeline_image(chroma, pads=0)).abs().max()) <= TOL
+
+
+def test_gguf_chroma_keeps_quantized_linears_and_runs_in_the_gguf_workflow(chroma, tmp_path):
+    """A Q8_0 GGUF Chroma (architecture "flux", as ComfyUI-GGUF's converter writes Chroma files) keeps
+    its Linear weights as blocks; UnetLoaderGGUF + CLIPLoaderGGUF (type chroma) give the image that
+    UNETLoader gives on the same weights dequantized."""
+    from nodegen.models.flow_loader import load_diffusion_model
+    from nodegen.models.gguf_file import GGUFStateDict
+    from nodegen.models.gguf_linear import is_quantized
+    from tests.support.flow_fixtures import _save
+    from tests.test_gguf import Q, write_gguf
+
+    models = _models(chroma, tmp_path)
+    gguf_path = write_gguf(models / "diffusion_models" / "Chroma1-HD-Q8_0.gguf", chroma.original_transformer,
+                           "flux", Q.Q8_0)
+    _save(dict(GGUFStateDict(gguf_path, torch.float32)), models / "diffusion_models" / "Chroma1-HD-Q8_0-dequantized.safetensors")
+    model = load_diffusion_model(gguf_path)
+    linears = [m for m in model.unet.modules() if isinstance(m, torch.nn.Linear)]
+    assert model.family == "chroma" and linears and all(is_quantized(m.weight) for m in linears)
+    api = _api(unet="Chroma1-HD-Q8_0-dequantized.safetensors")
+    plain = run_api(api, models, tmp_path, targets=["9"]).output("9")
+    api["1"] = {"class_type": "UnetLoaderGGUF", "inputs": {"unet_name": "Chroma1-HD-Q8_0.gguf"}}
+    api["2"]["class_type"] = "CLIPLoaderGGUF"
+    api["2"]["inputs"].pop("device")
+    gguf_image = run_api(api, models, tmp_path, targets=["9"]).output("9")
+    assert float((gguf_image - plain).abs().max()) <= 1e-4
