@@ -1,6 +1,6 @@
 """Loading SD3 / SD 3.5, Flux.1 and Chroma: diffusion models alone (UNETLoader), text encoders from
 one, two or three files (CLIPLoader / DualCLIPLoader / TripleCLIPLoader), all-in-one single files and
-diffusers folders (CheckpointLoader; SD3 and Flux), 16-channel VAEs.
+diffusers folders (CheckpointLoader), 16-channel VAEs.
 
 Modules are built on the meta device and given the file's tensors (``load_state_dict(assign=True)``),
 read one at a time (:class:`nodegen.models.files.LazyStateDict`: plain reads, no memory map) and cast
@@ -213,6 +213,15 @@ def _roles_for(files: list[tuple[Path, dict]], family: str) -> list[str]:
     return roles
 
 
+def _text_class(family: str) -> type[FlowTextEncoder]:
+    """The CLIP class of a flow family: Chroma's own (T5 alone, unpadded), else SD3's / Flux's."""
+    if family == "chroma":
+        from nodegen.models.chroma_text import ChromaTextEncoder
+
+        return ChromaTextEncoder
+    return FlowTextEncoder
+
+
 def load_text_encoders(paths: list[str | os.PathLike], family: str = "auto",
                        manager: ModelManager | None = None) -> FlowTextEncoder:
     """CLIP from separate text-encoder files (transformers key layout, as ComfyUI's
@@ -236,13 +245,8 @@ def load_text_encoders(paths: list[str | os.PathLike], family: str = "auto",
         enc = (_t5_module(dict(sd), dtype, p) if role == "t5"
                else _clip_module(dict(sd), role, dtype, p, projection=fam == "sd3"))
         parts[role] = (_tokenizer(role), enc)
-    cls = FlowTextEncoder
-    if fam == "chroma":
-        from nodegen.models.chroma_text import ChromaTextEncoder
-
-        cls = ChromaTextEncoder
     try:
-        return cls(fam, parts, source=";".join(str(p) for p in paths), manager=manager)
+        return _text_class(fam)(fam, parts, source=";".join(str(p) for p in paths), manager=manager)
     except ValueError as e:
         raise ModelKindError(f"{', '.join(str(p) for p in paths)}: {e}") from e
 
@@ -300,13 +304,8 @@ def load_flow_single_file(path: Path, det: Detected, manager: ModelManager | Non
         parts[role] = (_tokenizer(role), _t5_module(t, dtype, path) if role == "t5"
                        else _clip_module(t, role, dtype, path, projection=det.family == "sd3"))
     if parts:
-        cls = FlowTextEncoder
-        if det.family == "chroma":
-            from nodegen.models.chroma_text import ChromaTextEncoder
-
-            cls = ChromaTextEncoder
         try:
-            clip = cls(det.family, parts, source=str(path), manager=manager)
+            clip = _text_class(det.family)(det.family, parts, source=str(path), manager=manager)
         except ValueError as e:
             raise ModelKindError(f"{path}: {e}") from e
     else:
@@ -361,13 +360,8 @@ def load_flow_folder(folder: Path, manager: ModelManager | None = None):
                else load_text_folder(sub, projection, dtype))
         parts[role] = (_folder_tokenizer(folder, "tokenizer" + suffix, role), enc)
     src = str(folder)
-    text_cls = FlowTextEncoder
-    if family == "chroma":
-        from nodegen.models.chroma_text import ChromaTextEncoder
-
-        text_cls = ChromaTextEncoder
     return (DiffusionModel(transformer, family, "flow", source=src, manager=manager),
-            text_cls(family, parts, source=src, manager=manager),
+            _text_class(family)(family, parts, source=src, manager=manager),
             VAEModel(vae, source=src, manager=manager))
 
 
