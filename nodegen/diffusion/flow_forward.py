@@ -29,7 +29,7 @@ from nodegen.diffusion import attention_bias
 from nodegen.diffusion.chroma_forward import call_chroma
 from nodegen.diffusion.flux_concat import flux_concat
 from nodegen.diffusion.flux_reference import reference_ids, reference_key, reference_tokens
-from nodegen.diffusion.latent_patches import image_ids, pack, unpack  # noqa: F401 - imported from here too
+from nodegen.diffusion.latent_patches import image_ids, pack, unpack  # (others import them from here too)
 from nodegen.models.sd3_controlnet import per_block
 from nodegen.models.sd35_stability_controlnet import last_block_residual
 
