@@ -1,4 +1,4 @@
-"""SD3 / SD 3.5 and Flux.1 nodes: diffusion model and text encoder loaders, their text encoding,
+"""SD3 / SD 3.5, Flux.1 and Chroma nodes: diffusion model and text encoder loaders, their text encoding,
 Flux guidance, flow model sampling (shift), 16-channel empty latents, and the custom-sampling nodes
 ComfyUI's workflows for these families use (noise, guiders, SamplerCustomAdvanced, beta schedule).
 """
@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 from nodegen.kernel import types as T
 from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
+from nodegen.models.detect import ModelKindError
 from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
 
 torch = lazy_import("torch")
 
 WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
 CLIP_TYPES = ["sd3", "flux", "auto"]
+#: CLIPLoader's types: also "chroma" (one T5-XXL file, nodegen.models.chroma_text)
+ONE_CLIP_TYPES = [*CLIP_TYPES, "chroma"]
 MAX_SIZE = 16384
 
 
@@ -41,16 +44,19 @@ def _flow_clip(clip, node_type: str, families: tuple[str, ...]):
 # ---- loaders ------------------------------------------------------------------------------------
 
 @node("UNETLoader", category="loaders",
-      description="Load a diffusion model alone (SD3 / SD 3.5, Flux.1), as stored or in fp8.",
+      description="Load a diffusion model alone (SD3 / SD 3.5, Flux.1, Chroma), as stored or in fp8.",
       inputs=[Input.file("unet_name", "diffusion_models", choices=choices_for("diffusion_models"),
                          description="Diffusion model in the diffusion_models (or unet) folder"),
               Input.choice("weight_dtype", WEIGHT_DTYPES, "default",
                            description="default: as stored (fp8 files stay fp8); fp8_*: store weights in fp8")],
       outputs=[Output("model", T.MODEL)], fingerprint=fingerprint_for("diffusion_models", "unet_name"),
-      keywords=("flux", "sd3", "unet", "diffusion model", "load"))
+      keywords=("flux", "sd3", "chroma", "unet", "diffusion model", "load"))
 def unet_loader(ctx, unet_name, weight_dtype="default"):
     path = resolve_model(ctx.paths, "diffusion_models", unet_name, "UNETLoader", "unet_name")
-    return _manager(ctx).load_diffusion_model(path, weight_dtype)
+    try:
+        return _manager(ctx).load_diffusion_model(path, weight_dtype)
+    except ModelKindError as e:
+        raise ModelKindError(f"UNETLoader: unet_name {unet_name!r}: {e}") from e
 
 
 def _clips(ctx, node_type: str, names: list[tuple[str, str]], family: str):
@@ -58,7 +64,8 @@ def _clips(ctx, node_type: str, names: list[tuple[str, str]], family: str):
     try:
         return _manager(ctx).load_text_encoders(paths, family)
     except ValueError as e:
-        raise ValueError(f"{node_type}: {e}") from e
+        where = f" {names[0][0]} {names[0][1]!r}" if len(names) == 1 else ""
+        raise ValueError(f"{node_type}:{where} {e}") from e
 
 
 def _clip_file(name: str):
@@ -67,7 +74,8 @@ def _clip_file(name: str):
 
 
 @node("CLIPLoader", category="loaders", description="Load one text encoder file (CLIP-L, CLIP-G or T5-XXL).",
-      inputs=[_clip_file("clip_name"), Input.choice("type", CLIP_TYPES, "sd3", description="The model family")],
+      inputs=[_clip_file("clip_name"), Input.choice("type", ONE_CLIP_TYPES, "sd3",
+                                                    description="The model family (chroma: a T5-XXL file)")],
       outputs=[Output("clip", T.CLIP)], fingerprint=fingerprint_for("text_encoders", "clip_name"),
       keywords=("t5", "clip", "text encoder"))
 def clip_loader(ctx, clip_name, type="sd3"):  # noqa: A002 - ComfyUI's input name

@@ -1,5 +1,5 @@
-"""GGUF loaders, as city96's ComfyUI-GGUF custom nodes name them: a diffusion model (Flux.1, SD3 /
-SD 3.5, SD1 / SDXL UNets) and T5 text encoders from ``.gguf`` files (quantized Q8_0, Q4_K, ...), the
+"""GGUF loaders, as city96's ComfyUI-GGUF custom nodes name them: a diffusion model (Flux.1, Chroma
+(whose GGUF files say architecture "flux"), SD3 / SD 3.5, SD1 / SDXL UNets) and T5 text encoders from ``.gguf`` files (quantized Q8_0, Q4_K, ...), the
 CLIP loaders also taking the usual safetensors files beside them (a GGUF T5 with a safetensors
 CLIP-L is the common Flux pairing). A Flux / SD3 model keeps its quantized Linear weights as GGUF
 blocks and dequantizes them one layer at a time, per call (:mod:`nodegen.models.gguf_linear`);
@@ -17,7 +17,7 @@ from nodegen.kernel.node import Input, Output, node
 from nodegen.models.paths import MODEL_EXTENSIONS
 from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
 
-from .flow import CLIP_TYPES, _manager
+from .flow import CLIP_TYPES, ONE_CLIP_TYPES, _manager
 
 GGUF = (".gguf",)
 #: ``general.architecture`` values nodegen runs (None: no field, stable-diffusion.cpp's files:
@@ -39,7 +39,7 @@ def _gguf_arch(path: Path, node_type: str, input_name: str, name: str) -> str | 
 
 
 @node("UnetLoaderGGUF", category="loaders",
-      description="Load a diffusion model from a GGUF file (Flux.1, SD3 / SD 3.5, SD1 / SDXL; quantized or not).",
+      description="Load a diffusion model from a GGUF file (Flux.1, Chroma, SD3 / SD 3.5, SD1 / SDXL; quantized or not).",
       inputs=[Input.file("unet_name", "diffusion_models", choices=choices_for("diffusion_models", GGUF),
                          description="GGUF diffusion model in the diffusion_models (or unet) folder")],
       outputs=[Output("model", T.MODEL)], fingerprint=fingerprint_for("diffusion_models", "unet_name"),
@@ -79,7 +79,8 @@ def _clips(ctx, node_type: str, names: list[tuple[str, str]], family: str):
 
 
 @node("CLIPLoaderGGUF", category="loaders", description="Load one text encoder file (GGUF T5-XXL, or safetensors).",
-      inputs=[_clip_file("clip_name"), Input.choice("type", CLIP_TYPES, "sd3", description="The model family")],
+      inputs=[_clip_file("clip_name"), Input.choice("type", ONE_CLIP_TYPES, "sd3",
+                                                    description="The model family (chroma: a T5-XXL file)")],
       outputs=[Output("clip", T.CLIP)], fingerprint=fingerprint_for("text_encoders", "clip_name"),
       keywords=("gguf", "t5", "clip", "text encoder"))
 def clip_loader_gguf(ctx, clip_name, type="sd3"):  # noqa: A002 - ComfyUI's input name

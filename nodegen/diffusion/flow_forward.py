@@ -1,5 +1,5 @@
 """One call of an SD3 / SD 3.5 (MMDiT) or Flux.1 transformer for the denoiser, with the same inputs
-diffusers' StableDiffusion3Pipeline / FluxPipeline give it.
+diffusers' StableDiffusion3Pipeline / FluxPipeline give it (Chroma: :mod:`nodegen.diffusion.chroma_forward`).
 
 * SD3: ``transformer(x, timestep=sigma * 1000, encoder_hidden_states, pooled_projections)``. The
   text embeddings are zero-padded on the feature axis to the transformer's ``joint_attention_dim``
@@ -26,12 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from nodegen.diffusion import attention_bias
+from nodegen.diffusion.chroma_forward import call_chroma
 from nodegen.diffusion.flux_concat import flux_concat
 from nodegen.diffusion.flux_reference import reference_ids, reference_key, reference_tokens
+from nodegen.diffusion.latent_patches import image_ids, pack, unpack  # (others import them from here too)
 from nodegen.models.sd3_controlnet import per_block
 from nodegen.models.sd35_stability_controlnet import last_block_residual
 
-FLOW_FAMILIES = ("sd3", "flux")
+FLOW_FAMILIES = ("sd3", "flux", "chroma")
 DEFAULT_FLUX_GUIDANCE = 3.5
 
 
@@ -49,24 +51,6 @@ def _pad_features(e: torch.Tensor, width: int) -> torch.Tensor:
                              "it comes from other text encoders than this model's")
         return e[..., :width]
     return e
-
-
-def pack(x: torch.Tensor) -> torch.Tensor:
-    b, c, h, w = x.shape
-    return x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
-
-
-def unpack(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    b, _, d = x.shape
-    c = d // 4
-    return x.view(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
-
-
-def image_ids(h: int, w: int, device, dtype) -> torch.Tensor:
-    ids = torch.zeros(h // 2, w // 2, 3)
-    ids[..., 1] = ids[..., 1] + torch.arange(h // 2)[:, None]
-    ids[..., 2] = ids[..., 2] + torch.arange(w // 2)[None, :]
-    return ids.reshape(-1, 3).to(device, dtype)
 
 
 def _call_sd3(transformer, x, sigma: float, ms, items, device, dtype, progress: float = 0.0) -> torch.Tensor:
@@ -184,6 +168,8 @@ def run_flow(family: str, transformer, x: torch.Tensor, sigma: float, ms, items:
                          "'multiply'")
     if family == "flux":
         call = functools.partial(_call_flux, noise_mask=noise_mask, progress=progress)
+    elif family == "chroma":
+        call = call_chroma
     else:
         call = functools.partial(_call_sd3, progress=progress)
     outs: list[torch.Tensor | None] = [None] * len(items)

@@ -104,7 +104,8 @@ class FlowModelSampling:
 #: the model sampling a flow family uses when no ModelSamplingSD3 / ModelSamplingFlux node set one
 DEFAULTS = {"sd3": {"kind": "flow", "shift": 3.0, "multiplier": 1000.0},
             "flux": {"kind": "flux", "shift": 1.15, "multiplier": 1.0},
-            "flux_schnell": {"kind": "flow", "shift": 1.0, "multiplier": 1.0}}
+            "flux_schnell": {"kind": "flow", "shift": 1.0, "multiplier": 1.0},
+            "chroma": {"kind": "flux", "shift": 1.15, "multiplier": 1.0}}  # ComfyUI's Chroma: Flux sampling
 
 
 def flow_sampling_for(model) -> FlowModelSampling:

@@ -2,8 +2,8 @@
 latents (16-channel VAEs neither scale nor shift, so one VAE file serves SD3 and Flux alike), and
 the sampler moves them into the model's space, ``(z - shift) * scale``, and back.
 
-SD3 / SD 3.5: scale 1.5305, shift 0.0609; Flux.1: scale 0.3611, shift 0.1159 (the values in the
-models' diffusers VAE configs).
+SD3 / SD 3.5: scale 1.5305, shift 0.0609; Flux.1 and Chroma (which uses Flux's VAE): scale 0.3611, shift
+0.1159 (the values in the models' diffusers VAE configs).
 
 A model-sampling node may give a MODEL another format (``model.options["latent_format"]``, read by
 :func:`format_of`): ``sdxl_playground_2_5`` (ModelSamplingContinuousEDM's ``edm_playground_v2.5``)
@@ -20,8 +20,9 @@ import torch
 from nodegen.models.objects import SCALING_FACTORS
 
 #: family -> (scaling_factor, shift_factor)
-LATENT_FORMATS: dict[str, tuple[float, float]] = {"sd3": (1.5305, 0.0609), "flux": (0.3611, 0.1159)}
-LATENT_CHANNELS: dict[str, int] = {"sd3": 16, "flux": 16}
+LATENT_FORMATS: dict[str, tuple[float, float]] = {"sd3": (1.5305, 0.0609), "flux": (0.3611, 0.1159),
+                                                   "chroma": (0.3611, 0.1159)}
+LATENT_CHANNELS: dict[str, int] = {"sd3": 16, "flux": 16, "chroma": 16}
 #: per-channel formats: name -> (family of the LATENT, scale, mean, std)
 CHANNEL_FORMATS: dict[str, tuple[str, float, tuple[float, ...], tuple[float, ...]]] = {
     "sdxl_playground_2_5": ("sdxl", 0.5, (-1.6574, 1.886, -1.383, 2.5155), (8.4927, 5.9022, 6.5498, 5.2299)),

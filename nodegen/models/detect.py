@@ -121,7 +121,10 @@ def _family_from_unet(shapes: dict, prefix: str, adm_key: str, linear_key_part: 
 
 
 #: key endings that mark a rectified-flow transformer: (family, layout, marker)
+#: Chroma (Flux blocks without their modulation, plus an approximator) comes before Flux
 FLOW_MARKERS = (("sd3", "original", "joint_blocks.0.context_block.adaLN_modulation.1.bias"),
+                ("chroma", "original", "distilled_guidance_layer.layers.0.in_layer.weight"),
+                ("chroma", "diffusers", "distilled_guidance_layer.layers.0.linear_1.weight"),
                 ("flux", "original", "double_blocks.0.img_attn.norm.key_norm.scale"),
                 ("flux", "diffusers", "single_transformer_blocks.0.attn.to_q.weight"),
                 ("sd3", "diffusers", "transformer_blocks.0.attn.add_q_proj.weight"))
@@ -131,7 +134,7 @@ T5_MARKER = "encoder.block.0.layer.0.SelfAttention.q.weight"
 
 
 def detect_flow(keys: set[str]) -> Detected | None:
-    """SD3 / SD 3.5 and Flux.1 files: an all-in-one checkpoint (``model.diffusion_model.`` + a VAE,
+    """SD3 / SD 3.5, Flux.1 and Chroma files: an all-in-one checkpoint (``model.diffusion_model.`` + a VAE,
     maybe text encoders under ``text_encoders.*``) or a diffusion model alone (any prefix)."""
     for family, layout, marker in FLOW_MARKERS:
         hit = next((k for k in keys if k.endswith(marker) and (layout == "original" or k == marker

@@ -1,6 +1,6 @@
 """diffusers / transformers configs for SD3, Flux, their 16-channel VAE and T5, from tensor shapes
 (diffusers-layout keys), with the shipped full-size configs (``nodegen/assets/configs/flow``) as
-defaults. Head counts follow each family's rule: MMDiT head size 64, Flux head size 128, T5 heads
+defaults. Head counts follow each family's rule: MMDiT head size 64, Flux and Chroma head size 128, T5 heads
 from ``relative_attention_bias``.
 """
 
@@ -57,6 +57,24 @@ def flux_config(shapes: dict) -> dict:
         num_single_layers=len(_count(shapes, r"single_transformer_blocks\.(\d+)\.")),
         num_attention_heads=max(1, hidden // head), joint_attention_dim=int(shapes["context_embedder.weight"][1]),
         pooled_projection_dim=int(shapes["time_text_embed.text_embedder.linear_1.weight"][1]), guidance_embeds=guidance)
+    return cfg
+
+
+def chroma_config(shapes: dict) -> dict:
+    """A ``ChromaTransformer2DModel`` config (diffusers keys): Flux's head size of 128; the
+    approximator's width, depth and input from its layers."""
+    cfg = shipped("flow", "chroma")
+    cfg.pop("_class_name", None)
+    x = shapes["x_embedder.weight"]
+    head = int(cfg["attention_head_dim"])
+    approx_in = shapes["distilled_guidance_layer.in_proj.weight"]
+    cfg.update(
+        in_channels=int(x[1]), out_channels=int(shapes["proj_out.weight"][0]),
+        num_layers=len(_count(shapes, r"transformer_blocks\.(\d+)\.")),
+        num_single_layers=len(_count(shapes, r"single_transformer_blocks\.(\d+)\.")),
+        num_attention_heads=max(1, int(x[0]) // head), joint_attention_dim=int(shapes["context_embedder.weight"][1]),
+        approximator_num_channels=int(approx_in[1]), approximator_hidden_dim=int(approx_in[0]),
+        approximator_layers=len(_count(shapes, r"distilled_guidance_layer\.layers\.(\d+)\.")))
     return cfg
 
 

@@ -1,5 +1,5 @@
-"""Loading SD3 / SD 3.5 and Flux.1: diffusion models alone (UNETLoader), text encoders from one,
-two or three files (CLIPLoader / DualCLIPLoader / TripleCLIPLoader), all-in-one single files and
+"""Loading SD3 / SD 3.5, Flux.1 and Chroma: diffusion models alone (UNETLoader), text encoders from
+one, two or three files (CLIPLoader / DualCLIPLoader / TripleCLIPLoader), all-in-one single files and
 diffusers folders (CheckpointLoader), 16-channel VAEs.
 
 Modules are built on the meta device and given the file's tensors (``load_state_dict(assign=True)``),
@@ -69,20 +69,30 @@ def build_transformer(family: str, sd: dict, path, dtype: torch.dtype, storage: 
                       layout: str = "original"):
     """The diffusers transformer of ``family`` from its tensors (bare keys, original or diffusers layout)."""
     torchvision_fix.apply()
-    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+    from diffusers import ChromaTransformer2DModel, FluxTransformer2DModel, SD3Transformer2DModel
 
     if layout == "original":
         if family == "sd3":
             from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoint_to_diffusers
 
             sd = convert_sd3_transformer_checkpoint_to_diffusers(sd)  # pops from sd: no second copy
+        elif family == "chroma":
+            from nodegen.models.chroma_convert import chroma_to_diffusers
+
+            try:
+                sd = chroma_to_diffusers(sd)
+            except KeyError as e:  # e.g. Chroma Radiance (pixel space: no img_in), which nodegen does not run
+                raise ModelKindError(f"{path}: this Chroma file lacks the tensor {e.args[0]!r} of Chroma's latent "
+                                     "models (nodegen runs Chroma / Chroma1-HD, not Chroma Radiance)") from e
         else:
             from nodegen.models.flux_convert import flux_to_diffusers
 
             sd = flux_to_diffusers(sd)
     shapes = {k: tuple(getattr(v, "quant_shape", v.shape)) for k, v in sd.items()}  # GGUF blocks: their values'
-    cls, cfg = ((SD3Transformer2DModel, flow_configs.sd3_config(shapes)) if family == "sd3"
-                else (FluxTransformer2DModel, flow_configs.flux_config(shapes)))
+    cls, cfg = {"sd3": (SD3Transformer2DModel, flow_configs.sd3_config),
+                "chroma": (ChromaTransformer2DModel, flow_configs.chroma_config)}.get(
+                    family, (FluxTransformer2DModel, flow_configs.flux_config))
+    cfg = cfg(shapes)
     if storage is None and any(getattr(v, "quant_type", None) is not None for v in sd.values()):
         from nodegen.models.gguf_linear import build_quantized
 
@@ -101,7 +111,7 @@ def build_transformer(family: str, sd: dict, path, dtype: torch.dtype, storage: 
 
 def load_diffusion_model(path: str | os.PathLike, weight_dtype: str = "default",
                          manager: ModelManager | None = None) -> DiffusionModel:
-    """MODEL from a file holding an SD3 / Flux transformer (alone or inside a checkpoint)."""
+    """MODEL from a file holding an SD3 / Flux / Chroma transformer (alone or inside a checkpoint)."""
     path = Path(path)
     dtype = _target_dtype(manager)
     det = detect(shapes_of(open_state_dict(path)))
@@ -112,9 +122,9 @@ def load_diffusion_model(path: str | os.PathLike, weight_dtype: str = "default",
         from nodegen.models.unet_loader import load_unet_only
 
         return load_unet_only(path, manager=manager)
-    if det.family not in ("sd3", "flux"):
-        raise ModelKindError(f"{path}: this is {det.describe()}; the diffusion model loader takes SD3 / SD 3.5 "
-                             "and Flux.1 diffusion models (load SD1/SD2/SDXL with CheckpointLoader)")
+    if det.family not in ("sd3", "flux", "chroma"):
+        raise ModelKindError(f"{path}: this is {det.describe()}; the diffusion model loader takes SD3 / SD 3.5, "
+                             "Flux.1 and Chroma diffusion models (load SD1/SD2/SDXL with CheckpointLoader)")
     prefix = det.details["prefix"]
     if det.layout == "diffusers":
         prefix = "transformer." if det.details["prefix"].startswith("transformer.") else ""
@@ -203,10 +213,20 @@ def _roles_for(files: list[tuple[Path, dict]], family: str) -> list[str]:
     return roles
 
 
+def _text_class(family: str) -> type[FlowTextEncoder]:
+    """The CLIP class of a flow family: Chroma's own (T5 alone, unpadded), else SD3's / Flux's."""
+    if family == "chroma":
+        from nodegen.models.chroma_text import ChromaTextEncoder
+
+        return ChromaTextEncoder
+    return FlowTextEncoder
+
+
 def load_text_encoders(paths: list[str | os.PathLike], family: str = "auto",
                        manager: ModelManager | None = None) -> FlowTextEncoder:
     """CLIP from separate text-encoder files (transformers key layout, as ComfyUI's
-    ``models/text_encoders``). ``family`` "auto": SD3 when a CLIP-G (or three files) is given, else Flux."""
+    ``models/text_encoders``). ``family`` "auto": SD3 when a CLIP-G (or three files) is given, else Flux;
+    "chroma": one T5-XXL file (:class:`nodegen.models.chroma_text.ChromaTextEncoder`)."""
     torchvision_fix.apply()
     dtype = _target_dtype(manager)
     files = [(Path(p), open_state_dict(p)) for p in paths]
@@ -226,7 +246,7 @@ def load_text_encoders(paths: list[str | os.PathLike], family: str = "auto",
                else _clip_module(dict(sd), role, dtype, p, projection=fam == "sd3"))
         parts[role] = (_tokenizer(role), enc)
     try:
-        return FlowTextEncoder(fam, parts, source=";".join(str(p) for p in paths), manager=manager)
+        return _text_class(fam)(fam, parts, source=";".join(str(p) for p in paths), manager=manager)
     except ValueError as e:
         raise ModelKindError(f"{', '.join(str(p) for p in paths)}: {e}") from e
 
@@ -243,7 +263,8 @@ class MissingTextEncoder:
 
     def _fail(self, *a, **k):
         raise ValueError(f"{self.source} holds no text encoders: load them with TripleCLIPLoader "
-                         f"(SD3: clip_l, clip_g, t5xxl) or DualCLIPLoader (Flux: clip_l, t5xxl)")
+                         f"(SD3: clip_l, clip_g, t5xxl), DualCLIPLoader (Flux: clip_l, t5xxl) or CLIPLoader "
+                         f"(Chroma: t5xxl, type 'chroma')")
 
     encode = encode_parts = set_layer = _fail
     #: nothing for a LoRA to patch (LoraLoader passes it through)
@@ -268,7 +289,7 @@ def load_vae16(sd: dict, path, dtype) -> VAEModel:
 
 
 def load_flow_single_file(path: Path, det: Detected, manager: ModelManager | None = None):
-    """``(MODEL, CLIP, VAE)`` of an all-in-one SD3 / Flux checkpoint."""
+    """``(MODEL, CLIP, VAE)`` of an all-in-one SD3 / Flux / Chroma checkpoint."""
     dtype = _target_dtype(manager)
     sd, storage = open_weights(path, "default", dtype, det.details["prefix"])
     transformer = build_transformer(det.family, _take(sd, det.details["prefix"]), path, dtype, storage)
@@ -284,7 +305,7 @@ def load_flow_single_file(path: Path, det: Detected, manager: ModelManager | Non
                        else _clip_module(t, role, dtype, path, projection=det.family == "sd3"))
     if parts:
         try:
-            clip = FlowTextEncoder(det.family, parts, source=str(path), manager=manager)
+            clip = _text_class(det.family)(det.family, parts, source=str(path), manager=manager)
         except ValueError as e:
             raise ModelKindError(f"{path}: {e}") from e
     else:
@@ -298,7 +319,8 @@ def load_flow_single_file(path: Path, det: Detected, manager: ModelManager | Non
 
 
 FOLDER_FAMILIES = {"StableDiffusion3Pipeline": "sd3", "StableDiffusion3Img2ImgPipeline": "sd3",
-                   "FluxPipeline": "flux", "FluxImg2ImgPipeline": "flux"}
+                   "FluxPipeline": "flux", "FluxImg2ImgPipeline": "flux", "ChromaPipeline": "chroma",
+                   "ChromaImg2ImgPipeline": "chroma"}
 
 
 def folder_family(folder: Path) -> str | None:
@@ -307,9 +329,14 @@ def folder_family(folder: Path) -> str | None:
 
 
 def load_flow_folder(folder: Path, manager: ModelManager | None = None):
-    """``(MODEL, CLIP, VAE)`` of a StableDiffusion3Pipeline / FluxPipeline diffusers folder."""
+    """``(MODEL, CLIP, VAE)`` of a StableDiffusion3Pipeline / FluxPipeline / ChromaPipeline diffusers folder."""
     torchvision_fix.apply()
-    from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
+    from diffusers import (
+        AutoencoderKL,
+        ChromaTransformer2DModel,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+    )
     from transformers import T5EncoderModel
 
     from nodegen.models.clip_text_load import load_folder as load_text_folder
@@ -318,11 +345,11 @@ def load_flow_folder(folder: Path, manager: ModelManager | None = None):
     index = json.loads((folder / "model_index.json").read_text("utf-8"))
     dtype = _target_dtype(manager)
     kw = dict(local_files_only=True, torch_dtype=dtype)
-    cls = SD3Transformer2DModel if family == "sd3" else FluxTransformer2DModel
+    cls = {"sd3": SD3Transformer2DModel, "chroma": ChromaTransformer2DModel}.get(family, FluxTransformer2DModel)
     transformer = realign_(cls.from_pretrained(folder, subfolder="transformer", **kw)).eval().requires_grad_(False)
     vae = realign_(AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)).eval().requires_grad_(False)
     comps = {"sd3": (("clip_l", "", True), ("clip_g", "_2", True), ("t5", "_3", None)),
-             "flux": (("clip_l", "", False), ("t5", "_2", None))}[family]
+             "flux": (("clip_l", "", False), ("t5", "_2", None)), "chroma": (("t5", "", None),)}[family]
     parts = {}
     for role, suffix, projection in comps:
         entry = index.get("text_encoder" + suffix)
@@ -334,7 +361,7 @@ def load_flow_folder(folder: Path, manager: ModelManager | None = None):
         parts[role] = (_folder_tokenizer(folder, "tokenizer" + suffix, role), enc)
     src = str(folder)
     return (DiffusionModel(transformer, family, "flow", source=src, manager=manager),
-            FlowTextEncoder(family, parts, source=src, manager=manager),
+            _text_class(family)(family, parts, source=src, manager=manager),
             VAEModel(vae, source=src, manager=manager))
 
 

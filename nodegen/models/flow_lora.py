@@ -1,4 +1,5 @@
-"""LoRA layers for SD3 / Flux transformers, whatever key layout the file uses.
+"""LoRA layers for SD3 / Flux transformers (and Chroma's, which has Flux's blocks and names), whatever
+key layout the file uses.
 
 Flux LoRAs name their target modules in one of these spellings; all are mapped onto the diffusers
 ``FluxTransformer2DModel`` parameters the model holds:
@@ -106,7 +107,11 @@ def transformer_table(transformer: torch.nn.Module, family: str) -> dict[str, li
     for name, p in transformer.named_parameters():
         if name.endswith(".weight") and p.ndim >= 2:
             table[name[: -len(".weight")]] = [(name, 0, None, False)]
-    table.update(flux_targets(transformer) if family == "flux" else sd3_targets(transformer))
+    if family == "chroma":  # Flux's blocks and names, without the modulation layers Chroma lacks
+        params = dict(transformer.named_parameters())
+        table.update({k: ts for k, ts in flux_targets(transformer).items() if all(t[0] in params for t in ts)})
+    else:
+        table.update(flux_targets(transformer) if family == "flux" else sd3_targets(transformer))
     return {**table, **{k.replace(".", "_"): v for k, v in table.items()}}
 
 

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 FLOW_TEXT = {
     "sd3": (("clip_l", "clip_g", "t5"), ("text_encoder", "text_encoder_2", "text_encoder_3"), 256),
     "flux": (("clip_l", "t5"), ("text_encoder", "text_encoder_2"), 512),
+    "chroma": (("t5",), ("text_encoder",), 0),  # no fixed length: nodegen.models.chroma_text
 }
-REQUIRED = {"sd3": (), "flux": ("clip_l", "t5")}
+REQUIRED = {"sd3": (), "flux": ("clip_l", "t5"), "chroma": ("t5",)}
 #: widths of the real CLIP-L / CLIP-G, for the zeros that stand in for a missing SD3 CLIP (as ComfyUI)
 SD3_CLIP_WIDTHS = {"clip_l": (768, 768), "clip_g": (1280, 1280)}
 CLIP_LENGTH = 77

@@ -51,6 +51,8 @@ def flux_to_diffusers(sd: dict[str, torch.Tensor], prefix: str = "") -> dict[str
         s, d = f"double_blocks.{i}.", f"transformer_blocks.{i}."
         for kind in ("weight", "bias"):
             for src, dst in _DOUBLE.items():
+                if src.endswith("_mod.lin") and not has(f"{s}{src}.{kind}"):
+                    continue  # Chroma: no per-block modulation (nodegen.models.chroma_convert)
                 out[f"{d}{dst}.{kind}"] = get(f"{s}{src}.{kind}")
             for stream, names in (("img_attn", ("to_q", "to_k", "to_v")),
                                   ("txt_attn", ("add_q_proj", "add_k_proj", "add_v_proj"))):
@@ -61,7 +63,8 @@ def flux_to_diffusers(sd: dict[str, torch.Tensor], prefix: str = "") -> dict[str
     for i in _blocks(sd, prefix + "single_blocks."):
         s, d = f"single_blocks.{i}.", f"single_transformer_blocks.{i}."
         for kind in ("weight", "bias"):
-            out[f"{d}norm.linear.{kind}"] = get(f"{s}modulation.lin.{kind}")
+            if has(f"{s}modulation.lin.{kind}"):  # (Chroma has none)
+                out[f"{d}norm.linear.{kind}"] = get(f"{s}modulation.lin.{kind}")
             fused = get(f"{s}linear1.{kind}")
             q, k, v, mlp = torch.split(fused, (width, width, width, fused.shape[0] - 3 * width), dim=0)
             out[f"{d}attn.to_q.{kind}"], out[f"{d}attn.to_k.{kind}"], out[f"{d}attn.to_v.{kind}"] = q, k, v

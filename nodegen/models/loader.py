@@ -145,7 +145,10 @@ def load_single_file(path: str | os.PathLike, prediction: str = "auto", manager:
     sd = dict(state_dict) if state_dict is not None else open_state_dict(path, dtype)
     shapes = shapes_of(sd)
     det: Detected = detect(shapes, sd)
-    if det.family in ("sd3", "flux") and state_dict is None:
+    if det.family in ("sd3", "flux", "chroma") and state_dict is None:
+        if det.kind != "checkpoint" and det.family == "chroma":
+            raise ModelKindError(f"{path}: this is a Chroma diffusion model without a VAE: load it with the diffusion "
+                                 "model loader (UNETLoader), its T5-XXL with CLIPLoader (type 'chroma')")
         if det.kind != "checkpoint":
             raise ModelKindError(f"{path}: this is a {det.family} diffusion model without a VAE: load it with "
                                  "the diffusion model loader (UNETLoader) and the text encoders with "

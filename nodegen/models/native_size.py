@@ -11,7 +11,7 @@ from pathlib import Path
 from nodegen.models.detect import detect
 
 #: Native image size per model family (pixels, square).
-FAMILY_SIZE = {"sd1": 512, "sd2": 768, "sdxl": 1024, "sdxl_refiner": 1024, "sd3": 1024, "flux": 1024}
+FAMILY_SIZE = {"sd1": 512, "sd2": 768, "sdxl": 1024, "sdxl_refiner": 1024, "sd3": 1024, "flux": 1024, "chroma": 1024}
 #: Models that say what they are in their metadata (``nodegen.model``), with their native size.
 NAMED_SIZE = {"nodegen-demo-shapes": 64}
 

@@ -27,7 +27,7 @@ from nodegen.models.schedule import scaled_linear_alphas_cumprod
 if TYPE_CHECKING:
     from nodegen.models.manager import ModelManager
 
-FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner", "sd3", "flux")
+FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner", "sd3", "flux", "chroma")
 #: "flow": rectified-flow velocity (SD3, Flux; see nodegen.diffusion.flow_sampling); "x0", "img_to_img" and "lcm"
 #: are set by ModelSamplingDiscrete (see nodegen.diffusion.model_sampling); "edm" and "cosmos_rflow" by
 #: ModelSamplingContinuousEDM (see nodegen.diffusion.continuous_sampling)
@@ -67,7 +67,7 @@ class DiffusionModel(_Patchable):
         _check(prediction_type, PREDICTIONS, "prediction type")
         self.unet = unet
         self.family = family
-        if family in ("sd3", "flux"):  # LoRA key tables (nodegen.models.flow_lora)
+        if family in ("sd3", "flux", "chroma"):  # LoRA key tables (nodegen.models.flow_lora)
             unet._nodegen_flow_family = family
         self.prediction_type = prediction_type
         self.alphas_cumprod = (scaled_linear_alphas_cumprod() if alphas_cumprod is None

@@ -29,14 +29,15 @@ def flux_models(fx, tmp_path: Path, diffusion_model=None, name: str | None = Non
                                     ("text_encoders", fx.t5xxl, "t5xxl_fp16.safetensors"), *extra])
 
 
-def run_api(api: dict, models: Path, tmp_path: Path, check: bool = True):
-    """Run the document from ``tmp_path/workflow.json``; with ``check`` it must succeed."""
+def run_api(api: dict, models: Path, tmp_path: Path, check: bool = True, targets: list[str] | None = None):
+    """Run the document from ``tmp_path/workflow.json``; with ``check`` it must succeed; ``targets``:
+    the nodes to run (and whose outputs the result keeps), else the output nodes."""
     from nodegen.formats import open_any
     from nodegen.runtime.engine import Engine
 
     (tmp_path / "workflow.json").write_text(json.dumps(api))
     engine = Engine(models=models, input_dir=tmp_path / "in", output_dir=tmp_path / "out", device="cpu")
-    result = engine.run(open_any(tmp_path / "workflow.json"))
+    result = engine.run(open_any(tmp_path / "workflow.json"), targets=targets)
     if check:
         assert result.ok, (result.problems, [str(f) + getattr(f, "traceback", "") for f in result.failures])
     return result

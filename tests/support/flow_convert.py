@@ -82,13 +82,15 @@ def flux_to_original(sd: dict[str, torch.Tensor], prefix: str = "") -> dict:
         for kind in ("weight", "bias"):
             if f"{src}.{kind}" in sd:
                 out[f"{prefix}{dst}.{kind}"] = sd[f"{src}.{kind}"]
-    for kind in ("weight", "bias"):
+    modulated = "norm_out.linear.weight" in sd  # a Chroma transformer has no modulation layers
+    for kind in ("weight", "bias") if modulated else ():
         out[f"{prefix}final_layer.adaLN_modulation.1.{kind}"] = swap_halves(sd[f"norm_out.linear.{kind}"])
     for i in _blocks(sd, "transformer_blocks."):
         s, d = f"transformer_blocks.{i}.", f"{prefix}double_blocks.{i}."
         for kind in ("weight", "bias"):
-            out[d + f"img_mod.lin.{kind}"] = sd[s + f"norm1.linear.{kind}"]
-            out[d + f"txt_mod.lin.{kind}"] = sd[s + f"norm1_context.linear.{kind}"]
+            if modulated:
+                out[d + f"img_mod.lin.{kind}"] = sd[s + f"norm1.linear.{kind}"]
+                out[d + f"txt_mod.lin.{kind}"] = sd[s + f"norm1_context.linear.{kind}"]
             out[d + f"img_attn.qkv.{kind}"] = torch.cat([sd[s + f"attn.to_{p}.{kind}"] for p in "qkv"])
             out[d + f"txt_attn.qkv.{kind}"] = torch.cat([sd[s + f"attn.add_{p}_proj.{kind}"] for p in "qkv"])
             out[d + f"img_attn.proj.{kind}"] = sd[s + f"attn.to_out.0.{kind}"]
@@ -104,7 +106,8 @@ def flux_to_original(sd: dict[str, torch.Tensor], prefix: str = "") -> dict:
     for i in _blocks(sd, "single_transformer_blocks."):
         s, d = f"single_transformer_blocks.{i}.", f"{prefix}single_blocks.{i}."
         for kind in ("weight", "bias"):
-            out[d + f"modulation.lin.{kind}"] = sd[s + f"norm.linear.{kind}"]
+            if modulated:
+                out[d + f"modulation.lin.{kind}"] = sd[s + f"norm.linear.{kind}"]
             out[d + f"linear1.{kind}"] = torch.cat([sd[s + f"attn.to_{p}.{kind}"] for p in "qkv"]
                                                    + [sd[s + f"proj_mlp.{kind}"]])
             out[d + f"linear2.{kind}"] = sd[s + f"proj_out.{kind}"]

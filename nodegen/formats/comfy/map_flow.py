@@ -1,4 +1,4 @@
-"""ComfyUI's SD3 / SD 3.5 and Flux.1 nodes: loaders, text encoding, guidance, model sampling,
+"""ComfyUI's SD3 / SD 3.5, Flux.1 and Chroma nodes: loaders, text encoding, guidance, model sampling,
 16-channel latents and the custom-sampling nodes their workflows use."""
 
 from nodegen.formats.comfy.node_map import nm
@@ -15,6 +15,7 @@ MAPS = [
     nm("DualCLIPLoader", "DualCLIPLoader", "clip_name1 clip_name2 type device", "clip", ignore=frozenset({"device"}),
        comfy_constants={"device": "default"}),
     nm("TripleCLIPLoader", "TripleCLIPLoader", "clip_name1 clip_name2 clip_name3", "clip"),
+    nm("T5TokenizerOptions", "T5TokenizerOptions", "min_padding min_length", "clip"),
     nm("CLIPTextEncodeSD3", "CLIPTextEncodeSD3", "clip_l clip_g t5xxl empty_padding", "conditioning"),
     nm("CLIPTextEncodeFlux", "CLIPTextEncodeFlux", "clip_l t5xxl guidance", "conditioning"),
     nm("FluxGuidance", "FluxGuidance", "guidance", "conditioning"),
