@@ -45,8 +45,9 @@ def reference_latent(ctx, conditioning, latent=None):
 
 
 @node("FluxKontextMultiReferenceLatentMethod", category="advanced/conditioning/flux",
-      description="How Flux.1 Kontext places several reference images: offset (side by side, the default) "
-                  "or index (each its own index).",
+      description="How Flux.1 Kontext places several reference images: offset (side by side, the default), "
+                  "index (each its own index) or uxo/uno (past the latent's corner, as UNO / USO models "
+                  "were trained).",
       inputs=[Input.link("conditioning", T.CONDITIONING), Input.choice("reference_latents_method", METHODS, "offset")],
       outputs=[Output("conditioning", T.CONDITIONING)], keywords=("kontext", "reference"))
 def flux_kontext_multi_reference_latent_method(ctx, conditioning, reference_latents_method):

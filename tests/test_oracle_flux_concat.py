@@ -190,8 +190,56 @@ def test_several_references_are_placed_as_comfyui_places_them():
     index = reference_ids([a, b], "index", "cpu", torch.float32)
     assert index[:24, 0].unique().tolist() == [1.0] and index[24:, 0].unique().tolist() == [2.0]
     assert index[24:, 1].min() == 0 and index[24:, 2].min() == 0
-    with pytest.raises(ValueError, match="'uxo/uno' is not supported"):
-        reference_ids([a], "uxo/uno", "cpu", torch.float32)
+    with pytest.raises(ValueError, match="'uso' is not supported"):
+        reference_ids([a], "uso", "cpu", torch.float32)
+
+
+def _comfy_ids(shape, index, h_offset, w_offset):
+    """ComfyUI's Flux ``process_img`` ids for a latent of ``shape`` (2x2 patches), transcribed."""
+    h_len, w_len = (shape[0] + 1) // 2, (shape[1] + 1) // 2
+    h_offset, w_offset = (h_offset + 1) // 2, (w_offset + 1) // 2
+    ids = torch.zeros(h_len, w_len, 3)
+    ids[:, :, 0] = ids[:, :, 1] + index
+    ids[:, :, 1] = ids[:, :, 1] + torch.linspace(h_offset, h_len - 1 + h_offset, steps=h_len)[:, None]
+    ids[:, :, 2] = ids[:, :, 2] + torch.linspace(w_offset, w_len - 1 + w_offset, steps=w_len)[None, :]
+    return ids.reshape(-1, 3)
+
+
+def test_uxo_uno_places_references_past_the_latent_as_comfyui_does():
+    """ComfyUI's "uxo" branch: index 0, each reference past the latent's corner and the previous ones."""
+    a, b = torch.zeros(1, 16, 8, 12), torch.zeros(1, 16, 6, 4)
+    latent = (10, 14)  # a latent of 9 x 13 padded to whole patches
+    want, h, w = [], 0, 0
+    for ref in (a, b):
+        want.append(_comfy_ids(ref.shape[-2:], 0, latent[0] + h, latent[1] + w))
+        h, w = h + ref.shape[-2], w + ref.shape[-1]
+    assert torch.equal(reference_ids([a, b], "uxo/uno", "cpu", torch.float32, latent), torch.cat(want))
+
+
+def test_uxo_uno_samples_with_the_latents_size(flux, monkeypatch):
+    from nodegen.diffusion import flow_forward
+
+    sizes = []
+
+    def spy(refs, method, device, dtype, latent_size=(0, 0)):
+        sizes.append(latent_size)
+        return reference_ids(refs, method, device, dtype, latent_size)
+
+    monkeypatch.setattr(flow_forward, "reference_ids", spy)
+    te, vae = _parts(flux)
+    model = DiffusionModel(flux.transformer, "flux", "flow")
+    model.options["model_sampling"] = {"kind": "flux", "shift": flux_mu(64, 64), "multiplier": 1.0}
+    ref = vae.encode(torch.rand(1, 48, 80, 3, generator=torch.Generator().manual_seed(14)), device="cpu")
+    pos = run("ReferenceLatent", conditioning=te.encode("make it red"), latent={"samples": ref})["conditioning"]
+    out = {}
+    for method in ("offset", "uxo/uno"):
+        cond = run("FluxKontextMultiReferenceLatentMethod", conditioning=pos,
+                   reference_latents_method=method)["conditioning"]
+        out[method] = sample(model, cond, None, {"samples": torch.zeros(1, 16, 8, 8)}, 10, Steps(2, "simple"), 1.0,
+                             "euler", device="cpu").latent["samples"]
+    assert out["uxo/uno"].shape == (1, 16, 8, 8) and torch.isfinite(out["uxo/uno"]).all()
+    assert float((out["uxo/uno"] - out["offset"]).abs().max()) > 1e-4  # the placement reaches the model
+    assert set(sizes) == {(8, 8)}  # the latent's size, for uxo's offsets
 
 
 def test_flux_kontext_image_scale_picks_the_nearest_training_size():

@@ -133,7 +133,7 @@ def _call_flux(transformer, x, sigma: float, ms, items, device, dtype, noise_mas
         ref_tokens = torch.cat([reference_tokens(it.extras["reference_latents"], b, pack, device, dtype)
                                 for it in items])
         x_in = torch.cat([x_in, ref_tokens], dim=1)
-        img_ids = torch.cat([img_ids, reference_ids(refs, method, device, dtype)])
+        img_ids = torch.cat([img_ids, reference_ids(refs, method, device, dtype, (h, w))])
     ranges = items[0].extras.get(attention_bias.KEY)
     if ranges:  # StyleModelApply's attn_bias (same ranges in every item here)
         mask = attention_bias.bias_mask(ranges, emb.shape[1], x_in.shape[1], device, dtype)

@@ -7,7 +7,9 @@ image being made, and the model's output for those tokens is dropped.
 Placement (``reference_latents_method``, FluxKontextMultiReferenceLatentMethod): ``offset`` (the
 default) gives every reference index 1 and places each next to the previous ones (to the right
 when that keeps the combined area squarer, else below); ``index`` gives the n-th reference index n
-at the origin.
+at the origin; ``uxo/uno`` (ComfyUI's ``uxo``, after ByteDance's UNO) gives every reference index 0
+(the latent's own) and places them diagonally past the latent's bottom-right corner, each past the
+previous one.
 """
 
 from __future__ import annotations
@@ -27,17 +29,22 @@ def reference_key(extras: dict) -> tuple:
     return tuple(tuple(r.shape[-2:]) for r in refs), extras.get("reference_latents_method", "offset")
 
 
-def reference_ids(refs: list[torch.Tensor], method: str, device, dtype) -> torch.Tensor:
+def reference_ids(refs: list[torch.Tensor], method: str, device, dtype,
+                  latent_size: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """Position ids ``[T, 3]`` of the references' tokens (ComfyUI's ``process_img`` with the
-    method's index and offsets; sizes and offsets in latent pixels, 2x2 patches)."""
-    if method not in ("offset", "index"):
-        raise ValueError(f"reference_latents_method {method!r} is not supported; use 'offset' or 'index'")
+    method's index and offsets; sizes and offsets in latent pixels, 2x2 patches). ``latent_size``:
+    the latent's own height and width, padded to whole patches (``uxo/uno`` places past it)."""
+    if method not in METHODS:
+        raise ValueError(f"reference_latents_method {method!r} is not supported; use one of {', '.join(METHODS)}")
     ids, h = [], 0
     w = index = 0
     for ref in refs:
         rh, rw = ref.shape[-2:]
         if method == "index":
             index, h_off, w_off = index + 1, 0, 0
+        elif method == "uxo/uno":
+            index, h_off, w_off = 0, latent_size[0] + h, latent_size[1] + w
+            h, w = h + rh, w + rw
         else:
             index, h_off, w_off = 1, 0, 0
             if rh + h > rw + w:
