@@ -86,3 +86,67 @@ def sampler_lms(ctx, order):
     from nodegen.diffusion.samplers import get_sampler
 
     return get_sampler("lms", order=order)
+
+
+def _float(name: str, default: float, description: str = "", min_: float = 0.0, max_: float = 100.0):
+    return Input.float(name, default, min=min_, max=max_, step=0.01, description=description)
+
+
+@node("SamplerDPMAdaptative", category=_CATEGORY,
+      description="DPM-Solver adaptive: chooses its own step sizes within the schedule's range by an error "
+                  "estimate (the number of model calls varies).",
+      inputs=[Input.int("order", 3, min=2, max=3), _float("rtol", 0.05, "Relative error tolerance"),
+              _float("atol", 0.0078, "Absolute error tolerance"), _float("h_init", 0.05, "First step size"),
+              _float("pcoeff", 0.0), _float("icoeff", 1.0), _float("dcoeff", 0.0),
+              _float("accept_safety", 0.81), _eta(0.0), _s_noise()], outputs=_OUT)
+def sampler_dpm_adaptive(ctx, order, rtol, atol, h_init, pcoeff, icoeff, dcoeff, accept_safety, eta, s_noise):
+    from nodegen.diffusion.samplers import get_sampler
+
+    return get_sampler("dpm_adaptive", order=int(order), rtol=rtol, atol=atol, h_init=h_init, pcoeff=pcoeff,
+                       icoeff=icoeff, dcoeff=dcoeff, accept_safety=accept_safety, eta=eta, s_noise=s_noise)
+
+
+@node("SamplerER_SDE", category=_CATEGORY,
+      description="ER-SDE-Solver-3 with its variant: ER-SDE, a reverse-time SDE of strength eta, or the ODE.",
+      inputs=[Input.choice("solver_type", ["ER-SDE", "Reverse-time SDE", "ODE"], "ER-SDE"),
+              Input.int("max_stage", 3, min=1, max=3, description="Order (stages) of the solver"),
+              _eta(), _s_noise()], outputs=_OUT)
+def sampler_er_sde(ctx, solver_type, max_stage, eta, s_noise):
+    from nodegen.diffusion.samplers import get_sampler
+
+    if solver_type == "ER-SDE":  # ComfyUI: eta does not apply to ER-SDE's own noise scale
+        eta = 1.0
+    return get_sampler("er_sde", solver_type=solver_type, max_stage=int(max_stage), eta=eta, s_noise=s_noise)
+
+
+@node("SamplerSASolver", category=_CATEGORY,
+      description="SA-Solver with its options: stochastic between sde_start_percent and sde_end_percent of "
+                  "the model's schedule, deterministic outside.",
+      inputs=[Input.link("model", T.MODEL), _eta(1.0, 10.0),
+              Input.float("sde_start_percent", 0.2, min=0.0, max=1.0, step=0.001),
+              Input.float("sde_end_percent", 0.8, min=0.0, max=1.0, step=0.001), _s_noise(),
+              Input.int("predictor_order", 3, min=1, max=6), Input.int("corrector_order", 4, min=0, max=6),
+              Input.bool("use_pece", False, description="Evaluate the model again after each correction"),
+              Input.bool("simple_order_2", False)], outputs=_OUT)
+def sampler_sa_solver(ctx, model, eta, sde_start_percent, sde_end_percent, s_noise, predictor_order,
+                      corrector_order, use_pece, simple_order_2):
+    from nodegen.diffusion.model_sampling import percent_to_sigma
+    from nodegen.diffusion.sample import model_sampling_for
+    from nodegen.diffusion.samplers import get_sampler
+
+    ms = model_sampling_for(model)
+    interval = (percent_to_sigma(ms, sde_start_percent), percent_to_sigma(ms, sde_end_percent))
+    return get_sampler("sa_solver", eta=eta, s_noise=s_noise, predictor_order=int(predictor_order),
+                       corrector_order=int(corrector_order), use_pece=bool(use_pece),
+                       simple_order_2=bool(simple_order_2), tau_interval=interval)
+
+
+@node("SamplerSEEDS2", category=_CATEGORY,
+      description="SEEDS-2 with its options (phi_2, r 1, eta 0 is exp_heun_2_x0; eta 1 its SDE form).",
+      inputs=[Input.choice("solver_type", ["phi_1", "phi_2"], "phi_1"), _eta(), _s_noise(),
+              Input.float("r", 0.5, min=0.01, max=1.0, step=0.01,
+                          description="Relative step size of the intermediate stage")], outputs=_OUT)
+def sampler_seeds_2(ctx, solver_type, eta, s_noise, r):
+    from nodegen.diffusion.samplers import get_sampler
+
+    return get_sampler("seeds_2", solver_type=solver_type, eta=eta, s_noise=s_noise, r=r)

@@ -19,6 +19,7 @@ TABLE_MODULES = (
     "map_clip",
     "map_conditioning",
     "map_core_extras",
+    "map_core_gaps",
     "map_custom_sampling",
     "map_flow",
     "map_image",

@@ -1,0 +1,29 @@
+"""ComfyUI core nodes added to close the gap to published SD1/SDXL/SD3/Flux workflows: Perp-Neg
+(comfy_extras/nodes_perpneg.py), SIGMAS edits and per-sampler nodes (nodes_custom_sampler.py),
+latent operations (nodes_latent.py), Epsilon Scaling (nodes_eps.py), and ControlNetApplySD3
+(nodes_sd3.py: ControlNetApplyAdvanced with a required VAE)."""
+
+from nodegen.formats.comfy.node_map import nm
+
+MAPS = [
+    nm("PerpNegGuider", "PerpNegGuider", "cfg neg_scale", "guider"),
+    nm("PerpNeg", "PerpNeg", "neg_scale", "model"),
+    nm("SetFirstSigma", "SetFirstSigma", "sigma", "sigmas"),
+    nm("ExtendIntermediateSigmas", "ExtendIntermediateSigmas", "steps start_at_sigma end_at_sigma spacing", "sigmas"),
+    nm("ManualSigmas", "ManualSigmas", "sigmas", "sigmas"),
+    nm("SamplingPercentToSigma", "SamplingPercentToSigma", "sampling_percent return_actual_sigma", "sigma_value"),
+    nm("SamplerDPMAdaptative", "SamplerDPMAdaptative",
+       "order rtol atol h_init pcoeff icoeff dcoeff accept_safety eta s_noise", "sampler"),
+    nm("SamplerER_SDE", "SamplerER_SDE", "solver_type max_stage eta s_noise", "sampler"),
+    nm("SamplerSASolver", "SamplerSASolver",
+       "eta sde_start_percent sde_end_percent s_noise predictor_order corrector_order use_pece simple_order_2",
+       "sampler"),
+    nm("SamplerSEEDS2", "SamplerSEEDS2", "solver_type eta s_noise r", "sampler"),
+    nm("LatentApplyOperation", "LatentApplyOperation", "", "latent"),
+    nm("LatentApplyOperationCFG", "LatentApplyOperationCFG", "", "model"),
+    nm("LatentOperationTonemapReinhard", "LatentOperationTonemapReinhard", "multiplier", "operation"),
+    nm("LatentOperationSharpen", "LatentOperationSharpen", "sharpen_radius sigma alpha", "operation"),
+    nm("Epsilon Scaling", "EpsilonScaling", "scaling_factor", "model"),
+    nm("ControlNetApplySD3", "ControlNetApplyAdvanced", "strength start_percent end_percent", "positive negative",
+       export=False),
+]
