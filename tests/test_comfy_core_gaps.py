@@ -1,0 +1,424 @@
+"""ComfyUI core nodes that published workflows use and nodegen lacked (nodegen/formats/comfy/map_core_gaps.py):
+Perp-Neg, SIGMAS edits, per-sampler nodes, latent operations, Epsilon Scaling, ControlNetApplySD3.
+
+Oracles: ComfyUI's own rules, written out below from its source (comfy_extras/nodes_perpneg.py,
+nodes_custom_sampler.py, nodes_latent.py, nodes_eps.py, comfy/model_sampling.py), transcribed
+rather than imported (ComfyUI is not installed here); where a rule reduces to something diffusers
+computes (the discrete sigmas of a model's schedule), diffusers is the reference for that part.
+Sampling runs use the tiny SD1 fixture and put ComfyUI's rule in as a hook on the plain model,
+computing each prediction afresh, so the nodes' wiring (which prediction is which, which cfg) is
+checked, not only the formula.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nodegen.models.objects import DiffusionModel, TextEncoder
+from tests.support.comfy_run import models_folder, run_api
+from tests.support.fixtures import fixture
+from tests.support.nodes import run
+from tests.support.sampling import sample
+
+torch.set_num_threads(1)
+DATA = Path(__file__).parent / "data" / "comfy"
+
+
+# -- ComfyUI's rules, written out ---------------------------------------------------------------------
+def comfy_perp_neg(x, noise_pred_pos, noise_pred_neg, noise_pred_nocond, neg_scale, cond_scale):
+    """comfy_extras/nodes_perpneg.py: perp_neg."""
+    pos = noise_pred_pos - noise_pred_nocond
+    neg = noise_pred_neg - noise_pred_nocond
+    perp = neg - ((torch.mul(neg, pos).sum()) / (torch.norm(pos) ** 2)) * pos
+    perp_neg = perp * neg_scale
+    return noise_pred_nocond + cond_scale * (pos - perp_neg)
+
+
+def comfy_extend_intermediate_sigmas(sigmas, steps, start_at_sigma, end_at_sigma, spacing):
+    """nodes_custom_sampler.py: ExtendIntermediateSigmas.execute."""
+    if start_at_sigma < 0:
+        start_at_sigma = float("inf")
+    interpolator = {"linear": lambda x: x, "cosine": lambda x: torch.sin(x * math.pi / 2),
+                    "sine": lambda x: 1 - torch.cos(x * math.pi / 2)}[spacing]
+    x = torch.linspace(0, 1, steps + 1, device=sigmas.device)[1:-1]
+    computed_spacing = interpolator(x)
+    extended_sigmas = []
+    for i in range(len(sigmas) - 1):
+        sigma_current = sigmas[i]
+        sigma_next = sigmas[i + 1]
+        extended_sigmas.append(sigma_current)
+        if end_at_sigma <= sigma_current <= start_at_sigma:
+            interpolated_steps = computed_spacing * (sigma_next - sigma_current) + sigma_current
+            extended_sigmas.extend(interpolated_steps.tolist())
+    if len(sigmas) > 0:
+        extended_sigmas.append(sigmas[-1])
+    return torch.FloatTensor(extended_sigmas)
+
+
+def comfy_manual_sigmas(sigmas: str):
+    """nodes_custom_sampler.py: ManualSigmas.execute."""
+    sigmas = re.findall(r"[-+]?(?:\d*\.*\d+)", sigmas)
+    return torch.FloatTensor([float(i) for i in sigmas])
+
+
+def comfy_discrete_percent_to_sigma(alphas_cumprod: torch.Tensor, percent: float) -> float:
+    """comfy/model_sampling.py ModelSamplingDiscrete: sigmas from alphas_cumprod, ``sigma(t)``
+    interpolating log-sigma between the integer timesteps, ``percent_to_sigma``."""
+    if percent <= 0.0:
+        return 999999999.9
+    if percent >= 1.0:
+        return 0.0
+    log_sigmas = (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).log().float()
+    t = torch.tensor((1.0 - percent) * 999.0).clamp(min=0, max=len(log_sigmas) - 1)
+    low_idx, high_idx = t.floor().long(), t.ceil().long()
+    w = t.frac()
+    return float(((1 - w) * log_sigmas[low_idx] + w * log_sigmas[high_idx]).exp())
+
+
+def comfy_gaussian_kernel(kernel_size: int, sigma: float, device=None):
+    """comfy_extras/nodes_post_processing.py: gaussian_kernel."""
+    x, y = torch.meshgrid(torch.linspace(-1, 1, kernel_size, device=device),
+                          torch.linspace(-1, 1, kernel_size, device=device), indexing="ij")
+    d = torch.sqrt(x * x + y * y)
+    g = torch.exp(-(d * d) / (2.0 * sigma * sigma))
+    return g / g.sum()
+
+
+def comfy_tonemap_reinhard(multiplier):
+    """nodes_latent.py: LatentOperationTonemapReinhard.op."""
+    def tonemap_reinhard(latent, **kwargs):
+        latent_vector_magnitude = (torch.linalg.vector_norm(latent, dim=(1)) + 0.0000000001)[:, None]
+        normalized_latent = latent / latent_vector_magnitude
+        mean = torch.mean(latent_vector_magnitude, dim=(1, 2, 3), keepdim=True)
+        std = torch.std(latent_vector_magnitude, dim=(1, 2, 3), keepdim=True)
+        top = (std * 5 + mean) * multiplier
+        latent_vector_magnitude *= (1.0 / top)
+        new_magnitude = latent_vector_magnitude / (latent_vector_magnitude + 1.0)
+        new_magnitude *= top
+        return normalized_latent * new_magnitude
+    return tonemap_reinhard
+
+
+def comfy_sharpen(sharpen_radius, sigma, alpha):
+    """nodes_latent.py: LatentOperationSharpen.op (its double padding included)."""
+    def sharpen(latent, **kwargs):
+        luminance = (torch.linalg.vector_norm(latent, dim=(1)) + 1e-6)[:, None]
+        normalized_latent = latent / luminance
+        channels = latent.shape[1]
+        kernel_size = sharpen_radius * 2 + 1
+        kernel = comfy_gaussian_kernel(kernel_size, sigma, device=luminance.device)
+        center = kernel_size // 2
+        kernel *= alpha * -10
+        kernel[center, center] = kernel[center, center] - kernel.sum() + 1.0
+        padded_image = F.pad(normalized_latent, (sharpen_radius, sharpen_radius, sharpen_radius, sharpen_radius), "reflect")
+        sharpened = F.conv2d(padded_image, kernel.repeat(channels, 1, 1).unsqueeze(1), padding=kernel_size // 2,
+                             groups=channels)[:, :, sharpen_radius:-sharpen_radius, sharpen_radius:-sharpen_radius]
+        return luminance * sharpened
+    return sharpen
+
+
+def comfy_latent_apply_operation_cfg(operation):
+    """nodes_latent.py: LatentApplyOperationCFG's pre-CFG function (a skipped negative is zeros)."""
+    def pre(cond, uncond):
+        return operation(latent=(cond - uncond)) + uncond, uncond
+    return pre
+
+
+def comfy_epsilon_scaling(scaling_factor):
+    """nodes_eps.py: EpsilonScaling's post-CFG function."""
+    def post(denoised, x):
+        return x - (x - denoised) / scaling_factor
+    return post
+
+
+def randn(*shape, seed: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+# -- the SD1 fixture -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sd1(tmp_path_factory):
+    fx = fixture("sd1", tmp_path_factory.mktemp("sd1"))
+    te = TextEncoder.from_components([fx.tokenizer], [fx.text_encoder], "sd1")
+    return SimpleNamespace(fx=fx, model=DiffusionModel.from_unet(fx.unet, "sd1", "epsilon"),
+                           pos=te.encode("a red house"), neg=te.encode("a lion"), empty=te.encode(""))
+
+
+def _sample(sd1, model, positive=None, negative=None, cfg=6.0, sampler="euler", sigmas=None):
+    return sample(model, positive or sd1.pos, negative if negative is not None else sd1.neg,
+                  {"samples": torch.zeros(1, 4, 8, 8)}, seed=3, cfg=cfg, sampler=sampler, device="cpu",
+                  **(dict(sigmas=sigmas) if sigmas is not None else dict(steps=4, scheduler="normal")))["samples"]
+
+
+def _guided(sd1, guider, sampler="euler"):
+    from tests.support.nodes import run as run_node
+
+    sig = run_node("KarrasScheduler", steps=4, sigma_max=14.6, sigma_min=0.03, rho=7.0)["sigmas"]
+    return sample(guider.model, guider.positive, guider.negative, {"samples": torch.zeros(1, 4, 8, 8)}, seed=3,
+                  cfg=guider.cfg, sampler=sampler, sigmas=sig, device="cpu")["samples"]
+
+
+# -- Perp-Neg ------------------------------------------------------------------------------------------
+def test_perp_neg_guider_follows_comfyui(sd1):
+    """Each step: positive, negative and empty prompt predicted afresh, then ComfyUI's perp_neg. At
+    cfg 1 the guider still runs the negative (ComfyUI skips it only at neg_scale 0)."""
+    for cfg, neg_scale in ((5.0, 1.5), (1.0, 0.8)):
+        guider = run("PerpNegGuider", model=sd1.model, positive=sd1.pos, negative=sd1.neg,
+                     empty_conditioning=sd1.empty, cfg=cfg, neg_scale=neg_scale)["guider"]
+
+        def comfy(den, x, sigma, denoised, cfg=cfg, neg_scale=neg_scale):
+            preds = [den.predict(c, x, sigma) for c in (sd1.pos, sd1.neg, sd1.empty)]
+            return comfy_perp_neg(x, *preds, neg_scale, cfg)
+
+        want = _guided(sd1, SimpleNamespace(model=sd1.model.with_denoise_hook(comfy), positive=sd1.pos,
+                                            negative=sd1.neg, cfg=cfg))
+        torch.testing.assert_close(_guided(sd1, guider), want, rtol=1e-4, atol=1e-4)
+    assert not sd1.model.options.get("denoise_hooks")
+
+
+def test_perp_neg_at_neg_scale_zero_is_cfg_against_the_empty_prompt(sd1):
+    """With neg_scale 0 only ``empty + cfg * (positive - empty)`` is left: CFGGuider with the empty
+    prompt as negative computes it on its own (an independent route through the sampler)."""
+    perp = run("PerpNegGuider", model=sd1.model, positive=sd1.pos, negative=sd1.neg,
+               empty_conditioning=sd1.empty, cfg=4.0, neg_scale=0.0)["guider"]
+    cfg = run("CFGGuider", model=sd1.model, positive=sd1.pos, negative=sd1.empty, cfg=4.0)["guider"]
+    torch.testing.assert_close(_guided(sd1, perp), _guided(sd1, cfg), rtol=1e-4, atol=1e-4)
+
+
+def test_perp_neg_model_patch_follows_comfyui(sd1):
+    """The deprecated patch replaces KSampler's CFG; at cfg 1 ComfyUI's skipped negative is zeros."""
+    patched = run("PerpNeg", model=sd1.model, empty_conditioning=sd1.empty, neg_scale=1.2)["model"]
+    for cfg in (6.0, 1.0):
+        def comfy(den, x, sigma, denoised, cfg=cfg):
+            pos, empty = den.predict(sd1.pos, x, sigma), den.predict(sd1.empty, x, sigma)
+            neg = den.predict(sd1.neg, x, sigma) if cfg != 1.0 else torch.zeros_like(pos)
+            return comfy_perp_neg(x, pos, neg, empty, 1.2, cfg)
+
+        torch.testing.assert_close(_sample(sd1, patched, cfg=cfg), _sample(sd1, sd1.model.with_denoise_hook(comfy), cfg=cfg),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_perp_neg_bad_input_names_node_and_input(sd1):
+    with pytest.raises(ValueError, match="PerpNegGuider: input 'empty_conditioning'"):
+        run("PerpNegGuider", model=sd1.model, positive=sd1.pos, negative=sd1.neg, empty_conditioning=[],
+            cfg=5.0, neg_scale=1.0)
+    with pytest.raises(ValueError, match="PerpNeg: input 'empty_conditioning'"):
+        run("PerpNeg", model=sd1.model, empty_conditioning="", neg_scale=1.0)
+
+
+# -- SIGMAS edits ----------------------------------------------------------------------------------------
+def test_sigma_edits_follow_comfyui():
+    s = torch.tensor([14.6, 8.0, 4.0, 1.5, 0.4, 0.0])
+    for kw in (dict(steps=2, start_at_sigma=-1.0, end_at_sigma=12.0, spacing="linear"),
+               dict(steps=3, start_at_sigma=-1.0, end_at_sigma=1.0, spacing="cosine"),
+               dict(steps=4, start_at_sigma=5.0, end_at_sigma=0.0, spacing="sine"),
+               dict(steps=1, start_at_sigma=-1.0, end_at_sigma=0.0, spacing="linear")):
+        got = run("ExtendIntermediateSigmas", sigmas=s, **kw)["sigmas"]
+        torch.testing.assert_close(got, comfy_extend_intermediate_sigmas(s, **kw))
+    assert len(run("ExtendIntermediateSigmas", sigmas=s, steps=3, start_at_sigma=-1.0, end_at_sigma=1.0,
+                   spacing="linear")["sigmas"]) == len(s) + 4 * 2  # 4 intervals start at >= 1
+    out = run("SetFirstSigma", sigmas=s, sigma=20.5)["sigmas"]
+    assert out.tolist()[0] == 20.5 and torch.equal(out[1:], s[1:]) and float(s[0]) == pytest.approx(14.6)
+    for text in ("1, 0.5", "14.6 6.0 2.5,0.9 ,0", "-1 +2.5 .5", "", "sigmas: 3; 2; 1"):
+        torch.testing.assert_close(run("ManualSigmas", sigmas=text)["sigmas"], comfy_manual_sigmas(text))
+
+
+def test_sigma_edits_bad_input():
+    with pytest.raises(ValueError, match="SetFirstSigma: input 'sigmas' is empty"):
+        run("SetFirstSigma", sigmas=torch.zeros(0), sigma=1.0)
+    with pytest.raises(ValueError, match="ManualSigmas: input 'sigmas': '1..5'"):
+        run("ManualSigmas", sigmas="1..5, 0")
+    with pytest.raises(ValueError, match="ExtendIntermediateSigmas: input 'sigmas'"):
+        run("ExtendIntermediateSigmas", sigmas="high", steps=2, start_at_sigma=-1.0, end_at_sigma=1.0, spacing="linear")
+
+
+def test_sampling_percent_to_sigma_follows_comfyui(sd1):
+    from diffusers import DDPMScheduler
+
+    # diffusers' SD1 training schedule (scaled_linear 0.00085 .. 0.012) is the model's
+    acp = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod.double()
+    for p in (0.0, 0.2, 0.5, 0.8751, 1.0):
+        got = run("SamplingPercentToSigma", model=sd1.model, sampling_percent=p, return_actual_sigma=False)["sigma_value"]
+        assert got == pytest.approx(comfy_discrete_percent_to_sigma(acp, p), rel=1e-5)
+    sig = ((1 - acp) / acp).sqrt()
+    top = run("SamplingPercentToSigma", model=sd1.model, sampling_percent=0.0, return_actual_sigma=True)["sigma_value"]
+    low = run("SamplingPercentToSigma", model=sd1.model, sampling_percent=1.0, return_actual_sigma=True)["sigma_value"]
+    assert top == pytest.approx(float(sig[-1]), rel=1e-5) and low == pytest.approx(float(sig[0]), rel=1e-5)
+
+
+# -- per-sampler nodes ------------------------------------------------------------------------------------
+def test_per_sampler_nodes_carry_comfyuis_options(sd1):
+    dpm = run("SamplerDPMAdaptative", order=2, rtol=0.1, atol=0.01, h_init=0.1, pcoeff=0.0, icoeff=1.0,
+              dcoeff=0.0, accept_safety=0.81, eta=0.0, s_noise=1.0)["sampler"]
+    assert dpm.name == "dpm_adaptive" and dpm.options["order"] == 2 and dpm.options["rtol"] == 0.1
+    # ER-SDE: ComfyUI ignores eta for its own noise scale; ODE / eta 0 reverse-time SDE are noiseless
+    er = run("SamplerER_SDE", solver_type="ER-SDE", max_stage=2, eta=0.0, s_noise=1.0)["sampler"]
+    assert er.name == "er_sde" and er.options == {"solver_type": "ER-SDE", "max_stage": 2, "eta": 1.0, "s_noise": 1.0}
+    seeds = run("SamplerSEEDS2", solver_type="phi_2", eta=0.5, s_noise=1.0, r=1.0)["sampler"]
+    assert seeds.name == "seeds_2" and seeds.options == {"solver_type": "phi_2", "eta": 0.5, "s_noise": 1.0, "r": 1.0}
+    sa = run("SamplerSASolver", model=sd1.model, eta=1.0, sde_start_percent=0.2, sde_end_percent=0.8, s_noise=1.0,
+             predictor_order=3, corrector_order=4, use_pece=False, simple_order_2=False)["sampler"]
+    from diffusers import DDPMScheduler
+
+    acp = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod.double()
+    start, end = sa.options["tau_interval"]
+    assert start == pytest.approx(comfy_discrete_percent_to_sigma(acp, 0.2), rel=1e-5)
+    assert end == pytest.approx(comfy_discrete_percent_to_sigma(acp, 0.8), rel=1e-5)
+    # they sample: ODE ER-SDE is the same at any seed; the adaptive solver gives a finite result
+    ode = run("SamplerER_SDE", solver_type="ODE", max_stage=3, eta=1.0, s_noise=1.0)["sampler"]
+    a = sample(sd1.model, sd1.pos, sd1.neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=1, steps=3, cfg=5.0,
+               sampler=ode, device="cpu", add_noise=False)["samples"]
+    b = sample(sd1.model, sd1.pos, sd1.neg, {"samples": torch.zeros(1, 4, 8, 8)}, seed=2, steps=3, cfg=5.0,
+               sampler=ode, device="cpu", add_noise=False)["samples"]
+    assert torch.equal(a, b)
+    assert torch.isfinite(_sample(sd1, sd1.model, sampler=dpm)).all()
+
+
+# -- latent operations -----------------------------------------------------------------------------------
+def test_latent_operations_follow_comfyui():
+    lat = randn(2, 4, 16, 12, seed=1) * 3
+    for m in (1.0, 0.5, 3.0):
+        op = run("LatentOperationTonemapReinhard", multiplier=m)["operation"]
+        torch.testing.assert_close(op(lat), comfy_tonemap_reinhard(m)(latent=lat))
+    for r, sigma, alpha in ((1, 1.0, 0.1), (3, 0.5, 1.2), (5, 2.0, 0.0)):
+        op = run("LatentOperationSharpen", sharpen_radius=r, sigma=sigma, alpha=alpha)["operation"]
+        torch.testing.assert_close(op(lat), comfy_sharpen(r, sigma, alpha)(latent=lat), rtol=1e-5, atol=1e-5)
+    latent = {"samples": lat, "noise_mask": torch.ones(2, 1, 16, 12), "batch_index": [3, 4]}
+    out = run("LatentApplyOperation", samples=latent, operation=comfy_tonemap_reinhard(1.0))["latent"]
+    assert out["batch_index"] == [3, 4] and out["noise_mask"] is latent["noise_mask"]
+    torch.testing.assert_close(out["samples"], comfy_tonemap_reinhard(1.0)(latent=lat))
+    # tonemapping bounds every pixel's length by top = (mean + 5 std) of the lengths
+    assert float(torch.linalg.vector_norm(out["samples"], dim=1).max()) < float(
+        torch.linalg.vector_norm(lat, dim=1).max())
+
+
+def test_latent_apply_operation_cfg_follows_comfyui(sd1):
+    for op_node, kw in (("LatentOperationTonemapReinhard", dict(multiplier=0.5)),
+                        ("LatentOperationSharpen", dict(sharpen_radius=2, sigma=1.0, alpha=0.5))):
+        op = run(op_node, **kw)["operation"]
+        patched = run("LatentApplyOperationCFG", model=sd1.model, operation=op)["model"]
+        oracle = comfy_tonemap_reinhard(0.5) if op_node.endswith("Reinhard") else comfy_sharpen(2, 1.0, 0.5)
+        for cfg in (7.0, 1.0):
+            def comfy(den, x, sigma, denoised, cfg=cfg, oracle=oracle):
+                cond = den.last_cond  # the plain model's own predictions of this step
+                uncond = den.last_uncond if den.ran_uncond else torch.zeros_like(cond)
+                cond, uncond = comfy_latent_apply_operation_cfg(oracle)(cond, uncond)
+                return uncond + (cond - uncond) * cfg
+
+            got = _sample(sd1, patched, cfg=cfg)
+            torch.testing.assert_close(got, _sample(sd1, sd1.model.with_denoise_hook(comfy), cfg=cfg), rtol=1e-4, atol=1e-4)
+        assert (got - _sample(sd1, sd1.model, cfg=1.0)).abs().max() > 1e-3
+
+
+def test_latent_operations_bad_input(sd1):
+    with pytest.raises(ValueError, match="LatentApplyOperation: input 'operation'"):
+        run("LatentApplyOperation", samples={"samples": torch.zeros(1, 4, 8, 8)}, operation="tonemap")
+    with pytest.raises(ValueError, match="LatentApplyOperationCFG: input 'operation'"):
+        run("LatentApplyOperationCFG", model=sd1.model, operation=None)
+    op = run("LatentOperationSharpen", sharpen_radius=9, sigma=1.0, alpha=0.1)["operation"]
+    with pytest.raises(ValueError, match="LatentOperationSharpen: input 'sharpen_radius' 9 needs"):
+        run("LatentApplyOperation", samples={"samples": torch.zeros(1, 4, 8, 8)}, operation=op)
+
+
+# -- Epsilon Scaling ---------------------------------------------------------------------------------------
+def test_epsilon_scaling_follows_comfyui(sd1):
+    patched = run("EpsilonScaling", model=sd1.model, scaling_factor=1.02)["model"]
+
+    def comfy(den, x, sigma, denoised):
+        return comfy_epsilon_scaling(1.02)(denoised, x)
+
+    got = _sample(sd1, patched)
+    torch.testing.assert_close(got, _sample(sd1, sd1.model.with_denoise_hook(comfy)), rtol=1e-5, atol=1e-5)
+    assert (got - _sample(sd1, sd1.model)).abs().max() > 1e-3
+    off = run("EpsilonScaling", model=sd1.model, scaling_factor=1.0)["model"]
+    torch.testing.assert_close(_sample(sd1, off), _sample(sd1, sd1.model))
+
+
+# -- ComfyUI workflows --------------------------------------------------------------------------------------
+def _custom_workflow() -> dict:
+    """A SamplerCustomAdvanced workflow with the new nodes in every slot (API format)."""
+    wf = {k: v for k, v in json.loads((DATA / "txt2img.api.json").read_text()).items() if k != "3"}
+    wf["8"]["inputs"]["samples"] = ["30", 0]
+    wf.update({
+        "10": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "11": {"class_type": "Epsilon Scaling", "inputs": {"model": ["4", 0], "scaling_factor": 1.01}},
+        "12": {"class_type": "LatentOperationTonemapReinhard", "inputs": {"multiplier": 1.0}},
+        "13": {"class_type": "LatentApplyOperationCFG", "inputs": {"model": ["11", 0], "operation": ["12", 0]}},
+        "14": {"class_type": "PerpNegGuider", "inputs": {"model": ["13", 0], "positive": ["6", 0], "negative": ["7", 0],
+                                                          "empty_conditioning": ["10", 0], "cfg": 6.0, "neg_scale": 1.0}},
+        "15": {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "karras", "steps": 3,
+                                                          "denoise": 1.0}},
+        "16": {"class_type": "ExtendIntermediateSigmas", "inputs": {"sigmas": ["15", 0], "steps": 2,
+                                                                    "start_at_sigma": -1.0, "end_at_sigma": 1.0,
+                                                                    "spacing": "cosine"}},
+        "17": {"class_type": "SetFirstSigma", "inputs": {"sigmas": ["16", 0], "sigma": 14.0}},
+        "18": {"class_type": "SamplerER_SDE", "inputs": {"solver_type": "ER-SDE", "max_stage": 3, "eta": 1.0,
+                                                         "s_noise": 1.0}},
+        "19": {"class_type": "RandomNoise", "inputs": {"noise_seed": 11}},
+        "20": {"class_type": "LatentOperationSharpen", "inputs": {"sharpen_radius": 2, "sigma": 1.0, "alpha": 0.1}},
+        "21": {"class_type": "LatentApplyOperation", "inputs": {"samples": ["5", 0], "operation": ["20", 0]}},
+        "30": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["19", 0], "guider": ["14", 0],
+                                                                 "sampler": ["18", 0], "sigmas": ["17", 0],
+                                                                 "latent_image": ["21", 0]}},
+    })
+    return wf
+
+
+def test_comfyui_workflow_with_the_new_nodes_imports_and_runs(sd1, tmp_path):
+    from nodegen.formats import open_any
+
+    wf = _custom_workflow()
+    doc = open_any(copy.deepcopy(wf)).data["nodes"]
+    assert doc["11"]["type"] == "EpsilonScaling" and doc["11"]["inputs"]["scaling_factor"] == 1.01
+    assert doc["14"]["type"] == "PerpNegGuider" and doc["14"]["inputs"]["empty_conditioning"] == {"from": ["10", "conditioning"]}
+    assert doc["17"]["inputs"]["sigmas"] == {"from": ["16", "sigmas"]}
+    models = models_folder(tmp_path, [("checkpoints", sd1.fx.single_file, "tiny-sd1.safetensors")])
+    result = run_api(wf, models, tmp_path)
+    assert len(result.images) == 1
+    plain = copy.deepcopy(wf)
+    plain["14"] = {"class_type": "CFGGuider", "inputs": {"model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+                                                        "cfg": 6.0}}
+    (tmp_path / "plain" / "in").mkdir(parents=True)
+    other = run_api(plain, models, tmp_path / "plain")
+    assert list(result.images[0].getdata()) != list(other.images[0].getdata())
+
+
+def test_comfyui_ksampler_workflow_with_perp_neg_patch_and_sigma_tools_imports(tmp_path):
+    """The other new nodes import from API format with their widgets in place (ControlNetApplySD3
+    as ControlNetApplyAdvanced with its VAE link), and a document of them validates."""
+    from nodegen.formats import open_any
+
+    api = {
+        "1": {"class_type": "ManualSigmas", "inputs": {"sigmas": "14.6, 3, 0.5, 0"}},
+        "2": {"class_type": "SamplerDPMAdaptative", "inputs": {"order": 3, "rtol": 0.05, "atol": 0.0078, "h_init": 0.05,
+                                                              "pcoeff": 0.0, "icoeff": 1.0, "dcoeff": 0.0,
+                                                              "accept_safety": 0.81, "eta": 0.0, "s_noise": 1.0}},
+        "3": {"class_type": "SamplerSEEDS2", "inputs": {"solver_type": "phi_1", "eta": 1.0, "s_noise": 1.0, "r": 0.5}},
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "x.safetensors"}},
+        "5": {"class_type": "SamplingPercentToSigma", "inputs": {"model": ["4", 0], "sampling_percent": 0.5,
+                                                                "return_actual_sigma": False}},
+        "6": {"class_type": "SamplerSASolver", "inputs": {"model": ["4", 0], "eta": 1.0, "sde_start_percent": 0.2,
+                                                         "sde_end_percent": 0.8, "s_noise": 1.0, "predictor_order": 3,
+                                                         "corrector_order": 4, "use_pece": False, "simple_order_2": False}},
+        "7": {"class_type": "PerpNeg", "inputs": {"model": ["4", 0], "empty_conditioning": ["8", 0], "neg_scale": 1.0}},
+        "8": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "9": {"class_type": "ControlNetApplySD3", "inputs": {"positive": ["8", 0], "negative": ["8", 0],
+                                                             "control_net": ["10", 0], "vae": ["4", 2], "image": ["11", 0],
+                                                             "strength": 0.7, "start_percent": 0.1, "end_percent": 0.9}},
+        "10": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "cn.safetensors"}},
+        "11": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+    }
+    nodes = open_any(api).data["nodes"]
+    assert nodes["1"]["inputs"]["sigmas"] == "14.6, 3, 0.5, 0" and nodes["2"]["inputs"]["accept_safety"] == 0.81
+    assert nodes["6"]["inputs"]["corrector_order"] == 4 and nodes["5"]["inputs"]["sampling_percent"] == 0.5
+    assert nodes["9"]["type"] == "ControlNetApplyAdvanced"
+    assert nodes["9"]["inputs"]["vae"] == {"from": ["4", "vae"]} and nodes["9"]["inputs"]["strength"] == 0.7
