@@ -422,3 +422,94 @@ def test_comfyui_ksampler_workflow_with_perp_neg_patch_and_sigma_tools_imports(t
     assert nodes["6"]["inputs"]["corrector_order"] == 4 and nodes["5"]["inputs"]["sampling_percent"] == 0.5
     assert nodes["9"]["type"] == "ControlNetApplyAdvanced"
     assert nodes["9"]["inputs"]["vae"] == {"from": ["4", "vae"]} and nodes["9"]["inputs"]["strength"] == 0.7
+
+
+# -- attention multipliers -----------------------------------------------------------------------------
+def comfy_attention_multiply(attn: str, sd: dict, q, k, v, out) -> dict:
+    """nodes_attention_multiply.py's attention_multiply, on a state dict: which keys are scaled by what
+    (ComfyUI's add_patches(..., strength_model=f) multiplies the weight by f)."""
+    scaled = {}
+    for key in sd:
+        for proj, f in (("to_q", q), ("to_k", k), ("to_v", v), ("to_out.0", out)):
+            if key.endswith(f"{attn}.{proj}.bias") or key.endswith(f"{attn}.{proj}.weight"):
+                scaled[key] = f
+    return scaled
+
+
+def test_unet_attention_multiply_follows_comfyui(sd1):
+    factors = dict(q=1.3, k=0.7, v=1.1, out=0.9)
+    plain = {n: p.detach().clone() for n, p in sd1.model.unet.named_parameters()}
+    for node_type, attn in (("UNetSelfAttentionMultiply", "attn1"), ("UNetCrossAttentionMultiply", "attn2")):
+        want = comfy_attention_multiply(attn, plain, **factors)
+        assert want and all(f"{attn}." in k for k in want)
+        patched = run(node_type, model=sd1.model, **factors)["model"]
+        with patched.use("cpu") as unet:
+            for name, p in unet.named_parameters():
+                torch.testing.assert_close(p.detach(), plain[name] * want.get(name, 1.0))
+    for name, p in sd1.model.unet.named_parameters():  # the original is untouched after use
+        assert torch.equal(p.detach(), plain[name])
+
+
+def test_attention_multiply_scales_loras_before_it_not_after(sd1):
+    """ComfyUI multiplies the weight as patched so far: (W + L1) * q + L2."""
+    key = next(n for n, _ in sd1.model.unet.named_parameters() if n.endswith("attn2.to_k.weight"))
+    w = dict(sd1.model.unet.named_parameters())[key].detach().clone()
+    l1, l2 = randn(*w.shape, seed=5) * 0.1, randn(*w.shape, seed=6) * 0.1
+    before = sd1.model.clone()
+    before.add_patches({key: l1}, 1.0)
+    patched = run("UNetCrossAttentionMultiply", model=before, q=1.0, k=0.5, v=1.0, out=1.0)["model"]
+    patched.add_patches({key: l2}, 0.8)
+    with patched.use("cpu") as unet:
+        torch.testing.assert_close(dict(unet.named_parameters())[key].detach(), (w + l1) * 0.5 + 0.8 * l2)
+
+
+def test_clip_attention_multiply_follows_comfyui(sd1):
+    import copy as copy_mod
+
+    factors = dict(q=0.8, k=1.2, v=1.0, out=1.5)
+    te = TextEncoder.from_components([sd1.fx.tokenizer], [sd1.fx.text_encoder], "sd1")
+    patched = run("CLIPAttentionMultiply", clip=te, **factors)["clip"]
+    # the oracle: a copy of the encoder whose matching weights ComfyUI's rule scaled
+    enc = copy_mod.deepcopy(sd1.fx.text_encoder)
+    sd = dict(enc.named_parameters())
+    for key, p in sd.items():
+        for proj, f in (("q_proj", 0.8), ("k_proj", 1.2), ("v_proj", 1.0), ("out_proj", 1.5)):
+            if key.endswith(f"self_attn.{proj}.weight") or key.endswith(f"self_attn.{proj}.bias"):
+                p.data.mul_(f)
+    want = TextEncoder.from_components([sd1.fx.tokenizer], [enc], "sd1").encode("a red house")[0].embeds
+    got = patched.encode("a red house")[0].embeds
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert (got - te.encode("a red house")[0].embeds).abs().max() > 1e-3
+
+
+def test_attention_multiply_bad_input():
+    with pytest.raises(ValueError, match="UNetCrossAttentionMultiply: input 'model' must be a MODEL"):
+        run("UNetCrossAttentionMultiply", model="sd15.safetensors", q=1.0, k=1.0, v=1.0, out=1.0)
+    with pytest.raises(ValueError, match="CLIPAttentionMultiply: input 'clip' must be a CLIP"):
+        run("CLIPAttentionMultiply", clip=None, q=1.0, k=1.0, v=1.0, out=1.0)
+
+
+# -- MaskPreview and LoadImageOutput ---------------------------------------------------------------------
+def test_mask_preview_and_load_image_output_workflow(tmp_path):
+    """LoadImageOutput reads ``x.png [output]`` from the output folder (ComfyUI's annotated name);
+    MaskPreview shows a mask as ComfyUI draws it (the value in R, G and B)."""
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "out").mkdir()
+    rgb = (np.arange(16 * 16 * 3).reshape(16, 16, 3) % 256).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "out" / "earlier.png")
+    api = {
+        "1": {"class_type": "LoadImageOutput", "inputs": {"image": "earlier.png [output]"}},
+        "2": {"class_type": "ImageToMask", "inputs": {"image": ["1", 0], "channel": "green"}},
+        "3": {"class_type": "MaskPreview", "inputs": {"mask": ["2", 0]}},
+    }
+    result = run_api(api, models_folder(tmp_path, []), tmp_path)
+    shown = np.asarray(result.images[0].convert("RGB"))
+    assert shown.shape == (16, 16, 3)
+    for c in range(3):
+        assert np.array_equal(shown[..., c], rgb[..., 1])
+    api["1"]["inputs"]["image"] = "missing.png [output]"
+    (tmp_path / "b").mkdir()
+    failed = run_api(api, models_folder(tmp_path / "b", []), tmp_path / "b", check=False)
+    assert not failed.ok and "missing.png" in str([*failed.problems, *map(str, failed.failures)])

@@ -18,6 +18,8 @@ Two kinds of delta go beyond ``W + delta`` (Flux control LoRAs: :mod:`nodegen.mo
 a callable with ``widened_shape`` is larger than its weight, which is zero-padded to that shape
 first (and every other delta for it zero-padded alike, as diffusers pads LoRAs for a widened
 layer); one with ``replaces = True`` gives the weight's new value, whatever the strength.
+A :class:`Scale` multiplies the weight as patched so far (ComfyUI's ``strength_model``: patches
+before it are scaled with the weight, those after it are not).
 """
 
 from __future__ import annotations
@@ -60,11 +62,25 @@ def _widest(weight: torch.Tensor, deltas: list[tuple[Delta, float]]) -> tuple[in
     return tuple(max(dims) for dims in zip(weight.shape, *shapes, strict=True))
 
 
+class Scale:
+    """A delta that multiplies the weight as patched so far by ``factor`` (the strength is not used).
+    Called as a plain delta it gives ``weight * (factor - 1)``."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = float(factor)
+
+    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight.float() * (self.factor - 1.0)
+
+
 def patched_weight(weight: torch.Tensor, deltas: list[tuple[Delta, float]]) -> torch.Tensor:
     """``weight`` (float32) with ``(delta, strength)`` pairs applied."""
     shape = _widest(weight, deltas)
     total = _padded(weight.float(), shape)
     for delta, strength in deltas:
+        if isinstance(delta, Scale):
+            total = total * delta.factor
+            continue
         d = _padded(delta_value(delta, weight), shape)
         total = d if getattr(delta, "replaces", False) else total + d * strength
     return total

@@ -1,7 +1,9 @@
 """ComfyUI core nodes added to close the gap to published SD1/SDXL/SD3/Flux workflows: Perp-Neg
 (comfy_extras/nodes_perpneg.py), SIGMAS edits and per-sampler nodes (nodes_custom_sampler.py),
 latent operations (nodes_latent.py), Epsilon Scaling (nodes_eps.py), and ControlNetApplySD3
-(nodes_sd3.py: ControlNetApplyAdvanced with a required VAE)."""
+(nodes_sd3.py: ControlNetApplyAdvanced with a required VAE), attention multipliers
+(nodes_attention_multiply.py), MaskPreview (nodes_mask.py) and LoadImageOutput (nodes.py: LoadImage
+whose file names carry ComfyUI's " [output]" folder suffix, which LoadImage resolves)."""
 
 from nodegen.formats.comfy.node_map import nm
 
@@ -26,4 +28,9 @@ MAPS = [
     nm("Epsilon Scaling", "EpsilonScaling", "scaling_factor", "model"),
     nm("ControlNetApplySD3", "ControlNetApplyAdvanced", "strength start_percent end_percent", "positive negative",
        export=False),
+    nm("UNetSelfAttentionMultiply", "UNetSelfAttentionMultiply", "q k v out", "model"),
+    nm("UNetCrossAttentionMultiply", "UNetCrossAttentionMultiply", "q k v out", "model"),
+    nm("CLIPAttentionMultiply", "CLIPAttentionMultiply", "q k v out", "clip"),
+    nm("MaskPreview", "MaskPreview", "", ""),
+    nm("LoadImageOutput", "LoadImage", "image - -", "image mask", export=False),
 ]
