@@ -150,3 +150,16 @@ def sampler_seeds_2(ctx, solver_type, eta, s_noise, r):
     from nodegen.diffusion.samplers import get_sampler
 
     return get_sampler("seeds_2", solver_type=solver_type, eta=eta, s_noise=s_noise, r=r)
+
+
+@node("SamplerEulerCFGpp", category=_CATEGORY, display_name="SamplerEulerCFG++",
+      description="Euler with CFG++: 'regular' is KSampler's euler_cfg_pp; 'alternative' ComfyUI's other "
+                  "formulation (a step along x - 2 * guided + unconditional).",
+      inputs=[Input.choice("version", ["regular", "alternative"], "regular")], outputs=_OUT)
+def sampler_euler_cfg_pp(ctx, version="regular"):
+    from nodegen.diffusion.samplers import Sampler, get_sampler
+    from nodegen.diffusion.samplers.euler_pp import sample_euler_pp
+
+    if version == "alternative":
+        return Sampler("euler_pp", sample_euler_pp)
+    return get_sampler("euler_cfg_pp")

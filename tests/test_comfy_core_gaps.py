@@ -513,3 +513,110 @@ def test_mask_preview_and_load_image_output_workflow(tmp_path):
     (tmp_path / "b").mkdir()
     failed = run_api(api, models_folder(tmp_path / "b", []), tmp_path / "b", check=False)
     assert not failed.ok and "missing.png" in str([*failed.problems, *map(str, failed.failures)])
+
+
+# -- OptimalStepsScheduler, TemporalScoreRescaling, SamplerEulerCFGpp, ModelMergeSD2 ------------------------
+def comfy_optimal_steps(levels: list[float], steps: int, denoise: float):
+    """nodes_optimalsteps.py: loglinear_interp and OptimalStepsScheduler.execute."""
+    import numpy as np
+
+    def loglinear_interp(t_steps, num_steps):
+        xs = np.linspace(0, 1, len(t_steps))
+        ys = np.log(t_steps[::-1])
+        new_xs = np.linspace(0, 1, num_steps)
+        new_ys = np.interp(new_xs, xs, ys)
+        return np.exp(new_ys)[::-1].copy()
+
+    total_steps = steps
+    if denoise < 1.0:
+        if denoise <= 0.0:
+            return torch.FloatTensor([])
+        total_steps = round(steps * denoise)
+    sigmas = levels[:]
+    if (steps + 1) != len(sigmas):
+        sigmas = loglinear_interp(sigmas, steps + 1)
+    sigmas = sigmas[-(total_steps + 1):]
+    sigmas[-1] = 0
+    return torch.FloatTensor(sigmas)
+
+
+def test_optimal_steps_scheduler_follows_comfyui():
+    from nodegen.diffusion.optimal_steps import NOISE_LEVELS
+
+    for model_type, steps, denoise in (("FLUX", 10, 1.0), ("FLUX", 20, 1.0), ("FLUX", 8, 0.5), ("Chroma", 26, 0.8),
+                                       ("Wan", 3, 1.0), ("FLUX", 10, 0.0)):
+        got = run("OptimalStepsScheduler", model_type=model_type, steps=steps, denoise=denoise)["sigmas"]
+        torch.testing.assert_close(got, comfy_optimal_steps(NOISE_LEVELS[model_type], steps, denoise))
+    assert NOISE_LEVELS["FLUX"][8] == 0.5512 and len(NOISE_LEVELS["Chroma"]) == 41  # the published tables
+
+
+def comfy_tsr(x, denoised, sigma: torch.Tensor, flow: bool, tsr_k: float, tsr_sigma: float):
+    """nodes_eps.py: temporal_score_rescaling with sigma_to_half_log_snr (k-diffusion sampling.py)."""
+    tsr_variance = tsr_sigma ** 2
+    if tsr_k == 1 or sigma.item() == 0:
+        return denoised
+    half_log_snr = sigma.logit().neg() if flow else sigma.log().neg()
+    snr = (2 * half_log_snr).exp()
+    if snr.item() == 0:
+        return denoised
+    posinf = torch.isposinf(snr)
+    r = torch.where(posinf, tsr_k, (snr * tsr_variance + 1) / (snr * tsr_variance / tsr_k + 1))
+    alpha = sigma * half_log_snr.exp()
+    return torch.lerp(x / alpha, denoised, r)
+
+
+def test_temporal_score_rescaling_follows_comfyui(sd1):
+    from nodegen.diffusion.temporal_score_rescaling import TemporalScoreRescaling
+
+    x, d = randn(1, 4, 8, 8, seed=1) * 3, randn(1, 4, 8, 8, seed=2)
+    for flow, sigma in ((False, 7.5), (False, 0.3), (True, 0.8), (True, 0.05), (True, 1.0)):
+        den = SimpleNamespace(model=SimpleNamespace(prediction_type="flow" if flow else "epsilon"))
+        got = TemporalScoreRescaling(0.9, 1.5)(den, x, sigma, d)
+        torch.testing.assert_close(got, comfy_tsr(x, d, torch.tensor(sigma), flow, 0.9, 1.5), rtol=1e-5, atol=1e-5)
+    patched = run("TemporalScoreRescaling", model=sd1.model, tsr_k=0.8, tsr_sigma=2.0)["patched_model"]
+
+    def comfy(den, x, sigma, denoised):
+        return comfy_tsr(x, denoised, torch.tensor(sigma), False, 0.8, 2.0)
+
+    got = _sample(sd1, patched)
+    torch.testing.assert_close(got, _sample(sd1, sd1.model.with_denoise_hook(comfy)), rtol=1e-5, atol=1e-5)
+    assert (got - _sample(sd1, sd1.model)).abs().max() > 1e-3
+
+
+def test_sampler_euler_cfg_pp_follows_comfyui(sd1):
+    from nodegen.diffusion.samplers import Sampler
+
+    assert run("SamplerEulerCFGpp", version="regular")["sampler"].name == "euler_cfg_pp"
+
+    def comfy_euler_pp(model, x, sigmas, extra_args=None, callback=None, noise_sampler=None):
+        """nodes_advanced_samplers.py: sample_euler_pp (uncond_denoised captured after each call,
+        the negative run even at cfg 1)."""
+        model.keep_uncond = True
+        s_in = x.new_ones([x.shape[0]])
+        for i in range(len(sigmas) - 1):
+            sigma_hat = sigmas[i]
+            denoised = model(x, sigma_hat * s_in)
+            temp = model.last_uncond
+            d = ((x - denoised + temp) - denoised) / sigmas[i]
+            x = x + d * (sigmas[i + 1] - sigma_hat)
+        return x
+
+    alt = run("SamplerEulerCFGpp", version="alternative")["sampler"]
+    for cfg in (4.0, 1.0):
+        torch.testing.assert_close(_sample(sd1, sd1.model, cfg=cfg, sampler=alt),
+                                   _sample(sd1, sd1.model, cfg=cfg, sampler=Sampler("comfy", comfy_euler_pp)),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_model_merge_sd2_imports_as_model_merge_sd1():
+    from nodegen.formats import open_any
+
+    ratios = {"time_embed.": 0.1, "label_emb.": 0.2, "input_blocks.4.": 0.3, "middle_block.1.": 0.4,
+              "output_blocks.11.": 0.5, "out.": 0.6}
+    api = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "a.safetensors"}},
+           "2": {"class_type": "ModelMergeSD2", "inputs": {"model1": ["1", 0], "model2": ["1", 0], **ratios}}}
+    node = open_any(api).data["nodes"]["2"]
+    assert node["type"] == "ModelMergeSD1"
+    assert {k: node["inputs"][k] for k in ("time_embed", "label_emb", "input_blocks_4", "middle_block_1",
+                                           "output_blocks_11", "out")} == dict(zip(
+        ("time_embed", "label_emb", "input_blocks_4", "middle_block_1", "output_blocks_11", "out"), ratios.values()))

@@ -3,7 +3,9 @@
 latent operations (nodes_latent.py), Epsilon Scaling (nodes_eps.py), and ControlNetApplySD3
 (nodes_sd3.py: ControlNetApplyAdvanced with a required VAE), attention multipliers
 (nodes_attention_multiply.py), MaskPreview (nodes_mask.py) and LoadImageOutput (nodes.py: LoadImage
-whose file names carry ComfyUI's " [output]" folder suffix, which LoadImage resolves)."""
+whose file names carry ComfyUI's " [output]" folder suffix, which LoadImage resolves),
+OptimalStepsScheduler (nodes_optimalsteps.py), TemporalScoreRescaling (nodes_eps.py),
+SamplerEulerCFGpp (nodes_advanced_samplers.py) and ModelMergeSD2 (nodes_model_merging_model_specific.py)."""
 
 from nodegen.formats.comfy.node_map import nm
 
@@ -33,4 +35,18 @@ MAPS = [
     nm("CLIPAttentionMultiply", "CLIPAttentionMultiply", "q k v out", "clip"),
     nm("MaskPreview", "MaskPreview", "", ""),
     nm("LoadImageOutput", "LoadImage", "image - -", "image mask", export=False),
+    nm("OptimalStepsScheduler", "OptimalStepsScheduler", "model_type steps denoise", "sigmas"),
+    nm("TemporalScoreRescaling", "TemporalScoreRescaling", "tsr_k tsr_sigma", "patched_model"),
+    nm("SamplerEulerCFGpp", "SamplerEulerCFGpp", "version", "sampler"),
 ]
+
+
+def _sd2_blocks():
+    """ComfyUI's ModelMergeSD2 is ModelMergeSD1 under another name ("SD1 and SD2 have the same blocks")."""
+    prefixes = (["time_embed.", "label_emb."] + [f"input_blocks.{i}." for i in range(12)]
+                + [f"middle_block.{i}." for i in range(3)] + [f"output_blocks.{i}." for i in range(12)] + ["out."])
+    return nm("ModelMergeSD2", "ModelMergeSD1", " ".join(prefixes), "model",
+              rename={p: p.rstrip(".").replace(".", "_") for p in prefixes}, export=False)
+
+
+MAPS.append(_sd2_blocks())
