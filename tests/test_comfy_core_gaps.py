@@ -617,6 +617,5 @@ def test_model_merge_sd2_imports_as_model_merge_sd1():
            "2": {"class_type": "ModelMergeSD2", "inputs": {"model1": ["1", 0], "model2": ["1", 0], **ratios}}}
     node = open_any(api).data["nodes"]["2"]
     assert node["type"] == "ModelMergeSD1"
-    assert {k: node["inputs"][k] for k in ("time_embed", "label_emb", "input_blocks_4", "middle_block_1",
-                                           "output_blocks_11", "out")} == dict(zip(
-        ("time_embed", "label_emb", "input_blocks_4", "middle_block_1", "output_blocks_11", "out"), ratios.values()))
+    names = ("time_embed", "label_emb", "input_blocks_4", "middle_block_1", "output_blocks_11", "out")
+    assert [node["inputs"][k] for k in names] == list(ratios.values())
