@@ -619,3 +619,69 @@ def test_model_merge_sd2_imports_as_model_merge_sd1():
     assert node["type"] == "ModelMergeSD1"
     names = ("time_embed", "label_emb", "input_blocks_4", "middle_block_1", "output_blocks_11", "out")
     assert [node["inputs"][k] for k in names] == list(ratios.values())
+
+
+# -- LatentConcat, LatentCut, Mahiro -----------------------------------------------------------------------
+def comfy_latent_concat(s1, s2, dim):
+    """nodes_latent.py: LatentConcat.execute (comfy.utils.repeat_to_batch_size written out)."""
+    if s2.shape[0] > s1.shape[0]:
+        s2 = s2[:s1.shape[0]]
+    elif s2.shape[0] < s1.shape[0]:
+        s2 = s2.repeat([math.ceil(s1.shape[0] / s2.shape[0])] + [1] * (s2.ndim - 1))[:s1.shape[0]]
+    c = (s2, s1) if "-" in dim else (s1, s2)
+    return torch.cat(c, dim=-1 if "x" in dim else -2)
+
+
+def comfy_latent_cut(s1, dim, index, amount):
+    """nodes_latent.py: LatentCut.execute."""
+    dim = s1.ndim - 1 if "x" in dim else s1.ndim - 2
+    if index >= 0:
+        index = min(index, s1.shape[dim] - 1)
+        amount = min(s1.shape[dim] - index, amount)
+    else:
+        index = max(index, -s1.shape[dim])
+        amount = min(-index, amount)
+    return torch.narrow(s1, dim, index, amount)
+
+
+def test_latent_concat_and_cut_follow_comfyui():
+    a, b = randn(2, 4, 6, 5, seed=1), randn(1, 4, 6, 3, seed=2)
+    for dim in ("x", "-x"):
+        out = run("LatentConcat", samples1={"samples": a, "batch_index": [0, 1]}, samples2={"samples": b}, dim=dim)
+        assert torch.equal(out["latent"]["samples"], comfy_latent_concat(a, b, dim)) and out["latent"]["batch_index"] == [0, 1]
+    c = randn(3, 4, 2, 5, seed=3)
+    for dim in ("y", "-y"):
+        assert torch.equal(run("LatentConcat", samples1={"samples": a}, samples2={"samples": c}, dim=dim)["latent"]["samples"],
+                           comfy_latent_concat(a, c, dim))
+    for dim, index, amount in (("x", 1, 2), ("x", 9, 3), ("y", -2, 5), ("y", -20, 1), ("x", 0, 100)):
+        got = run("LatentCut", samples={"samples": a}, dim=dim, index=index, amount=amount)["latent"]["samples"]
+        assert torch.equal(got, comfy_latent_cut(a, dim, index, amount))
+    with pytest.raises(ValueError, match="LatentConcat: inputs 'samples1'"):
+        run("LatentConcat", samples1={"samples": a}, samples2={"samples": c}, dim="x")
+    with pytest.raises(ValueError, match="LatentCut: input 'dim' 't'"):
+        run("LatentCut", samples={"samples": a}, dim="t", index=0, amount=1)
+
+
+def comfy_mahiro(cond_p, uncond_p, cfg_result, scale):
+    """nodes_mahiro.py: mahiro_normd."""
+    leap = cond_p * scale
+    u_leap = uncond_p * scale
+    merge = (leap + cfg_result) / 2
+    normu = torch.sqrt(u_leap.abs()) * u_leap.sign()
+    normm = torch.sqrt(merge.abs()) * merge.sign()
+    sim = F.cosine_similarity(normu, normm).mean()
+    simsc = 2 * (sim + 1)
+    return (simsc * cfg_result + (4 - simsc) * leap) / 4
+
+
+def test_mahiro_follows_comfyui(sd1):
+    patched = run("Mahiro", model=sd1.model)["patched_model"]
+    for cfg in (6.0, 1.0):
+        def comfy(den, x, sigma, denoised, cfg=cfg):
+            uncond = den.last_uncond if den.ran_uncond else torch.zeros_like(den.last_cond)
+            return comfy_mahiro(den.last_cond, uncond, denoised, cfg)
+
+        got = _sample(sd1, patched, cfg=cfg)
+        torch.testing.assert_close(got, _sample(sd1, sd1.model.with_denoise_hook(comfy), cfg=cfg), rtol=1e-5, atol=1e-5)
+        changed = (got - _sample(sd1, sd1.model, cfg=cfg)).abs().max() > 1e-3
+        assert changed == (cfg != 1.0)  # at cfg 1 (uncond zeros) the rule gives the positive back

@@ -5,7 +5,8 @@ latent operations (nodes_latent.py), Epsilon Scaling (nodes_eps.py), and Control
 (nodes_attention_multiply.py), MaskPreview (nodes_mask.py) and LoadImageOutput (nodes.py: LoadImage
 whose file names carry ComfyUI's " [output]" folder suffix, which LoadImage resolves),
 OptimalStepsScheduler (nodes_optimalsteps.py), TemporalScoreRescaling (nodes_eps.py),
-SamplerEulerCFGpp (nodes_advanced_samplers.py) and ModelMergeSD2 (nodes_model_merging_model_specific.py)."""
+SamplerEulerCFGpp (nodes_advanced_samplers.py), ModelMergeSD2 (nodes_model_merging_model_specific.py),
+LatentConcat / LatentCut (nodes_latent.py) and Mahiro (nodes_mahiro.py)."""
 
 from nodegen.formats.comfy.node_map import nm
 
@@ -38,6 +39,9 @@ MAPS = [
     nm("OptimalStepsScheduler", "OptimalStepsScheduler", "model_type steps denoise", "sigmas"),
     nm("TemporalScoreRescaling", "TemporalScoreRescaling", "tsr_k tsr_sigma", "patched_model"),
     nm("SamplerEulerCFGpp", "SamplerEulerCFGpp", "version", "sampler"),
+    nm("LatentConcat", "LatentConcat", "dim", "latent"),
+    nm("LatentCut", "LatentCut", "dim index amount", "latent"),
+    nm("Mahiro", "Mahiro", "", "patched_model"),
 ]
 
 
