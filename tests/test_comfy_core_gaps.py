@@ -685,3 +685,65 @@ def test_mahiro_follows_comfyui(sd1):
         torch.testing.assert_close(got, _sample(sd1, sd1.model.with_denoise_hook(comfy), cfg=cfg), rtol=1e-5, atol=1e-5)
         changed = (got - _sample(sd1, sd1.model, cfg=cfg)).abs().max() > 1e-3
         assert changed == (cfg != 1.0)  # at cfg 1 (uncond zeros) the rule gives the positive back
+
+
+# -- ModelSave, VAESave, CLIPSave --------------------------------------------------------------------------
+def test_component_saves_write_comfyuis_layouts_with_patches_baked_in(sd1, tmp_path):
+    """A ComfyUI workflow saves a patched UNet, the VAE and a patched text encoder; each file is in
+    the layout ComfyUI writes and loads back to the same computation (the text encoder through
+    transformers' own CLIPTextModel, strict)."""
+    from safetensors.torch import load_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from nodegen.models.manager import ModelManager
+
+    api = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd1.safetensors"}},
+        "10": {"class_type": "UNetCrossAttentionMultiply", "inputs": {"model": ["4", 0], "q": 1.0, "k": 0.6, "v": 1.4,
+                                                                      "out": 1.0}},
+        "11": {"class_type": "CLIPAttentionMultiply", "inputs": {"clip": ["4", 1], "q": 1.2, "k": 1.0, "v": 0.8,
+                                                                 "out": 1.0}},
+        "12": {"class_type": "ModelSave", "inputs": {"model": ["10", 0], "filename_prefix": "diffusion_models/ComfyUI"}},
+        "13": {"class_type": "VAESave", "inputs": {"vae": ["4", 2], "filename_prefix": "vae/ComfyUI_vae"}},
+        "14": {"class_type": "CLIPSave", "inputs": {"clip": ["11", 0], "filename_prefix": "clip/ComfyUI"}},
+    }
+    models = models_folder(tmp_path, [("checkpoints", sd1.fx.single_file, "tiny-sd1.safetensors")])
+    run_api(api, models, tmp_path)
+    out = tmp_path / "out"
+    unet_file = out / "diffusion_models" / "ComfyUI_00001_.safetensors"
+    vae_file = out / "vae" / "ComfyUI_vae_00001_.safetensors"
+    clip_file = out / "clip" / "ComfyUI_clip_l_00001_.safetensors"
+    assert all(k.startswith("model.diffusion_model.") for k in load_file(unet_file))
+    vae_keys = set(load_file(vae_file))
+    assert "encoder.conv_in.weight" in vae_keys and not any(k.startswith("first_stage_model.") for k in vae_keys)
+
+    manager = ModelManager(device="cpu")
+    patched = run("UNetCrossAttentionMultiply", model=sd1.model, q=1.0, k=0.6, v=1.4, out=1.0)["model"]
+    loaded = manager.load_diffusion_model(unet_file)
+    torch.testing.assert_close(_sample(sd1, loaded), _sample(sd1, patched), rtol=1e-5, atol=1e-5)
+    assert (_sample(sd1, loaded) - _sample(sd1, sd1.model)).abs().max() > 1e-3
+
+    vae = manager.load_vae(vae_file)
+    lat = randn(1, 4, 8, 8, seed=4)
+    with vae.use("cpu") as v, torch.no_grad():  # the fixture's own VAE decodes the same
+        torch.testing.assert_close(v.decode(lat).sample, sd1.fx.vae.decode(lat).sample, rtol=1e-5, atol=1e-5)
+
+    te = TextEncoder.from_components([sd1.fx.tokenizer], [sd1.fx.text_encoder], "sd1")
+    want = run("CLIPAttentionMultiply", clip=te, q=1.2, k=1.0, v=0.8, out=1.0)["clip"].encode("a red house")[0].embeds
+    # transformers reads the file as it reads a published clip_l.safetensors (its "text_model." keys)
+    folder = tmp_path / "hf_clip"
+    CLIPTextConfig(**{k: v for k, v in sd1.fx.text_encoder.config.to_dict().items()
+                      if k in CLIPTextConfig().to_dict()}).save_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(clip_file.read_bytes())
+    hf = CLIPTextModel.from_pretrained(folder, local_files_only=True)
+    assert set(load_file(clip_file)) == {"text_model." + k for k in hf.state_dict()} - {"text_model.embeddings.position_ids"}
+    ids = sd1.fx.tokenizer("a red house", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    torch.testing.assert_close(hf(ids).last_hidden_state, want, rtol=1e-5, atol=1e-5)
+
+
+def test_component_saves_bad_input(tmp_path):
+    ctx = SimpleNamespace(output_dir=str(tmp_path), ui=lambda **kw: None)
+    with pytest.raises(ValueError, match="CLIPSave: input 'clip'"):
+        run("CLIPSave", ctx, clip=SimpleNamespace(encoder_names=()), filename_prefix="clip/x")
+    with pytest.raises(ValueError, match="ModelSave: input 'model': saving a flux diffusion model"):
+        run("ModelSave", ctx, model=SimpleNamespace(family="flux"), filename_prefix="m")

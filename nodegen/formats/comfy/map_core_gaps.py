@@ -6,7 +6,8 @@ latent operations (nodes_latent.py), Epsilon Scaling (nodes_eps.py), and Control
 whose file names carry ComfyUI's " [output]" folder suffix, which LoadImage resolves),
 OptimalStepsScheduler (nodes_optimalsteps.py), TemporalScoreRescaling (nodes_eps.py),
 SamplerEulerCFGpp (nodes_advanced_samplers.py), ModelMergeSD2 (nodes_model_merging_model_specific.py),
-LatentConcat / LatentCut (nodes_latent.py) and Mahiro (nodes_mahiro.py)."""
+LatentConcat / LatentCut (nodes_latent.py), Mahiro (nodes_mahiro.py) and ModelSave / VAESave /
+CLIPSave (nodes_model_merging.py)."""
 
 from nodegen.formats.comfy.node_map import nm
 
@@ -42,6 +43,9 @@ MAPS = [
     nm("LatentConcat", "LatentConcat", "dim", "latent"),
     nm("LatentCut", "LatentCut", "dim index amount", "latent"),
     nm("Mahiro", "Mahiro", "", "patched_model"),
+    nm("ModelSave", "ModelSave", "filename_prefix", ""),
+    nm("VAESave", "VAESave", "filename_prefix", ""),
+    nm("CLIPSave", "CLIPSave", "filename_prefix", ""),
 ]
 
 
