@@ -747,3 +747,73 @@ def test_component_saves_bad_input(tmp_path):
         run("CLIPSave", ctx, clip=SimpleNamespace(encoder_names=()), filename_prefix="clip/x")
     with pytest.raises(ValueError, match="ModelSave: input 'model': saving a flux diffusion model"):
         run("ModelSave", ctx, model=SimpleNamespace(family="flux"), filename_prefix="m")
+
+
+# -- TCFG and FreSca ---------------------------------------------------------------------------------------
+def comfy_score_tangential_damping(cond_score, uncond_score):
+    """nodes_tcfg.py: score_tangential_damping."""
+    batch_num = cond_score.shape[0]
+    cond_score_flat = cond_score.reshape(batch_num, 1, -1).float()
+    uncond_score_flat = uncond_score.reshape(batch_num, 1, -1).float()
+    score_matrix = torch.cat((uncond_score_flat, cond_score_flat), dim=1)
+    _, _, Vh = torch.linalg.svd(score_matrix, full_matrices=False)  # noqa: N806 - ComfyUI's name
+    v1 = Vh[:, 0:1, :].to(uncond_score_flat.device)
+    uncond_score_td = (uncond_score_flat @ v1.transpose(-2, -1)) * v1
+    return uncond_score_td.reshape_as(uncond_score).to(uncond_score.dtype)
+
+
+def comfy_fourier_filter(x, scale_low=1.0, scale_high=1.5, freq_cutoff=20):
+    """nodes_fresca.py: Fourier_filter."""
+    import torch.fft as fft
+
+    dtype, device = x.dtype, x.device
+    x = x.to(torch.float32)
+    x_freq = fft.fftn(x, dim=(-2, -1))
+    x_freq = fft.fftshift(x_freq, dim=(-2, -1))
+    B, C, H, W = x_freq.shape  # noqa: N806 - ComfyUI's names
+    crow, ccol = H // 2, W // 2
+    mask = torch.ones((B, C, H, W), device=device) * scale_high
+    mask[..., crow - freq_cutoff: crow + freq_cutoff, ccol - freq_cutoff: ccol + freq_cutoff] = scale_low
+    x_freq = x_freq * mask
+    x_freq = fft.ifftshift(x_freq, dim=(-2, -1))
+    return fft.ifftn(x_freq, dim=(-2, -1)).real.to(dtype)
+
+
+def _pre_cfg_oracle(pre):
+    """ComfyUI's sampling_function around a pre-CFG function: a skipped negative is zeros."""
+    def hook(den, x, sigma, denoised):
+        cond = den.last_cond
+        uncond = den.last_uncond if den.ran_uncond else torch.zeros_like(cond)
+        cond, uncond = pre(x, cond, uncond, den.ran_uncond)
+        return uncond + (cond - uncond) * den.cfg
+    return hook
+
+
+def test_tcfg_follows_comfyui(sd1):
+    def comfy(x, cond, uncond, ran_uncond):  # ComfyUI skips it when the negative is None
+        return (cond, x - comfy_score_tangential_damping(x - cond, x - uncond)) if ran_uncond else (cond, uncond)
+
+    patched = run("TCFG", model=sd1.model)["patched_model"]
+    for cfg in (6.0, 1.0):
+        got = _sample(sd1, patched, cfg=cfg)
+        torch.testing.assert_close(got, _sample(sd1, sd1.model.with_denoise_hook(_pre_cfg_oracle(comfy)), cfg=cfg),
+                                   rtol=1e-4, atol=1e-4)
+        assert ((got - _sample(sd1, sd1.model, cfg=cfg)).abs().max() > 1e-3) == (cfg != 1.0)
+
+
+def test_fresca_follows_comfyui(sd1):
+    lat = randn(2, 4, 8, 6, seed=9)
+    from nodegen.diffusion.frequency_scaled_guidance import fourier_filter
+
+    for low, high, cutoff in ((1.0, 1.25, 20), (0.5, 2.0, 2), (1.0, 0.0, 1)):
+        torch.testing.assert_close(fourier_filter(lat, low, high, cutoff), comfy_fourier_filter(lat, low, high, cutoff))
+    patched = run("FreSca", model=sd1.model, scale_low=0.8, scale_high=1.6, freq_cutoff=2)["model"]
+
+    def comfy(x, cond, uncond, ran_uncond):
+        return comfy_fourier_filter(cond - uncond, 0.8, 1.6, 2) + uncond, uncond
+
+    for cfg in (6.0, 1.0):
+        got = _sample(sd1, patched, cfg=cfg)
+        torch.testing.assert_close(got, _sample(sd1, sd1.model.with_denoise_hook(_pre_cfg_oracle(comfy)), cfg=cfg),
+                                   rtol=1e-4, atol=1e-4)
+        assert (got - _sample(sd1, sd1.model, cfg=cfg)).abs().max() > 1e-3
