@@ -381,6 +381,9 @@ def test_comfyui_workflow_with_the_new_nodes_imports_and_runs(sd1, tmp_path):
     assert doc["11"]["type"] == "EpsilonScaling" and doc["11"]["inputs"]["scaling_factor"] == 1.01
     assert doc["14"]["type"] == "PerpNegGuider" and doc["14"]["inputs"]["empty_conditioning"] == {"from": ["10", "conditioning"]}
     assert doc["17"]["inputs"]["sigmas"] == {"from": ["16", "sigmas"]}
+    from nodegen.formats import comfy
+
+    assert comfy.export_api(comfy.import_comfy(copy.deepcopy(wf))[0]) == wf  # and back to ComfyUI, unchanged
     models = models_folder(tmp_path, [("checkpoints", sd1.fx.single_file, "tiny-sd1.safetensors")])
     result = run_api(wf, models, tmp_path)
     assert len(result.images) == 1
