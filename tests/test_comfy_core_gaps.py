@@ -820,3 +820,41 @@ def test_fresca_follows_comfyui(sd1):
         torch.testing.assert_close(got, _sample(sd1, sd1.model.with_denoise_hook(_pre_cfg_oracle(comfy)), cfg=cfg),
                                    rtol=1e-4, atol=1e-4)
         assert (got - _sample(sd1, sd1.model, cfg=cfg)).abs().max() > 1e-3
+
+
+# -- SkipLayerGuidanceDiTSimple ------------------------------------------------------------------------------
+def test_skip_layer_guidance_simple_follows_comfyui(tmp_path_factory):
+    """ComfyUI's calc_cond_batch_function: in the window (and with a negative) the negative is
+    predicted with the blocks skipped; CFG as usual. Flux fixture; the blocks skipped through the
+    same mechanism SkipLayerGuidanceDiT's tests check against diffusers."""
+    from nodegen.diffusion.model_sampling import percent_to_sigma
+    from nodegen.diffusion.sample import model_sampling_for
+    from nodegen.diffusion.skip_layer_guidance import skipped_blocks
+    from tests.support.flow_fixtures import fixture as flow_fixture
+    from tests.test_oracle_flow import flux_components
+
+    model, te, _ = flux_components(flow_fixture("flux", tmp_path_factory.mktemp("flux")))
+    pos, neg = te.encode("a"), te.encode("b")
+    ms = model_sampling_for(model)
+    start, end = percent_to_sigma(ms, 0.3), percent_to_sigma(ms, 0.9)
+    patched = run("SkipLayerGuidanceDiTSimple", model=model, double_layers="0", single_layers="0",
+                  start_percent=0.3, end_percent=0.9)["model"]
+
+    def comfy(den, x, sigma, denoised):
+        cond = den.last_cond
+        if not den.ran_uncond:
+            return denoised
+        uncond = den.last_uncond
+        if end <= sigma <= start:
+            with skipped_blocks(den.unet, [0], [0]):
+                uncond = den.predict(neg, x, sigma)
+        return uncond + (cond - uncond) * den.cfg
+
+    for cfg in (3.0, 1.0):
+        got, want, plain = (sample(m, pos, neg, {"samples": torch.zeros(1, 16, 8, 8)}, seed=1, steps=4, cfg=cfg,
+                                   scheduler="simple", device="cpu")["samples"]
+                            for m in (patched, model.with_denoise_hook(comfy), model))
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        assert ((got - plain).abs().max() > 1e-3) == (cfg != 1.0)
+    assert run("SkipLayerGuidanceDiTSimple", model=model, double_layers="", single_layers=" ", start_percent=0.0,
+               end_percent=1.0)["model"] is model

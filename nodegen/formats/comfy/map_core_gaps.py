@@ -7,7 +7,8 @@ whose file names carry ComfyUI's " [output]" folder suffix, which LoadImage reso
 OptimalStepsScheduler (nodes_optimalsteps.py), TemporalScoreRescaling (nodes_eps.py),
 SamplerEulerCFGpp (nodes_advanced_samplers.py), ModelMergeSD2 (nodes_model_merging_model_specific.py),
 LatentConcat / LatentCut (nodes_latent.py), Mahiro (nodes_mahiro.py) and ModelSave / VAESave /
-CLIPSave (nodes_model_merging.py), TCFG (nodes_tcfg.py) and FreSca (nodes_fresca.py)."""
+CLIPSave (nodes_model_merging.py), TCFG (nodes_tcfg.py), FreSca (nodes_fresca.py) and
+SkipLayerGuidanceDiTSimple (nodes_slg.py)."""
 
 from nodegen.formats.comfy.node_map import nm
 
@@ -48,6 +49,8 @@ MAPS = [
     nm("CLIPSave", "CLIPSave", "filename_prefix", ""),
     nm("TCFG", "TCFG", "", "patched_model"),
     nm("FreSca", "FreSca", "scale_low scale_high freq_cutoff", "model"),
+    nm("SkipLayerGuidanceDiTSimple", "SkipLayerGuidanceDiTSimple", "double_layers single_layers start_percent "
+       "end_percent", "model"),
 ]
 
 
