@@ -858,3 +858,69 @@ def test_skip_layer_guidance_simple_follows_comfyui(tmp_path_factory):
         assert ((got - plain).abs().max() > 1e-3) == (cfg != 1.0)
     assert run("SkipLayerGuidanceDiTSimple", model=model, double_layers="", single_layers=" ", start_percent=0.0,
                end_percent=1.0)["model"] is model
+
+
+# -- DiffControlNetLoader ------------------------------------------------------------------------------------
+def comfy_undiff(controlnet_data: dict, model_sd: dict) -> dict:
+    """comfy/controlnet.py load_controlnet_state_dict's 'difference' branch (model_sd: the model's
+    state dict, keys ``diffusion_model.*``)."""
+    for x in controlnet_data:
+        c_m = "control_model."
+        if x.startswith(c_m):
+            sd_key = f"diffusion_model.{x[len(c_m):]}"
+            if sd_key in model_sd:
+                cd = controlnet_data[x]
+                cd += model_sd[sd_key].type(cd.dtype).to(cd.device)
+    return controlnet_data
+
+
+def test_diff_controlnet_loader_follows_comfyui(sd1, tmp_path):
+    """A diff ControlNet made from the fixture ControlNet and the fixture UNet loads to what ComfyUI's
+    rule gives (the full ControlNet, up to rounding); a full ControlNet loads as ControlNetLoader loads it;
+    ControlNetLoader refuses a diff file and says what to use. A ComfyUI workflow with it runs."""
+    from PIL import Image
+    from safetensors.torch import load_file, save_file
+
+    from nodegen.models.control_files import load_control
+    from nodegen.models.diff_controlnet import base_unet_weights
+    from nodegen.models.ldm_export import unet_to_ldm
+    from tests.support.controlnet_fixtures import build_controlnet, save_controlnet
+
+    files = save_controlnet(build_controlnet(sd1.fx.unet, seed=5), tmp_path / "cn", "tiny-controlnet")
+    full = load_file(files.single_file)
+    base = unet_to_ldm({k: v.detach() for k, v in sd1.fx.unet.state_dict().items()}, dict(sd1.fx.unet.config), prefix="")
+    diff = {k: (v - base[k[len("control_model."):]] if k[len("control_model."):] in base else v).contiguous()
+            for k, v in full.items()}
+    assert sum(k[len("control_model."):] in base for k in full) > 10  # the copied encoder is stored as differences
+    diff["difference"] = torch.tensor([])
+    diff_file = tmp_path / "cn" / "diff-controlnet.safetensors"
+    save_file(diff, str(diff_file))
+
+    want = comfy_undiff({k: v.clone() for k, v in diff.items() if k != "difference"},
+                        {"diffusion_model." + k: v for k, v in base.items()})
+    got = load_control(diff_file, base=lambda: base_unet_weights(sd1.model))
+    ref = load_control(files.single_file)
+    via_comfy = tmp_path / "cn" / "undiffed.safetensors"
+    save_file({k: v.contiguous() for k, v in want.items()}, str(via_comfy))
+    theirs = load_control(via_comfy).net.state_dict()
+    for k, v in got.net.state_dict().items():
+        torch.testing.assert_close(v, theirs[k])
+        torch.testing.assert_close(v, ref.net.state_dict()[k], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="load it with DiffControlNetLoader"):
+        load_control(diff_file)
+
+    api = json.loads((DATA / "controlnet.api.json").read_text())
+    api["11"] = {"class_type": "DiffControlNetLoader", "inputs": {"model": ["4", 0],
+                                                                  "control_net_name": "diff-controlnet.safetensors"}}
+    models = models_folder(tmp_path, [("checkpoints", sd1.fx.single_file, "tiny-sd1.safetensors"),
+                                      ("controlnet", diff_file, "diff-controlnet.safetensors")])
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "in" / "edges.png")
+    assert run_api(api, models, tmp_path).images
+    # a diff made for another model: one weight of another shape
+    key = next(k for k in diff if k.endswith("input_blocks.1.0.in_layers.2.weight"))
+    save_file({**diff, key: torch.zeros(3, 3)}, str(diff_file))
+    (tmp_path / "b" / "in").mkdir(parents=True)
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "b" / "in" / "edges.png")
+    bad = run_api(api, models, tmp_path / "b", check=False)
+    said = " ".join(str(f) for f in bad.failures)
+    assert not bad.ok and "DiffControlNetLoader: input 'control_net_name'" in said and "does not fit" in said

@@ -15,7 +15,8 @@ from nodegen.models import t2i_adapter as t2i
 from nodegen.models import union_controlnet as union
 
 
-def load_control(path: str | os.PathLike, manager=None):
+def load_control(path: str | os.PathLike, manager=None, base=None):
+    """``base``: for 'diff' ControlNets only (see :func:`nodegen.models.controlnet.load_single_file`)."""
     p = Path(path)
     if p.is_dir():
         cfg = p / "config.json"
@@ -37,4 +38,4 @@ def load_control(path: str | os.PathLike, manager=None):
         return sd3_cn.load_sd3_controlnet(p, sd, manager)
     if union.is_union(sd):
         return union.load_union(p, sd, manager)
-    return cn.load_single_file(p, manager)
+    return cn.load_single_file(p, manager, base)

@@ -276,13 +276,19 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def load_single_file(path: str | os.PathLike, manager=None) -> ControlNetModel:
+def load_single_file(path: str | os.PathLike, manager=None, base=None) -> ControlNetModel:
+    """``base``: for 'diff' ControlNets, a callable giving the base model's UNet weights (original
+    names, no prefix) to add (see :mod:`nodegen.models.diff_controlnet`)."""
     p = Path(path)
     sd = _read(p)
     if "difference" in sd:  # ComfyUI's DiffControlNetLoader adds the base UNet's weights to these
-        raise ControlNetError(f"{p}: this is a 'diff' ControlNet (its weights are differences from a base "
-                              f"model; key 'difference'): nodegen reads only full ControlNets; use the "
-                              f"non-'diff' (fp16/fp32) release of it")
+        if base is None:
+            raise ControlNetError(f"{p}: this is a 'diff' ControlNet (its weights are differences from a base "
+                                  f"model; key 'difference'): load it with DiffControlNetLoader and the model "
+                                  f"it was made for, or use the non-'diff' (fp16/fp32) release of it")
+        from nodegen.models.diff_controlnet import undiff
+
+        sd = undiff(sd, base())
     if "lora_controlnet" in sd:  # Stability's control-lora files (ComfyUI's ControlLora)
         raise ControlNetError(f"{p}: this is a Control-LoRA (a ControlNet stored as LoRA changes to the base "
                               f"model; key 'lora_controlnet'): nodegen does not read Control-LoRAs; use a full "

@@ -8,7 +8,7 @@ OptimalStepsScheduler (nodes_optimalsteps.py), TemporalScoreRescaling (nodes_eps
 SamplerEulerCFGpp (nodes_advanced_samplers.py), ModelMergeSD2 (nodes_model_merging_model_specific.py),
 LatentConcat / LatentCut (nodes_latent.py), Mahiro (nodes_mahiro.py) and ModelSave / VAESave /
 CLIPSave (nodes_model_merging.py), TCFG (nodes_tcfg.py), FreSca (nodes_fresca.py) and
-SkipLayerGuidanceDiTSimple (nodes_slg.py)."""
+SkipLayerGuidanceDiTSimple (nodes_slg.py) and DiffControlNetLoader (nodes.py)."""
 
 from nodegen.formats.comfy.node_map import nm
 
@@ -49,6 +49,7 @@ MAPS = [
     nm("CLIPSave", "CLIPSave", "filename_prefix", ""),
     nm("TCFG", "TCFG", "", "patched_model"),
     nm("FreSca", "FreSca", "scale_low scale_high freq_cutoff", "model"),
+    nm("DiffControlNetLoader", "DiffControlNetLoader", "control_net_name", "control_net"),
     nm("SkipLayerGuidanceDiTSimple", "SkipLayerGuidanceDiTSimple", "double_layers single_layers start_percent "
        "end_percent", "model"),
 ]
