@@ -163,3 +163,20 @@ def sampler_euler_cfg_pp(ctx, version="regular"):
     if version == "alternative":
         return Sampler("euler_pp", sample_euler_pp)
     return get_sampler("euler_cfg_pp")
+
+
+@node("SamplerLCMUpscale", category=_CATEGORY,
+      description="LCM sampling that enlarges the latent step by step to scale_ratio times its size (the "
+                  "result is the larger latent).",
+      inputs=[Input.float("scale_ratio", 1.0, min=0.1, max=20.0, step=0.01, description="Final size factor"),
+              Input.int("scale_steps", -1, min=-1, max=1000,
+                        description="Over how many of the first steps to enlarge (-1: about half of them)"),
+              Input.choice("upscale_method", ["bislerp", "nearest-exact", "bilinear", "area", "bicubic"], "bislerp")],
+      outputs=_OUT, keywords=("lcm", "upscale"))
+def sampler_lcm_upscale(ctx, scale_ratio=1.0, scale_steps=-1, upscale_method="bislerp"):
+    from nodegen.diffusion.samplers import Sampler
+    from nodegen.diffusion.samplers.lcm_upscale import sample_lcm_upscale
+
+    steps = None if scale_steps < 0 else int(scale_steps)
+    return Sampler("lcm_upscale", sample_lcm_upscale,
+                   {"total_upscale": float(scale_ratio), "upscale_steps": steps, "upscale_method": upscale_method})

@@ -924,3 +924,57 @@ def test_diff_controlnet_loader_follows_comfyui(sd1, tmp_path):
     bad = run_api(api, models, tmp_path / "b", check=False)
     said = " ".join(str(f) for f in bad.failures)
     assert not bad.ok and "DiffControlNetLoader: input 'control_net_name'" in said and "does not fit" in said
+
+
+# -- SamplerLCMUpscale ---------------------------------------------------------------------------------------
+def comfy_lcm_upscale(seed: int, upscale):
+    """nodes_advanced_samplers.py: sample_lcm_upscale, its noise from torch's global generator, which
+    ComfyUI's prepare_noise seeded and drew the starting noise from (``upscale(x, w, h)`` stands in
+    for comfy.utils.common_upscale)."""
+    import numpy as np
+
+    def sample_lcm_upscale(model, x, sigmas, extra_args=None, callback=None, noise_sampler=None,
+                           total_upscale=2.0, upscale_steps=None):
+        torch.manual_seed(seed)
+        torch.randn(x.shape)  # the starting noise
+        if upscale_steps is None:
+            upscale_steps = max(len(sigmas) // 2 + 1, 2)
+        else:
+            upscale_steps += 1
+            upscale_steps = min(upscale_steps, len(sigmas) + 1)
+        upscales = np.linspace(1.0, total_upscale, upscale_steps)[1:]
+        orig_shape = x.size()
+        s_in = x.new_ones([x.shape[0]])
+        for i in range(len(sigmas) - 1):
+            denoised = model(x, sigmas[i] * s_in)
+            x = denoised
+            if i < len(upscales):
+                x = upscale(x, round(orig_shape[-1] * upscales[i]), round(orig_shape[-2] * upscales[i]))
+            if sigmas[i + 1] > 0:
+                x += sigmas[i + 1] * torch.randn_like(x)
+        return x
+    return sample_lcm_upscale
+
+
+def test_sampler_lcm_upscale_follows_comfyui(sd1, tmp_path):
+    from nodegen.diffusion.samplers import Sampler
+    from nodegen.image.latent_resize import resize
+
+    for ratio, steps, method in ((1.5, -1, "bilinear"), (2.0, 2, "bislerp")):
+        smp = run("SamplerLCMUpscale", scale_ratio=ratio, scale_steps=steps, upscale_method=method)["sampler"]
+        if method == "bilinear":  # common_upscale's bilinear is torch's interpolate
+            def up(x, w, h):
+                return F.interpolate(x, size=(h, w), mode="bilinear")
+        else:
+            def up(x, w, h):
+                return resize(x, w, h, "bislerp")
+        oracle = Sampler("comfy", comfy_lcm_upscale(3, up),
+                         {"total_upscale": ratio, "upscale_steps": None if steps < 0 else steps})
+        got = _sample(sd1, sd1.model, sampler=smp, cfg=2.0)
+        assert got.shape[-2:] == (round(8 * ratio), round(8 * ratio))
+        torch.testing.assert_close(got, _sample(sd1, sd1.model, sampler=oracle, cfg=2.0), rtol=1e-5, atol=1e-5)
+    api = json.loads((DATA / "custom_sampler.api.json").read_text())  # SamplerCustom, then LatentUpscaleBy 1.5
+    api["10"] = {"class_type": "SamplerLCMUpscale", "inputs": {"scale_ratio": 1.5, "scale_steps": -1,
+                                                               "upscale_method": "bislerp"}}
+    models = models_folder(tmp_path, [("checkpoints", sd1.fx.single_file, "tiny-sd1.safetensors")])
+    assert run_api(api, models, tmp_path).images[0].size == (144, 144)

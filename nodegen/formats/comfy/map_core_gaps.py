@@ -5,7 +5,7 @@ latent operations (nodes_latent.py), Epsilon Scaling (nodes_eps.py), and Control
 (nodes_attention_multiply.py), MaskPreview (nodes_mask.py) and LoadImageOutput (nodes.py: LoadImage
 whose file names carry ComfyUI's " [output]" folder suffix, which LoadImage resolves),
 OptimalStepsScheduler (nodes_optimalsteps.py), TemporalScoreRescaling (nodes_eps.py),
-SamplerEulerCFGpp (nodes_advanced_samplers.py), ModelMergeSD2 (nodes_model_merging_model_specific.py),
+SamplerEulerCFGpp / SamplerLCMUpscale (nodes_advanced_samplers.py), ModelMergeSD2 (nodes_model_merging_model_specific.py),
 LatentConcat / LatentCut (nodes_latent.py), Mahiro (nodes_mahiro.py) and ModelSave / VAESave /
 CLIPSave (nodes_model_merging.py), TCFG (nodes_tcfg.py), FreSca (nodes_fresca.py) and
 SkipLayerGuidanceDiTSimple (nodes_slg.py) and DiffControlNetLoader (nodes.py)."""
@@ -41,6 +41,7 @@ MAPS = [
     nm("OptimalStepsScheduler", "OptimalStepsScheduler", "model_type steps denoise", "sigmas"),
     nm("TemporalScoreRescaling", "TemporalScoreRescaling", "tsr_k tsr_sigma", "patched_model"),
     nm("SamplerEulerCFGpp", "SamplerEulerCFGpp", "version", "sampler"),
+    nm("SamplerLCMUpscale", "SamplerLCMUpscale", "scale_ratio scale_steps upscale_method", "sampler"),
     nm("LatentConcat", "LatentConcat", "dim", "latent"),
     nm("LatentCut", "LatentCut", "dim index amount", "latent"),
     nm("Mahiro", "Mahiro", "", "patched_model"),
