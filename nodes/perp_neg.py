@@ -35,7 +35,7 @@ def perp_neg_guider(ctx, model, positive, negative, empty_conditioning, cfg=8.0,
 
     empty = _cond(empty_conditioning, "empty_conditioning", "PerpNegGuider")
     hook = PerpNeg(empty, neg_scale, guider=True)
-    return Guider(model.with_denoise_hook(hook), _cond(positive, "positive", "PerpNegGuider"),
+    return Guider(model.with_denoise_hook(hook, first=True), _cond(positive, "positive", "PerpNegGuider"),
                   _cond(negative, "negative", "PerpNegGuider"), float(cfg))
 
 
@@ -48,5 +48,5 @@ def perp_neg_guider(ctx, model, positive, negative, empty_conditioning, cfg=8.0,
 def perp_neg_patch(ctx, model, empty_conditioning, neg_scale=1.0):
     from nodegen.diffusion.perp_neg import PerpNeg
 
-    return model.with_denoise_hook(PerpNeg(_cond(empty_conditioning, "empty_conditioning", "PerpNeg"),
-                                           neg_scale, guider=False))
+    hook = PerpNeg(_cond(empty_conditioning, "empty_conditioning", "PerpNeg"), neg_scale, guider=False)
+    return model.with_denoise_hook(hook, first=True)

@@ -978,3 +978,19 @@ def test_sampler_lcm_upscale_follows_comfyui(sd1, tmp_path):
                                                                "upscale_method": "bislerp"}}
     models = models_folder(tmp_path, [("checkpoints", sd1.fx.single_file, "tiny-sd1.safetensors")])
     assert run_api(api, models, tmp_path).images[0].size == (144, 144)
+
+
+def test_post_cfg_patches_see_the_perp_neg_result(sd1):
+    """ComfyUI runs the MODEL's post-CFG functions (here Epsilon Scaling, patched before the guider)
+    on PerpNegGuider's result."""
+    scaled = run("EpsilonScaling", model=sd1.model, scaling_factor=1.05)["model"]
+    guider = run("PerpNegGuider", model=scaled, positive=sd1.pos, negative=sd1.neg, empty_conditioning=sd1.empty,
+                 cfg=5.0, neg_scale=1.0)["guider"]
+
+    def comfy(den, x, sigma, denoised):
+        preds = [den.predict(c, x, sigma) for c in (sd1.pos, sd1.neg, sd1.empty)]
+        return comfy_epsilon_scaling(1.05)(comfy_perp_neg(x, *preds, 1.0, 5.0), x)
+
+    want = _guided(sd1, SimpleNamespace(model=sd1.model.with_denoise_hook(comfy), positive=sd1.pos,
+                                        negative=sd1.neg, cfg=5.0))
+    torch.testing.assert_close(_guided(sd1, guider), want, rtol=1e-4, atol=1e-4)

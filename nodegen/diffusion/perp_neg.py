@@ -12,7 +12,10 @@ that overlaps the positive ("a lion" / "a lion's mane") does not cancel it.
 
 nodegen runs it as a ``denoise_hooks`` entry (see :mod:`nodegen.diffusion.denoiser`): the step's
 own positive and negative predictions are reused, the empty prompt is predicted by the hook, and
-the result replaces the step's CFG result. Where the step skipped the negative (cfg 1), the
+the result replaces the step's CFG result. The hook goes before the MODEL's other post-CFG hooks
+(CFGNorm, Epsilon Scaling, PAG ...), which see the Perp-Neg result, as ComfyUI's post-CFG
+functions do; pre-CFG patches see the positive and negative predictions only (ComfyUI also hands
+them the empty prompt's under PerpNegGuider). Where the step skipped the negative (cfg 1), the
 guider's hook predicts it (ComfyUI's PerpNegGuider runs it whenever neg_scale is not 0); the
 model patch takes zeros there, as ComfyUI's KSampler batch gives them.
 """

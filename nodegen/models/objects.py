@@ -102,11 +102,13 @@ class DiffusionModel(_Patchable):
         c.options = dict(self.options)
         return c
 
-    def with_denoise_hook(self, hook: Any) -> DiffusionModel:
-        """A clone whose denoiser runs ``hook`` after guidance, after the hooks it already has
-        (see :mod:`nodegen.diffusion.denoiser`)."""
+    def with_denoise_hook(self, hook: Any, *, first: bool = False) -> DiffusionModel:
+        """A clone whose denoiser runs ``hook`` after guidance, after the hooks it already has, or
+        before them with ``first`` (a hook that replaces the guidance rule, which ComfyUI's post-CFG
+        patches then see) (see :mod:`nodegen.diffusion.denoiser`)."""
         c = self.clone()
-        c.options["denoise_hooks"] = [*c.options.get("denoise_hooks", ()), hook]
+        hooks = list(c.options.get("denoise_hooks", ()))
+        c.options["denoise_hooks"] = [hook, *hooks] if first else [*hooks, hook]
         return c
 
     def with_pre_cfg_hook(self, hook: Any) -> DiffusionModel:
