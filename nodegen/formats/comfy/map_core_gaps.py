@@ -8,7 +8,10 @@ OptimalStepsScheduler (nodes_optimalsteps.py), TemporalScoreRescaling (nodes_eps
 SamplerEulerCFGpp / SamplerLCMUpscale (nodes_advanced_samplers.py), ModelMergeSD2 (nodes_model_merging_model_specific.py),
 LatentConcat / LatentCut (nodes_latent.py), Mahiro (nodes_mahiro.py) and ModelSave / VAESave /
 CLIPSave (nodes_model_merging.py), TCFG (nodes_tcfg.py), FreSca (nodes_fresca.py) and
-SkipLayerGuidanceDiTSimple (nodes_slg.py) and DiffControlNetLoader (nodes.py)."""
+SkipLayerGuidanceDiTSimple (nodes_slg.py), DiffControlNetLoader (nodes.py), and the newer
+BatchImagesNode / BatchMasksNode / BatchLatentsNode and ResizeImageMaskNode (nodes_post_processing.py),
+whose "autogrow" and "dynamic combo" inputs ComfyUI names ``images.image0`` and ``resize_type.width``,
+ResolutionSelector (nodes_resolution.py) and the Switch (nodes_logic.py's ComfySwitchNode)."""
 
 from nodegen.formats.comfy.node_map import nm
 
@@ -65,3 +68,38 @@ def _sd2_blocks():
 
 
 MAPS.append(_sd2_blocks())
+
+
+def _autogrow(comfy: str, group: str, prefix: str, output: str, slots: int = 16):
+    """ComfyUI's "autogrow" inputs (``images.image0``, ``images.image1``, ...) are our ``image0``, ..."""
+    return nm(comfy, comfy, "", output, rename={f"{group}.{prefix}{i}": f"{prefix}{i}" for i in range(slots)})
+
+
+# BatchImagesNode / BatchMasksNode / BatchLatentsNode (nodes_post_processing.py; ComfyUI's front end
+# puts BatchImagesNode in place of ImageBatch)
+MAPS += [_autogrow("BatchImagesNode", "images", "image", "image"),
+         _autogrow("BatchMasksNode", "masks", "mask", "mask"),
+         _autogrow("BatchLatentsNode", "latents", "latent", "latent")]
+
+#: ResizeImageMaskNode's settings per resize type (its DynamicCombo ``resize_type``), in ComfyUI's order.
+_RESIZE_SETTINGS = {
+    "scale dimensions": ("width", "height", "crop"), "scale by multiplier": ("multiplier",),
+    "scale longer dimension": ("longer_size",), "scale shorter dimension": ("shorter_size",),
+    "scale width": ("width",), "scale height": ("height",), "scale total pixels": ("megapixels",),
+    "match size": ("crop",), "scale to multiple": ("multiple",),
+}
+_RESIZE_ALL = ("width", "height", "crop", "multiplier", "longer_size", "shorter_size", "megapixels", "multiple")
+
+
+def _resize_widgets(values: list) -> tuple:
+    """The editor saves the chosen type's settings right after ``resize_type``."""
+    chosen = values[0] if values else None
+    return ("resize_type", *(f"resize_type.{s}" for s in _RESIZE_SETTINGS.get(chosen, ())), "scale_method")
+
+
+MAPS.append(nm("ResizeImageMaskNode", "ResizeImageMaskNode",
+               " ".join(["resize_type", *(f"resize_type.{s}" for s in _RESIZE_ALL), "scale_method"]), "resized",
+               rename={f"resize_type.{s}": s for s in (*_RESIZE_ALL, "match")}, positional=_resize_widgets))
+
+MAPS += [nm("ResolutionSelector", "ResolutionSelector", "aspect_ratio megapixels multiple minimum", "width height"),
+         nm("ComfySwitchNode", "ComfySwitchNode", "switch", "output")]

@@ -11,7 +11,10 @@ A map says, for a ComfyUI class:
 * ``rename``: ComfyUI input name -> our input name, where they differ;
 * ``outputs``: our output name for each ComfyUI output slot;
 * ``to_ours`` / ``to_comfy``: value converters by ComfyUI input name ("enable" <-> True);
-* ``ignore``: ComfyUI inputs with no counterpart here (dropped with a note).
+* ``ignore``: ComfyUI inputs with no counterpart here (dropped with a note);
+* ``positional``: for nodes whose widget layout depends on a widget's value (ComfyUI's
+  DynamicCombo), the widget names of a positional ``widgets_values`` list, given the list
+  (``widgets`` then lists every name the node can have).
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ class NodeMap:
     export: bool = True
     #: Inputs ComfyUI requires that we have no counterpart for: written on export as given.
     comfy_constants: dict[str, Any] = field(default_factory=dict)
+    positional: Callable[[list], tuple[str | None, ...]] | None = None
+
+    def widgets_for(self, values: list) -> tuple[str | None, ...]:
+        """The widget names of a positional ``widgets_values`` list."""
+        return self.positional(values) if self.positional is not None else self.widgets
 
     def our_input(self, comfy_name: str) -> str:
         return self.rename.get(comfy_name, comfy_name)

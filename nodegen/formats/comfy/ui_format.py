@@ -64,9 +64,10 @@ def widget_values(m: NodeMap, wv: Any, where: str, builder: Builder) -> tuple[di
         builder.note(f"{where}: 'widgets_values' is neither a list nor an object; ignored")
         return values, controls
     i = 0
-    for w in m.widgets:
+    widgets = m.widgets_for(wv)
+    for w in widgets:
         if i >= len(wv):
-            missing = [x for x in m.widgets[m.widgets.index(w):] if x]
+            missing = [x for x in widgets[widgets.index(w):] if x]
             if missing:
                 builder.note(f"{where}: no saved value for {', '.join(missing)}; defaults apply")
             break
