@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from nodegen.models.controlnet import PREFIX
+#: The ControlNet weights' prefix in original-layout files (as nodegen.models.controlnet.PREFIX).
+PREFIX = "control_model."
 
 
 def base_unet_weights(model) -> dict[str, torch.Tensor]:
