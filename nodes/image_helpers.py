@@ -58,12 +58,17 @@ def empty_image(ctx, width, height, batch_size=1, color=0):
 
 
 @node("ImageFromBatch", category="image/batch", description="Take images out of a batch.",
-      inputs=[Input.link("image", T.IMAGE), Input.int("batch_index", 0, min=0, max=4095),
+      inputs=[Input.link("image", T.IMAGE),
+              Input.int("batch_index", 0, min=-4096, max=4095, description="First image (negative: from the end)"),
               Input.int("length", 1, min=1, max=4096)],
       outputs=[Output("image", T.IMAGE)])
 def image_from_batch(ctx, image, batch_index, length):
     check_image(image)
     b = image.shape[0]
+    if batch_index < 0:  # newer ComfyUI counts from the end
+        batch_index += b
+        if batch_index < 0:
+            raise ValueError(f"input 'batch_index' is {batch_index - b} but the batch has only {b} image(s)")
     if batch_index >= b:
         raise ValueError(f"input 'batch_index' is {batch_index} but the batch has only {b} image(s) (0..{b - 1})")
     return image[batch_index : batch_index + min(length, b - batch_index)].clone()

@@ -305,3 +305,12 @@ def test_ui_workflow_dynamic_combo_widgets_import():
     assert (dims["width"], dims["height"], dims["crop"], dims["scale_method"]) == (640, 480, "disabled", "bicubic")
     match = open_any(ui(["match size", "center", "area"])).data["nodes"]["2"]["inputs"]
     assert match["crop"] == "center" and match["scale_method"] == "area" and "width" not in match
+
+
+def test_image_from_batch_counts_negative_indices_from_the_end():
+    """Newer ComfyUI: ``batch_index`` may be negative (``+= batch size``)."""
+    batch = randn(5, 2, 2, 3, seed=12)
+    assert torch.equal(run("ImageFromBatch", image=batch, batch_index=-1, length=1)["image"], batch[4:])
+    assert torch.equal(run("ImageFromBatch", image=batch, batch_index=-3, length=2)["image"], batch[2:4])
+    with pytest.raises(ValueError, match="input 'batch_index' is -6"):
+        run("ImageFromBatch", image=batch, batch_index=-6, length=1)
