@@ -314,3 +314,52 @@ def test_image_from_batch_counts_negative_indices_from_the_end():
     assert torch.equal(run("ImageFromBatch", image=batch, batch_index=-3, length=2)["image"], batch[2:4])
     with pytest.raises(ValueError, match="input 'batch_index' is -6"):
         run("ImageFromBatch", image=batch, batch_index=-6, length=1)
+
+
+# -- ImageCropV2 and PrimitiveBoundingBox ----------------------------------------------------------------------
+def comfy_image_crop_v2(image, crop_region):
+    """nodes_images.py: ImageCropV2.execute."""
+    x = crop_region.get("x", 0)
+    y = crop_region.get("y", 0)
+    width = crop_region.get("width", 512)
+    height = crop_region.get("height", 512)
+    x = min(x, image.shape[2] - 1)
+    y = min(y, image.shape[1] - 1)
+    return image[:, y:height + y, x:width + x, :]
+
+
+def test_image_crop_v2_follows_comfyui(tmp_path):
+    from nodegen.formats import comfy, open_any
+
+    image = randn(2, 10, 14, 3, seed=13)
+    for box in ({"x": 2, "y": 3, "width": 5, "height": 4}, {"x": 20, "y": 30, "width": 5, "height": 4},
+                {"x": 9, "y": 1, "width": 512, "height": 512}):
+        torch.testing.assert_close(run("ImageCropV2", image=image, **box)["image"], comfy_image_crop_v2(image, box))
+        linked = run("ImageCropV2", image=image, crop_region=run("PrimitiveBoundingBox", **box)["bounding_box"])
+        torch.testing.assert_close(linked["image"], comfy_image_crop_v2(image, box))
+    with pytest.raises(ValueError, match="ImageCropV2: input 'crop_region' must be a BOUNDING_BOX"):
+        run("ImageCropV2", image=image, crop_region=[1, 2])
+
+    box = {"x": 4, "y": 2, "width": 8, "height": 6}
+    api = {"1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+           "2": {"class_type": "ImageCropV2", "inputs": {"image": ["1", 0], "crop_region": box}},
+           "3": {"class_type": "PrimitiveBoundingBox", "inputs": {"x": 1, "y": 1, "width": 3, "height": 3}},
+           "4": {"class_type": "ImageCropV2", "inputs": {"image": ["1", 0], "crop_region": ["3", 0]}},
+           "5": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "a"}},
+           "6": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "b"}}}
+    nodes = open_any(json.loads(json.dumps(api))).data["nodes"]
+    assert {k: nodes["2"]["inputs"][k] for k in box} == box
+    assert nodes["4"]["inputs"]["crop_region"] == {"from": ["3", "bounding_box"]}
+    assert comfy.export_api(comfy.import_comfy(json.loads(json.dumps(api)))[0]) == api
+    from PIL import Image
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray((randn(16, 16, 3, seed=14).numpy() * 255).astype(np.uint8)).save(tmp_path / "in" / "a.png")
+    result = run_api(api, models_folder(tmp_path, []), tmp_path)
+    assert sorted(im.size for im in result.images) == [(3, 3), (8, 6)]
+    ui = {"last_node_id": 2, "last_link_id": 1, "links": [[1, 1, 0, 2, 0, "IMAGE"]], "nodes": [
+        {"id": 1, "type": "LoadImage", "inputs": [], "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}],
+         "widgets_values": ["a.png", "image"]},
+        {"id": 2, "type": "ImageCropV2", "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
+         "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": []}], "widgets_values": [box]}]}
+    assert {k: open_any(ui).data["nodes"]["2"]["inputs"][k] for k in box} == box

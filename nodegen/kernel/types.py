@@ -137,6 +137,7 @@ SAMPLER = _t("SAMPLER", "#ff8a65", "Sampling algorithm")
 SIGMAS = _t("SIGMAS", "#a1887f", "Noise levels of a schedule")
 NOISE = _t("NOISE", "#90a4ae", "A noise source (seeded) for custom sampling")
 GUIDER = _t("GUIDER", "#ff7043", "A guider: model + conditioning + guidance rule, for custom sampling")
+BOUNDING_BOX = _t("BOUNDING_BOX", "#80cbc4", "A rectangle: {'x', 'y', 'width', 'height'} in pixels")
 LATENT_OPERATION = _t("LATENT_OPERATION", "#f48fb1", "A function on latent tensors (tonemap, sharpen), "
                      "applied to a LATENT or to the guidance while sampling")
 CLIP_VISION = _t("CLIP_VISION", "#fff176", "CLIP image tower (vision encoder with projection)")

@@ -79,6 +79,9 @@ class Builder:
                         self.note(f"node {nid} ({class_type}): input {name!r} = {value!r} has no "
                                   f"nodegen counterpart; dropped{_DROPPED_WHY.get(name, '')}")
                     continue
+                if name in m.split and isinstance(value, dict):  # one ComfyUI value, several inputs here
+                    node["inputs"].update(m.split[name](value))
+                    continue
                 conv = m.to_ours.get(name)
                 if conv is not None:
                     value = conv(value)

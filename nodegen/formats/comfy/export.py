@@ -113,6 +113,8 @@ class _Exporter:
                     continue
             if v is None:
                 continue
+            if any(name in sources for sources, _ in nm.join.values()):
+                continue  # written as part of a joined ComfyUI value below
             if cname not in nm.widgets and not (isinstance(v, list) and len(v) == 2):
                 # one of our settings ComfyUI's node does not have: dropped; worth a word when
                 # it is not our default (the exported graph then behaves differently)
@@ -123,6 +125,10 @@ class _Exporter:
                 continue
             conv = nm.to_comfy.get(cname)
             inputs[cname] = conv(v) if conv else v
+        for cname, (sources, fn) in nm.join.items():
+            if cname not in inputs:  # not linked: one value made of several of our inputs
+                given = {k: v for k, v in (n.get("inputs") or {}).items() if k in sources and not is_link(v)}
+                inputs[cname] = fn(given)
         for k, v in nm.comfy_constants.items():
             inputs.setdefault(k, v)
         out = {"class_type": nm.comfy, "inputs": inputs}

@@ -11,7 +11,8 @@ CLIPSave (nodes_model_merging.py), TCFG (nodes_tcfg.py), FreSca (nodes_fresca.py
 SkipLayerGuidanceDiTSimple (nodes_slg.py), DiffControlNetLoader (nodes.py), and the newer
 BatchImagesNode / BatchMasksNode / BatchLatentsNode and ResizeImageMaskNode (nodes_post_processing.py),
 whose "autogrow" and "dynamic combo" inputs ComfyUI names ``images.image0`` and ``resize_type.width``,
-ResolutionSelector (nodes_resolution.py) and the Switch (nodes_logic.py's ComfySwitchNode)."""
+ResolutionSelector (nodes_resolution.py), the Switch (nodes_logic.py's ComfySwitchNode), and
+ImageCropV2 / PrimitiveBoundingBox (nodes_images.py)."""
 
 from nodegen.formats.comfy.node_map import nm
 
@@ -103,3 +104,21 @@ MAPS.append(nm("ResizeImageMaskNode", "ResizeImageMaskNode",
 
 MAPS += [nm("ResolutionSelector", "ResolutionSelector", "aspect_ratio megapixels multiple minimum", "width height"),
          nm("ComfySwitchNode", "ComfySwitchNode", "switch", "output")]
+
+_BOX = ("x", "y", "width", "height")
+_BOX_DEFAULTS = {"x": 0, "y": 0, "width": 512, "height": 512}
+
+
+def _split_box(value: dict) -> dict:
+    return {k: value[k] for k in _BOX if k in value}
+
+
+def _join_box(values: dict) -> dict:
+    return {k: values.get(k, _BOX_DEFAULTS[k]) for k in _BOX}
+
+
+# ImageCropV2 and PrimitiveBoundingBox (nodes_images.py): ImageCropV2's ``crop_region`` widget holds
+# a dict, which is our x / y / width / height
+MAPS += [nm("PrimitiveBoundingBox", "PrimitiveBoundingBox", "x y width height", "bounding_box"),
+         nm("ImageCropV2", "ImageCropV2", "crop_region", "image", split={"crop_region": _split_box},
+            join={"crop_region": (_BOX, _join_box)})]

@@ -14,7 +14,10 @@ A map says, for a ComfyUI class:
 * ``ignore``: ComfyUI inputs with no counterpart here (dropped with a note);
 * ``positional``: for nodes whose widget layout depends on a widget's value (ComfyUI's
   DynamicCombo), the widget names of a positional ``widgets_values`` list, given the list
-  (``widgets`` then lists every name the node can have).
+  (``widgets`` then lists every name the node can have);
+* ``split`` / ``join``: a ComfyUI widget whose value is a dict (a bounding box) that is several
+  inputs here: ``split[name](value) -> {our input: value}`` on import, ``join[name] = (our inputs,
+  fn({our input: value}) -> value)`` on export.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class NodeMap:
     #: Inputs ComfyUI requires that we have no counterpart for: written on export as given.
     comfy_constants: dict[str, Any] = field(default_factory=dict)
     positional: Callable[[list], tuple[str | None, ...]] | None = None
+    split: dict[str, Callable[[Any], dict]] = field(default_factory=dict)
+    join: dict[str, tuple[tuple[str, ...], Callable[[dict], Any]]] = field(default_factory=dict)
 
     def widgets_for(self, values: list) -> tuple[str | None, ...]:
         """The widget names of a positional ``widgets_values`` list."""
