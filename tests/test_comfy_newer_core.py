@@ -363,3 +363,18 @@ def test_image_crop_v2_follows_comfyui(tmp_path):
         {"id": 2, "type": "ImageCropV2", "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
          "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": []}], "widgets_values": [box]}]}
     assert {k: open_any(ui).data["nodes"]["2"]["inputs"][k] for k in box} == box
+
+
+def test_old_names_comfyui_renames_on_load_import():
+    from nodegen.formats import open_any
+
+    api = {"1": {"class_type": "T2IAdapterLoader", "inputs": {"t2i_adapter_name": "t2iadapter_depth.safetensors"}},
+           "2": {"class_type": "ConditioningAverage ", "inputs": {"conditioning_to_strength": 0.3,
+                                                                  "conditioning_to": ["3", 0],
+                                                                  "conditioning_from": ["3", 0]}},
+           "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a", "clip": ["4", 1]}},
+           "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "x.safetensors"}}}
+    nodes = open_any(api).data["nodes"]
+    assert nodes["1"] == {"type": "ControlNetLoader", "type_version": 1,
+                          "inputs": {"control_net_name": "t2iadapter_depth.safetensors"}}
+    assert nodes["2"]["type"] == "ConditioningAverage" and nodes["2"]["inputs"]["conditioning_to_strength"] == 0.3

@@ -122,3 +122,9 @@ def _join_box(values: dict) -> dict:
 MAPS += [nm("PrimitiveBoundingBox", "PrimitiveBoundingBox", "x y width height", "bounding_box"),
          nm("ImageCropV2", "ImageCropV2", "crop_region", "image", split={"crop_region": _split_box},
             join={"crop_region": (_BOX, _join_box)})]
+
+# Old names ComfyUI's front end still renames on load (comfy_extras/nodes_replacements.py): the
+# T2I-Adapter loader (ControlNetLoader reads adapters) and ConditioningAverage's early name with a space.
+MAPS += [nm("T2IAdapterLoader", "ControlNetLoader", "t2i_adapter_name", "control_net",
+            rename={"t2i_adapter_name": "control_net_name"}, export=False),
+         nm("ConditioningAverage ", "ConditioningAverage", "conditioning_to_strength", "conditioning", export=False)]
