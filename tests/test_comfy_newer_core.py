@@ -378,3 +378,35 @@ def test_old_names_comfyui_renames_on_load_import():
     assert nodes["1"] == {"type": "ControlNetLoader", "type_version": 1,
                           "inputs": {"control_net_name": "t2iadapter_depth.safetensors"}}
     assert nodes["2"]["type"] == "ConditioningAverage" and nodes["2"]["inputs"]["conditioning_to_strength"] == 0.3
+
+
+# -- ComfyMathExpression ------------------------------------------------------------------------------------------
+def test_math_expression_follows_comfyui():
+    """ComfyUI evaluates with simpleeval over the names and its function table; Python's own
+    evaluation of the same formulas (with only those names and functions) is the reference."""
+    from nodes.math_expression import FUNCTIONS
+
+    values = {"a": 3, "b": 2.5, "c": -4}
+    for expression in ("a + b", "a * b - c / 2", "a ** 2 + b // 1", "a % 2", "max(values) - min(a, c)",
+                       "sum(values)", "sum(a, b, c)", "round(b) + abs(c)", "sqrt(a) * pi_free if 0 else floor(b)",
+                       "a if a > b else b", "(a > 1) + (b <= 2.5)", "values[2] * 2", "int(b) + float(a)",
+                       "pow(2, a) + ceil(b) + log2(8) + log10(100) + log(1) + sin(0) + cos(0) + tan(0)",
+                       "not c or a", "(1 < a < 4) * 3"):
+        got = run("ComfyMathExpression", expression=expression, **values)
+        want = eval(expression, {"__builtins__": {}}, {**FUNCTIONS, **values, "values": list(values.values())})  # noqa: S307
+        assert got["float"] == float(want) and got["int"] == int(want), expression
+    assert run("ComfyMathExpression", expression="a * 2", a=7) == {"float": 14.0, "int": 14}
+    for bad, said in (("a + z", "'z' is not defined"), ("__import__('os')", "unknown function"),
+                      ("a.real", "not allowed"), ("a / 0", "division by zero"), ("a > 1", "must give a number"),
+                      ("10.0 ** 400", "gave inf|too large|Result too large"), ("", "is empty"), ("a +", "not a formula")):
+        with pytest.raises(ValueError, match=f"ComfyMathExpression: input 'expression'.*({said})"):
+            run("ComfyMathExpression", expression=bad, a=1)
+
+
+def test_math_expression_api_import():
+    from nodegen.formats import open_any
+
+    api = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": 1024}},
+           "2": {"class_type": "ComfyMathExpression", "inputs": {"expression": "a / 2", "values.a": ["1", 0]}}}
+    node = open_any(api).data["nodes"]["2"]
+    assert node["inputs"] == {"expression": "a / 2", "a": {"from": ["1", "value"]}}

@@ -128,3 +128,7 @@ MAPS += [nm("PrimitiveBoundingBox", "PrimitiveBoundingBox", "x y width height", 
 MAPS += [nm("T2IAdapterLoader", "ControlNetLoader", "t2i_adapter_name", "control_net",
             rename={"t2i_adapter_name": "control_net_name"}, export=False),
          nm("ConditioningAverage ", "ConditioningAverage", "conditioning_to_strength", "conditioning", export=False)]
+
+# ComfyMathExpression (nodes_math.py): its autogrow inputs values.a ... are our a ...
+MAPS.append(nm("ComfyMathExpression", "ComfyMathExpression", "expression", "float int",
+               rename={f"values.{n}": n for n in "abcdefghij"}))
