@@ -13,7 +13,7 @@ SLOTS = 16
 
 
 def _inputs(prefix: str, socket) -> list:
-    return [Input.link(f"{prefix}{i}", socket, optional=i >= 2,
+    return [Input.link(f"{prefix}{i}", socket, optional=i >= 1,
                        description="" if i else f"The first {prefix}: the others are resized to its size")
             for i in range(SLOTS)]
 

@@ -410,3 +410,23 @@ def test_math_expression_api_import():
            "2": {"class_type": "ComfyMathExpression", "inputs": {"expression": "a / 2", "values.a": ["1", 0]}}}
     node = open_any(api).data["nodes"]["2"]
     assert node["inputs"] == {"expression": "a / 2", "a": {"from": ["1", "value"]}}
+
+
+def test_ui_workflow_autogrow_inputs_import():
+    """The editor names autogrow sockets as the API does (``images.image0`` ...); the open last one
+    has no link."""
+    from nodegen.formats import open_any
+
+    load = {"type": "LoadImage", "inputs": [], "widgets_values": ["a.png", "image"]}
+    ui = {"last_node_id": 3, "last_link_id": 2, "links": [[1, 1, 0, 3, 0, "IMAGE"], [2, 2, 0, 3, 1, "IMAGE"]],
+          "nodes": [{**load, "id": 1, "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}]},
+                    {**load, "id": 2, "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [2]}]},
+                    {"id": 3, "type": "BatchImagesNode",
+                     "inputs": [{"name": "images.image0", "type": "IMAGE", "link": 1},
+                                {"name": "images.image1", "type": "IMAGE", "link": 2},
+                                {"name": "images.image2", "type": "IMAGE", "link": None}],
+                     "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": []}], "widgets_values": []}]}
+    node = open_any(ui).data["nodes"]["3"]
+    assert node["inputs"] == {"image0": {"from": ["1", "image"]}, "image1": {"from": ["2", "image"]}}
+    one = randn(1, 4, 4, 3, seed=1)
+    assert torch.equal(run("BatchImagesNode", image0=one)["image"], one)  # a single image passes through
