@@ -86,6 +86,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if _is_safetensors(path):
         from safetensors.torch import load_file
 
+        lazy = LazyStateDict(path)
+        if lazy.quantized_layers:  # fp8 scaled: dequantized (float32), scales and markers left out
+            return dict(lazy.items())
         try:
             return load_file(str(path), device="cpu")
         except Exception as e:  # noqa: BLE001 - name the file
@@ -160,9 +163,13 @@ def read_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
 
         try:
             with safe_open(str(path), framework="pt") as f:
-                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+                quantized = f.metadata() is not None and "_quantization_metadata" in f.metadata()
         except Exception as e:  # noqa: BLE001
             raise ModelFileError(f"{path}: not a readable safetensors file ({e})") from e
+        if quantized or any(k.endswith(("scaled_fp8", ".scale_weight", ".comfy_quant")) for k in shapes):
+            return LazyStateDict(path).shapes()  # without the fp8 scales and markers (nodegen.models.fp8_scaled)
+        return shapes
     return {k: tuple(v.shape) for k, v in load_state_dict(path).items()}
 
 
@@ -207,8 +214,17 @@ class LazyStateDict(Mapping):
             raise ModelFileError(f"{self.path}: not a readable safetensors file ({e})") from e
         self._start = 8 + n
         self._info = {k: v for k, v in header.items() if k != "__metadata__"}
-        self._keys = dict.fromkeys(self._info)
         self._st = None  # the safetensors library, for dtypes not in _ST_DTYPES
+        # ComfyUI's fp8 scaled weights (nodegen.models.fp8_scaled): the scales and markers are not keys
+        # of the model; each quantized weight is read dequantized, or kept quantized (keep_quantized)
+        from nodegen.models.fp8_scaled import find_layers
+
+        meta = header.get("__metadata__")
+        self.quantized_layers = find_layers(self._info, meta if isinstance(meta, dict) else None, self._read,
+                                            self.path)
+        self._keys = dict.fromkeys(k for k in self._info if k not in self.quantized_layers.hidden)
+        #: scaled fp8 weights are returned as ScaledFP8 parameters (fp8 values + scale), not dequantized
+        self.keep_quantized = False
 
     def __del__(self) -> None:
         fd = getattr(self, "_fd", None)
@@ -239,10 +255,22 @@ class LazyStateDict(Mapping):
     def __getitem__(self, key: str) -> torch.Tensor:
         if key not in self._keys:
             raise KeyError(key)
+        if self.quantized_layers.refused:
+            raise self.quantized_layers.refusal(self.path)
+        if key in self.quantized_layers.scales:
+            return self._scaled(key)
         t = self._read(key)
         if self.dtype is not None and t.is_floating_point() and t.dtype != self.dtype:
             t = t.to(self.dtype)
         return t
+
+    def _scaled(self, key: str) -> torch.Tensor:
+        from nodegen.models.fp8_scaled import ScaledFP8, dequantize, fp8_values
+
+        raw, scale = self._read(key), self._read(self.quantized_layers.scales[key]).float().reshape(())
+        if self.keep_quantized:
+            return ScaledFP8(fp8_values(raw), scale)
+        return dequantize(raw, scale, self.dtype or torch.float32)
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._keys))
@@ -259,6 +287,8 @@ class LazyStateDict(Mapping):
         return t
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
+        if self.quantized_layers.refused:
+            raise self.quantized_layers.refusal(self.path)
         return {k: tuple(self._info[k]["shape"]) for k in self._keys}
 
 

@@ -8,8 +8,9 @@ as they are read: no random init, no second copy. Weights are cast
 to the manager's compute dtype (fp32 on the CPU), except fp8 storage (an fp8 file with
 ``weight_dtype="default"``, or ``weight_dtype="fp8_e4m3fn"``/``"fp8_e5m2"``): the transformer's linear
 weights then stay fp8 and are upcast layer by layer for compute (:mod:`nodegen.models.fp8`).
-Quantized GGUF diffusion models keep their Linear weights quantized the same way, dequantized layer
-by layer (:mod:`nodegen.models.gguf_linear`).
+Quantized GGUF diffusion models and ComfyUI's fp8 scaled ones keep their Linear weights quantized the
+same way, dequantized layer by layer (:mod:`nodegen.models.gguf_linear`, :mod:`nodegen.models.fp8_scaled`);
+fp8 scaled text encoders are dequantized at load, as plain fp8 ones are upcast.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def open_weights(path, weight_dtype: str, dtype: torch.dtype, prefix: str = ""):
     cast to ``dtype``). Without fp8 storage each tensor is cast as it is read, so no full-size copy in
     the file's dtype is held."""
     sd = open_state_dict(path)
+    if getattr(sd, "quantized_layers", None):  # ComfyUI's fp8 scaled: kept fp8 with their scales, whatever
+        sd.dtype = dtype                      # weight_dtype says (nodegen.models.fp8_scaled)
+        sd.keep_quantized = True
+        return sd, None
     first = next((k for k in sd if k.startswith(prefix) and k.endswith(".weight")), None)
     probe = {first: sd[first]} if first is not None else {}
     storage = _storage_dtype(probe, weight_dtype)
@@ -296,6 +301,8 @@ def load_flow_single_file(path: Path, det: Detected, manager: ModelManager | Non
     model = DiffusionModel(transformer, det.family, "flow", source=str(path), manager=manager)
     if hasattr(sd, "dtype"):
         sd.dtype = dtype  # text encoders and VAE are always cast
+    if hasattr(sd, "keep_quantized"):
+        sd.keep_quantized = False  # fp8 scaled text encoders are dequantized at load
     parts = {}
     for role in det.details["text"]:
         if hasattr(sd, "dtype"):  # CLIPs choose their own dtype (nodegen.models.clip_text_load)

@@ -24,6 +24,7 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 
+from nodegen.models import fp8_scaled
 from nodegen.models.detect import ModelKindError
 from nodegen.models.fp8 import linear_weight_keys
 from nodegen.models.patching import patched_weight
@@ -61,18 +62,21 @@ def quantized(blocks: torch.Tensor, qtype, shape: tuple[int, ...]) -> torch.nn.P
 
 
 def is_quantized(t: torch.Tensor) -> bool:
-    return getattr(t, "quant_type", None) is not None and t.dtype == torch.uint8
+    """GGUF blocks, or ComfyUI's scaled fp8 (:class:`nodegen.models.fp8_scaled.ScaledFP8`)."""
+    return (getattr(t, "quant_type", None) is not None and t.dtype == torch.uint8) or fp8_scaled.is_scaled(t)
 
 
 def logical_shape(t: torch.Tensor) -> tuple[int, ...]:
     """The shape of the weight ``t`` holds (its blocks' shape differs)."""
-    return tuple(t.quant_shape) if is_quantized(t) else tuple(t.shape)
+    return tuple(getattr(t, "quant_shape", t.shape)) if is_quantized(t) else tuple(t.shape)
 
 
 def dequantized(t: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A quantized weight's values (float32, then ``dtype``); other tensors unchanged."""
     if not is_quantized(t):
         return t
+    if fp8_scaled.is_scaled(t):
+        return fp8_scaled.dequantized(t, dtype)
     u = _utils()
     block, size = u.GGML_QUANT_SIZES[t.quant_type]
     raw = t.as_tensor() if hasattr(t, "as_tensor") else t  # a plain tensor: no per-op wrapping

@@ -9,7 +9,7 @@ the delta for that weight (computed in float32 on the weight's device; LoRA uses
 :func:`patched` applies a patch set to a module for the duration of a ``with`` block and puts
 the original tensors back afterwards, so clones that share the base weights stay independent.
 
-A weight kept quantized (GGUF blocks: :mod:`nodegen.models.gguf_linear`) is not replaced: its
+A weight kept quantized (GGUF blocks, scaled fp8: :mod:`nodegen.models.gguf_linear`) is not replaced: its
 deltas are handed to its layer (``forward_patches``), which applies them to the weight it
 dequantizes for each call; one that a delta widens is dequantized (the module's ``dequantize_weight``),
 patched and held for the block.
@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+
+from nodegen.models.fp8_scaled import is_scaled
 
 Delta = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 PatchList = list[tuple[dict[str, Delta], float]]
@@ -142,5 +144,5 @@ def patched(module: torch.nn.Module, patches: PatchList, prefix: str | None = No
 
 
 def _quantized(p: torch.Tensor) -> bool:
-    """A weight held as GGUF blocks (:mod:`nodegen.models.gguf_linear`)."""
-    return getattr(p, "quant_type", None) is not None and p.dtype == torch.uint8
+    """A weight held as GGUF blocks or as scaled fp8 (:mod:`nodegen.models.gguf_linear`)."""
+    return (getattr(p, "quant_type", None) is not None and p.dtype == torch.uint8) or is_scaled(p)
