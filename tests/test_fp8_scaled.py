@@ -113,6 +113,26 @@ def test_flux_unet_keeps_fp8_with_scales_and_computes_as_the_dequantized_file(ct
     assert not torch.allclose(raw, _forward(t), atol=1e-2)
 
 
+@pytest.mark.parametrize("family", ["sd3", "chroma"])
+def test_sd3_and_chroma_transformers_keep_scaled_weights(tmp_path, family):
+    """SD3's and Chroma's key conversions (qkv splits, scale/shift swaps) keep every Linear weight
+    fp8 with its scale, worth the dequantized file's weights."""
+    from safetensors.torch import load_file
+
+    from nodegen.models.flow_loader import load_diffusion_model
+    from tests.support.chroma_fixtures import fixture as chroma_fixture
+
+    fx = chroma_fixture() if family == "chroma" else fixture("sd3")
+    plain = write_scaled(load_file(str(fx.diffusion_model)), tmp_path / "scaled.safetensors", flux_linear)
+    _save(plain, tmp_path / "dequantized.safetensors")
+    got = load_diffusion_model(tmp_path / "scaled.safetensors")
+    want = load_diffusion_model(tmp_path / "dequantized.safetensors").unet.state_dict()
+    assert got.family == family
+    assert all(is_scaled(m.weight) for m in got.unet.modules() if isinstance(m, torch.nn.Linear))
+    assert {k: torch.equal(dequantized(v), want[k]) for k, v in got.unet.state_dict().items()} \
+        == dict.fromkeys(want, True)
+
+
 def _sampled(model, lora: dict | None = None) -> torch.Tensor:
     from nodegen.diffusion.flow_sampling import flux_mu
     from nodegen.diffusion.sample import Steps, sample

@@ -26,7 +26,7 @@ CLIP_LINEAR = re.compile(r".*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)\.weight$|
 
 
 def flux_linear(key: str, value: torch.Tensor) -> bool:
-    """Every 2-D weight of a Flux transformer (BFL layout) is a Linear's."""
+    """Every 2-D weight of a Flux / SD3 / Chroma transformer (original layout) is a Linear's."""
     return key.endswith(".weight") and value.ndim == 2
 
 
