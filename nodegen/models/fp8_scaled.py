@@ -132,8 +132,9 @@ def fp8_values(raw: torch.Tensor) -> torch.Tensor:
 
 
 def dequantize(raw: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``raw`` (fp8) times its ``scale``, computed in float32, then ``dtype``."""
-    return (fp8_values(raw).to(torch.float32) * scale.to(device=raw.device, dtype=torch.float32)).to(dtype)
+    """``raw`` (fp8) times its ``scale`` (one float32 value), computed in float32, then ``dtype``. The
+    scale is kept on the CPU and applied as a number: no device copy or sync per layer call."""
+    return (fp8_values(raw).to(torch.float32) * float(scale)).to(dtype)
 
 
 def _flat(obj) -> list:
@@ -158,17 +159,17 @@ def _fp8_tensors(out) -> bool:
 
 
 class ScaledFP8(torch.nn.Parameter):
-    """A weight kept as its fp8 values plus a per-tensor ``scale`` (float32, one value): it stands for
-    ``values * scale``. Moves, views, splits and joins (same scale) of it stay :class:`ScaledFP8`
-    (so the Flux / SD3 key conversions keep it fp8); every other operation (a cast to a wider
-    dtype, arithmetic) runs on the dequantized values, so no code path can see the raw fp8 numbers
-    as the weight."""
+    """A weight kept as its fp8 values plus a per-tensor ``scale`` (float32, one value, held on the CPU
+    whatever device the values are on): it stands for ``values * scale``. Moves, views, splits and
+    joins (same scale) of it stay :class:`ScaledFP8` (so the Flux / SD3 / Chroma key conversions keep
+    it fp8); every other operation (a cast to a wider dtype, arithmetic) runs on the dequantized
+    values, so no code path can see the raw fp8 numbers as the weight."""
 
     quant_type = "scaled_fp8"
 
     def __new__(cls, data: torch.Tensor, scale: torch.Tensor, requires_grad: bool = False):
         self = torch.Tensor._make_subclass(cls, data, requires_grad)
-        self.scale = scale.detach().to(device=data.device, dtype=torch.float32).reshape(())
+        self.scale = scale.detach().to(device="cpu", dtype=torch.float32).reshape(())
         return self
 
     def as_tensor(self) -> torch.Tensor:
