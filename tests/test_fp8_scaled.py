@@ -224,6 +224,13 @@ def test_all_in_one_checkpoints_equal_the_dequantized_ones(tmp_path):
         == dict.fromkeys(ref, True)
     for a, b in zip(_encoded(got[1]), _encoded(want[1]), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # the SD1 UNet alone (UNETLoader's loader), bare LDM keys and a bare scaled_fp8 marker: the checkpoint's UNet
+    from nodegen.models.flow_loader import load_diffusion_model
+
+    unet = {k.removeprefix(pre[0]): v for k, v in ldm.items() if k.startswith(pre[0])}
+    write_scaled(unet, tmp_path / "sd1-unet-fp8_scaled.safetensors", lambda k, v: v.ndim == 2 and k.endswith(".weight"))
+    got = load_diffusion_model(tmp_path / "sd1-unet-fp8_scaled.safetensors").unet.state_dict()
+    assert {k: torch.equal(v, got[k]) for k, v in ref.items()} == dict.fromkeys(ref, True)
 
 
 def _api(unet: str, t5: str) -> dict:
