@@ -277,6 +277,7 @@ def test_formats_nodegen_cannot_dequantize_are_refused(ctx, files, fmt, what):
 
 
 def test_row_wise_scales_are_refused(files):
+    """Scales that are not one value per tensor (row- or block-wise) are refused, never applied wrong."""
     from safetensors.torch import save_file
 
     from nodegen.models.files import LazyStateDict
@@ -287,3 +288,7 @@ def test_row_wise_scales_are_refused(files):
                "a.comfy_quant": torch.tensor(list(b'{"format": "float8_e4m3fn"}'), dtype=torch.uint8)}, str(path))
     with pytest.raises(UnsupportedQuantization, match=r"rowwise.safetensors: 1 layers \(e.g. 'a'\) .*\[4\] weight_scale"):
         LazyStateDict(path)["a.weight"]
+    save_file({"a.weight": torch.zeros(4, 8, dtype=torch.float8_e4m3fn), "a.scale_weight": torch.ones(4, 1),
+               "scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}, str(path))
+    with pytest.raises(UnsupportedQuantization, match=r"quantized as 'scaled fp8 with a \[4, 1\] scale_weight'"):
+        LazyStateDict(path).shapes()

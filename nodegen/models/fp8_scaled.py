@@ -98,14 +98,16 @@ def find_layers(info: dict[str, dict], metadata: dict | None, read: Callable[[st
     for k in info:  # legacy: every X.scale_weight next to an X.weight
         if k.endswith(".scale_weight") and (layer := k.removesuffix(".scale_weight")) + ".weight" in info:
             formats.setdefault(layer, "float8_e4m3fn")
-            if formats[layer] in FP8_FORMATS:
+            if formats[layer] in FP8_FORMATS and _numel(info[k]["shape"]) == 1:
                 out.scales[layer + ".weight"] = k
+            elif formats[layer] in FP8_FORMATS:
+                out.refused[layer + ".weight"] = f"scaled fp8 with a {list(info[k]['shape'])} scale_weight"
     for layer, fmt in formats.items():
         weight = layer + ".weight"
         if weight not in info:
             continue
         out.hidden.update(f"{layer}.{a}" for a in _AUX if f"{layer}.{a}" in info)
-        if weight in out.scales:
+        if weight in out.scales or weight in out.refused:
             continue
         scale = info.get(layer + ".weight_scale")
         if fmt not in FP8_FORMATS:
