@@ -103,6 +103,9 @@ def test_flux_unet_keeps_fp8_with_scales_and_computes_as_the_dequantized_file(ct
         assert torch.equal(dequantized(v), want[k]), k
     assert parameter_bytes(t) < 0.4 * parameter_bytes(ref.unet)
     torch.testing.assert_close(_forward(t), _forward(ref.unet), rtol=1e-5, atol=1e-6)
+    # weight_dtype fp8_*: the file is fp8 already; its weights stay fp8 with their scales
+    as_fp8 = run(fl.unet_loader, ctx, unet_name=name, weight_dtype="fp8_e4m3fn")["model"].unet
+    assert torch.equal(_forward(as_fp8), _forward(t))
     # a raw fp8 reading (scales dropped) would compute something else
     scales = [m.weight.scale for m in linears]
     for m in linears:
