@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from nodegen.models.fp8_scaled import ScaledFP8, dequantize, find_layers, fp8_values
+
 SAFETENSORS = (".safetensors", ".sft")
 
 
@@ -217,8 +219,6 @@ class LazyStateDict(Mapping):
         self._st = None  # the safetensors library, for dtypes not in _ST_DTYPES
         # ComfyUI's fp8 scaled weights (nodegen.models.fp8_scaled): the scales and markers are not keys
         # of the model; each quantized weight is read dequantized, or kept quantized (keep_quantized)
-        from nodegen.models.fp8_scaled import find_layers
-
         meta = header.get("__metadata__")
         self.quantized_layers = find_layers(self._info, meta if isinstance(meta, dict) else None, self._read,
                                             self.path)
@@ -265,8 +265,6 @@ class LazyStateDict(Mapping):
         return t
 
     def _scaled(self, key: str) -> torch.Tensor:
-        from nodegen.models.fp8_scaled import ScaledFP8, dequantize, fp8_values
-
         raw, scale = self._read(key), self._read(self.quantized_layers.scales[key]).float().reshape(())
         if self.keep_quantized:
             return ScaledFP8(fp8_values(raw), scale)

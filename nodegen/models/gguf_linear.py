@@ -12,6 +12,8 @@ layer's forward, to the compute dtype for the call only (as city96's ComfyUI-GGU
   :mod:`nodegen.models.gguf_file` dequantizes at load), then to the input's dtype.
 * Everything else (biases, norms, embeddings, convolutions, tensors of a type diffusers cannot
   dequantize) is dequantized at load to the compute dtype.
+* ComfyUI's fp8 scaled weights (:class:`nodegen.models.fp8_scaled.ScaledFP8`: fp8 values and a
+  per-tensor scale) count as quantized here too: the same layers, dequantized as ``fp8 * scale``.
 * Weight patches (LoRA): :func:`nodegen.models.patching.patched` hands a quantized weight's deltas to
   its layer (``forward_patches`` on the parameter), which applies them to the dequantized weight in
   the forward; the stored blocks never change.
