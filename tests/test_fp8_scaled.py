@@ -295,3 +295,23 @@ def test_row_wise_scales_are_refused(files):
                "scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}, str(path))
     with pytest.raises(UnsupportedQuantization, match=r"quantized as 'scaled fp8 with a \[4, 1\] scale_weight'"):
         LazyStateDict(path).shapes()
+
+
+def test_scaled_tensor_stands_for_its_dequantized_values():
+    """Moves, views, splits and joins keep fp8 + scale; casts, arithmetic and value reads see
+    ``fp8 * scale``; joining different scales gives the dequantized values."""
+    from nodegen.models.fp8_scaled import ScaledFP8
+
+    q = torch.randn(6, 4, generator=torch.Generator().manual_seed(3)).to(torch.float8_e4m3fn)
+    p, other = ScaledFP8(q, torch.tensor(0.5)), ScaledFP8(q, torch.tensor(0.25))
+    ref = q.float() * 0.5
+    top, bottom = torch.chunk(p, 2)
+    joined = torch.cat([bottom, top])
+    assert all(is_scaled(t) for t in (top, joined, p[1:3], p.t(), p.detach(), p.data, p.reshape(-1), copy.deepcopy(p)))
+    assert torch.equal(joined.float(), torch.cat([ref[3:], ref[:3]]))
+    assert torch.equal(p.to(torch.bfloat16), ref.bfloat16()) and torch.equal(p * 2, ref * 2)
+    assert torch.equal(torch.cat([p, other]), torch.cat([ref, q.float() * 0.25]))
+    assert torch.equal(p, ref) and not torch.equal(p, other) and p[0, 0].item() == ref[0, 0].item()
+    assert p.dtype == torch.float8_e4m3fn and p.shape == (6, 4) and p.element_size() == 1
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(torch.nn.functional.linear(x, p), x @ ref.T)

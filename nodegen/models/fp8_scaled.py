@@ -155,6 +155,17 @@ def _map(obj, fn):
     return fn(obj)
 
 
+#: methods that hand out a tensor's values as numbers (those of a ScaledFP8: its dequantized ones)
+_VALUE_METHODS = {"item", "tolist", "numpy", "__array__", "__float__", "__int__", "__bool__", "__format__"}
+
+
+def _reads_values(func, args, kwargs) -> bool:
+    """Whether ``func`` answers from the tensors' values (``torch.equal``, ``allclose``, ``item``)
+    rather than their metadata: a value method, or a function of two tensors or more."""
+    return (getattr(func, "__name__", "") in _VALUE_METHODS
+            or sum(isinstance(a, torch.Tensor) for a in _flat((args, kwargs))) >= 2)
+
+
 def _fp8_tensors(out) -> bool:
     items = out if isinstance(out, (list, tuple)) else [out]
     return bool(items) and all(isinstance(t, torch.Tensor) and t.dtype in FP8 for t in items)
@@ -194,8 +205,10 @@ class ScaledFP8(torch.nn.Parameter):
             except (RuntimeError, TypeError, NotImplementedError):  # an op fp8 does not have
                 out = None
             else:
-                if not scaled or not any(isinstance(t, torch.Tensor) for t in _flat(out)):
+                if not scaled:
                     return out
+                if not any(isinstance(t, torch.Tensor) for t in _flat(out)) and not _reads_values(func, args, kwargs):
+                    return out  # shape, dtype, device, ...
                 if _fp8_tensors(out) and len({float(a.scale) for a in scaled}) == 1:
                     s = scaled[0].scale
                     return _map(out, lambda t: cls(t, s, t.requires_grad))
