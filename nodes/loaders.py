@@ -80,7 +80,9 @@ def diffusers_loader(ctx, model_path):
 VAE_LATENT_FORMATS = {"auto": None, "sd1/sd2": 0.18215, "sdxl": 0.13025}
 
 
-@node("VAELoader", category="loaders", description="Load a VAE (a VAE file or a checkpoint's VAE).",
+@node("VAELoader", category="loaders",
+      description="Load a VAE (a VAE file or a checkpoint's VAE), or a TAESD tiny autoencoder (fast, coarser): "
+                  "taesd, taesdxl, taesd3 and taef1 stand for madebyollin's files in vae_approx/.",
       inputs=[Input.file("vae_name", "vae", choices=choices_for("vae"), description="VAE in the vae folder"),
               Input.choice("latent_format", list(VAE_LATENT_FORMATS), "auto",
                            description="The models this VAE is for; auto: the file's metadata, else "

@@ -26,7 +26,7 @@ KIND_ADVICE = {
     "checkpoint": "use a checkpoint loader (CheckpointLoader)",
     "text_encoder": "it holds only a text encoder; load a full checkpoint instead",
     "unet": "it holds only a diffusion model; load it with the diffusion model loader (UNETLoader)",
-    "taesd": "nodegen does not load TAESD; use a full VAE file (VAELoader)",
+    "taesd": "load it with VAELoader (a TAESD decodes and encodes like a VAE, faster and coarser)",
     "diff_controlnet": "nodegen reads only full ControlNets; use the non-'diff' (fp16/fp32) release of it",
 }
 KIND_NAMES = {"lora": "a LoRA", "vae": "a VAE", "controlnet": "a ControlNet", "upscaler": "an upscale model",
@@ -222,9 +222,12 @@ def _is_taesd(keys: set[str]) -> bool:
     """TAESD (madebyollin/taesd): ``taesd_decoder.pth`` / ``taesd_encoder.pth`` are bare
     ``nn.Sequential`` state dicts (decoder: clamp, conv ``1.``, block ``3.conv.0``; encoder: conv
     ``0.``, block ``1.conv.0``); ComfyUI's combined files prefix them ``taesd_decoder.`` /
-    ``taesd_encoder.``."""
+    ``taesd_encoder.``; diffusers' AutoencoderTiny names them ``decoder.layers.*`` /
+    ``encoder.layers.*``."""
     if any(k.startswith(("taesd_decoder.", "taesd_encoder.")) for k in keys):
         return True
+    if keys and all(k.startswith(("decoder.layers.", "encoder.layers.")) for k in keys):
+        return True  # diffusers' AutoencoderTiny
     return ({"1.weight", "3.conv.0.weight"} <= keys or {"0.weight", "1.conv.0.weight"} <= keys) and all(
         k.split(".")[0].isdigit() for k in keys)
 

@@ -289,6 +289,11 @@ def load_vae(path: str | os.PathLike, manager: ModelManager | None = None,
     sd = load_state_dict(p)
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     det = detect(shapes, sd)
+    if det.kind == "taesd":
+        from nodegen.models.taesd import load_taesd
+
+        hint = {0.13025: "taesdxl", 0.18215: "taesd"}.get(scaling_factor or 0.0)
+        return load_taesd(p, sd, four_channel_hint=hint, dtype=dtype, manager=manager)
     if det.family in ("sd3", "flux") or (det.kind == "vae" and det.details.get("latent_channels") == 16):
         return _load_vae16(p, sd, det, dtype, manager, scaling_factor)
     if det.kind == "checkpoint" and not det.details.get("has_vae", True):

@@ -3,7 +3,8 @@
 A models root holds one folder per kind (``checkpoints/``, ``vae/``, ``loras/``, ``controlnet/``,
 ``upscale_models/``, ``style_models/``, ``embeddings/``, ``ipadapter/``, ``diffusion_models/`` (or
 ComfyUI's older ``unet/``) and ``text_encoders/`` (or ``clip/``) for SD3 / Flux files, ``clip/``
-(full CLIPs for scoring and guidance), ``clip_vision/`` (CLIP image towers), ``diffusers/``
+(full CLIPs for scoring and guidance), ``clip_vision/`` (CLIP image towers), ``vae_approx/`` (TAESD
+tiny autoencoders, searched with the VAEs), ``diffusers/``
 (diffusers-format model folders, ComfyUI's DiffusersLoader) and ``gligen/`` (GLIGEN box models)). Roots come
 from, in order: ``--models DIR`` (given to
 :class:`ModelPaths`), the ``NODEGEN_MODELS`` environment variable (several separated by
@@ -37,7 +38,7 @@ ALIASES = {
     "loras": ("Lora", "lora"),
     "controlnet": ("ControlNet", "t2i_adapter"),
     "upscale_models": ("ESRGAN", "RealESRGAN"),
-    "vae": ("VAE",),
+    "vae": ("VAE", "vae_approx"),
     "ipadapter": ("ip_adapter", "IP-Adapter"),
     "diffusion_models": ("unet",),
     "text_encoders": ("clip",),
@@ -47,6 +48,12 @@ ALIASES = {
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 
 _BUILTIN: dict[str, dict[str, Path]] = {}
+#: kind -> name -> pattern: names that stand for a user's file whose name matches (ComfyUI's
+#: ``taesd`` for ``vae_approx/taesd_decoder.pth``), listed only while such a file is there
+_MATCHED: dict[str, dict[str, re.Pattern]] = {}
+#: ComfyUI's names for madebyollin's tiny autoencoders in ``vae_approx/`` (VAELoader loads the
+#: ``NAME_decoder`` file and the ``NAME_encoder`` beside it)
+TAESD_NAMES = ("taesd", "taesdxl", "taesd3", "taef1")
 #: kind -> name -> (pattern a user's file name matches, built-in name used when none does)
 _AUTO: dict[str, dict[str, tuple[re.Pattern, str]]] = {}
 
@@ -71,6 +78,12 @@ def register_auto(kind: str, name: str, prefer: str, fallback: str) -> None:
     file name matches the regular expression ``prefer`` (case-insensitive), else the built-in
     model ``fallback``."""
     _AUTO.setdefault(kind, {})[name] = (re.compile(prefer, re.IGNORECASE), fallback)
+
+
+def register_matched(kind: str, name: str, pattern: str) -> None:
+    """Offer ``name`` for ``kind`` while a user file whose file name matches the regular
+    expression ``pattern`` exists; ``name`` stands for the first such file."""
+    _MATCHED.setdefault(kind, {})[name] = re.compile(pattern)
 
 
 def config_file() -> Path:
@@ -171,6 +184,10 @@ class ModelPaths:
                 if rel not in seen:
                     seen.add(rel)
                     names.append(rel)
+        for name, pattern in _MATCHED.get(kind, {}).items():
+            if name not in seen and any(pattern.search(Path(n).name) for n in names):
+                seen.add(name)
+                names.append(name)
         for name in [*sorted(_AUTO.get(kind, {})), *sorted(builtin_models(kind))]:
             if name not in seen:
                 seen.add(name)
@@ -191,6 +208,10 @@ class ModelPaths:
             found = _model_path(folder / name)
             if found is not None:
                 return found
+        pattern = _MATCHED.get(kind, {}).get(name)
+        if pattern is not None:
+            return next((self.resolve(kind, n) for n in self.list(kind)
+                         if n not in _MATCHED[kind] and pattern.search(Path(n).name)), None)
         builtin = builtin_models(kind).get(name)
         if builtin is not None and builtin.exists():
             return builtin
@@ -283,6 +304,8 @@ def _register_demo_model() -> None:
         if path.is_file():
             register_builtin(kind, path.name, path)
     register_auto("style_models", AUTO_STYLE_MODEL, r"vgg[-_ ]?19", "nodegen-demo-vgg.safetensors")
+    for name in TAESD_NAMES:
+        register_matched("vae", name, rf"^{name}_decoder\.(pth|safetensors|pt|bin)$")
 
 
 _register_demo_model()
