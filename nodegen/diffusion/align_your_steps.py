@@ -30,6 +30,13 @@ def ays_sigmas(model_type: str, steps: int, denoise: float = 1.0) -> torch.Tenso
     ``round(steps * denoise)`` steps, as ComfyUI)."""
     if model_type not in NOISE_LEVELS:
         raise ValueError(f"unknown model type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
+    return sigmas_from_levels(NOISE_LEVELS[model_type], steps, denoise)
+
+
+def sigmas_from_levels(levels: list[float], steps: int, denoise: float = 1.0) -> torch.Tensor:
+    """A published table of noise levels (high to low) as ``steps + 1`` sigmas ending at 0: the
+    table itself when it has that many, else log-linearly interpolated; with ``denoise < 1`` the
+    last ``round(steps * denoise)`` steps (ComfyUI's rule for Align Your Steps and Optimal Steps)."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     total = steps
@@ -37,7 +44,6 @@ def ays_sigmas(model_type: str, steps: int, denoise: float = 1.0) -> torch.Tenso
         if denoise <= 0.0:
             return torch.zeros(0, dtype=torch.float32)
         total = round(steps * denoise)
-    levels = NOISE_LEVELS[model_type]
     sigmas = np.asarray(levels, dtype=np.float64) if steps + 1 == len(levels) else loglinear_interp(levels, steps + 1)
     sigmas = sigmas[-(total + 1):].copy()
     sigmas[-1] = 0.0

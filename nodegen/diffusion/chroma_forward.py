@@ -12,9 +12,8 @@ another guidance value is refused rather than silently run at 0.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from nodegen.diffusion.latent_patches import image_ids, pack, unpack
+from nodegen.diffusion.latent_patches import image_ids, pack, pad_to_patches, unpack
 
 
 def _check_items(items: list) -> None:
@@ -32,9 +31,7 @@ def call_chroma(transformer, x: torch.Tensor, sigma: float, ms, items: list, dev
     """The velocity for every item in ``items`` (one batch of ``x`` each, concatenated)."""
     _check_items(items)
     b, _, h0, w0 = x.shape
-    ph, pw = h0 % 2, w0 % 2
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    x = pad_to_patches(x)
     h, w = x.shape[-2:]
     n = len(items)
     packed = pack(x.to(dtype))

@@ -29,7 +29,12 @@ from nodegen.diffusion import attention_bias
 from nodegen.diffusion.chroma_forward import call_chroma
 from nodegen.diffusion.flux_concat import flux_concat
 from nodegen.diffusion.flux_reference import reference_ids, reference_key, reference_tokens
-from nodegen.diffusion.latent_patches import image_ids, pack, unpack  # (others import them from here too)
+from nodegen.diffusion.latent_patches import (  # (others import them from here too)
+    image_ids,
+    pack,
+    pad_to_patches,
+    unpack,
+)
 from nodegen.models.sd3_controlnet import per_block
 from nodegen.models.sd35_stability_controlnet import last_block_residual
 
@@ -96,9 +101,7 @@ def _call_flux(transformer, x, sigma: float, ms, items, device, dtype, noise_mas
     extra = _input_width(transformer) // 4 - c  # latent channels beside the latent's own (Fill, Canny, Depth)
     if extra > 0:
         x = torch.cat([torch.cat([x, flux_concat(it.extras, x, extra, noise_mask)], dim=1) for it in items])
-    ph, pw = h0 % 2, w0 % 2
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    x = pad_to_patches(x)
     h, w = x.shape[-2:]
     n = len(items)
     packed = pack(x.to(dtype))

@@ -15,9 +15,9 @@ previous one.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from nodegen.diffusion.latent_formats import latent_in
+from nodegen.diffusion.latent_patches import pad_to_patches
 from nodegen.image.composite import repeat_to_batch
 
 METHODS = ("offset", "index", "uxo/uno")
@@ -67,8 +67,6 @@ def reference_tokens(refs: list[torch.Tensor], b: int, pack, device, dtype) -> t
     out = []
     for ref in refs:
         r = latent_in("flux", ref.to(device, torch.float32))
-        ph, pw = r.shape[-2] % 2, r.shape[-1] % 2
-        if ph or pw:
-            r = F.pad(r, (0, pw, 0, ph), mode="replicate")
+        r = pad_to_patches(r)
         out.append(pack(repeat_to_batch(r, b).to(dtype)))
     return torch.cat(out, dim=1)

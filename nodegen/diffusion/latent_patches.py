@@ -5,6 +5,14 @@ FluxPipeline / ChromaPipeline ``_pack_latents`` / ``_unpack_latents`` / ``_prepa
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+
+def pad_to_patches(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with an odd height or width made even by repeating the last row or column (as
+    ComfyUI's ``pad_to_patch_size``); the caller crops the result back."""
+    ph, pw = x.shape[-2] % 2, x.shape[-1] % 2
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
 def pack(x: torch.Tensor) -> torch.Tensor:

@@ -5,10 +5,9 @@ Your Steps), the last set to 0; with ``denoise < 1`` the last ``round(steps * de
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from nodegen.diffusion.align_your_steps import loglinear_interp
+from nodegen.diffusion.align_your_steps import sigmas_from_levels
 
 #: The published levels (sigma of flow models), as ComfyUI ships them.
 NOISE_LEVELS: dict[str, list[float]] = {
@@ -25,13 +24,4 @@ MODEL_TYPES = list(NOISE_LEVELS)
 def optimal_steps_sigmas(model_type: str, steps: int, denoise: float = 1.0) -> torch.Tensor:
     if model_type not in NOISE_LEVELS:
         raise ValueError(f"unknown model type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
-    total = steps
-    if denoise < 1.0:
-        if denoise <= 0.0:
-            return torch.zeros(0, dtype=torch.float32)
-        total = round(steps * denoise)
-    levels = NOISE_LEVELS[model_type]
-    sigmas = np.asarray(levels, dtype=np.float64) if steps + 1 == len(levels) else loglinear_interp(levels, steps + 1)
-    sigmas = sigmas[-(total + 1):].copy()
-    sigmas[-1] = 0.0
-    return torch.tensor(sigmas, dtype=torch.float32)
+    return sigmas_from_levels(NOISE_LEVELS[model_type], steps, denoise)
