@@ -27,7 +27,7 @@ from nodegen.models.manager import ModelManager
 from nodegen.models.paths import ModelPaths
 from nodegen.nodes import flow as fl
 from tests.support.comfy_run import models_folder, run_api
-from tests.support.flow_fixtures import _save, fixture, t5_state
+from tests.support.flow_fixtures import _save, fixture, sample_flux, t5_state
 from tests.support.fp8_scaled_files import CLIP_LINEAR, T5_LINEAR, flux_linear, write_scaled
 
 torch.set_num_threads(1)
@@ -136,21 +136,6 @@ def test_sd3_and_chroma_transformers_keep_scaled_weights(tmp_path, family):
         == dict.fromkeys(want, True)
 
 
-def _sampled(model, lora: dict | None = None) -> torch.Tensor:
-    from nodegen.diffusion.flow_sampling import flux_mu
-    from nodegen.diffusion.sample import Steps, sample
-    from nodegen.models.lora import apply_lora, parse_lora
-    from tests.test_oracle_flow import flux_components
-
-    _, te, _ = flux_components(fixture("flux"))
-    if lora is not None:
-        model, _ = apply_lora(model, None, parse_lora(lora), 1.0, 1.0)
-    model.options["model_sampling"] = {"kind": "flux", "shift": flux_mu(64, 64), "multiplier": 1.0}
-    out = sample(model, te.encode("a cat"), None, {"samples": torch.zeros(1, 16, 8, 8)}, 4, Steps(2, "simple"),
-                 1.0, "euler", device="cpu")
-    return out.latent["samples"]
-
-
 def test_lora_and_merge_patch_the_dequantized_weights(ctx):
     from nodegen.models.merge import merge_simple
     from tests.test_flow_lora import flux_lora
@@ -158,16 +143,16 @@ def test_lora_and_merge_patch_the_dequantized_weights(ctx):
     model = run(fl.unet_loader, ctx, unet_name="flux1-dev-fp8_scaled.safetensors")["model"]
     ref = run(fl.unet_loader, ctx, unet_name="flux1-dev-dequantized.safetensors")["model"]
     lora = flux_lora("kohya")  # the fused qkv and linear2: split and whole scaled weights
-    with_lora = _sampled(model, lora)
-    torch.testing.assert_close(with_lora, _sampled(ref, lora), rtol=1e-5, atol=1e-5)
-    assert float((with_lora - _sampled(model)).abs().max()) > 1e-3  # the LoRA changes the result
+    with_lora = sample_flux(model, lora)
+    torch.testing.assert_close(with_lora, sample_flux(ref, lora), rtol=1e-5, atol=1e-5)
+    assert float((with_lora - sample_flux(model)).abs().max()) > 1e-3  # the LoRA changes the result
     assert all(getattr(p, "forward_patches", None) is None for p in model.unet.parameters())
     from nodegen.models.flow_loader import load_diffusion_model
 
     b = load_diffusion_model(fixture("flux").diffusion_model_bf16)
-    torch.testing.assert_close(_sampled(merge_simple(model, b, 0.3)), _sampled(merge_simple(ref, b, 0.3)),
+    torch.testing.assert_close(sample_flux(merge_simple(model, b, 0.3)), sample_flux(merge_simple(ref, b, 0.3)),
                                rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(_sampled(merge_simple(b, model, 0.3)), _sampled(merge_simple(b, ref, 0.3)),
+    torch.testing.assert_close(sample_flux(merge_simple(b, model, 0.3)), sample_flux(merge_simple(b, ref, 0.3)),
                                rtol=1e-5, atol=1e-5)
 
 

@@ -8,15 +8,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodegen.diffusion.flow_sampling import flux_mu
-from nodegen.diffusion.sample import Steps, sample
 from nodegen.models import flow_loader
 from nodegen.models.gguf_file import GGUFStateDict
 from nodegen.models.gguf_linear import dequantized, is_quantized, logical_shape, parameter_bytes
-from nodegen.models.lora import apply_lora, parse_lora
+from nodegen.models.lora import apply_lora
 from nodegen.models.objects import DiffusionModel
 from nodegen.models.patching import patched
-from tests.support.flow_fixtures import fixture
+from tests.support.flow_fixtures import fixture, sample_flux
 from tests.test_flow_lora import flux_lora
 from tests.test_gguf import Q, write_gguf
 
@@ -70,26 +68,14 @@ def test_quantized_linears_stay_blocks_and_compute_as_dequantized(files, qtype):
     torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-6)
 
 
-def _sampled(model: DiffusionModel, lora: dict | None = None) -> torch.Tensor:
-    from tests.test_oracle_flow import flux_components
-
-    _, te, _ = flux_components(fixture("flux"))
-    if lora is not None:
-        model, _ = apply_lora(model, None, parse_lora(lora), 1.0, 1.0)
-    model.options["model_sampling"] = {"kind": "flux", "shift": flux_mu(64, 64), "multiplier": 1.0}
-    out = sample(model, te.encode("a cat"), None, {"samples": torch.zeros(1, 16, 8, 8)}, 4, Steps(2, "simple"),
-                 1.0, "euler", device="cpu")
-    return out.latent["samples"]
-
-
 def test_sampling_and_lora_equal_the_dequantized_model(files):
     model, ref_t = _models(files["Q4_0"])
     ref = DiffusionModel(ref_t, "flux", "flow")
-    torch.testing.assert_close(_sampled(model), _sampled(ref), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sample_flux(model), sample_flux(ref), rtol=1e-5, atol=1e-5)
     lora = flux_lora("kohya")  # hits the fused qkv and linear2 (split / whole quantized weights)
-    with_lora = _sampled(model, lora)
-    torch.testing.assert_close(with_lora, _sampled(ref, lora), rtol=1e-5, atol=1e-5)
-    assert float((with_lora - _sampled(model)).abs().max()) > 1e-3  # the LoRA changes the result
+    with_lora = sample_flux(model, lora)
+    torch.testing.assert_close(with_lora, sample_flux(ref, lora), rtol=1e-5, atol=1e-5)
+    assert float((with_lora - sample_flux(model)).abs().max()) > 1e-3  # the LoRA changes the result
     # the stored blocks never change; after the run no patch is left on them
     assert all(getattr(p, "forward_patches", None) is None for p in model.unet.parameters())
 
@@ -146,9 +132,9 @@ def test_merging_quantized_models_equals_merging_the_dequantized_ones(files):
 
     (q8, r8), (q4, r4) = _models(files["Q8_0"]), _models(files["Q4_0"])
     refs = [DiffusionModel(t, "flux", "flow") for t in (r8, r4)]
-    got, want = _sampled(merge_simple(q8, q4, 0.5)), _sampled(merge_simple(*refs, 0.5))
+    got, want = sample_flux(merge_simple(q8, q4, 0.5)), sample_flux(merge_simple(*refs, 0.5))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    assert float((got - _sampled(q8)).abs().max()) > 1e-4
+    assert float((got - sample_flux(q8)).abs().max()) > 1e-4
 
 
 def test_sd3_q8_0_keeps_its_linears_quantized_and_computes_as_dequantized(tmp_path):

@@ -224,3 +224,21 @@ def fixture(name: str, tmp=None) -> SimpleNamespace:
             root.mkdir(parents=True, exist_ok=True)
             _CACHE[name] = _BUILDERS[name](root)
         return _CACHE[name]
+
+
+def sample_flux(model, lora: dict | None = None) -> torch.Tensor:
+    """Two Euler steps of ``model`` (a Flux MODEL built on the flux fixture's weights, maybe
+    stored another way: GGUF, fp8 scaled) on the fixture's "a cat", with ``lora`` applied: for
+    comparing a stored form with the plain weights."""
+    from nodegen.diffusion.flow_sampling import flux_mu
+    from nodegen.diffusion.sample import Steps, sample
+    from nodegen.models.lora import apply_lora, parse_lora
+    from tests.test_oracle_flow import flux_components
+
+    _, te, _ = flux_components(fixture("flux"))
+    if lora is not None:
+        model, _ = apply_lora(model, None, parse_lora(lora), 1.0, 1.0)
+    model.options["model_sampling"] = {"kind": "flux", "shift": flux_mu(64, 64), "multiplier": 1.0}
+    out = sample(model, te.encode("a cat"), None, {"samples": torch.zeros(1, 16, 8, 8)}, 4, Steps(2, "simple"),
+                 1.0, "euler", device="cpu")
+    return out.latent["samples"]
