@@ -13,7 +13,8 @@ from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
 @node("ControlNetLoader", category="controlnet",
       description="Load a ControlNet (SD1.x, SD2.x or SDXL; single file or diffusers folder), a union "
                   "ControlNet (ControlNet++ / promax), a T2I-Adapter, a Flux.1 ControlNet or an SD3 / SD 3.5 "
-                  "ControlNet (diffusers layout, or Stability's own SD 3.5 ControlNet files).",
+                  "ControlNet (diffusers layout, or Stability's own SD 3.5 ControlNet files), including Alimama's SD3 "
+                  "and Flux.1 inpainting ControlNets.",
       inputs=[Input.file("control_net_name", "controlnet", choices=choices_for("controlnet"),
                          description="ControlNet file or folder in the controlnet models folder")],
       outputs=[Output("control_net", T.CONTROL_NET)],
