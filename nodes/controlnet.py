@@ -13,7 +13,8 @@ from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
 @node("ControlNetLoader", category="controlnet",
       description="Load a ControlNet (SD1.x, SD2.x or SDXL; single file or diffusers folder), a union "
                   "ControlNet (ControlNet++ / promax), a T2I-Adapter, a Flux.1 ControlNet or an SD3 / SD 3.5 "
-                  "ControlNet (diffusers layout, or Stability's own SD 3.5 ControlNet files).",
+                  "ControlNet (diffusers layout, or Stability's own SD 3.5 ControlNet files), including Alimama's SD3 "
+                  "and Flux.1 inpainting ControlNets.",
       inputs=[Input.file("control_net_name", "controlnet", choices=choices_for("controlnet"),
                          description="ControlNet file or folder in the controlnet models folder")],
       outputs=[Output("control_net", T.CONTROL_NET)],
@@ -124,14 +125,14 @@ def controlnet_apply_advanced(ctx, positive, negative, control_net, image, stren
     return _with_control_named(positive, control, "positive"), _with_control_named(negative, control, "negative")
 
 
-def _with_control_named(conditioning: list, control, input_name: str) -> list:
-    """:func:`with_control`, a refusal naming ControlNetApplyAdvanced and its input."""
+def _with_control_named(conditioning: list, control, input_name: str, node_name: str = "ControlNetApplyAdvanced") -> list:
+    """:func:`with_control`, a refusal naming the node and its input."""
     from nodegen.models.controlnet import ControlNetError
 
     try:
         return with_control(conditioning, control)
     except ControlNetError as e:
-        raise ControlNetError(f"ControlNetApplyAdvanced: {input_name}: {e}") from e
+        raise ControlNetError(f"{node_name}: {input_name}: {e}") from e
 
 
 @node("SetUnionControlNetType", category="controlnet",
@@ -148,3 +149,41 @@ def set_union_controlnet_type(ctx, control_net, type):  # noqa: A002 - ComfyUI's
         raise ValueError(f"input 'control_net' is not a union ControlNet ({control_net!r}); only union "
                          f"models (ControlNet++ / promax) take a control type")
     return control_net.with_type(None if type == "auto" else type)
+
+
+@node("ControlNetInpaintingAliMamaApply", category="controlnet",
+      description="Apply an inpainting ControlNet (Alimama's SD3 or Flux.1 inpainting ControlNet) with the image "
+                  "and the mask of the area to repaint, to positive and negative conditioning over part of the "
+                  "schedule.",
+      inputs=[Input.link("positive", T.CONDITIONING), Input.link("negative", T.CONDITIONING),
+              Input.link("control_net", T.CONTROL_NET),
+              Input.link("vae", T.VAE, description="The VAE that encodes the masked image"),
+              Input.link("image", T.IMAGE), Input.link("mask", T.MASK, description="1 where the image is repainted"),
+              Input.float("strength", 1.0, min=0.0, max=10.0, step=0.01),
+              Input.float("start_percent", 0.0, min=0.0, max=1.0, step=0.001,
+                          description="Fraction of the schedule where the control starts"),
+              Input.float("end_percent", 1.0, min=0.0, max=1.0, step=0.001,
+                          description="Fraction of the schedule where the control ends")],
+      outputs=[Output("positive", T.CONDITIONING), Output("negative", T.CONDITIONING)],
+      keywords=("controlnet", "inpaint", "alimama"))
+def controlnet_inpainting_alimama_apply(ctx, positive, negative, control_net, vae, image, mask, strength=1.0,
+                                        start_percent=0.0, end_percent=1.0):
+    from nodegen.models.inpaint_control import as_mask, masked_image
+
+    name = "ControlNetInpaintingAliMamaApply"
+    if not getattr(control_net, "is_inpainting", False):
+        raise ValueError(f"{name}: control_net: {control_net!r} is not an inpainting ControlNet (no extra "
+                         "conditioning channel for the mask); load an inpainting ControlNet (Alimama's SD3 or "
+                         "Flux.1 inpainting ControlNet) or use ControlNetApplyAdvanced")
+    if start_percent > end_percent:
+        raise ValueError(f"{name}: start_percent ({start_percent}) must not exceed end_percent ({end_percent})")
+    m = as_mask(mask, image, name)
+    if strength == 0:
+        return positive, negative
+    try:
+        control = control_net.control(masked_image(image, m), strength, start_percent, end_percent, vae=vae,
+                                      keep=1.0 - m)
+    except ValueError as e:
+        raise ValueError(f"{name}: vae: {e}") from e
+    return (_with_control_named(positive, control, "positive", name),
+            _with_control_named(negative, control, "negative", name))

@@ -136,6 +136,19 @@ def flux_guidance(ctx, conditioning, guidance=3.5):
     return [c.copy(extras=dict(c.extras, guidance=float(guidance))) for c in conditioning]
 
 
+@node("FluxDisableGuidance", category="conditioning",
+      description="Leave out Flux's guidance embedding altogether (ComfyUI's FluxDisableGuidance: no guidance "
+                  "term is added to the time vector), for models trained without it.",
+      inputs=[Input.link("conditioning", T.CONDITIONING)],
+      outputs=[Output("conditioning", T.CONDITIONING)], keywords=("flux", "guidance"))
+def flux_disable_guidance(ctx, conditioning):
+    from nodegen.diffusion.conditioning import CondItem
+
+    if not isinstance(conditioning, list) or not all(isinstance(c, CondItem) for c in conditioning):
+        raise TypeError("FluxDisableGuidance: input 'conditioning' must be a CONDITIONING")
+    return [c.copy(extras=dict(c.extras, guidance=None)) for c in conditioning]
+
+
 # ---- model sampling and latents -------------------------------------------------------------------
 
 def _flow_model(model, node_type: str):

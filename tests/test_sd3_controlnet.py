@@ -214,16 +214,13 @@ def test_what_cannot_work_is_refused(sd3, controlnets, tmp_path):
     with pytest.raises(ValueError, match="is an SD3 / SD 3.5 ControlNet; it cannot control this flux model"):
         run_flow("flux", None, torch.zeros(1, 16, 8, 8), 1.0, None, smuggled, "cpu", torch.float32)
     # an incomplete file in Stability's own SD 3.5 ControlNet layout (tests/test_sd35_controlnet.py: whole
-    # ones) and inpainting ControlNets
+    # ones; inpainting ControlNets: tests/test_controlnet_inpainting.py)
     stability = _save({"pos_embed_input.proj.weight": torch.zeros(128, 16, 2, 2), "control_type": torch.tensor([1.0]),
                        "transformer_blocks.0.adaLN_modulation.1.bias": torch.zeros(768),
                        "controlnet_blocks.0.weight": torch.zeros(128, 128)},
                       tmp_path / "sd3.5_large_controlnet_canny.safetensors")
     with pytest.raises(SD3ControlNetError, match="sd3.5_large_controlnet_canny.safetensors: an SD 3.5 ControlNet in Stability's layout without "):
         load_control(stability)
-    inpaint = _save(_state(_controlnet("instantx", 72, extra_conditioning_channels=1)), tmp_path / "sd3-inpaint.safetensors")
-    with pytest.raises(SD3ControlNetError, match="sd3-inpaint.safetensors is an SD3 inpainting ControlNet"):
-        load_control(inpaint)
 
 
 def test_comfyui_sd3_controlnet_workflow_imports_and_runs(sd3, controlnets, tmp_path):

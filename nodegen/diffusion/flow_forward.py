@@ -6,7 +6,8 @@ diffusers' StableDiffusion3Pipeline / FluxPipeline give it (Chroma: :mod:`nodege
   (diffusers pads the CLIP features to the T5 width; without T5 the T5 tokens are zeros).
 * Flux: the latent is packed into 2x2 patches (``[B, h/2 * w/2, 4C]``) with image position ids
   (row, column) and zero text ids, ``timestep = sigma``, ``guidance`` (the CondItem's
-  ``extras["guidance"]``, default 3.5) for guidance-distilled models; the output is unpacked.
+  ``extras["guidance"]``, default 3.5; None: no guidance embedding, ComfyUI's FluxDisableGuidance,
+  :mod:`nodegen.diffusion.flux_guidance_off`) for guidance-distilled models; the output is unpacked.
   Odd latent sizes are padded (replicate) to even and cropped back. Models with more input
   channels (Fill, Canny, Depth) get their extra channels from :mod:`nodegen.diffusion.flux_concat`;
   Kontext's reference images come as extra tokens (:mod:`nodegen.diffusion.flux_reference`);
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from nodegen.diffusion import attention_bias
 from nodegen.diffusion.chroma_forward import call_chroma
 from nodegen.diffusion.flux_concat import flux_concat
+from nodegen.diffusion.flux_guidance_off import guidance_off
 from nodegen.diffusion.flux_reference import reference_ids, reference_key, reference_tokens
 from nodegen.diffusion.latent_patches import (  # (others import them from here too)
     image_ids,
@@ -111,8 +113,10 @@ def _call_flux(transformer, x, sigma: float, ms, items, device, dtype, noise_mas
     for it in items:
         p = it.pooled if it.pooled is not None else torch.zeros(1, int(cfg.pooled_projection_dim))
         pooled.append(_batched(p.to(device, dtype), b))
-    g = [float(it.extras.get("guidance", DEFAULT_FLUX_GUIDANCE)) for it in items]
-    g_tensor = torch.tensor([v for v in g for _ in range(b)], dtype=torch.float32, device=device)
+    g = [it.extras.get("guidance", DEFAULT_FLUX_GUIDANCE) for it in items]
+    rows_off = [v is None for v in g for _ in range(b)]  # FluxDisableGuidance (ControlNets keep the default)
+    g_tensor = torch.tensor([DEFAULT_FLUX_GUIDANCE if v is None else float(v) for v in g for _ in range(b)],
+                            dtype=torch.float32, device=device)
     guidance = g_tensor if getattr(cfg, "guidance_embeds", False) else None
     t = torch.full((b * n,), float(ms.timestep(sigma)), dtype=dtype, device=device)
     txt_ids = torch.zeros(emb.shape[1], 3, device=device, dtype=dtype)
@@ -141,9 +145,10 @@ def _call_flux(transformer, x, sigma: float, ms, items, device, dtype, noise_mas
     if ranges:  # StyleModelApply's attn_bias (same ranges in every item here)
         mask = attention_bias.bias_mask(ranges, emb.shape[1], x_in.shape[1], device, dtype)
         control_kwargs["joint_attention_kwargs"] = {"attention_mask": mask}
-    out = transformer(hidden_states=x_in, timestep=t, guidance=guidance, pooled_projections=pooled_in,
-                      encoder_hidden_states=emb, txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
-                      **control_kwargs)[0]
+    with guidance_off(transformer, rows_off):
+        out = transformer(hidden_states=x_in, timestep=t, guidance=guidance, pooled_projections=pooled_in,
+                          encoder_hidden_states=emb, txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
+                          **control_kwargs)[0]
     return unpack(out[:, :tokens], h, w)[:, :, :h0, :w0]
 
 

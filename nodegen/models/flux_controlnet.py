@@ -22,6 +22,12 @@ ComfyUI runs them: SetUnionControlNetType's choice is passed as ComfyUI's type n
 shared with SDXL's union ControlNets), whose mode embedding goes before the text tokens; with no
 type set (``auto``) no mode token is added at all. (The union models' own mode numbers differ
 from ComfyUI's list; published ComfyUI workflows were made with ComfyUI's numbering.)
+
+Inpainting models (Alimama's FLUX.1-dev-Controlnet-Inpainting-Alpha / -Beta: a ``controlnet_x_embedder``
+wider than the latent tokens by ``extra_condition_channels``, 4 = one mask channel packed 2x2) take
+the masked image's latent and a "keep" channel, packed together (:mod:`nodegen.models.inpaint_control`;
+ComfyUI's ControlNetInpaintingAliMamaApply gives the mask). diffusers' ``FluxControlNetModel`` has no
+such option, so the wider embedder is put in after building it, as Alimama's own model class does.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import torch
 
 from nodegen.diffusion.latent_formats import latent_in
 from nodegen.image.latent_resize import resize
+from nodegen.models.inpaint_control import keep_channel
 from nodegen.models.module_build import exactly_built, pretrained_folder
 from nodegen.models.objects import use_module
 
@@ -87,9 +94,11 @@ def _count(sd: dict, prefix: str) -> int:
 
 
 def config_from_state(sd: dict[str, torch.Tensor]) -> dict:
-    """``FluxControlNetModel`` arguments for a diffusers-layout state dict."""
+    """``FluxControlNetModel`` arguments for a diffusers-layout state dict (plus
+    ``extra_condition_channels`` for an inpainting model: see :func:`build_net`)."""
     inner, in_channels = sd["x_embedder.weight"].shape
     hint = "input_hint_block.conv_in.weight" in sd
+    extra = int(sd["controlnet_x_embedder.weight"].shape[1]) - int(in_channels)
     cfg = dict(patch_size=2 if hint else 1, in_channels=int(in_channels), num_layers=_count(sd, "transformer_blocks"),
                num_single_layers=_count(sd, "single_transformer_blocks"), attention_head_dim=HEAD_DIM,
                num_attention_heads=max(1, int(inner) // HEAD_DIM),
@@ -101,7 +110,30 @@ def config_from_state(sd: dict[str, torch.Tensor]) -> dict:
         cfg["num_mode"] = int(sd["controlnet_mode_embedder.weight"].shape[0])
     if hint:  # XLabs: the hint's 2x2 patches make the tokens (patch size 2)
         cfg["conditioning_embedding_channels"] = int(sd["input_hint_block.conv_out.weight"].shape[0])
+    if extra:
+        cfg["extra_condition_channels"] = extra
     return cfg
+
+
+#: Alimama's inpainting models: the mask, one channel packed 2x2, after the latent's tokens.
+INPAINT_EXTRA_CHANNELS = 4
+
+
+def build_net(extra_condition_channels: int = 0, **config) -> torch.nn.Module:
+    """``FluxControlNetModel(**config)``; with ``extra_condition_channels`` its ``controlnet_x_embedder``
+    takes that many more channels (Alimama's ``FluxControlNetModel`` option; diffusers has none)."""
+    from diffusers import FluxControlNetModel
+
+    net = FluxControlNetModel(**config)
+    if extra_condition_channels:
+        if extra_condition_channels != INPAINT_EXTRA_CHANNELS:
+            raise FluxControlNetError(f"a Flux ControlNet with {extra_condition_channels} extra condition channels; "
+                                      f"only inpainting ControlNets ({INPAINT_EXTRA_CHANNELS}: the mask) are known")
+        old = net.controlnet_x_embedder
+        net.controlnet_x_embedder = torch.nn.Linear(old.in_features + extra_condition_channels, old.out_features,
+                                                    device=old.weight.device)
+        net.register_to_config(extra_condition_channels=extra_condition_channels)
+    return net
 
 
 class FluxControlNet:
@@ -115,6 +147,11 @@ class FluxControlNet:
         self.manager = manager
         #: a union model's type (SetUnionControlNetType; None: no mode token, as ComfyUI's "auto")
         self.control_type = control_type
+
+    @property
+    def is_inpainting(self) -> bool:
+        """True for an inpainting ControlNet (Alimama's): its control input carries the mask too."""
+        return int(self.net.controlnet_x_embedder.in_features) > int(self.net.config.in_channels)
 
     @property
     def is_union(self) -> bool:
@@ -149,13 +186,15 @@ class FluxControlNet:
         return self.net.input_hint_block is not None
 
     def control(self, image: torch.Tensor, strength: float = 1.0, start: float = 0.0, end: float = 1.0,
-                vae=None) -> FluxControl:
-        return FluxControl(self, image, strength, start, end, vae)
+                vae=None, keep: torch.Tensor | None = None) -> FluxControl:
+        """``keep``: an inpainting ControlNet's ``1 - mask`` ``[B, 1, H, W]`` (None: keep everything)."""
+        return FluxControl(self, image, strength, start, end, vae, keep)
 
     def __repr__(self) -> str:
         c = self.net.config
         union = f", union type {self.control_type or 'auto'}" if self.is_union else ""
-        return f"FluxControlNet({c.num_layers}+{c.num_single_layers} blocks{union}, {self.name})"
+        inpaint = ", inpainting" if self.is_inpainting else ""
+        return f"FluxControlNet({c.num_layers}+{c.num_single_layers} blocks{union}{inpaint}, {self.name})"
 
 
 class FluxControl:
@@ -165,7 +204,7 @@ class FluxControl:
     kind = "flux_controlnet"
 
     def __init__(self, control_net: FluxControlNet, image: torch.Tensor, strength: float, start: float,
-                 end: float, vae=None) -> None:
+                 end: float, vae=None, keep: torch.Tensor | None = None) -> None:
         if image.dim() != 4 or image.shape[-1] not in (1, 3, 4):
             raise ValueError(f"ControlNet image must be an IMAGE [B,H,W,C], got {tuple(image.shape)}")
         if not 0.0 <= start <= end <= 1.0:
@@ -174,6 +213,7 @@ class FluxControl:
             raise ValueError(f"the Flux ControlNet {control_net.name!r} takes its control image as latents: "
                              "connect the model's VAE to ControlNetApplyAdvanced's 'vae' input")
         self.control_net, self.image, self.vae = control_net, image, vae
+        self.keep = keep  # an inpainting ControlNet's 1 - mask (None: keep everything)
         self.strength, self.start, self.end = float(strength), float(start), float(end)
         self._cond: dict[tuple, torch.Tensor] = {}
 
@@ -182,7 +222,8 @@ class FluxControl:
 
     def cond(self, batch: int, h: int, w: int, device, dtype, pack) -> torch.Tensor:
         """The control input for a latent of ``h x w`` (padded to even): packed latents
-        ``[batch, h/2 * w/2, 64]``, or pixels ``[batch, 3, 8h, 8w]`` in [-1, 1] for a hint block."""
+        ``[batch, h/2 * w/2, 64]`` (an inpainting model's with the "keep" channel: 68 wide), or
+        pixels ``[batch, 3, 8h, 8w]`` in [-1, 1] for a hint block."""
         key = (batch, h, w, str(device), dtype)
         if key not in self._cond:
             img = self.image[..., :3] if self.image.shape[-1] >= 3 else self.image.expand(-1, -1, -1, 3)
@@ -190,8 +231,10 @@ class FluxControl:
             if self.control_net.takes_pixels:
                 c = px * 2.0 - 1.0
             else:
-                z = self.vae.encode(px.permute(0, 2, 3, 1), device=device)
-                c = pack(latent_in("flux", z.float()))
+                z = latent_in("flux", self.vae.encode(px.permute(0, 2, 3, 1), device=device).float())
+                if self.control_net.is_inpainting:
+                    z = torch.cat([z, keep_channel(self.keep, z.shape[0], h, w).to(z)], dim=1)
+                c = pack(z)
             reps = -(-batch // c.shape[0])
             self._cond = {key: c.repeat(reps, *([1] * (c.ndim - 1)))[:batch].to(device, dtype)}
         return self._cond[key]
@@ -232,6 +275,13 @@ def load_flux_controlnet(path: str | os.PathLike, sd: dict | None = None, manage
     from diffusers import FluxControlNetModel
 
     p = Path(path)
+    if p.is_dir() and (weights := _inpainting_folder(p)) is not None:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(weights))
+        net = exactly_built(build_net, config_from_state(tensors), tensors, FluxControlNetError, "Flux ControlNet",
+                            weights)
+        return FluxControlNet(net, str(p), manager)
     if p.is_dir():
         return FluxControlNet(pretrained_folder(FluxControlNetModel, p, FluxControlNetError, "Flux ControlNet"),
                               str(p), manager)
@@ -240,8 +290,21 @@ def load_flux_controlnet(path: str | os.PathLike, sd: dict | None = None, manage
             sd = xlabs_to_diffusers(sd)
         except KeyError as e:
             raise FluxControlNetError(f"{p}: an XLabs Flux ControlNet without {e.args[0]!r}") from e
-    net = exactly_built(FluxControlNetModel, config_from_state(sd), sd, FluxControlNetError, "Flux ControlNet", p)
+    net = exactly_built(build_net, config_from_state(sd), sd, FluxControlNetError, "Flux ControlNet", p)
     return FluxControlNet(net, str(p), manager)
+
+
+def _inpainting_folder(folder: Path) -> Path | None:
+    """The weights file of a diffusers folder whose config has Alimama's ``extra_condition_channels``
+    (diffusers' own ``from_pretrained`` cannot build it); None for other folders."""
+    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if not cfg.get("extra_condition_channels"):
+        return None
+    files = sorted(folder.glob("*.safetensors"))
+    if len(files) != 1:
+        raise FluxControlNetError(f"{folder}: an inpainting Flux ControlNet folder needs one .safetensors weights file, "
+                                  f"found {len(files)}")
+    return files[0]
 
 
 def is_flux_controlnet_folder(path: Path) -> bool:

@@ -24,8 +24,12 @@ a folder's ``config.json`` is used as it is. Stability's own SD 3.5 ControlNet f
 (``sd3.5_large_controlnet_*.safetensors``, original key names) are converted to diffusers' layout
 and run as ComfyUI runs them (:mod:`nodegen.models.sd35_stability_controlnet`: the control image
 changed by the file's control type, ComfyUI's positions, residuals spread over every block).
-Inpainting ControlNets (extra conditioning channels for the mask) are refused with a clear
-message: they need the inpainting pipeline's masked control image.
+Inpainting ControlNets (Alimama's SD3 inpainting ControlNet: one extra conditioning channel for the
+mask) take the masked image's latent plus a "keep" channel (:mod:`nodegen.models.inpaint_control`;
+ControlNetInpaintingAliMamaApply gives the mask), as diffusers'
+``StableDiffusion3ControlNetInpaintingPipeline`` builds it: that pipeline (Alimama's own) shifts the
+control latent by the VAE's shift, where ComfyUI leaves the shift out for every diffusers-layout SD3
+ControlNet; nodegen follows the pipeline the model was trained with.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from nodegen.diffusion.latent_formats import LATENT_FORMATS
 from nodegen.image.latent_resize import resize
 from nodegen.models import sd35_stability_controlnet as stability
 from nodegen.models.controlnet import ControlNetError
+from nodegen.models.inpaint_control import keep_channel
 from nodegen.models.module_build import exactly_built, pretrained_folder
 from nodegen.models.objects import use_module
 
@@ -114,9 +119,14 @@ class SD3ControlNet:
         #: a Stability-layout SD 3.5 file, run as ComfyUI runs those; its control type ("canny", ...)
         self.stability_layout, self.control_type = stability_layout, control_type
         extra = int(net.config.extra_conditioning_channels or 0)
-        if extra:
-            raise SD3ControlNetError(f"{self.name} is an SD3 inpainting ControlNet ({extra} extra conditioning "
-                                     "channel(s) for the mask); nodegen applies SD3 ControlNets without a mask only")
+        if extra not in (0, 1):
+            raise SD3ControlNetError(f"{self.name}: an SD3 ControlNet with {extra} extra conditioning channels; "
+                                     "only inpainting ControlNets (one channel, for the mask) are known")
+
+    @property
+    def is_inpainting(self) -> bool:
+        """True for an inpainting ControlNet (Alimama's): its control input carries the mask too."""
+        return int(self.net.config.extra_conditioning_channels or 0) == 1
 
     @property
     def name(self) -> str:
@@ -144,11 +154,14 @@ class SD3ControlNet:
                                      f"{int(embeds.shape[-1])} wide: it is not an SD3 text encoding")
 
     def control(self, image: torch.Tensor, strength: float = 1.0, start: float = 0.0, end: float = 1.0,
-                vae=None) -> SD3Control:
-        return SD3Control(self, image, strength, start, end, vae)
+                vae=None, keep: torch.Tensor | None = None) -> SD3Control:
+        """``keep``: an inpainting ControlNet's ``1 - mask`` ``[B, 1, H, W]`` (None: keep everything)."""
+        return SD3Control(self, image, strength, start, end, vae, keep)
 
     def __repr__(self) -> str:
         kind = "InstantX" if self.reads_text else "SD 3.5"
+        if self.is_inpainting:
+            kind += " inpainting"
         if self.stability_layout:
             kind += f" {self.control_type or 'untyped'}, Stability's layout"
         return f"SD3ControlNet({kind}, {self.net.config.num_layers} blocks, {self.name})"
@@ -161,7 +174,7 @@ class SD3Control:
     kind = "sd3_controlnet"
 
     def __init__(self, control_net: SD3ControlNet, image: torch.Tensor, strength: float, start: float,
-                 end: float, vae=None) -> None:
+                 end: float, vae=None, keep: torch.Tensor | None = None) -> None:
         if image.dim() != 4 or image.shape[-1] not in (1, 3, 4):
             raise ValueError(f"ControlNet image must be an IMAGE [B,H,W,C], got {tuple(image.shape)}")
         if not 0.0 <= start <= end <= 1.0:
@@ -170,6 +183,7 @@ class SD3Control:
             raise ValueError(f"the SD3 ControlNet {control_net.name!r} takes its control image as latents: "
                              "connect the model's VAE to ControlNetApplyAdvanced's 'vae' input")
         self.control_net, self.image, self.vae = control_net, image, vae
+        self.keep = keep  # an inpainting ControlNet's 1 - mask (None: keep everything)
         self.strength, self.start, self.end = float(strength), float(start), float(end)
         self._cond: dict[tuple, torch.Tensor] = {}
 
@@ -183,8 +197,9 @@ class SD3Control:
 
     def cond(self, batch: int, h: int, w: int, device, dtype) -> torch.Tensor:
         """The control latent ``[batch, 16, h, w]`` for a latent of ``h x w``: the image resized to
-        ``8h x 8w``, VAE-encoded, scaled (and shifted for SD 3.5 ControlNets) as the pipeline does;
-        for a Stability-layout file the image is first changed by its control type, as ComfyUI does."""
+        ``8h x 8w``, VAE-encoded, scaled (and shifted for SD 3.5 and inpainting ControlNets) as the
+        pipelines do; for a Stability-layout file the image is first changed by its control type, as
+        ComfyUI does; an inpainting ControlNet's gets the "keep" channel after it."""
         key = (batch, h, w, str(device), dtype)
         if key not in self._cond:
             img = self.image[..., :3] if self.image.shape[-1] >= 3 else self.image.expand(-1, -1, -1, 3)
@@ -193,9 +208,11 @@ class SD3Control:
                 px = stability.preprocess(px, self.control_net.control_type)
             z = self.vae.encode(px.permute(0, 2, 3, 1), device=device).float()
             scale, shift = LATENT_FORMATS["sd3"]
-            if self.control_net.net.config.force_zeros_for_pooled_projection:
+            if self.control_net.net.config.force_zeros_for_pooled_projection and not self.control_net.is_inpainting:
                 shift = 0.0  # InstantX: no shift (diffusers' vae_shift_factor = 0)
             c = (z - shift) * scale
+            if self.control_net.is_inpainting:
+                c = torch.cat([c, keep_channel(self.keep, c.shape[0], h, w).to(c)], dim=1)
             reps = -(-batch // c.shape[0])
             self._cond = {key: c.repeat(reps, 1, 1, 1)[:batch].to(device, dtype)}
         return self._cond[key]
@@ -252,10 +269,10 @@ def load_sd3_controlnet(path: str | os.PathLike, sd: dict | None = None, manager
         except stability.StabilityControlNetError as e:
             raise SD3ControlNetError(str(e)) from e
     cfg = config_from_state(sd)
-    if cfg["extra_conditioning_channels"]:
-        raise SD3ControlNetError(f"{p.name} is an SD3 inpainting ControlNet ({cfg['extra_conditioning_channels']} "
-                                 "extra conditioning channel(s) for the mask); nodegen applies SD3 ControlNets "
-                                 "without a mask only")
+    if cfg["extra_conditioning_channels"] not in (0, 1):
+        raise SD3ControlNetError(f"{p.name}: an SD3 ControlNet with {cfg['extra_conditioning_channels']} extra "
+                                 "conditioning channels; only inpainting ControlNets (one channel, for the mask) "
+                                 "are known")
     tensors = dict(sd)
     if cfg["use_pos_embed"] and "pos_embed.pos_embed" not in tensors:  # a file without the position table
         tensors["pos_embed.pos_embed"] = _position_table(cfg)

@@ -20,6 +20,8 @@ MAPS = [
     nm("ControlNetApplyAdvanced", "ControlNetApplyAdvanced", "strength start_percent end_percent",
        "positive negative"),
     nm("SetUnionControlNetType", "SetUnionControlNetType", "type", "control_net"),
+    nm("ControlNetInpaintingAliMamaApply", "ControlNetInpaintingAliMamaApply", "strength start_percent end_percent",
+       "positive negative"),
     nm("InpaintModelConditioning", "InpaintModelConditioning", "noise_mask", "positive negative latent"),
     nm("InstructPixToPixConditioning", "InstructPixToPixConditioning", "", "positive negative latent"),
     nm("unCLIPConditioning", "unCLIPConditioning", "strength noise_augmentation", "conditioning"),

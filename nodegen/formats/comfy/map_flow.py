@@ -19,6 +19,7 @@ MAPS = [
     nm("CLIPTextEncodeSD3", "CLIPTextEncodeSD3", "clip_l clip_g t5xxl empty_padding", "conditioning"),
     nm("CLIPTextEncodeFlux", "CLIPTextEncodeFlux", "clip_l t5xxl guidance", "conditioning"),
     nm("FluxGuidance", "FluxGuidance", "guidance", "conditioning"),
+    nm("FluxDisableGuidance", "FluxDisableGuidance", "", "conditioning"),
     nm("ModelSamplingSD3", "ModelSamplingSD3", "shift", "model"),
     nm("ModelSamplingFlux", "ModelSamplingFlux", "max_shift base_shift width height", "model"),
     nm("EmptySD3LatentImage", "EmptySD3LatentImage", "width height batch_size", "latent"),
