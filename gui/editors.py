@@ -4,6 +4,7 @@ menu of choices for choice/file widgets. Committing an editor pushes an undo com
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, QRectF, Qt, QTimer
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFileDialog, QLineEdit, QMenu, QPlainTextEdit
 
 from . import commands
@@ -32,6 +33,69 @@ class _KeyFilter(QObject):
         elif event.type() == QEvent.FocusOut:
             self.scene.commit_editor()
         return False
+
+
+class ChoiceMenu(QMenu):
+    """The menu of a choice widget, filtered by typing (as ComfyUI's combo list): each typed
+    character narrows the list to the choices holding every typed word, Backspace widens it,
+    Enter picks the highlighted one. Long lists of model files and samplers are found by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.typed = ""
+        self.anchor = None  # where the menu was opened (screen pos)
+        self.choice_actions: list = []
+        self._header = None
+
+    def _typed_key(self, event) -> bool:
+        text = event.text()
+        return bool(text) and text.isprintable() and not event.modifiers() & (Qt.ControlModifier | Qt.AltModifier)
+
+    def event(self, event) -> bool:
+        if event.type() == QEvent.ShortcutOverride and (self._typed_key(event) or event.key() == Qt.Key_Backspace):
+            event.accept()  # typed letters filter the list ("m" toggled the canvas minimap)
+            return True
+        return super().event(event)
+
+    def popup(self, pos, *args) -> None:
+        self.anchor = pos
+        super().popup(pos, *args)
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        text = event.text()
+        if event.key() == Qt.Key_Backspace and self.typed:
+            self.set_filter(self.typed[:-1])
+        elif self._typed_key(event):
+            self.set_filter(self.typed + text)
+        else:
+            super().keyPressEvent(event)
+
+    def set_filter(self, typed: str) -> None:
+        self.typed = typed
+        if self._header is None:
+            self._header = QAction(self)
+            self._header.setEnabled(False)
+            self.insertAction(self.actions()[0] if self.actions() else None, self._header)
+        words = typed.lower().split()
+        shown = [a for a in self.choice_actions if all(w in a.text().lower() for w in words)]
+        for act in self.choice_actions:
+            act.setVisible(act in shown)
+        self._header.setText(f"filter: {typed}\u2502" + ("" if shown else "   (nothing matches)"))
+        self._header.setVisible(bool(typed))
+        if shown:
+            self.setActiveAction(shown[0])
+        self._stay_near_anchor()
+
+    def _stay_near_anchor(self) -> None:
+        """A long list opened high on the screen; once filtered short it moves back down to
+        where it was opened (it stayed at the screen's top edge)."""
+        anchor = self.anchor
+        if anchor is None or not self.isVisible():
+            return
+        self.resize(self.sizeHint())
+        screen = self.screen().availableGeometry()
+        y = max(screen.top(), min(anchor.y(), screen.bottom() - self.height()))
+        self.move(self.x(), y)
 
 
 class EditorMixin:
@@ -121,13 +185,14 @@ class EditorMixin:
         """A menu of the input's choices (recomputed choices come with a schema refresh);
         image files also offer Browse...; the menu is kept in ``active_menu``."""
         self.release_grab()  # the menu takes the mouse: the press that opened it ends here
-        menu = QMenu()
+        menu = ChoiceMenu()
         current = item.value_of(name)
         for choice in spec.get("choices") or []:
             act = menu.addAction(str(choice))
             act.setCheckable(True)
             act.setChecked(choice == current)
             act.triggered.connect(lambda _=False, c=choice: self._choose(item, name, c))
+            menu.choice_actions.append(act)
         if spec.get("widget") == "file":
             if menu.actions():
                 menu.addSeparator()

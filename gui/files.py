@@ -92,13 +92,15 @@ class FileMixin:
 
         if not shiboken6.isValid(self.doc.undo_stack):
             return  # the window is being destroyed
+        self.setWindowTitle(f"{self.display_name()}{'*' if self.doc.modified else ''} \u2014 nodegen")
+
+    def display_name(self) -> str:
+        """The open graph as the title bar and the questions name it."""
         if self.doc.path:
-            name = self.doc.path.name
-        elif self.imported_from is not None:
-            name = f"{self.imported_from.name} (imported)"
-        else:
-            name = "Untitled"
-        self.setWindowTitle(f"{name}{'*' if self.doc.modified else ''} \u2014 nodegen")
+            return self.doc.path.name
+        if self.imported_from is not None:
+            return f"{self.imported_from.name} (imported)"
+        return "Untitled"
 
     def document_name(self) -> str:
         """The open graph's name for run labels: its file's, or the one it was imported from."""
@@ -119,11 +121,13 @@ class FileMixin:
     # -- asking ------------------------------------------------------------------------
     def ask_save_changes(self) -> str:
         """"save", "discard" or "cancel" (tests replace this)."""
-        box = QMessageBox(QMessageBox.Warning, "Unsaved changes",
-                          f"Save the changes to {self.doc.path.name if self.doc.path else 'Untitled'}?",
+        box = QMessageBox(QMessageBox.Warning, "Unsaved changes", self.save_changes_question(),
                           QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, self)
         answer = box.exec()
         return {QMessageBox.Save: "save", QMessageBox.Discard: "discard"}.get(answer, "cancel")
+
+    def save_changes_question(self) -> str:
+        return f"Save the changes to {self.display_name()}?"
 
     def confirm_discard(self) -> bool:
         if not self.doc.modified:

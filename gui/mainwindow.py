@@ -171,7 +171,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         a(al, "Distribute vertically", lambda: self.align("vdist"), "Ctrl+Alt+V", "dist_v", canvas=True)
         m = mb.addMenu("&View")
         a(m, "Fit all", self.view.show_all, "Home", "fit_all", canvas=True)
-        a(m, "Fit selection", self.view.fit_selection, "F", "fit_selection", canvas=True)
+        a(m, "Fit selection (all if none)", self.view.fit_selection, ["F", "."], "fit_selection", canvas=True)
         a(m, "Zoom in", lambda: self.view.zoom_by(1.25), QKeySequence.ZoomIn, "zoom_in")
         a(m, "Zoom out", lambda: self.view.zoom_by(1 / 1.25), QKeySequence.ZoomOut, "zoom_out")
         a(m, "Actual size", lambda: self.view.zoom_by(None), "Ctrl+0", "zoom_reset")

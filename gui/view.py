@@ -175,8 +175,13 @@ class GraphView(QGraphicsView):
         self._fit_pending = False
 
     def fit_selection(self) -> None:
+        """Fit the selected nodes; with none selected, fit all of them (ComfyUI's "." key)."""
         ids = self.scene().selected_ids()
-        self.fit_rect(self.scene().nodes_rect(set(ids)) if ids else self.scene().nodes_rect())
+        if not ids:
+            self.show_all()
+            return
+        self._user_moved_view()
+        self.fit_rect(self.scene().nodes_rect(set(ids)))
 
     def cursor_scene_pos(self) -> QPointF:
         p = self.mapFromGlobal(self.cursor().pos())

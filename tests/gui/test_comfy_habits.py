@@ -1,0 +1,93 @@
+"""What a ComfyUI user does without thinking, checked by keys and mouse on the canvas: "." frames
+the selection (all nodes when none is selected), a clicked node comes to the front of the nodes it
+overlaps, typing in an open combo list filters it, a taller node shows more of its prompt, and the
+question before losing changes names the file the graph came from."""
+
+from __future__ import annotations
+
+import json
+
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtTest import QTest
+
+from tests.gui.conftest import add, click, widget_point
+
+
+def _keys_to_canvas(window, qtbot) -> None:
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    window.view.setFocus()
+
+
+def test_period_frames_the_selection_or_everything(window, qtbot):
+    a = add(window, "ImageInvert", 0, 0)
+    b = add(window, "ImageInvert", 6000, 0)
+    _keys_to_canvas(window, qtbot)
+    window.view.zoom_by(None)
+    window.view.centerOn(window.scene.items_by_id[a])
+    window.scene.clearSelection()
+    QTest.keyClick(window.view, Qt.Key_Period)  # nothing selected: every node in sight
+    vis = window.view.visible_scene_rect()
+    assert all(vis.contains(window.scene.items_by_id[n].sceneBoundingRect()) for n in (a, b))
+    window.scene.select_ids([b])
+    QTest.keyClick(window.view, Qt.Key_Period)  # the selected node, close up
+    vis = window.view.visible_scene_rect()
+    assert vis.contains(window.scene.items_by_id[b].sceneBoundingRect())
+    assert not vis.intersects(window.scene.items_by_id[a].sceneBoundingRect())
+
+
+def test_a_clicked_node_comes_to_the_front(window):
+    a = add(window, "ImageInvert", 0, 0)
+    b = add(window, "ImageInvert", 60, 10)  # added later: drawn over a where they overlap
+    overlap = window.scene.items_by_id[b].mapToScene(QPointF(20, 40))
+    top_node_at = window.scene.node_at  # the topmost node under a point
+    assert top_node_at(overlap).nid == b
+    click(window, window.scene.items_by_id[a].mapToScene(QPointF(20, 10)))  # a's title
+    assert top_node_at(overlap).nid == a
+    c = add(window, "ImageInvert", 60, 10)  # a new node still lands on top
+    assert top_node_at(overlap).nid == c
+
+
+def test_typing_filters_an_open_combo_list(window, qtbot):
+    nid = add(window, "KSampler", 0, 0)
+    _keys_to_canvas(window, qtbot)
+    minimap = window.view.minimap_wanted
+    click(window, widget_point(window, nid, "sampler_name"))
+    menu = window.scene.active_menu
+    qtbot.waitUntil(menu.isVisible)
+    QTest.keyClicks(menu, "2m sde")  # words in any order; "m" must not toggle the minimap
+    shown = [a.text() for a in menu.choice_actions if a.isVisible()]
+    assert shown and all("2m" in t and "sde" in t for t in shown)
+    assert "euler" not in shown
+    assert menu.activeAction().text() == shown[0]
+    assert window.view.minimap_wanted == minimap
+    QTest.keyClick(menu, Qt.Key_Backspace)
+    assert menu.typed == "2m sd"
+    QTest.keyClick(menu, Qt.Key_Return)
+    assert window.doc.nodes[nid]["inputs"]["sampler_name"] == shown[0]
+
+
+def test_a_taller_node_shows_more_of_its_prompt(window):
+    from nodegen.gui import commands
+
+    nid = add(window, "CLIPTextEncode", 0, 0)
+    item = window.scene.items_by_id[nid]
+    before = item.widget_rect("text").height()
+    size = [item.body_rect().width(), item.body_rect().height() + 200]
+    window.scene.push(commands.set_ui(window.doc, [nid], "size", size, "Resize"))
+    assert item.widget_rect("text").height() == before + 200
+    assert item.body_rect().height() == size[1]
+    click(window, widget_point(window, nid, "text"))  # the editor takes the whole box
+    assert window.scene.editor.height() == int(item.widget_rect("text").height())
+    window.scene.close_editor()
+
+
+def test_the_unsaved_question_names_the_imported_file(window, tmp_path, red_png):
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "red.png", "upload": "image"}},
+              "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    comfy = tmp_path / "portrait.json"
+    comfy.write_text(json.dumps(prompt))
+    assert window.open_file(str(comfy), ask=False), window.last_error
+    assert window.save_changes_question() == "Save the changes to portrait.json (imported)?"
+    window.new_file()
+    assert window.save_changes_question() == "Save the changes to Untitled?"
