@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QPointF, QRectF
+from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtWidgets import QMenu
 
 from . import clipboard, commands
@@ -94,13 +94,19 @@ class EditMixin:
         return self.scene.selected_ids()
 
     def delete_selected(self) -> None:
-        ids = self.selected()
-        groups = [g.index for g in self.scene.selectedItems() if isinstance(g, GroupItem)]
+        """Delete the selected nodes and groups (a group's frame only: its nodes stay), as one
+        undo step."""
+        ids, groups = self.selected(), self.scene.selected_groups()
+        stack = self.doc.undo_stack
+        if ids and groups:
+            stack.beginMacro("Delete")
         if ids:
-            self.doc.undo_stack.push(commands.delete_nodes(self.doc, ids))
+            stack.push(commands.delete_nodes(self.doc, ids))
         if groups:
-            self.doc.undo_stack.push(commands.group_edit(
+            stack.push(commands.group_edit(
                 self.doc, "Delete group", lambda gs: [gs.pop(i) for i in sorted(groups, reverse=True)]))
+        if ids and groups:
+            stack.endMacro()
 
     def _fragment(self, ids) -> dict:
         ids = [nid for nid in self.doc.nodes if nid in set(ids)]  # document order
@@ -214,7 +220,8 @@ class EditMixin:
         self.scene.release_grab()  # the menu takes the mouse: the press that opened it ends here
         menu = QMenu(self)
         item = self.scene.node_at(scene_pos)
-        group = next((g for g in self.scene.items(scene_pos) if isinstance(g, GroupItem)), None)
+        group = next((g for g in self.scene.items(scene_pos, Qt.IntersectsItemBoundingRect)
+                      if isinstance(g, GroupItem)), None)
         if item is not None:
             if not item.isSelected():
                 self.scene.select_ids([item.nid])

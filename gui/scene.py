@@ -201,13 +201,21 @@ class GraphScene(WiringMixin, PressMixin, EditorMixin, QGraphicsScene):
                 self.edges_by_node[nid].add((nid, name))
 
     def _rebuild_groups(self) -> None:
+        """New group items for the document's groups; a group selected before an edit of the
+        groups (a move, a rename) stays selected when the number of groups is unchanged."""
+        same = len(self.group_items) == len(self.doc.groups)
+        selected = {g.index for g in self.group_items if g.isSelected()} if same else set()
         for g in self.group_items:
             self.removeItem(g)
         self.group_items = []
         for i in range(len(self.doc.groups)):
             item = GroupItem(self, i)
             self.addItem(item)
+            item.choose(i in selected)
             self.group_items.append(item)
+
+    def selected_groups(self) -> list[int]:
+        return [g.index for g in self.group_items if g.isSelected()]
 
     # -- callbacks from items ----------------------------------------------------------
     def node_moved(self, item: NodeItem) -> None:

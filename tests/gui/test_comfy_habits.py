@@ -91,3 +91,24 @@ def test_the_unsaved_question_names_the_imported_file(window, tmp_path, red_png)
     assert window.save_changes_question() == "Save the changes to portrait.json (imported)?"
     window.new_file()
     assert window.save_changes_question() == "Save the changes to Untitled?"
+
+
+def test_a_click_on_a_group_title_selects_the_group_and_delete_removes_only_the_frame(window, qtbot):
+    a = add(window, "ImageInvert", 0, 0)
+    b = add(window, "ImageInvert", 300, 0)
+    window.scene.select_ids([a, b])
+    window.group_selection()
+    _keys_to_canvas(window, qtbot)
+    group = window.scene.group_items[0]
+    click(window, group.mapToScene(QPointF(group.w / 2, 10)))  # its title
+    assert window.scene.selected_ids() == [] and window.scene.selected_groups() == [0]
+    QTest.keyClick(window.view, Qt.Key_Delete)  # it deleted both nodes and kept the group
+    assert set(window.doc.nodes) == {a, b} and window.doc.groups == []
+    window.doc.undo_stack.undo()
+    assert len(window.doc.groups) == 1
+    # a rubber band around the nodes inside the frame selects the nodes, not the group
+    from tests.gui.conftest import drag
+    group = window.scene.group_items[0]
+    inside = group.sceneBoundingRect()
+    drag(window, inside.topLeft() + QPointF(5, 40), inside.bottomRight() - QPointF(5, 5))
+    assert set(window.scene.selected_ids()) == {a, b} and window.scene.selected_groups() == []
