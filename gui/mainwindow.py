@@ -316,6 +316,9 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
                  "Zoom: wheel (to the cursor)", "Select: click, Shift/Ctrl-click, drag a rubber band",
                  "Connect: drag from a port to a port; drop on empty canvas to search",
                  "Move / remove a wire: drag it off its input", "Reroute: double-click a wire",
+                 "Move all wires of an output: Shift + drag it onto another output",
+                 "Combo lists: type to filter them, Enter picks",
+                 "Groups: click a group's title to select it (Delete removes the frame, not the nodes)",
                  "Widgets: drag numbers left/right; click to type; right-click a node for more",
                  "Drop a workflow .json/.png to open it, an image to make a LoadImage node"]
         return "\n".join(rows)

@@ -112,3 +112,39 @@ def test_a_click_on_a_group_title_selects_the_group_and_delete_removes_only_the_
     inside = group.sceneBoundingRect()
     drag(window, inside.topLeft() + QPointF(5, 40), inside.bottomRight() - QPointF(5, 5))
     assert set(window.scene.selected_ids()) == {a, b} and window.scene.selected_groups() == []
+
+
+def test_shift_drag_from_an_output_moves_all_its_wires(window):
+    from PySide6.QtCore import QPoint
+
+    from nodegen.gui import commands
+    from tests.gui.conftest import port_point, show_points
+
+    src = add(window, "EmptyImage", 0, 0)
+    other = add(window, "EmptyImage", 0, 300)
+    mask = add(window, "SolidMask", 0, 600)
+    users = [add(window, "ImageInvert", 400, y) for y in (0, 200)]
+    for u in users:
+        window.scene.push(commands.connect(window.doc, src, "image", u, "image"))
+    steps = window.doc.undo_stack.count()
+
+    def shift_drag(a, b):
+        show_points(window, a, b)
+        pa, pb = window.view.mapFromScene(a), window.view.mapFromScene(b)
+        vp = window.view.viewport()
+        QTest.mousePress(vp, Qt.LeftButton, Qt.ShiftModifier, pa)
+        for i in range(1, 5):
+            QTest.mouseMove(vp, pa + QPoint((pb - pa).x() * i // 4, (pb - pa).y() * i // 4))
+        QTest.mouseRelease(vp, Qt.LeftButton, Qt.ShiftModifier, pb)
+
+    def sources():
+        return [window.doc.nodes[u]["inputs"]["image"]["from"] for u in users]
+
+    shift_drag(port_point(window, src, "out", "image"), port_point(window, mask, "out", "mask"))
+    assert sources() == [[src, "image"]] * 2  # MASK into IMAGE inputs: refused, nothing moved
+    assert all(window.scene.edges[(u, "image")].isVisible() for u in users)
+    shift_drag(port_point(window, src, "out", "image"), port_point(window, other, "out", "image"))
+    assert sources() == [[other, "image"]] * 2
+    assert window.doc.undo_stack.count() == steps + 1  # one step
+    window.doc.undo_stack.undo()
+    assert sources() == [[src, "image"]] * 2
