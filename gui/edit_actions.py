@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QMenu
 
 from . import clipboard, commands
 from .defaults import new_node_inputs
+from .edge_item import EdgeItem
 from .group_item import GroupItem
 from .node_item import DEFAULT_W, ROW_H, NodeItem
 from .node_paint import TITLE_H
@@ -222,7 +223,12 @@ class EditMixin:
         item = self.scene.node_at(scene_pos)
         group = next((g for g in self.scene.items(scene_pos, Qt.IntersectsItemBoundingRect)
                       if isinstance(g, GroupItem)), None)
-        if item is not None:
+        wire = next((e for e in self.scene.items(scene_pos) if isinstance(e, EdgeItem)), None)
+        if item is None and wire is not None:  # a wire under the cursor (as ComfyUI's link menu)
+            menu.addAction("Delete wire", lambda: self.scene.push(self.scene.disconnect_cmd(wire.dst, wire.input)))
+            menu.addAction("Add reroute here", lambda: self.scene.insert_reroute(wire, scene_pos))
+            menu.addAction("Add node\u2026", lambda: self.open_search(scene_pos))
+        elif item is not None:
             if not item.isSelected():
                 self.scene.select_ids([item.nid])
             menu.addAction("Rename", self.rename_selected)

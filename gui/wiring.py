@@ -172,7 +172,7 @@ class WiringMixin:
             make_port = side == "widget"
             if w.detached and w.detached != (dst, inp):
                 doc.undo_stack.beginMacro("Move wire")
-                self.push(self._disconnect_cmd(*w.detached))
+                self.push(self.disconnect_cmd(*w.detached))
                 self.push(commands.connect(doc, src, out, dst, inp, make_port))
                 doc.undo_stack.endMacro()
             elif not w.detached or w.detached != (dst, inp):
@@ -182,14 +182,16 @@ class WiringMixin:
         if target is not None:  # dropped back on its own node
             return
         if w.detached:
-            self.push(self._disconnect_cmd(*w.detached))
+            self.push(self.disconnect_cmd(*w.detached))
             self.message.emit(f"removed the link into {w.detached[1]}")
             return
         filt = {"accepts": w.type} if w.side == "out" else {"produces": w.type}
         filt.update(node=w.item.nid, side=w.side, port=w.name)
         self.wireDropped.emit(pos, filt)
 
-    def _disconnect_cmd(self, dst: str, input_name: str):
+    def disconnect_cmd(self, dst: str, input_name: str):
+        """The undo command removing the wire into ``dst.input_name`` (a widget input that had
+        been turned into a port gets its default value back)."""
         item = self.items_by_id[dst]
         spec = item.info.input(input_name) or {}
         restore = None

@@ -148,3 +148,20 @@ def test_shift_drag_from_an_output_moves_all_its_wires(window):
     assert window.doc.undo_stack.count() == steps + 1  # one step
     window.doc.undo_stack.undo()
     assert sources() == [[src, "image"]] * 2
+
+
+def test_right_click_on_a_wire_offers_to_delete_it(window):
+    from nodegen.gui import commands
+
+    a = add(window, "EmptyImage", 0, 0)
+    b = add(window, "ImageInvert", 500, 200)
+    window.scene.push(commands.connect(window.doc, a, "image", b, "image"))
+    wire = window.scene.edges[(b, "image")]
+    middle = wire.path().pointAtPercent(0.5)
+    window.view.centerOn(middle)
+    menu = window.canvas_menu(window.view.mapFromScene(middle))
+    delete = next(act for act in menu.actions() if act.text() == "Delete wire")
+    delete.trigger()
+    assert "image" not in window.doc.nodes[b].get("inputs", {})
+    window.doc.undo_stack.undo()
+    assert window.doc.nodes[b]["inputs"]["image"] == {"from": [a, "image"]}
