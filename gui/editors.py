@@ -4,7 +4,7 @@ menu of choices for choice/file widgets. Committing an editor pushes an undo com
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, QRectF, Qt, QTimer
-from PySide6.QtGui import QAction
+from PySide6.QtGui import QAction, QTextCursor
 from PySide6.QtWidgets import QFileDialog, QLineEdit, QMenu, QPlainTextEdit
 
 from . import commands
@@ -111,6 +111,7 @@ class EditorMixin:
         w = QPlainTextEdit() if multiline else QLineEdit()
         if multiline:
             w.setPlainText(text)
+            w.moveCursor(QTextCursor.End)  # typing adds to the prompt (it went before its start)
         else:
             w.setText(text)
             w.selectAll()

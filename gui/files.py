@@ -130,6 +130,7 @@ class FileMixin:
         return f"Save the changes to {self.display_name()}?"
 
     def confirm_discard(self) -> bool:
+        self.scene.commit_editor()  # text typed in an open field is an edit too (closing lost it)
         if not self.doc.modified:
             return True
         answer = self.ask_save_changes()
@@ -197,6 +198,7 @@ class FileMixin:
         return self._save_to(Path(path))
 
     def _save_to(self, path: Path) -> bool:
+        self.scene.commit_editor()  # Ctrl+S while typing in a field saves what was typed
         try:
             self.doc.save(path)
         except OSError as e:

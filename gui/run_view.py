@@ -83,6 +83,7 @@ class RunMixin:
 
     # -- sweeps ------------------------------------------------------------------------
     def open_sweep_dialog(self, preset: tuple[str, str] | None = None) -> bool:
+        self.scene.commit_editor()
         dialog = SweepDialog(self.doc.data, self.schema, self, preset, output_dir=self.engine.env.output_dir,
                              graph_path=self.doc.path)
         if not dialog.exec():

@@ -165,3 +165,21 @@ def test_right_click_on_a_wire_offers_to_delete_it(window):
     assert "image" not in window.doc.nodes[b].get("inputs", {})
     window.doc.undo_stack.undo()
     assert window.doc.nodes[b]["inputs"]["image"] == {"from": [a, "image"]}
+
+
+def test_text_typed_in_an_open_field_is_saved_and_never_lost_on_close(window, tmp_path):
+    nid = add(window, "Note", 0, 0)
+    path = tmp_path / "notes.json"
+    assert window.save_as(str(path))
+    click(window, widget_point(window, nid, "text"))
+    QTest.keyClicks(window.scene.editor, "keep me")  # still typing: nothing committed yet
+    assert window.save()  # Ctrl+S saved the file without the text
+    assert "keep me" in json.loads(path.read_text())["nodes"][nid]["inputs"]["text"]
+    click(window, widget_point(window, nid, "text"))
+    QTest.keyClicks(window.scene.editor, " and me")
+    asked = []
+    window.ask_save_changes = lambda: asked.append(1) or "cancel"
+    window.close()  # it closed without asking and the text was gone
+    assert asked and window.isVisible()
+    assert window.doc.nodes[nid]["inputs"]["text"].endswith("and me")
+    window.ask_save_changes = lambda: "discard"
