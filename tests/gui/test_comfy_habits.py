@@ -183,3 +183,24 @@ def test_text_typed_in_an_open_field_is_saved_and_never_lost_on_close(window, tm
     assert asked and window.isVisible()
     assert window.doc.nodes[nid]["inputs"]["text"].endswith("and me")
     window.ask_save_changes = lambda: "discard"
+
+
+def test_ctrl_v_pastes_a_comfyui_workflow_copied_as_text(window, qtbot):
+    from pathlib import Path
+
+    from PySide6.QtGui import QGuiApplication
+
+    ui = (Path(__file__).parents[1] / "data" / "comfy" / "esrgan_upscale.ui.json").read_text()
+    api = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+           "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}}
+    _keys_to_canvas(window, qtbot)
+    QGuiApplication.clipboard().setText(ui)  # the editor format, e.g. copied from a web page
+    QTest.keyClick(window.view, Qt.Key_V, Qt.ControlModifier)
+    types = sorted(n["type"] for n in window.doc.nodes.values())
+    assert "UpscaleModelLoader" in types and "ImageUpscaleWithModel" in types
+    window.new_file()
+    QGuiApplication.clipboard().setText(json.dumps(api))  # an API prompt: no positions
+    QTest.keyClick(window.view, Qt.Key_V, Qt.ControlModifier)
+    (a, b) = window.doc.nodes
+    assert window.doc.nodes[b]["inputs"]["image"] == {"from": [a, "image"]}
+    assert window.doc.nodes[a]["ui"]["pos"] != window.doc.nodes[b]["ui"]["pos"]  # not stacked
