@@ -237,8 +237,16 @@ class FileMixin:
             return
         menu.clear()
         for p in self.recent_files():
-            menu.addAction(p, lambda p=p: self.open_file(p))
+            if Path(p).is_file():  # a file moved or deleted since is not offered (it only failed)
+                menu.addAction(p, lambda p=p: self.open_file(p))
+        if menu.actions():
+            menu.addSeparator()
+            menu.addAction("Clear the list", self.clear_recent)
         menu.setEnabled(bool(menu.actions()))
+
+    def clear_recent(self) -> None:
+        self.settings.setValue("recent", [])
+        self.rebuild_recent_menu()
 
     # -- autosave and recovery ---------------------------------------------------------
     def recovery_path(self) -> Path:

@@ -135,6 +135,8 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         a(m, "New", self.new_file, QKeySequence.New, "new")
         a(m, "Open\u2026", lambda: self.open_file(), QKeySequence.Open, "open")
         self.recent_menu = m.addMenu("Open recent")
+        self.file_menu = m
+        m.aboutToShow.connect(self.rebuild_recent_menu)  # files moved or deleted meanwhile drop out
         a(m, "Save", self.save, QKeySequence.Save, "save")
         a(m, "Save as\u2026", lambda: self.save_as(), QKeySequence.SaveAs, "save_as")
         m.addSeparator()

@@ -204,3 +204,16 @@ def test_ctrl_v_pastes_a_comfyui_workflow_copied_as_text(window, qtbot):
     (a, b) = window.doc.nodes
     assert window.doc.nodes[b]["inputs"]["image"] == {"from": [a, "image"]}
     assert window.doc.nodes[a]["ui"]["pos"] != window.doc.nodes[b]["ui"]["pos"]  # not stacked
+
+
+def test_recent_files_offer_only_files_that_are_there_and_can_be_cleared(window, chain_file, tmp_path):
+    gone = tmp_path / "gone.json"
+    gone.write_text(chain_file.read_text())
+    assert window.open_file(str(gone), ask=False)
+    assert window.open_file(str(chain_file), ask=False)
+    gone.unlink()
+    window.file_menu.aboutToShow.emit()  # the File menu is opened
+    texts = [a.text() for a in window.recent_menu.actions()]
+    assert str(chain_file.resolve()) in texts and str(gone.resolve()) not in texts
+    next(a for a in window.recent_menu.actions() if a.text() == "Clear the list").trigger()
+    assert window.recent_files() == [] and not window.recent_menu.isEnabled()
