@@ -174,8 +174,8 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         m = mb.addMenu("&View")
         a(m, "Fit all", self.view.show_all, "Home", "fit_all", canvas=True)
         a(m, "Fit selection (all if none)", self.view.fit_selection, ["F", "."], "fit_selection", canvas=True)
-        a(m, "Zoom in", lambda: self.view.zoom_by(1.25), QKeySequence.ZoomIn, "zoom_in")
-        a(m, "Zoom out", lambda: self.view.zoom_by(1 / 1.25), QKeySequence.ZoomOut, "zoom_out")
+        a(m, "Zoom in", lambda: self.view.zoom_by(1.25), [QKeySequence.ZoomIn, "Alt+="], "zoom_in")
+        a(m, "Zoom out", lambda: self.view.zoom_by(1 / 1.25), [QKeySequence.ZoomOut, "Alt+-"], "zoom_out")
         a(m, "Actual size", lambda: self.view.zoom_by(None), "Ctrl+0", "zoom_reset")
         a(m, "Minimap", self.view.toggle_minimap, "M", "minimap", canvas=True)
         m.addSeparator()
@@ -184,9 +184,10 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
             m.addAction(dock.toggleViewAction())
         m = mb.addMenu("&Run")
         a(m, "Run", self.run_graph, ["Ctrl+Return", "Ctrl+Enter"], "run")
-        self.cancel_action = a(m, "Cancel", self.cancel_run, None, "cancel")
+        # ComfyUI's keys: Ctrl+Alt+Enter interrupts (it opened the sweep dialog here, the run went on)
+        self.cancel_action = a(m, "Cancel", self.cancel_run, ["Ctrl+Alt+Return", "Ctrl+Alt+Enter"], "cancel")
         a(m, "Cancel all", self.cancel_all, None, "cancel_all")
-        a(m, "Sweep\u2026", lambda: self.open_sweep_dialog(), "Ctrl+Alt+Return", "sweep")
+        a(m, "Sweep\u2026", lambda: self.open_sweep_dialog(), "Ctrl+Alt+S", "sweep")
         a(m, "Validate", self.validate_and_report, "Ctrl+Shift+Return", "validate")
         a(m, "Refresh node list (model files, choices)", self.rescan_models, "R", "refresh", canvas=True)
         m = mb.addMenu("&Settings")
@@ -206,7 +207,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.toolbar = bar
         self.actions_by_name["run"].setToolTip("Run the graph (Ctrl+Enter); runs queue up")
         self.actions_by_name["cancel"].setToolTip("Cancel the running job; queued ones go on "
-                                                  "(Esc on the canvas)")
+                                                  "(Ctrl+Alt+Enter, or Esc on the canvas)")
 
     def _steady_proxy(self, act: QAction, text: str) -> QAction:
         """A toolbar twin of ``act`` whose text stays ``text`` (the undo action's text grows with

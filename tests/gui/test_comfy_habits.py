@@ -217,3 +217,19 @@ def test_recent_files_offer_only_files_that_are_there_and_can_be_cleared(window,
     assert str(chain_file.resolve()) in texts and str(gone.resolve()) not in texts
     next(a for a in window.recent_menu.actions() if a.text() == "Clear the list").trigger()
     assert window.recent_files() == [] and not window.recent_menu.isEnabled()
+
+
+def test_comfyui_keys_interrupt_and_zoom(window, qtbot, monkeypatch):
+    """Ctrl+Alt+Enter interrupts the run (it opened the sweep dialog); Alt+= and Alt+- zoom."""
+    cancelled, swept = [], []
+    monkeypatch.setattr(window.runner, "cancel_current", lambda: cancelled.append(1) or True)
+    monkeypatch.setattr(window, "open_sweep_dialog", lambda *a: swept.append(1))
+    _keys_to_canvas(window, qtbot)
+    window.cancel_action.setEnabled(True)  # as while a run goes on
+    QTest.keyClick(window.view, Qt.Key_Return, Qt.ControlModifier | Qt.AltModifier)
+    assert cancelled == [1] and swept == []
+    z = window.view.zoom()
+    QTest.keyClick(window.view, Qt.Key_Equal, Qt.AltModifier)
+    assert window.view.zoom() > z
+    QTest.keyClick(window.view, Qt.Key_Minus, Qt.AltModifier)
+    assert abs(window.view.zoom() - z) < 1e-6
