@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QStandardPaths, QTimer
+from PySide6.QtCore import QPoint, QSettings, QStandardPaths, QTimer
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from nodegen.formats.png import WORKFLOW_KEY, png_text
 from nodegen.kernel.workflow import Workflow, WorkflowError, atomic_write_text
 
 MAX_RECENT = 10
+#: set for an editor started by File > New window: it opens offset from the saved place
+CASCADE_ENV, CASCADE_PX = "NODEGEN_GUI_CASCADE", 40
 AUTOSAVE_MS = 30_000
 FILTER = "Workflows (*.json *.png *.webp);;All files (*)"
 
@@ -85,6 +89,8 @@ class FileMixin:
         self.imported_from: Path | None = None
         geometry = self.settings.value("geometry")
         self.geometry_restored = geometry is not None and self.restoreGeometry(geometry)
+        if self.geometry_restored and os.environ.pop(CASCADE_ENV, None):
+            self.move(self.pos() + QPoint(CASCADE_PX, CASCADE_PX))  # a New window: not right on top of its opener
 
     # -- title -------------------------------------------------------------------------
     def update_title(self) -> None:
@@ -161,6 +167,21 @@ class FileMixin:
         self.imported_from = None
         self.after_open()
         return True
+
+    def new_window(self, path: str | None = None) -> list[str]:
+        """Open another editor window (its own process, with this session's folders and device),
+        empty or on ``path``: two graphs side by side, copy and paste between them."""
+        env = self.engine.env
+        cmd = [sys.executable, "-c", "import sys; from nodegen.gui.app import main; sys.exit(main(sys.argv[1:]))",
+               "--input-dir", str(env.input_dir), "--output-dir", str(env.output_dir),
+               "--device", str(getattr(self.engine, "_device_name", "auto"))]
+        for root in self.cli_roots:
+            cmd += ["--models", str(root)]
+        if path:
+            cmd.append(str(path))
+        subprocess.Popen(cmd, start_new_session=True, env={**os.environ, CASCADE_ENV: "1"})  # noqa: S603
+        self.statusBar().showMessage("opening a new window\u2026", 5000)
+        return cmd
 
     def open_file(self, path: str | None = None, ask: bool = True) -> bool:
         if ask and not self.confirm_discard():

@@ -133,6 +133,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         m = mb.addMenu("&File")
         a = self._action
         a(m, "New", self.new_file, QKeySequence.New, "new")
+        a(m, "New window", lambda: self.new_window(), "Ctrl+Shift+N", "new_window")
         a(m, "Open\u2026", lambda: self.open_file(), QKeySequence.Open, "open")
         self.recent_menu = m.addMenu("Open recent")
         self.file_menu = m

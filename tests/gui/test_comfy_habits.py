@@ -233,3 +233,37 @@ def test_comfyui_keys_interrupt_and_zoom(window, qtbot, monkeypatch):
     assert window.view.zoom() > z
     QTest.keyClick(window.view, Qt.Key_Minus, Qt.AltModifier)
     assert abs(window.view.zoom() - z) < 1e-6
+
+
+def test_file_new_window_starts_a_second_editor_with_this_sessions_folders(window, chain_file):
+    """A second document beside the first (copy and paste between them go by the clipboard)."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from nodegen.gui.app import parse_args
+
+    started, kw_seen = [], []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("nodegen.gui.files.subprocess.Popen", lambda cmd, **kw: started.append(cmd) or kw_seen.append(kw))
+        window.actions_by_name["new_window"].trigger()
+        window.new_window(str(chain_file))
+    assert len(started) == 2 and started[0][0] == sys.executable
+    assert kw_seen[0]["env"]["NODEGEN_GUI_CASCADE"] == "1"  # it opens beside this one, not on top
+    args = parse_args(started[1][3:])
+    assert args.input_dir == str(window.engine.env.input_dir) and args.graph == str(chain_file)
+    assert args.output_dir == str(window.engine.env.output_dir)
+    done = subprocess.run([*started[0][:3], "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "nodegen gui" in done.stdout  # the command starts the editor
+
+
+def test_a_new_window_opens_offset_from_the_saved_place(make_window, monkeypatch):
+    first = make_window()
+    first.settings.setValue("geometry", first.saveGeometry())
+    first.settings.sync()
+    plain = make_window()  # at the saved place
+    monkeypatch.setenv("NODEGEN_GUI_CASCADE", "1")
+    second = make_window()
+    d = second.pos() - plain.pos()
+    assert 30 <= d.x() <= 50 and 30 <= d.y() <= 50  # 40 px, give or take the window frame
