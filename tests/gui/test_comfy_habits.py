@@ -267,3 +267,35 @@ def test_a_new_window_opens_offset_from_the_saved_place(make_window, monkeypatch
     second = make_window()
     d = second.pos() - plain.pos()
     assert 30 <= d.x() <= 50 and 30 <= d.y() <= 50  # 40 px, give or take the window frame
+
+
+def test_an_image_dropped_on_a_load_image_node_goes_into_it(window, tmp_path, red_png):
+    """Dragging your own output (a PNG that carries its workflow) onto a LoadImage node, for
+    img2img: it replaced the whole graph; now it is that node's image. Elsewhere it still opens."""
+    from PIL import Image, PngImagePlugin
+    from PySide6.QtCore import QMimeData, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    from tests.gui.conftest import chain_doc
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("nodegen-workflow", json.dumps(chain_doc(str(red_png))))
+    made = tmp_path / "my_render.png"
+    Image.new("RGB", (8, 8)).save(made, pnginfo=info)
+    loader = add(window, "LoadImage", 0, 0)
+    other = add(window, "ImageInvert", 400, 0)
+
+    def drop_at(scene_point):
+        md = QMimeData()
+        md.setUrls([QUrl.fromLocalFile(str(made))])
+        p = QPointF(window.view.mapFromScene(scene_point))
+        window.view.dropEvent(QDropEvent(p, Qt.CopyAction, md, Qt.LeftButton, Qt.NoModifier))
+
+    window.view.centerOn(window.scene.items_by_id[loader])
+    drop_at(window.scene.items_by_id[loader].mapToScene(QPointF(60, 40)))
+    assert set(window.doc.nodes) == {loader, other}  # the graph stays
+    assert window.doc.nodes[loader]["inputs"]["image"] == str(made.resolve())
+    window.doc.undo_stack.undo()
+    assert window.doc.nodes[loader]["inputs"].get("image") != str(made.resolve())
+    drop_at(QPointF(-2000, -2000))  # on empty canvas: its workflow opens
+    assert len(window.doc.nodes) == 3 and window.imported_from == made
