@@ -271,6 +271,10 @@ class GraphView(QGraphicsView):
             self.viewport().setCursor(Qt.ClosedHandCursor)
             event.accept()
             return
+        if event.button() == Qt.LeftButton and event.modifiers() & Qt.ShiftModifier \
+                and not self.items(event.position().toPoint()):
+            # Shift+drag on empty canvas adds to the selection, as Ctrl does (it replaced it)
+            event.setModifiers(event.modifiers() | Qt.ControlModifier)
         super().mousePressEvent(event)
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802

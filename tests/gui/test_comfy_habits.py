@@ -299,3 +299,19 @@ def test_an_image_dropped_on_a_load_image_node_goes_into_it(window, tmp_path, re
     assert window.doc.nodes[loader]["inputs"].get("image") != str(made.resolve())
     drop_at(QPointF(-2000, -2000))  # on empty canvas: its workflow opens
     assert len(window.doc.nodes) == 3 and window.imported_from == made
+
+
+def test_shift_drag_on_empty_canvas_adds_to_the_selection(window):
+    from tests.gui.conftest import show_points
+
+    a = add(window, "ImageInvert", 0, 0)
+    b = add(window, "ImageInvert", 0, 300)
+    window.scene.select_ids([a])
+    show_points(window, QPointF(-60, -60), QPointF(300, 500))
+    vp = window.view.viewport()
+    p0, p1 = window.view.mapFromScene(QPointF(-40, 260)), window.view.mapFromScene(QPointF(280, 480))
+    QTest.mousePress(vp, Qt.LeftButton, Qt.ShiftModifier, p0)
+    for i in range(1, 6):
+        QTest.mouseMove(vp, p0 + (p1 - p0) * (i / 5))
+    QTest.mouseRelease(vp, Qt.LeftButton, Qt.ShiftModifier, p1)
+    assert set(window.scene.selected_ids()) == {a, b}
