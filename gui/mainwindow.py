@@ -3,10 +3,21 @@ menus with their shortcuts, and the status bar (messages, run state, device and 
 
 from __future__ import annotations
 
+import html
+
 import shiboken6
 from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QPixmapCache
-from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QUndoView
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QTextBrowser,
+    QUndoView,
+    QVBoxLayout,
+)
 
 from . import theme  # noqa: F401 - colours used by the items
 from .document import Document
@@ -313,25 +324,57 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.search.schema = self.schema
         self.statusBar().showMessage("node list refreshed", 3000)
 
-    def shortcut_text(self) -> str:
-        rows = [f"{act.text().replace('&', '')}: {', '.join(s.toString(QKeySequence.NativeText) for s in act.shortcuts())}"
+    def shortcut_rows(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(what, keys) for every menu action with keys, and (what, how) for the mouse."""
+        keys = [(act.text().replace("&", ""), ", ".join(s.toString(QKeySequence.NativeText) for s in act.shortcuts()))
                 for act in self.actions_by_name.values() if act.shortcuts()]
-        rows += ["Cancel the running job: Esc (on the canvas)", "Add node: double-click the canvas or Tab", "Pan: middle drag or Space + drag",
-                 "Zoom: wheel (to the cursor)", "Select: click, Shift/Ctrl-click, drag a rubber band",
-                 "Connect: drag from a port to a port; drop on empty canvas to search",
-                 "Move / remove a wire: drag it off its input", "Reroute: double-click a wire",
-                 "Move all wires of an output: Shift + drag it onto another output",
-                 "Combo lists: type to filter them, Enter picks",
-                 "Groups: click a group's title to select it (Delete removes the frame, not the nodes)",
-                 "Widgets: drag numbers left/right; click to type; right-click a node for more",
-                 "Drop a workflow .json/.png to open it, an image to make a LoadImage node"]
-        return "\n".join(rows)
+        keys.append(("Cancel the running job", "Esc (on the canvas)"))
+        mouse = [("Add node", "double-click the canvas or Tab"), ("Pan", "middle drag or Space + drag"),
+                 ("Zoom", "wheel (to the cursor)"),
+                 ("Select", "click, Shift/Ctrl-click, drag a rubber band (Shift/Ctrl+drag adds)"),
+                 ("Connect", "drag from a port to a port; drop on empty canvas to search"),
+                 ("Move / remove a wire", "drag it off its input; right-click it to delete"),
+                 ("Reroute", "double-click a wire"),
+                 ("Move all wires of an output", "Shift + drag it onto another output"),
+                 ("Combo lists", "type to filter them, Enter picks"),
+                 ("Groups", "click a group's title to select it (Delete removes the frame, not the nodes)"),
+                 ("Widgets", "drag numbers left/right; click to type; right-click a node for more"),
+                 ("Drop files", "a workflow .json/.png opens; an image makes a LoadImage node, or goes into "
+                                "the image input of the node it is dropped on")]
+        return keys, mouse
+
+    def shortcut_text(self) -> str:
+        keys, mouse = self.shortcut_rows()
+        return "\n".join(f"{what}: {how}" for what, how in keys + mouse)
 
     def show_shortcuts(self) -> None:
-        box = QMessageBox(QMessageBox.Information, "Keyboard and mouse", self.shortcut_text(), parent=self)
-        box.setModal(False)
-        box.show()
-        self._shortcut_box = box
+        """The keys and the mouse in three columns, sized to the screen (a message box with one
+        long column ran past the bottom of a laptop screen, its OK button out of reach)."""
+        keys, mouse = self.shortcut_rows()
+
+        def table(rows, title: str) -> str:
+            cells = "".join(f"<tr><td style='color:#9aa0a6;padding-right:10px'>{html.escape(w)}</td>"
+                            f"<td><b>{html.escape(h)}</b></td></tr>" for w, h in rows)
+            return f"<h3>{title}</h3><table cellspacing=2>{cells}</table>"
+        half = (len(keys) + 1) // 2
+        page = ("<table cellspacing=12><tr>"
+                f"<td valign=top>{table(keys[:half], 'Keys')}</td>"
+                f"<td valign=top>{table(keys[half:], '&nbsp;')}</td>"
+                f"<td valign=top width=460>{table(mouse, 'Mouse')}</td></tr></table>")
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Keyboard and mouse")
+        browser = QTextBrowser()
+        browser.setHtml(page)
+        buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        buttons.rejected.connect(dialog.close)
+        lay = QVBoxLayout(dialog)
+        lay.addWidget(browser)
+        lay.addWidget(buttons)
+        avail = (self.screen() or QGuiApplication.primaryScreen()).availableGeometry()
+        dialog.resize(min(1320, int(avail.width() * 0.92)), min(600, int(avail.height() * 0.85)))
+        dialog.setModal(False)
+        dialog.show()
+        self._shortcut_box = dialog
 
     # -- window events -----------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:  # noqa: N802

@@ -315,3 +315,19 @@ def test_shift_drag_on_empty_canvas_adds_to_the_selection(window):
         QTest.mouseMove(vp, p0 + (p1 - p0) * (i / 5))
     QTest.mouseRelease(vp, Qt.LeftButton, Qt.ShiftModifier, p1)
     assert set(window.scene.selected_ids()) == {a, b}
+
+
+def test_f1_help_fits_the_screen(window, qtbot):
+    """Three columns sized to the screen: the one-column message box ran past a laptop screen's
+    bottom edge, its OK button out of reach."""
+    from PySide6.QtWidgets import QTextBrowser
+
+    _keys_to_canvas(window, qtbot)
+    QTest.keyClick(window.view, Qt.Key_F1)
+    dialog = window._shortcut_box
+    qtbot.waitUntil(dialog.isVisible)
+    avail = dialog.screen().availableGeometry()
+    assert dialog.frameGeometry().height() <= avail.height() and dialog.width() <= avail.width()
+    text = dialog.findChild(QTextBrowser).toPlainText()
+    assert "Ctrl+Alt+Enter" in text and "Shift + drag it onto another output" in text
+    dialog.close()
