@@ -158,8 +158,12 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         undo.setShortcut(QKeySequence.Undo)
         redo = self.doc.undo_stack.createRedoAction(self, "Redo")
         redo.setShortcuts([QKeySequence.Redo, QKeySequence("Ctrl+Y")])
-        m.addAction(undo)
-        m.addAction(redo)
+        for act, step in ((undo, self.doc.undo_stack.undo), (redo, self.doc.undo_stack.redo)):
+            # typing in an open field is an edit: Undo from the toolbar or the menu undoes that
+            # first (it undid the step before and dropped what was typed)
+            act.triggered.disconnect()
+            act.triggered.connect(lambda _=False, step=step: (self.scene.commit_editor(), step()))
+            m.addAction(act)
         self.actions_by_name.update(undo=undo, redo=redo)
         m.addSeparator()
         a(m, "Cut", self.cut, QKeySequence.Cut, "cut", canvas=True)

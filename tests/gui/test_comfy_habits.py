@@ -331,3 +331,13 @@ def test_f1_help_fits_the_screen(window, qtbot):
     text = dialog.findChild(QTextBrowser).toPlainText()
     assert "Ctrl+Alt+Enter" in text and "Shift + drag it onto another output" in text
     dialog.close()
+
+
+def test_undo_from_the_toolbar_while_typing_undoes_the_typing(window):
+    nid = add(window, "Note", 0, 0)
+    click(window, widget_point(window, nid, "text"))
+    QTest.keyClicks(window.scene.editor, "hello")
+    window.actions_by_name["undo"].trigger()  # the toolbar's and the menu's Undo (no focus change)
+    assert nid in window.doc.nodes and "hello" not in window.doc.nodes[nid]["inputs"].get("text", "")
+    window.actions_by_name["redo"].trigger()
+    assert window.doc.nodes[nid]["inputs"]["text"] == "hello"
