@@ -341,3 +341,13 @@ def test_undo_from_the_toolbar_while_typing_undoes_the_typing(window):
     assert nid in window.doc.nodes and "hello" not in window.doc.nodes[nid]["inputs"].get("text", "")
     window.actions_by_name["redo"].trigger()
     assert window.doc.nodes[nid]["inputs"]["text"] == "hello"
+
+
+def test_a_wire_dragged_from_an_input_offers_sources_first(window):
+    """Dropped from an unconnected MODEL input, the search listed guidance patches (which need a
+    MODEL themselves) before any loader."""
+    for wanted, source in (("MODEL", "CheckpointLoader"), ("VAE", "VAELoader"), ("LATENT", "EmptyLatentImage")):
+        found = window.schema.search("", produces=wanted)
+        first = found[0]
+        assert not [i for i in first.inputs if i.get("widget") is None and not i.get("optional")], first.type
+        assert source in [info.type for info in found[:5]], (wanted, [info.type for info in found[:5]])
