@@ -188,7 +188,10 @@ class EditorMixin:
         self.release_grab()  # the menu takes the mouse: the press that opened it ends here
         menu = ChoiceMenu()
         current = item.value_of(name)
-        for choice in spec.get("choices") or []:
+        choices = list(spec.get("choices") or [])
+        if spec.get("widget") == "file" and current not in (None, "") and current not in choices:
+            choices.insert(0, current)  # a file outside the listed folders (beside the workflow): shown, ticked
+        for choice in choices:
             act = menu.addAction(str(choice))
             act.setCheckable(True)
             act.setChecked(choice == current)

@@ -351,3 +351,14 @@ def test_a_wire_dragged_from_an_input_offers_sources_first(window):
         first = found[0]
         assert not [i for i in first.inputs if i.get("widget") is None and not i.get("optional")], first.type
         assert source in [info.type for info in found[:5]], (wanted, [info.type for info in found[:5]])
+
+
+def test_a_file_combo_shows_the_current_file_even_outside_the_listed_folders(window, chain_file):
+    """An image beside the workflow (not in the input folder): its combo offered only Browse..."""
+    assert window.open_file(str(chain_file), ask=False)
+    current = window.doc.nodes["1"]["inputs"]["image"]
+    click(window, widget_point(window, "1", "image"))
+    menu = window.scene.active_menu
+    ticked = [a.text() for a in menu.actions() if a.isChecked()]
+    assert ticked == [str(current)]
+    menu.close()
