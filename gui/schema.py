@@ -114,9 +114,12 @@ class Schema:
                 # that take anything, then the plainest (Save before an animated save)
                 settings = (self._takes_anything(info, accepts), sum(1 for i in info.inputs if i.get("widget") is not None)) \
                     if fit == 2 else (0, 0)
-                scored.append((s, fit, settings, info.title.lower(), info))
-        scored.sort(key=lambda x: (-x[0], -x[1], x[2], x[3]))
-        return [x[4] for x in scored[:limit]]
+                # among equal matches the shortest name first: "save" finds Save Image before
+                # Save Animated PNG (the query covers more of it), then alphabetical
+                short = min(len(info.title), len(info.type)) if text.strip() else 0
+                scored.append((s, fit, settings, short, info.title.lower(), info))
+        scored.sort(key=lambda x: (-x[0], -x[1], x[2], x[3], x[4]))
+        return [x[5] for x in scored[:limit]]
 
     def _takes_anything(self, info: NodeTypeInfo, src_type: str) -> int:
         """1 when the input a ``src_type`` wire would go to is a wildcard (a preview of anything)."""

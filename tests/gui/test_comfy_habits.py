@@ -362,3 +362,9 @@ def test_a_file_combo_shows_the_current_file_even_outside_the_listed_folders(win
     ticked = [a.text() for a in menu.actions() if a.isChecked()]
     assert ticked == [str(current)]
     menu.close()
+
+
+def test_the_search_puts_the_closest_name_first(window):
+    """Typing "save" listed Save Animated PNG before Save Image (alphabetical among equal matches)."""
+    assert window.schema.search("save")[0].type == "SaveImage"
+    assert window.schema.search("ksampler")[0].type == "KSampler"
