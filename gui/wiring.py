@@ -1,7 +1,8 @@
 """Mouse handling on the canvas scene: drag wires between ports (compatible targets highlight,
 incompatible ones are refused with a reason), re-drag a wire to move it or drag it out to remove
 it, Shift-drag an output to move all its wires to another output (as in ComfyUI), drop a wire on
-empty canvas to search for a node, and record node moves as one undo step."""
+a node's body to connect its first fitting port, drop it on empty canvas to search for a node,
+and record node moves as one undo step."""
 
 from __future__ import annotations
 
@@ -158,6 +159,15 @@ class WiringMixin:
         if w.carried:
             self._finish_carry(w, target)
             return
+        body = self.node_at(pos) if target is None else None
+        if body is w.item and body is not None:  # let go over its own node: nothing changes
+            return
+        if body is not None:  # dropped on a node, not on a port
+            target = self.port_for_drop(drag, body)
+            if target is None:
+                need = "input" if w.side == "out" else "output"
+                self.message.emit(f"{body.title} has no {need} for {w.type}")
+                return
         doc = self.doc
         if target is not None and target[0] is not w.item:
             item, side, name = target
@@ -188,6 +198,22 @@ class WiringMixin:
         filt = {"accepts": w.type} if w.side == "out" else {"produces": w.type}
         filt.update(node=w.item.nid, side=w.side, port=w.name)
         self.wireDropped.emit(pos, filt)
+
+    def port_for_drop(self, drag, item):
+        """Where a wire dropped on ``item``'s body goes (as in ComfyUI): for a dragged output the
+        first free input that takes it (else the first taken one, else a widget that can become
+        an input); for a dragged input the first output that fits. None when nothing fits."""
+        if drag[1] == "out":
+            ports = [("in", s["name"]) for s in item.in_ports]
+            free = [p for p in ports if (item.nid, p[1]) not in self.edges]
+            widgets = [("widget", s["name"]) for s in item.widget_rows]
+            candidates = free + [p for p in ports if p not in free] + widgets
+        else:
+            candidates = [("out", o["name"]) for o in item.outputs]
+        for side, name in candidates:
+            if self.check_link(drag, item, side, name)[0]:
+                return item, side, name
+        return None
 
     def disconnect_cmd(self, dst: str, input_name: str):
         """The undo command removing the wire into ``dst.input_name`` (a widget input that had

@@ -368,3 +368,23 @@ def test_the_search_puts_the_closest_name_first(window):
     """Typing "save" listed Save Animated PNG before Save Image (alphabetical among equal matches)."""
     assert window.schema.search("save")[0].type == "SaveImage"
     assert window.schema.search("ksampler")[0].type == "KSampler"
+
+
+def test_a_wire_dropped_on_a_node_body_connects_its_first_fitting_port(window):
+    """As in ComfyUI: it opened the node search instead."""
+    from tests.gui.conftest import drag, port_point
+
+    src = add(window, "EmptyImage", 0, 0)
+    dst = add(window, "ImageInvert", 400, 0)
+    solid = add(window, "SolidMask", 400, 300)
+    body = window.scene.items_by_id[dst].mapToScene(QPointF(120, 40))
+    drag(window, port_point(window, src, "out", "image"), body)
+    assert window.doc.nodes[dst]["inputs"]["image"] == {"from": [src, "image"]}
+    assert not window.search.isVisible()
+    steps = window.doc.undo_stack.count()
+    drag(window, port_point(window, src, "out", "image"), window.scene.items_by_id[solid].mapToScene(QPointF(120, 12)))
+    assert window.doc.undo_stack.count() == steps and not window.search.isVisible()  # no IMAGE input: nothing
+    # dragged from a free input onto a node: its first fitting output
+    free = add(window, "ImageInvert", 400, 600)
+    drag(window, port_point(window, free, "in", "image"), window.scene.items_by_id[src].mapToScene(QPointF(40, 12)))
+    assert window.doc.nodes[free]["inputs"]["image"] == {"from": [src, "image"]}
