@@ -338,7 +338,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         mouse = [("Add node", "double-click the canvas or Tab"), ("Pan", "middle drag or Space + drag"),
                  ("Zoom", "wheel (to the cursor)"),
                  ("Select", "click, Shift/Ctrl-click, drag a rubber band (Shift/Ctrl+drag adds)"),
-                 ("Connect", "drag from a port to a port; drop on empty canvas to search"),
+                 ("Connect", "drag from a port to a port or onto a node; drop on empty canvas to search"),
                  ("Move / remove a wire", "drag it off its input; right-click it to delete"),
                  ("Reroute", "double-click a wire"),
                  ("Move all wires of an output", "Shift + drag it onto another output"),
