@@ -35,6 +35,10 @@ class _KeyFilter(QObject):
         return False
 
 
+#: a list longer than this says at its top that typing filters it
+HINT_FROM = 10
+
+
 class ChoiceMenu(QMenu):
     """The menu of a choice widget, filtered by typing (as ComfyUI's combo list): each typed
     character narrows the list to the choices holding every typed word, Backspace widens it,
@@ -80,10 +84,13 @@ class ChoiceMenu(QMenu):
         shown = [a for a in self.choice_actions if all(w in a.text().lower() for w in words)]
         for act in self.choice_actions:
             act.setVisible(act in shown)
-        self._header.setText(f"filter: {typed}\u2502" + ("" if shown else "   (nothing matches)"))
-        self._header.setVisible(bool(typed))
-        if shown:
-            self.setActiveAction(shown[0])
+        if typed:
+            self._header.setText(f"filter: {typed}\u2502" + ("" if shown else "   (nothing matches)"))
+        else:
+            self._header.setText("type to filter\u2026")
+        self._header.setVisible(bool(typed) or len(self.choice_actions) > HINT_FROM)
+        if shown:  # the first match; with nothing typed, the current value
+            self.setActiveAction(next((a for a in shown if a.isChecked()), shown[0]) if not typed else shown[0])
         self._stay_near_anchor()
 
     def _stay_near_anchor(self) -> None:
@@ -204,6 +211,8 @@ class EditorMixin:
             act.triggered.connect(lambda: self._browse(item, name, spec))
         if not menu.actions():
             menu.addAction("(no choices found)").setEnabled(False)
+        if len(menu.choice_actions) > HINT_FROM:
+            menu.set_filter("")  # the "type to filter" line on top
         self.active_menu = menu
         menu.popup(screen_pos.toPoint() if hasattr(screen_pos, "toPoint") else screen_pos)
         # the scene grabs the mouse for the pressed item after this handler returns: undo that too

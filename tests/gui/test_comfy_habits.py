@@ -55,12 +55,15 @@ def test_typing_filters_an_open_combo_list(window, qtbot):
     click(window, widget_point(window, nid, "sampler_name"))
     menu = window.scene.active_menu
     qtbot.waitUntil(menu.isVisible)
+    assert menu.actions()[0].text() == "type to filter\u2026" and menu.actions()[0].isVisible()  # a long list says so
+    assert menu.activeAction().text() == window.doc.nodes[nid]["inputs"].get("sampler_name", "euler")  # Enter keeps it
     QTest.keyClicks(menu, "2m sde")  # words in any order; "m" must not toggle the minimap
     shown = [a.text() for a in menu.choice_actions if a.isVisible()]
     assert shown and all("2m" in t and "sde" in t for t in shown)
     assert "euler" not in shown
     assert menu.activeAction().text() == shown[0]
     assert window.view.minimap_wanted == minimap
+    assert menu.actions()[0].text().startswith("filter: 2m sde")
     QTest.keyClick(menu, Qt.Key_Backspace)
     assert menu.typed == "2m sd"
     QTest.keyClick(menu, Qt.Key_Return)
