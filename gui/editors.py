@@ -8,6 +8,7 @@ from PySide6.QtGui import QAction, QTextCursor
 from PySide6.QtWidgets import QFileDialog, QLineEdit, QMenu, QPlainTextEdit
 
 from . import commands
+from .prompt_weight import reweighted
 from .widgets import format_value, parse_value
 
 
@@ -30,6 +31,9 @@ class _KeyFilter(QObject):
                     not self.multiline or event.modifiers() & Qt.ControlModifier):
                 self.scene.commit_editor()
                 return True
+            if self.multiline and event.key() in (Qt.Key_Up, Qt.Key_Down) and event.modifiers() & Qt.ControlModifier:
+                reweigh(obj, up=event.key() == Qt.Key_Up)  # ComfyUI's Ctrl+Up/Down on a prompt
+                return True
         elif event.type() == QEvent.FocusOut:
             self.scene.commit_editor()
         return False
@@ -37,6 +41,22 @@ class _KeyFilter(QObject):
 
 #: a list longer than this says at its top that typing filters it
 HINT_FROM = 10
+
+
+def reweigh(edit: QPlainTextEdit, up: bool) -> None:
+    """Raise or lower the weight of the selected words (or those at the cursor) in a prompt
+    editor, as one step of the editor's own undo, leaving the edited group selected."""
+    cursor = edit.textCursor()
+    change = reweighted(edit.toPlainText(), cursor.selectionStart(), cursor.selectionEnd(), up)
+    if change is None:
+        return
+    start, end, new = change
+    cursor.setPosition(start)
+    cursor.setPosition(end, QTextCursor.KeepAnchor)
+    cursor.insertText(new)
+    cursor.setPosition(start)
+    cursor.setPosition(start + len(new), QTextCursor.KeepAnchor)
+    edit.setTextCursor(cursor)
 
 
 class ChoiceMenu(QMenu):

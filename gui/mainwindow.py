@@ -335,6 +335,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         keys = [(act.text().replace("&", ""), ", ".join(s.toString(QKeySequence.NativeText) for s in act.shortcuts()))
                 for act in self.actions_by_name.values() if act.shortcuts()]
         keys.append(("Cancel the running job", "Esc (on the canvas)"))
+        keys.append(("Weight of words in a prompt", "Ctrl+Up / Ctrl+Down while typing"))
         mouse = [("Add node", "double-click the canvas or Tab"), ("Pan", "middle drag or Space + drag"),
                  ("Zoom", "wheel (to the cursor)"),
                  ("Select", "click, Shift/Ctrl-click, drag a rubber band (Shift/Ctrl+drag adds)"),
