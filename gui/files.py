@@ -232,6 +232,39 @@ class FileMixin:
         self.statusBar().showMessage(f"saved {path}", 5000)
         return True
 
+    def export_comfy(self, path: str | None = None) -> bool:
+        """Write the graph as a ComfyUI API prompt (what ComfyUI's "Export (API)" writes, for
+        sharing with ComfyUI users); settings ComfyUI cannot express go to the Problems panel."""
+        from nodegen.formats.comfy import ComfyExportError, export_api
+
+        self.scene.commit_editor()
+        warnings: list[str] = []
+        try:
+            api = export_api(self.doc.snapshot(), self.engine.registry, warnings)
+        except (ComfyExportError, ValueError) as e:
+            self.show_error("Cannot export for ComfyUI", str(e))
+            return False
+        path = path or self.ask_export_path()
+        if not path:
+            return False
+        try:
+            atomic_write_text(Path(path), json.dumps(api, indent=2, ensure_ascii=False) + "\n")
+        except OSError as e:
+            self.show_error("Cannot export", f"{path}: {e}")
+            return False
+        self.problems.set_problems([f"ComfyUI export: {w}" for w in warnings])
+        self.statusBar().showMessage(f"exported {len(api)} ComfyUI nodes to {path}"
+                                     + (f" ({len(warnings)} warning(s) in the Problems panel)" if warnings else ""), 8000)
+        return True
+
+    def ask_export_path(self) -> str:
+        source = self.doc.path or self.imported_from
+        start = str(source.with_name(f"{source.stem}.comfy-api.json")) if source else self._last_dir()
+        path, _ = QFileDialog.getSaveFileName(self, "Export for ComfyUI (API format)", start, "JSON (*.json)")
+        if path and not path.lower().endswith(".json"):
+            path += ".json"
+        return path
+
     def show_error(self, title: str, text: str) -> None:
         self.statusBar().showMessage(text.splitlines()[0] if text else title, 10000)
         if os.environ.get("QT_QPA_PLATFORM") == "offscreen":

@@ -151,6 +151,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         m.aboutToShow.connect(self.rebuild_recent_menu)  # files moved or deleted meanwhile drop out
         a(m, "Save", self.save, QKeySequence.Save, "save")
         a(m, "Save as\u2026", lambda: self.save_as(), QKeySequence.SaveAs, "save_as")
+        a(m, "Export for ComfyUI (API)\u2026", lambda: self.export_comfy(), None, "export_comfy")
         m.addSeparator()
         a(m, "Quit", self.close, QKeySequence.Quit, "quit")
         m = mb.addMenu("&Edit")

@@ -391,3 +391,18 @@ def test_a_wire_dropped_on_a_node_body_connects_its_first_fitting_port(window):
     free = add(window, "ImageInvert", 400, 600)
     drag(window, port_point(window, free, "in", "image"), window.scene.items_by_id[src].mapToScene(QPointF(40, 12)))
     assert window.doc.nodes[free]["inputs"]["image"] == {"from": [src, "image"]}
+
+
+def test_file_export_for_comfyui_writes_an_api_prompt(window, chain_file, tmp_path):
+    from nodegen.formats.comfy import detect
+
+    assert window.open_file(str(chain_file), ask=False)
+    out = tmp_path / "for_comfy.json"
+    assert window.export_comfy(str(out))
+    api = json.loads(out.read_text())
+    assert detect(api) is not None  # ComfyUI's format
+    assert sorted(n["class_type"] for n in api.values()) == ["ImageInvert", "LoadImage", "PreviewImage"]
+    assert not window.doc.modified  # exporting is not saving: the document is untouched
+    add(window, "LineartEdges", 0, 400)  # no ComfyUI equivalent: refused, naming the node
+    assert not window.export_comfy(str(tmp_path / "refused.json"))
+    assert "LineartEdges" in window.last_error and not (tmp_path / "refused.json").exists()
