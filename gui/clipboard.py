@@ -9,7 +9,8 @@ import json
 from PySide6.QtCore import QRectF
 from PySide6.QtGui import QGuiApplication
 
-from nodegen.kernel.workflow import FORMAT, VERSION, WorkflowError, is_link, parse
+from nodegen.formats import document_from_data
+from nodegen.kernel.workflow import FORMAT, VERSION, WorkflowError, is_link
 
 MIME = "application/x-nodegen-workflow"
 
@@ -49,7 +50,8 @@ def to_clipboard(frag: dict) -> None:
 
 
 def from_clipboard() -> dict | None:
-    """The workflow on the clipboard (our MIME type or JSON text), or None."""
+    """The workflow on the clipboard (our MIME type or JSON text: nodegen's, or a ComfyUI
+    workflow or API prompt copied from a web page or a text editor), or None."""
     md = QGuiApplication.clipboard().mimeData()
     if md is None:
         return None
@@ -60,9 +62,30 @@ def from_clipboard() -> dict | None:
     else:
         return None
     try:
-        return parse(json.loads(text))
-    except (json.JSONDecodeError, WorkflowError, ValueError):
+        return place_unplaced(document_from_data(json.loads(text)))
+    except (json.JSONDecodeError, WorkflowError, ValueError, RecursionError):
         return None
+
+
+def place_unplaced(frag: dict, column: float = 300.0, row: float = 260.0) -> dict:
+    """Give the nodes without a ``ui.pos`` (a pasted ComfyUI API prompt has none) places in
+    columns by link depth, so a paste does not stack them on one spot."""
+    nodes = frag.get("nodes", {})
+    depth: dict[str, int] = {}
+
+    def d(nid: str, seen: tuple = ()) -> int:
+        if nid not in depth:
+            ups = [str(v["from"][0]) for v in (nodes[nid].get("inputs") or {}).values() if is_link(v)]
+            depth[nid] = 1 + max((d(u, (*seen, nid)) for u in ups if u in nodes and u not in seen), default=-1)
+        return depth[nid]
+
+    rows: dict[int, int] = {}
+    for nid, n in nodes.items():
+        if not isinstance((n.get("ui") or {}).get("pos"), list):
+            col = d(nid)
+            n.setdefault("ui", {})["pos"] = [col * column, rows.get(col, 0) * row]
+            rows[col] = rows.get(col, 0) + 1
+    return frag
 
 
 def top_left(frag: dict) -> tuple[float, float]:

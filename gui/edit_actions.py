@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QPointF, QRectF
+from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtWidgets import QMenu
 
 from . import clipboard, commands
 from .defaults import new_node_inputs
+from .edge_item import EdgeItem
 from .group_item import GroupItem
 from .node_item import DEFAULT_W, ROW_H, NodeItem
 from .node_paint import TITLE_H
@@ -73,6 +74,16 @@ class EditMixin:
         self.search.open_at(scene_pos, gp, filt)
 
     def files_dropped(self, paths: list[str], pos: QPointF) -> None:
+        """Files dropped on the canvas: an image dropped on a node with an image-file input goes
+        into that input (even a PNG that carries a workflow: it replaced the whole graph); a
+        workflow file opens; other images become new LoadImage nodes."""
+        images = [p for p in paths if Path(p).suffix.lower() in IMAGE_SUFFIXES]
+        target = self.scene.node_at(pos)
+        name = self._image_input(target) if target is not None and images else None
+        if name is not None:
+            self.doc.undo_stack.push(commands.set_value(self.doc, target.nid, name, self._image_value(images[0])))
+            self.statusBar().showMessage(f"{target.title}: {name} = {Path(images[0]).name}", 5000)
+            return
         if self.open_dropped(paths):
             return
         y = pos.y()
@@ -80,6 +91,14 @@ class EditMixin:
             if Path(p).suffix.lower() in IMAGE_SUFFIXES and self.schema.get("LoadImage") is not None:
                 self.add_node("LoadImage", QPointF(pos.x(), y), inputs={"image": self._image_value(p)})
                 y += 300
+
+    @staticmethod
+    def _image_input(item) -> str | None:
+        """The node's first input shown as a widget that names an image file (from its schema)."""
+        for spec in item.widget_rows:
+            if spec.get("widget") == "file" and spec.get("file_kind") == "image":
+                return spec["name"]
+        return None
 
     def _image_value(self, path: str) -> str:
         """A name in the input folder when the file lies there, else the absolute path."""
@@ -94,13 +113,19 @@ class EditMixin:
         return self.scene.selected_ids()
 
     def delete_selected(self) -> None:
-        ids = self.selected()
-        groups = [g.index for g in self.scene.selectedItems() if isinstance(g, GroupItem)]
+        """Delete the selected nodes and groups (a group's frame only: its nodes stay), as one
+        undo step."""
+        ids, groups = self.selected(), self.scene.selected_groups()
+        stack = self.doc.undo_stack
+        if ids and groups:
+            stack.beginMacro("Delete")
         if ids:
-            self.doc.undo_stack.push(commands.delete_nodes(self.doc, ids))
+            stack.push(commands.delete_nodes(self.doc, ids))
         if groups:
-            self.doc.undo_stack.push(commands.group_edit(
+            stack.push(commands.group_edit(
                 self.doc, "Delete group", lambda gs: [gs.pop(i) for i in sorted(groups, reverse=True)]))
+        if ids and groups:
+            stack.endMacro()
 
     def _fragment(self, ids) -> dict:
         ids = [nid for nid in self.doc.nodes if nid in set(ids)]  # document order
@@ -214,8 +239,14 @@ class EditMixin:
         self.scene.release_grab()  # the menu takes the mouse: the press that opened it ends here
         menu = QMenu(self)
         item = self.scene.node_at(scene_pos)
-        group = next((g for g in self.scene.items(scene_pos) if isinstance(g, GroupItem)), None)
-        if item is not None:
+        group = next((g for g in self.scene.items(scene_pos, Qt.IntersectsItemBoundingRect)
+                      if isinstance(g, GroupItem)), None)
+        wire = next((e for e in self.scene.items(scene_pos) if isinstance(e, EdgeItem)), None)
+        if item is None and wire is not None:  # a wire under the cursor (as ComfyUI's link menu)
+            menu.addAction("Delete wire", lambda: self.scene.push(self.scene.disconnect_cmd(wire.dst, wire.input)))
+            menu.addAction("Add reroute here", lambda: self.scene.insert_reroute(wire, scene_pos))
+            menu.addAction("Add node\u2026", lambda: self.open_search(scene_pos))
+        elif item is not None:
             if not item.isSelected():
                 self.scene.select_ids([item.nid])
             menu.addAction("Rename", self.rename_selected)

@@ -4,9 +4,11 @@ menu of choices for choice/file widgets. Committing an editor pushes an undo com
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, QRectF, Qt, QTimer
+from PySide6.QtGui import QAction, QTextCursor
 from PySide6.QtWidgets import QFileDialog, QLineEdit, QMenu, QPlainTextEdit
 
 from . import commands
+from .prompt_weight import reweighted
 from .widgets import format_value, parse_value
 
 
@@ -29,9 +31,98 @@ class _KeyFilter(QObject):
                     not self.multiline or event.modifiers() & Qt.ControlModifier):
                 self.scene.commit_editor()
                 return True
+            if self.multiline and event.key() in (Qt.Key_Up, Qt.Key_Down) and event.modifiers() & Qt.ControlModifier:
+                reweigh(obj, up=event.key() == Qt.Key_Up)  # ComfyUI's Ctrl+Up/Down on a prompt
+                return True
         elif event.type() == QEvent.FocusOut:
             self.scene.commit_editor()
         return False
+
+
+#: a list longer than this says at its top that typing filters it
+HINT_FROM = 10
+
+
+def reweigh(edit: QPlainTextEdit, up: bool) -> None:
+    """Raise or lower the weight of the selected words (or those at the cursor) in a prompt
+    editor, as one step of the editor's own undo, leaving the edited group selected."""
+    cursor = edit.textCursor()
+    change = reweighted(edit.toPlainText(), cursor.selectionStart(), cursor.selectionEnd(), up)
+    if change is None:
+        return
+    start, end, new = change
+    cursor.setPosition(start)
+    cursor.setPosition(end, QTextCursor.KeepAnchor)
+    cursor.insertText(new)
+    cursor.setPosition(start)
+    cursor.setPosition(start + len(new), QTextCursor.KeepAnchor)
+    edit.setTextCursor(cursor)
+
+
+class ChoiceMenu(QMenu):
+    """The menu of a choice widget, filtered by typing (as ComfyUI's combo list): each typed
+    character narrows the list to the choices holding every typed word, Backspace widens it,
+    Enter picks the highlighted one. Long lists of model files and samplers are found by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.typed = ""
+        self.anchor = None  # where the menu was opened (screen pos)
+        self.choice_actions: list = []
+        self._header = None
+
+    def _typed_key(self, event) -> bool:
+        text = event.text()
+        return bool(text) and text.isprintable() and not event.modifiers() & (Qt.ControlModifier | Qt.AltModifier)
+
+    def event(self, event) -> bool:
+        if event.type() == QEvent.ShortcutOverride and (self._typed_key(event) or event.key() == Qt.Key_Backspace):
+            event.accept()  # typed letters filter the list ("m" toggled the canvas minimap)
+            return True
+        return super().event(event)
+
+    def popup(self, pos, *args) -> None:
+        self.anchor = pos
+        super().popup(pos, *args)
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        text = event.text()
+        if event.key() == Qt.Key_Backspace and self.typed:
+            self.set_filter(self.typed[:-1])
+        elif self._typed_key(event):
+            self.set_filter(self.typed + text)
+        else:
+            super().keyPressEvent(event)
+
+    def set_filter(self, typed: str) -> None:
+        self.typed = typed
+        if self._header is None:
+            self._header = QAction(self)
+            self._header.setEnabled(False)
+            self.insertAction(self.actions()[0] if self.actions() else None, self._header)
+        words = typed.lower().split()
+        shown = [a for a in self.choice_actions if all(w in a.text().lower() for w in words)]
+        for act in self.choice_actions:
+            act.setVisible(act in shown)
+        if typed:
+            self._header.setText(f"filter: {typed}\u2502" + ("" if shown else "   (nothing matches)"))
+        else:
+            self._header.setText("type to filter\u2026")
+        self._header.setVisible(bool(typed) or len(self.choice_actions) > HINT_FROM)
+        if shown:  # the first match; with nothing typed, the current value
+            self.setActiveAction(next((a for a in shown if a.isChecked()), shown[0]) if not typed else shown[0])
+        self._stay_near_anchor()
+
+    def _stay_near_anchor(self) -> None:
+        """A long list opened high on the screen; once filtered short it moves back down to
+        where it was opened (it stayed at the screen's top edge)."""
+        anchor = self.anchor
+        if anchor is None or not self.isVisible():
+            return
+        self.resize(self.sizeHint())
+        screen = self.screen().availableGeometry()
+        y = max(screen.top(), min(anchor.y(), screen.bottom() - self.height()))
+        self.move(self.x(), y)
 
 
 class EditorMixin:
@@ -47,6 +138,7 @@ class EditorMixin:
         w = QPlainTextEdit() if multiline else QLineEdit()
         if multiline:
             w.setPlainText(text)
+            w.moveCursor(QTextCursor.End)  # typing adds to the prompt (it went before its start)
         else:
             w.setText(text)
             w.selectAll()
@@ -121,13 +213,17 @@ class EditorMixin:
         """A menu of the input's choices (recomputed choices come with a schema refresh);
         image files also offer Browse...; the menu is kept in ``active_menu``."""
         self.release_grab()  # the menu takes the mouse: the press that opened it ends here
-        menu = QMenu()
+        menu = ChoiceMenu()
         current = item.value_of(name)
-        for choice in spec.get("choices") or []:
+        choices = list(spec.get("choices") or [])
+        if spec.get("widget") == "file" and current not in (None, "") and current not in choices:
+            choices.insert(0, current)  # a file outside the listed folders (beside the workflow): shown, ticked
+        for choice in choices:
             act = menu.addAction(str(choice))
             act.setCheckable(True)
             act.setChecked(choice == current)
             act.triggered.connect(lambda _=False, c=choice: self._choose(item, name, c))
+            menu.choice_actions.append(act)
         if spec.get("widget") == "file":
             if menu.actions():
                 menu.addSeparator()
@@ -135,6 +231,8 @@ class EditorMixin:
             act.triggered.connect(lambda: self._browse(item, name, spec))
         if not menu.actions():
             menu.addAction("(no choices found)").setEnabled(False)
+        if len(menu.choice_actions) > HINT_FROM:
+            menu.set_filter("")  # the "type to filter" line on top
         self.active_menu = menu
         menu.popup(screen_pos.toPoint() if hasattr(screen_pos, "toPoint") else screen_pos)
         # the scene grabs the mouse for the pressed item after this handler returns: undo that too

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QStandardPaths, QTimer
+from PySide6.QtCore import QPoint, QSettings, QStandardPaths, QTimer
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from nodegen.formats.png import WORKFLOW_KEY, png_text
 from nodegen.kernel.workflow import Workflow, WorkflowError, atomic_write_text
 
 MAX_RECENT = 10
+#: set for an editor started by File > New window: it opens offset from the saved place
+CASCADE_ENV, CASCADE_PX = "NODEGEN_GUI_CASCADE", 40
 AUTOSAVE_MS = 30_000
 FILTER = "Workflows (*.json *.png *.webp);;All files (*)"
 
@@ -85,6 +89,8 @@ class FileMixin:
         self.imported_from: Path | None = None
         geometry = self.settings.value("geometry")
         self.geometry_restored = geometry is not None and self.restoreGeometry(geometry)
+        if self.geometry_restored and os.environ.pop(CASCADE_ENV, None):
+            self.move(self.pos() + QPoint(CASCADE_PX, CASCADE_PX))  # a New window: not right on top of its opener
 
     # -- title -------------------------------------------------------------------------
     def update_title(self) -> None:
@@ -92,13 +98,15 @@ class FileMixin:
 
         if not shiboken6.isValid(self.doc.undo_stack):
             return  # the window is being destroyed
+        self.setWindowTitle(f"{self.display_name()}{'*' if self.doc.modified else ''} \u2014 nodegen")
+
+    def display_name(self) -> str:
+        """The open graph as the title bar and the questions name it."""
         if self.doc.path:
-            name = self.doc.path.name
-        elif self.imported_from is not None:
-            name = f"{self.imported_from.name} (imported)"
-        else:
-            name = "Untitled"
-        self.setWindowTitle(f"{name}{'*' if self.doc.modified else ''} \u2014 nodegen")
+            return self.doc.path.name
+        if self.imported_from is not None:
+            return f"{self.imported_from.name} (imported)"
+        return "Untitled"
 
     def document_name(self) -> str:
         """The open graph's name for run labels: its file's, or the one it was imported from."""
@@ -119,13 +127,16 @@ class FileMixin:
     # -- asking ------------------------------------------------------------------------
     def ask_save_changes(self) -> str:
         """"save", "discard" or "cancel" (tests replace this)."""
-        box = QMessageBox(QMessageBox.Warning, "Unsaved changes",
-                          f"Save the changes to {self.doc.path.name if self.doc.path else 'Untitled'}?",
+        box = QMessageBox(QMessageBox.Warning, "Unsaved changes", self.save_changes_question(),
                           QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, self)
         answer = box.exec()
         return {QMessageBox.Save: "save", QMessageBox.Discard: "discard"}.get(answer, "cancel")
 
+    def save_changes_question(self) -> str:
+        return f"Save the changes to {self.display_name()}?"
+
     def confirm_discard(self) -> bool:
+        self.scene.commit_editor()  # text typed in an open field is an edit too (closing lost it)
         if not self.doc.modified:
             return True
         answer = self.ask_save_changes()
@@ -156,6 +167,21 @@ class FileMixin:
         self.imported_from = None
         self.after_open()
         return True
+
+    def new_window(self, path: str | None = None) -> list[str]:
+        """Open another editor window (its own process, with this session's folders and device),
+        empty or on ``path``: two graphs side by side, copy and paste between them."""
+        env = self.engine.env
+        cmd = [sys.executable, "-c", "import sys; from nodegen.gui.app import main; sys.exit(main(sys.argv[1:]))",
+               "--input-dir", str(env.input_dir), "--output-dir", str(env.output_dir),
+               "--device", str(getattr(self.engine, "_device_name", "auto"))]
+        for root in self.cli_roots:
+            cmd += ["--models", str(root)]
+        if path:
+            cmd.append(str(path))
+        subprocess.Popen(cmd, start_new_session=True, env={**os.environ, CASCADE_ENV: "1"})  # noqa: S603
+        self.statusBar().showMessage("opening a new window\u2026", 5000)
+        return cmd
 
     def open_file(self, path: str | None = None, ask: bool = True) -> bool:
         if ask and not self.confirm_discard():
@@ -193,6 +219,7 @@ class FileMixin:
         return self._save_to(Path(path))
 
     def _save_to(self, path: Path) -> bool:
+        self.scene.commit_editor()  # Ctrl+S while typing in a field saves what was typed
         try:
             self.doc.save(path)
         except OSError as e:
@@ -204,6 +231,39 @@ class FileMixin:
         self.clear_recovery()
         self.statusBar().showMessage(f"saved {path}", 5000)
         return True
+
+    def export_comfy(self, path: str | None = None) -> bool:
+        """Write the graph as a ComfyUI API prompt (what ComfyUI's "Export (API)" writes, for
+        sharing with ComfyUI users); settings ComfyUI cannot express go to the Problems panel."""
+        from nodegen.formats.comfy import ComfyExportError, export_api
+
+        self.scene.commit_editor()
+        warnings: list[str] = []
+        try:
+            api = export_api(self.doc.snapshot(), self.engine.registry, warnings)
+        except (ComfyExportError, ValueError) as e:
+            self.show_error("Cannot export for ComfyUI", str(e))
+            return False
+        path = path or self.ask_export_path()
+        if not path:
+            return False
+        try:
+            atomic_write_text(Path(path), json.dumps(api, indent=2, ensure_ascii=False) + "\n")
+        except OSError as e:
+            self.show_error("Cannot export", f"{path}: {e}")
+            return False
+        self.problems.set_problems([f"ComfyUI export: {w}" for w in warnings])
+        self.statusBar().showMessage(f"exported {len(api)} ComfyUI nodes to {path}"
+                                     + (f" ({len(warnings)} warning(s) in the Problems panel)" if warnings else ""), 8000)
+        return True
+
+    def ask_export_path(self) -> str:
+        source = self.doc.path or self.imported_from
+        start = str(source.with_name(f"{source.stem}.comfy-api.json")) if source else self._last_dir()
+        path, _ = QFileDialog.getSaveFileName(self, "Export for ComfyUI (API format)", start, "JSON (*.json)")
+        if path and not path.lower().endswith(".json"):
+            path += ".json"
+        return path
 
     def show_error(self, title: str, text: str) -> None:
         self.statusBar().showMessage(text.splitlines()[0] if text else title, 10000)
@@ -231,8 +291,16 @@ class FileMixin:
             return
         menu.clear()
         for p in self.recent_files():
-            menu.addAction(p, lambda p=p: self.open_file(p))
+            if Path(p).is_file():  # a file moved or deleted since is not offered (it only failed)
+                menu.addAction(p, lambda p=p: self.open_file(p))
+        if menu.actions():
+            menu.addSeparator()
+            menu.addAction("Clear the list", self.clear_recent)
         menu.setEnabled(bool(menu.actions()))
+
+    def clear_recent(self) -> None:
+        self.settings.setValue("recent", [])
+        self.rebuild_recent_menu()
 
     # -- autosave and recovery ---------------------------------------------------------
     def recovery_path(self) -> Path:

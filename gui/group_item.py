@@ -1,15 +1,17 @@
 """A group: a titled, coloured frame behind nodes (``doc["groups"][i]``). Dragging its title moves
-the frame and the nodes inside it as one undo step; the corner grip resizes it."""
+the frame and the nodes inside it as one undo step; the corner grip resizes it. A click on the
+title selects the group (Delete then removes the frame, never the nodes inside it)."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, QTimer
-from PySide6.QtGui import QColor, QFont, QPen
+from PySide6.QtGui import QColor, QFont, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsItem
 
-from . import commands
+from . import commands, theme
 
 TITLE_H = 28.0
+GRIP = 14.0
 DEFAULT_COLOR = "#3f5a73"
 
 
@@ -26,15 +28,25 @@ class GroupItem(QGraphicsItem):
         self.setPos(b[0], b[1])
         self.w, self.h = float(b[2]), float(b[3])
         self.setZValue(-10)
+        self._choosing = False
+        self.setFlag(QGraphicsItem.ItemIsSelectable)
         self._drag = None
 
     def boundingRect(self) -> QRectF:  # noqa: N802
         return QRectF(0, 0, self.w, self.h)
 
+    def shape(self) -> QPainterPath:
+        """The title bar and the resize grip: where a click takes the group (elsewhere a press
+        falls through to the canvas: a rubber band, or a double-click to add a node)."""
+        p = QPainterPath()
+        p.addRect(QRectF(0, 0, self.w, TITLE_H))
+        p.addRect(QRectF(self.w - GRIP, self.h - GRIP, GRIP, GRIP))
+        return p
+
     def paint(self, painter, option, widget=None) -> None:
         fill = QColor(self.color)
         fill.setAlpha(60)
-        painter.setPen(QPen(self.color.lighter(130), 1.5))
+        painter.setPen(QPen(theme.NODE_SELECTED, 2.5) if self.isSelected() else QPen(self.color.lighter(130), 1.5))
         painter.setBrush(fill)
         painter.drawRoundedRect(self.boundingRect(), 6, 6)
         title = QColor(self.color)
@@ -53,14 +65,38 @@ class GroupItem(QGraphicsItem):
     def mousePressEvent(self, event) -> None:  # noqa: N802
         p = event.pos()
         if p.y() <= TITLE_H:
+            self._select(event.modifiers())
             self._drag = ("move", event.scenePos(), self.pos(),
                           {nid: self.canvas.items_by_id[nid].pos() for nid in self.contained_nodes()})
-        elif p.x() > self.w - 14 and p.y() > self.h - 14:
+        elif p.x() > self.w - GRIP and p.y() > self.h - GRIP:
             self._drag = ("resize", event.scenePos(), QPointF(self.w, self.h), None)
         else:
             event.ignore()
             return
         event.accept()
+
+    def _select(self, modifiers) -> None:
+        """Ctrl/Shift-click toggles the group in the selection; a plain click selects only it
+        (the nodes selected before stayed selected, and Delete then removed them instead)."""
+        if modifiers & (Qt.ControlModifier | Qt.ShiftModifier):
+            self.choose(not self.isSelected())
+        elif not self.isSelected():
+            self.canvas.clearSelection()
+            self.choose(True)
+
+    def choose(self, selected: bool) -> None:
+        """Select or deselect the group. Only this selects it: a rubber band drawn over nodes
+        inside the frame selects those nodes and leaves the group alone."""
+        self._choosing = True
+        try:
+            self.setSelected(selected)
+        finally:
+            self._choosing = False
+
+    def itemChange(self, change, value):  # noqa: N802
+        if change == QGraphicsItem.ItemSelectedChange and value and not self._choosing:
+            return False
+        return super().itemChange(change, value)
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
         if self._drag is None:

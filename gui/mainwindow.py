@@ -3,10 +3,21 @@ menus with their shortcuts, and the status bar (messages, run state, device and 
 
 from __future__ import annotations
 
+import html
+
 import shiboken6
 from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence, QPixmapCache
-from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QUndoView
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QTextBrowser,
+    QUndoView,
+    QVBoxLayout,
+)
 
 from . import theme  # noqa: F401 - colours used by the items
 from .document import Document
@@ -133,10 +144,14 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         m = mb.addMenu("&File")
         a = self._action
         a(m, "New", self.new_file, QKeySequence.New, "new")
+        a(m, "New window", lambda: self.new_window(), "Ctrl+Shift+N", "new_window")
         a(m, "Open\u2026", lambda: self.open_file(), QKeySequence.Open, "open")
         self.recent_menu = m.addMenu("Open recent")
+        self.file_menu = m
+        m.aboutToShow.connect(self.rebuild_recent_menu)  # files moved or deleted meanwhile drop out
         a(m, "Save", self.save, QKeySequence.Save, "save")
         a(m, "Save as\u2026", lambda: self.save_as(), QKeySequence.SaveAs, "save_as")
+        a(m, "Export for ComfyUI (API)\u2026", lambda: self.export_comfy(), None, "export_comfy")
         m.addSeparator()
         a(m, "Quit", self.close, QKeySequence.Quit, "quit")
         m = mb.addMenu("&Edit")
@@ -144,8 +159,12 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         undo.setShortcut(QKeySequence.Undo)
         redo = self.doc.undo_stack.createRedoAction(self, "Redo")
         redo.setShortcuts([QKeySequence.Redo, QKeySequence("Ctrl+Y")])
-        m.addAction(undo)
-        m.addAction(redo)
+        for act, step in ((undo, self.doc.undo_stack.undo), (redo, self.doc.undo_stack.redo)):
+            # typing in an open field is an edit: Undo from the toolbar or the menu undoes that
+            # first (it undid the step before and dropped what was typed)
+            act.triggered.disconnect()
+            act.triggered.connect(lambda _=False, step=step: (self.scene.commit_editor(), step()))
+            m.addAction(act)
         self.actions_by_name.update(undo=undo, redo=redo)
         m.addSeparator()
         a(m, "Cut", self.cut, QKeySequence.Cut, "cut", canvas=True)
@@ -171,9 +190,9 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         a(al, "Distribute vertically", lambda: self.align("vdist"), "Ctrl+Alt+V", "dist_v", canvas=True)
         m = mb.addMenu("&View")
         a(m, "Fit all", self.view.show_all, "Home", "fit_all", canvas=True)
-        a(m, "Fit selection", self.view.fit_selection, "F", "fit_selection", canvas=True)
-        a(m, "Zoom in", lambda: self.view.zoom_by(1.25), QKeySequence.ZoomIn, "zoom_in")
-        a(m, "Zoom out", lambda: self.view.zoom_by(1 / 1.25), QKeySequence.ZoomOut, "zoom_out")
+        a(m, "Fit selection (all if none)", self.view.fit_selection, ["F", "."], "fit_selection", canvas=True)
+        a(m, "Zoom in", lambda: self.view.zoom_by(1.25), [QKeySequence.ZoomIn, "Alt+="], "zoom_in")
+        a(m, "Zoom out", lambda: self.view.zoom_by(1 / 1.25), [QKeySequence.ZoomOut, "Alt+-"], "zoom_out")
         a(m, "Actual size", lambda: self.view.zoom_by(None), "Ctrl+0", "zoom_reset")
         a(m, "Minimap", self.view.toggle_minimap, "M", "minimap", canvas=True)
         m.addSeparator()
@@ -182,10 +201,13 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
             m.addAction(dock.toggleViewAction())
         m = mb.addMenu("&Run")
         a(m, "Run", self.run_graph, ["Ctrl+Return", "Ctrl+Enter"], "run")
-        self.cancel_action = a(m, "Cancel", self.cancel_run, None, "cancel")
+        a(m, "Run first in the queue", lambda: self.run_graph(first=True), ["Ctrl+Shift+Return", "Ctrl+Shift+Enter"],
+          "run_first")
+        # ComfyUI's keys: Ctrl+Alt+Enter interrupts (it opened the sweep dialog here, the run went on)
+        self.cancel_action = a(m, "Cancel", self.cancel_run, ["Ctrl+Alt+Return", "Ctrl+Alt+Enter"], "cancel")
         a(m, "Cancel all", self.cancel_all, None, "cancel_all")
-        a(m, "Sweep\u2026", lambda: self.open_sweep_dialog(), "Ctrl+Alt+Return", "sweep")
-        a(m, "Validate", self.validate_and_report, "Ctrl+Shift+Return", "validate")
+        a(m, "Sweep\u2026", lambda: self.open_sweep_dialog(), "Ctrl+Alt+S", "sweep")
+        a(m, "Validate", self.validate_and_report, "F7", "validate")
         a(m, "Refresh node list (model files, choices)", self.rescan_models, "R", "refresh", canvas=True)
         m = mb.addMenu("&Settings")
         a(m, "Model folders…", self.model_settings, None, "model_settings")
@@ -204,7 +226,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.toolbar = bar
         self.actions_by_name["run"].setToolTip("Run the graph (Ctrl+Enter); runs queue up")
         self.actions_by_name["cancel"].setToolTip("Cancel the running job; queued ones go on "
-                                                  "(Esc on the canvas)")
+                                                  "(Ctrl+Alt+Enter, or Esc on the canvas)")
 
     def _steady_proxy(self, act: QAction, text: str) -> QAction:
         """A toolbar twin of ``act`` whose text stays ``text`` (the undo action's text grows with
@@ -309,22 +331,58 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self.search.schema = self.schema
         self.statusBar().showMessage("node list refreshed", 3000)
 
-    def shortcut_text(self) -> str:
-        rows = [f"{act.text().replace('&', '')}: {', '.join(s.toString(QKeySequence.NativeText) for s in act.shortcuts())}"
+    def shortcut_rows(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(what, keys) for every menu action with keys, and (what, how) for the mouse."""
+        keys = [(act.text().replace("&", ""), ", ".join(s.toString(QKeySequence.NativeText) for s in act.shortcuts()))
                 for act in self.actions_by_name.values() if act.shortcuts()]
-        rows += ["Cancel the running job: Esc (on the canvas)", "Add node: double-click the canvas or Tab", "Pan: middle drag or Space + drag",
-                 "Zoom: wheel (to the cursor)", "Select: click, Shift/Ctrl-click, drag a rubber band",
-                 "Connect: drag from a port to a port; drop on empty canvas to search",
-                 "Move / remove a wire: drag it off its input", "Reroute: double-click a wire",
-                 "Widgets: drag numbers left/right; click to type; right-click a node for more",
-                 "Drop a workflow .json/.png to open it, an image to make a LoadImage node"]
-        return "\n".join(rows)
+        keys.append(("Cancel the running job", "Esc (on the canvas)"))
+        keys.append(("Weight of words in a prompt", "Ctrl+Up / Ctrl+Down while typing"))
+        mouse = [("Add node", "double-click the canvas or Tab"), ("Pan", "middle drag or Space + drag"),
+                 ("Zoom", "wheel (to the cursor)"),
+                 ("Select", "click, Shift/Ctrl-click, drag a rubber band (Shift/Ctrl+drag adds)"),
+                 ("Connect", "drag from a port to a port or onto a node; drop on empty canvas to search"),
+                 ("Move / remove a wire", "drag it off its input; right-click it to delete"),
+                 ("Reroute", "double-click a wire"),
+                 ("Move all wires of an output", "Shift + drag it onto another output"),
+                 ("Combo lists", "type to filter them, Enter picks"),
+                 ("Groups", "click a group's title to select it (Delete removes the frame, not the nodes)"),
+                 ("Widgets", "drag numbers left/right; click to type; right-click a node for more"),
+                 ("Drop files", "a workflow .json/.png opens; an image makes a LoadImage node, or goes into "
+                                "the image input of the node it is dropped on")]
+        return keys, mouse
+
+    def shortcut_text(self) -> str:
+        keys, mouse = self.shortcut_rows()
+        return "\n".join(f"{what}: {how}" for what, how in keys + mouse)
 
     def show_shortcuts(self) -> None:
-        box = QMessageBox(QMessageBox.Information, "Keyboard and mouse", self.shortcut_text(), parent=self)
-        box.setModal(False)
-        box.show()
-        self._shortcut_box = box
+        """The keys and the mouse in three columns, sized to the screen (a message box with one
+        long column ran past the bottom of a laptop screen, its OK button out of reach)."""
+        keys, mouse = self.shortcut_rows()
+
+        def table(rows, title: str) -> str:
+            cells = "".join(f"<tr><td style='color:#9aa0a6;padding-right:10px'>{html.escape(w)}</td>"
+                            f"<td><b>{html.escape(h)}</b></td></tr>" for w, h in rows)
+            return f"<h3>{title}</h3><table cellspacing=2>{cells}</table>"
+        half = (len(keys) + 1) // 2
+        page = ("<table cellspacing=12><tr>"
+                f"<td valign=top>{table(keys[:half], 'Keys')}</td>"
+                f"<td valign=top>{table(keys[half:], '&nbsp;')}</td>"
+                f"<td valign=top width=460>{table(mouse, 'Mouse')}</td></tr></table>")
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Keyboard and mouse")
+        browser = QTextBrowser()
+        browser.setHtml(page)
+        buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        buttons.rejected.connect(dialog.close)
+        lay = QVBoxLayout(dialog)
+        lay.addWidget(browser)
+        lay.addWidget(buttons)
+        avail = (self.screen() or QGuiApplication.primaryScreen()).availableGeometry()
+        dialog.resize(min(1320, int(avail.width() * 0.92)), min(600, int(avail.height() * 0.85)))
+        dialog.setModal(False)
+        dialog.show()
+        self._shortcut_box = dialog
 
     # -- window events -----------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:  # noqa: N802

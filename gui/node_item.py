@@ -128,19 +128,25 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
         for i, spec in enumerate(self.outputs):
             self._port_y[("out", spec["name"])] = y + i * ROW_H + ROW_H / 2
         y += max(len(self.in_ports), len(self.outputs)) * ROW_H
-        self._widget_rect: dict[str, QRectF] = {}
-        for spec in self.widget_rows:
-            h = ROW_H * (MULTILINE_ROWS if spec.get("widget") == "multiline" else 1)
-            self._widget_rect[spec["name"]] = QRectF(PAD, y + 1, self._width - 2 * PAD, h - 2)
-            y += h
+        heights = [ROW_H * (MULTILINE_ROWS if spec.get("widget") == "multiline" else 1) for spec in self.widget_rows]
         img = self.images[self.image_index] if self.images else (
             self.preview if getattr(self, "preview", None) is not None else self.source_image)
-        self._image_rect = QRectF()
+        image_h = 0.0
         if img is not None and not img.isNull():
-            w = self._width - 2 * PAD
-            h = min(IMAGE_MAX_H, w * img.height() / max(1, img.width()))
-            self._image_rect = QRectF(PAD, y + 4, w, h)
-            y += h + 8
+            image_h = min(IMAGE_MAX_H, (self._width - 2 * PAD) * img.height() / max(1, img.width()))
+        natural = y + sum(heights) + (image_h + 8 if image_h else 0) + 6
+        texts = [i for i, spec in enumerate(self.widget_rows) if spec.get("widget") == "multiline"]
+        if size and texts and float(size[1]) > natural:  # a taller node shows more of its text
+            for i in texts:
+                heights[i] += (float(size[1]) - natural) / len(texts)
+        self._widget_rect: dict[str, QRectF] = {}
+        for spec, h in zip(self.widget_rows, heights, strict=True):
+            self._widget_rect[spec["name"]] = QRectF(PAD, y + 1, self._width - 2 * PAD, h - 2)
+            y += h
+        self._image_rect = QRectF()
+        if image_h:
+            self._image_rect = QRectF(PAD, y + 4, self._width - 2 * PAD, image_h)
+            y += image_h + 8
         y += 6
         if size:
             y = max(y, float(size[1]))
@@ -301,6 +307,8 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
         return not views or views[0].transform().m11() >= DETAIL_LOD
 
     def mousePressEvent(self, event) -> None:  # noqa: N802
+        if event.button() == Qt.LeftButton:
+            self.canvas.bring_to_front(self)
         h = self.hit(event.pos())
         if h is not None and h[0] == "widget" and not self._widgets_drawn():
             h = None

@@ -69,20 +69,22 @@ class RunMixin:
             self.statusBar().showMessage(f"no problems found: the graph is ready to run{warn}", 8000)
         return p
 
-    def run_graph(self) -> bool:
+    def run_graph(self, first: bool = False) -> bool:
+        """Validate and queue a run; ``first``: ahead of the runs already queued."""
         p = self.validate_graph()
         if p.problems:
             self.problems_dock.show()
             self.problems_dock.raise_()
             self.statusBar().showMessage(f"not run: {len(p.problems)} problem(s); see the problems panel", 10000)
             return False
-        self.runner.submit(self.doc.data, label=self.document_name())
+        self.runner.submit(self.doc.data, label=self.document_name(), first=first)
         self.apply_seed_control()
         self.update_run_label()
         return True
 
     # -- sweeps ------------------------------------------------------------------------
     def open_sweep_dialog(self, preset: tuple[str, str] | None = None) -> bool:
+        self.scene.commit_editor()
         dialog = SweepDialog(self.doc.data, self.schema, self, preset, output_dir=self.engine.env.output_dir,
                              graph_path=self.doc.path)
         if not dialog.exec():

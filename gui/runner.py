@@ -221,17 +221,21 @@ class RunController(QObject):
     def pending(self) -> int:
         return len(self._queue)
 
-    def submit(self, doc: dict, label: str = "", tag: dict | None = None) -> int:
+    def submit(self, doc: dict, label: str = "", tag: dict | None = None, first: bool = False) -> int:
+        """Queue a run of ``doc``; ``first``: ahead of the queued ones (ComfyUI's Ctrl+Shift+Enter)."""
         number = next(self._numbers)
-        return self._enqueue(Job(number, label or f"run {number}", copy.deepcopy(doc), tag=dict(tag or {})))
+        return self._enqueue(Job(number, label or f"run {number}", copy.deepcopy(doc), tag=dict(tag or {})), first)
 
     def submit_sweep(self, sweep: Sweep, label: str, tag: dict | None = None) -> int:
         """Queue a planned sweep (:meth:`Sweep.prepare`) as one job."""
         return self._enqueue(Job(next(self._numbers), label, sweep.doc, tag=dict(tag or {}), sweep=sweep))
 
-    def _enqueue(self, job: Job) -> int:
+    def _enqueue(self, job: Job, first: bool = False) -> int:
         self.jobs[job.number] = job
-        self._queue.append(job)
+        if first:
+            self._queue.appendleft(job)
+        else:
+            self._queue.append(job)
         self.queueChanged.emit(len(self._queue))
         self.jobsChanged.emit()
         self._next()

@@ -24,6 +24,8 @@ from .press import PressMixin
 from .wiring import WiringMixin
 
 THUMB_MAX = 512
+#: nodes stack between their wires (0) and a wire being dragged (10); a clicked node comes first
+NODE_Z, NODE_Z_MAX, NODE_Z_STEP = 1.0, 9.0, 0.001
 
 
 class GraphScene(WiringMixin, PressMixin, EditorMixin, QGraphicsScene):
@@ -46,6 +48,7 @@ class GraphScene(WiringMixin, PressMixin, EditorMixin, QGraphicsScene):
         self.edges: dict[tuple[str, str], EdgeItem] = {}
         self.edges_by_node: dict[str, set] = defaultdict(set)
         self.group_items: list[GroupItem] = []
+        self._top_z = NODE_Z  # the z of the node last brought to the front
         self.setSceneRect(QRectF(-50000, -50000, 100000, 100000))
         self.setItemIndexMethod(QGraphicsScene.BspTreeIndex)
         doc.reset.connect(self.rebuild)
@@ -89,7 +92,21 @@ class GraphScene(WiringMixin, PressMixin, EditorMixin, QGraphicsScene):
             item.setPos(*auto_pos)
         self.addItem(item)
         self.items_by_id[nid] = item
+        self.bring_to_front(item)  # a node added or pasted lies on top of those already there
         return item
+
+    def bring_to_front(self, item: NodeItem) -> None:
+        """Stack ``item`` above every other node (a clicked or dragged node is drawn over the
+        ones it overlaps, as in ComfyUI; it used to stay behind whatever came later)."""
+        if item.zValue() == self._top_z and self._top_z > NODE_Z:
+            return
+        if self._top_z + NODE_Z_STEP > NODE_Z_MAX:  # renumber, keeping the order
+            order = sorted(self.items_by_id.values(), key=lambda it: it.zValue())
+            for i, it in enumerate(order):
+                it.setZValue(NODE_Z + i * NODE_Z_STEP)
+            self._top_z = NODE_Z + len(order) * NODE_Z_STEP
+        self._top_z += NODE_Z_STEP
+        item.setZValue(self._top_z)
 
     def _auto_layout(self) -> dict[str, tuple[float, float]]:
         """Positions for nodes saved without ``ui.pos`` (kept out of the document until moved):
@@ -184,13 +201,21 @@ class GraphScene(WiringMixin, PressMixin, EditorMixin, QGraphicsScene):
                 self.edges_by_node[nid].add((nid, name))
 
     def _rebuild_groups(self) -> None:
+        """New group items for the document's groups; a group selected before an edit of the
+        groups (a move, a rename) stays selected when the number of groups is unchanged."""
+        same = len(self.group_items) == len(self.doc.groups)
+        selected = {g.index for g in self.group_items if g.isSelected()} if same else set()
         for g in self.group_items:
             self.removeItem(g)
         self.group_items = []
         for i in range(len(self.doc.groups)):
             item = GroupItem(self, i)
             self.addItem(item)
+            item.choose(i in selected)
             self.group_items.append(item)
+
+    def selected_groups(self) -> list[int]:
+        return [g.index for g in self.group_items if g.isSelected()]
 
     # -- callbacks from items ----------------------------------------------------------
     def node_moved(self, item: NodeItem) -> None:

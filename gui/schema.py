@@ -84,7 +84,8 @@ class Schema:
         input of that type. Among equal matches (every type, for an empty query) the types that
         continue the wire most directly come first: for a dragged output, the output nodes that
         take it as their one link (Save, Preview; those with fewer settings first), then the nodes
-        whose first link input it is."""
+        whose first link input it is; for a dragged input, the nodes that make it from settings
+        alone (loaders), then those whose first output it is."""
         scored = []
         for info in self.nodes.values():
             fit = 0  # how directly the node continues the wire (for an empty query)
@@ -100,16 +101,25 @@ class Schema:
                 name = self.first_output_for(info, produces)
                 if name is None:
                     continue
-                fit = 1 if [o["name"] for o in info.outputs][:1] == [name] else 0
+                # a wire dragged from an input wants a source: a node that makes the value from
+                # its settings alone (a loader, an empty latent) first, then one whose main
+                # output it is; a wildcard output (a reroute) last
+                out = next(o for o in info.outputs if o["name"] == name)
+                needs = [i for i in info.inputs if i.get("widget") is None and not i.get("optional")]
+                main = [o["name"] for o in info.outputs][:1] == [name]
+                fit = 0 if out["type"] == "*" != produces else 2 if main and not needs else 1 if main else 0
             s = fuzzy_score(text, info)
             if s is not None:
                 # among the nodes that end the branch, those made for the wire's type before those
                 # that take anything, then the plainest (Save before an animated save)
                 settings = (self._takes_anything(info, accepts), sum(1 for i in info.inputs if i.get("widget") is not None)) \
                     if fit == 2 else (0, 0)
-                scored.append((s, fit, settings, info.title.lower(), info))
-        scored.sort(key=lambda x: (-x[0], -x[1], x[2], x[3]))
-        return [x[4] for x in scored[:limit]]
+                # among equal matches the shortest name first: "save" finds Save Image before
+                # Save Animated PNG (the query covers more of it), then alphabetical
+                short = min(len(info.title), len(info.type)) if text.strip() else 0
+                scored.append((s, fit, settings, short, info.title.lower(), info))
+        scored.sort(key=lambda x: (-x[0], -x[1], x[2], x[3], x[4]))
+        return [x[5] for x in scored[:limit]]
 
     def _takes_anything(self, info: NodeTypeInfo, src_type: str) -> int:
         """1 when the input a ``src_type`` wire would go to is a wildcard (a preview of anything)."""

@@ -175,8 +175,13 @@ class GraphView(QGraphicsView):
         self._fit_pending = False
 
     def fit_selection(self) -> None:
+        """Fit the selected nodes; with none selected, fit all of them (ComfyUI's "." key)."""
         ids = self.scene().selected_ids()
-        self.fit_rect(self.scene().nodes_rect(set(ids)) if ids else self.scene().nodes_rect())
+        if not ids:
+            self.show_all()
+            return
+        self._user_moved_view()
+        self.fit_rect(self.scene().nodes_rect(set(ids)))
 
     def cursor_scene_pos(self) -> QPointF:
         p = self.mapFromGlobal(self.cursor().pos())
@@ -266,6 +271,10 @@ class GraphView(QGraphicsView):
             self.viewport().setCursor(Qt.ClosedHandCursor)
             event.accept()
             return
+        if event.button() == Qt.LeftButton and event.modifiers() & Qt.ShiftModifier \
+                and not self.items(event.position().toPoint()):
+            # Shift+drag on empty canvas adds to the selection, as Ctrl does (it replaced it)
+            event.setModifiers(event.modifiers() | Qt.ControlModifier)
         super().mousePressEvent(event)
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802

@@ -1,6 +1,8 @@
 """Mouse handling on the canvas scene: drag wires between ports (compatible targets highlight,
 incompatible ones are refused with a reason), re-drag a wire to move it or drag it out to remove
-it, drop a wire on empty canvas to search for a node, and record node moves as one undo step."""
+it, Shift-drag an output to move all its wires to another output (as in ComfyUI), drop a wire on
+a node's body to connect its first fitting port, drop it on empty canvas to search for a node,
+and record node moves as one undo step."""
 
 from __future__ import annotations
 
@@ -15,6 +17,10 @@ class WireDrag:
         self.item, self.side, self.name, self.type = item, side, name, type_name
         self.detached = detached  # (dst id, input) of a wire picked up from an input
         self.wire: DragWire | None = None
+        #: Shift-drag of an output: its wires, (dst id, input), carried to another output
+        self.carried: list[tuple[str, str]] = []
+        self.source: tuple[str, str] | None = None  # the output they come from
+        self.extra_wires: list[DragWire] = []  # the drawn wires of carried[1:]
 
 
 class WiringMixin:
@@ -68,6 +74,48 @@ class WiringMixin:
         return self.check_link(drag, item, side, name)[0]
 
     # -- wire dragging -------------------------------------------------------------------
+    def start_carry(self, item, name: str) -> bool:
+        """Shift-press on an output with wires: pick all of them up by their source end (drop
+        them on another output to move them there). False when the output has no wires."""
+        links = sorted(key for key, e in self.edges.items() if e.src == item.nid and e.output == name)
+        if not links:
+            return False
+        first, *rest = links
+        dst = self.items_by_id[first[0]]
+        self._wire = WireDrag(dst, "in", first[1], dst.port_type("in", first[1]))
+        self._wire.carried, self._wire.source = links, (item.nid, name)
+        for i, (d, inp) in enumerate(links):
+            self.edges[(d, inp)].hide()
+            anchor = self.items_by_id[d].port_scene_pos("in", inp)
+            wire = DragWire(anchor, "in", self.schema.color(self.items_by_id[d].port_type("in", inp)))
+            wire.move_to(item.port_scene_pos("out", name))
+            self.addItem(wire)
+            if i == 0:
+                self._wire.wire = wire
+            else:
+                self._wire.extra_wires.append(wire)
+        self.message.emit(f"moving {len(links)} wire(s) from {name}: drop them on another output")
+        self._repaint_nodes()
+        return True
+
+    def _finish_carry(self, w: WireDrag, target) -> None:
+        """Drop carried wires: on a compatible output they all move there as one undo step;
+        anywhere else they stay where they were."""
+        if target is None or target[1] != "out" or (target[0].nid, target[2]) == w.source:
+            return
+        item, _, name = target
+        for dst, inp in w.carried:
+            dst_item = self.items_by_id[dst]
+            ok, reason = self.check_link((dst_item, "in", inp, dst_item.port_type("in", inp)), item, "out", name)
+            if not ok:
+                self.message.emit(reason)
+                return
+        self.doc.undo_stack.beginMacro(f"Move {len(w.carried)} wire(s) to {name}")
+        for dst, inp in w.carried:
+            self.push(commands.connect(self.doc, item.nid, name, dst, inp))
+        self.doc.undo_stack.endMacro()
+        self.message.emit(f"moved {len(w.carried)} wire(s) to {item.title}.{name}")
+
     def start_wire(self, item, side: str, name: str) -> None:
         detached = None
         if side == "in":
@@ -90,10 +138,11 @@ class WiringMixin:
         if w is None:
             return
         self._wire = None
-        if w.wire is not None and w.wire.scene() is self:
-            self.removeItem(w.wire)
-        if w.detached:
-            e = self.edges.get(w.detached)
+        for wire in [w.wire, *w.extra_wires]:
+            if wire is not None and wire.scene() is self:
+                self.removeItem(wire)
+        for key in [w.detached] if w.detached else w.carried:
+            e = self.edges.get(key)
             if e is not None:
                 e.show()
         self._repaint_nodes()
@@ -107,6 +156,18 @@ class WiringMixin:
         drag = self.drag_info()
         target = self.port_at(pos)
         self.cancel_wire()
+        if w.carried:
+            self._finish_carry(w, target)
+            return
+        body = self.node_at(pos) if target is None else None
+        if body is w.item and body is not None:  # let go over its own node: nothing changes
+            return
+        if body is not None:  # dropped on a node, not on a port
+            target = self.port_for_drop(drag, body)
+            if target is None:
+                need = "input" if w.side == "out" else "output"
+                self.message.emit(f"{body.title} has no {need} for {w.type}")
+                return
         doc = self.doc
         if target is not None and target[0] is not w.item:
             item, side, name = target
@@ -121,7 +182,7 @@ class WiringMixin:
             make_port = side == "widget"
             if w.detached and w.detached != (dst, inp):
                 doc.undo_stack.beginMacro("Move wire")
-                self.push(self._disconnect_cmd(*w.detached))
+                self.push(self.disconnect_cmd(*w.detached))
                 self.push(commands.connect(doc, src, out, dst, inp, make_port))
                 doc.undo_stack.endMacro()
             elif not w.detached or w.detached != (dst, inp):
@@ -131,14 +192,32 @@ class WiringMixin:
         if target is not None:  # dropped back on its own node
             return
         if w.detached:
-            self.push(self._disconnect_cmd(*w.detached))
+            self.push(self.disconnect_cmd(*w.detached))
             self.message.emit(f"removed the link into {w.detached[1]}")
             return
         filt = {"accepts": w.type} if w.side == "out" else {"produces": w.type}
         filt.update(node=w.item.nid, side=w.side, port=w.name)
         self.wireDropped.emit(pos, filt)
 
-    def _disconnect_cmd(self, dst: str, input_name: str):
+    def port_for_drop(self, drag, item):
+        """Where a wire dropped on ``item``'s body goes (as in ComfyUI): for a dragged output the
+        first free input that takes it (else the first taken one, else a widget that can become
+        an input); for a dragged input the first output that fits. None when nothing fits."""
+        if drag[1] == "out":
+            ports = [("in", s["name"]) for s in item.in_ports]
+            free = [p for p in ports if (item.nid, p[1]) not in self.edges]
+            widgets = [("widget", s["name"]) for s in item.widget_rows]
+            candidates = free + [p for p in ports if p not in free] + widgets
+        else:
+            candidates = [("out", o["name"]) for o in item.outputs]
+        for side, name in candidates:
+            if self.check_link(drag, item, side, name)[0]:
+                return item, side, name
+        return None
+
+    def disconnect_cmd(self, dst: str, input_name: str):
+        """The undo command removing the wire into ``dst.input_name`` (a widget input that had
+        been turned into a port gets its default value back)."""
         item = self.items_by_id[dst]
         spec = item.info.input(input_name) or {}
         restore = None
@@ -171,6 +250,10 @@ class WiringMixin:
             self.release_grab()  # the release of an earlier press never came: start afresh
         if event.button() == Qt.LeftButton and self._wire is None:
             hit = self.port_at(event.scenePos())
+            if hit is not None and hit[1] == "out" and event.modifiers() & Qt.ShiftModifier \
+                    and self.start_carry(hit[0], hit[2]):
+                event.accept()
+                return
             if hit is not None and hit[1] in ("in", "out"):
                 self.start_wire(*hit)
                 event.accept()
@@ -179,7 +262,8 @@ class WiringMixin:
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
         if self._wire is not None:
-            self._wire.wire.move_to(event.scenePos())
+            for wire in [self._wire.wire, *self._wire.extra_wires]:
+                wire.move_to(event.scenePos())
             target = self.port_at(event.scenePos())
             if target is not None and target[0] is not self._wire.item:
                 ok, reason = self.check_link(self.drag_info(), *target)

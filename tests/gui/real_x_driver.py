@@ -109,6 +109,10 @@ def main() -> int:
     xdo(app, "click", "1")
     out["combo_opened"] = wait_for(app, lambda: scene.active_menu is not None and scene.active_menu.isVisible())
     shot(app, shots, "2-combo")
+    # typing filters the list; "m" is the minimap's key on the canvas and must not reach it
+    xdo(app, "key", "m")
+    out["combo_typed"] = wait_for(app, lambda: scene.active_menu.typed == "m", 2.0)
+    out["minimap_kept"] = view.minimap_wanted
     xdo(app, "key", "Escape")
     wait_for(app, lambda: QApplication.activePopupWidget() is None)
     out["drag_after_combo"] = scene.dragging
@@ -162,6 +166,12 @@ def main() -> int:
     out["deleted_on_canvas"] = wait_for(app, lambda: "2" not in window.doc.nodes)
     xdo(app, "key", "ctrl+z")
     out["undo_brings_back"] = wait_for(app, lambda: "2" in window.doc.nodes)
+    # 8. ComfyUI's "." with nothing selected frames every node
+    scene.clearSelection()
+    view.zoom_by(4.0)
+    xdo(app, "key", "period")
+    out["period_frames_all"] = wait_for(app, lambda: all(
+        view.visible_scene_rect().contains(it.sceneBoundingRect()) for it in scene.items_by_id.values()), 2.0)
     print(json.dumps(out))
     window.runner.shutdown()
     window.doc.undo_stack.setClean()

@@ -106,3 +106,17 @@ def test_gallery_collects_outputs_and_reopens_their_workflow(window, chain_file,
     assert window.doc.nodes["2"].get("title") == "Negative"
     assert {n["type"] for n in window.doc.nodes.values()} == {"LoadImage", "ImageInvert", "PreviewImage"}
     assert window.doc.path is None  # never overwrite the image
+
+
+def test_ctrl_shift_enter_queues_the_run_first(slow_window, qtbot):
+    """ComfyUI's Ctrl+Shift+Enter: the new run goes ahead of those already waiting."""
+    window, runner = slow_window, slow_window.runner
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    window.view.setFocus()
+    QTest.keyClick(window.view, Qt.Key_Return, Qt.ControlModifier)
+    QTest.keyClick(window.view, Qt.Key_Return, Qt.ControlModifier)
+    QTest.keyClick(window.view, Qt.Key_Return, Qt.ControlModifier | Qt.ShiftModifier)
+    assert [job.number for job in runner._queue] == [3, 2]  # 1 runs; 3 is next
+    runner.cancel()
+    _wait_idle(qtbot, window)

@@ -76,6 +76,7 @@ def test_user_run_in_a_real_window(x_display, tmp_path):
     assert seen["screen"][2] == 1.5 and seen["screen"][0] <= 1280, seen
     assert seen["fits_screen"] and seen["zoom_ok"] and not seen["minimap_hides_nodes"], seen
     assert seen["combo_opened"] and seen["context_menu_opened"], seen
+    assert seen["combo_typed"] and seen["minimap_kept"] and seen["period_frames_all"], seen
     assert not seen["drag_after_combo"] and not seen["drag_after_menu"] and not seen["popup_left"], seen
     assert abs(seen["moved_by"][0] - 120) <= 3 and abs(seen["moved_by"][1] - 72) <= 3, seen
     assert seen["item_matches_doc"] and seen["undo_restores"], seen
