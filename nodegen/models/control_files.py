@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from nodegen.compat import torchvision as torchvision_fix
 from nodegen.models import controlnet as cn
 from nodegen.models import flux_controlnet as flux_cn
 from nodegen.models import sd3_controlnet as sd3_cn
@@ -17,6 +18,8 @@ from nodegen.models import union_controlnet as union
 
 def load_control(path: str | os.PathLike, manager=None, base=None):
     """``base``: for 'diff' ControlNets only (see :func:`nodegen.models.controlnet.load_single_file`)."""
+    # before any loader below imports diffusers (which imports transformers, then torchvision)
+    torchvision_fix.apply()
     p = Path(path)
     if p.is_dir():
         cfg = p / "config.json"

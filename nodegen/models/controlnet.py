@@ -306,9 +306,9 @@ def load_single_file(path: str | os.PathLike, manager=None, base=None) -> Contro
     sd = strip_prefix(sd)
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     cfg, family = config_from_ldm(shapes, str(p))
+    diffusers = _diffusers()  # first: it makes torchvision importable, which single_file_utils needs
     from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 
-    diffusers = _diffusers()
     converted = convert_controlnet_checkpoint(sd, cfg)
     converted = {k: v for k, v in converted.items() if v is not None}
     # diffusers' controlnet converter leaves out SDXL's text_time embedding
