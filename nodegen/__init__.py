@@ -32,6 +32,8 @@ _source_tree.install()
 _EXPORTS: dict[str, tuple[str, str | None]] = {
     "Engine": ("nodegen.runtime.engine", "Engine"),
     "RunResult": ("nodegen.kernel.executor", "RunResult"),
+    "RunError": ("nodegen.kernel.executor", "RunError"),
+    "ValidationError": ("nodegen.kernel.problems", "ValidationError"),
     "node": ("nodegen.kernel.node", "node"),
     "Input": ("nodegen.kernel.node", "Input"),
     "Output": ("nodegen.kernel.node", "Output"),
@@ -50,8 +52,9 @@ if TYPE_CHECKING:
     from nodegen import client as _client  # noqa: F401
     from nodegen.kernel import types  # noqa: F401
     from nodegen.kernel.context import CancelToken  # noqa: F401
-    from nodegen.kernel.executor import RunResult
+    from nodegen.kernel.executor import RunError, RunResult  # noqa: F401
     from nodegen.kernel.node import Input, NodeDef, Output, node  # noqa: F401
+    from nodegen.kernel.problems import ValidationError  # noqa: F401
     from nodegen.kernel.registry import NodeRegistry  # noqa: F401
     from nodegen.kernel.types import SocketType  # noqa: F401
     from nodegen.kernel.workflow import Workflow, WorkflowError  # noqa: F401
@@ -78,12 +81,18 @@ def load(path: Any) -> Workflow:
     return open_any(path)
 
 
-def run(workflow: Any, set: dict[str, Any] | None = None, **engine_options: Any) -> RunResult:  # noqa: A002
+def run(workflow: Any, set: dict[str, Any] | None = None, *, check: bool = True,  # noqa: A002
+        **engine_options: Any) -> RunResult:
     """Run a workflow (a path, a :class:`Workflow` or a dict) once and return its
-    :class:`~nodegen.kernel.executor.RunResult`. ``set`` maps ``"node.input"`` to values."""
+    :class:`~nodegen.kernel.executor.RunResult`. ``set`` maps ``"node.input"`` to values.
+
+    With ``check`` (the default) a run that is not ``ok`` raises: :class:`ValidationError` listing
+    every problem of an invalid workflow, :class:`RunError` naming each failing node and its inputs;
+    ``check=False`` returns the result as it is (``result.ok``, ``.problems``, ``.failures``)."""
     from nodegen.runtime.engine import Engine  # noqa: F401
 
-    return Engine(**engine_options).run(workflow, set=set)
+    result = Engine(**engine_options).run(workflow, set=set)
+    return result.check() if check else result
 
 
 __all__ = ["__version__", "load", "run", *_EXPORTS]

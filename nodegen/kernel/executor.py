@@ -34,7 +34,7 @@ from nodegen.kernel.context import Cancelled, CancelToken, RunContext
 from nodegen.kernel.events import Event, EventBus
 from nodegen.kernel.node import MISSING, NodeDef
 from nodegen.kernel.plan import Plan, plan
-from nodegen.kernel.problems import Problem, node_title
+from nodegen.kernel.problems import Problem, ValidationError, node_title
 from nodegen.kernel.registry import NodeRegistry
 from nodegen.kernel.types import compatible
 from nodegen.kernel.values import check_run_inputs
@@ -59,6 +59,16 @@ class NodeFailure:
         ins = ", ".join(f"{k}={v}" for k, v in self.inputs.items())
         return (f"node {self.node_id} ({self.title}, {self.type}) failed: {self.error}\n"
                 f"  inputs: {ins or '(none)'}")
+
+
+class RunError(RuntimeError):
+    """A run that did not finish ``ok`` (a node failed, or it was cancelled); ``result`` holds the
+    rest (what ran, the failures with their inputs)."""
+
+    def __init__(self, result: RunResult):
+        self.result = result
+        failures = "\n".join(str(f) for f in result.failures)
+        super().__init__(f"the run {result.status}" + (f":\n{failures}" if failures else ""))
 
 
 @dataclass
@@ -86,6 +96,15 @@ class RunResult:
     @property
     def warnings(self) -> list[Problem]:
         return self.plan.warnings if self.plan else []
+
+    def check(self) -> RunResult:
+        """This result if it is ``ok``; else raise: :class:`ValidationError` (every problem) for an
+        invalid workflow, :class:`RunError` (each failing node with its inputs) otherwise."""
+        if self.status == "invalid":
+            raise ValidationError(self.problems)
+        if self.status != "ok":
+            raise RunError(self)
+        return self
 
     def _ui_list(self, key: str) -> list:
         items: list = []
