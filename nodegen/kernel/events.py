@@ -34,19 +34,32 @@ class Event:
                 continue
             if isinstance(v, (str, int, float, bool)) or v is None:
                 out[k] = v
-            elif isinstance(v, (list, tuple, dict)):
-                out[k] = _jsonable(v)
+            elif isinstance(v, (list, tuple, dict)) and (j := _jsonable(v)) is not _LEFT_OUT:
+                out[k] = j
         return out
+
+
+#: What :func:`_jsonable` returns for images and tensors (left out, not written as their repr).
+_LEFT_OUT = object()
 
 
 def _jsonable(v: Any) -> Any:
     if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        items = {str(k): _jsonable(x) for k, x in v.items()}
+        return {k: x for k, x in items.items() if x is not _LEFT_OUT}
     if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
+        kept = [x for x in map(_jsonable, v) if x is not _LEFT_OUT]
+        return _LEFT_OUT if v and not kept else kept
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
+    if _is_data(v):
+        return _LEFT_OUT
     return str(v)
+
+
+def _is_data(v: Any) -> bool:
+    """A tensor, an array or a PIL image (duck-typed: the kernel imports neither torch nor PIL)."""
+    return (hasattr(v, "shape") and hasattr(v, "dtype")) or (hasattr(v, "getpixel") and hasattr(v, "mode"))
 
 
 Listener = Callable[[Event], None]
