@@ -217,7 +217,13 @@ class Workflow:
             if len(hits) > 1:
                 raise KeyError(f"{len(hits)} nodes have the {key} {ref!r} (ids {', '.join(hits)}); "
                                f"use a node id")
-        raise KeyError(f"no node with id or title {ref!r}")
+        raise KeyError(f"no node with id, title or type {ref!r}; the nodes are {self._node_names()}")
+
+    def _node_names(self, limit: int = 30) -> str:
+        """``1 (Model), 2 (Prompt), ...``: what a NODE reference may name."""
+        names = [f"{nid} ({n.get('title') or n.get('type', '?')})" for nid, n in self.nodes.items()]
+        more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+        return ", ".join(names[:limit]) + more if names else "(none)"
 
     def node(self, ref: str) -> dict:
         return self.nodes[self.resolve_node(ref)]
