@@ -19,6 +19,11 @@ def add_parser(sub) -> None:
 def cmd_nodes(args) -> int:
     engine = make_engine(args)
     schema = engine.schema(args.category)
+    if args.category is not None and not schema["nodes"]:
+        tops = sorted({nd["category"].split("/")[0] for nd in engine.schema()["nodes"].values()})
+        print(f"nodegen: error: no node type in category {args.category!r}; the categories are "
+              f"{', '.join(tops)} (a sub-category such as sampling/custom works too)", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(schema, indent=2, default=str))
         return 0
