@@ -11,6 +11,8 @@ import importlib
 import sys
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: The reader of stdout went away (128 + SIGPIPE, what a shell reports for a command killed by it).
+EXIT_BROKEN_PIPE = 141
 
 #: Command modules (in nodegen.cli) in the order ``--help`` lists them.
 COMMAND_MODULES = ["run", "validate", "nodes_cmd", "info", "lock", "import_cmd", "serve", "sweep", "rank"]
@@ -78,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nnodegen: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader left (``nodegen run --json | head``): stop quietly, as other command-line tools do
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except (OSError, ValueError, RecursionError, MemoryError, OverflowError) as e:
         # bad input that reached past the checks (a full disk, an unreadable file): a message,
         # not a traceback (--debug shows it)
@@ -87,6 +93,17 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"nodegen: error: {type(e).__name__}: {_short(e)}", file=sys.stderr)
         return EXIT_INVALID
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that flushing it at exit does not fail a second time."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # a stdout without a file descriptor (tests)
+        pass
 
 
 def _short(e: BaseException, limit: int = 2000) -> str:
