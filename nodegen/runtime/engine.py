@@ -81,6 +81,8 @@ class Environment:
         """Where a missing file was looked for, plus the hash and size the workflow records for
         it (set by the model-hash hook in :meth:`Engine.prepare`)."""
         text = self.describe_files(kind)
+        if kind not in (None, "image", "input"):
+            text += self._nearest_models(kind, name)
         entry = self.missing_models.get((kind, name))
         if entry:
             from nodegen.sharing.models import describe_missing
@@ -88,6 +90,19 @@ class Environment:
             text += (f"; the workflow records it as {describe_missing(entry)}, and no file with "
                      f"that hash is in the model folders either")
         return text
+
+    def _nearest_models(self, kind: str, name: str, shown: int = 5) -> str:
+        """What to choose instead: the files of the same name in other sub-folders, else the
+        first few models of that kind."""
+        base = portable_name(name).rsplit("/", 1)[-1].lower()
+        names = self.paths.list(kind)
+        same = [n for n in names if n.rsplit("/", 1)[-1].lower() == base]
+        if same:
+            return f"; the same file name is at {', '.join(repr(n) for n in same)}: use that name"
+        if not names:
+            return ""
+        more = f", ... ({len(names)} in all)" if len(names) > shown else ""
+        return f"; the {kind} nodegen finds: {', '.join(repr(n) for n in names[:shown])}{more}"
 
     def list_images(self) -> list[str]:
         folder = Path(self.input_dir)
