@@ -58,8 +58,10 @@ def build_grid(axes: list[tuple[str, list]], cells: dict[tuple, Path | None]):
 
     left = (max(text_size(f"{ykey}={_label(y)}")[0] for y in ys) + 2 * PAD) if ykey else PAD
     top = max(text_size(f"{xkey}={_label(x)}")[1] for x in xs) + 2 * PAD
+    # a column is as wide as its widest label, so labels of small images do not run together
+    colw = max(cw, max(text_size(f"{xkey}={_label(x)}")[0] for x in xs) + PAD)
     title = (text_size(f"{zkey}=x")[1] + 2 * PAD) if zkey else 0
-    pw, ph = left + len(xs) * (cw + PAD), title + top + len(ys) * (ch + PAD)
+    pw, ph = left + len(xs) * (colw + PAD), title + top + len(ys) * (ch + PAD)
     if zkey:
         pw = max(pw, left + max(text_size(f"{zkey}={_label(z)}")[0] for z in zs) + 2 * PAD)
     sheet = Image.new("RGB", (pw * len(zs), ph), "white")
@@ -69,14 +71,14 @@ def build_grid(axes: list[tuple[str, list]], cells: dict[tuple, Path | None]):
         if zkey:
             draw.text((ox + left, PAD), f"{zkey}={_label(z)}", fill="black", font=font)
         for xi, x in enumerate(xs):
-            draw.text((ox + left + xi * (cw + PAD), title + PAD), f"{xkey}={_label(x)}", fill="black", font=font)
+            draw.text((ox + left + xi * (colw + PAD), title + PAD), f"{xkey}={_label(x)}", fill="black", font=font)
         for yi, y in enumerate(ys):
             oy = title + top + yi * (ch + PAD)
             if ykey:
                 draw.text((ox + PAD, oy + ch // 2), f"{ykey}={_label(y)}", fill="black", font=font)
             for xi, x in enumerate(xs):
                 path = cells.get((z, y, x))
-                box = (ox + left + xi * (cw + PAD), oy)
+                box = (ox + left + xi * (colw + PAD), oy)
                 if path is None:
                     draw.rectangle([box, (box[0] + cw - 1, box[1] + ch - 1)], outline="red")
                     continue
