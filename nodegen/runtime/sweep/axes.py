@@ -45,7 +45,10 @@ def make_axes(engine: Any, wf: Any, overs: list[str], manifest: Manifest,
             for v in values:
                 bad = target.spec.check_value(v, engine.env)
                 if bad is not None:
-                    raise SweepError(f"--over {item!r}: node {target.node_id}, input {target.input!r}: {bad[1]}")
+                    node = wf.nodes[target.node_id]
+                    name = node.get("title") or node.get("type")
+                    raise SweepError(f"--over {item!r}: node {target.node_id} ({name}), input {target.input!r}: "
+                                     f"{bad[1]}")
         axes.append(Axis(key, target.node_id, target.input, tuple(values), order.get(target.node_id, 0)))
         records.append({"key": key, "spec": spec, "values": [str(t) for t in texts]})
     return axes, records
