@@ -3,13 +3,13 @@ menu of choices for choice/file widgets. Committing an editor pushes an undo com
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QObject, QRectF, Qt, QTimer
+from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, QTimer
 from PySide6.QtGui import QAction, QTextCursor
 from PySide6.QtWidgets import QFileDialog, QLineEdit, QMenu, QPlainTextEdit
 
 from . import commands
 from .prompt_weight import reweighted
-from .widgets import format_value, parse_value
+from .widgets import format_value, multiline_text_rect, parse_value, text_index_at
 
 
 class _KeyFilter(QObject):
@@ -27,6 +27,11 @@ class _KeyFilter(QObject):
                 else:
                     self.scene.close_editor()
                 return True
+            if event.key() in (Qt.Key_Tab, Qt.Key_Backtab):
+                # commit, then edit the node's next (Shift+Tab: previous) field, as in a form
+                self.scene.edit_next_field(forward=event.key() == Qt.Key_Tab
+                                           and not event.modifiers() & Qt.ShiftModifier)
+                return True
             if event.key() in (Qt.Key_Return, Qt.Key_Enter) and (
                     not self.multiline or event.modifiers() & Qt.ControlModifier):
                 self.scene.commit_editor()
@@ -38,6 +43,9 @@ class _KeyFilter(QObject):
             self.scene.commit_editor()
         return False
 
+
+#: widgets edited by typing: Tab goes from one to the next
+TYPED_WIDGETS = ("int", "float", "seed", "string", "multiline")
 
 #: a list longer than this says at its top that typing filters it
 HINT_FROM = 10
@@ -133,16 +141,30 @@ class EditorMixin:
         self._editor_target = None   # ("input", name, spec) or ("title",)
         self.active_menu: QMenu | None = None
 
-    def _open(self, item, rect: QRectF, text: str, multiline: bool, target) -> None:
+    def _open(self, item, rect: QRectF, text: str, multiline: bool, target, cursor: int | None = None) -> None:
+        """An editor over ``rect`` of ``item``. A multi-line one shows its text where the node
+        draws it (under the input's name, same font and wrapping) with the cursor at ``cursor``
+        (where the text was clicked; at the end when opened from the keyboard)."""
         self.close_editor()
         w = QPlainTextEdit() if multiline else QLineEdit()
+        style = "background:#15161a; color:#f0f0f0; border:1px solid #64b5f6;"
         if multiline:
+            w.document().setDocumentMargin(1)
+            # the node's font (the theme's style sheet sets every widget's size), and border +
+            # padding + margin as the painted text's inset
+            style += (f" font-family:'{item.FONT.family()}'; font-size:{item.FONT.pointSizeF():g}pt;"
+                      " padding:0px 0px 0px 4px;")
+            rect = QRectF(rect.left(), multiline_text_rect(rect).top() - 2, rect.width(),
+                          rect.bottom() - multiline_text_rect(rect).top() + 2)
             w.setPlainText(text)
-            w.moveCursor(QTextCursor.End)  # typing adds to the prompt (it went before its start)
+            at = QTextCursor(w.document())
+            at.setPosition(len(text) if cursor is None else max(0, min(len(text), cursor)))
+            w.setTextCursor(at)  # typing adds to the prompt, or goes where clicked
         else:
             w.setText(text)
             w.selectAll()
-        w.setStyleSheet("background:#15161a; color:#f0f0f0; border:1px solid #64b5f6;")
+        w.setStyleSheet(style)
+        w.setMinimumSize(1, 1)  # a text box's size hint made it taller than its row
         w.resize(int(rect.width()), int(rect.height()))  # inside the node (it ran over its edge)
         self._filter = _KeyFilter(self, multiline)
         w.installEventFilter(self._filter)
@@ -153,12 +175,18 @@ class EditorMixin:
         self.editor_item, self.editor, self._editor_proxy, self._editor_target = item, w, proxy, target
         w.setFocus()
 
-    def open_editor(self, item, name: str, spec: dict) -> None:
+    def open_editor(self, item, name: str, spec: dict, at: QPointF | None = None) -> None:
+        """Edit a widget row's value; ``at``: where it was clicked (item coordinates), for the
+        cursor of a multi-line text."""
         multiline = spec.get("widget") == "multiline"
         value = item.value_of(name)
         text = "" if value is None else (str(value) if multiline or spec.get("widget") != "float"
                                           else format_value(spec, value))
-        self._open(item, item.widget_rect(name), text, multiline, ("input", name, spec))
+        rect = item.widget_rect(name)
+        cursor = None
+        if multiline and at is not None:
+            cursor = text_index_at(text, item.FONT, multiline_text_rect(rect), at)
+        self._open(item, rect, text, multiline, ("input", name, spec), cursor)
 
     def edit_title(self, item) -> None:
         self._open(item, QRectF(4, 2, item.body_rect().width() - 8, 22), item.title, False, ("title",))
@@ -197,6 +225,22 @@ class EditorMixin:
             return
         if value != item.value_of(name) or name not in (self.doc.nodes[item.nid].get("inputs") or {}):
             self.push(commands.set_value(self.doc, item.nid, name, value))
+
+    def edit_next_field(self, forward: bool = True) -> None:
+        """Tab / Shift+Tab in an editor: commit it, then open the editor of the node's next /
+        previous typed field (numbers and texts, round the node); a title only commits."""
+        item, target = self.editor_item, self._editor_target
+        self.commit_editor()
+        if item is None or target is None or target[0] != "input" or item.nid not in self.doc.nodes:
+            return
+        item = self.items_by_id.get(item.nid, item)
+        typed = [spec for spec in item.widget_rows if spec.get("widget") in TYPED_WIDGETS
+                 and item.widget_rect(spec["name"]) is not None]
+        names = [spec["name"] for spec in typed]
+        if target[1] not in names:
+            return
+        spec = typed[(names.index(target[1]) + (1 if forward else -1)) % len(typed)]
+        self.open_editor(item, spec["name"], spec)
 
     def close_editor(self) -> None:
         proxy, w = self._editor_proxy, self.editor

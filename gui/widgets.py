@@ -9,7 +9,7 @@ Every change is an undo command; a scrub is one merged step.
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QPen
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPen, QTextLayout, QTextOption
 
 from . import commands, theme
 from .node_paint import DETAIL_LOD
@@ -126,7 +126,7 @@ class WidgetInteraction:
             if w == "multiline":
                 painter.drawText(inner.adjusted(0, 2, 0, 0), Qt.AlignTop | Qt.AlignLeft, name)
                 painter.setPen(theme.WIDGET_TEXT)
-                painter.drawText(inner.adjusted(0, 16, 0, -2), Qt.AlignTop | Qt.AlignLeft | Qt.TextWordWrap,
+                painter.drawText(multiline_text_rect(rect), Qt.AlignTop | Qt.AlignLeft | Qt.TextWordWrap,
                                  str(value or ""))
                 continue
             if w == "bool":
@@ -191,8 +191,10 @@ class WidgetInteraction:
             canvas.push(commands.set_value(canvas.doc, self.nid, name, not bool(self.value_of(name))))
         elif w in ("choice", "file"):
             canvas.open_choice_menu(self, name, spec, event.screenPos())
-        elif w in ("string", "multiline"):
+        elif w == "string":
             canvas.open_editor(self, name, spec)
+        elif w == "multiline":
+            canvas.open_editor(self, name, spec, at=event.pos())  # the cursor where clicked
 
     def widget_move(self, event) -> None:
         kind, name, start, start_value, session, moved = self._wdrag
@@ -243,6 +245,41 @@ class WidgetInteraction:
 
 
 TITLE_MIN = 40.0
+
+
+def multiline_text_rect(rect: QRectF) -> QRectF:
+    """Where a multi-line widget's text is drawn in its row ``rect``: under the input's name."""
+    return rect.adjusted(6, 16, -6, -2)
+
+
+def text_index_at(text: str, font: QFont, rect: QRectF, pos: QPointF) -> int:
+    """The position in ``text`` (drawn word-wrapped, top-left, into ``rect`` with ``font``, as
+    QPainter.drawText does) nearest to ``pos``: where a click on the drawn text puts the cursor."""
+    layout = QTextLayout(text.replace("\n", "\u2028"), font)
+    option = QTextOption()
+    option.setWrapMode(QTextOption.WordWrap)
+    layout.setTextOption(option)
+    leading = QFontMetricsF(font).leading()
+    y = 0.0
+    layout.beginLayout()
+    lines = []
+    while True:
+        line = layout.createLine()
+        if not line.isValid():
+            break
+        line.setLineWidth(rect.width())
+        y += leading
+        line.setPosition(QPointF(0, y))
+        y += line.height()
+        lines.append(line)
+    layout.endLayout()
+    if not lines:
+        return 0
+    x, y = pos.x() - rect.left(), pos.y() - rect.top()
+    line = next((ln for ln in lines if y < ln.y() + ln.height()), None)
+    if line is None:
+        return len(text)  # below the last line: the end
+    return line.xToCursor(max(0.0, x))
 
 
 def widget_point(item, name: str, where: str = "center") -> QPointF:
