@@ -30,6 +30,7 @@ class GroupItem(QGraphicsItem):
         self.setZValue(-10)
         self._choosing = False
         self.setFlag(QGraphicsItem.ItemIsSelectable)
+        self.setAcceptHoverEvents(True)  # the cursor shows where the frame can be resized
         self._drag = None
 
     def boundingRect(self) -> QRectF:  # noqa: N802
@@ -40,7 +41,7 @@ class GroupItem(QGraphicsItem):
         falls through to the canvas: a rubber band, or a double-click to add a node)."""
         p = QPainterPath()
         p.addRect(QRectF(0, 0, self.w, TITLE_H))
-        p.addRect(QRectF(self.w - GRIP, self.h - GRIP, GRIP, GRIP))
+        p.addRect(self.grip_rect())
         return p
 
     def paint(self, painter, option, widget=None) -> None:
@@ -57,6 +58,28 @@ class GroupItem(QGraphicsItem):
         painter.setPen(QColor("#e8e8e8"))
         painter.setFont(self.FONT)
         painter.drawText(QRectF(10, 0, self.w - 20, TITLE_H), Qt.AlignVCenter | Qt.AlignLeft, self.title)
+        self._paint_grip(painter)
+
+    def grip_rect(self) -> QRectF:
+        return QRectF(self.w - GRIP, self.h - GRIP, GRIP, GRIP)
+
+    def _paint_grip(self, painter) -> None:
+        """The resize corner: three diagonal strokes, as a window's size grip."""
+        painter.setPen(QPen(self.color.lighter(190), 1.6, Qt.SolidLine, Qt.RoundCap))
+        right, bottom = self.w - 3, self.h - 3
+        for d in (4.0, 8.0, 12.0):
+            painter.drawLine(QPointF(right - d, bottom), QPointF(right, bottom - d))
+
+    def hoverMoveEvent(self, event) -> None:  # noqa: N802
+        if self.grip_rect().contains(event.pos()):
+            self.setCursor(Qt.SizeFDiagCursor)
+        else:
+            self.unsetCursor()
+        super().hoverMoveEvent(event)
+
+    def hoverLeaveEvent(self, event) -> None:  # noqa: N802
+        self.unsetCursor()
+        super().hoverLeaveEvent(event)
 
     def contained_nodes(self) -> list[str]:
         rect = self.sceneBoundingRect()
@@ -68,7 +91,7 @@ class GroupItem(QGraphicsItem):
             self._select(event.modifiers())
             self._drag = ("move", event.scenePos(), self.pos(),
                           {nid: self.canvas.items_by_id[nid].pos() for nid in self.contained_nodes()})
-        elif p.x() > self.w - GRIP and p.y() > self.h - GRIP:
+        elif self.grip_rect().contains(p):
             self._drag = ("resize", event.scenePos(), QPointF(self.w, self.h), None)
         else:
             event.ignore()
