@@ -26,7 +26,7 @@ def test_the_group_resize_corner_is_drawn_and_resizes_in_one_step(window):
     painter = QPainter(img)
     g.paint(painter, None)
     painter.end()
-    grip = g.grip_rect().toRect()
+    grip = g.grip_rect().toRect().adjusted(2, 2, -3, -3)  # inside the frame's border
     beside = grip.translated(-3 * grip.width(), 0)
     assert _brightest(img, grip) > _brightest(img, beside) + 40
     # the cursor says "resize" over it, not elsewhere on the frame
