@@ -396,7 +396,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
             event.acceptProposedAction()
 
     def closeEvent(self, event) -> None:  # noqa: N802
-        if not self.confirm_discard():
+        if not self.confirm_stop_runs() or not self.confirm_discard():
             event.ignore()
             return
         self.runner.shutdown()

@@ -164,6 +164,46 @@ class RunMixin:
         self.cancel_run()
         return True
 
+    def stop_runs_question(self) -> str | None:
+        """What closing the window now would stop, in words; None when nothing is running or
+        queued."""
+        job, queued = self.runner.running_job, self.runner.pending()
+        if not self.runner.alive or (job is None and not queued):
+            return None
+        lines = []
+        if job is not None:
+            where = ""
+            running = [i for i in self.scene.items_by_id.values() if i.state == "running"]
+            if running:
+                item = running[0]
+                step = f", step {item.progress[0]}/{item.progress[1]}" if item.progress else ""
+                where = f" (now at {item.title}{step})"
+            lines.append(f"{job.label} has been running for {job.elapsed():.0f} s{where}.")
+            if job.sweep is not None:
+                lines.append("Closing stops it: the sweep job in progress is lost; the finished ones stay "
+                             f"in {job.sweep.out_dir}, and running the same sweep again resumes.")
+            else:
+                lines.append("Closing stops it: the images it has not saved yet are lost (those already "
+                             "saved stay in the output folder).")
+        if queued:
+            lines.append(f"{queued} queued run(s) will not run.")
+        return "\n\n".join(lines)
+
+    def confirm_stop_runs(self) -> bool:
+        """Before the window closes: True when nothing runs or the user agrees to stop it."""
+        question = self.stop_runs_question()
+        return question is None or self.ask_stop_runs(question)
+
+    def ask_stop_runs(self, question: str) -> bool:
+        """Asked before closing the window stops a run (tests replace this)."""
+        box = QMessageBox(QMessageBox.Warning, "A run is in progress", question, QMessageBox.NoButton, self)
+        stop = box.addButton("Stop and close", QMessageBox.DestructiveRole)
+        keep = box.addButton("Keep running", QMessageBox.RejectRole)
+        box.setDefaultButton(keep)
+        box.setEscapeButton(keep)
+        box.exec()
+        return box.clickedButton() is stop
+
     def ask_cancel_run(self, job) -> bool:
         """Asked before Escape cancels a long run (tests replace this)."""
         return QMessageBox.question(

@@ -215,6 +215,11 @@ class RunController(QObject):
         return self.current is not None
 
     @property
+    def alive(self) -> bool:
+        """The run thread is up (not yet shut down)."""
+        return self._thread.isRunning()
+
+    @property
     def running_job(self) -> Job | None:
         return self.jobs.get(self.current[0]) if self.current is not None else None
 

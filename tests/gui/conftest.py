@@ -46,6 +46,7 @@ def make_window(qtbot, engine, gui_state, dark_app):
     def make(eng=None):
         w = MainWindow(eng or engine)
         w.ask_save_changes = lambda: "discard"
+        w.ask_stop_runs = lambda question: True  # never a modal question in a test's teardown
         qtbot.addWidget(w)
         w.resize(1400, 900)
         w.show()
