@@ -337,6 +337,8 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
                 for act in self.actions_by_name.values() if act.shortcuts()]
         keys.append(("Cancel the running job", "Esc (on the canvas)"))
         keys.append(("Weight of words in a prompt", "Ctrl+Up / Ctrl+Down while typing"))
+        keys.append(("Next / previous field of the node", "Tab / Shift+Tab while typing (Enter commits, "
+                                                          "Esc reverts a one-line field)"))
         mouse = [("Add node", "double-click the canvas or Tab"), ("Pan", "middle drag or Space + drag"),
                  ("Zoom", "wheel (to the cursor)"),
                  ("Select", "click, Shift/Ctrl-click, drag a rubber band (Shift/Ctrl+drag adds)"),
@@ -345,7 +347,8 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
                  ("Reroute", "double-click a wire"),
                  ("Move all wires of an output", "Shift + drag it onto another output"),
                  ("Combo lists", "type to filter them, Enter picks"),
-                 ("Groups", "click a group's title to select it (Delete removes the frame, not the nodes)"),
+                 ("Groups", "click a group's title to select it (Delete removes the frame, not the nodes); "
+                            "drag its corner grip to resize it"),
                  ("Widgets", "drag numbers left/right; click to type; right-click a node for more"),
                  ("Drop files", "a workflow .json/.png opens; an image makes a LoadImage node, or goes into "
                                 "the image input of the node it is dropped on")]
