@@ -237,8 +237,8 @@ class EditorMixin:
         typed = [spec for spec in item.widget_rows if spec.get("widget") in TYPED_WIDGETS
                  and item.widget_rect(spec["name"]) is not None]
         names = [spec["name"] for spec in typed]
-        if target[1] not in names:
-            return
+        if target[1] not in names or len(names) < 2:
+            return  # the node's only field: Tab just commits it
         spec = typed[(names.index(target[1]) + (1 if forward else -1)) % len(typed)]
         self.open_editor(item, spec["name"], spec)
 

@@ -80,3 +80,12 @@ def test_tab_commits_a_field_and_edits_the_next_one(window):
     QTest.keyClicks(window.scene.editor, "21")
     QTest.keyClick(window.scene.editor, Qt.Key_Return)  # commits
     assert window.scene.editor is None and window.doc.nodes[nid]["inputs"]["steps"] == 21
+
+
+def test_tab_in_a_nodes_only_field_just_commits_it(window):
+    nid = add(window, "Note", 0, 0)
+    item = window.scene.items_by_id[nid]
+    window.scene.open_editor(item, "text", item.info.input("text"))
+    QTest.keyClicks(window.scene.editor, "hello")
+    QTest.keyClick(window.scene.editor, Qt.Key_Tab)
+    assert window.scene.editor is None and window.doc.nodes[nid]["inputs"]["text"] == "hello"
