@@ -23,6 +23,10 @@ from .view import NODE_MIME
 TYPE_ROLE = Qt.UserRole + 1
 
 
+#: Category roots listed last and folded: what ComfyUI users look for less often.
+LATER = ("advanced", "experimental", "_for_testing", "testing", "deprecated")
+
+
 class PaletteTree(QTreeWidget):
     def startDrag(self, actions) -> None:  # noqa: N802
         item = self.currentItem()
@@ -74,13 +78,29 @@ class Palette(QWidget):
             for info in self.schema.search(text):
                 self.tree.addTopLevelItem(self._leaf(info))
             return
+        folders: dict[str, QTreeWidgetItem] = {}
         for category, infos in self.schema.categories().items():
-            cat = QTreeWidgetItem([category])
-            cat.setFlags(Qt.ItemIsEnabled)
+            folder = self._folder(category, folders)
             for info in infos:
-                cat.addChild(self._leaf(info))
-            self.tree.addTopLevelItem(cat)
+                folder.addChild(self._leaf(info))
+        for name in sorted((n for n in folders if "/" not in n), key=lambda n: (n.lower() in LATER, n.lower())):
+            self.tree.addTopLevelItem(folders[name])
         self.tree.expandAll()
+        for name in LATER:  # the rarely used roots start folded (as ComfyUI's menu keeps them a click away)
+            for folder in (f for n, f in folders.items() if n.split("/")[0].lower() == name):
+                folder.setExpanded(False)
+
+    def _folder(self, category: str, folders: dict[str, QTreeWidgetItem]) -> QTreeWidgetItem:
+        """The tree item of ``category`` ("advanced/guidance": "guidance" inside "advanced")."""
+        if category in folders:
+            return folders[category]
+        parent, _, name = category.rpartition("/")
+        item = QTreeWidgetItem([name or category])
+        item.setFlags(Qt.ItemIsEnabled)
+        if parent:
+            self._folder(parent, folders).addChild(item)
+        folders[category] = item
+        return item
 
     def _leaf(self, info) -> QTreeWidgetItem:
         item = QTreeWidgetItem([info.title])

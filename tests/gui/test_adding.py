@@ -138,3 +138,17 @@ def test_missing_node_type_is_a_placeholder_and_kept(window, tmp_path):
     out = tmp_path / "m2.json"
     assert window.save_as(str(out))
     assert json.loads(out.read_text()) == doc
+
+
+def test_palette_nests_categories_and_puts_advanced_last_folded(window):
+    tree = window.palette.tree
+    roots = [tree.topLevelItem(i) for i in range(tree.topLevelItemCount())]
+    names = [r.text(0) for r in roots]
+    assert "advanced" in names and names.index("advanced") > names.index("sampling")
+    assert not any("/" in n for n in names)  # "advanced/guidance" is "guidance" inside "advanced"
+    advanced = roots[names.index("advanced")]
+    assert not advanced.isExpanded() and roots[names.index("sampling")].isExpanded()
+    inner = [advanced.child(i).text(0) for i in range(advanced.childCount())]
+    assert inner and all("/" not in n for n in inner)
+    leaf = window.palette.leaf("ImageInvert")
+    assert leaf is not None and leaf.parent() is not None
