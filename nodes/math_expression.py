@@ -21,17 +21,27 @@ NAMES = tuple(string.ascii_lowercase[:10])
 #: simpleeval's limit on either side of ``**`` / pow's exponent in ComfyUI.
 MAX_POWER = 4_000_000
 MAX_EXPONENT = 4000
+#: Integer powers beyond this many bits are refused before they are computed: the result must end
+#: as a finite float (under 2**1024) anyway, and a server must not spend minutes on 3999999 ** 3999999.
+MAX_INT_BITS = 4096
+
+
+def _check_int_power(a, b) -> None:
+    if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1 and b * math.log2(abs(a)) > MAX_INT_BITS:
+        raise ValueError(f"{a} ** {b} is too large to compute")
 
 
 def _power(a, b):
     if abs(a) > MAX_POWER or abs(b) > MAX_POWER:
         raise ValueError(f"{a} ** {b} is too large to compute")
+    _check_int_power(a, b)
     return a ** b
 
 
 def _pow(base, exp):
     if abs(exp) > MAX_EXPONENT:
         raise ValueError(f"Exponent {exp} exceeds maximum allowed ({MAX_EXPONENT})")
+    _check_int_power(base, exp)
     return pow(base, exp)
 
 
@@ -60,7 +70,10 @@ def evaluate(expression: str, names: dict):
                                  f"{', '.join(sorted(names)) or 'no names'})")
             return names[n.id]
         if isinstance(n, ast.BinOp) and type(n.op) in _BINARY:
-            return _BINARY[type(n.op)](ev(n.left), ev(n.right))
+            left, right = ev(n.left), ev(n.right)
+            if isinstance(left, list) or isinstance(right, list):  # [1] * 10**9 would fill the memory
+                raise ValueError(f"{ast.unparse(n)!r}: lists go into functions (sum, min, max) or [index] only")
+            return _BINARY[type(n.op)](left, right)
         if isinstance(n, ast.UnaryOp) and type(n.op) in _UNARY:
             return _UNARY[type(n.op)](ev(n.operand))
         if isinstance(n, ast.BoolOp):

@@ -403,6 +403,20 @@ def test_math_expression_follows_comfyui():
             run("ComfyMathExpression", expression=bad, a=1)
 
 
+def test_math_expression_refuses_formulas_that_would_exhaust_the_machine():
+    """A served workflow is untrusted: formulas that would take minutes or fill the memory are
+    refused before they are computed (each returned at once here)."""
+    import time
+
+    for bad in ("3999999 ** 3999999", "pow(3999, 3999)", "(2 ** 4000) ** 4000", "[1] * 10 ** 9",
+                "values * 1000000", "sum([0] * 10 ** 8)"):
+        t = time.perf_counter()
+        with pytest.raises(ValueError, match="too large|lists go into functions"):
+            run("ComfyMathExpression", expression=bad, a=1)
+        assert time.perf_counter() - t < 1.0, bad
+    assert run("ComfyMathExpression", expression="2 ** 1000 / 2 ** 999")["float"] == 2.0  # big but fine
+
+
 def test_math_expression_api_import():
     from nodegen.formats import open_any
 
