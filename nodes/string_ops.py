@@ -1,11 +1,16 @@
 """Text tests and transforms: ComfyUI's core string nodes (comfy_extras/nodes_string.py), same names,
-inputs, defaults and results. One difference on purpose: a pattern that is not a valid regular
+inputs, defaults and results. Two differences on purpose: a pattern that is not a valid regular
 expression is an error naming the node and the input (ComfyUI's RegexMatch and RegexExtract quietly
-answer false / an empty text)."""
+answer false / an empty text); and a pattern that backtracks without end on its text (``(a+)+$``)
+stops after REGEX_SECONDS with an error instead of holding the run (or a server) forever. The
+patterns run on the ``regex`` package (``re``-compatible, VERSION0, with a time limit)."""
 
 from __future__ import annotations
 
+import os
 import re
+
+import regex
 
 from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, InputSpec, Output, node
@@ -20,6 +25,10 @@ def _text(name: str) -> InputSpec:
     return Input.string(name, "", multiline=True)
 
 
+#: Seconds one pattern may run on its text (``NODEGEN_REGEX_SECONDS``).
+REGEX_SECONDS = float(os.environ.get("NODEGEN_REGEX_SECONDS", "5"))
+
+
 def _regex_problem(value: object, env: object = None) -> str | None:
     """Validation rule for a literal pattern: the compiler's complaint, or None."""
     try:
@@ -29,16 +38,45 @@ def _regex_problem(value: object, env: object = None) -> str | None:
     return None
 
 
+class _Timed:
+    """A compiled pattern whose searches stop after REGEX_SECONDS with an error naming the node."""
+
+    def __init__(self, node_type: str, rx) -> None:
+        self.node_type, self.rx = node_type, rx
+
+    def _run(self, method: str, *args, **kwargs):
+        try:
+            found = getattr(self.rx, method)(*args, timeout=REGEX_SECONDS, **kwargs)
+            return list(found) if method == "finditer" else found  # finditer searches as it is read
+        except TimeoutError:
+            raise ValueError(f"{self.node_type}: input 'regex_pattern' {self.rx.pattern!r} ran longer than "
+                             f"{REGEX_SECONDS:g} s on its text (a pattern that backtracks without end, such "
+                             f"as '(a|aa)+' on a long run of a's); simplify it") from None
+
+    def search(self, string: str):
+        return self._run("search", string)
+
+    def findall(self, string: str) -> list:
+        return self._run("findall", string)
+
+    def finditer(self, string: str) -> list:
+        return self._run("finditer", string)
+
+    def sub(self, replace: str, string: str, count: int = 0) -> str:
+        return self._run("sub", replace, string, count=count)
+
+
 _PATTERN = Input.string("regex_pattern", "", multiline=True, env_check=_regex_problem)
 _FLAGS = [Input.bool("case_insensitive", True), Input.bool("multiline", False), Input.bool("dotall", False)]
 
 
-def _compile(node_type: str, pattern: str, case_insensitive: bool, multiline: bool, dotall: bool) -> re.Pattern:
-    flags = ((re.IGNORECASE if case_insensitive else 0) | (re.MULTILINE if multiline else 0)
-             | (re.DOTALL if dotall else 0))
+def _compile(node_type: str, pattern: str, case_insensitive: bool, multiline: bool, dotall: bool) -> _Timed:
+    flags = ((regex.IGNORECASE if case_insensitive else 0) | (regex.MULTILINE if multiline else 0)
+             | (regex.DOTALL if dotall else 0) | regex.VERSION0)
     try:
-        return re.compile(pattern, flags)
-    except re.error as e:
+        re.compile(pattern)  # the standard library's judgement of the pattern, as ComfyUI's
+        return _Timed(node_type, regex.compile(pattern, flags))
+    except (re.error, regex.error) as e:
         raise ValueError(f"{node_type}: input 'regex_pattern' is not a valid regular expression "
                          f"({pattern!r}: {e})") from None
 
@@ -128,7 +166,7 @@ def regex_extract(ctx, string, regex_pattern, mode, case_insensitive, multiline,
     return ""
 
 
-def _group(m: re.Match, index: int) -> str:
+def _group(m, index: int) -> str:
     """A group's text; a group that took no part in the match gives "" (ComfyUI: None, or a failure)."""
     found = m.group(index)
     return "" if found is None else found
@@ -148,6 +186,6 @@ def regex_replace(ctx, string, regex_pattern, replace, case_insensitive=True, mu
     rx = _compile("RegexReplace", regex_pattern, bool(case_insensitive), bool(multiline), bool(dotall))
     try:
         return rx.sub(replace, string, count=count or 0)
-    except re.error as e:  # a bad group reference such as \3 with one group
+    except (re.error, regex.error, IndexError) as e:  # a bad group reference such as \3 with one group
         raise ValueError(f"RegexReplace: input 'replace' is not a valid replacement for the pattern "
                          f"({replace!r}: {e})") from None

@@ -151,6 +151,23 @@ def test_a_bad_pattern_names_the_node_and_input(type_name):
         run(type_name, **{k: v for k, v in inputs.items() if k in nd.input_names})
 
 
+@pytest.mark.parametrize("type_name, extra", [("RegexMatch", {}),
+                                               ("RegexExtract", {"mode": "All Groups", "group_index": 1}),
+                                               ("RegexReplace", {"replace": "x"})])
+def test_a_pattern_that_backtracks_without_end_stops_with_an_error(type_name, extra, monkeypatch):
+    """(a|aa)+$ on "aaa...b" takes exponential time in a backtracking engine: it is stopped."""
+    import time
+
+    from nodegen.nodes import string_ops
+
+    monkeypatch.setattr(string_ops, "REGEX_SECONDS", 0.2)
+    flags = {"case_insensitive": False, "multiline": False, "dotall": False}
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match=f"{type_name}: input 'regex_pattern' .* ran longer than 0.2 s"):
+        run(type_name, string="a" * 60 + "b", regex_pattern="(a|aa)+$", **flags, **extra)
+    assert time.perf_counter() - t < 5
+
+
 def test_a_bad_replacement_names_the_input():
     with pytest.raises(ValueError, match=r"RegexReplace: input 'replace'"):
         run("RegexReplace", string="ab", regex_pattern="(a)", replace=r"\3")
