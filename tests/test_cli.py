@@ -47,6 +47,18 @@ def test_invalid_graph_exit_2_lists_problems(graph, capsys):
     assert "out_of_range" in err and "missing_file" in err
 
 
+def test_usage_errors_are_a_json_event_with_json(graph, tmp_path, capsys):
+    import json
+
+    assert main(["run", str(graph), "--json", "--set", "Nope.width=3"]) == 2
+    out = capsys.readouterr()
+    (event,) = [json.loads(line) for line in out.out.splitlines()]
+    assert event["event"] == "error" and event["kind"] == "usage" and "'Nope'" in event["message"]
+    assert "nodegen: error:" in out.err  # and the message for people, as before
+    assert main(["run", str(graph), "--set", "Nope.width=3"]) == 2
+    assert capsys.readouterr().out == ""  # without --json stdout stays empty
+
+
 def test_usage_errors_exit_2(graph, capsys):
     assert main(["run", str(graph), "--set", "Nope.width=3"]) == 2
     assert main(["run", str(graph), "--set", "2.bogus=3"]) == 2

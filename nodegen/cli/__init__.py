@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UsageError as e:
         print(f"nodegen: error: {_short(e)}", file=sys.stderr)
+        _json_error(args, "usage", _short(e))
         return EXIT_INVALID
     except KeyboardInterrupt:
         print("\nnodegen: interrupted", file=sys.stderr)
@@ -92,7 +93,20 @@ def main(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
         print(f"nodegen: error: {type(e).__name__}: {_short(e)}", file=sys.stderr)
+        _json_error(args, type(e).__name__, _short(e))
         return EXIT_INVALID
+
+
+def _json_error(args, kind: str, message: str) -> None:
+    """With ``--json`` the error also goes to stdout as an event, so a program reading the events
+    learns why nothing ran (``{"event": "error", "kind", "message"}``)."""
+    if getattr(args, "json", False):
+        import json
+
+        try:
+            print(json.dumps({"event": "error", "kind": kind, "message": message}), flush=True)
+        except (OSError, ValueError):  # stdout closed too
+            pass
 
 
 def _silence_stdout() -> None:
