@@ -145,4 +145,5 @@ CLIP_VISION_OUTPUT = _t("CLIP_VISION_OUTPUT", "#fff59d",
                         "CLIP image encoding: .image_embeds [B,D], .last_hidden_state, .penultimate_hidden_states")
 CLIP_MODEL = _t("CLIP_MODEL", "#ffee58", "A full CLIP (image and text towers) for scoring and guidance")
 GLIGEN = _t("GLIGEN", "#f48fb1", "GLIGEN box-grounding model (gated self-attention for SD1.x UNets)")
+PHOTOMAKER = _t("PHOTOMAKER", "#f8bbd0", "PhotoMaker v1 id encoder: fuses a face image into a prompt's class word")
 IPADAPTER = _t("IPADAPTER", "#ce93d8", "IP-Adapter: image-prompt projections for the UNet's cross-attention")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 KINDS = ("checkpoints", "vae", "loras", "controlnet", "upscale_models", "style_models", "embeddings", "ipadapter",
          "diffusion_models", "text_encoders", "clip", "clip_vision", "hypernetworks", "diffusers",
-         "gligen")
+         "gligen", "photomaker")
 #: Folder names other tools use for the same kinds (ComfyUI, A1111), also searched in each root.
 ALIASES = {
     "checkpoints": ("Stable-diffusion",),

@@ -1,5 +1,5 @@
-"""ComfyUI CLIP-vision and style-model nodes -> ours (the image-encoder half of IP-Adapter and
-Flux.1 Redux workflows)."""
+"""ComfyUI CLIP-vision, style-model and PhotoMaker nodes -> ours (the image-encoder half of
+IP-Adapter and Flux.1 Redux workflows, PhotoMaker identity prompts)."""
 
 from nodegen.formats.comfy.node_map import nm
 
@@ -8,4 +8,6 @@ MAPS = [
     nm("CLIPVisionEncode", "CLIPVisionEncode", "crop", "clip_vision_output"),
     nm("StyleModelLoader", "StyleModelLoader", "style_model_name", "style_model"),
     nm("StyleModelApply", "StyleModelApply", "strength strength_type", "conditioning"),
+    nm("PhotoMakerLoader", "PhotoMakerLoader", "photomaker_model_name", "photomaker"),
+    nm("PhotoMakerEncode", "PhotoMakerEncode", "text", "conditioning"),
 ]
