@@ -15,7 +15,6 @@ import pytest
 import torch
 from PIL import Image
 
-
 from nodegen.models.objects import TextEncoder
 from tests.support.comfy_run import models_folder, run_api
 from tests.support.fixtures import sdxl_fixture

@@ -5,7 +5,8 @@ A models root holds one folder per kind (``checkpoints/``, ``vae/``, ``loras/``,
 ComfyUI's older ``unet/``) and ``text_encoders/`` (or ``clip/``) for SD3 / Flux files, ``clip/``
 (full CLIPs for scoring and guidance), ``clip_vision/`` (CLIP image towers), ``vae_approx/`` (TAESD
 tiny autoencoders, searched with the VAEs), ``diffusers/``
-(diffusers-format model folders, ComfyUI's DiffusersLoader) and ``gligen/`` (GLIGEN box models)). Roots come
+(diffusers-format model folders, ComfyUI's DiffusersLoader), ``gligen/`` (GLIGEN box models) and
+``photomaker/`` (PhotoMaker id encoders)). Roots come
 from, in order: ``--models DIR`` (given to
 :class:`ModelPaths`), the ``NODEGEN_MODELS`` environment variable (several separated by
 ``os.pathsep``), and the config file (``NODEGEN_CONFIG`` or ``~/.config/nodegen/config.json``)::
