@@ -8,6 +8,7 @@ ComfyUI's API-format PhotoMaker workflow runs; bad input is refused naming node 
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -70,6 +71,7 @@ def photomaker(tmp_path_factory):
     small = _id_encoder_state(32, 32, 6)
     torch.save({"id_encoder": small, "lora_weights": lora}, root / "photomaker-sd1.bin")
     save_file({"foo.weight": torch.zeros(2, 2)}, str(root / "not-photomaker.safetensors"))
+    save_file(dict(small, **{"qformer_perceiver.proj.weight": torch.zeros(2, 2)}), str(root / "photomaker-v2.safetensors"))
     return SimpleNamespace(root=root, sd=sd, small=small)
 
 
@@ -232,12 +234,13 @@ def test_comfyui_photomaker_workflow_imports_and_runs(sdxl, photomaker, tmp_path
 
 @pytest.mark.parametrize("text, fragment", [
     ("a photo of a man", "no trigger word 'photomaker'"),
-    ("a photo of a (man photomaker:1.2)", "no trigger word 'photomaker'"),
+    ("a photo of a (man photomaker:1.2)", "no trigger word 'photomaker' ('photomaker:1.2)' is not the word"),
+    ("a man photomaker, smiling", "no trigger word 'photomaker' ('photomaker,' is not the word"),
     ("photomaker a man", "starts with the trigger word"),
 ])
 def test_prompt_without_usable_trigger_word_is_refused(sdxl, photomaker, text, fragment):
     pm = _load(photomaker, "photomaker-v1.bin")
-    with pytest.raises(ValueError, match=r"PhotoMakerEncode: text: .*" + fragment.replace("(", r"\(")):
+    with pytest.raises(ValueError, match=r"PhotoMakerEncode: text: .*" + re.escape(fragment)):
         run("PhotoMakerEncode", CTX, photomaker=pm, image=_image(1), clip=_clip(sdxl), text=text)
 
 
@@ -259,7 +262,7 @@ def test_loader_names_node_input_and_file(photomaker, sdxl):
 
     root = photomaker.root.parent / "models-bad"
     (root / "photomaker").mkdir(parents=True, exist_ok=True)
-    for name in ("not-photomaker.safetensors", "photomaker-v1.bin"):
+    for name in ("not-photomaker.safetensors", "photomaker-v1.bin", "photomaker-v2.safetensors"):
         link = root / "photomaker" / name
         if not link.exists():
             link.symlink_to(photomaker.root / name)
@@ -273,5 +276,8 @@ def test_loader_names_node_input_and_file(photomaker, sdxl):
     with pytest.raises(ValueError, match=r"PhotoMakerLoader: photomaker_model_name 'not-photomaker.safetensors': "
                                          r".*not-photomaker.safetensors is not a PhotoMaker model"):
         loader.run(ctx, photomaker_model_name="not-photomaker.safetensors")
+    with pytest.raises(ValueError, match=r"PhotoMakerLoader: photomaker_model_name 'photomaker-v2.safetensors': "
+                                         r".*is a PhotoMaker v2 model"):
+        loader.run(ctx, photomaker_model_name="photomaker-v2.safetensors")
     with pytest.raises(ValueError, match=r"PhotoMakerLoader: photomaker_model_name 'empty.bin': .*empty"):
         loader.run(ctx, photomaker_model_name="empty.bin")

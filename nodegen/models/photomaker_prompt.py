@@ -32,8 +32,11 @@ def split_trigger(text: str, trigger: str = TRIGGER) -> TriggerPrompt:
     """The prompt to encode and the class token's position; ValueError when the rule cannot apply."""
     words = text.split(" ")
     if trigger not in words:
-        raise ValueError(f"the prompt has no trigger word {trigger!r}: write it as a word of its own after "
-                         f"the class word, e.g. 'photograph of a man {trigger}' (not inside (weights:1.2))")
+        near = next((w for w in words if trigger in w.lower()), None)
+        seen = f" ({near!r} is not the word itself)" if near else ""
+        raise ValueError(f"the prompt has no trigger word {trigger!r}{seen}: write it as a word of its own, "
+                         f"between spaces, after the class word, e.g. 'photograph of a man {trigger}' "
+                         "(not inside (weights:1.2), not followed by a comma)")
     index = words.index(trigger) + 1
     if index == 1:
         raise ValueError(f"the prompt starts with the trigger word {trigger!r}: put the class word before it, "
