@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from nodegen.diffusion.preview_method import PREVIEW_METHODS, preview_method_from_env
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="nodegen gui", description="The nodegen node editor.")
@@ -22,6 +24,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--canvas-only", action="store_true", help="with --screenshot: only the canvas")
     p.add_argument("--run", action="store_true", help="run the graph (before the screenshot)")
     p.add_argument("--size", default="1600x1000", help="window size for --screenshot (WxH)")
+    p.add_argument("--preview", choices=list(PREVIEW_METHODS), default=None,
+                   help="live sampling previews: auto (TAESD when its file is in vae_approx/, else latent2rgb; "
+                        "the default), taesd, latent2rgb or none; also NODEGEN_PREVIEW and Settings > Live previews "
+                        "(this option wins for the session)")
     return p.parse_args(argv)
 
 
@@ -31,7 +37,7 @@ def make_engine(args):
     # the editor is driven by the person at the keyboard, who picks images anywhere with the file
     # dialog: the LoadImage folder policy guards headless runs and the server, not this
     return Engine(models=args.models, output_dir=args.output_dir, input_dir=args.input_dir, device=args.device,
-                  allow_any_path=True)
+                  allow_any_path=True, preview=args.preview)
 
 
 def wait_for_runs(app, window, timeout_s: float = 600.0) -> str | None:
@@ -64,6 +70,11 @@ def screenshot(app, window, out: str, canvas_only: bool) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        preview_method_from_env()
+    except ValueError as e:  # a bad NODEGEN_PREVIEW: said before any window opens
+        print(f"nodegen gui: {e}", file=sys.stderr)
+        return 2
     if args.screenshot and "QT_QPA_PLATFORM" not in os.environ and not os.environ.get("DISPLAY") \
             and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"

@@ -27,6 +27,7 @@ from .gallery import Gallery
 from .model_settings import ModelSettingsDialog, flag_missing_models, rescan, session_roots
 from .palette import Palette, QuickSearch
 from .panels import DeviceStatus, ImageViewer, ProblemsPanel
+from .preview_settings import build_preview_menu, restore_preview_method
 from .queue_panel import QueuePanel
 from .run_view import RunMixin
 from .runner import RunController
@@ -63,6 +64,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         self._build_status()
         self._build_actions()
         self.init_files()
+        restore_preview_method(self)
         self.init_run()
         self._connect()
         self.setAcceptDrops(True)
@@ -212,6 +214,7 @@ class MainWindow(FileMixin, EditMixin, RunMixin, QMainWindow):
         m = mb.addMenu("&Settings")
         a(m, "Model folders…", self.model_settings, None, "model_settings")
         a(m, "Rescan model folders", self.rescan_models, None, "rescan_models")
+        self.preview_menu_group = build_preview_menu(self, m)
         m = mb.addMenu("&Help")
         a(m, "Keyboard and mouse", self.show_shortcuts, "F1", "shortcuts")
         bar = self.addToolBar("Run")

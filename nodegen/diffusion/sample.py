@@ -4,7 +4,9 @@
 sigmas), guidance and a sampler in; a :class:`Sampled` out. Progress is reported after every step through
 ``ctx.progress(step, total, preview)`` (which raises ``nodegen.kernel.context.Cancelled`` when the run
 was cancelled, stopping the sampler between steps) and through an optional ``callback(step,
-total, info)``. ``preview`` is a cheap latent->RGB projection of the current denoised estimate.
+total, info)``. ``preview`` is the current denoised estimate as an image, made only while someone
+listens (``ctx.wants_preview``), by the run's preview method (:mod:`nodegen.diffusion.previewer`: a TAESD
+decode, a cheap latent->RGB projection, or none).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from nodegen.diffusion.flow_sampling import FlowModelSampling, flow_sampling_for
 from nodegen.diffusion.latent_formats import LATENT_CHANNELS, format_of, latent_in, latent_out
 from nodegen.diffusion.model_sampling import ModelSampling, discrete_sampling
 from nodegen.diffusion.noise import GeneratorNoiseSampler, prepare_noise
-from nodegen.diffusion.preview import latent_preview
+from nodegen.diffusion.previewer import Previewer
 from nodegen.diffusion.samplers import Sampler, get_sampler
 from nodegen.diffusion.samplers.flow_variants import FLOW_VARIANTS
 from nodegen.diffusion.schedules import advanced_range, get_sigmas
@@ -119,8 +121,8 @@ def sample(model, positive: list, negative: list | None, latent: dict, seed: int
         den.seed = int(seed) if isinstance(seed, int) else 0
         noise_sampler = _noise_sampler(smp, x, sigmas, seed, latent, gen, samples.shape, dev)
         last_denoised: list[torch.Tensor] = []
-        on_step = _step_reporter(len(sigmas) - 1, family, last_denoised,
-                                 callback, ctx, preview)
+        previewer = Previewer(ctx, family, fmt) if preview and ctx is not None else None
+        on_step = _step_reporter(len(sigmas) - 1, last_denoised, callback, ctx, previewer)
         if ctx is not None:
             ctx.check_cancelled()
         result = smp(den, x, sigmas.to(dev), extra_args={"seed": seed}, callback=on_step,
@@ -166,15 +168,15 @@ def _noise_sampler(smp: Sampler, x: torch.Tensor, sigmas: torch.Tensor, seed: in
     return GeneratorNoiseSampler(gen, shape, dev, torch.float32)
 
 
-def _step_reporter(total: int, family: str, last_denoised: list, callback, ctx, preview: bool):
+def _step_reporter(total: int, last_denoised: list, callback, ctx, previewer: Previewer | None):
     """The sampler's per-step callback: keeps the last denoised estimate, reports progress with a
-    cheap latent preview (and so lets the user cancel between steps)."""
+    preview of it (and so lets the user cancel between steps)."""
     def on_step(info: dict) -> None:
         step = int(info["i"]) + 1
         last_denoised[:] = [info["denoised"]]
         if callback is not None:
             callback(step, total, info)
         if ctx is not None:
-            wanted = preview and getattr(ctx, "wants_preview", True)  # no listener: skip the preview
-            ctx.progress(step, total, latent_preview(info["denoised"], family) if wanted else None)
+            wanted = previewer is not None and getattr(ctx, "wants_preview", True)  # no listener: none made
+            ctx.progress(step, total, previewer(step, total, info["denoised"]) if wanted else None)
     return on_step

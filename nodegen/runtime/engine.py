@@ -15,6 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from nodegen.diffusion.preview_method import DEFAULT as DEFAULT_PREVIEW
+from nodegen.diffusion.preview_method import ENV_VAR as PREVIEW_ENV
+from nodegen.diffusion.preview_method import PREVIEW_METHODS, check_preview_method, preview_method_from_env
 from nodegen.formats import open_any
 from nodegen.kernel.cache import OutputCache
 from nodegen.kernel.context import CancelToken
@@ -48,6 +51,11 @@ class Environment:
         self.workflow_dir: Path | None = None
         #: ``{(kind, name): models-section entry}`` of recorded models not found by name or hash.
         self.missing_models: dict[tuple[str, str], dict] = {}
+        #: The samplers' live previews (:mod:`nodegen.diffusion.previewer`): auto, taesd, latent2rgb
+        #: or none; :attr:`preview_source` says who chose it ("default", NODEGEN_PREVIEW, "option",
+        #: or whoever set it later, e.g. "settings").
+        self.preview_method = DEFAULT_PREVIEW
+        self.preview_source = "default"
 
     def resolve_file(self, kind: str | None, name: str) -> Path | None:
         if not isinstance(name, str) or not name:
@@ -127,17 +135,38 @@ class Engine:
                  input_dir: str | os.PathLike = "input", device: str = "auto",
                  registry: NodeRegistry | None = None, cache_budgets: dict[str, int] | None = None,
                  model_manager: Any = None, extra_model_paths: dict | None = None,
-                 allow_any_path: bool = False) -> None:
+                 allow_any_path: bool = False, preview: str | None = None) -> None:
         roots = [] if models is None else ([models] if isinstance(models, (str, os.PathLike)) else list(models))
         self.registry = registry or default_registry()
         self.env = Environment(ModelPaths(roots, extra_model_paths), output_dir, input_dir,
                                allow_any_path=allow_any_path)
+        from_env = preview_method_from_env()
+        if preview is not None:
+            self.set_preview_method(preview, "option")
+        elif from_env is not None:
+            self.set_preview_method(from_env, PREVIEW_ENV)
         self.events = EventBus()
         self.cache = OutputCache(cache_budgets)
         self._device_name = device
         self._model_manager = model_manager
         self._executor: Executor | None = None
         self._preparer = Preparer(self.registry, self.env)
+
+    @property
+    def preview_method(self) -> str:
+        """How samplers preview their steps: auto (the default), taesd, latent2rgb or none."""
+        return self.env.preview_method
+
+    @staticmethod
+    def preview_methods() -> dict[str, str]:
+        """``{method: what it shows}`` of every preview method, the default first."""
+        return dict(PREVIEW_METHODS)
+
+    def set_preview_method(self, method: str, source: str = "set") -> None:
+        """Choose the preview method (for the next sampler steps, also of a run going on); a
+        ValueError names the methods when ``method`` is none of them."""
+        self.env.preview_method = check_preview_method(method, "preview" if source == "option" else source)
+        self.env.preview_source = source
 
     # -- lazily built parts (torch is imported only when something runs) --------------------
     @property

@@ -1,0 +1,135 @@
+"""Live previews while sampling, as ComfyUI's ``--preview-method`` gives them.
+
+A :class:`Previewer` turns the sampler's denoised estimate of a step into the image that step shows:
+
+* ``latent2rgb``: the linear projection of :mod:`nodegen.diffusion.preview` (every step; nearly free);
+* ``taesd``: madebyollin's tiny autoencoder of the model's family decodes the first batch item
+  (ComfyUI's TAESDPreviewerImpl). The decoder file is found as VAELoader finds it (the model
+  folders' kind "vae": ``vae_approx/taesd_decoder.*`` for ``taesd``), loaded once through the run's
+  model manager (which caches it), and decoded at most every ``interval`` seconds (0.25 s on the CPU,
+  every step on a GPU) but always on the last step. Latents longer than :data:`MAX_LATENT_SIDE` are
+  shrunk first (ComfyUI shrinks its previews to 512 px too). Without the file it falls back to
+  ``latent2rgb``, saying so once in the log;
+* ``auto`` (the default): ``taesd`` when the file is there, else ``latent2rgb``, silently;
+* ``none``: no images (progress and cancellation go on).
+
+The method comes from the run environment (``ctx.env.preview_method``; the engine sets it from
+``--preview``, ``NODEGEN_PREVIEW`` or the editor's Settings menu).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from nodegen.diffusion.latent_formats import latent_out
+from nodegen.diffusion.preview import latent_preview
+from nodegen.diffusion.preview_method import DEFAULT, check_preview_method
+
+log = logging.getLogger(__name__)
+
+#: model family -> ComfyUI's name of its TAESD (``latent_format.taesd_decoder_name``)
+TAESD_FOR = {"sd1": "taesd", "sd2": "taesd", "sdxl": "taesdxl", "sdxl_refiner": "taesdxl", "sd3": "taesd3",
+             "flux": "taef1", "chroma": "taef1"}
+#: Seconds between two TAESD previews on the CPU (a GPU decodes every step, as ComfyUI).
+CPU_INTERVAL = 0.25
+#: Longest latent side a TAESD preview decodes (64: a 512 px preview); longer latents are shrunk.
+MAX_LATENT_SIDE = 64
+_warned: set[str] = set()  # "no TAESD file" is said once per TAESD name and process
+
+
+def preview_method_of(ctx: Any) -> str:
+    """The run environment's preview method (the default where the run has none)."""
+    method = getattr(getattr(ctx, "env", None), "preview_method", None)
+    return check_preview_method(method) if method else DEFAULT
+
+
+def find_taesd(ctx: Any, family: str) -> Any | None:
+    """The family's TAESD (a :class:`~nodegen.models.taesd.TinyVAEModel` that can decode) through
+    the run's model manager, or None when the family has none or its file is not in the folders."""
+    name = TAESD_FOR.get(family)
+    paths, models = getattr(ctx, "paths", None), getattr(ctx, "models", None)
+    if name is None or paths is None or models is None or not hasattr(models, "load_vae"):
+        return None
+    path = paths.resolve("vae", name)
+    if path is None:
+        return None
+    vae = models.load_vae(path)  # cached by the manager: loaded once per file
+    return vae if "decoder" in getattr(vae, "parts", ()) else None
+
+
+class Previewer:
+    """``previewer(step, total, denoised)``: the IMAGE ``[1, H, W, 3]`` a step shows, or None."""
+
+    def __init__(self, ctx: Any, family: str, fmt: str | None = None, *, method: str | None = None,
+                 interval: float | None = None, clock=time.monotonic) -> None:
+        self.family, self.fmt = family, fmt or family
+        self.method = check_preview_method(method) if method else preview_method_of(ctx)
+        self.interval = interval if interval is not None else self._default_interval(ctx)
+        self._ctx, self._clock = ctx, clock
+        self._last: float | None = None
+        self._taesd: Any = None
+        self._looked = False  # the TAESD is looked for on the first preview someone wants
+
+    @property
+    def taesd(self) -> Any | None:
+        """The family's TAESD when the method may use one and its file is found."""
+        if not self._looked:
+            self._looked = True
+            if self.method in ("auto", "taesd"):
+                self._taesd = find_taesd(self._ctx, self.family)
+                if self._taesd is None and self.method == "taesd":
+                    self._say_fallback(self._ctx, self.family)
+        return self._taesd
+
+    @property
+    def kind(self) -> str:
+        """What the previews are: "taesd", "latent2rgb" or "none"."""
+        if self.method == "none":
+            return "none"
+        return "taesd" if self.taesd is not None else "latent2rgb"
+
+    def __call__(self, step: int, total: int, denoised: torch.Tensor) -> torch.Tensor | None:
+        kind = self.kind
+        if kind == "none":
+            return None
+        if kind == "latent2rgb":
+            return latent_preview(denoised, self.family)
+        now = self._clock()
+        if step < total and self._last is not None and now - self._last < self.interval:
+            return None  # throttled (the last step always shows)
+        self._last = now
+        return self.decode(denoised)
+
+    def decode(self, denoised: torch.Tensor) -> torch.Tensor:
+        """The TAESD decode of the first batch item of a model-space latent, shrunk if huge."""
+        z = denoised[:1].detach().float()
+        side = max(z.shape[-2:])
+        if side > MAX_LATENT_SIDE:
+            size = [max(1, round(s * MAX_LATENT_SIDE / side)) for s in z.shape[-2:]]
+            z = F.interpolate(z, size=size, mode="area")
+        with torch.no_grad():
+            return self.taesd.decode(latent_out(self.fmt, z)).cpu()
+
+    @staticmethod
+    def _default_interval(ctx: Any) -> float:
+        device = getattr(ctx, "device", None) or getattr(getattr(ctx, "models", None), "device", None)
+        return 0.0 if device is not None and torch.device(device).type != "cpu" else CPU_INTERVAL
+
+    @staticmethod
+    def _say_fallback(ctx: Any, family: str) -> None:
+        name = TAESD_FOR.get(family)
+        if name in _warned:
+            return
+        _warned.add(str(name))
+        if name is None:
+            log.warning("preview method taesd: a %s model has no TAESD; showing latent2rgb previews", family)
+            return
+        paths = getattr(ctx, "paths", None)
+        where = paths.describe("vae") if paths is not None and hasattr(paths, "describe") else "the model folders"
+        log.warning("preview method taesd: %s_decoder not found (%s); showing latent2rgb previews. Put "
+                    "madebyollin's %s_decoder.pth in a vae_approx folder for TAESD previews", name, where, name)
