@@ -140,10 +140,9 @@ class Engine:
         self.registry = registry or default_registry()
         self.env = Environment(ModelPaths(roots, extra_model_paths), output_dir, input_dir,
                                allow_any_path=allow_any_path)
-        from_env = preview_method_from_env()
         if preview is not None:
             self.set_preview_method(preview, "option")
-        elif from_env is not None:
+        elif (from_env := preview_method_from_env()) is not None:
             self.set_preview_method(from_env, PREVIEW_ENV)
         self.events = EventBus()
         self.cache = OutputCache(cache_budgets)
