@@ -15,12 +15,14 @@ def restore_preview_method(window) -> None:
     """Give the engine the saved choice (a stale or unknown one is ignored)."""
     engine = window.engine
     saved = window.settings.value(SETTINGS_KEY)
-    if not saved or engine.env.preview_source in _EXPLICIT:
-        return
-    try:
-        engine.set_preview_method(str(saved), "settings")
-    except ValueError:
-        window.settings.remove(SETTINGS_KEY)
+    if saved and engine.env.preview_source not in _EXPLICIT:
+        try:
+            engine.set_preview_method(str(saved), "settings")
+        except ValueError:
+            window.settings.remove(SETTINGS_KEY)
+    group = getattr(window, "preview_menu_group", None)
+    if group is not None:
+        sync_preview_menu(window, group)
 
 
 def build_preview_menu(window, parent_menu) -> QActionGroup:
