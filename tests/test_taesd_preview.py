@@ -132,6 +132,18 @@ def test_taesd_without_the_file_says_so_once_and_shows_latent2rgb(tmp_path, sd1_
     assert torch.equal(ctx.seen[-1][2], latent_preview(denoised[-1], "sd1"))
 
 
+def test_a_broken_taesd_file_falls_back_and_the_run_goes_on(tmp_path, sd1_parts, caplog, monkeypatch):
+    monkeypatch.setattr(previewer, "_warned", set())
+    approx = tmp_path / "broken" / "vae_approx"
+    approx.mkdir(parents=True)
+    torch.save({"1.weight": torch.zeros(3)}, approx / "taesd_decoder.pth")
+    ctx = Ctx(tmp_path / "broken", "auto")
+    with caplog.at_level(logging.WARNING, logger=previewer.__name__):
+        denoised = _sample(sd1_parts, ctx)
+    assert "cannot use the sd1 TAESD" in caplog.text
+    assert torch.equal(ctx.seen[-1][2], latent_preview(denoised[-1], "sd1"))
+
+
 def test_latent2rgb_and_none(models, sd1_parts):
     ctx = Ctx(models, "latent2rgb")
     denoised = _sample(sd1_parts, ctx)

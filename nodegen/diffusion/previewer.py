@@ -39,7 +39,7 @@ TAESD_FOR = {"sd1": "taesd", "sd2": "taesd", "sdxl": "taesdxl", "sdxl_refiner": 
 CPU_INTERVAL = 0.25
 #: Longest latent side a TAESD preview decodes (64: a 512 px preview); longer latents are shrunk.
 MAX_LATENT_SIDE = 64
-_warned: set[str] = set()  # "no TAESD file" is said once per TAESD name and process
+_warned: set[str] = set()  # each fallback ("no taesd_decoder file", ...) is said once per process
 
 
 def preview_method_of(ctx: Any) -> str:
@@ -81,7 +81,12 @@ class Previewer:
         if not self._looked:
             self._looked = True
             if self.method in ("auto", "taesd"):
-                self._taesd = find_taesd(self._ctx, self.family)
+                try:
+                    self._taesd = find_taesd(self._ctx, self.family)
+                except Exception as e:  # noqa: BLE001 - a broken preview file must not stop the run
+                    self._say_once(f"bad:{TAESD_FOR.get(self.family)}", "preview: cannot use the %s TAESD (%s); "
+                                   "showing latent2rgb previews", self.family, e)
+                    return None
                 if self._taesd is None and self.method == "taesd":
                     self._say_fallback(self._ctx, self.family)
         return self._taesd
@@ -103,7 +108,13 @@ class Previewer:
         if step < total and self._last is not None and now - self._last < self.interval:
             return None  # throttled (the last step always shows)
         self._last = now
-        return self.decode(denoised)
+        try:
+            return self.decode(denoised)
+        except Exception as e:  # noqa: BLE001 - e.g. out of memory: the run goes on with cheap previews
+            self._say_once(f"decode:{self.family}", "preview: the %s TAESD failed (%s); showing latent2rgb previews",
+                           self.family, e)
+            self._taesd = None
+            return latent_preview(denoised, self.family)
 
     def decode(self, denoised: torch.Tensor) -> torch.Tensor:
         """The TAESD decode of the first batch item of a model-space latent, shrunk if huge."""
@@ -121,15 +132,19 @@ class Previewer:
         return 0.0 if device is not None and torch.device(device).type != "cpu" else CPU_INTERVAL
 
     @staticmethod
-    def _say_fallback(ctx: Any, family: str) -> None:
+    def _say_once(key: str, message: str, *args: Any) -> None:
+        if key not in _warned:
+            _warned.add(key)
+            log.warning(message, *args)
+
+    def _say_fallback(self, ctx: Any, family: str) -> None:
         name = TAESD_FOR.get(family)
-        if name in _warned:
-            return
-        _warned.add(str(name))
         if name is None:
-            log.warning("preview method taesd: a %s model has no TAESD; showing latent2rgb previews", family)
+            self._say_once(f"none:{family}", "preview method taesd: a %s model has no TAESD; showing latent2rgb "
+                           "previews", family)
             return
         paths = getattr(ctx, "paths", None)
         where = paths.describe("vae") if paths is not None and hasattr(paths, "describe") else "the model folders"
-        log.warning("preview method taesd: %s_decoder not found (%s); showing latent2rgb previews. Put "
-                    "madebyollin's %s_decoder.pth in a vae_approx folder for TAESD previews", name, where, name)
+        self._say_once(f"missing:{name}", "preview method taesd: %s_decoder not found (%s); showing latent2rgb "
+                       "previews. Put madebyollin's %s_decoder.pth in a vae_approx folder for TAESD previews",
+                       name, where, name)
