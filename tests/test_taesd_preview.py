@@ -238,3 +238,12 @@ def test_an_engine_run_sends_taesd_previews_to_its_listeners(models, tinies, tmp
     events.clear()
     engine.run(api, set={"5.seed": 4}, targets=["5"])
     assert [e.data["preview"].shape for e in events if e.kind == "node_progress"] == [(1, 8, 8, 3)] * 2
+
+
+def test_a_failing_decode_falls_back_to_latent2rgb(models, monkeypatch):
+    monkeypatch.setattr(previewer, "_warned", set())
+    p = previewer.Previewer(Ctx(models, "taesd"), "sd1", interval=0.0)
+    assert p.kind == "taesd"
+    monkeypatch.setattr(p.taesd, "decode", lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("out of memory")))
+    z = torch.randn(1, 4, 8, 8)
+    assert torch.equal(p(1, 2, z), latent_preview(z, "sd1")) and p.kind == "latent2rgb"
