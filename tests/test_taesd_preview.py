@@ -53,6 +53,7 @@ def models(tmp_path, tinies):
 @pytest.fixture
 def no_throttle(monkeypatch):
     monkeypatch.setattr(previewer, "CPU_INTERVAL", 0.0)
+    monkeypatch.setattr(previewer, "COST_RATIO", 0.0)
 
 
 class Ctx:
@@ -162,19 +163,22 @@ def test_no_listener_no_decode(models, sd1_parts, monkeypatch):
 
 
 def test_taesd_previews_are_throttled_on_the_cpu_but_the_last_step_shows(models):
-    times = iter([0.0, 0.1, 0.2, 0.3, 0.35])
+    times = iter([0.0, 0.0, 0.1, 0.2, 0.3, 0.3, 0.35, 0.35])  # the clock: before (and after) each decode
     p = previewer.Previewer(Ctx(models, "taesd"), "sd1", clock=lambda: next(times))
-    assert p.interval == previewer.CPU_INTERVAL == 0.25
+    assert p.interval == previewer.CPU_INTERVAL == 0.25 and p.max_side == previewer.CPU_MAX_LATENT_SIDE == 32
     z = torch.randn(1, 4, 8, 8)
-    shown = [p(step, 5, z) is not None for step in range(1, 6)]
-    assert shown == [True, False, False, True, True]
+    assert [p(step, 5, z) is not None for step in range(1, 6)] == [True, False, False, True, True]
+    slow = iter([0.0, 0.5, 1.0, 2.4, 2.5, 2.5])  # a decode of 0.5 s: the next waits 4 x 0.5 s after it
+    p = previewer.Previewer(Ctx(models, "taesd"), "sd1", clock=lambda: next(slow))
+    assert [p(step, 9, z) is not None for step in range(1, 5)] == [True, False, False, True]
     gpu = SimpleNamespace(env=None, device=torch.device("cuda"), paths=None, models=None)
-    assert previewer.Previewer(gpu, "sd1").interval == 0.0  # a GPU decodes every step, as ComfyUI
+    on_gpu = previewer.Previewer(gpu, "sd1")  # a GPU decodes every step, as ComfyUI, up to 512 px
+    assert (on_gpu.interval, on_gpu.cost_ratio, on_gpu.max_side) == (0.0, 0.0, 64)
 
 
 def test_flux_uses_taef1_and_huge_latents_are_shrunk(models, tinies, monkeypatch):
-    monkeypatch.setattr(previewer, "MAX_LATENT_SIDE", 8)  # 64 (512 px) in use; small here to stay fast
     p = previewer.Previewer(Ctx(models, "auto"), "flux", interval=0.0)
+    p.max_side = 8  # 32 on the CPU, 64 on a GPU; small here to stay fast
     assert p.kind == "taesd" and p.taesd.variant == "taef1"
     z = torch.randn(2, 16, 16, 10, generator=torch.Generator().manual_seed(3))  # the model's space
     image = p(1, 2, z)

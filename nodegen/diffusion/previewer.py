@@ -6,10 +6,12 @@ A :class:`Previewer` turns the sampler's denoised estimate of a step into the im
 * ``taesd``: madebyollin's tiny autoencoder of the model's family decodes the first batch item
   (ComfyUI's TAESDPreviewerImpl). The decoder file is found as VAELoader finds it (the model
   folders' kind "vae": ``vae_approx/taesd_decoder.*`` for ``taesd``), loaded once through the run's
-  model manager (which caches it), and decoded at most every ``interval`` seconds (0.25 s on the CPU,
-  every step on a GPU) but always on the last step. Latents longer than :data:`MAX_LATENT_SIDE` are
-  shrunk first (ComfyUI shrinks its previews to 512 px too). Without the file it falls back to
-  ``latent2rgb``, saying so once in the log;
+  model manager (which caches it). On a GPU it decodes every step, as ComfyUI; on the CPU (where a
+  512 px decode costs about 1.6 s on one thread) at most every ``interval`` seconds (0.25 s) and
+  never sooner than :data:`COST_RATIO` times its own last decode time after it, so previews take at
+  most a fifth of the run; the last step always shows. Latents longer than :data:`MAX_LATENT_SIDE`
+  (:data:`CPU_MAX_LATENT_SIDE` on the CPU) are shrunk first (ComfyUI shrinks its previews to 512 px
+  too). Without the file it falls back to ``latent2rgb``, saying so once in the log;
 * ``auto`` (the default): ``taesd`` when the file is there, else ``latent2rgb``, silently;
 * ``none``: no images (progress and cancellation go on).
 
@@ -37,8 +39,12 @@ TAESD_FOR = {"sd1": "taesd", "sd2": "taesd", "sdxl": "taesdxl", "sdxl_refiner": 
              "flux": "taef1", "chroma": "taef1"}
 #: Seconds between two TAESD previews on the CPU (a GPU decodes every step, as ComfyUI).
 CPU_INTERVAL = 0.25
+#: After a TAESD preview, the next waits at least this many times as long as it took (CPU only).
+COST_RATIO = 4.0
 #: Longest latent side a TAESD preview decodes (64: a 512 px preview); longer latents are shrunk.
 MAX_LATENT_SIDE = 64
+#: The same on the CPU (32: 256 px, a fifth of the 512 px decode's time).
+CPU_MAX_LATENT_SIDE = 32
 _warned: set[str] = set()  # each fallback ("no taesd_decoder file", ...) is said once per process
 
 
@@ -69,9 +75,12 @@ class Previewer:
                  interval: float | None = None, clock=time.monotonic) -> None:
         self.family, self.fmt = family, fmt or family
         self.method = check_preview_method(method) if method else preview_method_of(ctx)
-        self.interval = interval if interval is not None else self._default_interval(ctx)
+        on_gpu = self._on_gpu(ctx)
+        self.interval = interval if interval is not None else (0.0 if on_gpu else CPU_INTERVAL)
+        self.cost_ratio = 0.0 if on_gpu else COST_RATIO
+        self.max_side = MAX_LATENT_SIDE if on_gpu else CPU_MAX_LATENT_SIDE
         self._ctx, self._clock = ctx, clock
-        self._last: float | None = None
+        self._next_at = float("-inf")  # when the next TAESD preview may be made
         self._taesd: Any = None
         self._looked = False  # the TAESD is looked for on the first preview someone wants
 
@@ -104,32 +113,34 @@ class Previewer:
             return None
         if kind == "latent2rgb":
             return latent_preview(denoised, self.family)
-        now = self._clock()
-        if step < total and self._last is not None and now - self._last < self.interval:
+        start = self._clock()
+        if step < total and start < self._next_at:
             return None  # throttled (the last step always shows)
-        self._last = now
         try:
-            return self.decode(denoised)
+            image = self.decode(denoised)
         except Exception as e:  # noqa: BLE001 - e.g. out of memory: the run goes on with cheap previews
             self._say_once(f"decode:{self.family}", "preview: the %s TAESD failed (%s); showing latent2rgb previews",
                            self.family, e)
             self._taesd = None
             return latent_preview(denoised, self.family)
+        end = self._clock()
+        self._next_at = end + max(self.interval, self.cost_ratio * (end - start))
+        return image
 
     def decode(self, denoised: torch.Tensor) -> torch.Tensor:
         """The TAESD decode of the first batch item of a model-space latent, shrunk if huge."""
         z = denoised[:1].detach().float()
         side = max(z.shape[-2:])
-        if side > MAX_LATENT_SIDE:
-            size = [max(1, round(s * MAX_LATENT_SIDE / side)) for s in z.shape[-2:]]
+        if side > self.max_side:
+            size = [max(1, round(s * self.max_side / side)) for s in z.shape[-2:]]
             z = F.interpolate(z, size=size, mode="area")
         with torch.no_grad():
             return self.taesd.decode(latent_out(self.fmt, z)).cpu()
 
     @staticmethod
-    def _default_interval(ctx: Any) -> float:
+    def _on_gpu(ctx: Any) -> bool:
         device = getattr(ctx, "device", None) or getattr(getattr(ctx, "models", None), "device", None)
-        return 0.0 if device is not None and torch.device(device).type != "cpu" else CPU_INTERVAL
+        return device is not None and torch.device(device).type != "cpu"
 
     @staticmethod
     def _say_once(key: str, message: str, *args: Any) -> None:
