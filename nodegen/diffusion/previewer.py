@@ -8,8 +8,8 @@ A :class:`Previewer` turns the sampler's denoised estimate of a step into the im
   folders' kind "vae": ``vae_approx/taesd_decoder.*`` for ``taesd``), loaded once through the run's
   model manager (which caches it). On a GPU it decodes every step, as ComfyUI; on the CPU (where a
   512 px decode costs about 1.6 s on one thread) at most every ``interval`` seconds (0.25 s) and
-  never sooner than :data:`COST_RATIO` times its own last decode time after it, so previews take at
-  most a fifth of the run; the last step always shows. Latents longer than :data:`MAX_LATENT_SIDE`
+  never sooner than :data:`COST_RATIO` times its own last decode time after it, so the previews
+  between the first and the last step take at most a fifth of the time; the last step always shows. Latents longer than :data:`MAX_LATENT_SIDE`
   (:data:`CPU_MAX_LATENT_SIDE` on the CPU) are shrunk first (ComfyUI shrinks its previews to 512 px
   too). Without the file it falls back to ``latent2rgb``, saying so once in the log;
 * ``auto`` (the default): ``taesd`` when the file is there, else ``latent2rgb``, silently;
