@@ -132,10 +132,11 @@ def test_factors_equal_comfyuis_rule(shape, rank):
 
 def test_quantile_of_more_values_than_torch_takes(monkeypatch):
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(10_001, generator=g)
-    ref = torch.quantile(x, 0.99)
-    monkeypatch.setattr(lora_extract, "_QUANTILE_LIMIT", 100)
-    assert torch.equal(lora_extract.quantile(x, 0.99), ref)
+    samples = [torch.randn(n, generator=g) for n in (1, 2, 101, 10_001, 65_537)]
+    refs = [[torch.quantile(x, q) for q in (0.0, 0.5, 0.99, 1.0)] for x in samples]
+    monkeypatch.setattr(lora_extract, "_QUANTILE_LIMIT", 0)
+    for x, ref in zip(samples, refs, strict=True):
+        assert [lora_extract.quantile(x, q) for q in (0.0, 0.5, 0.99, 1.0)] == ref
 
 
 def test_rank_truncation_keeps_the_leading_directions():
@@ -223,23 +224,36 @@ def test_full_rank_factors_rebuild_model2(loaded, caplog):
     assert 3e-4 < worst < 0.5
 
 
-def test_sdxl_text_encoders_are_clip_l_and_clip_g(tmp_path_factory):
-    from nodegen.models.objects import TextEncoder
+def test_sdxl_names_label_emb_clip_l_and_clip_g(tmp_path_factory):
+    """SDXL: every UNet key by its name in the original checkpoint (label_emb ...), the text encoders
+    as clip_l and clip_g (with clip_g's projection); LoraLoader puts each back where it came from."""
+    from nodegen.models.objects import DiffusionModel, TextEncoder
     from tests.support.fixtures import fixture
 
     ns = fixture("sdxl", tmp_path_factory.mktemp("sdxl"))
+    model = DiffusionModel.from_unet(ns.unet, "sdxl", "epsilon")
     clip = TextEncoder.from_components([ns.tokenizer, ns.tokenizer_2], [ns.text_encoder, ns.text_encoder_2], "sdxl")
-    tuned = clip.clone()
     g = torch.Generator().manual_seed(4)
+    tuned_model, tuned = model.clone(), clip.clone()
+    tuned_model.add_patches({n: torch.randn(p.shape, generator=g) * 0.02 for n, p in ns.unet.named_parameters()})
     tuned.add_patches({f"{comp}.{n}": torch.randn(p.shape, generator=g) * 0.02
                        for comp, enc in zip(clip.encoder_names, clip.encoders, strict=True)
                        for n, p in enc.named_parameters()}, 1.0)
+    model_diff = merge_subtract(tuned_model, model, 1.0)
     diff = merge_subtract(tuned, clip, 1.0, "text encoder")
-    sd = extract_lora(None, diff, rank=4096, lora_type="full_diff").state_dict
+    sd = extract_lora(model_diff, diff, rank=4096, lora_type="full_diff").state_dict
+    want_unet = {"diffusion_model." + k[len(UNET):].rpartition(".")[0] + (".diff" if k.endswith(".weight") else ".diff_b")
+                 for k in ns.ldm_state_dict if k.startswith(UNET)}
+    assert {k for k in sd if k.startswith("diffusion_model.")} == want_unet
+    assert "diffusion_model.label_emb.0.0.diff" in sd
     assert "text_encoders.clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj.diff" in sd
     assert "text_encoders.clip_g.transformer.text_projection.diff" in sd
-    assert not any(k.startswith("diffusion_model.") for k in sd)
-    _, rebuilt = apply_lora(None, clip, parse_lora({k: v.float() for k, v in sd.items()}))
+    assert {k.split(".")[1] for k in sd if k.startswith("text_encoders.")} == {"clip_l", "clip_g"}
+    lora = parse_lora({k: v.float() for k, v in sd.items()})
+    rebuilt_model, rebuilt = apply_lora(model, clip, lora)
+    with rebuilt_model.use("cpu") as got, tuned_model.use("cpu") as want:
+        ref_w = dict(want.named_parameters())
+        assert all(torch.allclose(p, ref_w[n], atol=1e-4, rtol=0) for n, p in got.named_parameters())
     with rebuilt.use("cpu") as got, tuned.use("cpu") as want:
         for e, ref in zip(got, want, strict=True):
             ref_w = dict(ref.named_parameters())
@@ -354,3 +368,24 @@ def test_comfyui_workflow_extracts_and_loraloader_rebuilds_model2(files, tmp_pat
     assert not result.ok
     [problem] = result.problems
     assert problem.node_id == "5" and problem.input == "rank" and "0" in problem.message
+
+
+def test_comfyui_api_and_editor_formats_import_alike():
+    """The API document exports back unchanged; the editor (UI) form, with ComfyUI's widget order
+    (filename_prefix, rank, lora_type, bias_diff), imports to the same nodes."""
+    from nodegen.formats import comfy
+    from tests.support.comfy_ui import ui_from_api
+
+    api = _api_extract("standard", 16)
+    doc, _ = comfy.import_comfy(api)
+    assert doc["nodes"]["5"]["inputs"] == {
+        "filename_prefix": "loras/ComfyUI_extracted_lora", "rank": 16, "lora_type": "standard", "bias_diff": True,
+        "model_diff": {"from": ["3", "model"]}, "text_encoder_diff": {"from": ["4", "clip"]}}
+    assert comfy.export_api(doc) == api
+    ui = ui_from_api(api, {"CheckpointLoaderSimple": ["ckpt_name"], "ModelMergeSubtract": ["multiplier"],
+                           "CLIPMergeSubtract": ["multiplier"],
+                           "LoraSave": ["filename_prefix", "rank", "lora_type", "bias_diff"]},
+                     {"CheckpointLoaderSimple": ["MODEL", "CLIP", "VAE"], "ModelMergeSubtract": ["MODEL"],
+                      "CLIPMergeSubtract": ["CLIP"], "LoraSave": []})
+    ui_doc, _ = comfy.import_comfy(ui)
+    assert ui_doc["nodes"]["5"]["inputs"] == doc["nodes"]["5"]["inputs"]

@@ -85,11 +85,12 @@ def quantile(values: torch.Tensor, q: float) -> torch.Tensor:
     """``torch.quantile(values, q)`` (linear interpolation) for 1-D ``values`` of any size."""
     if values.numel() <= _QUANTILE_LIMIT:
         return torch.quantile(values, q)
-    pos = q * (values.numel() - 1)
-    below = int(pos)
+    # torch.quantile's arithmetic: the rank in the values' dtype, the two neighbours, lerp
+    rank = torch.tensor(q, dtype=values.dtype, device=values.device) * (values.numel() - 1)
+    below, above = int(rank), int(torch.ceil(rank))
     lower = torch.kthvalue(values, below + 1).values
-    upper = torch.kthvalue(values, min(below + 2, values.numel())).values
-    return torch.lerp(lower, upper, torch.tensor(pos - below, dtype=values.dtype, device=values.device))
+    upper = torch.kthvalue(values, above + 1).values
+    return torch.lerp(lower, upper, rank - below)
 
 
 def low_rank_factors(diff: torch.Tensor, rank: int, *,
