@@ -75,6 +75,8 @@ def require(detected: Detected, expected: str | tuple[str, ...], path: str) -> N
 
 _LORA_RE = re.compile(r"(lora_up|lora_down|lora_A|lora_B|\.lora\.|lora_unet_|lora_te\d?_|\.hada_w1|\.lokr_w1"
                       r"|_lora\d?\.(down|up)\.weight)")
+#: Whole-tensor changes as ComfyUI's LoraSave writes them (its ``full_diff`` files hold only these).
+_DIFF_RE = re.compile(r"^(diffusion_model|text_encoders)\..+\.diff(_b)?$")
 
 
 def _lora_layout(keys) -> str:
@@ -161,7 +163,7 @@ def detect(shapes: dict, values=None) -> Detected:
     sample = sorted(keys)[:4]
     if not keys:
         return Detected("unknown", details={"sample_keys": []})
-    if any(_LORA_RE.search(k) for k in keys):
+    if any(_LORA_RE.search(k) or _DIFF_RE.match(k) for k in keys):
         return Detected("lora", layout=_lora_layout(keys))
     flow = detect_flow(keys)
     if flow is not None:

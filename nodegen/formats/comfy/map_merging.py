@@ -1,4 +1,4 @@
-"""ComfyUI's model merging nodes and CheckpointSave."""
+"""ComfyUI's model merging nodes, CheckpointSave and LoraSave (Extract and Save Lora)."""
 
 from nodegen.formats.comfy.node_map import nm
 
@@ -11,6 +11,7 @@ MAPS = [
     nm("CLIPMergeAdd", "CLIPMergeAdd", "", "clip"),
     nm("CLIPMergeSubtract", "CLIPMergeSubtract", "multiplier", "clip"),
     nm("CheckpointSave", "CheckpointSave", "filename_prefix", ""),
+    nm("LoraSave", "LoraSave", "filename_prefix rank lora_type bias_diff", ""),
 ]
 
 
