@@ -19,6 +19,8 @@ from nodegen.kernel import types as T
 from nodegen.kernel.lazy import lazy_import
 from nodegen.kernel.node import Input, Output, node
 
+from .image_io import _check_target, _output_folder  # SaveImage's target check and fingerprint
+
 torch = lazy_import("torch")
 
 
@@ -119,20 +121,6 @@ def _metadata(ctx, batch_size: int) -> dict[str, str]:
     except ValueError:  # a node ComfyUI does not have: nodegen's record only
         pass
     return out
-
-
-def _check_target(prefix, env) -> str | None:
-    """Planning-time check of the target: fail before any work, not after it."""
-    from nodegen.formats.png_save import check_target
-
-    if env is None or not isinstance(prefix, str):
-        return None
-    return check_target(getattr(env, "output_dir", "output"), prefix)
-
-
-def _output_folder(inputs: dict, env) -> str | None:
-    """A save into another output folder is another save (as SaveImage's)."""
-    return getattr(env, "output_dir", None)
 
 
 @node("SaveLatent", category="latent", output=True, fingerprint=_output_folder,

@@ -7,24 +7,12 @@ from __future__ import annotations
 from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, node
 
+from .image_io import _check_target, _output_folder  # SaveImage's target check and fingerprint
+
 _CATEGORY = "advanced/model_merging"
 _NODE = "LoraSave"
 #: ComfyUI's file names: ``<prefix>_00001_.safetensors``.
 _SUFFIX = "_.safetensors"
-
-
-def _check_target(prefix, env) -> str | None:
-    """Planning-time check of the target: fail before any work, not after it."""
-    from nodegen.formats.png_save import check_target
-
-    if env is None or not isinstance(prefix, str):
-        return None
-    return check_target(getattr(env, "output_dir", "output"), prefix)
-
-
-def _output_folder(inputs: dict, env) -> str | None:
-    """A save into another output folder is another save."""
-    return getattr(env, "output_dir", None)
 
 
 @node(_NODE, category=_CATEGORY, output=True, fingerprint=_output_folder, display_name="Extract and Save Lora",
