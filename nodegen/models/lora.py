@@ -9,7 +9,8 @@ Formats read:
 * Black Forest Labs' Flux.1 Canny / Depth LoRAs (which also widen the input layer and carry
   biases and norm weights): see :mod:`nodegen.models.flux_control_lora`;
 * LyCORIS types in kohya names (LoHa, LoKr, LoCon with a Tucker core) and DoRA's ``dora_scale``:
-  see :mod:`nodegen.models.lycoris`;
+  see :mod:`nodegen.models.lycoris`; OFT / BOFT (:mod:`nodegen.models.oft`), GLoRA
+  (:mod:`nodegen.models.glora`) and norm-layer changes (``w_norm`` / ``b_norm``);
 * diffusers / PEFT: ``unet.<module>.lora_A.weight`` / ``lora_B.weight``, ``text_encoder.``,
   ``text_encoder_2.``; the older ``.lora.down/up`` and ``processor.to_q_lora.down`` spellings;
   ``<module>.alpha`` network alphas; PEFT ``lora_alpha`` from the file's
@@ -143,7 +144,10 @@ def parse_lora(sd: dict[str, torch.Tensor], path: str = "<memory>", metadata: di
         out.layout = "kohya"
         from nodegen.models.lycoris import parse_lycoris
 
-        lycoris, used = parse_lycoris(sd, _KOHYA_PREFIX)
+        try:
+            lycoris, used = parse_lycoris(sd, _KOHYA_PREFIX)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
         out.layers.extend(lycoris)
         for key in sd:
             if key in used:
@@ -280,6 +284,7 @@ def _param_index(module: torch.nn.Module, component: str, unet_config: dict | No
         if last == leaf:
             for alias in _module_aliases(owner + ".weight", component, unet_config):
                 table[alias] = name
+                table[alias.replace(".", "_")] = name  # kohya names (LyCORIS' w_norm / b_norm)
     return table
 
 

@@ -102,15 +102,30 @@ def dora_delta(weight: torch.Tensor, delta: torch.Tensor, dora_scale: torch.Tens
     return calc * (m / (norm + torch.finfo(torch.float32).eps)) - w
 
 
+#: keys that mark the other LyCORIS types (:mod:`nodegen.models.oft`, :mod:`nodegen.models.glora`)
+#: and LyCORIS' norm-layer changes (``w_norm`` / ``b_norm``)
+OTHER = ("oft_blocks", "oft_diag", "a1.weight", "w_norm")
+
+
 def parse_lycoris(sd: dict[str, torch.Tensor], prefixes: dict[str, str]) -> tuple[list, set[str]]:
-    """LoHa / LoKr / Tucker-LoCon layers of a kohya-named state dict, and the keys they used.
-    ``prefixes`` maps key prefixes (``lora_unet_``) to components."""
+    """LoHa / LoKr / Tucker-LoCon / OFT / BOFT / GLoRA / norm layers of a kohya-named state dict,
+    and the keys they used. ``prefixes`` maps key prefixes (``lora_unet_``) to components."""
     modules: dict[str, dict[str, torch.Tensor]] = {}
+    others: set[str] = set()
     for key, t in sd.items():
         for suffix in LOHA + LOKR + ("lora_mid.weight",):
             if key.endswith("." + suffix):
                 modules.setdefault(key[: -len(suffix) - 1], {})[suffix] = t
+        for suffix in OTHER:
+            if key.endswith("." + suffix):
+                others.add(key[: -len(suffix) - 1])
     layers, used = [], set()
+    for name in sorted(others):
+        prefix = next((p for p in prefixes if name.startswith(p)), None)
+        if prefix is not None:
+            layer, keys = _other_layer(name, prefixes[prefix], name[len(prefix):], sd)
+            layers.extend(layer)
+            used.update(keys)
     for name, tensors in modules.items():
         prefix = next((p for p in prefixes if name.startswith(p)), None)
         if prefix is None:
@@ -129,3 +144,25 @@ def parse_lycoris(sd: dict[str, torch.Tensor], prefixes: dict[str, str]) -> tupl
                                    float(alpha) if alpha is not None else None, sd.get(name + ".dora_scale")))
         used.update(f"{name}.{k}" for k in (*tensors, "alpha", "dora_scale"))
     return layers, used
+
+
+def _other_layer(name: str, component: str, module: str, sd: dict[str, torch.Tensor]) -> tuple[list, set[str]]:
+    """The OFT / BOFT / GLoRA layer or the norm changes stored under ``name``, and their keys."""
+    from nodegen.models.glora import parse_glora
+    from nodegen.models.lora import DiffLayer
+    from nodegen.models.oft import parse_oft
+
+    found = parse_oft(name, component, module, sd) or parse_glora(name, component, module, sd)
+    if found is not None:
+        if name + ".dora_scale" in sd:
+            raise ValueError(f"layer {name}: DoRA (dora_scale) on a {type(found[0]).__name__[:-5]} layer "
+                             "is not read by nodegen")
+        return [found[0]], found[1]
+    w_norm = sd.get(name + ".w_norm")
+    if w_norm is None:
+        return [], set()
+    # ComfyUI: the norm's weight and bias change by w_norm / b_norm (a "diff" patch)
+    layers = [DiffLayer(component, module, "weight", w_norm)]
+    if name + ".b_norm" in sd:
+        layers.append(DiffLayer(component, module, "bias", sd[name + ".b_norm"]))
+    return layers, {name + ".w_norm", name + ".b_norm", name + ".alpha"}

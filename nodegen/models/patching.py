@@ -18,6 +18,8 @@ Two kinds of delta go beyond ``W + delta`` (Flux control LoRAs: :mod:`nodegen.mo
 a callable with ``widened_shape`` is larger than its weight, which is zero-padded to that shape
 first (and every other delta for it zero-padded alike, as diffusers pads LoRAs for a widened
 layer); one with ``replaces = True`` gives the weight's new value, whatever the strength.
+A callable with ``strength_aware = True`` is called ``delta(weight, strength)`` and gives the change
+with the strength applied (OFT and BOFT, whose change ComfyUI does not scale linearly).
 A :class:`Scale` multiplies the weight as patched so far (ComfyUI's ``strength_model``: patches
 before it are scaled with the weight, those after it are not).
 """
@@ -82,6 +84,9 @@ def patched_weight(weight: torch.Tensor, deltas: list[tuple[Delta, float]]) -> t
     for delta, strength in deltas:
         if isinstance(delta, Scale):
             total = total * delta.factor
+            continue
+        if getattr(delta, "strength_aware", False):  # its own rule for the strength (OFT: ComfyUI's)
+            total = total + _padded(delta_value(lambda w, f=delta, s=strength: f(w, s), weight), shape)
             continue
         d = _padded(delta_value(delta, weight), shape)
         total = d if getattr(delta, "replaces", False) else total + d * strength
