@@ -187,21 +187,21 @@ def test_oft_strength_is_squared_as_comfyui(sd1):
 
 def test_text_encoder_oft_and_norm(sd1):
     """``lora_te_`` keys: OFT on a linear layer and w_norm/b_norm on a LayerNorm of the text encoder."""
-    te = dict(sd1.text_encoder.named_parameters())
-    q, ln = "text_model.encoder.layers.0.self_attn.q_proj", "text_model.encoder.layers.0.layer_norm1"
+    te = {k: v.detach().clone() for k, v in sd1.text_encoder.named_parameters()}  # patched in place below
+    q, ln = "encoder.layers.0.self_attn.q_proj", "encoder.layers.0.layer_norm1"  # kohya: text_model_encoder_...
     g = torch.Generator().manual_seed(1)
     blocks = torch.randn(te[q + ".weight"].shape[0] // 8, 8, 8, generator=g) * 0.05
     wn, bn = torch.randn(te[ln + ".weight"].shape, generator=g), torch.randn(te[ln + ".bias"].shape, generator=g)
-    key = "lora_te_" + q.replace(".", "_")
-    nkey = "lora_te_" + ln.replace(".", "_")
+    key = "lora_te_text_model_" + q.replace(".", "_")
+    nkey = "lora_te_text_model_" + ln.replace(".", "_")
     sd = {f"{key}.oft_blocks": blocks, f"{key}.alpha": torch.tensor(0.0), f"{nkey}.w_norm": wn, f"{nkey}.b_norm": bn}
     clip = TextEncoder.from_components([sd1.tokenizer], [sd1.text_encoder], "sd1")
     _, patched = apply_lora(None, clip, parse_lora(sd), 1.0, 0.5)
     with patched.use("cpu") as [enc]:
         got = dict(enc.named_parameters())
-        torch.testing.assert_close(got[q + ".weight"], comfy_oft(te[q + ".weight"].detach().clone(), blocks, 0.0, 0.5))
-        torch.testing.assert_close(got[ln + ".weight"], te[ln + ".weight"].detach() + 0.5 * wn)
-        torch.testing.assert_close(got[ln + ".bias"], te[ln + ".bias"].detach() + 0.5 * bn)
+        torch.testing.assert_close(got[q + ".weight"], comfy_oft(te[q + ".weight"].clone(), blocks, 0.0, 0.5))
+        torch.testing.assert_close(got[ln + ".weight"], te[ln + ".weight"] + 0.5 * wn)
+        torch.testing.assert_close(got[ln + ".bias"], te[ln + ".bias"] + 0.5 * bn)
 
 
 # ---- LoraLoader ----------------------------------------------------------------------------------
