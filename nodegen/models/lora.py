@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from nodegen.models.detect import detect, require
+from nodegen.models.diff_patch import DiffLayer
 from nodegen.models.files import load_state_dict
 
 
@@ -64,19 +65,6 @@ class LoraLayer:
 
             d = dora_delta(weight, d, self.dora_scale)
         return d
-
-
-@dataclass
-class DiffLayer:
-    """A whole-tensor change (ComfyUI's LoraSave writes ``<param>.diff`` for 1-D weights, such as
-    norms, and ``<module>.diff_b`` for biases)."""
-    component: str
-    module: str
-    leaf: str  # "weight" or "bias"
-    diff: torch.Tensor
-
-    def delta(self, weight: torch.Tensor) -> torch.Tensor:
-        return self.diff.to(weight.device, torch.float32).reshape(weight.shape)
 
 
 @dataclass

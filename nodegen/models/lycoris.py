@@ -24,6 +24,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from nodegen.models.diff_patch import DiffLayer
+from nodegen.models.glora import parse_glora
+from nodegen.models.oft import parse_oft
+
 LOHA = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")
 LOKR = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
 EXTRA = ("alpha", "dora_scale", "lora_mid.weight")
@@ -148,10 +152,6 @@ def parse_lycoris(sd: dict[str, torch.Tensor], prefixes: dict[str, str]) -> tupl
 
 def _other_layer(name: str, component: str, module: str, sd: dict[str, torch.Tensor]) -> tuple[list, set[str]]:
     """The OFT / BOFT / GLoRA layer or the norm changes stored under ``name``, and their keys."""
-    from nodegen.models.glora import parse_glora
-    from nodegen.models.lora import DiffLayer
-    from nodegen.models.oft import parse_oft
-
     found = parse_oft(name, component, module, sd) or parse_glora(name, component, module, sd)
     if found is not None:
         if name + ".dora_scale" in sd:
