@@ -251,3 +251,4 @@ def test_loraloader_applies_each_type_and_refuses_unknown(sd1, tmp_path):
     assert not res.ok
     text = " ".join(str(f) for f in res.failures)
     assert "LoraLoader" in text and "lora_name" in text and "ia3.safetensors" in text, text
+    assert "(IA)^3" in text and "does not read" in text, text

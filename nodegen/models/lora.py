@@ -188,6 +188,9 @@ def parse_lora(sd: dict[str, torch.Tensor], path: str = "<memory>", metadata: di
                 alpha = float(meta[f"{comp}.lora_alpha"])
             out.layers.append(LoraLayer(comp, module.removeprefix(_PEFT_PREFIX), sd[key], sd[up_key], alpha,
                                         _peft_magnitude(normal, sd, base)))
+    if not out.layers and any(k.endswith(".on_input") for k in sd):
+        raise ValueError(f"{path}: this is a LyCORIS (IA)^3 file (``on_input`` keys), a type nodegen does not "
+                         "read; nodegen reads LoRA, LoCon, LoHa, LoKr, OFT, BOFT, GLoRA, DoRA and full diffs")
     if not out.layers:
         raise ValueError(f"{path}: no LoRA layers found (keys such as {', '.join(sorted(sd)[:3])})")
     out.unknown = sorted(unknown)

@@ -57,6 +57,10 @@ class OftLayer:
         """The change to ``weight`` at ``strength`` (the strength already applied)."""
         w = weight.float()
         blocks = self.blocks.to(w.device, torch.float32)
+        covered = blocks.shape[-3] * blocks.shape[-1]
+        if covered != w.shape[0] or (self.kind == "boft" and w.shape[0] % (2 ** (blocks.shape[0] - 1) * blocks.shape[-1])):
+            raise ValueError(f"{self.kind.upper()} layer {self.module}: {blocks.shape[-3]} blocks of "
+                             f"{blocks.shape[-1]} do not fit its weight of shape {list(w.shape)}")
         if self.kind == "oft_diag":
             return strength * _per_block(blocks, w)
         constraint = self.alpha or 0.0
@@ -86,8 +90,6 @@ class OftLayer:
 def _per_block(m: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``m[k]^T`` applied to the ``k``-th block of ``w``'s output channels."""
     n, size = m.shape[0], m.shape[1]
-    if w.shape[0] != n * size:
-        raise ValueError(f"{n} blocks of {size} do not cover the {w.shape[0]} output channels")
     out = torch.einsum("k n m, k n ... -> k m ...", m, w.reshape(n, size, *w.shape[1:]))
     return out.reshape(w.shape)
 
