@@ -15,6 +15,10 @@ For a module with weight ``W`` (``[out, in]`` or ``[out, in, kh, kw]``) and ``sc
   when ``dora_scale`` runs along the input axis); the delta used is ``W' - W``, so a strength
   ``s`` gives ``W + s (W' - W)``, as ComfyUI.
 
+OFT / diagonal OFT / BOFT (:mod:`nodegen.models.oft`), GLoRA (:mod:`nodegen.models.glora`) and the
+norm-layer changes ``w_norm`` / ``b_norm`` (added to a norm's weight and bias with the strength, as
+ComfyUI's "diff" patch) are read here too. DoRA on OFT / BOFT / GLoRA layers is refused.
+
 These follow the LyCORIS reference (KohakuBlueleaf/LyCORIS) and ComfyUI's weight adapters.
 """
 

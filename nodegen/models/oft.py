@@ -22,7 +22,13 @@ file's skew-symmetric blocks by the Cayley transform::
   blended with the identity at strength ``s`` (``s R + (1 - s) I``); ``rescale`` (one factor per
   output channel) multiplies the result, and ComfyUI adds ``s`` times the change.
 
-A file without ``alpha`` has no constraint.
+A file without ``alpha`` has no constraint (ComfyUI's OFT reads it so; its BOFT fails on such a file).
+
+Where ComfyUI and the LyCORIS reference (KohakuBlueleaf/LyCORIS, ``DiagOFTModule`` /
+``ButterflyOFTModule``) differ, nodegen does as ComfyUI: LyCORIS bounds ``|Q|`` by ``alpha * out_dim``
+rather than ``alpha``, applies OFT's ``rescale``, and scales the change linearly with its multiplier.
+At strength 1 with no constraint reached and no rescale, both give the same weight (checked against
+lycoris-lora's modules for a linear and a conv layer).
 """
 
 from __future__ import annotations
