@@ -252,3 +252,9 @@ def test_loraloader_applies_each_type_and_refuses_unknown(sd1, tmp_path):
     text = " ".join(str(f) for f in res.failures)
     assert "LoraLoader" in text and "lora_name" in text and "ia3.safetensors" in text, text
     assert "(IA)^3" in text and "does not read" in text, text
+
+
+def test_dora_on_oft_is_refused_naming_the_file():
+    sd = {f"{_key(LINEAR)}.oft_blocks": torch.zeros(8, 4, 4), f"{_key(LINEAR)}.dora_scale": torch.ones(32, 1)}
+    with pytest.raises(ValueError, match=r"oft\.safetensors: layer lora_unet_.*DoRA \(dora_scale\) combined with OFT is not read"):
+        parse_lora(sd, "oft.safetensors")

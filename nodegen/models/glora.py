@@ -69,5 +69,6 @@ def parse_glora(name: str, component: str, module: str, sd: dict[str, torch.Tens
     if missing:
         raise ValueError(f"GLoRA layer {name} lacks {', '.join(missing)}")
     alpha = sd.get(name + ".alpha")
-    layer = GloraLayer(component, module, *(sd[k] for k in keys), float(alpha) if alpha is not None else None)
+    a1, a2, b1, b2 = (sd[k] for k in keys)
+    layer = GloraLayer(component, module, a1, a2, b1, b2, float(alpha) if alpha is not None else None)
     return layer, {*keys, name + ".alpha"}

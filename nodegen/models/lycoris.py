@@ -159,8 +159,8 @@ def _other_layer(name: str, component: str, module: str, sd: dict[str, torch.Ten
     found = parse_oft(name, component, module, sd) or parse_glora(name, component, module, sd)
     if found is not None:
         if name + ".dora_scale" in sd:
-            raise ValueError(f"layer {name}: DoRA (dora_scale) on a {type(found[0]).__name__[:-5]} layer "
-                             "is not read by nodegen")
+            kind = getattr(found[0], "kind", "glora").upper().replace("GLORA", "GLoRA").replace("_", " ")
+            raise ValueError(f"layer {name}: DoRA (dora_scale) combined with {kind} is not read by nodegen")
         return [found[0]], found[1]
     w_norm = sd.get(name + ".w_norm")
     if w_norm is None:
