@@ -20,15 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodegen.kernel.context import CancelToken, RunContext
 from nodegen.models.fp8_scaled import is_scaled
 from nodegen.models.gguf_linear import dequantized, parameter_bytes
-from nodegen.models.manager import ModelManager
-from nodegen.models.paths import ModelPaths
 from nodegen.nodes import flow as fl
 from tests.support.comfy_run import models_folder, run_api
-from tests.support.flow_fixtures import _save, fixture, sample_flux, t5_state
+from tests.support.flow_fixtures import _save, fixture, flux_probe_inputs, sample_flux, t5_state
 from tests.support.fp8_scaled_files import CLIP_LINEAR, T5_LINEAR, flux_linear, write_scaled
+from tests.support.nodes import models_ctx, run_def
 
 torch.set_num_threads(1)
 DATA = Path(__file__).parent / "data" / "comfy"
@@ -62,37 +60,22 @@ def files(tmp_path_factory):
     return root
 
 
+
+
 @pytest.fixture(scope="module")
 def ctx(files):
-    return RunContext(node_id="1", node_title="t", device=torch.device("cpu"), models=ModelManager(device="cpu"),
-                      paths=ModelPaths([files], use_env=False, use_config=False), output_dir=".", input_dir=".",
-                      temp_dir=".", workflow=None, cancel=CancelToken())
-
-
-def run(nd, ctx, **kw):
-    return nd.normalize_result(nd.run(ctx, **kw))
-
-
-def _inputs(t: torch.nn.Module) -> dict:
-    g = torch.Generator().manual_seed(0)
-    n = 16
-    ids = torch.stack(torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij"), -1).reshape(n, 2)
-    return dict(hidden_states=torch.randn(1, n, t.config.in_channels, generator=g),
-                encoder_hidden_states=torch.randn(1, 5, t.config.joint_attention_dim, generator=g),
-                pooled_projections=torch.randn(1, t.config.pooled_projection_dim, generator=g),
-                timestep=torch.tensor([0.7]), guidance=torch.tensor([3.5]),
-                img_ids=torch.cat([torch.zeros(n, 1), ids.float()], 1), txt_ids=torch.zeros(5, 3), return_dict=False)
+    return models_ctx(files)
 
 
 def _forward(t: torch.nn.Module) -> torch.Tensor:
     with torch.no_grad():
-        return t(**_inputs(t))[0]
+        return t(**flux_probe_inputs(t))[0]
 
 
 @pytest.mark.parametrize("name", ["flux1-dev-fp8_scaled.safetensors", "flux1-dev-fp8_mixed.safetensors"])
 def test_flux_unet_keeps_fp8_with_scales_and_computes_as_the_dequantized_file(ctx, name):
-    model = run(fl.unet_loader, ctx, unet_name=name)["model"]
-    ref = run(fl.unet_loader, ctx, unet_name="flux1-dev-dequantized.safetensors")["model"]
+    model = run_def(fl.unet_loader, ctx, unet_name=name)["model"]
+    ref = run_def(fl.unet_loader, ctx, unet_name="flux1-dev-dequantized.safetensors")["model"]
     t = model.unet
     linears = [m for m in t.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all(is_scaled(m.weight) and m.weight.dtype == torch.float8_e4m3fn for m in linears)
@@ -104,7 +87,7 @@ def test_flux_unet_keeps_fp8_with_scales_and_computes_as_the_dequantized_file(ct
     assert parameter_bytes(t) < 0.4 * parameter_bytes(ref.unet)
     torch.testing.assert_close(_forward(t), _forward(ref.unet), rtol=1e-5, atol=1e-6)
     # weight_dtype fp8_*: the file is fp8 already; its weights stay fp8 with their scales
-    as_fp8 = run(fl.unet_loader, ctx, unet_name=name, weight_dtype="fp8_e4m3fn")["model"].unet
+    as_fp8 = run_def(fl.unet_loader, ctx, unet_name=name, weight_dtype="fp8_e4m3fn")["model"].unet
     assert torch.equal(_forward(as_fp8), _forward(t))
     # a raw fp8 reading (scales dropped) would compute something else
     scales = [m.weight.scale for m in linears]
@@ -140,8 +123,8 @@ def test_lora_and_merge_patch_the_dequantized_weights(ctx):
     from nodegen.models.merge import merge_simple
     from tests.test_flow_lora import flux_lora
 
-    model = run(fl.unet_loader, ctx, unet_name="flux1-dev-fp8_scaled.safetensors")["model"]
-    ref = run(fl.unet_loader, ctx, unet_name="flux1-dev-dequantized.safetensors")["model"]
+    model = run_def(fl.unet_loader, ctx, unet_name="flux1-dev-fp8_scaled.safetensors")["model"]
+    ref = run_def(fl.unet_loader, ctx, unet_name="flux1-dev-dequantized.safetensors")["model"]
     lora = flux_lora("kohya")  # the fused qkv and linear2: split and whole scaled weights
     with_lora = sample_flux(model, lora)
     torch.testing.assert_close(with_lora, sample_flux(ref, lora), rtol=1e-5, atol=1e-5)
@@ -163,8 +146,8 @@ def _encoded(clip) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("t5", ["t5xxl_fp8_e4m3fn_scaled.safetensors", "t5xxl_fp8_mixed.safetensors"])
 def test_text_encoders_equal_the_dequantized_files(ctx, t5):
-    got = run(fl.dual_clip_loader, ctx, clip_name1="clip_l_fp8_scaled.safetensors", clip_name2=t5, type="flux")["clip"]
-    want = run(fl.dual_clip_loader, ctx, clip_name1="clip_l_dequantized.safetensors",
+    got = run_def(fl.dual_clip_loader, ctx, clip_name1="clip_l_fp8_scaled.safetensors", clip_name2=t5, type="flux")["clip"]
+    want = run_def(fl.dual_clip_loader, ctx, clip_name1="clip_l_dequantized.safetensors",
                clip_name2="t5xxl_dequantized.safetensors", type="flux")["clip"]
     ref_t5 = want.parts["t5"][1].state_dict()
     assert {k: torch.equal(v.float(), ref_t5[k].float()) for k, v in got.parts["t5"][1].state_dict().items()} \
@@ -257,11 +240,11 @@ def test_formats_nodegen_cannot_dequantize_are_refused(ctx, files, fmt, what):
     write_scaled(fx.original_transformer, dm / f"flux-{fmt}.safetensors", flux_linear, "comfy_quant", fmt=fmt)
     with pytest.raises(ValueError, match=rf"UNETLoader: unet_name 'flux-{fmt}.safetensors': .*flux-{fmt}"
                                          rf"\.safetensors: \d+ layers .* quantized as {what}, which nodegen cannot load"):
-        run(fl.unet_loader, ctx, unet_name=f"flux-{fmt}.safetensors")
+        run_def(fl.unet_loader, ctx, unet_name=f"flux-{fmt}.safetensors")
     write_scaled(t5_state(fx.text_encoder_2), te / f"t5-{fmt}.safetensors", _t5_linear, "metadata", fmt=fmt)
     with pytest.raises(ValueError, match=rf"CLIPLoader: clip_name 't5-{fmt}.safetensors' .*t5-{fmt}\.safetensors: "
                                          rf".*quantized as {what}"):
-        run(fl.clip_loader, ctx, clip_name=f"t5-{fmt}.safetensors", type="chroma")
+        run_def(fl.clip_loader, ctx, clip_name=f"t5-{fmt}.safetensors", type="chroma")
 
 
 def test_row_wise_scales_are_refused(files):

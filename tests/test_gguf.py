@@ -20,14 +20,12 @@ import torch
 from safetensors.torch import save_file
 
 from nodegen.formats import open_any
-from nodegen.kernel.context import CancelToken, RunContext
 from nodegen.models.gguf_file import GGUFError, GGUFStateDict
 from nodegen.models.gguf_linear import dequantized
-from nodegen.models.manager import ModelManager
-from nodegen.models.paths import ModelPaths
 from nodegen.nodes import gguf_loaders as gl
 from nodegen.runtime.engine import Engine
 from tests.support.flow_fixtures import fixture, t5_state
+from tests.support.nodes import models_ctx, run_def
 
 torch.set_num_threads(1)
 Q = gguf.GGMLQuantizationType
@@ -99,13 +97,8 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ctx(files):
-    return RunContext(node_id="1", node_title="t", device=torch.device("cpu"), models=ModelManager(device="cpu"),
-                      paths=ModelPaths([files], use_env=False, use_config=False), output_dir=".", input_dir=".",
-                      temp_dir=".", workflow=None, cancel=CancelToken())
+    return models_ctx(files)
 
-
-def run(nd, ctx, **kw):
-    return nd.normalize_result(nd.run(ctx, **kw))
 
 
 def _close(got: torch.Tensor, want: torch.Tensor, rel: float) -> None:
@@ -164,24 +157,24 @@ def test_unet_loader_gguf_loads_the_same_model_as_unet_loader(ctx):
     assert listed == ["flux1-dev-F16.gguf", "flux1-dev-Q4_0.gguf", "flux1-dev-Q8_0.gguf"]  # GGUF files only
     assert "t5-v1_1-xxl-encoder-F16.gguf" in gl.dual_clip_loader_gguf.inputs[0].choices(ctx)
     assert "clip_l.safetensors" in gl.dual_clip_loader_gguf.inputs[0].choices(ctx)
-    ref = run(fl.unet_loader, ctx, unet_name="flux1-dev-fp16.safetensors")["model"]
-    got = run(gl.unet_loader_gguf, ctx, unet_name="flux1-dev-F16.gguf")["model"]
+    ref = run_def(fl.unet_loader, ctx, unet_name="flux1-dev-fp16.safetensors")["model"]
+    got = run_def(gl.unet_loader_gguf, ctx, unet_name="flux1-dev-F16.gguf")["model"]
     assert got.family == "flux" and got.unet.config.guidance_embeds
     want = ref.unet.state_dict()
     assert {k: torch.equal(v, want[k]) for k, v in got.unet.state_dict().items()} == dict.fromkeys(want, True)
-    q8 = run(gl.unet_loader_gguf, ctx, unet_name="flux1-dev-Q8_0.gguf")["model"]
+    q8 = run_def(gl.unet_loader_gguf, ctx, unet_name="flux1-dev-Q8_0.gguf")["model"]
     for k, v in q8.unet.state_dict().items():  # Linear weights kept as Q8_0 blocks (tests/test_gguf_quantized.py)
         _close(dequantized(v), want[k], 0.01)
 
 
 def test_gguf_t5_loads_with_llama_cpp_names(ctx):
     t5 = t5_state(fixture("flux").text_encoder_2)
-    clip = run(gl.dual_clip_loader_gguf, ctx, clip_name1="t5-v1_1-xxl-encoder-F16.gguf",
+    clip = run_def(gl.dual_clip_loader_gguf, ctx, clip_name1="t5-v1_1-xxl-encoder-F16.gguf",
                clip_name2="clip_l.safetensors", type="flux")["clip"]
     got = clip.parts["t5"][1].state_dict()
     for k, v in t5.items():
         assert torch.equal(got[k].float(), v.half().float()), k
-    q8 = run(gl.clip_loader_gguf, ctx, clip_name="t5-v1_1-xxl-encoder-Q8_0.gguf", type="sd3")["clip"]
+    q8 = run_def(gl.clip_loader_gguf, ctx, clip_name="t5-v1_1-xxl-encoder-Q8_0.gguf", type="sd3")["clip"]
     assert q8.family == "sd3"
 
 
@@ -219,7 +212,7 @@ def test_comfy_gguf_workflow_imports_and_runs_as_its_safetensors_twin(files, tmp
 
 def _fails(nd, ctx, match: str, **kw):
     with pytest.raises(ValueError, match=match):
-        run(nd, ctx, **kw)
+        run_def(nd, ctx, **kw)
 
 
 def test_bad_files_fail_naming_node_input_and_file(ctx, files):
@@ -261,8 +254,8 @@ def test_sd1_unet_gguf_loads_as_unet_loader_loads_it(ctx, files, tmp_path):
     unet = {k[len(prefix):]: v for k, v in sd_fixture("sd1").ldm_state_dict.items() if k.startswith(prefix)}
     write_gguf(files / "diffusion_models" / "sd1-unet-F16.gguf", unet, "sd1")
     save_file({k: v.half().contiguous() for k, v in unet.items()}, files / "diffusion_models" / "sd1-unet.safetensors")
-    got = run(gl.unet_loader_gguf, ctx, unet_name="sd1-unet-F16.gguf")["model"]
-    ref = run(fl.unet_loader, ctx, unet_name="sd1-unet.safetensors")["model"]
+    got = run_def(gl.unet_loader_gguf, ctx, unet_name="sd1-unet-F16.gguf")["model"]
+    ref = run_def(fl.unet_loader, ctx, unet_name="sd1-unet.safetensors")["model"]
     assert got.family == ref.family == "sd1"
     want = ref.unet.state_dict()
     assert {k: torch.equal(v, want[k]) for k, v in got.unet.state_dict().items()} == dict.fromkeys(want, True)
@@ -277,8 +270,8 @@ def test_sd3_gguf_loads_as_unet_loader_loads_it(ctx, files):
     sd = load_file(str(fixture("sd3").diffusion_model))
     write_gguf(files / "diffusion_models" / "sd3-Q8_0.gguf", sd, "sd3", Q.Q8_0)
     save_file({k: v.contiguous() for k, v in sd.items()}, files / "diffusion_models" / "sd3.safetensors")
-    got = run(gl.unet_loader_gguf, ctx, unet_name="sd3-Q8_0.gguf")["model"]
-    ref = run(fl.unet_loader, ctx, unet_name="sd3.safetensors")["model"]
+    got = run_def(gl.unet_loader_gguf, ctx, unet_name="sd3-Q8_0.gguf")["model"]
+    ref = run_def(fl.unet_loader, ctx, unet_name="sd3.safetensors")["model"]
     assert got.family == ref.family == "sd3" and type(got.unet) is type(ref.unet)
     want = ref.unet.state_dict()
     assert set(got.unet.state_dict()) == set(want)

@@ -14,7 +14,7 @@ from nodegen.models.gguf_linear import dequantized, is_quantized, logical_shape,
 from nodegen.models.lora import apply_lora
 from nodegen.models.objects import DiffusionModel
 from nodegen.models.patching import patched
-from tests.support.flow_fixtures import fixture, sample_flux
+from tests.support.flow_fixtures import fixture, flux_probe_inputs, sample_flux
 from tests.test_flow_lora import flux_lora
 from tests.test_gguf import Q, write_gguf
 
@@ -38,15 +38,6 @@ def _models(path) -> tuple[DiffusionModel, torch.nn.Module]:
     return quant, flow_loader.build_transformer("flux", sd, path, torch.float32)
 
 
-def _inputs(t: torch.nn.Module) -> dict:
-    g = torch.Generator().manual_seed(0)
-    n = 16
-    ids = torch.stack(torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij"), -1).reshape(n, 2)
-    return dict(hidden_states=torch.randn(1, n, t.config.in_channels, generator=g),
-                encoder_hidden_states=torch.randn(1, 5, t.config.joint_attention_dim, generator=g),
-                pooled_projections=torch.randn(1, t.config.pooled_projection_dim, generator=g),
-                timestep=torch.tensor([0.7]), guidance=torch.tensor([3.5]),
-                img_ids=torch.cat([torch.zeros(n, 1), ids.float()], 1), txt_ids=torch.zeros(5, 3), return_dict=False)
 
 
 @pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0"])
@@ -64,7 +55,7 @@ def test_quantized_linears_stay_blocks_and_compute_as_dequantized(files, qtype):
     print(f"\n{qtype}: parameter bytes {q_bytes} (quantized) vs {f_bytes} (float32 at load)")
     assert q_bytes < {"Q8_0": 0.35, "Q4_0": 0.2}[qtype] * f_bytes
     with torch.no_grad():
-        got, exp = t(**_inputs(t))[0], ref(**_inputs(ref))[0]
+        got, exp = t(**flux_probe_inputs(t))[0], ref(**flux_probe_inputs(ref))[0]
     torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-6)
 
 
@@ -89,7 +80,7 @@ def test_patched_quantized_weight_applies_deltas_in_forward_only(files):
     delta = torch.randn(logical_shape(w), generator=torch.Generator().manual_seed(1)) * 0.1
     with torch.no_grad(), patched(t, [({name: delta}, 0.5)]), patched(ref, [({name: delta}, 0.5)]):
         assert torch.equal(w, before) and w.forward_patches
-        torch.testing.assert_close(t(**_inputs(t))[0], ref(**_inputs(ref))[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(t(**flux_probe_inputs(t))[0], ref(**flux_probe_inputs(ref))[0], rtol=1e-5, atol=1e-6)
     assert w.forward_patches is None and torch.equal(w, before)
     # nested blocks add up, and each end restores what was there before it
     other = {name: delta.flip(0)}
@@ -97,7 +88,7 @@ def test_patched_quantized_weight_applies_deltas_in_forward_only(files):
         with patched(t, [(other, 1.0)]):
             assert len(w.forward_patches) == 2
             with patched(ref, [({name: delta}, 0.5), (other, 1.0)]):
-                torch.testing.assert_close(t(**_inputs(t))[0], ref(**_inputs(ref))[0], rtol=1e-5, atol=1e-6)
+                torch.testing.assert_close(t(**flux_probe_inputs(t))[0], ref(**flux_probe_inputs(ref))[0], rtol=1e-5, atol=1e-6)
         assert len(w.forward_patches) == 1
     assert w.forward_patches is None
 

@@ -242,3 +242,15 @@ def sample_flux(model, lora: dict | None = None) -> torch.Tensor:
     out = sample(model, te.encode("a cat"), None, {"samples": torch.zeros(1, 16, 8, 8)}, 4, Steps(2, "simple"),
                  1.0, "euler", device="cpu")
     return out.latent["samples"]
+
+
+def flux_probe_inputs(t) -> dict:
+    """Fixed inputs for one forward call of a small Flux transformer ``t`` (a 4x4 latent, 5 tokens)."""
+    g = torch.Generator().manual_seed(0)
+    n = 16
+    ids = torch.stack(torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij"), -1).reshape(n, 2)
+    return dict(hidden_states=torch.randn(1, n, t.config.in_channels, generator=g),
+                encoder_hidden_states=torch.randn(1, 5, t.config.joint_attention_dim, generator=g),
+                pooled_projections=torch.randn(1, t.config.pooled_projection_dim, generator=g),
+                timestep=torch.tensor([0.7]), guidance=torch.tensor([3.5]),
+                img_ids=torch.cat([torch.zeros(n, 1), ids.float()], 1), txt_ids=torch.zeros(5, 3), return_dict=False)
