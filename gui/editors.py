@@ -154,8 +154,8 @@ class EditorMixin:
             # padding + margin as the painted text's inset
             style += (f" font-family:'{item.FONT.family()}'; font-size:{item.FONT.pointSizeF():g}pt;"
                       " padding:0px 0px 0px 4px;")
-            rect = QRectF(rect.left(), multiline_text_rect(rect).top() - 2, rect.width(),
-                          rect.bottom() - multiline_text_rect(rect).top() + 2)
+            top = multiline_text_rect(rect).top() - 2
+            rect = QRectF(rect.left(), top, rect.width(), rect.bottom() - top)
             w.setPlainText(text)
             at = QTextCursor(w.document())
             at.setPosition(len(text) if cursor is None else max(0, min(len(text), cursor)))

@@ -5,12 +5,13 @@ between commas (or other punctuation) around it; ``(words)`` counts as weight 1.
 
 from __future__ import annotations
 
+from nodegen.diffusion.prompt_weights import ROUND_UP  # what "(words)" weighs in the sampler
+
 #: how much one key press changes the weight (ComfyUI's default)
 STEP = 0.05
 #: characters that end the phrase around the cursor
 DELIMITERS = set(".,\\/!?%^*;:{}=`~()\r\n\t")
 #: what bare parentheses weigh
-PAREN_WEIGHT = 1.1
 
 
 def enclosing_group(text: str, cursor: int) -> tuple[int, int] | None:
@@ -72,8 +73,8 @@ def reweighted(text: str, start: int, end: int, up: bool, step: float = STEP) ->
         inner = chosen[1:-1]
         content, _, weight = inner.rpartition(":")
         try:
-            value = float(weight) if content else PAREN_WEIGHT
+            value = float(weight) if content else ROUND_UP
         except ValueError:
-            content, value = inner, PAREN_WEIGHT
+            content, value = inner, ROUND_UP
         return start, end, f"({content or inner}:{_format(value + delta)})"
     return start, end, f"({chosen}:{_format(1.0 + delta)})"

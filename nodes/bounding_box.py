@@ -9,7 +9,6 @@ from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, Output, node
 
 MAX_SIZE = 16384
-BOX_KEYS = ("x", "y", "width", "height")
 
 
 def _box_inputs(optional_note: str = ""):

@@ -6,15 +6,7 @@ from __future__ import annotations
 from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, Output, node
 
-from .flow import Guider
-
-
-def _cond(value, name: str, node_type: str) -> list:
-    from nodegen.diffusion.conditioning import CondItem
-
-    if not isinstance(value, list) or not value or not all(isinstance(i, CondItem) for i in value):
-        raise ValueError(f"{node_type}: input '{name}' must be a non-empty CONDITIONING (connect a text encode node)")
-    return value
+from .flow import Guider, _cond
 
 
 def _neg_scale():

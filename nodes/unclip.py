@@ -8,21 +8,14 @@ UNet's class label (:mod:`nodegen.diffusion.unclip`)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from nodegen.kernel import types as T
 from nodegen.kernel.node import Input, Output, node
 from nodegen.models.resolve import choices_for, fingerprint_for, resolve_model
 from nodegen.sharing.hashing import prefetch
 
+from .loaders import _manager
+
 NODE = "unCLIPCheckpointLoader"
-
-
-def _manager(ctx: Any):
-    if getattr(ctx, "models", None) is None:
-        raise RuntimeError("this run has no model manager: run nodes through an Engine or Executor, "
-                           "or give RunContext(models=ModelManager())")
-    return ctx.models
 
 
 @node(NODE, category="loaders",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from nodegen.cli import UsageError
 from nodegen.cli.common import add_engine_args, make_engine
 
 
@@ -20,10 +21,9 @@ def cmd_nodes(args) -> int:
     engine = make_engine(args)
     schema = engine.schema(args.category)
     if args.category is not None and not schema["nodes"]:
-        tops = sorted({nd["category"].split("/")[0] for nd in engine.schema()["nodes"].values()})
-        print(f"nodegen: error: no node type in category {args.category!r}; the categories are "
-              f"{', '.join(tops)} (a sub-category such as sampling/custom works too)", file=sys.stderr)
-        return 2
+        tops = sorted({c.split("/")[0] for c in engine.registry.categories()})
+        raise UsageError(f"no node type in category {args.category!r}; the categories are "
+                         f"{', '.join(tops)} (a sub-category such as sampling/custom works too)")
     if args.json:
         print(json.dumps(schema, indent=2, default=str))
         return 0

@@ -37,10 +37,10 @@ from nodegen.diffusion.latent_patches import (  # (others import them from here 
     pad_to_patches,
     unpack,
 )
+from nodegen.models.objects import FLOW_FAMILIES  # noqa: F401 - named here too
 from nodegen.models.sd3_controlnet import per_block
 from nodegen.models.sd35_stability_controlnet import last_block_residual
 
-FLOW_FAMILIES = ("sd3", "flux", "chroma")
 DEFAULT_FLUX_GUIDANCE = 3.5
 
 

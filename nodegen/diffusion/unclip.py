@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 
@@ -29,6 +30,7 @@ MERGE_NOISE_AUGMENTATION = 0.05
 EXTRAS_KEY = "unclip_conditioning"
 
 
+@cache  # read only (NoiseAugmentor indexes it); built in a Python loop of 1000 steps
 def squaredcos_alphas_cumprod(steps: int = 1000, max_beta: float = 0.999) -> torch.Tensor:
     """The cumulative alphas of the ``squaredcos_cap_v2`` (cosine) schedule, float64."""
     def alpha_bar(t: float) -> float:

@@ -19,8 +19,6 @@ class RunEnvironment(Protocol):
     output_dir: str
     input_dir: str
     temp_dir: str
-    #: How samplers preview their steps (auto, taesd, latent2rgb, none; nodegen.diffusion.previewer).
-    preview_method: str
 
     def resolve_file(self, kind: str | None, name: str) -> Path | None: ...
 

@@ -41,6 +41,7 @@ from nodegen.kernel import jsondoc
 from nodegen.kernel.atomic import atomic_write_text
 from nodegen.kernel.files import NotRegularFile, read_bounded
 from nodegen.kernel.migrations import CURRENT_VERSION, MigrationError, migrate_document
+from nodegen.kernel.problems import node_title
 
 FORMAT = "nodegen-workflow"
 VERSION = CURRENT_VERSION
@@ -221,7 +222,7 @@ class Workflow:
 
     def _node_names(self, limit: int = 30) -> str:
         """``1 (Model), 2 (Prompt), ...``: what a NODE reference may name."""
-        names = [f"{nid} ({n.get('title') or n.get('type', '?')})" for nid, n in self.nodes.items()]
+        names = [f"{nid} ({node_title(n, None)})" for nid, n in self.nodes.items()]
         more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
         return ", ".join(names[:limit]) + more if names else "(none)"
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from nodegen.models.ldm_export import VAE_PREFIX, unet_to_ldm, vae_to_ldm
+from nodegen.models.objects import FLOW_FAMILIES
 
 #: Each text-encoder family's encoders (their names in the CLIP object) and ComfyUI's file suffixes.
 CLIP_PARTS = {
@@ -39,7 +40,7 @@ def _copies(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def diffusion_model_state_dict(model) -> dict[str, torch.Tensor]:
     family = getattr(model, "family", None)
-    if family in ("sd3", "flux"):
+    if family in FLOW_FAMILIES:
         raise ValueError(f"saving a {family} diffusion model alone is not supported yet (SD1.x, SD2 and SDXL are)")
     with model.use("cpu") as unet:
         sd = _copies(unet_to_ldm({k: v.detach() for k, v in unet.state_dict().items()}, dict(unet.config)))

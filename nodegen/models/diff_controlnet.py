@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from nodegen.models.objects import FLOW_FAMILIES
+
 #: The ControlNet weights' prefix in original-layout files (as nodegen.models.controlnet.PREFIX).
 PREFIX = "control_model."
 
@@ -15,7 +17,7 @@ def base_unet_weights(model) -> dict[str, torch.Tensor]:
     """The MODEL's UNet weights as used (patches applied), under original names without a prefix."""
     from nodegen.models.ldm_export import unet_to_ldm
 
-    if getattr(model, "family", None) in ("sd3", "flux"):
+    if getattr(model, "family", None) in FLOW_FAMILIES:
         raise ValueError(f"a diff ControlNet adds a UNet's weights; the model is {model.family}, which has none")
     with model.use("cpu") as unet:
         sd = unet_to_ldm({k: v.detach() for k, v in unet.state_dict().items()}, dict(unet.config), prefix="")

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from nodegen.models import fp8_scaled
 from nodegen.models.detect import ModelKindError
 from nodegen.models.fp8 import linear_weight_keys
-from nodegen.models.patching import patched_weight
+from nodegen.models.patching import is_quantized, patched_weight
 
 #: attribute of a quantized parameter that :func:`nodegen.models.patching.patched` sets to the
 #: ``(delta, strength)`` pairs its layer applies after dequantizing
@@ -61,11 +61,6 @@ def quantized(blocks: torch.Tensor, qtype, shape: tuple[int, ...]) -> torch.nn.P
         raise ValueError(f"{cols} columns are not whole {block}-value blocks")
     data = blocks.reshape(rows, cols // block * size)
     return _utils().GGUFParameter(data, requires_grad=False, quant_type=qtype)
-
-
-def is_quantized(t: torch.Tensor) -> bool:
-    """GGUF blocks, or ComfyUI's scaled fp8 (:class:`nodegen.models.fp8_scaled.ScaledFP8`)."""
-    return (getattr(t, "quant_type", None) is not None and t.dtype == torch.uint8) or fp8_scaled.is_scaled(t)
 
 
 def logical_shape(t: torch.Tensor) -> tuple[int, ...]:

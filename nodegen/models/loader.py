@@ -24,7 +24,7 @@ from nodegen.models import configs, unclip
 from nodegen.models.detect import Detected, ModelKindError, detect, require
 from nodegen.models.files import check_scaling_factor, load_state_dict, open_state_dict, shapes_of
 from nodegen.models.module_build import _build, _cast, _target_device, _target_dtype, realign_
-from nodegen.models.objects import SCALING_FACTORS, DiffusionModel, TextEncoder, VAEModel
+from nodegen.models.objects import FLOW_FAMILIES, SCALING_FACTORS, DiffusionModel, TextEncoder, VAEModel
 from nodegen.models.unused_keys import dropped, warn_unused
 
 if TYPE_CHECKING:
@@ -294,7 +294,7 @@ def load_vae(path: str | os.PathLike, manager: ModelManager | None = None,
 
         hint = {0.13025: "taesdxl", 0.18215: "taesd"}.get(scaling_factor or 0.0)
         return load_taesd(p, sd, four_channel_hint=hint, dtype=dtype, manager=manager)
-    if det.family in ("sd3", "flux") or (det.kind == "vae" and det.details.get("latent_channels") == 16):
+    if det.family in FLOW_FAMILIES or (det.kind == "vae" and det.details.get("latent_channels") == 16):
         return _load_vae16(p, sd, det, dtype, manager, scaling_factor)
     if det.kind == "checkpoint" and not det.details.get("has_vae", True):
         raise ModelKindError(f"{p}: this is {det.describe()} that holds no VAE (a 'no-VAE' release); use a VAE file")

@@ -34,6 +34,8 @@ FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner", "sd3", "flux", "chroma")
 PREDICTIONS = ("epsilon", "v_prediction", "flow", "x0", "img_to_img", "lcm", "edm", "cosmos_rflow")
 #: Latent scaling factors of the families' VAEs.
 SCALING_FACTORS = {"sd1": 0.18215, "sd2": 0.18215, "sdxl": 0.13025, "sdxl_refiner": 0.13025}
+#: The flow-matching transformer families (their own loaders, latents and sampling).
+FLOW_FAMILIES = ("sd3", "flux", "chroma")
 
 
 def _check(value: str, allowed: tuple, what: str) -> None:

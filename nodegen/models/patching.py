@@ -127,7 +127,7 @@ def patched(module: torch.nn.Module, patches: PatchList, prefix: str | None = No
             # one weight at a time: at most one patched weight is in flight besides the originals
             for name, deltas in by_param.items():
                 p = params[name]
-                if _quantized(p):
+                if is_quantized(p):
                     outer = getattr(p, "forward_patches", None) or []  # a patched() around this one
                     if not any(getattr(d, "widened_shape", None) for d, _ in deltas):
                         deferred.append((p, getattr(p, "forward_patches", None)))
@@ -148,6 +148,6 @@ def patched(module: torch.nn.Module, patches: PatchList, prefix: str | None = No
             params[name].data = data
 
 
-def _quantized(p: torch.Tensor) -> bool:
-    """A weight held as GGUF blocks or as scaled fp8 (:mod:`nodegen.models.gguf_linear`)."""
-    return (getattr(p, "quant_type", None) is not None and p.dtype == torch.uint8) or is_scaled(p)
+def is_quantized(t: torch.Tensor) -> bool:
+    """A weight held as GGUF blocks or as ComfyUI's scaled fp8 (:mod:`nodegen.models.gguf_linear`)."""
+    return (getattr(t, "quant_type", None) is not None and t.dtype == torch.uint8) or is_scaled(t)

@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from nodegen import __version__
 from nodegen.runtime.jobs import JobInputError, prepare_workflow, read_record
 from nodegen.server import schemas as S
-from nodegen.server.fast_submit import SubmitFastPath
+from nodegen.server.fast_submit import MAX_WAIT, SubmitFastPath
 from nodegen.server.flusher import OutputFlusher
 from nodegen.server.hub import EndWaiters, EventHub
 from nodegen.server.queue import FINAL, STATUSES, JobQueue, new_job_id
@@ -56,7 +56,7 @@ from nodegen.server.security import (
 log = logging.getLogger("nodegen.server")
 
 #: ``POST /jobs?wait=S``: submit, then answer when the job ends (or after S seconds).
-WAIT_TO_END = Query(0, ge=0, le=300, description=(
+WAIT_TO_END = Query(0, ge=0, le=MAX_WAIT, description=(
     "seconds to wait for the job to end before answering with the job as GET /jobs/{id} shows it "
     "(submit and wait in one request); 0: answer at once with {id, status}"))
 
@@ -329,7 +329,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         return {"jobs": state.queue.list(status, limit, offset), "counts": state.queue.counts()}
 
     @app.get("/jobs/{job_id}", response_model=S.Job, responses=ERRORS, summary="One job's status")
-    async def get_job(job_id: str, wait: float = Query(0, ge=0, le=300, description=(
+    async def get_job(job_id: str, wait: float = Query(0, ge=0, le=MAX_WAIT, description=(
             "seconds to wait for the job to end before answering (long poll); 0: answer at once"))):
         # the records are the queue's, already in the schema's shape: answered as they are
         if wait <= 0:

@@ -18,7 +18,6 @@ apply to both paths.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -83,7 +82,7 @@ class SubmitFastPath:
         if name != b"wait" or not eq or not _NUMBER.fullmatch(value):
             return None
         wait = float(value)
-        return wait if math.isfinite(wait) and wait <= MAX_WAIT else None
+        return wait if wait <= MAX_WAIT else None
 
 
 async def _read_body(receive) -> bytes | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nodegen.kernel.problems import node_title
 from nodegen.runtime.overrides import OverrideError, parse_text, resolve
 from nodegen.runtime.sweep.manifest import Manifest
 from nodegen.runtime.sweep.plan import Axis, run_order
@@ -46,7 +47,7 @@ def make_axes(engine: Any, wf: Any, overs: list[str], manifest: Manifest,
                 bad = target.spec.check_value(v, engine.env)
                 if bad is not None:
                     node = wf.nodes[target.node_id]
-                    name = node.get("title") or node.get("type")
+                    name = node_title(node, engine.registry.get(node.get("type")))
                     raise SweepError(f"--over {item!r}: node {target.node_id} ({name}), input {target.input!r}: "
                                      f"{bad[1]}")
         axes.append(Axis(key, target.node_id, target.input, tuple(values), order.get(target.node_id, 0)))
