@@ -12,6 +12,8 @@ from PySide6.QtGui import QGuiApplication
 from nodegen.formats import document_from_data
 from nodegen.kernel.workflow import FORMAT, VERSION, WorkflowError, is_link
 
+from .auto_layout import column_positions
+
 MIME = "application/x-nodegen-workflow"
 
 
@@ -70,21 +72,8 @@ def from_clipboard() -> dict | None:
 def place_unplaced(frag: dict, column: float = 300.0, row: float = 260.0) -> dict:
     """Give the nodes without a ``ui.pos`` (a pasted ComfyUI API prompt has none) places in
     columns by link depth, so a paste does not stack them on one spot."""
-    nodes = frag.get("nodes", {})
-    depth: dict[str, int] = {}
-
-    def d(nid: str, seen: tuple = ()) -> int:
-        if nid not in depth:
-            ups = [str(v["from"][0]) for v in (nodes[nid].get("inputs") or {}).values() if is_link(v)]
-            depth[nid] = 1 + max((d(u, (*seen, nid)) for u in ups if u in nodes and u not in seen), default=-1)
-        return depth[nid]
-
-    rows: dict[int, int] = {}
-    for nid, n in nodes.items():
-        if not isinstance((n.get("ui") or {}).get("pos"), list):
-            col = d(nid)
-            n.setdefault("ui", {})["pos"] = [col * column, rows.get(col, 0) * row]
-            rows[col] = rows.get(col, 0) + 1
+    for nid, (x, y) in column_positions(frag.get("nodes", {}), column, row).items():
+        frag["nodes"][nid].setdefault("ui", {})["pos"] = [x, y]
     return frag
 
 

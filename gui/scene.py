@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QGraphicsScene
 from nodegen.kernel.workflow import is_link
 
 from . import commands
+from .auto_layout import column_positions
 from .edge_item import EdgeItem
 from .editors import EditorMixin
 from .group_item import GroupItem
@@ -111,28 +112,7 @@ class GraphScene(WiringMixin, PressMixin, EditorMixin, QGraphicsScene):
     def _auto_layout(self) -> dict[str, tuple[float, float]]:
         """Positions for nodes saved without ``ui.pos`` (kept out of the document until moved):
         columns by link depth."""
-        nodes = self.doc.nodes
-        missing = [nid for nid, n in nodes.items() if not isinstance((n.get("ui") or {}).get("pos"), list)]
-        if not missing:
-            return {}
-        depth: dict[str, int] = {}
-
-        def d(nid: str, seen=()) -> int:
-            if nid in depth:
-                return depth[nid]
-            if nid in seen or nid not in nodes:
-                return 0
-            ups = [str(v["from"][0]) for v in (nodes[nid].get("inputs") or {}).values() if is_link(v)]
-            depth[nid] = 1 + max((d(u, seen + (nid,)) for u in ups), default=-1)
-            return depth[nid]
-
-        rows: dict[int, int] = defaultdict(int)
-        out = {}
-        for nid in missing:
-            col = d(nid)
-            out[nid] = (col * 300.0, rows[col] * 260.0)
-            rows[col] += 1
-        return out
+        return column_positions(self.doc.nodes)
 
     def _on_added(self, nids: list) -> None:
         for nid in nids:

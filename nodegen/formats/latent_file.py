@@ -15,12 +15,11 @@ next free counter, and never overwrites one (:func:`nodegen.kernel.atomic.write_
 
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nodegen.formats.png_save import next_counter, split_prefix
+from nodegen.formats.png_save import save_exclusive
 
 if TYPE_CHECKING:
     import torch
@@ -50,14 +49,8 @@ def write_latent_exclusive(raw: torch.Tensor, folder: str | os.PathLike, prefix:
     """Write ``raw`` as ``folder/prefix_00001_.latent`` with the next free counter; never
     overwrites, never leaves a partial file. ``prefix`` may contain sub-folders but must stay
     inside ``folder`` (:class:`nodegen.formats.png_save.OutputNameError` otherwise)."""
-    from nodegen.kernel.atomic import write_new_file
-
     data = latent_bytes(raw, metadata)
-    target_dir, stem = split_prefix(folder, prefix)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    start = next_counter(target_dir, stem, "_.latent")  # ComfyUI's stem_00001_.latent
-    names = (target_dir / f"{stem}_{n:0{digits}d}_{EXTENSION}" for n in itertools.count(start))
-    return write_new_file(names, lambda f: f.write(data))
+    return save_exclusive(lambda f: f.write(data), folder, prefix, "_" + EXTENSION, digits)  # stem_00001_.latent
 
 
 def read_latent(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, str]]:
