@@ -35,6 +35,10 @@ class NodeTypeInfo:
         self._in = {i["name"]: i for i in self.inputs}
         self._out = {o["name"]: o for o in self.outputs}
 
+    @cached_property
+    def search_fields(self) -> list[tuple[str, list[str], float, bool]]:
+        """What the search matches (:func:`_fields`): made once, the search runs on every keystroke."""
+        return _fields(self)
     def input(self, name: str) -> dict | None:
         return self._in.get(name)
 
@@ -234,7 +238,7 @@ def fuzzy_score(text: str, info: NodeTypeInfo) -> float | None:
     q = " ".join(text.lower().split())
     if not q:
         return 0.0
-    fields = _fields(info)
+    fields = info.search_fields
     best = _best(q, fields)
     words = q.split()
     if len(words) > 1:
