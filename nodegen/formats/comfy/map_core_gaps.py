@@ -15,6 +15,7 @@ ResolutionSelector (nodes_resolution.py), the Switch (nodes_logic.py's ComfySwit
 ImageCropV2 / PrimitiveBoundingBox (nodes_images.py)."""
 
 from nodegen.formats.comfy.node_map import nm
+from nodegen.image.resize_rules import RESIZE_TYPES
 
 MAPS = [
     nm("PerpNegGuider", "PerpNegGuider", "cfg neg_scale", "guider"),
@@ -82,14 +83,10 @@ MAPS += [_autogrow("BatchImagesNode", "images", "image", "image"),
          _autogrow("BatchMasksNode", "masks", "mask", "mask"),
          _autogrow("BatchLatentsNode", "latents", "latent", "latent")]
 
-#: ResizeImageMaskNode's settings per resize type (its DynamicCombo ``resize_type``), in ComfyUI's order.
-_RESIZE_SETTINGS = {
-    "scale dimensions": ("width", "height", "crop"), "scale by multiplier": ("multiplier",),
-    "scale longer dimension": ("longer_size",), "scale shorter dimension": ("shorter_size",),
-    "scale width": ("width",), "scale height": ("height",), "scale total pixels": ("megapixels",),
-    "match size": ("crop",), "scale to multiple": ("multiple",),
-}
-_RESIZE_ALL = ("width", "height", "crop", "multiplier", "longer_size", "shorter_size", "megapixels", "multiple")
+#: ResizeImageMaskNode's widget settings per resize type (its DynamicCombo ``resize_type``), in
+#: ComfyUI's order: the node's own table less ``match``, which is a link, not a widget.
+_RESIZE_SETTINGS = {kind: tuple(s for s in settings if s != "match") for kind, settings in RESIZE_TYPES.items()}
+_RESIZE_ALL = tuple(dict.fromkeys(s for settings in _RESIZE_SETTINGS.values() for s in settings))
 
 
 def _resize_widgets(values: list) -> tuple:
