@@ -61,17 +61,6 @@ MAPS = [
 ]
 
 
-def _sd2_blocks():
-    """ComfyUI's ModelMergeSD2 is ModelMergeSD1 under another name ("SD1 and SD2 have the same blocks")."""
-    prefixes = (["time_embed.", "label_emb."] + [f"input_blocks.{i}." for i in range(12)]
-                + [f"middle_block.{i}." for i in range(3)] + [f"output_blocks.{i}." for i in range(12)] + ["out."])
-    return nm("ModelMergeSD2", "ModelMergeSD1", " ".join(prefixes), "model",
-              rename={p: p.rstrip(".").replace(".", "_") for p in prefixes}, export=False)
-
-
-MAPS.append(_sd2_blocks())
-
-
 def _autogrow(comfy: str, group: str, prefix: str, output: str, slots: int = 16):
     """ComfyUI's "autogrow" inputs (``images.image0``, ``images.image1``, ...) are our ``image0``, ..."""
     return nm(comfy, comfy, "", output, rename={f"{group}.{prefix}{i}": f"{prefix}{i}" for i in range(slots)})

@@ -1,6 +1,7 @@
 """ComfyUI's model merging nodes, CheckpointSave and LoraSave (Extract and Save Lora)."""
 
 from nodegen.formats.comfy.node_map import nm
+from nodegen.models.merge_blocks_flow import FLUX_BLOCKS, SD3_2B_BLOCKS, SD35_LARGE_BLOCKS, input_name
 
 MAPS = [
     nm("ModelMergeSimple", "ModelMergeSimple", "ratio", "model"),
@@ -15,27 +16,22 @@ MAPS = [
 ]
 
 
-def _per_block(comfy: str, inputs: int, middle: int, outputs: int):
-    """ComfyUI's ModelMergeSD1/SDXL: one widget per block, named by its original prefix."""
-    prefixes = (["time_embed.", "label_emb."] + [f"input_blocks.{i}." for i in range(inputs)]
-                + [f"middle_block.{i}." for i in range(middle)] + [f"output_blocks.{i}." for i in range(outputs)]
-                + ["out."])
-    return nm(comfy, comfy, " ".join(prefixes), "model",
-              rename={p: p.rstrip(".").replace(".", "_") for p in prefixes})
+def _block_map(comfy: str, prefixes: list[str], ours: str | None = None, export: bool = True):
+    """ComfyUI's per-block merge nodes: one widget per original block prefix, our input named by
+    :func:`nodegen.models.merge_blocks_flow.input_name`."""
+    return nm(comfy, ours or comfy, " ".join(prefixes), "model", rename={p: input_name(p) for p in prefixes},
+              **({} if export else {"export": False}))
 
 
-MAPS += [_per_block("ModelMergeSD1", 12, 3, 12), _per_block("ModelMergeSDXL", 9, 3, 9)]
+def unet_blocks(inputs: int, middle: int, outputs: int) -> list[str]:
+    """ModelMergeSD1/SD2/SDXL's block prefixes."""
+    return (["time_embed.", "label_emb."] + [f"input_blocks.{i}." for i in range(inputs)]
+            + [f"middle_block.{i}." for i in range(middle)] + [f"output_blocks.{i}." for i in range(outputs)]
+            + ["out."])
 
 
-def _flow_blocks(comfy: str, head: str, name: str, count: int, tail: str):
-    """ComfyUI's ModelMergeFlux1 / SD3_2B / SD35_Large: one widget per original block prefix."""
-    prefixes = head.split() + [f"{name}.{i}." for i in range(count)] + tail.split()
-    return nm(comfy, comfy, " ".join(prefixes), "model",
-              rename={p: p.rstrip(".").replace(".", "_") for p in prefixes})
-
-
-_SD3_HEAD = "pos_embed. x_embedder. context_embedder. y_embedder. t_embedder."
-MAPS += [_flow_blocks("ModelMergeFlux1", "img_in. time_in. guidance_in vector_in. txt_in.", "double_blocks", 19,
-                      " ".join(f"single_blocks.{i}." for i in range(38)) + " final_layer."),
-         _flow_blocks("ModelMergeSD3_2B", _SD3_HEAD, "joint_blocks", 24, "final_layer."),
-         _flow_blocks("ModelMergeSD35_Large", _SD3_HEAD, "joint_blocks", 38, "final_layer.")]
+MAPS += [_block_map("ModelMergeSD1", unet_blocks(12, 3, 12)), _block_map("ModelMergeSDXL", unet_blocks(9, 3, 9)),
+         # ComfyUI's ModelMergeSD2 is ModelMergeSD1 under another name ("SD1 and SD2 have the same blocks")
+         _block_map("ModelMergeSD2", unet_blocks(12, 3, 12), ours="ModelMergeSD1", export=False),
+         _block_map("ModelMergeFlux1", FLUX_BLOCKS), _block_map("ModelMergeSD3_2B", SD3_2B_BLOCKS),
+         _block_map("ModelMergeSD35_Large", SD35_LARGE_BLOCKS)]
