@@ -20,14 +20,10 @@ def resize(samples: Any, width: int, height: int, method: str, crop: str = "disa
         raise ValueError(f"unknown upscale_method {method!r}; choose one of {', '.join(UPSCALE_METHODS)}")
     s = samples
     if crop == "center":
-        old_w, old_h = s.shape[3], s.shape[2]
-        old_aspect, new_aspect = old_w / old_h, width / height
-        x = y = 0
-        if old_aspect > new_aspect:
-            x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
-        elif old_aspect < new_aspect:
-            y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
-        s = s[:, :, y : old_h - y, x : old_w - x]
+        from nodegen.image.resize_rules import center_crop_box
+
+        x, y, cut_w, cut_h = center_crop_box(s.shape[3], s.shape[2], width, height)
+        s = s[:, :, y : y + cut_h, x : x + cut_w]
     elif crop != "disabled":
         raise ValueError(f"unknown crop {crop!r}; use 'disabled' or 'center'")
     if method == "bislerp":

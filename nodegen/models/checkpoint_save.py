@@ -30,9 +30,15 @@ def checkpoint_state_dict(model, clip, vae) -> dict[str, torch.Tensor]:
         # copies: the patched weights go back to the originals when the blocks end; one float dtype
         # for the file, the widest the components hold (text encoders may be kept in half precision
         # on the CPU while the UNet is float32: nodegen.models.clip_text_load)
-        widest = max((t.dtype for t in sd.values() if t.is_floating_point()), key=lambda d: torch.finfo(d).bits,
-                     default=torch.float32)
-        return {k: t.detach().to("cpu", widest if t.is_floating_point() else t.dtype).clone() for k, t in sd.items()}
+        return cpu_copies(sd)
+
+
+def cpu_copies(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached CPU copies in one float dtype, the widest the tensors hold."""
+    widest = max((t.dtype for t in sd.values() if t.is_floating_point()), key=lambda d: torch.finfo(d).bits,
+                 default=torch.float32)
+    return {k: t.detach().to("cpu", widest if t.is_floating_point() else t.dtype).contiguous().clone()
+            for k, t in sd.items()}
 
 
 def _sd2_extra_layer(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from nodegen.models.checkpoint_save import cpu_copies
 from nodegen.models.ldm_export import VAE_PREFIX, unet_to_ldm, vae_to_ldm
 from nodegen.models.objects import FLOW_FAMILIES
 
@@ -30,20 +31,12 @@ CLIP_PARTS = {
 FLOW_PARTS = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5xxl"}
 
 
-def _copies(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Detached CPU copies in one float dtype, the widest the tensors hold."""
-    widest = max((t.dtype for t in sd.values() if t.is_floating_point()), key=lambda d: torch.finfo(d).bits,
-                 default=torch.float32)
-    return {k: t.detach().to("cpu", widest if t.is_floating_point() else t.dtype).contiguous().clone()
-            for k, t in sd.items()}
-
-
 def diffusion_model_state_dict(model) -> dict[str, torch.Tensor]:
     family = getattr(model, "family", None)
     if family in FLOW_FAMILIES:
         raise ValueError(f"saving a {family} diffusion model alone is not supported yet (SD1.x, SD2 and SDXL are)")
     with model.use("cpu") as unet:
-        sd = _copies(unet_to_ldm({k: v.detach() for k, v in unet.state_dict().items()}, dict(unet.config)))
+        sd = cpu_copies(unet_to_ldm({k: v.detach() for k, v in unet.state_dict().items()}, dict(unet.config)))
     if model.prediction_type == "v_prediction":
         sd["v_pred"] = torch.tensor([])  # ComfyUI's marker, which the loader reads
     return sd
@@ -52,7 +45,7 @@ def diffusion_model_state_dict(model) -> dict[str, torch.Tensor]:
 def vae_state_dict(vae) -> dict[str, torch.Tensor]:
     with vae.use("cpu") as v:
         sd = vae_to_ldm({k: t.detach() for k, t in v.state_dict().items()})
-        return _copies({k.removeprefix(VAE_PREFIX): t for k, t in sd.items()})
+        return cpu_copies({k.removeprefix(VAE_PREFIX): t for k, t in sd.items()})
 
 
 def _clip_layout(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -80,5 +73,5 @@ def text_encoder_state_dicts(clip) -> dict[str, dict[str, torch.Tensor]]:
         modules = list(encoders.values()) if isinstance(encoders, dict) else list(encoders)
         for suffix, module in zip(suffixes, modules, strict=True):
             sd = {k: v.detach() for k, v in module.state_dict().items()}
-            out[suffix] = _copies(sd if suffix == "t5xxl" else _clip_layout(sd))
+            out[suffix] = cpu_copies(sd if suffix == "t5xxl" else _clip_layout(sd))
     return out
