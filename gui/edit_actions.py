@@ -79,7 +79,8 @@ class EditMixin:
         workflow file opens; other images become new LoadImage nodes."""
         images = [p for p in paths if Path(p).suffix.lower() in IMAGE_SUFFIXES]
         target = self.scene.node_at(pos)
-        name = self._image_input(target) if target is not None and images else None
+        spec = target.image_input() if target is not None and images else None
+        name = spec["name"] if spec is not None else None
         if name is not None:
             self.doc.undo_stack.push(commands.set_value(self.doc, target.nid, name, self._image_value(images[0])))
             self.statusBar().showMessage(f"{target.title}: {name} = {Path(images[0]).name}", 5000)
@@ -91,14 +92,6 @@ class EditMixin:
             if Path(p).suffix.lower() in IMAGE_SUFFIXES and self.schema.get("LoadImage") is not None:
                 self.add_node("LoadImage", QPointF(pos.x(), y), inputs={"image": self._image_value(p)})
                 y += 300
-
-    @staticmethod
-    def _image_input(item) -> str | None:
-        """The node's first input shown as a widget that names an image file (from its schema)."""
-        for spec in item.widget_rows:
-            if spec.get("widget") == "file" and spec.get("file_kind") == "image":
-                return spec["name"]
-        return None
 
     def _image_value(self, path: str) -> str:
         """A name in the input folder when the file lies there, else the absolute path."""

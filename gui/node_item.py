@@ -99,14 +99,19 @@ class NodeItem(NodePaintMixin, QGraphicsRectItem, WidgetInteraction):
         self.setToolTip(self._tooltip())
         self.update()
 
+    def image_input(self) -> dict | None:
+        """The spec of the node's first widget input that names an image file (from its schema)."""
+        return next((spec for spec in self.widget_rows
+                     if spec.get("widget") == "file" and spec.get("file_kind") == "image"), None)
+
     def _update_source_image(self, inputs: dict) -> None:
-        for spec in self.widget_rows:
-            if spec.get("widget") == "file" and spec.get("file_kind") == "image":
-                value = inputs.get(spec["name"], spec.get("default"))
-                if value != self._source_key:
-                    self._source_key = value
-                    self.source_image = self.canvas.load_thumbnail(value)
-                return
+        spec = self.image_input()
+        if spec is not None:
+            value = inputs.get(spec["name"], spec.get("default"))
+            if value != self._source_key:
+                self._source_key = value
+                self.source_image = self.canvas.load_thumbnail(value)
+            return
         self.source_image, self._source_key = None, None
 
     def _layout(self, size=None) -> None:

@@ -80,7 +80,7 @@ class WiringMixin:
         links = sorted(key for key, e in self.edges.items() if e.src == item.nid and e.output == name)
         if not links:
             return False
-        first, *rest = links
+        first = links[0]
         dst = self.items_by_id[first[0]]
         self._wire = WireDrag(dst, "in", first[1], dst.port_type("in", first[1]))
         self._wire.carried, self._wire.source = links, (item.nid, name)
